@@ -1,0 +1,567 @@
+"""The scheduler's pure decision: given a run's state, what happens next.
+
+``decide`` reads plain data (the workflow, a :class:`RunView`, a lazy mapping of
+outputs and the time) and returns a :class:`Decision`: a list of actions and the time
+the run next needs attention. It performs no I/O; the store applies the actions and
+their events in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from shared.context import DecisionContext
+from shared.policy import retry_delay
+from shared.status import ApprovalStatus, AttemptState, NodeStatus, RunStatus
+from shared.workflow import Node, NodeKind, Workflow
+
+Key = tuple[str, int]
+UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class AttemptView:
+    """The current attempt of a node execution, as the decision needs it."""
+
+    attempt_id: str
+    state: AttemptState
+    number: int
+    dispatched_at: float
+    started_at: float | None = None
+    lease_expires_at: float | None = None
+    deadline_at: float | None = None
+    error: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """One node execution (run, node, iteration) that has started."""
+
+    node_id: str
+    iteration: int
+    status: NodeStatus
+    failures: int = 0
+    lost: int = 0
+    attempt: AttemptView | None = None
+    next_at: float | None = None
+    current_iteration: int = 0
+    decision: Mapping[str, Any] | None = None  # an approval's or review's decision
+    error: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RunView:
+    """A run's state as loaded (under its row lock) by the scheduler."""
+
+    run_id: str
+    status: RunStatus
+    input: Mapping[str, Any]
+    nodes: Mapping[Key, NodeView]
+    cancel_requested: bool = False
+
+
+@dataclass(frozen=True)
+class DecisionConfig:
+    """Tunables of the decision, from the scheduler's configuration."""
+
+    redispatch_after_s: float = 30.0
+    max_lost: int = 5
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """Create a new attempt for a node execution and send it to a worker queue."""
+
+    node_id: str
+    iteration: int
+    kind: NodeKind
+    timeout_s: float | None
+    reason: str  # start | retry | lost
+    failures: int | None = None
+    lost: int | None = None
+
+
+@dataclass(frozen=True)
+class Redispatch:
+    """Send an existing queued attempt again (its message may have been lost)."""
+
+    attempt_id: str
+    node_id: str
+    iteration: int
+
+
+@dataclass(frozen=True)
+class EndAttempt:
+    """Give up a live attempt; a late result from it will be refused."""
+
+    attempt_id: str
+    state: AttemptState
+    error: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class SetNode:
+    """Create or update a node execution row, optionally writing its output."""
+
+    node_id: str
+    iteration: int
+    kind: NodeKind
+    status: NodeStatus
+    event: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    output: Any = UNSET
+    error: Mapping[str, Any] | None = None
+    next_at: float | None = None
+    current_iteration: int | None = None
+    failures: int | None = None
+    lost: int | None = None
+
+
+@dataclass(frozen=True)
+class OpenApproval:
+    """Record a pending approval with its owners."""
+
+    node_id: str
+    iteration: int
+    owner: str | None
+    fallback_owner: str | None
+    escalate_at: float | None
+
+
+@dataclass(frozen=True)
+class SetRun:
+    """Change the run's status (and record its output or error when it ends)."""
+
+    status: RunStatus
+    output: Any = None
+    error: Mapping[str, Any] | None = None
+
+
+Action = Dispatch | Redispatch | EndAttempt | SetNode | OpenApproval | SetRun
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to write, in order, and when the run next needs the scheduler."""
+
+    actions: tuple[Action, ...]
+    wake_at: float | None
+
+
+def decide(
+    wf: Workflow,
+    run: RunView,
+    outputs: Mapping[Key, Any],
+    now: float,
+    config: DecisionConfig | None = None,
+) -> Decision:
+    """Decide the next step of ``run``; pure and deterministic for the same inputs."""
+    return _Decider(wf, run, outputs, now, config or DecisionConfig()).decide()
+
+
+def _settled(node: Node, status: NodeStatus) -> bool:
+    return status in (NodeStatus.SUCCEEDED, NodeStatus.SKIPPED) or (
+        status is NodeStatus.FAILED and node.continue_on_fail
+    )
+
+
+class _Decider:
+    def __init__(
+        self,
+        wf: Workflow,
+        run: RunView,
+        outputs: Mapping[Key, Any],
+        now: float,
+        config: DecisionConfig,
+    ) -> None:
+        self.wf = wf
+        self.run = run
+        self.outputs = outputs
+        self.new_outputs: dict[Key, Any] = {}
+        self.now = now
+        self.config = config
+        self.states: dict[Key, NodeView] = dict(run.nodes)
+        self.actions: list[Action] = []
+        self.wakes: list[float] = []
+        self.failure: Mapping[str, Any] | None = None
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def output(self, key: Key) -> Any:
+        if key in self.new_outputs:
+            return self.new_outputs[key]
+        return self.outputs.get(key)
+
+    def set_node(self, node: Node, iteration: int, status: NodeStatus, event: str, **kw: Any) -> None:
+        action = SetNode(node.id, iteration, node.kind, status, event, **kw)
+        self.actions.append(action)
+        key = (node.id, iteration)
+        old = self.states.get(key) or NodeView(node.id, iteration, status)
+        changes: dict[str, Any] = {"status": status}
+        for name in ("next_at", "error"):
+            changes[name] = kw.get(name)
+        for name in ("current_iteration", "failures", "lost"):
+            if kw.get(name) is not None:
+                changes[name] = kw[name]
+        self.states[key] = replace(old, **changes)
+        if action.output is not UNSET:
+            self.new_outputs[key] = action.output
+        if status is NodeStatus.FAILED and not node.continue_on_fail and self.failure is None:
+            self.failure = {"node_id": node.id, "iteration": iteration, **(kw.get("error") or {})}
+
+    def dispatch(self, node: Node, iteration: int, reason: str, **counts: int) -> None:
+        self.actions.append(
+            Dispatch(
+                node.id,
+                iteration,
+                node.kind,
+                node.timeout_s,
+                reason,
+                counts.get("failures"),
+                counts.get("lost"),
+            )
+        )
+        key = (node.id, iteration)
+        old = self.states.get(key) or NodeView(node.id, iteration, NodeStatus.QUEUED)
+        self.states[key] = replace(old, status=NodeStatus.QUEUED, next_at=None)
+        if counts:
+            self.states[key] = replace(
+                self.states[key],
+                failures=counts.get("failures", old.failures),
+                lost=counts.get("lost", old.lost),
+            )
+        self.wakes.append(self.now + self.config.redispatch_after_s)
+
+    # -- the decision ----------------------------------------------------------------
+
+    def decide(self) -> Decision:
+        if self.run.status.terminal:
+            return Decision((), None)
+        if self.run.cancel_requested:
+            self.cancel()
+            return Decision(tuple(self.actions), None)
+        for key, state in sorted(self.run.nodes.items()):
+            node = self.wf.nodes.get(key[0])
+            if node is not None:
+                self.advance(node, state)
+        if self.failure is None:
+            self.failure = self.first_failure()
+        for node_id in self.wf.order:
+            node = self.wf.nodes[node_id]
+            if node.loop is None:
+                self.visit(node, 0)
+        self.settle_run()
+        wake = min(self.wakes) if self.wakes else None
+        return Decision(tuple(self.actions), wake)
+
+    def cancel(self) -> None:
+        for key, state in sorted(self.run.nodes.items()):
+            node = self.wf.nodes.get(key[0])
+            if node is None or state.status.terminal:
+                continue
+            if state.attempt is not None and state.attempt.state.live:
+                self.actions.append(EndAttempt(state.attempt.attempt_id, AttemptState.CANCELLED, None))
+            self.set_node(node, key[1], NodeStatus.CANCELLED, "node.cancelled")
+        self.actions.append(SetRun(RunStatus.CANCELLED))
+
+    def advance(self, node: Node, st: NodeView) -> None:
+        """Move a started node execution forward: attempts, backoff, timers, approvals."""
+        if st.status in (NodeStatus.QUEUED, NodeStatus.RUNNING) and node.dispatched:
+            self.watch_attempt(node, st)
+        elif st.status is NodeStatus.BACKOFF:
+            if st.next_at is None or st.next_at <= self.now:
+                self.dispatch(node, st.iteration, "retry")
+            else:
+                self.wakes.append(st.next_at)
+        elif st.status is NodeStatus.WAITING and node.kind is NodeKind.TIMER:
+            if st.next_at is None or st.next_at <= self.now:
+                self.set_node(
+                    node,
+                    st.iteration,
+                    NodeStatus.SUCCEEDED,
+                    "timer.fired",
+                    output={"fired_at": self.now},
+                )
+            else:
+                self.wakes.append(st.next_at)
+        elif st.status is NodeStatus.WAITING and node.kind is NodeKind.APPROVAL:
+            self.approval_decided(node, st)
+
+    def approval_decided(self, node: Node, st: NodeView) -> None:
+        decision = st.decision
+        if decision is None or decision.get("status") == ApprovalStatus.PENDING:
+            return
+        out = {
+            "approved": decision.get("status") == ApprovalStatus.APPROVED,
+            "note": decision.get("note"),
+            "decided_by": decision.get("decided_by"),
+        }
+        if out["approved"]:
+            self.set_node(node, st.iteration, NodeStatus.SUCCEEDED, "node.succeeded", output=out)
+        else:
+            error = {"code": "denied", "message": f"approval denied by {out['decided_by']}"}
+            self.set_node(node, st.iteration, NodeStatus.FAILED, "node.failed", output=out, error=error)
+
+    def watch_attempt(self, node: Node, st: NodeView) -> None:
+        a = st.attempt
+        if a is None:
+            self.dispatch(node, st.iteration, "start")
+            return
+        if a.state is AttemptState.QUEUED:
+            due = a.dispatched_at + self.config.redispatch_after_s
+            if self.now >= due:
+                self.actions.append(Redispatch(a.attempt_id, node.id, st.iteration))
+                due = self.now + self.config.redispatch_after_s
+            self.wakes.append(due)
+            if a.deadline_at is not None:
+                self.wakes.append(a.deadline_at)
+        elif a.state is AttemptState.RUNNING:
+            if a.deadline_at is not None and self.now >= a.deadline_at:
+                error = {"code": "timeout", "message": f"step ran past its timeout of {node.timeout_s}s"}
+                self.actions.append(EndAttempt(a.attempt_id, AttemptState.TIMED_OUT, error))
+                self.attempt_failed(node, st, error)
+            elif a.lease_expires_at is not None and self.now >= a.lease_expires_at:
+                error = {"code": "lost", "message": "the worker stopped heartbeating (lease expired)"}
+                self.actions.append(EndAttempt(a.attempt_id, AttemptState.LOST, error))
+                if st.lost + 1 > self.config.max_lost:
+                    self.set_node(
+                        node,
+                        st.iteration,
+                        NodeStatus.FAILED,
+                        "node.failed",
+                        error={**error, "message": f"lost {st.lost + 1} workers in a row"},
+                        lost=st.lost + 1,
+                    )
+                else:
+                    self.dispatch(node, st.iteration, "lost", lost=st.lost + 1)
+            else:
+                for t in (a.deadline_at, a.lease_expires_at):
+                    if t is not None:
+                        self.wakes.append(t)
+        elif a.state in (AttemptState.FAILED, AttemptState.TIMED_OUT):
+            self.attempt_failed(node, st, a.error or {"message": "step failed"})
+        elif a.state in (AttemptState.LOST, AttemptState.CANCELLED):
+            self.dispatch(node, st.iteration, "retry")
+
+    def attempt_failed(self, node: Node, st: NodeView, error: Mapping[str, Any]) -> None:
+        failures = st.failures + 1
+        delay = retry_delay(node.retry, failures)
+        if delay is None:
+            self.set_node(
+                node,
+                st.iteration,
+                NodeStatus.FAILED,
+                "node.failed",
+                error=dict(error),
+                failures=failures,
+            )
+        elif delay <= 0:
+            self.dispatch(node, st.iteration, "retry", failures=failures)
+        else:
+            self.set_node(
+                node,
+                st.iteration,
+                NodeStatus.BACKOFF,
+                "node.retry_scheduled",
+                payload={"delay_s": delay, "failures": failures},
+                next_at=self.now + delay,
+                failures=failures,
+                error=dict(error),
+            )
+            self.wakes.append(self.now + delay)
+
+    def visit(self, node: Node, iteration: int) -> None:
+        """Start ``node`` if it is ready; drive a running loop through its body."""
+        st = self.states.get((node.id, iteration))
+        if st is None:
+            if self.failure is None:
+                self.maybe_start(node, iteration)
+            st = self.states.get((node.id, iteration))
+        if st is not None and node.kind is NodeKind.LOOP and st.status is NodeStatus.RUNNING:
+            self.drive_loop(node, st.current_iteration)
+
+    def maybe_start(self, node: Node, iteration: int) -> None:
+        deps = [(self.wf.nodes[d], self.states.get((d, iteration))) for d in node.after]
+        if any(st is None or not _settled(dep, st.status) for dep, st in deps):
+            return
+        for dep, _ in deps:
+            if dep.kind is NodeKind.BRANCH and self.branch_excludes(dep, node.id, iteration):
+                self.set_node(
+                    node,
+                    iteration,
+                    NodeStatus.SKIPPED,
+                    "node.skipped",
+                    payload={"reason": f"branch {dep.id!r} chose another path"},
+                )
+                return
+        if deps and all(st is not None and st.status is NodeStatus.SKIPPED for _, st in deps):
+            self.set_node(
+                node,
+                iteration,
+                NodeStatus.SKIPPED,
+                "node.skipped",
+                payload={"reason": "every upstream node was skipped"},
+            )
+            return
+        self.start(node, iteration)
+
+    def branch_excludes(self, branch: Node, node_id: str, iteration: int) -> bool:
+        chosen = (self.output((branch.id, iteration)) or {}).get("path")
+        return any(node_id in targets for path, targets in branch.paths.items() if path != chosen)
+
+    def upstream(self, node: Node, iteration: int) -> dict[str, Any]:
+        return {d: self.output((d, iteration)) for d in node.after}
+
+    def start(self, node: Node, iteration: int) -> None:
+        if node.dispatched:
+            self.dispatch(node, iteration, "start")
+        elif node.kind is NodeKind.APPROVAL:
+            escalate = None if node.escalate_after_s is None else self.now + node.escalate_after_s
+            self.set_node(
+                node,
+                iteration,
+                NodeStatus.WAITING,
+                "approval.requested",
+                payload={"owner": node.owner, "fallback_owner": node.fallback_owner},
+            )
+            self.actions.append(OpenApproval(node.id, iteration, node.owner, node.fallback_owner, escalate))
+        elif node.kind is NodeKind.TIMER:
+            due = self.now + node.seconds
+            self.set_node(
+                node,
+                iteration,
+                NodeStatus.WAITING,
+                "timer.set",
+                payload={"due_at": due},
+                next_at=due,
+            )
+            self.wakes.append(due)
+        elif node.kind is NodeKind.BRANCH:
+            self.start_branch(node, iteration)
+        elif node.kind is NodeKind.LOOP:
+            self.set_node(
+                node,
+                iteration,
+                NodeStatus.RUNNING,
+                "loop.iteration",
+                payload={"iteration": 0},
+                current_iteration=0,
+            )
+
+    def start_branch(self, node: Node, iteration: int) -> None:
+        assert node.choose is not None
+        ctx = DecisionContext(self.run.run_id, self.run.input, self.upstream(node, iteration), iteration)
+        try:
+            path = node.choose(ctx)
+        except Exception as exc:
+            error = {"code": "branch_error", "message": f"{type(exc).__name__}: {exc}"}
+            self.set_node(node, iteration, NodeStatus.FAILED, "node.failed", error=error)
+            return
+        if path not in node.paths:
+            error = {"code": "branch_error", "message": f"choose returned unknown path {path!r}"}
+            self.set_node(node, iteration, NodeStatus.FAILED, "node.failed", error=error)
+            return
+        self.set_node(
+            node,
+            iteration,
+            NodeStatus.SUCCEEDED,
+            "branch.chosen",
+            payload={"path": path},
+            output={"path": path},
+        )
+
+    def drive_loop(self, loop: Node, k: int) -> None:
+        body = [self.wf.nodes[n] for n in self.wf.order if self.wf.nodes[n].loop == loop.id]
+        for member in body:
+            self.visit(member, k)
+        states = [(m, self.states.get((m.id, k))) for m in body]
+        broken = [
+            m for m, st in states if st is not None and st.status.terminal and not _settled(m, st.status)
+        ]
+        if broken:
+            error = {"code": "loop_failed", "message": f"iteration {k} failed at node {broken[0].id!r}"}
+            self.set_node(loop, 0, NodeStatus.FAILED, "node.failed", error=error)
+            return
+        if not all(st is not None and _settled(m, st.status) for m, st in states):
+            return
+        outs = {m.id: self.output((m.id, k)) for m, st in states if st and st.status is NodeStatus.SUCCEEDED}
+        assert loop.until is not None
+        try:
+            done = bool(loop.until(DecisionContext(self.run.run_id, self.run.input, outs, k)))
+        except Exception as exc:
+            error = {"code": "loop_error", "message": f"{type(exc).__name__}: {exc}"}
+            self.set_node(loop, 0, NodeStatus.FAILED, "node.failed", error=error)
+            return
+        if done or k + 1 >= loop.max_iterations:
+            self.set_node(
+                loop,
+                0,
+                NodeStatus.SUCCEEDED,
+                "node.succeeded",
+                payload={"iterations": k + 1, "condition_met": done},
+                output={"iterations": k + 1, "condition_met": done, "outputs": outs},
+            )
+            return
+        self.set_node(
+            loop,
+            0,
+            NodeStatus.RUNNING,
+            "loop.iteration",
+            payload={"iteration": k + 1},
+            current_iteration=k + 1,
+        )
+        self.drive_loop(loop, k + 1)
+
+    def settle_run(self) -> None:
+        top = [self.wf.nodes[n] for n in self.wf.order if self.wf.nodes[n].loop is None]
+        active = False
+        waiting = False
+        for st in self.states.values():
+            node = self.wf.nodes.get(st.node_id)
+            if node is None:
+                continue
+            if st.status in (NodeStatus.QUEUED, NodeStatus.BACKOFF) or (
+                st.status is NodeStatus.RUNNING and node.kind is not NodeKind.LOOP
+            ):
+                active = True
+            elif st.status is NodeStatus.WAITING:
+                if node.kind is NodeKind.TIMER:
+                    active = True
+                else:
+                    waiting = True
+        status = self.run.status
+        if self.failure is None:
+            self.failure = self.first_failure()
+        if self.failure is not None:
+            if not active:
+                self.actions.append(SetRun(RunStatus.FAILED, error=self.failure))
+                return
+            new = RunStatus.RUNNING
+        elif all(self.settled_at(n, 0) for n in top):
+            leaves = [n for n in top if not self.wf.dependents(n.id)]
+            output = {
+                n.id: self.output((n.id, 0))
+                for n in leaves
+                if self.states[(n.id, 0)].status is NodeStatus.SUCCEEDED
+            }
+            self.actions.append(SetRun(RunStatus.SUCCEEDED, output=output))
+            return
+        else:
+            new = RunStatus.WAITING if waiting and not active else RunStatus.RUNNING
+        if new is not status:
+            self.actions.append(SetRun(new))
+
+    def settled_at(self, node: Node, iteration: int) -> bool:
+        state = self.states.get((node.id, iteration))
+        return state is not None and _settled(node, state.status)
+
+    def first_failure(self) -> Mapping[str, Any] | None:
+        for (node_id, iteration), st in sorted(self.states.items()):
+            node = self.wf.nodes.get(node_id)
+            if node is None or node.loop is not None:
+                continue
+            if st.status in (NodeStatus.FAILED, NodeStatus.CANCELLED) and not _settled(node, st.status):
+                return {"node_id": node_id, "iteration": iteration, **(st.error or {})}
+        return None

@@ -1,0 +1,16 @@
+"""Names shared by every process: Redis keys, Celery queues and task names."""
+
+from __future__ import annotations
+
+from shared.workflow import NodeKind
+
+WAKE_KEY = "smithers:wake"  # a Redis list of run ids the scheduler should look at
+STEPS_QUEUE = "steps"
+SANDBOX_QUEUE = "sandbox"
+QUEUES = (STEPS_QUEUE, SANDBOX_QUEUE)
+STEP_TASK = "smithers.step"
+
+
+def queue_for(kind: NodeKind) -> str:
+    """The Celery queue a dispatched node kind goes to."""
+    return SANDBOX_QUEUE if kind is NodeKind.SANDBOX else STEPS_QUEUE

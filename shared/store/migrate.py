@@ -1,0 +1,49 @@
+"""Create and migrate the schema idempotently; safe when processes start at once.
+
+SQLite: the migration runs inside BEGIN IMMEDIATE, so a second process waits on the
+busy timeout and then finds the schema in place. PostgreSQL: a transaction-scoped
+advisory lock does the same.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from sqlalchemy import Connection, Engine, inspect, select, text
+
+from shared.store import schema as s
+from shared.store.postgres import MIGRATION_LOCK_ID
+
+Migration = Callable[[Connection], None]
+
+
+def _v1(conn: Connection) -> None:
+    s.metadata.create_all(conn, checkfirst=True)
+    if conn.execute(select(s.counters.c.name).where(s.counters.c.name == "events")).first() is None:
+        conn.execute(s.counters.insert().values(name="events", value=0))
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1}
+
+
+def migrate(engine: Engine) -> int:
+    """Bring the schema to the newest version; return that version. Atomic per call."""
+    postgres = engine.dialect.name == "postgresql"
+    with engine.connect().execution_options(smithers_write=True) as conn, conn.begin():
+        if postgres:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_ID})
+        current = 0
+        if inspect(conn).has_table("schema_version"):
+            current = (
+                conn.execute(
+                    select(s.schema_version.c.version).order_by(s.schema_version.c.version.desc())
+                ).scalar()
+                or 0
+            )
+        for version in sorted(MIGRATIONS):
+            if version > current:
+                MIGRATIONS[version](conn)
+                conn.execute(s.schema_version.insert().values(version=version, applied_at=time.time()))
+                current = version
+        return current

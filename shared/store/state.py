@@ -1,0 +1,326 @@
+"""Load a run's state for the decision and apply the decision, in one transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, select, update
+
+from shared.decision import (
+    UNSET,
+    AttemptView,
+    Decision,
+    Dispatch,
+    EndAttempt,
+    Key,
+    NodeView,
+    OpenApproval,
+    Redispatch,
+    RunView,
+    SetNode,
+    SetRun,
+)
+from shared.keys import queue_for
+from shared.status import AttemptState, NodeStatus, RunStatus
+from shared.store import schema as s
+from shared.store.tx import Tx
+
+
+@dataclass(frozen=True)
+class Message:
+    """A Celery message to send after commit: the attempt id and where it goes."""
+
+    attempt_id: str
+    queue: str
+    time_limit: float | None
+
+
+class LazyOutputs(Mapping[Key, Any]):
+    """Outputs of a run, read on demand inside the transaction (a plain Mapping)."""
+
+    def __init__(self, conn: Connection, run_id: str) -> None:
+        self.conn = conn
+        self.run_id = run_id
+        self.cache: dict[Key, Any] = {}
+
+    def __getitem__(self, key: Key) -> Any:
+        if key not in self.cache:
+            row = self.conn.execute(
+                select(s.outputs.c.value).where(
+                    s.outputs.c.run_id == self.run_id,
+                    s.outputs.c.node_id == key[0],
+                    s.outputs.c.iteration == key[1],
+                )
+            ).first()
+            if row is None:
+                raise KeyError(key)
+            self.cache[key] = row[0]
+        return self.cache[key]
+
+    def __iter__(self) -> Iterator[Key]:
+        rows = self.conn.execute(
+            select(s.outputs.c.node_id, s.outputs.c.iteration).where(s.outputs.c.run_id == self.run_id)
+        )
+        return iter([(r[0], r[1]) for r in rows])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def load_run_view(tx: Tx, run_id: str) -> tuple[RunView, Any] | None:
+    """Lock the run and read everything the decision needs; None if it does not exist."""
+    run = tx.lock_run(run_id)
+    if run is None:
+        return None
+    a = s.attempts
+    rows = tx.conn.execute(
+        select(s.nodes, a)
+        .select_from(s.nodes.outerjoin(a, a.c.attempt_id == s.nodes.c.current_attempt_id))
+        .where(s.nodes.c.run_id == run_id)
+    ).all()
+    approvals = {
+        (r.node_id, r.iteration): r._mapping
+        for r in tx.conn.execute(select(s.approvals).where(s.approvals.c.run_id == run_id))
+    }
+    views: dict[Key, NodeView] = {}
+    for r in rows:
+        m = r._mapping
+        attempt = None
+        if m[a.c.attempt_id] is not None:
+            attempt = AttemptView(
+                attempt_id=m[a.c.attempt_id],
+                state=AttemptState(m[a.c.state]),
+                number=m[a.c.number],
+                dispatched_at=m[a.c.dispatched_at],
+                started_at=m[a.c.started_at],
+                lease_expires_at=m[a.c.lease_expires_at],
+                deadline_at=m[a.c.deadline_at],
+                error=m[a.c.error],
+            )
+        key = (m[s.nodes.c.node_id], m[s.nodes.c.iteration])
+        decision = approvals.get(key)
+        views[key] = NodeView(
+            node_id=key[0],
+            iteration=key[1],
+            status=NodeStatus(m[s.nodes.c.status]),
+            failures=m[s.nodes.c.failures],
+            lost=m[s.nodes.c.lost],
+            attempt=attempt,
+            next_at=m[s.nodes.c.next_at],
+            current_iteration=m[s.nodes.c.current_iteration],
+            decision=dict(decision) if decision is not None else None,
+            error=m[s.nodes.c.error],
+        )
+    view = RunView(
+        run_id=run_id,
+        status=RunStatus(run.status),
+        input=run.input,
+        nodes=views,
+        cancel_requested=bool(run.cancel_requested),
+    )
+    return view, run
+
+
+def _upsert_node(
+    tx: Tx, run_id: str, node_id: str, iteration: int, kind: str, values: dict[str, Any]
+) -> None:
+    n = s.nodes
+    where = and_(n.c.run_id == run_id, n.c.node_id == node_id, n.c.iteration == iteration)
+    values = {**values, "updated_at": tx.now}
+    if tx.conn.execute(update(n).where(where).values(**values)).rowcount == 0:
+        base = {"failures": 0, "lost": 0, "current_iteration": 0}
+        tx.conn.execute(
+            n.insert().values(
+                run_id=run_id,
+                node_id=node_id,
+                iteration=iteration,
+                kind=kind,
+                started_at=tx.now,
+                **{**base, **values},
+            )
+        )
+
+
+def write_output(
+    tx: Tx, run_id: str, node_id: str, iteration: int, value: Any, attempt_id: str | None
+) -> None:
+    """Insert or replace the output of a node execution."""
+    o = s.outputs
+    where = and_(o.c.run_id == run_id, o.c.node_id == node_id, o.c.iteration == iteration)
+    if tx.conn.execute(update(o).where(where).values(value=value, attempt_id=attempt_id)).rowcount == 0:
+        tx.conn.execute(
+            o.insert().values(
+                run_id=run_id,
+                node_id=node_id,
+                iteration=iteration,
+                value=value,
+                attempt_id=attempt_id,
+                created_at=tx.now,
+            )
+        )
+
+
+def apply_decision(tx: Tx, run_id: str, decision: Decision) -> list[Message]:
+    """Write every action and its event, and set the run's next wake time.
+
+    Returns the messages to send once the transaction has committed.
+    """
+    messages: list[Message] = []
+    terminal = False
+    for action in decision.actions:
+        if isinstance(action, Dispatch):
+            messages.append(_dispatch(tx, run_id, action))
+        elif isinstance(action, Redispatch):
+            row = tx.conn.execute(
+                update(s.attempts)
+                .where(s.attempts.c.attempt_id == action.attempt_id)
+                .values(dispatched_at=tx.now)
+                .returning(s.attempts.c.queue, s.attempts.c.timeout_s)
+            ).first()
+            if row is not None:
+                tx.emit(
+                    run_id,
+                    "attempt.redispatched",
+                    node_id=action.node_id,
+                    iteration=action.iteration,
+                    attempt_id=action.attempt_id,
+                )
+                messages.append(Message(action.attempt_id, row[0], _time_limit(row[1])))
+        elif isinstance(action, EndAttempt):
+            _end_attempt(tx, run_id, action)
+        elif isinstance(action, SetNode):
+            _set_node(tx, run_id, action)
+        elif isinstance(action, OpenApproval):
+            tx.conn.execute(
+                s.approvals.insert().values(
+                    run_id=run_id,
+                    node_id=action.node_id,
+                    iteration=action.iteration,
+                    status="pending",
+                    owner=action.owner,
+                    fallback_owner=action.fallback_owner,
+                    escalate_at=action.escalate_at,
+                    requested_at=tx.now,
+                )
+            )
+        elif isinstance(action, SetRun):
+            terminal = action.status.terminal
+            _set_run(tx, run_id, action)
+    tx.conn.execute(
+        update(s.runs)
+        .where(s.runs.c.run_id == run_id)
+        .values(wake_at=None if terminal else decision.wake_at, updated_at=tx.now)
+    )
+    return messages
+
+
+def _time_limit(timeout_s: float | None) -> float | None:
+    return None if timeout_s is None else timeout_s + 30.0
+
+
+def _dispatch(tx: Tx, run_id: str, action: Dispatch) -> Message:
+    a = s.attempts
+    number = (
+        tx.conn.execute(
+            select(func.count())
+            .select_from(a)
+            .where(a.c.run_id == run_id, a.c.node_id == action.node_id, a.c.iteration == action.iteration)
+        ).scalar_one()
+        + 1
+    )
+    attempt_id = str(uuid.uuid4())
+    queue = queue_for(action.kind)
+    tx.conn.execute(
+        a.insert().values(
+            attempt_id=attempt_id,
+            run_id=run_id,
+            node_id=action.node_id,
+            iteration=action.iteration,
+            number=number,
+            state=AttemptState.QUEUED.value,
+            queue=queue,
+            dispatched_at=tx.now,
+            timeout_s=action.timeout_s,
+            cached=False,
+        )
+    )
+    values: dict[str, Any] = {
+        "status": NodeStatus.QUEUED.value,
+        "current_attempt_id": attempt_id,
+        "next_at": None,
+    }
+    if action.failures is not None:
+        values["failures"] = action.failures
+    if action.lost is not None:
+        values["lost"] = action.lost
+    _upsert_node(tx, run_id, action.node_id, action.iteration, action.kind.value, values)
+    tx.emit(
+        run_id,
+        "attempt.queued",
+        node_id=action.node_id,
+        iteration=action.iteration,
+        attempt_id=attempt_id,
+        payload={"number": number, "reason": action.reason, "queue": queue},
+    )
+    return Message(attempt_id, queue, _time_limit(action.timeout_s))
+
+
+def _end_attempt(tx: Tx, run_id: str, action: EndAttempt) -> None:
+    a = s.attempts
+    row = tx.conn.execute(
+        update(a)
+        .where(
+            a.c.attempt_id == action.attempt_id,
+            a.c.state.in_([AttemptState.QUEUED.value, AttemptState.RUNNING.value, AttemptState.FAILED.value]),
+        )
+        .values(state=action.state.value, finished_at=tx.now, error=action.error)
+        .returning(a.c.node_id, a.c.iteration)
+    ).first()
+    if row is not None:
+        tx.emit(
+            run_id,
+            f"attempt.{action.state.value}",
+            node_id=row[0],
+            iteration=row[1],
+            attempt_id=action.attempt_id,
+            payload=dict(action.error or {}),
+        )
+
+
+def _set_node(tx: Tx, run_id: str, action: SetNode) -> None:
+    values: dict[str, Any] = {
+        "status": action.status.value,
+        "next_at": action.next_at,
+        "error": action.error,
+    }
+    if action.status.terminal:
+        values["finished_at"] = tx.now
+    for name in ("current_iteration", "failures", "lost"):
+        if getattr(action, name) is not None:
+            values[name] = getattr(action, name)
+    _upsert_node(tx, run_id, action.node_id, action.iteration, action.kind.value, values)
+    if action.output is not UNSET:
+        write_output(tx, run_id, action.node_id, action.iteration, action.output, None)
+    payload = dict(action.payload)
+    if action.error:
+        payload["error"] = action.error
+    tx.emit(run_id, action.event, node_id=action.node_id, iteration=action.iteration, payload=payload)
+
+
+def _set_run(tx: Tx, run_id: str, action: SetRun) -> None:
+    values: dict[str, Any] = {"status": action.status.value, "updated_at": tx.now}
+    if action.status.terminal:
+        values.update(finished_at=tx.now, output=action.output, error=action.error)
+    tx.conn.execute(update(s.runs).where(s.runs.c.run_id == run_id).values(**values))
+    payload: dict[str, Any] = {}
+    if action.error:
+        payload["error"] = action.error
+    tx.emit(run_id, f"run.{action.status.value}", payload=payload)
+
+
+def postpone(tx: Tx, run_id: str, seconds: float) -> None:
+    """Look at the run again in ``seconds`` (used when it cannot be decided now)."""
+    tx.conn.execute(update(s.runs).where(s.runs.c.run_id == run_id).values(wake_at=tx.now + seconds))

@@ -1,0 +1,133 @@
+"""A write transaction that also appends events (the transactional outbox).
+
+Per-run ``seq`` is allocated from ``runs.next_seq`` under the run's row lock, and the
+global ``feed_id`` from the ``counters`` row ``events``, both at the end of the
+transaction. The counter row lock is held until commit, so feed ids are handed out in
+commit order: a reader that has seen feed id N has seen every id below N.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Row, select, update
+
+from shared.redaction import redact
+from shared.store import schema as s
+
+
+@dataclass
+class _Pending:
+    type: str
+    node_id: str | None
+    iteration: int | None
+    attempt_id: str | None
+    payload: dict[str, Any]
+
+
+@dataclass
+class Tx:
+    """One write transaction: the connection, the time, and the events to append."""
+
+    conn: Connection
+    postgres: bool
+    now: float = field(default_factory=time.time)
+    _events: dict[str, list[_Pending]] = field(default_factory=dict)
+    woken: set[str] = field(default_factory=set)
+
+    def lock_run(self, run_id: str) -> Row[Any] | None:
+        """Read the run row, locking it until commit (FOR UPDATE on PostgreSQL).
+
+        On SQLite the whole database is already write-locked by BEGIN IMMEDIATE.
+        """
+        query = select(s.runs).where(s.runs.c.run_id == run_id)
+        if self.postgres:
+            query = query.with_for_update()
+        return self.conn.execute(query).first()
+
+    def emit(
+        self,
+        run_id: str,
+        type: str,
+        *,
+        node_id: str | None = None,
+        iteration: int | None = None,
+        attempt_id: str | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> None:
+        """Queue an event of ``run_id``; it is written with this transaction or not at all."""
+        self._events.setdefault(run_id, []).append(
+            _Pending(type, node_id, iteration, attempt_id, redact(payload or {}))
+        )
+
+    def wake(self, run_id: str) -> None:
+        """Mark the run as needing the scheduler now (also noted for a Redis wake-up)."""
+        self.conn.execute(update(s.runs).where(s.runs.c.run_id == run_id).values(wake_at=self.now))
+        self.woken.add(run_id)
+
+    def audit(
+        self,
+        action: str,
+        *,
+        actor: str | None,
+        target_type: str | None = None,
+        target_id: str | None = None,
+        run_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Append an audit-log row (kept even when the run it names is deleted)."""
+        self.conn.execute(
+            s.audit_log.insert().values(
+                at=self.now,
+                actor=actor,
+                action=action,
+                target_type=target_type,
+                target_id=target_id,
+                run_id=run_id,
+                detail=redact(detail or {}),
+            )
+        )
+
+    def flush(self) -> None:
+        """Allocate seq and feed ids and insert the queued events (called before commit)."""
+        total = sum(len(v) for v in self._events.values())
+        if not total:
+            return
+        seqs: dict[str, int] = {}
+        for run_id, pending in self._events.items():
+            last = self.conn.execute(
+                update(s.runs)
+                .where(s.runs.c.run_id == run_id)
+                .values(next_seq=s.runs.c.next_seq + len(pending))
+                .returning(s.runs.c.next_seq)
+            ).scalar_one()
+            seqs[run_id] = int(last) - len(pending)
+        feed_last = self.conn.execute(
+            update(s.counters)
+            .where(s.counters.c.name == "events")
+            .values(value=s.counters.c.value + total)
+            .returning(s.counters.c.value)
+        ).scalar_one()
+        feed = int(feed_last) - total
+        rows = []
+        for run_id, pending in self._events.items():
+            for ev in pending:
+                seqs[run_id] += 1
+                feed += 1
+                rows.append(
+                    {
+                        "run_id": run_id,
+                        "seq": seqs[run_id],
+                        "feed_id": feed,
+                        "type": ev.type,
+                        "node_id": ev.node_id,
+                        "iteration": ev.iteration,
+                        "attempt_id": ev.attempt_id,
+                        "payload": ev.payload,
+                        "created_at": self.now,
+                    }
+                )
+        self.conn.execute(s.events.insert(), rows)
+        self._events.clear()

@@ -1,0 +1,319 @@
+"""The Docker sandbox runtime on a real engine: limits, isolation and bundle safety.
+
+Needs a Docker engine and the ``smithers-sandbox:latest`` image (``.ci/docker-setup.sh``).
+Without them the tests skip, unless ``CI=true``, where they fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import docker.errors
+import pytest
+from docker.client import DockerClient
+
+from shared.errors import BundleRejected, SandboxError, SandboxOutOfMemory, SandboxTimeout
+from shared.sandbox import (
+    BundleBounds,
+    ResultStatus,
+    SandboxSpec,
+    VolumeMount,
+    collect_result_bundle,
+    write_request_bundle,
+)
+from workers.runtime import ContainerOutcome, DockerRuntime
+
+pytestmark = pytest.mark.timeout(90)
+
+IMAGE = "smithers-sandbox:latest"
+
+
+@pytest.fixture(scope="module")
+def engine() -> DockerClient:
+    """A client for a live engine that has the sandbox image, or a skip (a failure in CI)."""
+    problem = None
+    try:
+        client = DockerClient.from_env(timeout=30)
+        client.ping()
+        client.images.get(IMAGE)
+    except docker.errors.ImageNotFound:
+        problem = f"image {IMAGE} missing: run .ci/docker-setup.sh"
+    except docker.errors.DockerException as exc:
+        problem = f"no Docker engine ({type(exc).__name__}): run .ci/docker-setup.sh"
+    if problem is not None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(problem)
+        pytest.skip(problem)
+    return client
+
+
+@pytest.fixture
+def worker_id(engine: DockerClient) -> Iterator[str]:
+    """A unique worker id; after the test, no container or volume of it may remain."""
+    worker = f"test-{uuid.uuid4().hex[:12]}"
+    yield worker
+    labels: dict[str, str | list[str] | bool] = {"label": [f"smithers.worker={worker}"]}
+    leftovers = engine.containers.list(all=True, filters=labels)
+    for container in leftovers:
+        container.remove(force=True)
+    volumes = engine.volumes.list(filters=labels)
+    for volume in volumes:
+        volume.remove(force=True)
+    assert not leftovers, f"containers left behind: {[c.name for c in leftovers]}"
+    assert not volumes, f"volumes left behind: {[v.name for v in volumes]}"
+
+
+@pytest.fixture
+def runtime(engine: DockerClient, worker_id: str) -> DockerRuntime:
+    return DockerRuntime(worker_id, client=engine, bounds=BundleBounds(max_bundle_bytes=1 << 20))
+
+
+def run_step(
+    runtime: DockerRuntime,
+    tmp_path: Path,
+    script: str,
+    secrets: Mapping[str, str] | None = None,
+    **fields: object,
+) -> tuple[Path, ContainerOutcome]:
+    """Write a request, run ``sh -c script`` in the sandbox; return (sandbox dir, outcome)."""
+    sandbox_dir = write_request_bundle(
+        tmp_path / "sandboxes", "run-1", "step-1", {"n": 2}, {"up": "x"}, {"src/a.txt": "A\n"}
+    )
+    arguments: dict[str, object] = {"timeout_s": 20, **fields}
+    if secrets:
+        arguments["secrets"] = tuple(secrets)
+    spec = SandboxSpec(command=("sh", "-c", script), **arguments)  # type: ignore[arg-type]
+    outcome = runtime.run(spec, sandbox_dir, {"smithers.run": "run-1"}, secrets or {})
+    return sandbox_dir, outcome
+
+
+def logs_of(sandbox_dir: Path) -> str:
+    return (sandbox_dir / "result" / "logs.txt").read_text(errors="replace")
+
+
+MANIFEST = (
+    'printf \'%s\' \'{"status": "succeeded", "outputs": {"lines": 2}, '
+    '"patches": ["fix.diff"], "artifacts": ["out/report.txt"]}'
+    "' > /work/result/manifest.json"
+)
+
+
+def test_good_step_produces_a_collected_bundle(runtime: DockerRuntime, tmp_path: Path) -> None:
+    # given a step that reads its request and writes a patch and an artifact
+    script = f"""
+        set -e
+        cat /work/request/input.json
+        cat /work/request/files/src/a.txt
+        echo "token=$API_TOKEN"
+        printf -- '--- a\\n+++ b\\n' > /work/result/patches/fix.diff
+        mkdir /work/result/artifacts/out
+        echo report > /work/result/artifacts/out/report.txt
+        {MANIFEST}
+    """
+    # when it runs
+    sandbox_dir, outcome = run_step(runtime, tmp_path, script, secrets={"API_TOKEN": "s3cr3t-v4lue"})
+    manifest = collect_result_bundle(sandbox_dir / "result", BundleBounds())
+
+    # then the outcome, the bundle and the logs are what the step produced
+    assert outcome.exit_code == 0
+    assert not outcome.oom_killed
+    assert outcome.image_digest.startswith("sha256:")
+    assert manifest.status is ResultStatus.SUCCEEDED
+    assert manifest.outputs == {"lines": 2}
+    assert [(p.path, p.size) for p in manifest.patches] == [("fix.diff", 12)]
+    assert [(a.path, a.size) for a in manifest.artifacts] == [("out/report.txt", 7)]
+    logs = logs_of(sandbox_dir)
+    assert '{"input": {"n": 2}, "upstream": {"up": "x"}}' in logs
+    assert "A\n" in logs
+    assert "token=[REDACTED]" in logs
+    assert "s3cr3t" not in logs
+
+
+def test_memory_limit_raises_out_of_memory(runtime: DockerRuntime, tmp_path: Path) -> None:
+    # a shell string that doubles until it hits the 32 MB limit
+    with pytest.raises(SandboxOutOfMemory, match="32 MB"):
+        run_step(runtime, tmp_path, "x=a; while :; do x=$x$x; done", memory_mb=32, timeout_s=15)
+
+
+def test_no_network_without_allow_network(
+    runtime: DockerRuntime, engine: DockerClient, tmp_path: Path
+) -> None:
+    # given a TCP listener on the docker bridge gateway (the host, seen from a container)
+    ipam = engine.networks.get("bridge").attrs["IPAM"]["Config"][0]
+    gateway = ipam.get("Gateway") or str(next(ipaddress.ip_network(ipam["Subnet"]).hosts()))
+    listener = socket.create_server((gateway, 0))
+    listener.settimeout(10)
+    port = listener.getsockname()[1]
+    accepted: list[bool] = []
+
+    def accept() -> None:
+        try:
+            connection, _ = listener.accept()
+            connection.close()
+            accepted.append(True)
+        except OSError:
+            pass
+
+    probe = f"""
+        ls /sys/class/net
+        if bash -c 'exec 3<>/dev/tcp/{gateway}/{port}' 2>/dev/null; then echo CONNECTED
+        else echo UNREACHABLE; fi
+    """
+    try:
+        # when a step without allow_network probes the network
+        closed_dir, _ = run_step(runtime, tmp_path / "closed", probe, timeout_s=10)
+        # and, as a control, a step with allow_network does the same
+        thread = threading.Thread(target=accept, daemon=True)
+        thread.start()
+        open_dir, _ = run_step(runtime, tmp_path / "open", probe, allow_network=True, timeout_s=10)
+        thread.join(timeout=10)
+    finally:
+        listener.close()
+
+    # then only the loopback interface exists and the host cannot be reached
+    closed = logs_of(closed_dir).split()
+    assert closed == ["lo", "UNREACHABLE"]
+    assert "CONNECTED" in logs_of(open_dir)
+    assert "eth0" in logs_of(open_dir)
+    assert accepted == [True]
+
+
+def test_fork_bomb_stops_at_the_pids_limit(runtime: DockerRuntime, tmp_path: Path) -> None:
+    # given a fork bomb under a 32-process limit and a 3 s timeout
+    sandbox_dir = tmp_path / "sandboxes" / "run-1" / "step-1"
+    outcome: ContainerOutcome | None = None
+    started = time.monotonic()
+    # when it runs, it either fails or is killed at its timeout
+    with contextlib.suppress(SandboxTimeout):
+        _, outcome = run_step(runtime, tmp_path, "bomb() { bomb | bomb; }; bomb", pids_limit=32, timeout_s=3)
+    elapsed = time.monotonic() - started
+
+    # then it did not succeed, did not hang, and forks were refused inside the sandbox
+    assert outcome is None or outcome.exit_code != 0
+    assert elapsed < 20
+    assert "fork" in logs_of(sandbox_dir).lower()
+    # and the host still forks normally
+    assert subprocess.run(["true"], check=False, timeout=5).returncode == 0
+
+
+def test_writes_outside_work_fail(runtime: DockerRuntime, tmp_path: Path) -> None:
+    script = """
+        for p in /x /etc/x /tmp/x /var/tmp/x /usr/local/x /dev/shm/x /run/x /dev/x /proc/x; do
+            if (echo hi > "$p") 2>/dev/null; then echo "WROTE $p"; fi
+        done
+        echo ok > /work/tmp/scratch && echo "WORK-WRITABLE"
+        id -u
+    """
+    sandbox_dir, outcome = run_step(runtime, tmp_path, script)
+    logs = logs_of(sandbox_dir)
+    assert "WROTE" not in logs
+    assert "WORK-WRITABLE" in logs
+    assert logs.split()[-1] == "10001"
+    assert outcome.exit_code == 0
+
+
+def test_timeout_kills_and_removes_the_container(
+    runtime: DockerRuntime, engine: DockerClient, worker_id: str, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(SandboxTimeout, match="timeout of 1s"):
+        run_step(runtime, tmp_path, "echo started; sleep 60", timeout_s=1)
+    assert time.monotonic() - started < 10
+    assert engine.containers.list(all=True, filters={"label": f"smithers.worker={worker_id}"}) == []
+    assert "started" in logs_of(tmp_path / "sandboxes" / "run-1" / "step-1")
+
+
+def test_symlink_to_host_file_is_rejected(runtime: DockerRuntime, tmp_path: Path) -> None:
+    script = f"ln -s /etc/passwd /work/result/artifacts/passwd; {MANIFEST}"
+    with pytest.raises(BundleRejected) as caught:
+        run_step(runtime, tmp_path, script)
+    assert "artifacts/passwd: symbolic link points outside the bundle" in str(caught.value)
+
+
+def test_hard_link_is_rejected(runtime: DockerRuntime, tmp_path: Path) -> None:
+    # a link to a host file cannot even be made (another filesystem); one inside can
+    script = """
+        ln /etc/passwd /work/result/artifacts/passwd || echo "LINK-OUT-FAILED"
+        echo data > /work/result/artifacts/a
+        ln /work/result/artifacts/a /work/result/artifacts/b
+        echo '{"status": "succeeded", "artifacts": ["b"]}' > /work/result/manifest.json
+    """
+    sandbox_dir, _ = run_step(runtime, tmp_path, script)
+    assert "LINK-OUT-FAILED" in logs_of(sandbox_dir)
+    with pytest.raises(BundleRejected, match=r"artifacts/b: is a hard link"):
+        collect_result_bundle(sandbox_dir / "result", BundleBounds())
+
+
+def test_oversize_file_is_rejected_while_copying(runtime: DockerRuntime, tmp_path: Path) -> None:
+    # the runtime's bound is 1 MiB; the step writes 2 MiB
+    script = f"head -c 2097152 /dev/zero > /work/result/artifacts/big.bin; {MANIFEST}"
+    with pytest.raises(BundleRejected, match=r"artifacts/big\.bin: result bundle exceeds"):
+        run_step(runtime, tmp_path, script)
+    assert not (tmp_path / "sandboxes" / "run-1" / "step-1" / "result" / "artifacts" / "big.bin").exists()
+
+
+def test_remove_orphans_removes_only_this_workers_containers(
+    runtime: DockerRuntime, engine: DockerClient, worker_id: str
+) -> None:
+    # given a leftover sandbox of this worker and a container of another worker
+    other = f"{worker_id}-other"
+    mine = engine.containers.create(
+        IMAGE, ["sleep", "60"], labels={"smithers.sandbox": "1", "smithers.worker": worker_id}
+    )
+    theirs = engine.containers.create(
+        IMAGE, ["sleep", "60"], labels={"smithers.sandbox": "1", "smithers.worker": other}
+    )
+    try:
+        mine.start()
+        # when the worker starts and cleans up
+        removed = runtime.remove_orphans(worker_id)
+        # then only its own container is gone
+        assert removed == 1
+        with pytest.raises(docker.errors.NotFound):
+            engine.containers.get(mine.name or "")
+        assert engine.containers.get(theirs.name or "").id == theirs.id
+    finally:
+        theirs.remove(force=True)
+        with contextlib.suppress(docker.errors.NotFound):
+            mine.remove(force=True)
+
+
+def test_volumes_only_from_the_allowlist_and_read_only_unless_allowed(
+    engine: DockerClient, worker_id: str, tmp_path: Path
+) -> None:
+    # given a worker that allows read-only mounts under one directory
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "data.txt").write_text("shared data\n")
+    runtime = DockerRuntime(worker_id, client=engine, allowed_volume_roots={str(allowed): False})
+    script = "cat /data/data.txt; (echo x > /data/new.txt) 2>/dev/null && echo WROTE-VOLUME; true"
+
+    # when a step asks for a writable mount of it
+    sandbox_dir, _ = run_step(
+        runtime, tmp_path, script, volumes=(VolumeMount(str(allowed), "/data", read_only=False),)
+    )
+
+    # then it can read but not write, and a directory outside the allowlist is refused
+    assert "shared data" in logs_of(sandbox_dir)
+    assert "WROTE-VOLUME" not in logs_of(sandbox_dir)
+    assert not (allowed / "new.txt").exists()
+    with pytest.raises(SandboxError, match="not under an allowed root"):
+        run_step(runtime, tmp_path / "2", "true", volumes=(VolumeMount("/etc", "/data"),))
+
+
+def test_background_process_does_not_hold_the_step_open(runtime: DockerRuntime, tmp_path: Path) -> None:
+    # a step that exits while a child it started keeps stdout open
+    started = time.monotonic()
+    sandbox_dir, outcome = run_step(runtime, tmp_path, "sleep 30 & echo done; exit 3")
+    assert outcome.exit_code == 3
+    assert time.monotonic() - started < 5
+    assert "done" in logs_of(sandbox_dir)

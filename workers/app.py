@@ -1,0 +1,74 @@
+"""The Celery app: one thin task that decodes an attempt id and calls run_attempt."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from shared.broker import Broker, celery_settings
+from shared.config import WorkerConfig
+from shared.keys import QUEUES, STEP_TASK
+from shared.registry import Registry
+from shared.store import Store
+from workers.step import WorkerEnv, run_attempt
+
+log = logging.getLogger("smithers.worker")
+
+
+def create_app(env: WorkerEnv) -> Celery:
+    """A Celery app bound to ``env`` (store, broker, workflows)."""
+    app = Celery("smithers", set_as_current=True)
+    app.conf.update(celery_settings(env.broker.redis_url, env.config.visibility_timeout_s))
+    app.conf.task_queues = [Queue(q, routing_key=q) for q in QUEUES]
+
+    @app.task(name=STEP_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+    def step(attempt_id: str) -> str:
+        if not isinstance(attempt_id, str) or len(attempt_id) > 64:
+            log.error("malformed step message dropped")
+            return "malformed"
+        return run_attempt(env, attempt_id)
+
+    return app
+
+
+def build_env(
+    database_url: str, redis_url: str, registry: Registry, config: WorkerConfig, name: str | None = None
+) -> WorkerEnv:
+    """Build a worker's environment; the store is reset after every fork."""
+    store = Store(database_url)
+    store.migrate()
+    worker_id = name or f"{socket.gethostname()}:{os.getpid()}"
+    env = WorkerEnv(store, Broker(redis_url), registry, config, worker_id)
+    if "sandbox" in config.queues:
+        env.sandbox_runner = _sandbox_runner(env)
+    return env
+
+
+def _sandbox_runner(env: WorkerEnv) -> Any:
+    try:
+        from workers.sandbox import make_sandbox_runner  # noqa: PLC0415 (docker SDK is optional)
+    except ImportError as exc:
+        log.error("sandbox queue requested but the sandbox runtime is unavailable: %s", exc)
+        return None
+    return make_sandbox_runner(env)
+
+
+def start_worker(env: WorkerEnv, loglevel: str = "INFO") -> None:
+    """Run a Celery worker (prefork pool) consuming ``env.config.queues``; blocks."""
+    app = create_app(env)
+    argv = [
+        "worker",
+        f"--queues={','.join(env.config.queues)}",
+        f"--concurrency={env.config.concurrency}",
+        f"--loglevel={loglevel}",
+        f"--hostname={env.worker_id}@%h",
+        "--without-gossip",
+        "--without-mingle",
+        "--pool=prefork",
+    ]
+    app.worker_main(argv)
