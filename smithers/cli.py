@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import os
 import signal
@@ -33,6 +35,9 @@ from smithers import exitcodes
 from smithers.follow import follow
 
 Handler = Callable[[argparse.Namespace], int]
+# Modules that add sub-commands: each defines ``register(add)`` where
+# ``add(name, fn, help) -> argparse.ArgumentParser`` creates a sub-command.
+EXTENSIONS = ("smithers.commands_gateway", "smithers.commands_sandbox", "smithers.commands_ops")
 
 
 def _deployment(args: argparse.Namespace) -> Deployment:
@@ -385,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=None)
     p.add_argument("--name", default=None)
     p.add_argument("--log-level", default="INFO")
+    for name in EXTENSIONS:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).register(add)
     return parser
 
 
