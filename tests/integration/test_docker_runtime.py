@@ -22,14 +22,8 @@ import pytest
 from docker.client import DockerClient
 
 from shared.errors import BundleRejected, SandboxError, SandboxOutOfMemory, SandboxTimeout
-from shared.sandbox import (
-    BundleBounds,
-    ResultStatus,
-    SandboxSpec,
-    VolumeMount,
-    collect_result_bundle,
-    write_request_bundle,
-)
+from shared.bundle import BundleBounds, ResultStatus, collect_result_bundle, write_request_bundle
+from shared.sandbox import SandboxSpec, VolumeMount
 from workers.runtime import ContainerOutcome, DockerRuntime
 
 pytestmark = pytest.mark.timeout(90)

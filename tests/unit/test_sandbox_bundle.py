@@ -14,16 +14,14 @@ from pathlib import Path
 import pytest
 
 from shared.errors import BundleRejected, InvalidInput, InvalidWorkflow, SandboxError
-from shared.sandbox import (
+from shared.bundle import (
     BundleBounds,
     ResultStatus,
-    SandboxSpec,
-    VolumeMount,
     collect_result_bundle,
     extract_result_archive,
-    resolve_secret_values,
     write_request_bundle,
 )
+from shared.sandbox import SandboxSpec, VolumeMount, resolve_secret_values
 
 pytestmark = pytest.mark.timeout(10)
 

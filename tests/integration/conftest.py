@@ -1,0 +1,150 @@
+"""An engine made of real processes: scheduler and Celery workers as subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared import operations
+from shared.broker import Broker
+from shared.registry import Registry, load_registry
+from shared.status import RunStatus
+from shared.store import EventRecord, RunRecord, Store
+from shared.store.queries import events_after, get_run
+
+ROOT = Path(__file__).resolve().parents[2]
+TEST_WORKFLOWS = "tests.integration.workflows"
+
+
+class Engine:
+    """Starts, kills and restarts engine processes; launches and waits for runs."""
+
+    def __init__(self, database_url: str, redis_url: str, workdir: Path, env: dict[str, str]) -> None:
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.workdir = workdir
+        self.env = {
+            **os.environ,
+            "SMITHERS_DATABASE_URL": database_url,
+            "SMITHERS_REDIS_URL": redis_url,
+            "SMITHERS_WORKFLOWS": TEST_WORKFLOWS,
+            "SMITHERS_SWEEP_INTERVAL": "0.5",
+            "SMITHERS_REDISPATCH_AFTER": "3",
+            "SMITHERS_LEASE_SECONDS": "3",
+            "SMITHERS_SANDBOX_ROOT": str(workdir / "sandbox"),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            **env,
+        }
+        self.store = Store(database_url)
+        self.store.migrate()
+        self.broker = Broker(redis_url)
+        self.registry: Registry = load_registry(TEST_WORKFLOWS, str(ROOT))
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs = workdir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """Start ``smithers <args>`` in its own process group, logging to logs/<name>.log."""
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "smithers", *args], env=self.env, cwd=ROOT,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.procs[name] = proc
+        return proc
+
+    def scheduler(self, name: str = "scheduler") -> subprocess.Popen[bytes]:
+        return self.start(name, "scheduler")
+
+    def worker(self, name: str = "worker", queues: str = "steps", concurrency: int = 2) -> subprocess.Popen[bytes]:
+        return self.start(name, "worker", "--queues", queues, "--concurrency", str(concurrency), "--name", name)
+
+    def kill9(self, name: str) -> None:
+        """SIGKILL the whole process group (the worker's pool children too)."""
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        self.procs.clear()
+
+    def launch(self, workflow: str, run_input: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+        run, _ = operations.launch(
+            self.store, self.broker, self.registry, workflow=workflow, run_input=run_input or {},
+            run_id=run_id, launched_by="test", deployment_version="test",
+        )
+        return run.run_id
+
+    def run(self, run_id: str) -> RunRecord:
+        with self.store.read() as conn:
+            run = get_run(conn, run_id)
+        assert run is not None
+        return run
+
+    def events(self, run_id: str) -> list[EventRecord]:
+        with self.store.read() as conn:
+            return events_after(conn, run_id, 0, 100_000)
+
+    def wait(self, run_id: str, timeout: float = 60, until: set[RunStatus] | None = None) -> RunRecord:
+        """Poll until the run reaches one of ``until`` (default: terminal)."""
+        wanted = until or {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            run = self.run(run_id)
+            if run.status in wanted:
+                return run
+            time.sleep(0.1)
+        raise AssertionError(f"run {run_id} still {self.run(run_id).status} after {timeout}s; logs in {self.logs}")
+
+    def wait_event(self, run_id: str, predicate: Any, timeout: float = 30) -> EventRecord:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for ev in self.events(run_id):
+                if predicate(ev):
+                    return ev
+            time.sleep(0.05)
+        raise AssertionError(f"no matching event on {run_id} after {timeout}s")
+
+
+@pytest.fixture
+def engine_factory(redis_url: str, tmp_path: Path) -> Iterator[Any]:
+    made: list[Engine] = []
+
+    def make(database_url: str, **env: str) -> Engine:
+        eng = Engine(database_url, redis_url, tmp_path, env)
+        made.append(eng)
+        return eng
+
+    yield make
+    for eng in made:
+        eng.stop_all()
+        eng.broker.close()
+        eng.store.close()
+
+
+@pytest.fixture
+def engine(engine_factory: Any, database_url: str) -> Engine:
+    """A scheduler and a step worker on ``database_url`` (both backends)."""
+    eng: Engine = engine_factory(database_url)
+    eng.scheduler()
+    eng.worker()
+    return eng

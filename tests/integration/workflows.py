@@ -1,0 +1,153 @@
+"""Workflows used by the integration tests. Side effects go to files named in input."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from shared import DecisionContext, StepContext, Workflow
+
+
+def effect(ctx: StepContext, label: str | None = None) -> None:
+    """Append one line per finished step to the file named by input['effects']."""
+    path = ctx.input.get("effects")
+    if path:
+        with Path(path).open("a") as fh:
+            fh.write(f"{label or ctx.node_id}:{ctx.iteration}\n")
+
+
+# -- chain: a -> b -> c -> d -> e, each sleeping input['sleep'] seconds ------------------
+chain = Workflow("t-chain")
+
+
+def _chain_step(name: str, after: list[str]) -> None:
+    @chain.task(name, after=after)
+    def step(ctx: StepContext) -> dict[str, Any]:
+        time.sleep(float(ctx.input.get("sleep", 0)))
+        prev = [ctx.outputs[a]["value"] for a in after]
+        effect(ctx)
+        return {"value": (prev[0] if prev else 0) + 1}
+
+
+for i, n in enumerate("abcde"):
+    _chain_step(n, ["abcde"[i - 1]] if i else [])
+
+# -- fan: root -> 6 parallel -> join -----------------------------------------------------
+fan = Workflow("t-fan")
+
+
+@fan.task()
+def root(ctx: StepContext) -> int:
+    effect(ctx)
+    return 1
+
+
+for k in range(6):
+
+    @fan.task(f"p{k}", after=[root])
+    def par(ctx: StepContext) -> int:
+        time.sleep(0.05)
+        effect(ctx)
+        return int(ctx.node_id[1:]) + int(ctx.outputs["root"])
+
+
+@fan.task(after=[f"p{k}" for k in range(6)])
+def join(ctx: StepContext) -> int:
+    effect(ctx)
+    return sum(int(v) for v in ctx.outputs.values())
+
+
+# -- retry: fails the first input['fail_times'] attempts ---------------------------------
+retry = Workflow("t-retry")
+
+
+@retry.task(retries=3, backoff="fixed", retry_delay_s=0.2)
+def flaky(ctx: StepContext) -> dict[str, int]:
+    if ctx.attempt <= int(ctx.input.get("fail_times", 0)):
+        raise RuntimeError(f"flaky failure on attempt {ctx.attempt}")
+    return {"attempt": ctx.attempt}
+
+
+# -- timeout: sleeps past its timeout; one retry, then the node fails --------------------
+timeout = Workflow("t-timeout")
+
+
+@timeout.task(timeout_s=1.0, retries=1, backoff="fixed", retry_delay_s=0.2)
+def sleepy(ctx: StepContext) -> str:
+    effect(ctx, f"start{ctx.attempt}")
+    time.sleep(float(ctx.input.get("sleep", 5)))
+    return "woke"
+
+
+# -- approval with owners --------------------------------------------------------------
+approval = Workflow("t-approval")
+
+
+@approval.task()
+def prepare(ctx: StepContext) -> str:
+    return "ready"
+
+
+approval.approval("gate", after=[prepare], owner="alice", fallback_owner="bob", escalate_after_s=1.0)
+
+
+@approval.task(after=["gate"])
+def ship(ctx: StepContext) -> dict[str, Any]:
+    return {"by": ctx.outputs["gate"]["decided_by"]}
+
+
+# -- branch, loop, timer ---------------------------------------------------------------
+control = Workflow("t-control")
+
+
+@control.task()
+def classify(ctx: StepContext) -> dict[str, Any]:
+    return {"size": int(ctx.input.get("size", 1))}
+
+
+def _choose(ctx: DecisionContext) -> str:
+    return "big" if ctx.outputs["classify"]["size"] > 10 else "small"
+
+
+control.branch("route", after=[classify], choose=_choose, paths={"big": ["big"], "small": ["small"]})
+
+
+@control.task()
+def big(ctx: StepContext) -> str:
+    return "big path"
+
+
+@control.task()
+def small(ctx: StepContext) -> str:
+    return "small path"
+
+
+@control.task()
+def draft(ctx: StepContext) -> int:
+    prev = ctx.previous.get("draft", 0)
+    effect(ctx)
+    return int(prev) + 1
+
+
+def _good_enough(ctx: DecisionContext) -> bool:
+    return int(ctx.outputs["draft"]) >= 3
+
+
+control.loop("refine", after=["big", "small"], body=["draft"], until=_good_enough, max_iterations=5)
+control.timer("pause", after=["refine"], seconds=0.5)
+
+
+@control.task(after=["pause", "refine"])
+def finish(ctx: StepContext) -> dict[str, Any]:
+    return {"iterations": ctx.outputs["refine"]["iterations"], "fired": "fired_at" in ctx.outputs["pause"]}
+
+
+# -- secret: a step that uses a secret by name ------------------------------------------
+secret = Workflow("t-secret")
+
+
+@secret.task(secrets=["SMITHERS_TEST_SECRET"])
+def use_secret(ctx: StepContext) -> dict[str, Any]:
+    value = ctx.secret("SMITHERS_TEST_SECRET")
+    return {"length": len(value), "echo": f"value was {value}"}
