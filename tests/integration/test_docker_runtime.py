@@ -21,8 +21,8 @@ import docker.errors
 import pytest
 from docker.client import DockerClient
 
-from shared.errors import BundleRejected, SandboxError, SandboxOutOfMemory, SandboxTimeout
 from shared.bundle import BundleBounds, ResultStatus, collect_result_bundle, write_request_bundle
+from shared.errors import BundleRejected, SandboxError, SandboxOutOfMemory, SandboxTimeout
 from shared.sandbox import SandboxSpec, VolumeMount
 from workers.runtime import ContainerOutcome, DockerRuntime
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import BundleRejected, InvalidInput, InvalidWorkflow, SandboxError
 from shared.bundle import (
     BundleBounds,
     ResultStatus,
@@ -21,6 +20,7 @@ from shared.bundle import (
     extract_result_archive,
     write_request_bundle,
 )
+from shared.errors import BundleRejected, InvalidInput, InvalidWorkflow, SandboxError
 from shared.sandbox import SandboxSpec, VolumeMount, resolve_secret_values
 
 pytestmark = pytest.mark.timeout(10)

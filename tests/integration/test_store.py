@@ -1,0 +1,207 @@
+"""The store on both backends: migrations, idempotent launch, seq order, fencing, cascade."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from shared import operations
+from shared.errors import Conflict, InvalidInput, UnknownWorkflow
+from shared.registry import Registry
+from shared.store import Store
+from shared.store import schema as s
+from shared.store.attempts import claim, complete, heartbeat
+from shared.store.queries import events_after, feed_after, get_run
+from shared.store.state import LazyOutputs, apply_decision, load_run_view
+from shared.decision import decide
+from shared.workflow import Workflow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def registry() -> Registry:
+    wf = Workflow("solo")
+
+    @wf.task()
+    def one(ctx: object) -> int:
+        return 1
+
+    reg = Registry()
+    reg.register(wf, "tests", "rev1")
+    return reg
+
+
+def count(store: Store, table: s.Table) -> int:
+    with store.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def test_concurrent_migrations_on_an_empty_database_both_succeed(database_url: str) -> None:
+    code = "import sys; from shared.store import Store; print(Store(sys.argv[1]).migrate())"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, database_url], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    results = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], results
+    assert all(out.strip() == b"1" for out, _ in results)
+    store = Store(database_url)
+    with store.read() as conn:
+        versions = conn.execute(select(s.schema_version.c.version)).scalars().all()
+    assert versions == [1]
+
+
+def test_launch_is_idempotent_by_run_id_and_refuses_other_input(database_url: str) -> None:
+    store = Store(database_url)
+    store.migrate()
+    reg = registry()
+    first, created = operations.launch(store, None, reg, workflow="solo", run_input={"a": 1},
+                                       run_id="same-id", launched_by="t", deployment_version="v1")
+    again, created_again = operations.launch(store, None, reg, workflow="solo", run_input={"a": 1},
+                                             run_id="same-id", launched_by="t", deployment_version="v1")
+    assert created and not created_again and again.run_id == first.run_id == "same-id"
+    with pytest.raises(Conflict):
+        operations.launch(store, None, reg, workflow="solo", run_input={"a": 2}, run_id="same-id",
+                          launched_by="t", deployment_version="v1")
+    assert count(store, s.runs) == 1
+    with store.read() as conn:
+        run = get_run(conn, "same-id")
+        assert run is not None and run.module_revision == "rev1" and run.deployment_version == "v1"
+        assert [e.type for e in events_after(conn, "same-id")] == ["run.launched"]
+
+
+@pytest.mark.parametrize(
+    ("workflow", "run_input", "run_id", "error"),
+    [
+        ("nope", {}, None, UnknownWorkflow),
+        ("solo", [1, 2], None, InvalidInput),
+        ("solo", "text", None, InvalidInput),
+        ("solo", {}, "Bad ID!", InvalidInput),
+        ("solo", {}, "x" * 65, InvalidInput),
+        ("solo", {"nested": {"api_key": "abc"}}, None, InvalidInput),
+    ],
+)
+def test_bad_launches_write_nothing(database_url: str, workflow: str, run_input: object, run_id: str | None,
+                                    error: type[Exception]) -> None:
+    store = Store(database_url)
+    store.migrate()
+    with pytest.raises(error):
+        operations.launch(store, None, registry(), workflow=workflow, run_input=run_input, run_id=run_id,
+                          launched_by="t", deployment_version="v1")
+    assert count(store, s.runs) == 0
+    assert count(store, s.events) == 0
+
+
+def test_event_seq_and_feed_ids_are_gap_free_in_commit_order_under_concurrent_writers(database_url: str) -> None:
+    store = Store(database_url)
+    store.migrate()
+    reg = registry()
+    run_ids = [f"r{i}" for i in range(4)]
+    for rid in run_ids:
+        operations.launch(store, None, reg, workflow="solo", run_input={}, run_id=rid, launched_by="t",
+                          deployment_version="v")
+    writes_per_thread = 40
+    stop = threading.Event()
+    seen_feed: list[int] = []
+    violations: list[str] = []
+
+    def writer(rid: str) -> None:
+        for i in range(writes_per_thread):
+            with store.write() as tx:
+                tx.lock_run(rid)
+                tx.emit(rid, "test.tick", payload={"i": i})
+                tx.emit(rid, "test.tock", payload={"i": i})
+
+    total = len(run_ids) + len(run_ids) * 2 * writes_per_thread * 2
+
+    def reader() -> None:
+        cursor = 0
+        while cursor < total:
+            with store.read() as conn:
+                batch = feed_after(conn, cursor, 1000)
+            for ev in batch:
+                if ev.feed_id != cursor + 1:
+                    violations.append(f"feed jumped from {cursor} to {ev.feed_id}")
+                cursor = ev.feed_id
+                seen_feed.append(ev.feed_id)
+            if stop.is_set() and not batch:
+                violations.append(f"writers done but the feed stops at {cursor}")
+                break
+
+    threads = [threading.Thread(target=writer, args=(rid,)) for rid in run_ids for _ in range(2)]
+    read = threading.Thread(target=reader)
+    read.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    stop.set()
+    read.join(timeout=60)
+
+    assert violations == []
+    assert seen_feed == list(range(1, total + 1))
+    with store.read() as conn:
+        for rid in run_ids:
+            seqs = [e.seq for e in events_after(conn, rid, 0, 10_000)]
+            assert seqs == list(range(1, 2 * 2 * writes_per_thread + 2))
+
+
+def test_only_the_live_claim_may_heartbeat_or_commit(database_url: str) -> None:
+    store = Store(database_url)
+    store.migrate()
+    reg = registry()
+    operations.launch(store, None, reg, workflow="solo", run_input={}, run_id="fence", launched_by="t",
+                      deployment_version="v")
+    with store.write() as tx:
+        loaded = load_run_view(tx, "fence")
+        assert loaded is not None
+        messages = apply_decision(tx, "fence", decide(reg.get("solo").workflow, loaded[0],
+                                                      LazyOutputs(tx.conn, "fence"), tx.now))
+    attempt_id = messages[0].attempt_id
+    with store.write() as tx:
+        first = claim(tx, attempt_id, "w1", lease_s=0.01)
+    assert first is not None
+    import time
+
+    time.sleep(0.05)  # the lease expires: a redelivered message may take the attempt over
+    with store.write() as tx:
+        second = claim(tx, attempt_id, "w2", lease_s=30)
+    assert second is not None and second.claim_token != first.claim_token
+    with store.write() as tx:
+        assert heartbeat(tx, attempt_id, first.claim_token, 30) is False
+        assert complete(tx, attempt_id, first.claim_token, ok=True, output=1) is False
+    with store.write() as tx:
+        assert complete(tx, attempt_id, second.claim_token, ok=True, output=2) is True
+    with store.read() as conn:
+        types = [e.type for e in events_after(conn, "fence")]
+        value = conn.execute(select(s.outputs.c.value)).scalar_one()
+    assert value == 2
+    assert "attempt.refused" in types
+
+
+def test_delete_run_removes_every_dependent_row_but_keeps_the_audit_entry(database_url: str) -> None:
+    store = Store(database_url)
+    store.migrate()
+    reg = registry()
+    operations.launch(store, None, reg, workflow="solo", run_input={}, run_id="gone", launched_by="t",
+                      deployment_version="v")
+    with store.write() as tx:
+        loaded = load_run_view(tx, "gone")
+        assert loaded is not None
+        apply_decision(tx, "gone", decide(reg.get("solo").workflow, loaded[0], LazyOutputs(tx.conn, "gone"),
+                                          tx.now))
+    assert count(store, s.attempts) == 1 and count(store, s.nodes) == 1
+
+    operations.delete(store, "gone", "admin-1")
+
+    for table in (s.runs, s.nodes, s.attempts, s.events, s.outputs, s.approvals):
+        assert count(store, table) == 0, table.name
+    with store.read() as conn:
+        audit = conn.execute(select(s.audit_log.c.action, s.audit_log.c.actor, s.audit_log.c.run_id)).all()
+    assert [tuple(r) for r in audit] == [("run.deleted", "admin-1", "gone")]
