@@ -29,7 +29,11 @@ def new_run_id() -> str:
 
 
 def check_input(value: Any) -> dict[str, Any]:
-    """Run input must be a JSON object with no credential-like keys (at any depth)."""
+    """Run input must be a JSON object with no credential-like keys (at any depth).
+
+    A key such as ``token``, ``secret``, ``password``, ``api_key`` or ``private_key``
+    holding a string is refused; ``max_tokens: 100`` (a number) is not a credential.
+    """
     if not isinstance(value, dict):
         raise InvalidInput(f"run input must be a JSON object, not {type(value).__name__}")
     try:
@@ -45,7 +49,7 @@ def check_input(value: Any) -> dict[str, Any]:
 def _check_keys(value: Any, path: str) -> None:
     if isinstance(value, Mapping):
         for key, item in value.items():
-            if isinstance(key, str) and sensitive_key(key):
+            if isinstance(key, str) and isinstance(item, str) and sensitive_key(key):
                 raise InvalidInput(
                     f"{path}.{key} looks like a credential; pass secrets by name to the worker,"
                     " never through run input"

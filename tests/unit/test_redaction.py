@@ -1,0 +1,57 @@
+"""Redaction of secrets and token-like strings, and credential-like input keys."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from shared.errors import InvalidInput
+from shared.operations import check_input, parse_input
+from shared.redaction import MASK, RedactingFilter, redact, redact_text, register_secret
+
+
+def test_known_secret_values_are_masked_everywhere() -> None:
+    register_secret("hunter2-very-secret")
+    assert redact_text("password is hunter2-very-secret!") == f"password is {MASK}!"
+    assert redact({"a": ["x hunter2-very-secret y"]}) == {"a": [f"x {MASK} y"]}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Authorization: Bearer abcdefghijklmnop",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXZhbHVl",
+        "key sk-abcdefghijklmnopqrstuvwx",
+        "ghp_abcdefghijklmnopqrstuvwxyz0123",
+        "AKIAABCDEFGHIJKLMNOP",
+    ],
+)
+def test_token_like_strings_are_masked(text: str) -> None:
+    assert MASK in redact_text(text)
+
+
+def test_string_values_under_credential_keys_are_masked_but_counts_are_not() -> None:
+    assert redact({"api_key": "plain", "token_count": 5, "note": "ok"}) == {
+        "api_key": MASK, "token_count": 5, "note": "ok"}
+
+
+def test_logging_filter_redacts_formatted_messages() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "token %s", ("Bearer abcdefghijklmnop",), None)
+    RedactingFilter().filter(record)
+    assert record.getMessage() == f"token {MASK}"
+
+
+@pytest.mark.parametrize("key", ["token", "secret", "password", "api_key", "private_key", "GITHUB_TOKEN",
+                                 "apiKey_x", "db-password"])
+def test_credential_like_input_keys_are_refused_naming_the_key(key: str) -> None:
+    with pytest.raises(InvalidInput, match=key):
+        check_input({"outer": {key: "v"}})
+
+
+def test_input_must_be_a_json_object() -> None:
+    with pytest.raises(InvalidInput, match="JSON object"):
+        parse_input("[1]")
+    with pytest.raises(InvalidInput, match="not valid JSON"):
+        parse_input("{nope")
+    assert parse_input('{"name": "ada", "tokens": 3}') == {"name": "ada", "tokens": 3}
