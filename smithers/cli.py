@@ -278,7 +278,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
         threading.Thread(target=watch_children, daemon=True).start()
         if args.run:
-            code = _up_run(args, dep, registry, run_input)
+            code = _up_run(args, dep, registry, run_input, stop)
             if args.once:
                 return code
         stop.wait()
@@ -293,7 +293,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             broker.stop()
 
 
-def _up_run(args: argparse.Namespace, dep: Deployment, registry: Registry, run_input: Any) -> int:
+def _up_run(
+    args: argparse.Namespace, dep: Deployment, registry: Registry, run_input: Any, stop: threading.Event
+) -> int:
     store = Store(dep.database_url)
     broker = _broker(dep, required=True)
     run, _ = operations.launch(
@@ -307,7 +309,7 @@ def _up_run(args: argparse.Namespace, dep: Deployment, registry: Registry, run_i
         deployment_version=dep.deployment_version,
     )
     print(f"run {run.run_id} launched ({run.workflow})", flush=True)
-    return follow(store, run.run_id, wait_approval=args.wait, timeout_s=args.timeout)
+    return follow(store, run.run_id, wait_approval=args.wait, timeout_s=args.timeout, stop=stop)
 
 
 # -- parser ----------------------------------------------------------------------------

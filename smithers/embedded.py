@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -23,6 +24,24 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _owner_alive(file: Path) -> bool:
+    try:
+        os.kill(int(json.loads(file.read_text())["owner_pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
+def _stop_stale(file: Path) -> None:
+    """A broker left behind by a `smithers up` that was killed: stop it."""
+    try:
+        os.kill(int(json.loads(file.read_text())["pid"]), signal.SIGTERM)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    file.unlink(missing_ok=True)
+    time.sleep(0.2)
 
 
 def redis_binary() -> str:
@@ -44,7 +63,9 @@ class EmbeddedBroker:
     def start(self, timeout_s: float = 10.0) -> str:
         """Start the server, record it in ``broker.json`` and return its URL."""
         if read_broker_url(self.file) is not None:
-            raise Conflict(f"a smithers up is already running in {self.data_dir} (see {self.file})")
+            if _owner_alive(self.file):
+                raise Conflict(f"a smithers up is already running in {self.data_dir} (see {self.file})")
+            _stop_stale(self.file)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         port = free_port()
         log = open(self.data_dir / "broker.log", "ab")  # noqa: SIM115 (lives as long as the server)

