@@ -19,6 +19,8 @@ from shared.store.state import LazyOutputs, Message, apply_decision, load_run_vi
 
 log = logging.getLogger("smithers.scheduler")
 RETRY_UNKNOWN_WORKFLOW_S = 30.0
+MIN_BATCHED_COST_S = 0.005  # decisions cheaper than this are never delayed
+MAX_BATCH_DELAY_S = 0.25
 
 
 class Scheduler:
@@ -33,13 +35,36 @@ class Scheduler:
         self.registry = registry
         self.config = config
         self.decision_config = DecisionConfig(config.redispatch_after_s, config.max_lost)
+        # Adaptive batching: a run is decided again no sooner than its last decision
+        # took, so a wide fan-out (an expensive decision, many completions) is decided
+        # once per batch of completions while a chain (a cheap decision) waits ~never.
+        self._cost: dict[str, tuple[float, float]] = {}  # run -> (ended_at, seconds)
+        self._deferred: dict[str, float] = {}  # run -> when it may be decided
 
     def process(self, run_id: str) -> None:
         """Decide and apply for one run, then send its messages (after commit)."""
         for _ in range(20):  # follow immediate re-wakes (zero-second timers, instant retries)
+            started = time.time()
             wake_at = self._process_once(run_id)
-            if wake_at is None or wake_at > time.time():
+            ended = time.time()
+            self._cost[run_id] = (ended, ended - started)
+            if wake_at is None or wake_at > ended:
                 return
+
+    def _due(self, ids: set[str], now: float) -> list[str]:
+        """Of ``ids`` and earlier deferred runs, those that may be decided now."""
+        ready: list[str] = []
+        for run_id in ids | set(self._deferred):
+            ended, cost = self._cost.get(run_id, (0.0, 0.0))
+            not_before = ended + min(cost, MAX_BATCH_DELAY_S) if cost > MIN_BATCHED_COST_S else 0.0
+            if now >= not_before:
+                ready.append(run_id)
+                self._deferred.pop(run_id, None)
+            else:
+                self._deferred[run_id] = not_before
+        if len(self._cost) > 10_000:
+            self._cost = {k: v for k, v in self._cost.items() if now - v[0] < 60}
+        return sorted(ready)
 
     def _process_once(self, run_id: str) -> float | None:
         messages: list[Message] = []
@@ -75,17 +100,20 @@ class Scheduler:
         log.info("scheduler started (sweep every %.1fs)", interval)
         while not stop.is_set():
             ids: set[str] = set()
+            timeout = interval
+            if self._deferred:
+                timeout = max(0.001, min(interval, min(self._deferred.values()) - time.time()))
             try:
-                ids = self.broker.wait(interval)
+                ids = self.broker.wait(timeout)
             except redis.RedisError as exc:
                 log.warning("broker unavailable (%s); sweeping the store only", exc)
                 stop.wait(min(interval, 1.0))
             now = time.time()
             try:
-                if not ids or now - last_sweep >= interval:
+                if now - last_sweep >= interval:
                     ids.update(self.sweep())
                     last_sweep = now
-                for run_id in sorted(ids):
+                for run_id in self._due(ids, time.time()):
                     if stop.is_set():
                         break
                     self.process(run_id)

@@ -21,7 +21,7 @@ from shared.redaction import redact, redact_text
 from shared.registry import Registry
 from shared.store import Store
 from shared.store.attempts import Claim, claim, complete, heartbeat
-from shared.store.queries import outputs_of
+from shared.store.queries import outputs_for
 from shared.workflow import Node, NodeKind, Workflow
 from workers.secrets import resolve_secrets
 
@@ -124,8 +124,11 @@ def run_attempt(env: WorkerEnv, attempt_id: str) -> str:
         node = wf.nodes[c.node_id]
     except (SmithersError, KeyError) as exc:
         return _commit(env, c, ok=False, error=_error(exc))
+    needed = set(node.after)
+    if node.loop is not None:
+        needed.update(wf.nodes[node.loop].after, wf.nodes[node.loop].body)
     with env.store.read() as conn:
-        outputs = outputs_of(conn, c.run_id)
+        outputs = outputs_for(conn, c.run_id, needed)
     ups, previous = upstream_outputs(wf, node, c, outputs)
     lease = node.heartbeat_timeout_s or env.config.lease_s
     with Heartbeat(env, c, lease, auto=node.heartbeat_timeout_s is None) as hb:

@@ -11,12 +11,21 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select
 
+from shared.keys import SANDBOX_QUEUE
 from shared.status import AttemptState, NodeStatus
 from shared.store import schema as s
+from shared.store.sandboxes import hold_for_review
 from shared.store.state import write_output
 from shared.store.tx import Tx
+
+_ATTEMPT = select(s.attempts).where(s.attempts.c.attempt_id == bindparam("b_attempt_id"))
+_CURRENT = select(s.nodes.c.current_attempt_id).where(
+    s.nodes.c.run_id == bindparam("b_run_id"),
+    s.nodes.c.node_id == bindparam("b_node_id"),
+    s.nodes.c.iteration == bindparam("b_iteration"),
+)
 
 
 @dataclass(frozen=True)
@@ -38,18 +47,14 @@ class Claim:
 def claim(tx: Tx, attempt_id: str, worker: str, lease_s: float) -> Claim | None:
     """Take a queued attempt (or one whose lease expired); None if it is not ours to run."""
     a = s.attempts
-    att = tx.conn.execute(select(a).where(a.c.attempt_id == attempt_id)).first()
+    att = tx.conn.execute(_ATTEMPT, {"b_attempt_id": attempt_id}).first()
     if att is None:
         return None
     run = tx.lock_run(att.run_id)
     if run is None:
         return None
     node = tx.conn.execute(
-        select(s.nodes.c.current_attempt_id).where(
-            s.nodes.c.run_id == att.run_id,
-            s.nodes.c.node_id == att.node_id,
-            s.nodes.c.iteration == att.iteration,
-        )
+        _CURRENT, {"b_run_id": att.run_id, "b_node_id": att.node_id, "b_iteration": att.iteration}
     ).first()
     current = node is not None and node[0] == attempt_id
     takeover = (
@@ -69,28 +74,21 @@ def claim(tx: Tx, attempt_id: str, worker: str, lease_s: float) -> Claim | None:
         return None
     token = str(uuid.uuid4())
     deadline = None if att.timeout_s is None else tx.now + att.timeout_s
-    tx.conn.execute(
-        update(a)
-        .where(a.c.attempt_id == attempt_id)
-        .values(
-            state=AttemptState.RUNNING.value,
-            claim_token=token,
-            worker=worker,
-            started_at=tx.now,
-            heartbeat_at=tx.now,
-            lease_expires_at=tx.now + lease_s,
-            deadline_at=deadline,
-        )
+    tx.update(
+        a,
+        {"attempt_id": attempt_id},
+        {
+            "state": AttemptState.RUNNING.value,
+            "claim_token": token,
+            "worker": worker,
+            "started_at": tx.now,
+            "heartbeat_at": tx.now,
+            "lease_expires_at": tx.now + lease_s,
+            "deadline_at": deadline,
+        },
     )
-    tx.conn.execute(
-        update(s.nodes)
-        .where(
-            s.nodes.c.run_id == att.run_id,
-            s.nodes.c.node_id == att.node_id,
-            s.nodes.c.iteration == att.iteration,
-        )
-        .values(status=NodeStatus.RUNNING.value, updated_at=tx.now)
-    )
+    node_key = {"run_id": att.run_id, "node_id": att.node_id, "iteration": att.iteration}
+    tx.update(s.nodes, node_key, {"status": NodeStatus.RUNNING.value, "updated_at": tx.now})
     tx.emit(
         att.run_id,
         "attempt.started",
@@ -115,15 +113,8 @@ def claim(tx: Tx, attempt_id: str, worker: str, lease_s: float) -> Claim | None:
 
 def heartbeat(tx: Tx, attempt_id: str, token: str, lease_s: float) -> bool:
     """Extend the lease of a running attempt we own; False once we are fenced out."""
-    a = s.attempts
-    result = tx.conn.execute(
-        update(a)
-        .where(
-            a.c.attempt_id == attempt_id, a.c.claim_token == token, a.c.state == AttemptState.RUNNING.value
-        )
-        .values(heartbeat_at=tx.now, lease_expires_at=tx.now + lease_s)
-    )
-    return result.rowcount == 1
+    where = {"attempt_id": attempt_id, "claim_token": token, "state": AttemptState.RUNNING.value}
+    return tx.update(s.attempts, where, {"heartbeat_at": tx.now, "lease_expires_at": tx.now + lease_s}) == 1
 
 
 def complete(
@@ -139,21 +130,18 @@ def complete(
 
     Succeeds only for a running attempt we own that is still the node's current
     attempt. Otherwise the result is refused, an ``attempt.refused`` event records it,
-    and False is returned.
+    and False is returned. A sandbox attempt whose patches need review commits its
+    output but leaves the node ``waiting`` (see :func:`shared.store.sandboxes.hold_for_review`).
     """
     a = s.attempts
-    att = tx.conn.execute(select(a).where(a.c.attempt_id == attempt_id)).first()
+    att = tx.conn.execute(_ATTEMPT, {"b_attempt_id": attempt_id}).first()
     if att is None:
         return False
     run = tx.lock_run(att.run_id)
     if run is None:
         return False
     node = tx.conn.execute(
-        select(s.nodes.c.current_attempt_id).where(
-            s.nodes.c.run_id == att.run_id,
-            s.nodes.c.node_id == att.node_id,
-            s.nodes.c.iteration == att.iteration,
-        )
+        _CURRENT, {"b_run_id": att.run_id, "b_node_id": att.node_id, "b_iteration": att.iteration}
     ).first()
     owned = (
         att.state == AttemptState.RUNNING
@@ -171,28 +159,32 @@ def complete(
         )
         return False
     if ok:
-        tx.conn.execute(
-            update(a)
-            .where(a.c.attempt_id == attempt_id)
-            .values(state=AttemptState.SUCCEEDED.value, finished_at=tx.now)
+        tx.update(
+            a, {"attempt_id": attempt_id}, {"state": AttemptState.SUCCEEDED.value, "finished_at": tx.now}
         )
-        tx.conn.execute(
-            update(s.nodes)
-            .where(
-                s.nodes.c.run_id == att.run_id,
-                s.nodes.c.node_id == att.node_id,
-                s.nodes.c.iteration == att.iteration,
-            )
-            .values(status=NodeStatus.SUCCEEDED.value, finished_at=tx.now, updated_at=tx.now, error=None)
+        tx.emit(att.run_id, "attempt.succeeded", **where, payload={"number": att.number})
+        # A sandbox result with patches to review holds the node (output written,
+        # downstream blocked) until the review is decided.
+        held = att.queue == SANDBOX_QUEUE and hold_for_review(tx, att.run_id, attempt_id) is not None
+        status = NodeStatus.WAITING if held else NodeStatus.SUCCEEDED
+        tx.update(
+            s.nodes,
+            {"run_id": att.run_id, "node_id": att.node_id, "iteration": att.iteration},
+            {
+                "status": status.value,
+                "finished_at": None if held else tx.now,
+                "updated_at": tx.now,
+                "error": None,
+            },
         )
         write_output(tx, att.run_id, att.node_id, att.iteration, output, attempt_id)
-        tx.emit(att.run_id, "attempt.succeeded", **where, payload={"number": att.number})
-        tx.emit(att.run_id, "node.succeeded", node_id=att.node_id, iteration=att.iteration)
+        if not held:
+            tx.emit(att.run_id, "node.succeeded", node_id=att.node_id, iteration=att.iteration)
     else:
-        tx.conn.execute(
-            update(a)
-            .where(a.c.attempt_id == attempt_id)
-            .values(state=AttemptState.FAILED.value, finished_at=tx.now, error=error)
+        tx.update(
+            a,
+            {"attempt_id": attempt_id},
+            {"state": AttemptState.FAILED.value, "finished_at": tx.now, "error": error},
         )
         tx.emit(att.run_id, "attempt.failed", **where, payload={"number": att.number, **(error or {})})
     tx.wake(att.run_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -70,6 +71,18 @@ def outputs_of(conn: Connection, run_id: str) -> dict[tuple[str, int], Any]:
     """Outputs of a run keyed by (node, iteration)."""
     o = s.outputs
     rows = conn.execute(select(o.c.node_id, o.c.iteration, o.c.value).where(o.c.run_id == run_id))
+    return {(row[0], row[1]): row[2] for row in rows}
+
+
+def outputs_for(conn: Connection, run_id: str, node_ids: Iterable[str]) -> dict[tuple[str, int], Any]:
+    """Outputs of the named nodes of a run (every iteration), keyed by (node, iteration)."""
+    names = sorted(set(node_ids))
+    if not names:
+        return {}
+    o = s.outputs
+    rows = conn.execute(
+        select(o.c.node_id, o.c.iteration, o.c.value).where(o.c.run_id == run_id, o.c.node_id.in_(names))
+    )
     return {(row[0], row[1]): row[2] for row in rows}
 
 

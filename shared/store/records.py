@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -126,7 +127,11 @@ class ApprovalRecord:
 
 def run_record(row: Row[Any]) -> RunRecord:
     """Map a ``runs`` row."""
-    m = row._mapping
+    return run_record_from(row._mapping)
+
+
+def run_record_from(m: Mapping[Any, Any]) -> RunRecord:
+    """Map the column values of a ``runs`` row."""
     return RunRecord(
         run_id=m["run_id"],
         workflow=m["workflow"],

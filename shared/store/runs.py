@@ -12,7 +12,7 @@ from sqlalchemy import delete, update
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.status import NodeStatus, RunStatus
 from shared.store import schema as s
-from shared.store.records import RunRecord, run_record
+from shared.store.records import RunRecord, run_record, run_record_from
 from shared.store.tx import Tx
 
 RUN_ID = re.compile(r"^[a-z0-9_-]{1,64}$")
@@ -56,26 +56,28 @@ def launch(
         if existing.workflow != workflow or existing.input_hash != digest:
             raise Conflict(f"run {run_id!r} already exists with a different workflow or input")
         return run_record(existing), False
-    tx.conn.execute(
-        s.runs.insert().values(
-            run_id=run_id,
-            workflow=workflow,
-            workflow_version=workflow_version,
-            module_revision=module_revision,
-            deployment_version=deployment_version,
-            input=run_input,
-            input_hash=digest,
-            status=RunStatus.QUEUED.value,
-            cancel_requested=False,
-            next_seq=0,
-            wake_at=tx.now,
-            created_at=tx.now,
-            updated_at=tx.now,
-            launched_by=launched_by,
-            parent_run_id=parent_run_id,
-            lineage=lineage,
-        )
+    values = dict(
+        run_id=run_id,
+        workflow=workflow,
+        workflow_version=workflow_version,
+        module_revision=module_revision,
+        deployment_version=deployment_version,
+        input=run_input,
+        input_hash=digest,
+        status=RunStatus.QUEUED.value,
+        cancel_requested=False,
+        next_seq=0,
+        wake_at=tx.now,
+        created_at=tx.now,
+        updated_at=tx.now,
+        launched_by=launched_by,
+        parent_run_id=parent_run_id,
+        lineage=lineage,
+        finished_at=None,
+        output=None,
+        error=None,
     )
+    tx.insert(s.runs, values)
     tx.emit(
         run_id,
         "run.launched",
@@ -88,9 +90,7 @@ def launch(
         },
     )
     tx.woken.add(run_id)
-    row = tx.lock_run(run_id)
-    assert row is not None
-    return run_record(row), True
+    return run_record_from(values), True
 
 
 def _locked(tx: Tx, run_id: str) -> RunRecord:

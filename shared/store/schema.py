@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 SCHEMA_VERSION = 1
 
 metadata = MetaData()
-Json = JSON().with_variant(JSONB(), "postgresql")
+Json = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 RunId = String(64)
 
 

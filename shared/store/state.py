@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from shared.decision import (
     UNSET,
@@ -26,6 +26,7 @@ from shared.decision import (
 from shared.keys import queue_for
 from shared.status import AttemptState, NodeStatus, RunStatus
 from shared.store import schema as s
+from shared.store.sandboxes import review_decisions
 from shared.store.tx import Tx
 
 
@@ -70,49 +71,87 @@ class LazyOutputs(Mapping[Key, Any]):
         return sum(1 for _ in self)
 
 
+_a = s.attempts
+_n = s.nodes
+_NODES = (
+    select(
+        _n.c.node_id,
+        _n.c.iteration,
+        _n.c.kind,
+        _n.c.status,
+        _n.c.failures,
+        _n.c.lost,
+        _n.c.current_attempt_id,
+        _n.c.current_iteration,
+        _n.c.next_at,
+        _n.c.error,
+        _a.c.attempt_id,
+        _a.c.state,
+        _a.c.number,
+        _a.c.dispatched_at,
+        _a.c.started_at,
+        _a.c.lease_expires_at,
+        _a.c.deadline_at,
+        _a.c.error.label("attempt_error"),
+    )
+    .select_from(_n.outerjoin(_a, _a.c.attempt_id == _n.c.current_attempt_id))
+    .where(_n.c.run_id == bindparam("b_run_id"))
+)
+_APPROVALS = select(s.approvals).where(s.approvals.c.run_id == bindparam("b_run_id"))
+_COUNT_ATTEMPTS = (
+    select(func.count())
+    .select_from(_a)
+    .where(
+        _a.c.run_id == bindparam("b_run_id"),
+        _a.c.node_id == bindparam("b_node_id"),
+        _a.c.iteration == bindparam("b_iteration"),
+    )
+)
+
+
 def load_run_view(tx: Tx, run_id: str) -> tuple[RunView, Any] | None:
     """Lock the run and read everything the decision needs; None if it does not exist."""
     run = tx.lock_run(run_id)
     if run is None:
         return None
-    a = s.attempts
-    rows = tx.conn.execute(
-        select(s.nodes, a)
-        .select_from(s.nodes.outerjoin(a, a.c.attempt_id == s.nodes.c.current_attempt_id))
-        .where(s.nodes.c.run_id == run_id)
-    ).all()
-    approvals = {
-        (r.node_id, r.iteration): r._mapping
-        for r in tx.conn.execute(select(s.approvals).where(s.approvals.c.run_id == run_id))
-    }
+    rows = tx.conn.execute(_NODES, {"b_run_id": run_id}).all()
+    approvals = {}
+    if any(r.kind == "approval" for r in rows):
+        approvals = {
+            (r.node_id, r.iteration): r._mapping for r in tx.conn.execute(_APPROVALS, {"b_run_id": run_id})
+        }
+    reviews = review_decisions(
+        tx.conn,
+        run_id,
+        [r.current_attempt_id for r in rows if r.kind == "sandbox" and r.status == NodeStatus.WAITING],
+    )
     views: dict[Key, NodeView] = {}
     for r in rows:
-        m = r._mapping
         attempt = None
-        if m[a.c.attempt_id] is not None:
+        if r.attempt_id is not None:
             attempt = AttemptView(
-                attempt_id=m[a.c.attempt_id],
-                state=AttemptState(m[a.c.state]),
-                number=m[a.c.number],
-                dispatched_at=m[a.c.dispatched_at],
-                started_at=m[a.c.started_at],
-                lease_expires_at=m[a.c.lease_expires_at],
-                deadline_at=m[a.c.deadline_at],
-                error=m[a.c.error],
+                attempt_id=r.attempt_id,
+                state=AttemptState(r.state),
+                number=r.number,
+                dispatched_at=r.dispatched_at,
+                started_at=r.started_at,
+                lease_expires_at=r.lease_expires_at,
+                deadline_at=r.deadline_at,
+                error=r.attempt_error,
             )
-        key = (m[s.nodes.c.node_id], m[s.nodes.c.iteration])
-        decision = approvals.get(key)
+        key = (r.node_id, r.iteration)
+        decision = reviews.get(r.current_attempt_id) if r.kind == "sandbox" else approvals.get(key)
         views[key] = NodeView(
             node_id=key[0],
             iteration=key[1],
-            status=NodeStatus(m[s.nodes.c.status]),
-            failures=m[s.nodes.c.failures],
-            lost=m[s.nodes.c.lost],
+            status=NodeStatus(r.status),
+            failures=r.failures,
+            lost=r.lost,
             attempt=attempt,
-            next_at=m[s.nodes.c.next_at],
-            current_iteration=m[s.nodes.c.current_iteration],
+            next_at=r.next_at,
+            current_iteration=r.current_iteration,
             decision=dict(decision) if decision is not None else None,
-            error=m[s.nodes.c.error],
+            error=r.error,
         )
     view = RunView(
         run_id=run_id,
@@ -127,40 +166,28 @@ def load_run_view(tx: Tx, run_id: str) -> tuple[RunView, Any] | None:
 def _upsert_node(
     tx: Tx, run_id: str, node_id: str, iteration: int, kind: str, values: dict[str, Any]
 ) -> None:
-    n = s.nodes
-    where = and_(n.c.run_id == run_id, n.c.node_id == node_id, n.c.iteration == iteration)
+    key = {"run_id": run_id, "node_id": node_id, "iteration": iteration}
     values = {**values, "updated_at": tx.now}
-    if tx.conn.execute(update(n).where(where).values(**values)).rowcount == 0:
-        base = {"failures": 0, "lost": 0, "current_iteration": 0}
-        tx.conn.execute(
-            n.insert().values(
-                run_id=run_id,
-                node_id=node_id,
-                iteration=iteration,
-                kind=kind,
-                started_at=tx.now,
-                **{**base, **values},
-            )
-        )
+    if tx.update(s.nodes, key, values) == 0:
+        base = {
+            "failures": 0,
+            "lost": 0,
+            "current_iteration": 0,
+            "current_attempt_id": None,
+            "next_at": None,
+            "finished_at": None,
+            "error": None,
+        }
+        tx.insert(s.nodes, {**base, **key, "kind": kind, "started_at": tx.now, **values})
 
 
 def write_output(
     tx: Tx, run_id: str, node_id: str, iteration: int, value: Any, attempt_id: str | None
 ) -> None:
     """Insert or replace the output of a node execution."""
-    o = s.outputs
-    where = and_(o.c.run_id == run_id, o.c.node_id == node_id, o.c.iteration == iteration)
-    if tx.conn.execute(update(o).where(where).values(value=value, attempt_id=attempt_id)).rowcount == 0:
-        tx.conn.execute(
-            o.insert().values(
-                run_id=run_id,
-                node_id=node_id,
-                iteration=iteration,
-                value=value,
-                attempt_id=attempt_id,
-                created_at=tx.now,
-            )
-        )
+    key = {"run_id": run_id, "node_id": node_id, "iteration": iteration}
+    if tx.update(s.outputs, key, {"value": value, "attempt_id": attempt_id}) == 0:
+        tx.insert(s.outputs, {**key, "value": value, "attempt_id": attempt_id, "created_at": tx.now})
 
 
 def apply_decision(tx: Tx, run_id: str, decision: Decision) -> list[Message]:
@@ -209,10 +236,8 @@ def apply_decision(tx: Tx, run_id: str, decision: Decision) -> list[Message]:
         elif isinstance(action, SetRun):
             terminal = action.status.terminal
             _set_run(tx, run_id, action)
-    tx.conn.execute(
-        update(s.runs)
-        .where(s.runs.c.run_id == run_id)
-        .values(wake_at=None if terminal else decision.wake_at, updated_at=tx.now)
+    tx.update(
+        s.runs, {"run_id": run_id}, {"wake_at": None if terminal else decision.wake_at, "updated_at": tx.now}
     )
     return messages
 
@@ -222,30 +247,32 @@ def _time_limit(timeout_s: float | None) -> float | None:
 
 
 def _dispatch(tx: Tx, run_id: str, action: Dispatch) -> Message:
-    a = s.attempts
-    number = (
-        tx.conn.execute(
-            select(func.count())
-            .select_from(a)
-            .where(a.c.run_id == run_id, a.c.node_id == action.node_id, a.c.iteration == action.iteration)
-        ).scalar_one()
-        + 1
-    )
+    params = {"b_run_id": run_id, "b_node_id": action.node_id, "b_iteration": action.iteration}
+    number = int(tx.conn.execute(_COUNT_ATTEMPTS, params).scalar_one()) + 1
     attempt_id = str(uuid.uuid4())
     queue = queue_for(action.kind)
-    tx.conn.execute(
-        a.insert().values(
-            attempt_id=attempt_id,
-            run_id=run_id,
-            node_id=action.node_id,
-            iteration=action.iteration,
-            number=number,
-            state=AttemptState.QUEUED.value,
-            queue=queue,
-            dispatched_at=tx.now,
-            timeout_s=action.timeout_s,
-            cached=False,
-        )
+    tx.insert(
+        s.attempts,
+        {
+            "attempt_id": attempt_id,
+            "run_id": run_id,
+            "node_id": action.node_id,
+            "iteration": action.iteration,
+            "number": number,
+            "state": AttemptState.QUEUED.value,
+            "queue": queue,
+            "dispatched_at": tx.now,
+            "timeout_s": action.timeout_s,
+            "cached": False,
+            "claim_token": None,
+            "worker": None,
+            "started_at": None,
+            "finished_at": None,
+            "heartbeat_at": None,
+            "lease_expires_at": None,
+            "deadline_at": None,
+            "error": None,
+        },
     )
     values: dict[str, Any] = {
         "status": NodeStatus.QUEUED.value,
@@ -314,7 +341,7 @@ def _set_run(tx: Tx, run_id: str, action: SetRun) -> None:
     values: dict[str, Any] = {"status": action.status.value, "updated_at": tx.now}
     if action.status.terminal:
         values.update(finished_at=tx.now, output=action.output, error=action.error)
-    tx.conn.execute(update(s.runs).where(s.runs.c.run_id == run_id).values(**values))
+    tx.update(s.runs, {"run_id": run_id}, values)
     payload: dict[str, Any] = {}
     if action.error:
         payload["error"] = action.error

@@ -10,12 +10,46 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, Insert, Row, Table, Update, bindparam, select, update
 
 from shared.redaction import redact
 from shared.store import schema as s
+
+# Statements are built once: building a Core statement per call costs more than
+# running it on SQLite (see docs/benchmarks.md).
+_RUN = select(s.runs).where(s.runs.c.run_id == bindparam("b_run_id"))
+_RUN_FOR_UPDATE = _RUN.with_for_update()
+_WAKE = update(s.runs).where(s.runs.c.run_id == bindparam("b_run_id")).values(wake_at=bindparam("b_at"))
+_NEXT_SEQ = (
+    update(s.runs)
+    .where(s.runs.c.run_id == bindparam("b_run_id"))
+    .values(next_seq=s.runs.c.next_seq + bindparam("b_n"))
+    .returning(s.runs.c.next_seq)
+)
+_NEXT_FEED = (
+    update(s.counters)
+    .where(s.counters.c.name == "events")
+    .values(value=s.counters.c.value + bindparam("b_n"))
+    .returning(s.counters.c.value)
+)
+_INSERT_EVENTS = s.events.insert()
+
+
+@lru_cache(maxsize=512)
+def _update_statement(table: Table, keys: tuple[str, ...], where: tuple[str, ...]) -> Update:
+    return (
+        update(table)
+        .where(*[table.c[w] == bindparam(f"w_{w}") for w in where])
+        .values({k: bindparam(f"v_{k}") for k in keys})
+    )
+
+
+@lru_cache(maxsize=64)
+def _insert_statement(table: Table) -> Insert:
+    return table.insert()
 
 
 @dataclass
@@ -42,10 +76,8 @@ class Tx:
 
         On SQLite the whole database is already write-locked by BEGIN IMMEDIATE.
         """
-        query = select(s.runs).where(s.runs.c.run_id == run_id)
-        if self.postgres:
-            query = query.with_for_update()
-        return self.conn.execute(query).first()
+        query = _RUN_FOR_UPDATE if self.postgres else _RUN
+        return self.conn.execute(query, {"b_run_id": run_id}).first()
 
     def emit(
         self,
@@ -62,9 +94,23 @@ class Tx:
             _Pending(type, node_id, iteration, attempt_id, redact(payload or {}))
         )
 
+    def update(self, table: Table, where: dict[str, Any], values: dict[str, Any]) -> int:
+        """``UPDATE table SET values WHERE col = value AND ...``; returns the row count.
+
+        The statement is built once per shape and cached.
+        """
+        stmt = _update_statement(table, tuple(sorted(values)), tuple(sorted(where)))
+        params = {f"v_{k}": v for k, v in values.items()}
+        params.update({f"w_{k}": v for k, v in where.items()})
+        return int(self.conn.execute(stmt, params).rowcount)
+
+    def insert(self, table: Table, values: dict[str, Any]) -> None:
+        """``INSERT INTO table`` one row (statement cached per table)."""
+        self.conn.execute(_insert_statement(table), values)
+
     def wake(self, run_id: str) -> None:
         """Mark the run as needing the scheduler now (also noted for a Redis wake-up)."""
-        self.conn.execute(update(s.runs).where(s.runs.c.run_id == run_id).values(wake_at=self.now))
+        self.conn.execute(_WAKE, {"b_run_id": run_id, "b_at": self.now})
         self.woken.add(run_id)
 
     def audit(
@@ -97,19 +143,9 @@ class Tx:
             return
         seqs: dict[str, int] = {}
         for run_id, pending in self._events.items():
-            last = self.conn.execute(
-                update(s.runs)
-                .where(s.runs.c.run_id == run_id)
-                .values(next_seq=s.runs.c.next_seq + len(pending))
-                .returning(s.runs.c.next_seq)
-            ).scalar_one()
+            last = self.conn.execute(_NEXT_SEQ, {"b_run_id": run_id, "b_n": len(pending)}).scalar_one()
             seqs[run_id] = int(last) - len(pending)
-        feed_last = self.conn.execute(
-            update(s.counters)
-            .where(s.counters.c.name == "events")
-            .values(value=s.counters.c.value + total)
-            .returning(s.counters.c.value)
-        ).scalar_one()
+        feed_last = self.conn.execute(_NEXT_FEED, {"b_n": total}).scalar_one()
         feed = int(feed_last) - total
         rows = []
         for run_id, pending in self._events.items():
@@ -129,5 +165,5 @@ class Tx:
                         "created_at": self.now,
                     }
                 )
-        self.conn.execute(s.events.insert(), rows)
+        self.conn.execute(_INSERT_EVENTS, rows)
         self._events.clear()
