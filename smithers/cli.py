@@ -200,6 +200,29 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    from shared.config import read_broker_url  # noqa: PLC0415
+    from shared.store import backup  # noqa: PLC0415
+
+    dep = _deployment(args)
+    path = Path(args.path).resolve()
+    if args.action == "backup":
+        size = backup.backup(dep.database_url, path)
+        print(f"backup of {_safe_url(dep.database_url)} written to {path} ({size} bytes)")
+        return exitcodes.OK
+    if dep.broker_file is not None and read_broker_url(dep.broker_file) is not None:
+        raise Conflict(f"a smithers up is running in {dep.data_dir}; stop it before restoring")
+    backup.restore(dep.database_url, path)
+    print(f"restored {path} into {_safe_url(dep.database_url)}")
+    return exitcodes.OK
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -384,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     add("workflows", cmd_workflows, "list registered workflows")
     add("migrate", cmd_migrate, "create or upgrade the store schema")
+    p = add("db", cmd_db, "back up or restore the store (SQLite online backup, pg_dump/pg_restore)")
+    p.add_argument("action", choices=["backup", "restore"])
+    p.add_argument("path")
 
     p = add("scheduler", cmd_scheduler, "run the scheduler process")
     p.add_argument("--log-level", default="INFO")

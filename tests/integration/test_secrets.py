@@ -1,0 +1,36 @@
+"""A secret used by a step never reaches the store or a log line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy
+
+from shared.status import RunStatus
+from shared.store import schema as s
+from tests.integration.conftest import Engine
+
+SECRET = "s3cr3t-value-0f-the-test-7d1c"
+
+
+def test_a_secret_used_by_a_step_is_nowhere_in_the_store_or_the_logs(engine_factory: Any, database_url: str) -> None:
+    # given a worker holding a secret in its own environment
+    eng: Engine = engine_factory(database_url, SMITHERS_TEST_SECRET=SECRET)
+    eng.scheduler()
+    eng.worker()
+
+    # when a step reads it and even tries to return it
+    run_id = eng.launch("t-secret")
+    run = eng.wait(run_id)
+
+    # then the step saw it, but no table row and no log line holds the value
+    assert run.status is RunStatus.SUCCEEDED
+    assert run.output["use_secret"]["length"] == len(SECRET)
+    assert run.output["use_secret"]["echo"] == "value was [redacted]"
+    with eng.store.read() as conn:
+        for table in s.metadata.sorted_tables:
+            for row in conn.execute(sqlalchemy.select(table)):
+                assert SECRET not in repr(tuple(row)), f"secret found in table {table.name}"
+    eng.stop_all()
+    for log in eng.logs.glob("*.log"):
+        assert SECRET not in log.read_text(errors="replace"), f"secret found in {log.name}"
