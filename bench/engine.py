@@ -37,12 +37,13 @@ TERMINAL = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
 
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        argv, env=env, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -71,21 +72,50 @@ def wait_runs(store: Store, run_ids: list[str], timeout: float) -> float:
 
 
 def engine_phase(args: argparse.Namespace, redis_url: str, workdir: Path) -> dict[str, float]:
-    env = {**os.environ, "SMITHERS_DATABASE_URL": args.database_url, "SMITHERS_REDIS_URL": redis_url,
-           "SMITHERS_WORKFLOWS": "bench.workflows", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "SMITHERS_DATABASE_URL": args.database_url,
+        "SMITHERS_REDIS_URL": redis_url,
+        "SMITHERS_WORKFLOWS": "bench.workflows",
+        "PYTHONPATH": str(ROOT),
+    }
     store = Store(args.database_url)
     store.migrate()
     broker = Broker(redis_url)
     registry = load_registry("bench.workflows", str(ROOT))
     procs = [
-        start([sys.executable, "-m", "smithers", "scheduler", "--log-level", "WARNING"], env, workdir / "scheduler.log"),
-        start([sys.executable, "-m", "smithers", "worker", "--concurrency", str(args.concurrency),
-               "--log-level", "WARNING"], env, workdir / "worker.log"),
+        start(
+            [sys.executable, "-m", "smithers", "scheduler", "--log-level", "WARNING"],
+            env,
+            workdir / "scheduler.log",
+        ),
+        start(
+            [
+                sys.executable,
+                "-m",
+                "smithers",
+                "worker",
+                "--concurrency",
+                str(args.concurrency),
+                "--log-level",
+                "WARNING",
+            ],
+            env,
+            workdir / "worker.log",
+        ),
     ]
 
     def launch(name: str) -> str:
-        run, _ = operations.launch(store, broker, registry, workflow=name, run_input={}, run_id=None,
-                                   launched_by="bench", deployment_version="bench")
+        run, _ = operations.launch(
+            store,
+            broker,
+            registry,
+            workflow=name,
+            run_input={},
+            run_id=None,
+            launched_by="bench",
+            deployment_version="bench",
+        )
         return run.run_id
 
     try:
@@ -99,16 +129,22 @@ def engine_phase(args: argparse.Namespace, redis_url: str, workdir: Path) -> dic
         committed = {e.node_id: e.created_at for e in events if e.type == "attempt.succeeded"}
         started = {e.node_id: e.created_at for e in events if e.type == "attempt.started"}
         hops = [(started[f"s{i + 1:02d}"] - committed[f"s{i:02d}"]) * 1000 for i in range(39)]
-        print(f"engine: 40-step chain wall {t1 - t0:.3f}s; hop overhead p50 {pct(hops, 50):.2f} ms "
-              f"p99 {pct(hops, 99):.2f} ms", flush=True)
+        print(
+            f"engine: 40-step chain wall {t1 - t0:.3f}s; hop overhead p50 {pct(hops, 50):.2f} ms "
+            f"p99 {pct(hops, 99):.2f} ms",
+            flush=True,
+        )
         # (b) throughput: 1,000 one-step runs, then one 1,000-wide fan-out
         t0 = time.time()
         ids = [launch("b-one") for _ in range(1000)]
         t_launched = time.time()
         t1 = wait_runs(store, ids, 600)
         runs_sps = 1000 / (t1 - t0)
-        print(f"engine: 1000 one-step runs in {t1 - t0:.2f}s (launch {t_launched - t0:.2f}s): "
-              f"{runs_sps:.0f} steps/s", flush=True)
+        print(
+            f"engine: 1000 one-step runs in {t1 - t0:.2f}s (launch {t_launched - t0:.2f}s): "
+            f"{runs_sps:.0f} steps/s",
+            flush=True,
+        )
         t0 = time.time()
         rid = launch("b-wide")
         t1 = wait_runs(store, [rid], 600)
@@ -130,9 +166,26 @@ def celery_phase(args: argparse.Namespace, redis_url: str, workdir: Path) -> dic
     from bench import raw_celery  # noqa: PLC0415
 
     r = redis.Redis.from_url(redis_url)
-    worker = start([sys.executable, "-m", "celery", "-A", "bench.raw_celery", "worker", "-Q", "raw",
-                    "-c", str(args.concurrency), "--loglevel", "WARNING", "--without-gossip",
-                    "--without-mingle"], env, workdir / "raw-worker.log")
+    worker = start(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench.raw_celery",
+            "worker",
+            "-Q",
+            "raw",
+            "-c",
+            str(args.concurrency),
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        env,
+        workdir / "raw-worker.log",
+    )
     try:
         r.delete("bench:raw:done", "bench:raw:hops")
         raw_celery.noop.apply_async(queue="raw")
@@ -147,8 +200,11 @@ def celery_phase(args: argparse.Namespace, redis_url: str, workdir: Path) -> dic
         wall = time.time() - t0
         spans = [tuple(map(float, v.decode().split(","))) for v in r.lrange("bench:raw:hops", 0, -1)]
         hops = [(spans[i + 1][0] - spans[i][1]) * 1000 for i in range(len(spans) - 1)]
-        print(f"celery: 40-task chain wall {wall:.3f}s; hop p50 {pct(hops, 50):.2f} ms "
-              f"p99 {pct(hops, 99):.2f} ms", flush=True)
+        print(
+            f"celery: 40-task chain wall {wall:.3f}s; hop p50 {pct(hops, 50):.2f} ms "
+            f"p99 {pct(hops, 99):.2f} ms",
+            flush=True,
+        )
         t0 = time.time()
         for _ in range(1000):
             raw_celery.noop.apply_async(queue="raw")
@@ -177,12 +233,17 @@ def main() -> None:
         from smithers.embedded import free_port, redis_binary  # noqa: PLC0415
 
         port = free_port()
-        server = subprocess.Popen([redis_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                                   "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [redis_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
         redis_url = f"redis://127.0.0.1:{port}/0"
         time.sleep(0.3)
-    print(f"bench: store {args.database_url.split('@')[-1]}, redis {redis_url}, concurrency {args.concurrency}, "
-          f"logs {workdir}", flush=True)
+    print(
+        f"bench: store {args.database_url.split('@')[-1]}, redis {redis_url}, concurrency {args.concurrency}, "
+        f"logs {workdir}",
+        flush=True,
+    )
     try:
         eng = engine_phase(args, redis_url, workdir)
         raw = celery_phase(args, redis_url, workdir)
@@ -191,9 +252,11 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=10)
     ratio = eng["runs_sps"] / raw["sps"]
-    print(f"hop_p50_ms={eng['hop_p50']:.2f} hop_p99_ms={eng['hop_p99']:.2f} "
-          f"steps_per_s={eng['runs_sps']:.0f} fanout_steps_per_s={eng['fan_sps']:.0f} "
-          f"celery_steps_per_s={raw['sps']:.0f} celery_hop_p50_ms={raw['hop_p50']:.2f} ratio={ratio:.2f}")
+    print(
+        f"hop_p50_ms={eng['hop_p50']:.2f} hop_p99_ms={eng['hop_p99']:.2f} "
+        f"steps_per_s={eng['runs_sps']:.0f} fanout_steps_per_s={eng['fan_sps']:.0f} "
+        f"celery_steps_per_s={raw['sps']:.0f} celery_hop_p50_ms={raw['hop_p50']:.2f} ratio={ratio:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ import time
 import uuid
 from pathlib import Path
 
-from shared.sandbox import BundleBounds, SandboxSpec, collect_result_bundle, write_request_bundle
+from shared.bundle import BundleBounds, collect_result_bundle, write_request_bundle
+from shared.sandbox import SandboxSpec
 from workers.runtime import DockerRuntime
 
 STEP = 'echo \'{"status": "succeeded", "outputs": {"ok": true}}\' > /work/result/manifest.json'

@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 from celery import Celery
+from kombu import Exchange
 
 from shared.keys import STEP_TASK, WAKE_KEY
 
@@ -74,7 +75,9 @@ class Broker:
         Publishing by queue name, not through an exchange binding, keeps working after
         a Redis FLUSHALL wiped kombu's binding keys.
         """
-        options: dict[str, Any] = {"exchange": "", "routing_key": queue}
+        # An empty string would mean "the default exchange" to Celery (the steps queue);
+        # kombu's Exchange("") is the anonymous exchange: routing key = queue name.
+        options: dict[str, Any] = {"exchange": Exchange(""), "routing_key": queue}
         if time_limit is not None:
             options["time_limit"] = time_limit
         self.celery.send_task(STEP_TASK, args=[attempt_id], **options)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared.context import DecisionContext
-from shared.policy import retry_delay
+from shared.policy import cache_key, retry_delay
 from shared.status import ApprovalStatus, AttemptState, NodeStatus, RunStatus
 from shared.workflow import Node, NodeKind, Workflow
 
@@ -81,6 +81,8 @@ class Dispatch:
     reason: str  # start | retry | lost
     failures: int | None = None
     lost: int | None = None
+    cache_key: str | None = None  # look the output up first; dispatch on a miss
+    cache_scope: str | None = None
 
 
 @dataclass(frozen=True)
@@ -288,6 +290,8 @@ class _Decider:
                 self.wakes.append(st.next_at)
         elif st.status is NodeStatus.WAITING and node.kind is NodeKind.APPROVAL:
             self.approval_decided(node, st)
+        elif st.status is NodeStatus.WAITING and node.kind is NodeKind.SANDBOX:
+            self.review_decided(node, st)
 
     def approval_decided(self, node: Node, st: NodeView) -> None:
         decision = st.decision
@@ -303,6 +307,40 @@ class _Decider:
         else:
             error = {"code": "denied", "message": f"approval denied by {out['decided_by']}"}
             self.set_node(node, st.iteration, NodeStatus.FAILED, "node.failed", output=out, error=error)
+
+    def review_decided(self, node: Node, st: NodeView) -> None:
+        """A sandbox node held for diff review: accepted succeeds (output unchanged)."""
+        decision = st.decision
+        if decision is None or decision.get("status") not in ("accepted", "rejected"):
+            return
+        review = {
+            "sandbox_id": decision.get("sandbox_id"),
+            "accepted": decision.get("status") == "accepted",
+            "note": decision.get("note"),
+            "decided_by": decision.get("decided_by"),
+        }
+        if review["accepted"]:
+            self.set_node(
+                node, st.iteration, NodeStatus.SUCCEEDED, "node.succeeded", payload={"review": review}
+            )
+            return
+        message = f"patches rejected by {review['decided_by']}"
+        if node.on_reject == "skip":
+            payload = {"reason": message, "review": review}
+            self.set_node(
+                node, st.iteration, NodeStatus.SKIPPED, "node.skipped", payload=payload, output=None
+            )
+            return
+        error = {"code": "review_rejected", "message": message, "note": review["note"]}
+        self.set_node(
+            node,
+            st.iteration,
+            NodeStatus.FAILED,
+            "node.failed",
+            payload={"review": review},
+            output=None,
+            error=error,
+        )
 
     def watch_attempt(self, node: Node, st: NodeView) -> None:
         a = st.attempt
@@ -415,7 +453,29 @@ class _Decider:
         return {d: self.output((d, iteration)) for d in node.after}
 
     def start(self, node: Node, iteration: int) -> None:
-        if node.dispatched:
+        if node.dispatched and node.cache is not None:
+            resolved = {"input": self.run.input, "upstream": self.upstream(node, iteration)}
+            key = cache_key(
+                node.cache,
+                run_id=self.run.run_id,
+                workflow=self.wf.name,
+                node_id=node.id,
+                resolved_input=resolved,
+            )
+            self.actions.append(
+                Dispatch(
+                    node.id,
+                    iteration,
+                    node.kind,
+                    node.timeout_s,
+                    "start",
+                    cache_key=key,
+                    cache_scope=node.cache.scope,
+                )
+            )
+            self.states[(node.id, iteration)] = NodeView(node.id, iteration, NodeStatus.QUEUED)
+            self.wakes.append(self.now + self.config.redispatch_after_s)
+        elif node.dispatched:
             self.dispatch(node, iteration, "start")
         elif node.kind is NodeKind.APPROVAL:
             escalate = None if node.escalate_after_s is None else self.now + node.escalate_after_s

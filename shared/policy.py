@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from shared.errors import InvalidWorkflow
 
@@ -63,3 +65,20 @@ class CachePolicy:
             raise InvalidWorkflow(f"cache scope must be run, workflow or global: {self.scope!r}")
         if self.ttl_ms is not None and self.ttl_ms <= 0:
             raise InvalidWorkflow("cache ttl_ms must be > 0")
+
+
+def cache_key(policy: CachePolicy, *, run_id: str, workflow: str, node_id: str, resolved_input: Any) -> str:
+    """SHA-256 of the scope's identity, the node, its resolved input and the version.
+
+    The identity is the run id for ``run`` scope, the workflow name for ``workflow``
+    scope and nothing for ``global`` scope (so two workflows with a node of the same id
+    and input share rows). Bumping ``version`` changes every key of the node.
+    """
+    identity = {"run": run_id, "workflow": workflow, "global": ""}[policy.scope]
+    material = json.dumps(
+        [policy.scope, identity, node_id, policy.version, resolved_input],
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(material.encode()).hexdigest()

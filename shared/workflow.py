@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from shared.errors import InvalidWorkflow
 from shared.policy import Backoff, CachePolicy, RetryPolicy
@@ -37,6 +37,7 @@ StepFn = Callable[["StepContext"], Any]
 ChooseFn = Callable[["DecisionContext"], str]
 UntilFn = Callable[["DecisionContext"], bool]
 NodeRef = "str | Callable[..., Any]"
+OnReject = Literal["fail", "skip"]
 
 
 class NodeKind(StrEnum):
@@ -75,6 +76,7 @@ class Node:
     max_iterations: int = 1
     seconds: float = 0.0
     sandbox: SandboxSpec | None = None
+    on_reject: OnReject = "fail"  # a sandbox node whose patches are rejected: fail or skip
 
     @property
     def dispatched(self) -> bool:
@@ -165,8 +167,15 @@ class Workflow:
         retries: int = 0,
         continue_on_fail: bool = False,
         cache: CachePolicy | None = None,
+        on_reject: OnReject = "fail",
     ) -> Node:
-        """Declare a sandbox node: a command run in a container by a sandbox worker."""
+        """Declare a sandbox node: a command run in a container by a sandbox worker.
+
+        Patches it produces wait for review unless ``spec.auto_accept_diffs``; a
+        rejection fails the node, or skips it with ``on_reject="skip"``.
+        """
+        if on_reject not in ("fail", "skip"):
+            raise InvalidWorkflow(f"sandbox {id!r}: on_reject must be 'fail' or 'skip'")
         return self.add(
             Node(
                 id=id,
@@ -178,6 +187,7 @@ class Workflow:
                 cache=cache,
                 secrets=tuple(spec.secrets),
                 sandbox=spec,
+                on_reject=on_reject,
             )
         )
 

@@ -7,6 +7,7 @@ scheduler's sweep.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -36,10 +37,8 @@ def _owner_alive(file: Path) -> bool:
 
 def _stop_stale(file: Path) -> None:
     """A broker left behind by a `smithers up` that was killed: stop it."""
-    try:
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         os.kill(int(json.loads(file.read_text())["pid"]), signal.SIGTERM)
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
     file.unlink(missing_ok=True)
     time.sleep(0.2)
 

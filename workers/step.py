@@ -20,7 +20,7 @@ from shared.errors import SmithersError
 from shared.redaction import redact, redact_text
 from shared.registry import Registry
 from shared.store import Store
-from shared.store.attempts import Claim, claim, complete, heartbeat
+from shared.store.attempts import CacheWrite, Claim, claim, complete, heartbeat
 from shared.store.queries import outputs_for
 from shared.workflow import Node, NodeKind, Workflow
 from workers.secrets import resolve_secrets
@@ -155,14 +155,23 @@ def run_attempt(env: WorkerEnv, attempt_id: str) -> str:
             json.dumps(result)
         except Exception as exc:
             return _commit(env, c, ok=False, error=_error(exc))
-    return _commit(env, c, ok=True, output=redact(result, keys=False))
+    cache = None
+    if node.cache is not None:
+        cache = CacheWrite(node.cache.scope, node.cache.version, node.cache.ttl_ms, wf.name)
+    return _commit(env, c, ok=True, output=redact(result, keys=False), cache=cache)
 
 
 def _commit(
-    env: WorkerEnv, c: Claim, *, ok: bool, output: Any = None, error: dict[str, Any] | None = None
+    env: WorkerEnv,
+    c: Claim,
+    *,
+    ok: bool,
+    output: Any = None,
+    error: dict[str, Any] | None = None,
+    cache: CacheWrite | None = None,
 ) -> str:
     with env.store.write() as tx:
-        committed = complete(tx, c.attempt_id, c.claim_token, ok=ok, output=output, error=error)
+        committed = complete(tx, c.attempt_id, c.claim_token, ok=ok, output=output, error=error, cache=cache)
     env.broker.wake(c.run_id)
     if not committed:
         log.warning("attempt %s of %s/%s: result refused (fenced out)", c.attempt_id, c.run_id, c.node_id)

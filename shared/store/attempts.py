@@ -42,6 +42,17 @@ class Claim:
     number: int
     input: dict[str, Any]
     deadline_at: float | None
+    cache_key: str | None = None
+
+
+@dataclass(frozen=True)
+class CacheWrite:
+    """Where a successful output is cached: the policy's scope, version and expiry."""
+
+    scope: str
+    version: str
+    ttl_ms: int | None
+    workflow: str
 
 
 def claim(tx: Tx, attempt_id: str, worker: str, lease_s: float) -> Claim | None:
@@ -108,6 +119,7 @@ def claim(tx: Tx, attempt_id: str, worker: str, lease_s: float) -> Claim | None:
         number=att.number,
         input=run.input,
         deadline_at=deadline,
+        cache_key=att.cache_key,
     )
 
 
@@ -125,6 +137,7 @@ def complete(
     ok: bool,
     output: Any = None,
     error: dict[str, Any] | None = None,
+    cache: CacheWrite | None = None,
 ) -> bool:
     """Commit an attempt's result, its output and events in one transaction.
 
@@ -178,6 +191,8 @@ def complete(
             },
         )
         write_output(tx, att.run_id, att.node_id, att.iteration, output, attempt_id)
+        if cache is not None and att.cache_key and not held:
+            _write_cache(tx, att.cache_key, cache, att.run_id, att.node_id, output, attempt_id)
         if not held:
             tx.emit(att.run_id, "node.succeeded", node_id=att.node_id, iteration=att.iteration)
     else:
@@ -189,3 +204,22 @@ def complete(
         tx.emit(att.run_id, "attempt.failed", **where, payload={"number": att.number, **(error or {})})
     tx.wake(att.run_id)
     return True
+
+
+def _write_cache(
+    tx: Tx, key: str, cache: CacheWrite, run_id: str, node_id: str, value: Any, attempt_id: str
+) -> None:
+    """Insert or refresh a cache row (an expired row is replaced)."""
+    values = {
+        "scope": cache.scope,
+        "workflow": cache.workflow,
+        "run_id": run_id,
+        "node_id": node_id,
+        "version": cache.version,
+        "value": value,
+        "created_at": tx.now,
+        "attempt_id": attempt_id,
+        "expires_at": None if cache.ttl_ms is None else tx.now + cache.ttl_ms / 1000,
+    }
+    if tx.update(s.cache_entries, {"key": key}, values) == 0:
+        tx.insert(s.cache_entries, {"key": key, **values})

@@ -85,4 +85,6 @@ def restore(url: str, source: Path) -> None:
             dst.close()
             src.close()
     else:
-        _run(["pg_restore", "--clean", "--if-exists", "--no-owner", f"--dbname={_libpq_url(url)}", str(source)])
+        _run(
+            ["pg_restore", "--clean", "--if-exists", "--no-owner", f"--dbname={_libpq_url(url)}", str(source)]
+        )

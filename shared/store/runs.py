@@ -155,4 +155,7 @@ def delete_run(tx: Tx, run_id: str, actor: str | None) -> None:
         run_id=run_id,
         detail={"workflow": run.workflow, "status": run.status.value, "module_revision": run.module_revision},
     )
+    tx.conn.execute(
+        delete(s.cache_entries).where(s.cache_entries.c.run_id == run_id, s.cache_entries.c.scope == "run")
+    )
     tx.conn.execute(delete(s.runs).where(s.runs.c.run_id == run_id))

@@ -116,6 +116,7 @@ attempts = Table(
     Column("timeout_s", Float),
     Column("error", Json),
     Column("cached", Boolean, nullable=False, default=False),
+    Column("cache_key", String(64)),
     Index("ix_attempts_node", "run_id", "node_id", "iteration"),
 )
 
@@ -250,6 +251,7 @@ cache_entries = Table(
     Column("value", Json),
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float),
+    Column("attempt_id", String(36)),
 )
 
 time_travel_audit = Table(

@@ -98,6 +98,7 @@ _NODES = (
     .where(_n.c.run_id == bindparam("b_run_id"))
 )
 _APPROVALS = select(s.approvals).where(s.approvals.c.run_id == bindparam("b_run_id"))
+_CACHE_LOOKUP = select(s.cache_entries).where(s.cache_entries.c.key == bindparam("b_key"))
 _COUNT_ATTEMPTS = (
     select(func.count())
     .select_from(_a)
@@ -197,9 +198,14 @@ def apply_decision(tx: Tx, run_id: str, decision: Decision) -> list[Message]:
     """
     messages: list[Message] = []
     terminal = False
+    cache_hit = False
     for action in decision.actions:
         if isinstance(action, Dispatch):
-            messages.append(_dispatch(tx, run_id, action))
+            message = _dispatch(tx, run_id, action)
+            if message is None:
+                cache_hit = True
+            else:
+                messages.append(message)
         elif isinstance(action, Redispatch):
             row = tx.conn.execute(
                 update(s.attempts)
@@ -236,9 +242,8 @@ def apply_decision(tx: Tx, run_id: str, decision: Decision) -> list[Message]:
         elif isinstance(action, SetRun):
             terminal = action.status.terminal
             _set_run(tx, run_id, action)
-    tx.update(
-        s.runs, {"run_id": run_id}, {"wake_at": None if terminal else decision.wake_at, "updated_at": tx.now}
-    )
+    wake_at = tx.now if cache_hit else decision.wake_at  # a hit frees downstream nodes now
+    tx.update(s.runs, {"run_id": run_id}, {"wake_at": None if terminal else wake_at, "updated_at": tx.now})
     return messages
 
 
@@ -246,11 +251,18 @@ def _time_limit(timeout_s: float | None) -> float | None:
     return None if timeout_s is None else timeout_s + 30.0
 
 
-def _dispatch(tx: Tx, run_id: str, action: Dispatch) -> Message:
+def _dispatch(tx: Tx, run_id: str, action: Dispatch) -> Message | None:
+    """Create the attempt and queue the node; on a cache hit, finish it from the cache."""
     params = {"b_run_id": run_id, "b_node_id": action.node_id, "b_iteration": action.iteration}
     number = int(tx.conn.execute(_COUNT_ATTEMPTS, params).scalar_one()) + 1
     attempt_id = str(uuid.uuid4())
     queue = queue_for(action.kind)
+    hit = None
+    if action.cache_key is not None:
+        hit = tx.conn.execute(_CACHE_LOOKUP, {"b_key": action.cache_key}).first()
+        if hit is not None and hit.expires_at is not None and hit.expires_at <= tx.now:
+            hit = None  # expired: a miss, refreshed when the step commits
+    state = AttemptState.CACHED if hit is not None else AttemptState.QUEUED
     tx.insert(
         s.attempts,
         {
@@ -259,15 +271,16 @@ def _dispatch(tx: Tx, run_id: str, action: Dispatch) -> Message:
             "node_id": action.node_id,
             "iteration": action.iteration,
             "number": number,
-            "state": AttemptState.QUEUED.value,
+            "state": state.value,
             "queue": queue,
             "dispatched_at": tx.now,
             "timeout_s": action.timeout_s,
-            "cached": False,
+            "cached": hit is not None,
+            "cache_key": action.cache_key,
             "claim_token": None,
             "worker": None,
             "started_at": None,
-            "finished_at": None,
+            "finished_at": tx.now if hit is not None else None,
             "heartbeat_at": None,
             "lease_expires_at": None,
             "deadline_at": None,
@@ -283,7 +296,33 @@ def _dispatch(tx: Tx, run_id: str, action: Dispatch) -> Message:
         values["failures"] = action.failures
     if action.lost is not None:
         values["lost"] = action.lost
+    if hit is not None:
+        values.update(status=NodeStatus.SUCCEEDED.value, finished_at=tx.now, error=None)
     _upsert_node(tx, run_id, action.node_id, action.iteration, action.kind.value, values)
+    if hit is not None:
+        write_output(tx, run_id, action.node_id, action.iteration, hit.value, attempt_id)
+        tx.emit(
+            run_id,
+            "attempt.cached",
+            node_id=action.node_id,
+            iteration=action.iteration,
+            attempt_id=attempt_id,
+            payload={
+                "number": number,
+                "cache_key": action.cache_key,
+                "scope": action.cache_scope,
+                "cached_at": hit.created_at,
+                "source_attempt_id": hit.attempt_id,
+            },
+        )
+        tx.emit(
+            run_id,
+            "node.succeeded",
+            node_id=action.node_id,
+            iteration=action.iteration,
+            payload={"cached": True},
+        )
+        return None
     tx.emit(
         run_id,
         "attempt.queued",

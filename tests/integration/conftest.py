@@ -55,8 +55,12 @@ class Engine:
         """Start ``smithers <args>`` in its own process group, logging to logs/<name>.log."""
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, "-m", "smithers", *args], env=self.env, cwd=ROOT,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "smithers", *args],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.procs[name] = proc
         return proc
@@ -64,8 +68,12 @@ class Engine:
     def scheduler(self, name: str = "scheduler") -> subprocess.Popen[bytes]:
         return self.start(name, "scheduler")
 
-    def worker(self, name: str = "worker", queues: str = "steps", concurrency: int = 2) -> subprocess.Popen[bytes]:
-        return self.start(name, "worker", "--queues", queues, "--concurrency", str(concurrency), "--name", name)
+    def worker(
+        self, name: str = "worker", queues: str = "steps", concurrency: int = 2
+    ) -> subprocess.Popen[bytes]:
+        return self.start(
+            name, "worker", "--queues", queues, "--concurrency", str(concurrency), "--name", name
+        )
 
     def kill9(self, name: str) -> None:
         """SIGKILL the whole process group (the worker's pool children too)."""
@@ -87,10 +95,18 @@ class Engine:
                 proc.wait(timeout=5)
         self.procs.clear()
 
-    def launch(self, workflow: str, run_input: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+    def launch(
+        self, workflow: str, run_input: dict[str, Any] | None = None, run_id: str | None = None
+    ) -> str:
         run, _ = operations.launch(
-            self.store, self.broker, self.registry, workflow=workflow, run_input=run_input or {},
-            run_id=run_id, launched_by="test", deployment_version="test",
+            self.store,
+            self.broker,
+            self.registry,
+            workflow=workflow,
+            run_input=run_input or {},
+            run_id=run_id,
+            launched_by="test",
+            deployment_version="test",
         )
         return run.run_id
 
@@ -113,7 +129,9 @@ class Engine:
             if run.status in wanted:
                 return run
             time.sleep(0.1)
-        raise AssertionError(f"run {run_id} still {self.run(run_id).status} after {timeout}s; logs in {self.logs}")
+        raise AssertionError(
+            f"run {run_id} still {self.run(run_id).status} after {timeout}s; logs in {self.logs}"
+        )
 
     def wait_event(self, run_id: str, predicate: Any, timeout: float = 30) -> EventRecord:
         deadline = time.time() + timeout

@@ -37,8 +37,14 @@ def second_url(database_url: str, tmp_path: Path, pg_admin: sqlalchemy.Engine) -
 
 def db(url: str, redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SMITHERS_DATABASE_URL": url, "SMITHERS_REDIS_URL": redis_url}
-    return subprocess.run([sys.executable, "-m", "smithers", "db", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "smithers", "db", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_backup_mid_run_restores_and_finishes(

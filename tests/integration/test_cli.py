@@ -22,7 +22,11 @@ def smithers(data_dir: Path, *args: str, timeout: float = 60) -> subprocess.Comp
     env["SMITHERS_WORKFLOWS"] = "examples.hello,examples.approval_demo"
     return subprocess.run(
         [sys.executable, "-m", "smithers", *args, "--data-dir", str(data_dir)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -35,7 +39,11 @@ def up(tmp_path: Path) -> Iterator[Path]:
     log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "smithers", "up", "--data-dir", str(data), "--port", "0"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     deadline = time.time() + 30
     while not (data / "broker.json").exists():
@@ -84,7 +92,9 @@ def test_approval_exits_three_then_approve_and_watch_finish_it(up: Path) -> None
         (["status", "no-such-run"], 6, "not found"),
     ],
 )
-def test_bad_input_is_a_clear_error_and_a_non_zero_exit(up: Path, args: list[str], code: int, message: str) -> None:
+def test_bad_input_is_a_clear_error_and_a_non_zero_exit(
+    up: Path, args: list[str], code: int, message: str
+) -> None:
     result = smithers(up, *args)
     assert result.returncode == code, result.stdout + result.stderr
     assert message in result.stderr

@@ -73,7 +73,9 @@ def test_approval_waits_then_owner_rules_apply(engine: Engine) -> None:
     engine.wait(run_id, until={RunStatus.WAITING})
 
     with pytest.raises(Forbidden):  # not the owner
-        operations.approve(engine.store, engine.broker, run_id, "gate", approved=True, note="x", actor="mallory")
+        operations.approve(
+            engine.store, engine.broker, run_id, "gate", approved=True, note="x", actor="mallory"
+        )
     time.sleep(1.1)  # past escalate_after_s: the fallback owner may decide
     operations.approve(engine.store, engine.broker, run_id, "gate", approved=True, note="lgtm", actor="bob")
     run = engine.wait(run_id)

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from shared import operations
+from shared.decision import decide
 from shared.errors import Conflict, InvalidInput, UnknownWorkflow
 from shared.registry import Registry
 from shared.store import Store
@@ -18,7 +19,6 @@ from shared.store import schema as s
 from shared.store.attempts import claim, complete, heartbeat
 from shared.store.queries import events_after, feed_after, get_run
 from shared.store.state import LazyOutputs, apply_decision, load_run_view
-from shared.decision import decide
 from shared.workflow import Workflow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,8 +44,12 @@ def count(store: Store, table: s.Table) -> int:
 def test_concurrent_migrations_on_an_empty_database_both_succeed(database_url: str) -> None:
     code = "import sys; from shared.store import Store; print(Store(sys.argv[1]).migrate())"
     procs = [
-        subprocess.Popen([sys.executable, "-c", code, database_url], cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", code, database_url],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         for _ in range(3)
     ]
     results = [p.communicate(timeout=60) for p in procs]
@@ -61,14 +65,38 @@ def test_launch_is_idempotent_by_run_id_and_refuses_other_input(database_url: st
     store = Store(database_url)
     store.migrate()
     reg = registry()
-    first, created = operations.launch(store, None, reg, workflow="solo", run_input={"a": 1},
-                                       run_id="same-id", launched_by="t", deployment_version="v1")
-    again, created_again = operations.launch(store, None, reg, workflow="solo", run_input={"a": 1},
-                                             run_id="same-id", launched_by="t", deployment_version="v1")
+    first, created = operations.launch(
+        store,
+        None,
+        reg,
+        workflow="solo",
+        run_input={"a": 1},
+        run_id="same-id",
+        launched_by="t",
+        deployment_version="v1",
+    )
+    again, created_again = operations.launch(
+        store,
+        None,
+        reg,
+        workflow="solo",
+        run_input={"a": 1},
+        run_id="same-id",
+        launched_by="t",
+        deployment_version="v1",
+    )
     assert created and not created_again and again.run_id == first.run_id == "same-id"
     with pytest.raises(Conflict):
-        operations.launch(store, None, reg, workflow="solo", run_input={"a": 2}, run_id="same-id",
-                          launched_by="t", deployment_version="v1")
+        operations.launch(
+            store,
+            None,
+            reg,
+            workflow="solo",
+            run_input={"a": 2},
+            run_id="same-id",
+            launched_by="t",
+            deployment_version="v1",
+        )
     assert count(store, s.runs) == 1
     with store.read() as conn:
         run = get_run(conn, "same-id")
@@ -87,25 +115,44 @@ def test_launch_is_idempotent_by_run_id_and_refuses_other_input(database_url: st
         ("solo", {"nested": {"api_key": "abc"}}, None, InvalidInput),
     ],
 )
-def test_bad_launches_write_nothing(database_url: str, workflow: str, run_input: object, run_id: str | None,
-                                    error: type[Exception]) -> None:
+def test_bad_launches_write_nothing(
+    database_url: str, workflow: str, run_input: object, run_id: str | None, error: type[Exception]
+) -> None:
     store = Store(database_url)
     store.migrate()
     with pytest.raises(error):
-        operations.launch(store, None, registry(), workflow=workflow, run_input=run_input, run_id=run_id,
-                          launched_by="t", deployment_version="v1")
+        operations.launch(
+            store,
+            None,
+            registry(),
+            workflow=workflow,
+            run_input=run_input,
+            run_id=run_id,
+            launched_by="t",
+            deployment_version="v1",
+        )
     assert count(store, s.runs) == 0
     assert count(store, s.events) == 0
 
 
-def test_event_seq_and_feed_ids_are_gap_free_in_commit_order_under_concurrent_writers(database_url: str) -> None:
+def test_event_seq_and_feed_ids_are_gap_free_in_commit_order_under_concurrent_writers(
+    database_url: str,
+) -> None:
     store = Store(database_url)
     store.migrate()
     reg = registry()
     run_ids = [f"r{i}" for i in range(4)]
     for rid in run_ids:
-        operations.launch(store, None, reg, workflow="solo", run_input={}, run_id=rid, launched_by="t",
-                          deployment_version="v")
+        operations.launch(
+            store,
+            None,
+            reg,
+            workflow="solo",
+            run_input={},
+            run_id=rid,
+            launched_by="t",
+            deployment_version="v",
+        )
     writes_per_thread = 40
     stop = threading.Event()
     seen_feed: list[int] = []
@@ -156,13 +203,22 @@ def test_only_the_live_claim_may_heartbeat_or_commit(database_url: str) -> None:
     store = Store(database_url)
     store.migrate()
     reg = registry()
-    operations.launch(store, None, reg, workflow="solo", run_input={}, run_id="fence", launched_by="t",
-                      deployment_version="v")
+    operations.launch(
+        store,
+        None,
+        reg,
+        workflow="solo",
+        run_input={},
+        run_id="fence",
+        launched_by="t",
+        deployment_version="v",
+    )
     with store.write() as tx:
         loaded = load_run_view(tx, "fence")
         assert loaded is not None
-        messages = apply_decision(tx, "fence", decide(reg.get("solo").workflow, loaded[0],
-                                                      LazyOutputs(tx.conn, "fence"), tx.now))
+        messages = apply_decision(
+            tx, "fence", decide(reg.get("solo").workflow, loaded[0], LazyOutputs(tx.conn, "fence"), tx.now)
+        )
     attempt_id = messages[0].attempt_id
     with store.write() as tx:
         first = claim(tx, attempt_id, "w1", lease_s=0.01)
@@ -189,13 +245,22 @@ def test_delete_run_removes_every_dependent_row_but_keeps_the_audit_entry(databa
     store = Store(database_url)
     store.migrate()
     reg = registry()
-    operations.launch(store, None, reg, workflow="solo", run_input={}, run_id="gone", launched_by="t",
-                      deployment_version="v")
+    operations.launch(
+        store,
+        None,
+        reg,
+        workflow="solo",
+        run_input={},
+        run_id="gone",
+        launched_by="t",
+        deployment_version="v",
+    )
     with store.write() as tx:
         loaded = load_run_view(tx, "gone")
         assert loaded is not None
-        apply_decision(tx, "gone", decide(reg.get("solo").workflow, loaded[0], LazyOutputs(tx.conn, "gone"),
-                                          tx.now))
+        apply_decision(
+            tx, "gone", decide(reg.get("solo").workflow, loaded[0], LazyOutputs(tx.conn, "gone"), tx.now)
+        )
     assert count(store, s.attempts) == 1 and count(store, s.nodes) == 1
 
     operations.delete(store, "gone", "admin-1")

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared import DecisionContext, StepContext, Workflow
+from shared import CachePolicy, DecisionContext, StepContext, Workflow
 
 
 def effect(ctx: StepContext, label: str | None = None) -> None:
@@ -151,3 +151,34 @@ secret = Workflow("t-secret")
 def use_secret(ctx: StepContext) -> dict[str, Any]:
     value = ctx.secret("SMITHERS_TEST_SECRET")
     return {"length": len(value), "echo": f"value was {value}"}
+
+
+# -- cache policies ----------------------------------------------------------------------
+def _cached_workflow(name: str, scope: str, version: str = "1", ttl_ms: int | None = None) -> Workflow:
+    wf = Workflow(name)
+
+    @wf.task("expensive", cache=CachePolicy(scope=scope, ttl_ms=ttl_ms, version=version))  # type: ignore[arg-type]
+    def expensive(ctx: StepContext) -> dict[str, Any]:
+        effect(ctx, f"{name}:expensive")
+        return {"value": int(ctx.input.get("n", 0)) * 2}
+
+    return wf
+
+
+cache_run = Workflow("t-cache-run")
+
+
+@cache_run.task(cache=CachePolicy(scope="run"))
+def same_each_time(ctx: StepContext) -> int:
+    effect(ctx)
+    return int(ctx.input.get("n", 0)) + 100
+
+
+cache_run.loop("again", body=["same_each_time"], until=lambda ctx: False, max_iterations=3)
+
+cache_wf_a = _cached_workflow("t-cache-wf-a", "workflow")
+cache_wf_b = _cached_workflow("t-cache-wf-b", "workflow")
+cache_global_a = _cached_workflow("t-cache-global-a", "global")
+cache_global_b = _cached_workflow("t-cache-global-b", "global")
+cache_global_v2 = _cached_workflow("t-cache-global-v2", "global", version="2")
+cache_ttl = _cached_workflow("t-cache-ttl", "workflow", ttl_ms=500)

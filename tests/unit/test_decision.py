@@ -43,19 +43,31 @@ def diamond() -> Workflow:
     return build(wf)
 
 
-def done(node: str, it: int = 0, status: NodeStatus = NodeStatus.SUCCEEDED) -> tuple[tuple[str, int], NodeView]:
+def done(
+    node: str, it: int = 0, status: NodeStatus = NodeStatus.SUCCEEDED
+) -> tuple[tuple[str, int], NodeView]:
     return (node, it), NodeView(node, it, status)
 
 
 def running(node: str, **attempt: Any) -> tuple[tuple[str, int], NodeView]:
-    fields = {"state": AttemptState.RUNNING, "dispatched_at": NOW - 5, "lease_expires_at": NOW + 10, **attempt}
+    fields = {
+        "state": AttemptState.RUNNING,
+        "dispatched_at": NOW - 5,
+        "lease_expires_at": NOW + 10,
+        **attempt,
+    }
     failures = fields.pop("failures", 0)
-    return (node, 0), NodeView(node, 0, NodeStatus.RUNNING, failures=failures,
-                              attempt=AttemptView(f"att-{node}", number=1, **fields))
+    return (node, 0), NodeView(
+        node, 0, NodeStatus.RUNNING, failures=failures, attempt=AttemptView(f"att-{node}", number=1, **fields)
+    )
 
 
-def run_view(*nodes: tuple[tuple[str, int], NodeView], status: RunStatus = RunStatus.RUNNING,
-             cancel: bool = False, run_input: dict[str, Any] | None = None) -> RunView:
+def run_view(
+    *nodes: tuple[tuple[str, int], NodeView],
+    status: RunStatus = RunStatus.RUNNING,
+    cancel: bool = False,
+    run_input: dict[str, Any] | None = None,
+) -> RunView:
     return RunView("r1", status, run_input or {}, dict(nodes), cancel)
 
 
@@ -164,8 +176,15 @@ def test_an_approval_waits_and_the_run_says_waiting() -> None:
     d = decide(wf, run_view(done("a")), {}, NOW)
     assert of(d, OpenApproval) == [OpenApproval("ok", 0, "alice", "bob", NOW + 60)]
     assert of(d, SetRun) == [SetRun(RunStatus.WAITING)]
-    approved = (("ok", 0), NodeView("ok", 0, NodeStatus.WAITING,
-                                    decision={"status": "approved", "note": "fine", "decided_by": "alice"}))
+    approved = (
+        ("ok", 0),
+        NodeView(
+            "ok",
+            0,
+            NodeStatus.WAITING,
+            decision={"status": "approved", "note": "fine", "decided_by": "alice"},
+        ),
+    )
     d2 = decide(wf, run_view(done("a"), approved, status=RunStatus.WAITING), {}, NOW)
     assert of(d2, SetNode)[0].output == {"approved": True, "note": "fine", "decided_by": "alice"}
     assert dispatched(d2) == [("b", 0)]
@@ -174,8 +193,12 @@ def test_an_approval_waits_and_the_run_says_waiting() -> None:
 def branching() -> Workflow:
     wf = Workflow("branching")
     wf.task("a")(noop)
-    wf.branch("route", after=["a"], choose=lambda ctx: "x" if ctx.outputs["a"] > 0 else "y",
-              paths={"x": ["x1"], "y": ["y1"]})
+    wf.branch(
+        "route",
+        after=["a"],
+        choose=lambda ctx: "x" if ctx.outputs["a"] > 0 else "y",
+        paths={"x": ["x1"], "y": ["y1"]},
+    )
     wf.task("x1")(noop)
     wf.task("y1")(noop)
     wf.task("y2", after=["y1"])(noop)
@@ -191,8 +214,18 @@ def test_a_branch_skips_the_paths_it_did_not_choose_and_their_descendants() -> N
     assert by_node["y1"].status is NodeStatus.SKIPPED
     assert by_node["y2"].status is NodeStatus.SKIPPED
     assert dispatched(d) == [("x1", 0)]
-    d2 = decide(wf, run_view(done("a"), done("route"), done("x1"), done("y1", status=NodeStatus.SKIPPED),
-                             done("y2", status=NodeStatus.SKIPPED)), {("route", 0): {"path": "x"}}, NOW)
+    d2 = decide(
+        wf,
+        run_view(
+            done("a"),
+            done("route"),
+            done("x1"),
+            done("y1", status=NodeStatus.SKIPPED),
+            done("y2", status=NodeStatus.SKIPPED),
+        ),
+        {("route", 0): {"path": "x"}},
+        NOW,
+    )
     assert dispatched(d2) == [("join", 0)]
 
 
@@ -207,8 +240,12 @@ def looping(max_iterations: int = 3) -> Workflow:
     wf = Workflow("looping")
     wf.task("draft")(noop)
     wf.task("check", after=["draft"])(noop)
-    wf.loop("refine", body=["draft", "check"], until=lambda ctx: ctx.outputs["check"] == "ok",
-            max_iterations=max_iterations)
+    wf.loop(
+        "refine",
+        body=["draft", "check"],
+        until=lambda ctx: ctx.outputs["check"] == "ok",
+        max_iterations=max_iterations,
+    )
     wf.task("ship", after=["refine"])(noop)
     return build(wf)
 

@@ -33,3 +33,19 @@ def test_bad_cache_policies_are_refused() -> None:
         CachePolicy(scope="galaxy")  # type: ignore[arg-type]
     with pytest.raises(InvalidWorkflow):
         CachePolicy(ttl_ms=0)
+
+
+def test_cache_keys_depend_on_scope_identity_node_input_and_version() -> None:
+    from shared.policy import cache_key
+
+    def key(policy: CachePolicy, run: str = "r1", wf: str = "w", node: str = "n", data: object = 1) -> str:
+        return cache_key(policy, run_id=run, workflow=wf, node_id=node, resolved_input=data)
+
+    run, flow, glob = CachePolicy("run"), CachePolicy("workflow"), CachePolicy("global")
+    assert key(run, run="r1") != key(run, run="r2")
+    assert key(flow, run="r1") == key(flow, run="r2")
+    assert key(flow, wf="a") != key(flow, wf="b")
+    assert key(glob, wf="a", run="x") == key(glob, wf="b", run="y")
+    assert key(glob, data={"a": 1}) != key(glob, data={"a": 2})
+    assert key(glob, node="n1") != key(glob, node="n2")
+    assert key(CachePolicy("global", version="1")) != key(CachePolicy("global", version="2"))

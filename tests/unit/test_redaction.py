@@ -33,7 +33,10 @@ def test_token_like_strings_are_masked(text: str) -> None:
 
 def test_string_values_under_credential_keys_are_masked_but_counts_are_not() -> None:
     assert redact({"api_key": "plain", "token_count": 5, "note": "ok"}) == {
-        "api_key": MASK, "token_count": 5, "note": "ok"}
+        "api_key": MASK,
+        "token_count": 5,
+        "note": "ok",
+    }
 
 
 def test_logging_filter_redacts_formatted_messages() -> None:
@@ -42,8 +45,10 @@ def test_logging_filter_redacts_formatted_messages() -> None:
     assert record.getMessage() == f"token {MASK}"
 
 
-@pytest.mark.parametrize("key", ["token", "secret", "password", "api_key", "private_key", "GITHUB_TOKEN",
-                                 "apiKey_x", "db-password"])
+@pytest.mark.parametrize(
+    "key",
+    ["token", "secret", "password", "api_key", "private_key", "GITHUB_TOKEN", "apiKey_x", "db-password"],
+)
 def test_credential_like_input_keys_are_refused_naming_the_key(key: str) -> None:
     with pytest.raises(InvalidInput, match=key):
         check_input({"outer": {key: "v"}})

@@ -18,7 +18,7 @@ into ``/work/request``; the step runs as an *exec* in that container (same cgrou
 limits, same user, no capabilities, no new privileges, exit code reported by the
 daemon); when it exits the container is paused (a consistent snapshot even if the step
 left background processes), ``/work/result`` is copied out and extracted member by
-member by :func:`shared.sandbox.extract_result_archive`, then the container is killed
+member by :func:`shared.bundle.extract_result_archive`, then the container is killed
 and ``State.OOMKilled`` read. The root filesystem is read-only, so every write outside
 ``/work`` fails. Container and volume are always removed. tmpfs pages are charged to
 the container's memory cgroup, so ``/work`` also counts against ``memory_mb``.
@@ -46,17 +46,12 @@ from docker.client import DockerClient
 from docker.models.containers import Container
 from docker.types import Mount, Ulimit
 
+from shared.bundle import LOGS_FILENAME, RESULT_DIRNAME, BundleBounds, extract_result_archive
 from shared.errors import BundleRejected, SandboxError, SandboxOutOfMemory, SandboxTimeout
-from shared.sandbox import (
-    LOGS_FILENAME,
-    RESULT_DIRNAME,
-    SANDBOX_UID,
-    BundleBounds,
-    SandboxSpec,
-    extract_result_archive,
-)
+from shared.sandbox import SANDBOX_UID, SandboxSpec
+from workers.runtime.base import ContainerOutcome, OnStarted
 
-__all__ = ["SANDBOX_LABEL", "WORKER_LABEL", "ContainerOutcome", "DockerRuntime"]
+__all__ = ["SANDBOX_LABEL", "WORKER_LABEL", "DockerRuntime"]
 
 log = logging.getLogger(__name__)
 
@@ -65,24 +60,6 @@ WORKER_LABEL = "smithers.worker"
 _USER = f"{SANDBOX_UID}:{SANDBOX_UID}"
 _KILLED_EXIT = 137
 _REDACTED = b"[REDACTED]"
-
-
-@dataclass(frozen=True)
-class ContainerOutcome:
-    """What happened to one sandbox container.
-
-    ``exit_code`` is the step's (the exec'd command's); ``duration_s`` runs from the
-    step's start to its exit; ``log_bytes`` counts everything the step wrote to stdout
-    and stderr, of which at most the runtime's ``max_log_bytes`` are kept in
-    ``result/logs.txt``.
-    """
-
-    container_id: str
-    image_digest: str
-    exit_code: int
-    oom_killed: bool
-    duration_s: float
-    log_bytes: int
 
 
 @dataclass
@@ -123,6 +100,8 @@ class DockerRuntime:
     writable; a spec's volume outside every root is refused. Images are never pulled.
     """
 
+    name = "docker"
+
     def __init__(
         self,
         worker_id: str,
@@ -144,6 +123,11 @@ class DockerRuntime:
         self._bounds = bounds or BundleBounds()
         self._work_size_mb = work_size_mb
         self._max_log_bytes = max_log_bytes
+
+    def close(self) -> None:
+        """Close the engine connection (a forked child must open its own)."""
+        with contextlib.suppress(docker.errors.DockerException, OSError):
+            self._client.close()
 
     def ping(self) -> None:
         """Raise :class:`SandboxError` unless the Docker engine answers."""
@@ -174,13 +158,16 @@ class DockerRuntime:
         sandbox_dir: Path,
         labels: Mapping[str, str],
         secret_values: Mapping[str, str],
+        on_started: OnStarted | None = None,
     ) -> ContainerOutcome:
         """Run ``spec`` on the request in ``sandbox_dir/request``; fill ``sandbox_dir/result``.
 
         The result directory receives the step's ``/work/result`` (checked while it is
-        extracted) and ``logs.txt``. Raises :class:`SandboxTimeout`,
-        :class:`SandboxOutOfMemory`, :class:`BundleRejected` or :class:`SandboxError`;
-        a non-zero exit code is not an error here. The container is always removed.
+        extracted) and ``logs.txt``. ``on_started(container id, image digest)`` is
+        called once the container runs and holds the request, before the step starts.
+        Raises :class:`SandboxTimeout`, :class:`SandboxOutOfMemory`,
+        :class:`BundleRejected` or :class:`SandboxError`; a non-zero exit code is not
+        an error here. The container is always removed.
         """
         mounts = self._bind_mounts(spec)
         request = _request_tar(sandbox_dir / "request", self._work_size_mb * 1024 * 1024)
@@ -208,6 +195,8 @@ class DockerRuntime:
                 container.start()
             with _engine("copy request"):
                 container.put_archive("/work", request)
+            if on_started is not None:
+                on_started(container.id or "", str(container.attrs.get("Image", "")))
             return self._execute(spec, container, result_dir, secret_values)
         finally:
             self._remove(container, volume.name)
