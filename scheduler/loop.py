@@ -16,6 +16,7 @@ from shared.registry import Registry
 from shared.store import Store
 from shared.store.queries import due_runs
 from shared.store.state import LazyOutputs, Message, apply_decision, load_run_view, postpone
+from shared.store.timetravel import settle_leftovers
 
 log = logging.getLogger("smithers.scheduler")
 RETRY_UNKNOWN_WORKFLOW_S = 30.0
@@ -98,6 +99,13 @@ class Scheduler:
         last_sweep = 0.0
         interval = self.config.sweep_interval_s
         log.info("scheduler started (sweep every %.1fs)", interval)
+        try:
+            with self.store.write() as tx:
+                settled = settle_leftovers(tx)
+            if settled:
+                log.warning("%d time-travel calls were interrupted; marked partial", settled)
+        except SmithersError as exc:
+            log.warning("could not settle time-travel leftovers: %s", exc.message)
         while not stop.is_set():
             ids: set[str] = set()
             timeout = interval

@@ -13,12 +13,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.broker import Broker
-from shared.errors import InvalidInput
+from shared.errors import InvalidInput, NotFound, SmithersError
 from shared.redaction import sensitive_key
 from shared.registry import Registry
-from shared.store import ApprovalRecord, RunRecord, Store
+from shared.store import ApprovalRecord, RunRecord, Store, timetravel
 from shared.store import approvals as approvals_store
 from shared.store import runs as runs_store
+from shared.store.queries import get_run
 
 MAX_INPUT_BYTES = 1_000_000
 
@@ -145,3 +146,79 @@ def delete(store: Store, run_id: str, actor: str | None) -> None:
     """Delete a run and its dependent rows; the audit entry stays."""
     with store.write() as tx:
         runs_store.delete_run(tx, run_id, actor)
+
+
+TIME_TRAVEL_PER_MINUTE = 10
+
+
+def time_travel(
+    store: Store,
+    broker: Broker | None,
+    registry: Registry,
+    *,
+    action: str,
+    run_id: str,
+    node_id: str,
+    caller: str,
+    confirm: bool,
+    new_run_id: str | None = None,
+    new_input: Any = None,
+    per_minute: int = TIME_TRAVEL_PER_MINUTE,
+) -> dict[str, Any]:
+    """Rewind, replay or fork a run at ``node_id``, audited before and after.
+
+    Returns ``{"audit_id", "run_id", ...}``; the affected run is woken.
+    """
+    if confirm is not True:
+        raise InvalidInput("time travel changes history: pass confirm=true")
+    with store.read() as conn:
+        run = get_run(conn, run_id)
+    if run is None:
+        raise NotFound(f"run {run_id!r} not found")
+    wf = registry.get(run.workflow).workflow
+    timetravel.reopened(wf, node_id)  # unknown node: refuse before writing anything
+    checked_input = check_input(new_input) if action == "fork" else None
+    target = runs_store.check_run_id(new_run_id) if new_run_id else new_run_id_for(action)
+    params = {
+        "node_id": node_id,
+        "new_run_id": target if action != "rewind" else None,
+        "input_hash": runs_store.input_hash(checked_input) if checked_input is not None else None,
+    }
+    with store.write() as tx:
+        audit_id = timetravel.begin(
+            tx, run_id=run_id, action=action, caller=caller, params=params, per_minute=per_minute
+        )
+    try:
+        with store.write() as tx:
+            if action == "rewind":
+                result = timetravel.rewind(tx, wf, run_id, node_id, audit_id)
+                woken = run_id
+            else:
+                created = timetravel.branch_off(
+                    tx,
+                    wf,
+                    run_id,
+                    node_id,
+                    new_run_id=target,
+                    new_input=checked_input,
+                    caller=caller,
+                    action=action,
+                    audit_id=audit_id,
+                )
+                result = {"new_run_id": created.run_id, "from_node": node_id}
+                woken = created.run_id
+    except Exception as exc:
+        with store.write() as tx:
+            message = exc.message if isinstance(exc, SmithersError) else type(exc).__name__
+            timetravel.finish(tx, audit_id, "failed", {"error": message})
+        raise
+    with store.write() as tx:
+        timetravel.finish(tx, audit_id, "success", result)
+    if broker is not None:
+        broker.wake(woken)
+    return {"audit_id": audit_id, "run_id": run_id, "action": action, **result}
+
+
+def new_run_id_for(action: str) -> str:
+    """A fresh id for the run a replay or fork creates."""
+    return f"{action}-" + uuid.uuid4().hex[:20]

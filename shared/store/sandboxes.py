@@ -54,6 +54,7 @@ class ReviewStatus(StrEnum):
     ACCEPTED = "accepted"
     REJECTED = "rejected"
     SUPERSEDED = "superseded"
+    REVERTED = "reverted"  # a time-travel rewind reopened its step: the patch is withdrawn
 
 
 @dataclass(frozen=True)
