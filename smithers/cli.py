@@ -327,7 +327,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     run_input = operations.parse_input(args.input) if args.run else None
     if args.run:
         registry.get(args.run)
-    broker, dep, children = prepare(dep, args.concurrency, args.port, args.host)
+    broker, dep, children = prepare(dep, args.concurrency, args.port, args.host, args.sandbox)
     sup = Supervisor(dep, child_env(dep), (dep.data_dir or Path(".")) / "logs", children)
     stop = _stop_on_signals()
     problems: list[str] = []
@@ -414,6 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", default="{}", help="run input (JSON object) for --run")
     p.add_argument("--run-id", default=None)
     p.add_argument("--once", action="store_true", help="with --run: stop when the run settles")
+    p.add_argument(
+        "--sandbox",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="start a sandbox worker (auto: when a Docker engine answers)",
+    )
     _follow_opts(p)
 
     p = add("run", cmd_run, "launch a run and follow it node by node")

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 from shared.status import RunStatus
 from shared.store import EventRecord, Store
 from shared.store.queries import approvals, events_after, get_run
+from shared.store.sandboxes import sandboxes_of
 from smithers import exitcodes
 
 QUIET = {"attempt.claim_refused", "attempt.redispatched", "attempt.queued", "attempt.succeeded"}
@@ -93,9 +94,9 @@ def follow(
                 print(f"error: run {run_id!r} not found", file=sys.stderr)
                 return exitcodes.NOT_FOUND
             events = events_after(conn, run_id, last)
-            pending = (
-                approvals(conn, status="pending", run_id=run_id) if run.status is RunStatus.WAITING else []
-            )
+            waiting = run.status is RunStatus.WAITING
+            pending = approvals(conn, status="pending", run_id=run_id) if waiting else []
+            reviews = sandboxes_of(conn, run_id, review_status="pending") if waiting else []
         started = started if started is not None else run.created_at
         for ev in events:
             last = ev.seq
@@ -110,6 +111,13 @@ def follow(
             for ap in pending:
                 print(
                     f"waiting for approval: smithers approve {run_id} {ap.node_id} [--deny] --note '...'",
+                    file=out,
+                    flush=True,
+                )
+            for sb in reviews:
+                print(
+                    f"waiting for diff review: smithers review {run_id} {sb.sandbox_id} --accept|--reject"
+                    " --note '...'",
                     file=out,
                     flush=True,
                 )

@@ -92,8 +92,22 @@ def child_argv(command: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "smithers", command, *args]
 
 
+def docker_available() -> bool:
+    """True when a Docker engine answers (for starting a sandbox worker)."""
+    try:
+        import docker  # noqa: PLC0415 (optional extra)
+
+        client = docker.from_env(timeout=2)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
 def prepare(
-    deployment: Deployment, concurrency: int | None, port: int, host: str
+    deployment: Deployment, concurrency: int | None, port: int, host: str, sandbox: str = "auto"
 ) -> tuple[EmbeddedBroker | None, Deployment, list[Child]]:
     """Start the broker if embedded, migrate, and describe the children."""
     broker: EmbeddedBroker | None = None
@@ -122,6 +136,10 @@ def prepare(
         Child("scheduler", child_argv("scheduler")),
         Child("worker", child_argv("worker", *worker_args)),
     ]
+    if sandbox == "on" or (sandbox == "auto" and docker_available()):
+        children.append(
+            Child("sandbox-worker", child_argv("worker", "--queues", "sandbox", "--concurrency", "1"))
+        )
     if importlib.util.find_spec("gateway.server") is not None:
         children.append(Child("gateway", child_argv("gateway", "--port", str(port), "--host", host)))
     return broker, deployment, children
