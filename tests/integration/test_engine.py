@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -138,3 +139,27 @@ def test_resume_reruns_only_what_did_not_finish(engine: Engine, tmp_path: Path) 
         prepares = [a for a in attempts_of(conn, run_id) if a.node_id == "prepare"]
     assert len(prepares) == 1  # the finished step did not run again
     assert effects.exists() is False
+
+
+def test_two_schedulers_never_dispatch_a_step_twice(
+    engine_factory: Any, database_url: str, tmp_path: Path
+) -> None:
+    # given two schedulers racing over the same runs
+    eng: Engine = engine_factory(database_url)
+    eng.scheduler("scheduler-1")
+    eng.scheduler("scheduler-2")
+    eng.worker(concurrency=2)
+    effects = tmp_path / "effects.txt"
+
+    # when several fan-out/fan-in runs go through at once
+    run_ids = [eng.launch("t-fan", {"effects": str(effects)}) for _ in range(6)]
+    runs = [eng.wait(r, timeout=90) for r in run_ids]
+
+    # then every step was dispatched and run exactly once
+    assert all(r.status is RunStatus.SUCCEEDED for r in runs)
+    assert len(lines(effects)) == 6 * 8
+    with eng.store.read() as conn:
+        for run_id in run_ids:
+            attempts = attempts_of(conn, run_id)
+            assert len(attempts) == 8
+            assert len({(a.node_id, a.iteration) for a in attempts}) == 8
