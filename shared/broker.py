@@ -29,7 +29,7 @@ def celery_settings(redis_url: str, visibility_timeout_s: float = 3600.0) -> dic
         "task_reject_on_worker_lost": True,
         "task_ignore_result": True,
         "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_default_queue": "steps",

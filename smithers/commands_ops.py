@@ -47,7 +47,8 @@ def flower_credentials(env: Mapping[str, str]) -> tuple[str, str]:
 
 def flower_argv(args: argparse.Namespace) -> list[str]:
     """Celery's command line for Flower (the credentials travel in the environment)."""
-    argv = ["flower", f"--address={args.host}", f"--port={args.port}"]
+    # --logging=none: tornado installs no handler of its own; ours (JSON, redacted) applies.
+    argv = ["flower", f"--address={args.host}", f"--port={args.port}", "--logging=none"]
     if args.url_prefix:
         argv.append(f"--url_prefix={args.url_prefix}")
     if bool(args.certfile) != bool(args.keyfile):
@@ -66,9 +67,11 @@ def cmd_flower(args: argparse.Namespace) -> int:
 
     from shared.broker import celery_settings  # noqa: PLC0415
     from shared.keys import QUEUES  # noqa: PLC0415
+    from shared.logs import setup_logging  # noqa: PLC0415
 
     user, password = flower_credentials(os.environ)
     dep = _deployment(args)
+    setup_logging("flower", args.log_level)
     if dep.redis_url is None:
         _broker(dep, required=True)  # raises with the usual explanation
         raise BrokerUnavailable("no broker")
@@ -120,6 +123,7 @@ def register(add: Add) -> None:
     p.add_argument("--certfile", default=None, help="TLS certificate (PEM); with --keyfile serves HTTPS")
     p.add_argument("--keyfile", default=None)
     p.add_argument("--purge-offline-workers", type=int, default=None, metavar="SECONDS")
+    p.add_argument("--log-level", default="INFO")
 
     p = add("metrics", cmd_metrics, "Prometheus metrics from the store and the queues (print, or --port)")
     p.add_argument("--host", default="127.0.0.1")

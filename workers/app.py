@@ -20,8 +20,37 @@ from workers.step import WorkerEnv, run_attempt
 log = logging.getLogger("smithers.worker")
 
 
+def _survive_broker_loss() -> None:
+    """Keep the worker alive when Redis goes away while a step runs.
+
+    With Celery 5.5-5.7 and kombu 5.7, losing the Redis connection while a message is
+    unacknowledged leaves channels whose ``connection`` is already None; restoring or
+    acknowledging through them raises ``AttributeError: 'NoneType' object has no
+    attribute 'hostname'`` (or ``'client'``), which Celery reports as an
+    "Unrecoverable error" and the worker exits instead of reconnecting (seen in
+    tests/integration/test_durability.py). Raising redis' ConnectionError there instead
+    turns it into the connection error Celery already knows how to ignore and recover
+    from. Nothing is lost: the step's attempt lease re-dispatches it.
+    """
+    import redis as redis_py  # noqa: PLC0415
+    from kombu.transport import redis as kombu_redis  # noqa: PLC0415
+
+    original = kombu_redis.Channel._connparams  # type: ignore[attr-defined]
+    if getattr(original, "__smithers_patched__", False):
+        return
+
+    def connparams(self: Any, asynchronous: bool = False) -> Any:
+        if self.connection is None or getattr(self.connection, "client", None) is None:
+            raise redis_py.exceptions.ConnectionError("the broker channel was closed")
+        return original(self, asynchronous=asynchronous)
+
+    connparams.__smithers_patched__ = True  # type: ignore[attr-defined]
+    kombu_redis.Channel._connparams = connparams  # type: ignore[attr-defined]
+
+
 def create_app(env: WorkerEnv) -> Celery:
     """A Celery app bound to ``env`` (store, broker, workflows)."""
+    _survive_broker_loss()
     app = Celery("smithers", set_as_current=True)
     app.conf.update(celery_settings(env.broker.redis_url, env.config.visibility_timeout_s))
     app.conf.task_queues = [Queue(q, routing_key=q) for q in QUEUES]

@@ -61,7 +61,7 @@ def begin(tx: Tx, *, run_id: str, action: str, caller: str, params: dict[str, An
     ).scalar_one()
     if recent >= per_minute:
         raise RateLimited(f"{caller} made {recent} time-travel calls in the last minute (limit {per_minute})")
-    row = tx.conn.execute(
+    row: int = tx.conn.execute(
         t.insert()
         .values(
             run_id=run_id,

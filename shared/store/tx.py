@@ -143,9 +143,9 @@ class Tx:
             return
         seqs: dict[str, int] = {}
         for run_id, pending in self._events.items():
-            last = self.conn.execute(_NEXT_SEQ, {"b_run_id": run_id, "b_n": len(pending)}).scalar_one()
+            last: int = self.conn.execute(_NEXT_SEQ, {"b_run_id": run_id, "b_n": len(pending)}).scalar_one()
             seqs[run_id] = int(last) - len(pending)
-        feed_last = self.conn.execute(_NEXT_FEED, {"b_n": total}).scalar_one()
+        feed_last: int = self.conn.execute(_NEXT_FEED, {"b_n": total}).scalar_one()
         feed = int(feed_last) - total
         rows = []
         for run_id, pending in self._events.items():

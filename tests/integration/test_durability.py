@@ -94,3 +94,47 @@ def test_late_result_from_a_fenced_out_attempt_is_refused(
     a_attempts = [a for a in attempts if a.node_id == "a"]
     assert [a.state.value for a in a_attempts] == ["lost", "succeeded"]
     assert run.output == {"e": {"value": 5}}
+
+
+def test_redis_restart_mid_run_workers_reconnect_and_the_run_finishes(
+    engine_factory: Any, database_url: str, tmp_path: Path
+) -> None:
+    import subprocess
+
+    from tests.conftest import free_port, redis_binary
+
+    # given an engine on a Redis server of its own
+    port = free_port()
+    binary = redis_binary()
+    assert binary is not None
+    argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        eng: Engine = engine_factory(database_url)
+        url = f"redis://127.0.0.1:{port}/0"
+        eng.redis_url = url
+        eng.env["SMITHERS_REDIS_URL"] = url
+        from shared.broker import Broker
+
+        eng.broker = Broker(url)
+        eng.scheduler()
+        eng.worker()
+        effects = tmp_path / "effects.txt"
+        run_id = eng.launch("t-chain", {"sleep": 1.0, "effects": str(effects)})
+        eng.wait_event(run_id, started("b"))
+
+        # when Redis is killed -9 and comes back empty a few seconds later
+        server.kill()
+        server.wait(timeout=10)
+        time.sleep(3)
+        server = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+
+        # then the workers consume again, the scheduler re-sends, and the run finishes
+        run = eng.wait(run_id, timeout=120)
+        assert run.status is RunStatus.SUCCEEDED
+        assert run.output == {"e": {"value": 5}}
+        assert effects.read_text().splitlines() == ["a:0", "b:0", "c:0", "d:0", "e:0"]
+    finally:
+        server.kill()
+        server.wait(timeout=10)
