@@ -8,9 +8,10 @@ import time
 
 import redis
 
+from shared.actions import DecisionConfig
 from shared.broker import Broker
 from shared.config import SchedulerConfig
-from shared.decision import DecisionConfig, decide
+from shared.decision import decide
 from shared.errors import SmithersError, UnknownWorkflow
 from shared.registry import Registry
 from shared.store import Store

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
-from shared.decision import (
+from shared.actions import (
     UNSET,
     AttemptView,
     Decision,

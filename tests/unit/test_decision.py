@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.decision import (
+from shared.actions import (
     AttemptView,
     Decision,
     DecisionConfig,
@@ -16,8 +16,8 @@ from shared.decision import (
     RunView,
     SetNode,
     SetRun,
-    decide,
 )
+from shared.decision import decide
 from shared.registry import Registry
 from shared.status import AttemptState, NodeStatus, RunStatus
 from shared.workflow import Workflow

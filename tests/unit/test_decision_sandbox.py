@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from shared.decision import UNSET, AttemptView, Dispatch, NodeView, RunView, SetNode, SetRun, decide
+from shared.actions import UNSET, AttemptView, Dispatch, NodeView, RunView, SetNode, SetRun
+from shared.decision import decide
 from shared.errors import InvalidWorkflow
 from shared.sandbox import SandboxSpec
 from shared.status import AttemptState, NodeStatus, RunStatus
