@@ -20,7 +20,7 @@ RUN_ID = re.compile(r"^[a-z0-9_-]{1,64}$")
 
 def check_run_id(run_id: str) -> str:
     """Return ``run_id`` if it matches ``[a-z0-9_-]{1,64}``, else raise InvalidInput."""
-    if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
         raise InvalidInput(f"run id {run_id!r} must match [a-z0-9_-]{{1,64}}")
     return run_id
 
@@ -90,7 +90,7 @@ def launch(
         },
     )
     tx.woken.add(run_id)
-    return run_record_from(values), True
+    return run_record_from({**values, "next_seq": 1}), True
 
 
 def _locked(tx: Tx, run_id: str) -> RunRecord:
