@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from gateway import approvals, events, grants, health, openapi, runs, sandboxes, workflows
+from gateway import approvals, events, grants, health, history, openapi, runs, sandboxes, workflows
 from gateway.access import REQUEST_ID_KEY, ROUTE_KEY, AccessLog
 from gateway.auth import SCOPE_ATTR, configure_jwt
 from gateway.config import GatewayConfig
@@ -72,7 +72,7 @@ def create_app(
         metrics=metrics,
     )
     configure_jwt(app, config.signing_key, config.issuer)
-    for module in (runs, events, approvals, workflows, grants, health, openapi, sandboxes):
+    for module in (runs, events, approvals, workflows, grants, health, openapi, sandboxes, history):
         app.register_blueprint(module.bp)
     app.register_error_handler(Exception, handle_error)
     app.before_request(_note_route)

@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from gateway import approvals, grants, runs, sandboxes
+from gateway import approvals, grants, history, runs, sandboxes
 from gateway.body import BodySchema
 from shared.status import ApprovalStatus, AttemptState, NodeStatus, RunStatus
 from shared.store.runs import RUN_ID
@@ -226,6 +226,18 @@ def _schemas() -> dict[str, Schema]:
                 "outputs": {"type": "array", "items": _ref("Output")},
             }
         ),
+        "TimeTravelResult": _obj(
+            {"audit_id": INT, "run_id": STR, "action": STR},
+        ),
+        "AuditTrail": _obj(
+            {
+                "run": {**OBJ, "nullable": True},
+                "entries": {
+                    "type": "array",
+                    "items": _obj({"at": NUM, "source": STR, "type": STR, "detail": ANY}),
+                },
+            }
+        ),
         "Approval": approval,
         "ApprovalList": _obj({"approvals": {"type": "array", "items": _ref("Approval")}}),
         "Workflow": workflow,
@@ -244,7 +256,16 @@ def _schemas() -> dict[str, Schema]:
         },
     }
     schemas.update(_sandbox_schemas())
-    for body in (runs.LAUNCH, runs.RERUN, approvals.DECISION, grants.ISSUE, sandboxes.REVIEW):
+    for body in (
+        runs.LAUNCH,
+        runs.RERUN,
+        approvals.DECISION,
+        grants.ISSUE,
+        sandboxes.REVIEW,
+        history.REWIND,
+        history.REPLAY,
+        history.FORK,
+    ):
         schemas[body.name] = body.openapi()
     return schemas
 
@@ -300,6 +321,7 @@ _ERRORS = {
     404: "No such run, approval, workflow or grant.",
     409: "The request contradicts the current state.",
     413: "The request body is over the configured size.",
+    429: "Too many time-travel calls from this caller in the last minute.",
     503: "The store is unavailable.",
 }
 
@@ -583,6 +605,65 @@ def _paths() -> dict[str, Schema]:
                 ' step, or skips it when it was declared with `on_reject="skip"`. 409 when the sandbox'
                 " has nothing pending (no patches, already decided, or superseded).",
                 requestBody=_body(sandboxes.REVIEW),
+            ),
+        },
+        "/v1/runs/{run_id}/audit": {
+            "parameters": [RUN_ID_PARAM],
+            "get": _op(
+                "A run's whole audit trail in time order",
+                "run:read",
+                {
+                    "200": _json(_ref("AuditTrail"), "Events, audit-log and time-travel rows."),
+                    **_errors(*auth, 404, 503),
+                },
+                operationId="runAudit",
+                description="Launch, every event, approval and review decisions with actor and note, time"
+                " travel, deletion. Rows that outlive a deleted run are still listed.",
+            ),
+        },
+        "/v1/runs/{run_id}/rewind": {
+            "parameters": [RUN_ID_PARAM],
+            "post": _op(
+                "Rewind a run to before a node",
+                "run:write",
+                {
+                    "200": _json(_ref("TimeTravelResult"), "Done; audited before and after."),
+                    **_errors(*auth, 404, 409, 413, 429, 503),
+                },
+                operationId="rewindRun",
+                description="Needs `run:write` and the run's launcher, or `admin` as well; `confirm: true`"
+                " is required. 409 while another time-travel call on the run is in progress.",
+                requestBody=_body(history.REWIND),
+            ),
+        },
+        "/v1/runs/{run_id}/replay": {
+            "parameters": [RUN_ID_PARAM],
+            "post": _op(
+                "Replay a run from a node into a new run",
+                "run:write",
+                {
+                    "201": _json(_ref("TimeTravelResult"), "Done; audited before and after."),
+                    **_errors(*auth, 404, 409, 413, 429, 503),
+                },
+                operationId="replayRun",
+                description="Needs `run:write` and the run's launcher, or `admin` as well; `confirm: true`"
+                " is required. 409 while another time-travel call on the run is in progress.",
+                requestBody=_body(history.REPLAY),
+            ),
+        },
+        "/v1/runs/{run_id}/fork": {
+            "parameters": [RUN_ID_PARAM],
+            "post": _op(
+                "Fork a run at a node with new input",
+                "run:write",
+                {
+                    "201": _json(_ref("TimeTravelResult"), "Done; audited before and after."),
+                    **_errors(*auth, 404, 409, 413, 429, 503),
+                },
+                operationId="forkRun",
+                description="Needs `run:write` and the run's launcher, or `admin` as well; `confirm: true`"
+                " is required. 409 while another time-travel call on the run is in progress.",
+                requestBody=_body(history.FORK),
             ),
         },
         "/v1/workflows": {

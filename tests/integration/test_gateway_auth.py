@@ -41,7 +41,7 @@ def gw(
 @dataclass(frozen=True)
 class Endpoint:
     method: str
-    path: str  # placeholders: {run} queued, {cancelled}, {done}, {waiting} (approval "gate"), {jti}
+    path: str  # placeholders: {run} queued, {own} launched by alice, {cancelled}, {done}, {waiting}, {jti}
     scope: str
     body: dict[str, Any] | None = None
     ok: tuple[int, ...] = (200,)
@@ -79,6 +79,30 @@ ENDPOINTS = {
         rule="/v1/runs/<run_id>/sandboxes/<sandbox_id>/review",
     ),
     "workflows": Endpoint("GET", "/v1/workflows", "run:read"),
+    "audit trail": Endpoint("GET", "/v1/runs/{run}/audit", "run:read", rule="/v1/runs/<run_id>/audit"),
+    "rewind": Endpoint(
+        "POST",
+        "/v1/runs/{own}/rewind",
+        "run:write",
+        {"node_id": "e", "confirm": True},
+        rule="/v1/runs/<run_id>/rewind",
+    ),
+    "replay": Endpoint(
+        "POST",
+        "/v1/runs/{own}/replay",
+        "run:write",
+        {"node_id": "e", "confirm": True},
+        (201,),
+        rule="/v1/runs/<run_id>/replay",
+    ),
+    "fork": Endpoint(
+        "POST",
+        "/v1/runs/{own}/fork",
+        "run:write",
+        {"node_id": "e", "confirm": True, "input": {}},
+        (201,),
+        rule="/v1/runs/<run_id>/fork",
+    ),
     "issue grant": Endpoint(
         "POST", "/v1/grants", "admin", {"subject": "bot", "scopes": ["run:read"]}, (201,)
     ),
@@ -121,6 +145,9 @@ def fill(gw: Gateway, ep: Endpoint) -> str:
     if "{waiting}" in ep.path:
         values["waiting"] = gw.launch("t-approval")
         gw.seed_approval(values["waiting"])
+    if "{own}" in ep.path:  # launched by the caller the right-scope token names
+        response = gw.client.post("/v1/runs", json={"workflow": "t-chain"}, headers=gw.auth("run:write"))
+        values["own"] = str(response.get_json()["run_id"])
     if "{jti}" in ep.path:
         values["jti"] = jti_of(gw.token("run:read", "victim"))
     return ep.path.format(**values)

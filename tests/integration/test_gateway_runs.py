@@ -390,3 +390,44 @@ def test_access_log_one_redacted_line_per_request(gw: Gateway, caplog: pytest.Lo
     assert all(f["duration_ms"] >= 0 and len(f["request_id"]) > 0 for f in fields)
     dumped = json.dumps(fields) + " ".join(r.getMessage() for r in lines)
     assert token not in dumped and "sk-sss" not in dumped and "Authorization" not in dumped
+
+
+def test_time_travel_needs_the_launcher_or_admin_and_confirm(gw: Gateway) -> None:
+    mine = gw.client.post("/v1/runs", json={"workflow": "t-chain"}, headers=gw.auth("run:write", "carol"))
+    run_id = mine.get_json()["run_id"]
+
+    no_confirm = gw.client.post(
+        f"/v1/runs/{run_id}/rewind",
+        json={"node_id": "c", "confirm": False},
+        headers=gw.auth("run:write", "carol"),
+    )
+    stranger = gw.client.post(
+        f"/v1/runs/{run_id}/rewind",
+        json={"node_id": "c", "confirm": True},
+        headers=gw.auth("run:write", "dave"),
+    )
+    unknown = gw.client.post(
+        f"/v1/runs/{run_id}/rewind",
+        json={"node_id": "zz", "confirm": True},
+        headers=gw.auth("run:write", "carol"),
+    )
+    launcher = gw.client.post(
+        f"/v1/runs/{run_id}/rewind",
+        json={"node_id": "c", "confirm": True},
+        headers=gw.auth("run:write", "carol"),
+    )
+    admin = gw.client.post(
+        f"/v1/runs/{run_id}/replay",
+        json={"node_id": "d", "confirm": True, "run_id": "rp-1"},
+        headers=gw.auth(("run:write", "admin"), "erin"),
+    )
+
+    assert no_confirm.status_code == 400 and "confirm" in no_confirm.get_json()["error"]["message"]
+    assert stranger.status_code == 403
+    assert unknown.status_code == 400 and "no node 'zz'" in unknown.get_json()["error"]["message"]
+    assert launcher.status_code == 200 and launcher.get_json()["reopened"] == ["c", "d", "e"]
+    assert admin.status_code == 201 and admin.get_json()["new_run_id"] == "rp-1"
+    trail = gw.client.get(f"/v1/runs/{run_id}/audit", headers=gw.auth("run:read")).get_json()
+    kinds = [(e["source"], e["type"]) for e in trail["entries"]]
+    assert kinds[0] == ("event", "run.launched")
+    assert ("time_travel", "time_travel.rewind") in kinds and ("time_travel", "time_travel.replay") in kinds
