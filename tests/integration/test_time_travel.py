@@ -12,7 +12,7 @@ from shared import operations
 from shared.errors import Conflict, InvalidInput, RateLimited
 from shared.status import RunStatus
 from shared.store import schema as s
-from shared.store.queries import get_run
+from shared.store.queries import attempts_of, get_run
 from shared.store.trail import run_trail
 from tests.integration.conftest import Engine
 
@@ -172,3 +172,41 @@ def test_the_audit_trail_outlives_a_deleted_run(engine: Engine) -> None:
     assert trail["run"] is None
     kinds = [(e["source"], e["type"]) for e in trail["entries"]]
     assert ("time_travel", "time_travel.rewind") in kinds and ("audit", "run.deleted") in kinds
+
+
+def test_rewinding_a_sandbox_step_withdraws_its_accepted_patch(engine: Engine) -> None:
+    run_id = engine.launch("t-chain")
+    engine.wait(run_id)
+    with engine.store.write() as tx:  # as if step d had been a reviewed, accepted sandbox step
+        attempt = next(a for a in attempts_of(tx.conn, run_id) if a.node_id == "d")
+        tx.insert(
+            s.sandboxes,
+            {
+                "sandbox_id": "sbx-test",
+                "run_id": run_id,
+                "node_id": "d",
+                "iteration": 0,
+                "attempt_id": attempt.attempt_id,
+                "runtime": "docker",
+                "image": "smithers-sandbox:latest",
+                "image_digest": None,
+                "container_id": None,
+                "limits": {},
+                "status": "succeeded",
+                "review_status": "accepted",
+                "bundle_path": "/tmp/x",
+                "request_bytes": 1,
+                "result_bytes": 1,
+                "manifest": None,
+                "error": None,
+                "created_at": tx.now,
+                "finished_at": tx.now,
+            },
+        )
+
+    result = travel(engine, "rewind", run_id, "c")
+
+    assert result["patches_reverted"] == 1
+    with engine.store.read() as conn:
+        status = conn.execute(select(s.sandboxes.c.review_status)).scalar_one()
+    assert status == "reverted"
