@@ -13,25 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.config import Deployment
+from shared.config import Deployment, env_number
 from shared.errors import InvalidInput
 from shared.grants import TtlPolicy
 
 KEY_FILE = "gateway.key"
 MIN_KEY_CHARS = 32
-
-
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidInput(f"{name} must be a number, not {raw!r}") from None
-    if value <= 0:
-        raise InvalidInput(f"{name} must be > 0")
-    return value
 
 
 def key_dir(env: Mapping[str, str], deployment: Deployment) -> Path | None:
@@ -118,9 +105,9 @@ class GatewayConfig:
             deployment_version=deployment.deployment_version,
             workflows=deployment.workflows,
             ttl=TtlPolicy.from_env(env),
-            max_body_bytes=int(_number(env, "SMITHERS_GATEWAY_MAX_BODY", 1 << 20)),
-            page_max=int(_number(env, "SMITHERS_GATEWAY_PAGE_MAX", 200)),
-            sse_poll_s=_number(env, "SMITHERS_SSE_POLL_SECONDS", 0.025),
-            sse_keepalive_s=_number(env, "SMITHERS_SSE_KEEPALIVE_SECONDS", 15.0),
-            sse_max_s=_number(env, "SMITHERS_SSE_MAX_SECONDS", 3600.0),
+            max_body_bytes=int(env_number(env, "SMITHERS_GATEWAY_MAX_BODY", 1 << 20)),
+            page_max=int(env_number(env, "SMITHERS_GATEWAY_PAGE_MAX", 200)),
+            sse_poll_s=env_number(env, "SMITHERS_SSE_POLL_SECONDS", 0.025),
+            sse_keepalive_s=env_number(env, "SMITHERS_SSE_KEEPALIVE_SECONDS", 15.0),
+            sse_max_s=env_number(env, "SMITHERS_SSE_MAX_SECONDS", 3600.0),
         )

@@ -22,7 +22,8 @@ DB_FILE = "smithers.db"
 BROKER_FILE = "broker.json"
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def env_number(env: Mapping[str, str], name: str, default: float) -> float:
+    """A positive number from the environment variable ``name`` (``default`` if unset)."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -95,9 +96,9 @@ class SchedulerConfig:
     def from_env(cls, env: Mapping[str, str]) -> SchedulerConfig:
         """Read SMITHERS_SWEEP_INTERVAL and SMITHERS_REDISPATCH_AFTER."""
         return cls(
-            sweep_interval_s=_float(env, "SMITHERS_SWEEP_INTERVAL", 1.0),
-            redispatch_after_s=_float(env, "SMITHERS_REDISPATCH_AFTER", 30.0),
-            max_lost=int(_float(env, "SMITHERS_MAX_LOST", 5)),
+            sweep_interval_s=env_number(env, "SMITHERS_SWEEP_INTERVAL", 1.0),
+            redispatch_after_s=env_number(env, "SMITHERS_REDISPATCH_AFTER", 30.0),
+            max_lost=int(env_number(env, "SMITHERS_MAX_LOST", 5)),
         )
 
 
@@ -118,9 +119,9 @@ class WorkerConfig:
         root = env.get("SMITHERS_SANDBOX_ROOT") or str((data_dir or Path(".")) / "sandbox")
         secrets = env.get("SMITHERS_SECRETS_DIR")
         return cls(
-            lease_s=_float(env, "SMITHERS_LEASE_SECONDS", 30.0),
-            visibility_timeout_s=_float(env, "SMITHERS_VISIBILITY_TIMEOUT", 3600.0),
-            concurrency=int(_float(env, "SMITHERS_CONCURRENCY", float(os.cpu_count() or 2))),
+            lease_s=env_number(env, "SMITHERS_LEASE_SECONDS", 30.0),
+            visibility_timeout_s=env_number(env, "SMITHERS_VISIBILITY_TIMEOUT", 3600.0),
+            concurrency=int(env_number(env, "SMITHERS_CONCURRENCY", float(os.cpu_count() or 2))),
             sandbox_root=Path(root).resolve(),
             secrets_dir=Path(secrets) if secrets else None,
         )
