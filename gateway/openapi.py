@@ -359,8 +359,8 @@ CURSOR = {"type": "integer", "minimum": 0, "maximum": 2**62}
 LAST_EVENT_ID = _param(
     "Last-Event-ID",
     "header",
-    {"type": "string", "pattern": r"^\d{1,18}$"},
-    "Resume after this id (wins over the query).",
+    {"type": "string", "pattern": r"^(\d{1,18})?$"},
+    "Resume after this id (wins over the query); empty means no resume point.",
 )
 SSE: Schema = {
     "description": "A text/event-stream of events; each `data:` is an Event, `id:` its cursor.",
