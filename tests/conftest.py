@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -18,6 +17,8 @@ import pytest
 import redis
 import sqlalchemy
 
+from smithers.embedded import free_port
+
 CI = os.environ.get("CI") == "true"
 PG_ADMIN = os.environ.get("SMITHERS_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 
@@ -27,12 +28,6 @@ def missing(what: str) -> None:
     if CI:
         pytest.fail(f"{what} is required under CI=true")
     pytest.skip(f"{what} not available")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def redis_binary() -> str | None:
