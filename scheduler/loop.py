@@ -53,6 +53,18 @@ class Scheduler:
             if wake_at is None or wake_at > ended:
                 return
 
+    def process_safely(self, run_id: str) -> None:
+        """:meth:`process`, but a bug or bad data in one run never stops the scheduler:
+        the run is logged and looked at again later. Store outages propagate."""
+        try:
+            self.process(run_id)
+        except SmithersError:
+            raise
+        except Exception:
+            log.exception("run %s: decision failed; retrying in %.0fs", run_id, RETRY_UNKNOWN_WORKFLOW_S)
+            with self.store.write() as tx:
+                postpone(tx, run_id, RETRY_UNKNOWN_WORKFLOW_S)
+
     def _due(self, ids: set[str], now: float) -> list[str]:
         """Of ``ids`` and earlier deferred runs, those that may be decided now."""
         ready: list[str] = []
@@ -125,7 +137,7 @@ class Scheduler:
                 for run_id in self._due(ids, time.time()):
                     if stop.is_set():
                         break
-                    self.process(run_id)
+                    self.process_safely(run_id)
             except SmithersError as exc:
                 log.warning("store unavailable (%s); retrying", exc.message)
                 stop.wait(1.0)

@@ -400,7 +400,7 @@ class _Decider:
             error = {"code": "branch_error", "message": f"{type(exc).__name__}: {exc}"}
             self.set_node(node, iteration, NodeStatus.FAILED, "node.failed", error=error)
             return
-        if path not in node.paths:
+        if not isinstance(path, str) or path not in node.paths:
             error = {"code": "branch_error", "message": f"choose returned unknown path {path!r}"}
             self.set_node(node, iteration, NodeStatus.FAILED, "node.failed", error=error)
             return

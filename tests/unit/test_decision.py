@@ -299,3 +299,14 @@ def test_a_terminal_run_decides_nothing() -> None:
 def test_success_records_the_outputs_of_the_leaves() -> None:
     d = decide(diamond(), run_view(done("a"), done("b"), done("c"), done("d")), {("d", 0): {"v": 1}}, NOW)
     assert of(d, SetRun) == [SetRun(RunStatus.SUCCEEDED, output={"d": {"v": 1}})]
+
+
+def test_a_branch_returning_something_that_is_not_a_path_fails_cleanly() -> None:
+    wf = Workflow("weird-branch")
+    wf.task("a")(noop)
+    wf.branch("route", after=["a"], choose=lambda ctx: ["x"], paths={"x": ["x1"]})  # type: ignore[arg-type,return-value]
+    wf.task("x1")(noop)
+    build(wf)
+    d = decide(wf, run_view(done("a")), {}, NOW)
+    failed = [a for a in of(d, SetNode) if a.status is NodeStatus.FAILED]
+    assert failed[0].node_id == "route" and "unknown path" in failed[0].error["message"]
