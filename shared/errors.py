@@ -95,13 +95,6 @@ class BrokerUnavailable(SmithersError):
     http_status = 503
 
 
-class FencedOut(SmithersError):
-    """A worker tried to commit for an attempt it no longer owns."""
-
-    code = "fenced_out"
-    http_status = 409
-
-
 class SandboxError(SmithersError):
     """A sandbox step could not run or its result could not be accepted."""
 

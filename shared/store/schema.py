@@ -24,8 +24,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-SCHEMA_VERSION = 1
-
 metadata = MetaData()
 Json = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 RunId = String(64)
