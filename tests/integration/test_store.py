@@ -199,7 +199,8 @@ def test_event_seq_and_feed_ids_are_gap_free_in_commit_order_under_concurrent_wr
             assert seqs == list(range(1, 2 * 2 * writes_per_thread + 2))
 
 
-def test_only_the_live_claim_may_heartbeat_or_commit(database_url: str) -> None:
+def launched_and_dispatched(database_url: str, run_id: str) -> tuple[Store, str]:
+    """A store with one launched run of ``solo`` whose first step was dispatched."""
     store = Store(database_url)
     store.migrate()
     reg = registry()
@@ -209,17 +210,20 @@ def test_only_the_live_claim_may_heartbeat_or_commit(database_url: str) -> None:
         reg,
         workflow="solo",
         run_input={},
-        run_id="fence",
+        run_id=run_id,
         launched_by="t",
         deployment_version="v",
     )
     with store.write() as tx:
-        loaded = load_run_view(tx, "fence")
+        loaded = load_run_view(tx, run_id)
         assert loaded is not None
-        messages = apply_decision(
-            tx, "fence", decide(reg.get("solo").workflow, loaded[0], LazyOutputs(tx.conn, "fence"), tx.now)
-        )
-    attempt_id = messages[0].attempt_id
+        wf = reg.get("solo").workflow
+        messages = apply_decision(tx, run_id, decide(wf, loaded[0], LazyOutputs(tx.conn, run_id), tx.now))
+    return store, messages[0].attempt_id
+
+
+def test_only_the_live_claim_may_heartbeat_or_commit(database_url: str) -> None:
+    store, attempt_id = launched_and_dispatched(database_url, "fence")
     with store.write() as tx:
         first = claim(tx, attempt_id, "w1", lease_s=0.01)
     assert first is not None
@@ -242,25 +246,7 @@ def test_only_the_live_claim_may_heartbeat_or_commit(database_url: str) -> None:
 
 
 def test_delete_run_removes_every_dependent_row_but_keeps_the_audit_entry(database_url: str) -> None:
-    store = Store(database_url)
-    store.migrate()
-    reg = registry()
-    operations.launch(
-        store,
-        None,
-        reg,
-        workflow="solo",
-        run_input={},
-        run_id="gone",
-        launched_by="t",
-        deployment_version="v",
-    )
-    with store.write() as tx:
-        loaded = load_run_view(tx, "gone")
-        assert loaded is not None
-        apply_decision(
-            tx, "gone", decide(reg.get("solo").workflow, loaded[0], LazyOutputs(tx.conn, "gone"), tx.now)
-        )
+    store, _ = launched_and_dispatched(database_url, "gone")
     assert count(store, s.attempts) == 1 and count(store, s.nodes) == 1
 
     operations.delete(store, "gone", "admin-1")
