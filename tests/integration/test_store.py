@@ -170,6 +170,7 @@ def test_event_seq_and_feed_ids_are_gap_free_in_commit_order_under_concurrent_wr
     def reader() -> None:
         cursor = 0
         while cursor < total:
+            writers_done = stop.is_set()  # before the read: then every write is committed
             with store.read() as conn:
                 batch = feed_after(conn, cursor, 1000)
             for ev in batch:
@@ -177,7 +178,7 @@ def test_event_seq_and_feed_ids_are_gap_free_in_commit_order_under_concurrent_wr
                     violations.append(f"feed jumped from {cursor} to {ev.feed_id}")
                 cursor = ev.feed_id
                 seen_feed.append(ev.feed_id)
-            if stop.is_set() and not batch:
+            if writers_done and not batch:
                 violations.append(f"writers done but the feed stops at {cursor}")
                 break
 
