@@ -15,6 +15,7 @@ from flask import Blueprint, Response, jsonify
 from gateway.auth import principal, requires
 from gateway.body import BodySchema, check_query, query_choice, read_body
 from gateway.services import services
+from shared import operations
 from shared.errors import InvalidInput, NotFound
 from shared.grants import Scope
 from shared.redaction import redact_text
@@ -61,20 +62,18 @@ def index(run_id: str) -> Response:
 def review(run_id: str, sandbox_id: str) -> Response:
     """Record the caller's decision on a sandbox's pending patches and wake the scheduler."""
     runs_store.check_run_id(run_id)
-    if not SANDBOX_ID.match(sandbox_id):
+    if not SANDBOX_ID.fullmatch(sandbox_id):
         raise InvalidInput(f"sandbox id {sandbox_id!r} must match {SANDBOX_ID.pattern}")
     body = read_body(REVIEW)
     note = body.get("note")
     svc = services()
-    with svc.store.write() as tx:
-        record = sandboxes_store.review(
-            tx,
-            run_id,
-            sandbox_id,
-            accept=bool(body["accept"]),
-            note=redact_text(note) if isinstance(note, str) else None,
-            actor=principal().subject,
-        )
-    if svc.broker is not None:
-        svc.broker.wake(run_id)
+    record = operations.review(
+        svc.store,
+        svc.broker,
+        run_id,
+        sandbox_id,
+        accept=bool(body["accept"]),
+        note=redact_text(note) if isinstance(note, str) else None,
+        actor=principal().subject,
+    )
     return jsonify(sandbox_json(record))

@@ -19,6 +19,7 @@ from shared.registry import Registry
 from shared.store import ApprovalRecord, RunRecord, Store, timetravel
 from shared.store import approvals as approvals_store
 from shared.store import runs as runs_store
+from shared.store import sandboxes as sandboxes_store
 from shared.store.queries import get_run
 
 MAX_INPUT_BYTES = 1_000_000
@@ -137,6 +138,27 @@ def approve(
         record = approvals_store.decide(
             tx, run_id, node_id, iteration, approved=approved, note=note, actor=actor
         )
+    if broker is not None:
+        broker.wake(run_id)
+    return record
+
+
+def review(
+    store: Store,
+    broker: Broker | None,
+    run_id: str,
+    sandbox: str,
+    *,
+    accept: bool,
+    note: str | None,
+    actor: str,
+    by_node: bool = False,
+) -> sandboxes_store.SandboxRecord:
+    """Accept or reject a sandbox's pending patches (``sandbox`` may name its node
+    with ``by_node``); the decision, its event and audit row are one transaction."""
+    with store.write() as tx:
+        sandbox_id = sandboxes_store.resolve_sandbox(tx.conn, run_id, sandbox) if by_node else sandbox
+        record = sandboxes_store.review(tx, run_id, sandbox_id, accept=accept, note=note, actor=actor)
     if broker is not None:
         broker.wake(run_id)
     return record

@@ -7,7 +7,8 @@ import json
 import time
 from collections.abc import Callable
 
-from shared.store.sandboxes import SandboxRecord, resolve_sandbox, review, sandboxes_of
+from shared import operations
+from shared.store.sandboxes import SandboxRecord, sandboxes_of
 from smithers import exitcodes
 from smithers.cli import _actor, _broker, _deployment, _store
 
@@ -53,13 +54,16 @@ def _line(r: SandboxRecord) -> str:
 def cmd_review(args: argparse.Namespace) -> int:
     """Accept or reject the patches a sandbox step proposed."""
     dep = _deployment(args)
-    store = _store(dep)
-    with store.write() as tx:
-        sandbox_id = resolve_sandbox(tx.conn, args.run_id, args.sandbox)
-        record = review(tx, args.run_id, sandbox_id, accept=args.accept, note=args.note, actor=_actor(args))
-    broker = _broker(dep, required=False)
-    if broker is not None:
-        broker.wake(args.run_id)
+    record = operations.review(
+        _store(dep),
+        _broker(dep, required=False),
+        args.run_id,
+        args.sandbox,
+        accept=args.accept,
+        note=args.note,
+        actor=_actor(args),
+        by_node=True,
+    )
     verdict = "accepted" if args.accept else "rejected"
     print(f"sandbox {record.sandbox_id} ({record.node_id}) of {record.run_id}: {verdict} by {_actor(args)}")
     return exitcodes.OK
