@@ -94,27 +94,29 @@ class _Decider:
         if status is NodeStatus.FAILED and not node.continue_on_fail and self.failure is None:
             self.failure = {"node_id": node.id, "iteration": iteration, **(kw.get("error") or {})}
 
-    def dispatch(self, node: Node, iteration: int, reason: str, **counts: int) -> None:
+    def dispatch(
+        self,
+        node: Node,
+        iteration: int,
+        reason: str,
+        *,
+        failures: int | None = None,
+        lost: int | None = None,
+        cache_key: str | None = None,
+    ) -> None:
+        scope = node.cache.scope if cache_key is not None and node.cache is not None else None
         self.actions.append(
-            Dispatch(
-                node.id,
-                iteration,
-                node.kind,
-                node.timeout_s,
-                reason,
-                counts.get("failures"),
-                counts.get("lost"),
-            )
+            Dispatch(node.id, iteration, node.kind, node.timeout_s, reason, failures, lost, cache_key, scope)
         )
         key = (node.id, iteration)
         old = self.states.get(key) or NodeView(node.id, iteration, NodeStatus.QUEUED)
-        self.states[key] = replace(old, status=NodeStatus.QUEUED, next_at=None)
-        if counts:
-            self.states[key] = replace(
-                self.states[key],
-                failures=counts.get("failures", old.failures),
-                lost=counts.get("lost", old.lost),
-            )
+        self.states[key] = replace(
+            old,
+            status=NodeStatus.QUEUED,
+            next_at=None,
+            failures=old.failures if failures is None else failures,
+            lost=old.lost if lost is None else lost,
+        )
         self.wakes.append(self.now + self.config.redispatch_after_s)
 
     # -- the decision ----------------------------------------------------------------
@@ -337,25 +339,10 @@ class _Decider:
         if node.dispatched and node.cache is not None:
             resolved = {"input": self.run.input, "upstream": self.upstream(node, iteration)}
             key = cache_key(
-                node.cache,
-                run_id=self.run.run_id,
-                workflow=self.wf.name,
-                node_id=node.id,
+                node.cache, run_id=self.run.run_id, workflow=self.wf.name, node_id=node.id,
                 resolved_input=resolved,
-            )
-            self.actions.append(
-                Dispatch(
-                    node.id,
-                    iteration,
-                    node.kind,
-                    node.timeout_s,
-                    "start",
-                    cache_key=key,
-                    cache_scope=node.cache.scope,
-                )
-            )
-            self.states[(node.id, iteration)] = NodeView(node.id, iteration, NodeStatus.QUEUED)
-            self.wakes.append(self.now + self.config.redispatch_after_s)
+            )  # fmt: skip
+            self.dispatch(node, iteration, "start", cache_key=key)
         elif node.dispatched:
             self.dispatch(node, iteration, "start")
         elif node.kind is NodeKind.APPROVAL:
