@@ -25,12 +25,15 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sqlalchemy import select  # noqa: E402
+
 from shared import operations  # noqa: E402
 from shared.broker import Broker  # noqa: E402
 from shared.registry import load_registry  # noqa: E402
 from shared.status import RunStatus  # noqa: E402
 from shared.store import Store  # noqa: E402
-from shared.store.queries import events_after, get_run  # noqa: E402
+from shared.store import schema as s  # noqa: E402
+from shared.store.queries import events_after  # noqa: E402
 
 TERMINAL = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
 
@@ -54,17 +57,44 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+def group_cpu(pgid: int) -> float:
+    """CPU seconds used so far by the live processes of a process group (from /proc)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_line(label: str, procs: dict[str, subprocess.Popen[bytes]], before: dict[str, float]) -> str:
+    """``label: cpu scheduler 1.2s worker 3.4s bench 0.5s`` since ``before``."""
+    now = {name: group_cpu(p.pid) for name, p in procs.items()} | {"bench": time.process_time()}
+    return f"{label}: cpu " + " ".join(f"{k} {now[k] - before.get(k, 0.0):.2f}s" for k in now)
+
+
+def cpu_now(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
+    return {name: group_cpu(p.pid) for name, p in procs.items()} | {"bench": time.process_time()}
+
+
 def wait_runs(store: Store, run_ids: list[str], timeout: float) -> float:
+    """Poll (one query per 500 runs, every 20 ms) until every run ended; fail on a failed run."""
     pending = set(run_ids)
     deadline = time.time() + timeout
+    r = s.runs
     while pending and time.time() < deadline:
+        ids = list(pending)
         with store.read() as conn:
-            for rid in list(pending):
-                run = get_run(conn, rid)
-                if run is not None and run.status in TERMINAL:
-                    if run.status is not RunStatus.SUCCEEDED:
-                        raise SystemExit(f"run {rid} ended {run.status}: {run.error}")
-                    pending.discard(rid)
+            for i in range(0, len(ids), 500):
+                query = select(r.c.run_id, r.c.status, r.c.error).where(r.c.run_id.in_(ids[i : i + 500]))
+                for rid, status, error in conn.execute(query):
+                    if RunStatus(status) in TERMINAL:
+                        if status != RunStatus.SUCCEEDED.value:
+                            raise SystemExit(f"run {rid} ended {status}: {error}")
+                        pending.discard(rid)
         time.sleep(0.02)
     if pending:
         raise SystemExit(f"{len(pending)} runs still open after {timeout}s")
@@ -83,13 +113,13 @@ def engine_phase(args: argparse.Namespace, redis_url: str, workdir: Path) -> dic
     store.migrate()
     broker = Broker(redis_url)
     registry = load_registry("bench.workflows", str(ROOT))
-    procs = [
-        start(
+    named = {
+        "scheduler": start(
             [sys.executable, "-m", "smithers", "scheduler", "--log-level", "WARNING"],
             env,
             workdir / "scheduler.log",
         ),
-        start(
+        "worker": start(
             [
                 sys.executable,
                 "-m",
@@ -103,7 +133,8 @@ def engine_phase(args: argparse.Namespace, redis_url: str, workdir: Path) -> dic
             env,
             workdir / "worker.log",
         ),
-    ]
+    }
+    procs = list(named.values())
 
     def launch(name: str) -> str:
         run, _ = operations.launch(
@@ -135,6 +166,7 @@ def engine_phase(args: argparse.Namespace, redis_url: str, workdir: Path) -> dic
             flush=True,
         )
         # (b) throughput: 1,000 one-step runs, then one 1,000-wide fan-out
+        before = cpu_now(named)
         t0 = time.time()
         ids = [launch("b-one") for _ in range(1000)]
         t_launched = time.time()
@@ -145,11 +177,14 @@ def engine_phase(args: argparse.Namespace, redis_url: str, workdir: Path) -> dic
             f"{runs_sps:.0f} steps/s",
             flush=True,
         )
+        print(cpu_line("engine: 1000 one-step runs", named, before), flush=True)
+        before = cpu_now(named)
         t0 = time.time()
         rid = launch("b-wide")
         t1 = wait_runs(store, [rid], 600)
         fan_sps = 1002 / (t1 - t0)
         print(f"engine: 1000-wide fan-out in {t1 - t0:.2f}s: {fan_sps:.0f} steps/s", flush=True)
+        print(cpu_line("engine: 1000-wide fan-out", named, before), flush=True)
         return {"hop_p50": pct(hops, 50), "hop_p99": pct(hops, 99), "runs_sps": runs_sps, "fan_sps": fan_sps}
     finally:
         for p in procs:
@@ -205,6 +240,7 @@ def celery_phase(args: argparse.Namespace, redis_url: str, workdir: Path) -> dic
             f"p99 {pct(hops, 99):.2f} ms",
             flush=True,
         )
+        before = cpu_now({"worker": worker})
         t0 = time.time()
         for _ in range(1000):
             raw_celery.noop.apply_async(queue="raw")
@@ -213,6 +249,7 @@ def celery_phase(args: argparse.Namespace, redis_url: str, workdir: Path) -> dic
             time.sleep(0.01)
         sps = 1000 / (time.time() - t0)
         print(f"celery: 1000 no-op tasks: {sps:.0f} tasks/s", flush=True)
+        print(cpu_line("celery: 1000 no-op tasks", {"worker": worker}, before), flush=True)
         return {"hop_p50": pct(hops, 50), "sps": sps}
     finally:
         stop(worker)

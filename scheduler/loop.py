@@ -95,11 +95,13 @@ class Scheduler:
                 return None
             decision = decide(wf, view, LazyOutputs(tx.conn, run_id), tx.now, self.decision_config)
             messages = apply_decision(tx, run_id, decision)
-        for m in messages:
+        if messages:
             try:
-                self.broker.send_step(m.attempt_id, m.queue, m.time_limit)
+                self.broker.send_steps((m.attempt_id, m.queue, m.time_limit) for m in messages)
             except Exception as exc:
-                log.warning("run %s: attempt %s not sent (%s); it will be re-sent", run_id, m.attempt_id, exc)
+                log.warning(
+                    "run %s: %d step messages not sent (%s); they will be re-sent", run_id, len(messages), exc
+                )
         return decision.wake_at
 
     def sweep(self) -> list[str]:

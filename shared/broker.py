@@ -6,7 +6,13 @@ the store records every run's ``wake_at`` and the scheduler's sweep finds it.
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -46,6 +52,8 @@ class Broker:
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
         self.celery = Celery("smithers-sender", set_as_current=False)
         self.celery.conf.update(celery_settings(redis_url))
+        self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
+        self._reply_to = str(uuid.uuid4())
 
     def wake(self, *run_ids: str) -> None:
         """Tell a scheduler to look at these runs now; best effort (the sweep covers loss)."""
@@ -70,13 +78,26 @@ class Broker:
         return ids
 
     def send_step(self, attempt_id: str, queue: str, time_limit: float | None = None) -> None:
-        """Publish a step message straight onto ``queue`` (the anonymous exchange).
+        """Publish one step message (see :meth:`send_steps`)."""
+        self.send_steps([(attempt_id, queue, time_limit)])
 
-        Publishing by queue name, not through an exchange binding, keeps working after
-        a Redis FLUSHALL wiped kombu's binding keys.
+    def send_steps(self, steps: Iterable[tuple[str, str, float | None]]) -> None:
+        """Publish step messages ``(attempt_id, queue, time_limit)`` in one round trip.
+
+        Each is the message ``celery.send_task("smithers.step", args=[attempt_id],
+        time_limit=..., exchange=Exchange(""), routing_key=queue)`` would publish (task
+        protocol 2, JSON, kombu's Redis envelope), pushed straight onto the queue's list:
+        publishing by queue name, not through an exchange binding, keeps working after
+        a Redis FLUSHALL wiped kombu's binding keys. Building it here costs a tenth of
+        ``send_task`` (measured: docs/benchmarks.md); a test checks it against Celery's.
         """
-        # An empty string would mean "the default exchange" to Celery (the steps queue);
-        # kombu's Exchange("") is the anonymous exchange: routing key = queue name.
+        pipe = self.redis.pipeline(transaction=False)
+        for attempt_id, queue, time_limit in steps:
+            pipe.lpush(queue, step_message(attempt_id, queue, time_limit, self._origin, self._reply_to))
+        pipe.execute()
+
+    def send_step_with_celery(self, attempt_id: str, queue: str, time_limit: float | None = None) -> None:
+        """The same message through Celery's own ``send_task`` (the reference)."""
         options: dict[str, Any] = {"exchange": Exchange(""), "routing_key": queue}
         if time_limit is not None:
             options["time_limit"] = time_limit
@@ -93,3 +114,50 @@ class Broker:
         """Close connections."""
         self.redis.close()
         self.celery.close()
+
+
+_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+def step_message(attempt_id: str, queue: str, time_limit: float | None, origin: str, reply_to: str) -> str:
+    """The kombu Redis envelope of a Celery (protocol 2) ``smithers.step`` message."""
+    task_id = str(uuid.uuid4())
+    body = json.dumps([[attempt_id], {}, _EMBED]).encode()
+    headers: dict[str, Any] = {
+        "lang": "py",
+        "task": STEP_TASK,
+        "id": task_id,
+        "shadow": None,
+        "eta": None,
+        "expires": None,
+        "group": None,
+        "group_index": None,
+        "retries": 0,
+        "timelimit": [time_limit, None],
+        "root_id": task_id,
+        "parent_id": None,
+        "argsrepr": repr([attempt_id]),
+        "kwargsrepr": "{}",
+        "origin": origin,
+        "ignore_result": None,
+        "replaced_task_nesting": 0,
+        "stamped_headers": None,
+        "stamps": {},
+    }
+    return json.dumps(
+        {
+            "body": base64.b64encode(body).decode(),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": headers,
+            "properties": {
+                "correlation_id": task_id,
+                "reply_to": reply_to,
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": queue},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+    )

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,15 +45,14 @@ class WorkerEnv:
 
 
 class Heartbeat:
-    """Extends the attempt's lease from a background thread while the step runs."""
+    """Extends the attempt's lease while the step runs (from the process's beater thread)."""
 
     def __init__(self, env: WorkerEnv, c: Claim, lease_s: float, auto: bool) -> None:
         self.env = env
         self.claim = c
         self.lease_s = lease_s
         self.fenced = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True) if auto else None
+        self.auto = auto
 
     def beat(self) -> bool:
         """Extend the lease now; False once the attempt was given up (fenced out)."""
@@ -67,20 +68,60 @@ class Heartbeat:
             self.fenced.set()
         return alive
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.lease_s / 3):
-            if not self.beat():
-                return
-
     def __enter__(self) -> Heartbeat:
-        if self._thread is not None:
-            self._thread.start()
+        if self.auto:
+            _BEATER.add(self)
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if self.auto:
+            _BEATER.remove(self)
+
+
+class _Beater:
+    """One daemon thread per process beats every running attempt every third of its lease.
+
+    Starting a thread per step cost more than the step's two transactions (measured:
+    docs/benchmarks.md); this one starts with the first step after a fork and stays.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[Heartbeat, float] = {}
+        self._pid = 0
+
+    def add(self, hb: Heartbeat) -> None:
+        with self._cond:
+            if self._pid != os.getpid():  # first step in this process (or after a fork)
+                self._pid = os.getpid()
+                self._due = {}
+                threading.Thread(target=self._loop, name="smithers-heartbeat", daemon=True).start()
+            self._due[hb] = time.monotonic() + hb.lease_s / 3
+            self._cond.notify()
+
+    def remove(self, hb: Heartbeat) -> None:
+        with self._cond:
+            self._due.pop(hb, None)
+
+    def _loop(self) -> None:
+        pid = os.getpid()
+        while True:
+            with self._cond:
+                if self._pid != pid:
+                    return
+                now = time.monotonic()
+                due = [hb for hb, at in self._due.items() if at <= now]
+                for hb in due:
+                    self._due[hb] = now + hb.lease_s / 3
+                if not due:
+                    self._cond.wait(min([*self._due.values(), now + 60.0]) - now)
+                    continue
+            for hb in due:
+                if not hb.beat():
+                    self.remove(hb)
+
+
+_BEATER = _Beater()
 
 
 def upstream_outputs(

@@ -58,13 +58,13 @@ class CacheWrite:
 def claim(tx: Tx, attempt_id: str, worker: str, lease_s: float) -> Claim | None:
     """Take a queued attempt (or one whose lease expired); None if it is not ours to run."""
     a = s.attempts
-    att = tx.conn.execute(_ATTEMPT, {"b_attempt_id": attempt_id}).first()
+    att = tx.execute(_ATTEMPT, {"b_attempt_id": attempt_id}).first()
     if att is None:
         return None
     run = tx.lock_run(att.run_id)
     if run is None:
         return None
-    node = tx.conn.execute(
+    node = tx.execute(
         _CURRENT, {"b_run_id": att.run_id, "b_node_id": att.node_id, "b_iteration": att.iteration}
     ).first()
     current = node is not None and node[0] == attempt_id
@@ -147,13 +147,13 @@ def complete(
     output but leaves the node ``waiting`` (see :func:`shared.store.sandboxes.hold_for_review`).
     """
     a = s.attempts
-    att = tx.conn.execute(_ATTEMPT, {"b_attempt_id": attempt_id}).first()
+    att = tx.execute(_ATTEMPT, {"b_attempt_id": attempt_id}).first()
     if att is None:
         return False
     run = tx.lock_run(att.run_id)
     if run is None:
         return False
-    node = tx.conn.execute(
+    node = tx.execute(
         _CURRENT, {"b_run_id": att.run_id, "b_node_id": att.node_id, "b_iteration": att.iteration}
     ).first()
     owned = (

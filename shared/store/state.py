@@ -25,6 +25,7 @@ from shared.actions import (
 )
 from shared.keys import queue_for
 from shared.status import AttemptState, NodeStatus, RunStatus
+from shared.store import fast
 from shared.store import schema as s
 from shared.store.sandboxes import review_decisions
 from shared.store.tx import Tx
@@ -39,6 +40,16 @@ class Message:
     time_limit: float | None
 
 
+_OUTPUT = select(s.outputs.c.value).where(
+    s.outputs.c.run_id == bindparam("b_run_id"),
+    s.outputs.c.node_id == bindparam("b_node_id"),
+    s.outputs.c.iteration == bindparam("b_iteration"),
+)
+_OUTPUT_KEYS = select(s.outputs.c.node_id, s.outputs.c.iteration).where(
+    s.outputs.c.run_id == bindparam("b_run_id")
+)
+
+
 class LazyOutputs(Mapping[Key, Any]):
     """Outputs of a run, read on demand inside the transaction (a plain Mapping)."""
 
@@ -49,22 +60,15 @@ class LazyOutputs(Mapping[Key, Any]):
 
     def __getitem__(self, key: Key) -> Any:
         if key not in self.cache:
-            row = self.conn.execute(
-                select(s.outputs.c.value).where(
-                    s.outputs.c.run_id == self.run_id,
-                    s.outputs.c.node_id == key[0],
-                    s.outputs.c.iteration == key[1],
-                )
-            ).first()
+            params = {"b_run_id": self.run_id, "b_node_id": key[0], "b_iteration": key[1]}
+            row = fast.execute(self.conn, _OUTPUT, params).first()
             if row is None:
                 raise KeyError(key)
             self.cache[key] = row[0]
         return self.cache[key]
 
     def __iter__(self) -> Iterator[Key]:
-        rows = self.conn.execute(
-            select(s.outputs.c.node_id, s.outputs.c.iteration).where(s.outputs.c.run_id == self.run_id)
-        )
+        rows = fast.execute(self.conn, _OUTPUT_KEYS, {"b_run_id": self.run_id})
         return iter([(r[0], r[1]) for r in rows])
 
     def __len__(self) -> int:
@@ -115,7 +119,7 @@ def load_run_view(tx: Tx, run_id: str) -> tuple[RunView, Any] | None:
     run = tx.lock_run(run_id)
     if run is None:
         return None
-    rows = tx.conn.execute(_NODES, {"b_run_id": run_id}).all()
+    rows = tx.execute(_NODES, {"b_run_id": run_id}).all()
     approvals = {}
     if any(r.kind == "approval" for r in rows):
         approvals = {
@@ -254,12 +258,12 @@ def _time_limit(timeout_s: float | None) -> float | None:
 def _dispatch(tx: Tx, run_id: str, action: Dispatch) -> Message | None:
     """Create the attempt and queue the node; on a cache hit, finish it from the cache."""
     params = {"b_run_id": run_id, "b_node_id": action.node_id, "b_iteration": action.iteration}
-    number = int(tx.conn.execute(_COUNT_ATTEMPTS, params).scalar_one()) + 1
+    number = int(tx.execute(_COUNT_ATTEMPTS, params).scalar_one()) + 1
     attempt_id = str(uuid.uuid4())
     queue = queue_for(action.kind)
     hit = None
     if action.cache_key is not None:
-        hit = tx.conn.execute(_CACHE_LOOKUP, {"b_key": action.cache_key}).first()
+        hit = tx.execute(_CACHE_LOOKUP, {"b_key": action.cache_key}).first()
         if hit is not None and hit.expires_at is not None and hit.expires_at <= tx.now:
             hit = None  # expired: a miss, refreshed when the step commits
     state = AttemptState.CACHED if hit is not None else AttemptState.QUEUED

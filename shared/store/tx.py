@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Insert, Row, Table, Update, bindparam, select, update
 
 from shared.redaction import redact
+from shared.store import fast
 from shared.store import schema as s
 
 # Statements are built once: building a Core statement per call costs more than
@@ -77,7 +78,11 @@ class Tx:
         On SQLite the whole database is already write-locked by BEGIN IMMEDIATE.
         """
         query = _RUN_FOR_UPDATE if self.postgres else _RUN
-        return self.conn.execute(query, {"b_run_id": run_id}).first()
+        return fast.execute(self.conn, query, {"b_run_id": run_id}).first()  # type: ignore[no-any-return]
+
+    def execute(self, stmt: Any, params: dict[str, Any] | None = None) -> fast.Result:
+        """Run a prebuilt statement on the fast path (:mod:`shared.store.fast`)."""
+        return fast.execute(self.conn, stmt, params)
 
     def emit(
         self,
@@ -102,15 +107,15 @@ class Tx:
         stmt = _update_statement(table, tuple(sorted(values)), tuple(sorted(where)))
         params = {f"v_{k}": v for k, v in values.items()}
         params.update({f"w_{k}": v for k, v in where.items()})
-        return int(self.conn.execute(stmt, params).rowcount)
+        return int(fast.execute(self.conn, stmt, params).rowcount)
 
     def insert(self, table: Table, values: dict[str, Any]) -> None:
         """``INSERT INTO table`` one row (statement cached per table)."""
-        self.conn.execute(_insert_statement(table), values)
+        fast.execute(self.conn, _insert_statement(table), values, keys=tuple(sorted(values)))
 
     def wake(self, run_id: str) -> None:
         """Mark the run as needing the scheduler now (also noted for a Redis wake-up)."""
-        self.conn.execute(_WAKE, {"b_run_id": run_id, "b_at": self.now})
+        fast.execute(self.conn, _WAKE, {"b_run_id": run_id, "b_at": self.now})
         self.woken.add(run_id)
 
     def audit(
@@ -143,9 +148,9 @@ class Tx:
             return
         seqs: dict[str, int] = {}
         for run_id, pending in self._events.items():
-            last: int = self.conn.execute(_NEXT_SEQ, {"b_run_id": run_id, "b_n": len(pending)}).scalar_one()
+            last = fast.execute(self.conn, _NEXT_SEQ, {"b_run_id": run_id, "b_n": len(pending)}).scalar_one()
             seqs[run_id] = int(last) - len(pending)
-        feed_last: int = self.conn.execute(_NEXT_FEED, {"b_n": total}).scalar_one()
+        feed_last = fast.execute(self.conn, _NEXT_FEED, {"b_n": total}).scalar_one()
         feed = int(feed_last) - total
         rows = []
         for run_id, pending in self._events.items():
@@ -165,5 +170,5 @@ class Tx:
                         "created_at": self.now,
                     }
                 )
-        self.conn.execute(_INSERT_EVENTS, rows)
+        fast.execute_many(self.conn, _INSERT_EVENTS, rows)
         self._events.clear()

@@ -1,0 +1,48 @@
+"""The step messages the scheduler publishes are the ones Celery itself would publish."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import redis
+
+from shared.broker import Broker
+
+
+def _pop(r: redis.Redis, queue: str) -> dict[str, Any]:
+    raw = r.rpop(queue)
+    assert raw is not None, f"nothing on {queue}"
+    return json.loads(raw)  # type: ignore[no-any-return]
+
+
+def _shape(message: dict[str, Any]) -> dict[str, Any]:
+    """The message with the fields that differ per message (ids, tags, origin) blanked."""
+    m = json.loads(json.dumps(message))
+    for key in ("id", "root_id", "origin"):
+        m["headers"][key] = "*"
+    for key in ("correlation_id", "reply_to", "delivery_tag"):
+        m["properties"][key] = "*"
+    m["body"] = json.loads(base64.b64decode(m["body"]))
+    return m
+
+
+def test_lean_step_message_matches_celery_send_task(redis_url: str) -> None:
+    broker = Broker(redis_url)
+    r = redis.Redis.from_url(redis_url)
+    try:
+        for time_limit in (None, 42.0):
+            broker.send_step_with_celery("att-1", "steps", time_limit)
+            reference = _pop(r, "steps")
+            broker.send_steps([("att-1", "steps", time_limit), ("att-2", "steps", time_limit)])
+            first, second = _pop(r, "steps"), _pop(r, "steps")
+            assert _shape(first) == _shape(reference)
+            assert _shape(second)["body"][0] == ["att-2"]
+            assert (
+                first["headers"]["id"] == first["headers"]["root_id"] == first["properties"]["correlation_id"]
+            )
+            assert first["headers"]["id"] != second["headers"]["id"]
+            assert first["properties"]["delivery_tag"] != second["properties"]["delivery_tag"]
+    finally:
+        broker.close()
