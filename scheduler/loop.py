@@ -18,11 +18,14 @@ from shared.store import Store
 from shared.store.queries import due_runs
 from shared.store.state import LazyOutputs, Message, apply_decision, load_run_view, postpone
 from shared.store.timetravel import settle_leftovers
+from shared.store.tx import Tx
 
 log = logging.getLogger("smithers.scheduler")
 RETRY_UNKNOWN_WORKFLOW_S = 30.0
 MIN_BATCHED_COST_S = 0.005  # decisions cheaper than this are never delayed
 MAX_BATCH_DELAY_S = 0.25
+MAX_BATCH = 64  # runs decided in one transaction
+MAX_BATCH_S = 0.005  # ... or this much work, whichever comes first
 
 
 class Scheduler:
@@ -45,13 +48,26 @@ class Scheduler:
 
     def process(self, run_id: str) -> None:
         """Decide and apply for one run, then send its messages (after commit)."""
-        for _ in range(20):  # follow immediate re-wakes (zero-second timers, instant retries)
-            started = time.time()
-            wake_at = self._process_once(run_id)
-            ended = time.time()
-            self._cost[run_id] = (ended, ended - started)
-            if wake_at is None or wake_at > ended:
-                return
+        self.process_many([run_id])
+
+    def process_many(self, run_ids: list[str]) -> None:
+        """Decide runs in batches, each batch one transaction, then send their messages.
+
+        One transaction for several decisions saves a commit and a hand-off of the
+        write lock per run (SQLite has one writer at a time). A batch is cut at
+        ``MAX_BATCH`` runs or ``MAX_BATCH_S`` of work so workers waiting for the lock
+        are not held up. Runs due again at once (zero-second timers, instant retries,
+        cache hits) are followed up to 20 times each.
+        """
+        rounds: dict[str, int] = {}
+        pending = list(run_ids)
+        while pending:
+            done, again = self._process_batch(pending)
+            pending = pending[done:]
+            for run_id in again:
+                rounds[run_id] = rounds.get(run_id, 0) + 1
+                if rounds[run_id] < 20:
+                    pending.append(run_id)
 
     def process_safely(self, run_id: str) -> None:
         """:meth:`process`, but a bug or bad data in one run never stops the scheduler:
@@ -64,6 +80,41 @@ class Scheduler:
             log.exception("run %s: decision failed; retrying in %.0fs", run_id, RETRY_UNKNOWN_WORKFLOW_S)
             with self.store.write() as tx:
                 postpone(tx, run_id, RETRY_UNKNOWN_WORKFLOW_S)
+
+    def process_all_safely(self, run_ids: list[str]) -> None:
+        """:meth:`process_many`; if a batch fails, its runs are retried one at a time so
+        only the run at fault is postponed."""
+        try:
+            self.process_many(run_ids)
+        except SmithersError:
+            raise
+        except Exception:
+            for run_id in run_ids:
+                self.process_safely(run_id)
+
+    def _process_batch(self, run_ids: list[str]) -> tuple[int, list[str]]:
+        """Decide a prefix of ``run_ids`` in one transaction; returns (how many, due again)."""
+        messages: list[Message] = []
+        again: list[str] = []
+        done = 0
+        with self.store.write() as tx:
+            began = time.perf_counter()
+            for run_id in run_ids:
+                started = time.perf_counter()
+                wake_at = self._decide(tx, run_id, messages)
+                ended = time.perf_counter()
+                self._cost[run_id] = (time.time(), ended - started)
+                done += 1
+                if wake_at is not None and wake_at <= tx.now:
+                    again.append(run_id)
+                if done >= MAX_BATCH or ended - began >= MAX_BATCH_S:
+                    break
+        if messages:
+            try:
+                self.broker.send_steps((m.attempt_id, m.queue, m.time_limit) for m in messages)
+            except Exception as exc:
+                log.warning("%d step messages not sent (%s); they will be re-sent", len(messages), exc)
+        return done, again
 
     def _due(self, ids: set[str], now: float) -> list[str]:
         """Of ``ids`` and earlier deferred runs, those that may be decided now."""
@@ -80,28 +131,20 @@ class Scheduler:
             self._cost = {k: v for k, v in self._cost.items() if now - v[0] < 60}
         return sorted(ready)
 
-    def _process_once(self, run_id: str) -> float | None:
-        messages: list[Message] = []
-        with self.store.write() as tx:
-            loaded = load_run_view(tx, run_id)
-            if loaded is None:
-                return None
-            view, row = loaded
-            try:
-                wf = self.registry.get(row.workflow).workflow
-            except UnknownWorkflow:
-                log.error("run %s: workflow %r is not registered in this scheduler", run_id, row.workflow)
-                postpone(tx, run_id, RETRY_UNKNOWN_WORKFLOW_S)
-                return None
-            decision = decide(wf, view, LazyOutputs(tx.conn, run_id), tx.now, self.decision_config)
-            messages = apply_decision(tx, run_id, decision)
-        if messages:
-            try:
-                self.broker.send_steps((m.attempt_id, m.queue, m.time_limit) for m in messages)
-            except Exception as exc:
-                log.warning(
-                    "run %s: %d step messages not sent (%s); they will be re-sent", run_id, len(messages), exc
-                )
+    def _decide(self, tx: Tx, run_id: str, messages: list[Message]) -> float | None:
+        """Load, decide and apply one run inside ``tx``; returns when to look again."""
+        loaded = load_run_view(tx, run_id)
+        if loaded is None:
+            return None
+        view, row = loaded
+        try:
+            wf = self.registry.get(row.workflow).workflow
+        except UnknownWorkflow:
+            log.error("run %s: workflow %r is not registered in this scheduler", run_id, row.workflow)
+            postpone(tx, run_id, RETRY_UNKNOWN_WORKFLOW_S)
+            return None
+        decision = decide(wf, view, LazyOutputs(tx.conn, run_id), tx.now, self.decision_config)
+        messages.extend(apply_decision(tx, run_id, decision))
         return decision.wake_at
 
     def sweep(self) -> list[str]:
@@ -136,10 +179,9 @@ class Scheduler:
                 if now - last_sweep >= interval:
                     ids.update(self.sweep())
                     last_sweep = now
-                for run_id in self._due(ids, time.time()):
-                    if stop.is_set():
-                        break
-                    self.process_safely(run_id)
+                due = self._due(ids, time.time())
+                if due and not stop.is_set():
+                    self.process_all_safely(due)
             except SmithersError as exc:
                 log.warning("store unavailable (%s); retrying", exc.message)
                 stop.wait(1.0)

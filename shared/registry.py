@@ -52,6 +52,10 @@ class Registry:
             known = ", ".join(sorted(self._by_name)) or "none"
             raise UnknownWorkflow(f"unknown workflow {name!r} (registered: {known})") from None
 
+    def find(self, name: str) -> Registered | None:
+        """The workflow called ``name``, or None."""
+        return self._by_name.get(name)
+
     def names(self) -> list[str]:
         """Registered names, sorted."""
         return sorted(self._by_name)

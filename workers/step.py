@@ -1,4 +1,4 @@
-"""Running one attempt: claim, execute the step, commit the fenced result, wake.
+"""Running one attempt: check or claim it, execute the step, commit the fenced result, wake.
 
 Plain functions; the Celery task in :mod:`workers.app` only decodes the attempt id.
 """
@@ -22,7 +22,7 @@ from shared.errors import SmithersError
 from shared.redaction import redact, redact_text
 from shared.registry import Registry
 from shared.store import Store
-from shared.store.attempts import CacheWrite, Claim, claim, complete, heartbeat
+from shared.store.attempts import CLAIM_AFTER_S, CacheWrite, Claim, claim, complete, heartbeat, peek
 from shared.store.queries import outputs_for
 from shared.workflow import Node, NodeKind, Workflow
 from workers.secrets import resolve_secrets
@@ -45,7 +45,13 @@ class WorkerEnv:
 
 
 class Heartbeat:
-    """Extends the attempt's lease while the step runs (from the process's beater thread)."""
+    """Claims a lazily started attempt once it runs past ``CLAIM_AFTER_S``, then extends
+    its lease while the step runs (both from the process's beater thread).
+
+    ``claim`` is the attempt as the worker holds it: without a token until claimed.
+    The lock makes a beat in flight and the end of the step exclusive, so the result is
+    committed under the claim the beater may just have written.
+    """
 
     def __init__(self, env: WorkerEnv, c: Claim, lease_s: float, auto: bool) -> None:
         self.env = env
@@ -53,33 +59,54 @@ class Heartbeat:
         self.lease_s = lease_s
         self.fenced = threading.Event()
         self.auto = auto
+        self.lock = threading.Lock()
+        self.closed = False
 
     def beat(self) -> bool:
-        """Extend the lease now; False once the attempt was given up (fenced out)."""
-        if self.fenced.is_set():
-            return False
-        try:
-            with self.env.store.write() as tx:
-                alive = heartbeat(tx, self.claim.attempt_id, self.claim.claim_token, self.lease_s)
-        except SmithersError as exc:
-            log.warning("heartbeat failed: %s", exc.message)
-            return True
-        if not alive:
-            self.fenced.set()
-        return alive
+        """Claim the attempt or extend its lease now; False once it was given up (fenced out)."""
+        with self.lock:
+            if self.fenced.is_set():
+                return False
+            if self.closed:
+                return True
+            try:
+                with self.env.store.write() as tx:
+                    if self.claim.claim_token is None:
+                        c = self.claim
+                        got = claim(
+                            tx, c.attempt_id, self.env.worker_id, self.lease_s, started_at=c.started_at
+                        )
+                        alive = got is not None
+                        if got is not None:
+                            self.claim = got
+                    else:
+                        alive = heartbeat(tx, self.claim.attempt_id, self.claim.claim_token, self.lease_s)
+            except SmithersError as exc:
+                log.warning("heartbeat failed: %s", exc.message)
+                return True
+            if not alive:
+                self.fenced.set()
+            return alive
+
+    def next_due(self, now: float) -> float | None:
+        """When the beater should call :meth:`beat` next (None: never)."""
+        if self.claim.claim_token is None:
+            return now + min(CLAIM_AFTER_S, self.lease_s / 3)
+        return now + self.lease_s / 3 if self.auto else None
 
     def __enter__(self) -> Heartbeat:
-        if self.auto:
+        if self.next_due(0.0) is not None:
             _BEATER.add(self)
         return self
 
     def __exit__(self, *_: object) -> None:
-        if self.auto:
-            _BEATER.remove(self)
+        _BEATER.remove(self)
+        with self.lock:
+            self.closed = True
 
 
 class _Beater:
-    """One daemon thread per process beats every running attempt every third of its lease.
+    """One daemon thread per process claims and beats the attempts it runs.
 
     Starting a thread per step cost more than the step's two transactions (measured:
     docs/benchmarks.md); this one starts with the first step after a fork and stays.
@@ -91,12 +118,15 @@ class _Beater:
         self._pid = 0
 
     def add(self, hb: Heartbeat) -> None:
+        due = hb.next_due(time.monotonic())
+        if due is None:
+            return
         with self._cond:
             if self._pid != os.getpid():  # first step in this process (or after a fork)
                 self._pid = os.getpid()
                 self._due = {}
                 threading.Thread(target=self._loop, name="smithers-heartbeat", daemon=True).start()
-            self._due[hb] = time.monotonic() + hb.lease_s / 3
+            self._due[hb] = due
             self._cond.notify()
 
     def remove(self, hb: Heartbeat) -> None:
@@ -112,13 +142,13 @@ class _Beater:
                 now = time.monotonic()
                 due = [hb for hb, at in self._due.items() if at <= now]
                 for hb in due:
-                    self._due[hb] = now + hb.lease_s / 3
+                    del self._due[hb]
                 if not due:
                     self._cond.wait(min([*self._due.values(), now + 60.0]) - now)
                     continue
             for hb in due:
-                if not hb.beat():
-                    self.remove(hb)
+                if hb.beat() and not hb.closed:
+                    self.add(hb)
 
 
 _BEATER = _Beater()
@@ -153,11 +183,27 @@ def _error(exc: BaseException) -> dict[str, Any]:
     }
 
 
+def _start(env: WorkerEnv, attempt_id: str) -> Claim | None:
+    """The attempt to run: unclaimed if :func:`peek` allows a lazy claim, else claimed
+    now (taking over an expired lease); None if it is not ours to run (recorded)."""
+    with env.store.read() as conn:
+        c = peek(conn, attempt_id, time.time())
+    if c is not None:
+        entry = env.registry.find(c.workflow)
+        node = entry.workflow.nodes.get(c.node_id) if entry is not None else None
+        # Sandbox steps run for seconds: they are claimed before they start. An unknown
+        # workflow or node is claimed, then failed with the reason.
+        if node is not None and node.kind is not NodeKind.SANDBOX:
+            return c
+    with env.store.write() as tx:
+        got = claim(tx, attempt_id, env.worker_id, env.config.lease_s)
+    env.broker.wake(*tx.woken)
+    return got
+
+
 def run_attempt(env: WorkerEnv, attempt_id: str) -> str:
     """Run one attempt end to end; returns what happened (for logs and tests)."""
-    with env.store.write() as tx:
-        c = claim(tx, attempt_id, env.worker_id, env.config.lease_s)
-    env.broker.wake(*tx.woken)
+    c = _start(env, attempt_id)
     if c is None:
         return "refused"
     try:
@@ -168,8 +214,10 @@ def run_attempt(env: WorkerEnv, attempt_id: str) -> str:
     needed = set(node.after)
     if node.loop is not None:
         needed.update(wf.nodes[node.loop].after, wf.nodes[node.loop].body)
-    with env.store.read() as conn:
-        outputs = outputs_for(conn, c.run_id, needed)
+    outputs: dict[tuple[str, int], Any] = {}
+    if needed:
+        with env.store.read() as conn:
+            outputs = outputs_for(conn, c.run_id, needed)
     ups, previous = upstream_outputs(wf, node, c, outputs)
     lease = node.heartbeat_timeout_s or env.config.lease_s
     with Heartbeat(env, c, lease, auto=node.heartbeat_timeout_s is None) as hb:
@@ -195,7 +243,12 @@ def run_attempt(env: WorkerEnv, attempt_id: str) -> str:
                 result = node.fn(ctx)
             json.dumps(result)
         except Exception as exc:
-            return _commit(env, c, ok=False, error=_error(exc))
+            failure: dict[str, Any] | None = _error(exc)
+        else:
+            failure = None
+    c = hb.claim  # the beater may have claimed it meanwhile
+    if failure is not None:
+        return _commit(env, c, ok=False, error=failure)
     cache = None
     if node.cache is not None:
         cache = CacheWrite(node.cache.scope, node.cache.version, node.cache.ttl_ms, wf.name)
@@ -212,7 +265,17 @@ def _commit(
     cache: CacheWrite | None = None,
 ) -> str:
     with env.store.write() as tx:
-        committed = complete(tx, c.attempt_id, c.claim_token, ok=ok, output=output, error=error, cache=cache)
+        committed = complete(
+            tx,
+            c.attempt_id,
+            c.claim_token,
+            ok=ok,
+            output=output,
+            error=error,
+            cache=cache,
+            worker=env.worker_id,
+            started_at=c.started_at,
+        )
     env.broker.wake(c.run_id)
     if not committed:
         log.warning("attempt %s of %s/%s: result refused (fenced out)", c.attempt_id, c.run_id, c.node_id)

@@ -3,6 +3,16 @@
 A claim hands the worker a fresh ``claim_token``. Heartbeats and the result commit
 succeed only while the attempt is still running under that token and is still the
 node's current attempt; anything else is refused and recorded as an event.
+
+Short steps are claimed lazily: :func:`peek` checks, without taking the write lock,
+that a delivered attempt is queued, current and not cancelled, and the worker starts
+the step at once. If the step finishes within ``CLAIM_AFTER_S`` its claim and its
+result are one transaction (:func:`complete` with ``token=None``, which accepts the
+result only if the attempt is still queued, i.e. nobody else claimed or ended it);
+otherwise the worker's heartbeat thread claims it then, with the real start time,
+and from there on it is an ordinary claimed attempt with a lease. Either way the
+commit is exactly-once: of two deliveries of one attempt, one commits and the other
+is refused and recorded.
 """
 
 from __future__ import annotations
@@ -11,14 +21,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select, update
 
 from shared.keys import SANDBOX_QUEUE
 from shared.status import AttemptState, NodeStatus
+from shared.store import fast
 from shared.store import schema as s
 from shared.store.sandboxes import hold_for_review
 from shared.store.state import write_output
-from shared.store.tx import Tx
+from shared.store.tx import RUN_BY_ID, Tx
+
+CLAIM_AFTER_S = 0.25  # a step still running after this is claimed (lease, deadline)
 
 _ATTEMPT = select(s.attempts).where(s.attempts.c.attempt_id == bindparam("b_attempt_id"))
 _CURRENT = select(s.nodes.c.current_attempt_id).where(
@@ -26,14 +39,22 @@ _CURRENT = select(s.nodes.c.current_attempt_id).where(
     s.nodes.c.node_id == bindparam("b_node_id"),
     s.nodes.c.iteration == bindparam("b_iteration"),
 )
+_WAKE_BY = (
+    update(s.runs)
+    .where(
+        s.runs.c.run_id == bindparam("b_run_id"),
+        (s.runs.c.wake_at.is_(None)) | (s.runs.c.wake_at > bindparam("b_at")),
+    )
+    .values(wake_at=bindparam("b_at"))
+)
 
 
 @dataclass(frozen=True)
 class Claim:
-    """What a worker needs to run a claimed attempt."""
+    """What a worker needs to run an attempt; ``claim_token`` is None until it is claimed."""
 
     attempt_id: str
-    claim_token: str
+    claim_token: str | None
     run_id: str
     workflow: str
     module_revision: str
@@ -43,6 +64,7 @@ class Claim:
     input: dict[str, Any]
     deadline_at: float | None
     cache_key: str | None = None
+    started_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -55,8 +77,43 @@ class CacheWrite:
     workflow: str
 
 
-def claim(tx: Tx, attempt_id: str, worker: str, lease_s: float) -> Claim | None:
-    """Take a queued attempt (or one whose lease expired); None if it is not ours to run."""
+def peek(conn: Connection, attempt_id: str, now: float) -> Claim | None:
+    """An unclaimed :class:`Claim` if the attempt is queued, current and its run not
+    cancelled (read-only, no write lock); None means "ask :func:`claim`", which
+    takes over an expired lease or records why the attempt is not ours to run."""
+    att = fast.execute(conn, _ATTEMPT, {"b_attempt_id": attempt_id}).first()
+    if att is None or att.state != AttemptState.QUEUED:
+        return None
+    run = fast.execute(conn, RUN_BY_ID, {"b_run_id": att.run_id}).first()
+    node = fast.execute(
+        conn, _CURRENT, {"b_run_id": att.run_id, "b_node_id": att.node_id, "b_iteration": att.iteration}
+    ).first()
+    if run is None or run.cancel_requested or node is None or node[0] != attempt_id:
+        return None
+    return Claim(
+        attempt_id=attempt_id,
+        claim_token=None,
+        run_id=att.run_id,
+        workflow=run.workflow,
+        module_revision=run.module_revision,
+        node_id=att.node_id,
+        iteration=att.iteration,
+        number=att.number,
+        input=run.input,
+        deadline_at=None if att.timeout_s is None else now + att.timeout_s,
+        cache_key=att.cache_key,
+        started_at=now,
+    )
+
+
+def claim(
+    tx: Tx, attempt_id: str, worker: str, lease_s: float, started_at: float | None = None
+) -> Claim | None:
+    """Take a queued attempt (or one whose lease expired); None if it is not ours to run.
+
+    ``started_at`` is when the worker started the step, for a lazy claim (see the
+    module docstring); the lease runs from now, the deadline from the start.
+    """
     a = s.attempts
     att = tx.execute(_ATTEMPT, {"b_attempt_id": attempt_id}).first()
     if att is None:
@@ -84,7 +141,8 @@ def claim(tx: Tx, attempt_id: str, worker: str, lease_s: float) -> Claim | None:
         )
         return None
     token = str(uuid.uuid4())
-    deadline = None if att.timeout_s is None else tx.now + att.timeout_s
+    start = tx.now if started_at is None else started_at
+    deadline = None if att.timeout_s is None else start + att.timeout_s
     tx.update(
         a,
         {"attempt_id": attempt_id},
@@ -92,7 +150,7 @@ def claim(tx: Tx, attempt_id: str, worker: str, lease_s: float) -> Claim | None:
             "state": AttemptState.RUNNING.value,
             "claim_token": token,
             "worker": worker,
-            "started_at": tx.now,
+            "started_at": start,
             "heartbeat_at": tx.now,
             "lease_expires_at": tx.now + lease_s,
             "deadline_at": deadline,
@@ -100,13 +158,15 @@ def claim(tx: Tx, attempt_id: str, worker: str, lease_s: float) -> Claim | None:
     )
     node_key = {"run_id": att.run_id, "node_id": att.node_id, "iteration": att.iteration}
     tx.update(s.nodes, node_key, {"status": NodeStatus.RUNNING.value, "updated_at": tx.now})
+    if deadline is not None:  # the scheduler looks again when the step's time is up
+        tx.execute(_WAKE_BY, {"b_run_id": att.run_id, "b_at": deadline})
     tx.emit(
         att.run_id,
         "attempt.started",
         node_id=att.node_id,
         iteration=att.iteration,
         attempt_id=attempt_id,
-        payload={"number": att.number, "worker": worker, "takeover": takeover},
+        payload={"number": att.number, "worker": worker, "takeover": takeover, "started_at": start},
     )
     return Claim(
         attempt_id=attempt_id,
@@ -120,6 +180,7 @@ def claim(tx: Tx, attempt_id: str, worker: str, lease_s: float) -> Claim | None:
         input=run.input,
         deadline_at=deadline,
         cache_key=att.cache_key,
+        started_at=start,
     )
 
 
@@ -132,19 +193,24 @@ def heartbeat(tx: Tx, attempt_id: str, token: str, lease_s: float) -> bool:
 def complete(
     tx: Tx,
     attempt_id: str,
-    token: str,
+    token: str | None,
     *,
     ok: bool,
     output: Any = None,
     error: dict[str, Any] | None = None,
     cache: CacheWrite | None = None,
+    worker: str | None = None,
+    started_at: float | None = None,
 ) -> bool:
     """Commit an attempt's result, its output and events in one transaction.
 
-    Succeeds only for a running attempt we own that is still the node's current
-    attempt. Otherwise the result is refused, an ``attempt.refused`` event records it,
-    and False is returned. A sandbox attempt whose patches need review commits its
-    output but leaves the node ``waiting`` (see :func:`shared.store.sandboxes.hold_for_review`).
+    Succeeds only for a running attempt we own (``token``) that is still the node's
+    current attempt, or, with ``token=None`` (a lazy claim: ``worker`` and
+    ``started_at`` say who ran it since when), for an attempt still queued, current
+    and not cancelled; it is then claimed and finished here. Otherwise the result is
+    refused, an ``attempt.refused`` event records it, and False is returned. A
+    sandbox attempt whose patches need review commits its output but leaves the node
+    ``waiting`` (see :func:`shared.store.sandboxes.hold_for_review`).
     """
     a = s.attempts
     att = tx.execute(_ATTEMPT, {"b_attempt_id": attempt_id}).first()
@@ -156,12 +222,11 @@ def complete(
     node = tx.execute(
         _CURRENT, {"b_run_id": att.run_id, "b_node_id": att.node_id, "b_iteration": att.iteration}
     ).first()
-    owned = (
-        att.state == AttemptState.RUNNING
-        and att.claim_token == token
-        and node is not None
-        and node[0] == attempt_id
-    )
+    current = node is not None and node[0] == attempt_id
+    if token is None:
+        owned = current and att.state == AttemptState.QUEUED and not run.cancel_requested
+    else:
+        owned = current and att.state == AttemptState.RUNNING and att.claim_token == token
     where = {"node_id": att.node_id, "iteration": att.iteration, "attempt_id": attempt_id}
     if not owned:
         tx.emit(
@@ -171,10 +236,24 @@ def complete(
             payload={"reason": "fenced out", "attempt_state": att.state, "ok": ok},
         )
         return False
-    if ok:
-        tx.update(
-            a, {"attempt_id": attempt_id}, {"state": AttemptState.SUCCEEDED.value, "finished_at": tx.now}
+    values: dict[str, Any] = {"finished_at": tx.now}
+    if token is None:
+        start = tx.now if started_at is None else started_at
+        values.update(
+            claim_token=str(uuid.uuid4()),
+            worker=worker,
+            started_at=start,
+            heartbeat_at=tx.now,
+            deadline_at=None if att.timeout_s is None else start + att.timeout_s,
         )
+        tx.emit(
+            att.run_id,
+            "attempt.started",
+            **where,
+            payload={"number": att.number, "worker": worker, "takeover": False, "started_at": start},
+        )
+    if ok:
+        tx.update(a, {"attempt_id": attempt_id}, {**values, "state": AttemptState.SUCCEEDED.value})
         tx.emit(att.run_id, "attempt.succeeded", **where, payload={"number": att.number})
         # A sandbox result with patches to review holds the node (output written,
         # downstream blocked) until the review is decided.
@@ -197,9 +276,7 @@ def complete(
             tx.emit(att.run_id, "node.succeeded", node_id=att.node_id, iteration=att.iteration)
     else:
         tx.update(
-            a,
-            {"attempt_id": attempt_id},
-            {"state": AttemptState.FAILED.value, "finished_at": tx.now, "error": error},
+            a, {"attempt_id": attempt_id}, {**values, "state": AttemptState.FAILED.value, "error": error}
         )
         tx.emit(att.run_id, "attempt.failed", **where, payload={"number": att.number, **(error or {})})
     tx.wake(att.run_id)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from shared.status import RunStatus
+from shared.store import fast
 from shared.store import schema as s
 from shared.store.records import (
     ApprovalRecord,
@@ -74,11 +75,22 @@ def outputs_of(conn: Connection, run_id: str) -> dict[tuple[str, int], Any]:
     return {(row[0], row[1]): row[2] for row in rows}
 
 
+_NODE_OUTPUTS = select(s.outputs.c.node_id, s.outputs.c.iteration, s.outputs.c.value).where(
+    s.outputs.c.run_id == bindparam("b_run_id"), s.outputs.c.node_id == bindparam("b_node_id")
+)
+
+
 def outputs_for(conn: Connection, run_id: str, node_ids: Iterable[str]) -> dict[tuple[str, int], Any]:
     """Outputs of the named nodes of a run (every iteration), keyed by (node, iteration)."""
     names = sorted(set(node_ids))
     if not names:
         return {}
+    if len(names) <= 4:  # the usual one or two parents: a prebuilt statement each
+        out: dict[tuple[str, int], Any] = {}
+        for name in names:
+            for row in fast.execute(conn, _NODE_OUTPUTS, {"b_run_id": run_id, "b_node_id": name}):
+                out[(row[0], row[1])] = row[2]
+        return out
     o = s.outputs
     rows = conn.execute(
         select(o.c.node_id, o.c.iteration, o.c.value).where(o.c.run_id == run_id, o.c.node_id.in_(names))

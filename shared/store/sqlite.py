@@ -42,7 +42,14 @@ def make_sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        if conn.get_execution_options().get("smithers_write", False):
+        options = conn.get_execution_options()
+        if options.get("smithers_writer", False):  # a thread's own write connection
+            dbapi_conn: Any = conn.connection.dbapi_connection
+            if not conn.info.get("smithers_busy0"):
+                dbapi_conn.execute("PRAGMA busy_timeout=0")  # we poll for the lock ourselves
+                conn.info["smithers_busy0"] = True
+            begin_immediate(dbapi_conn, toggle=False)
+        elif options.get("smithers_write", False):
             begin_immediate(conn.connection.dbapi_connection)
         else:
             conn.exec_driver_sql("BEGIN")
@@ -50,16 +57,20 @@ def make_sqlite_engine(url: str) -> Engine:
     return engine
 
 
-def begin_immediate(dbapi_conn: Any, timeout_s: float = BUSY_TIMEOUT_MS / 1000) -> None:
+def begin_immediate(dbapi_conn: Any, timeout_s: float = BUSY_TIMEOUT_MS / 1000, toggle: bool = True) -> None:
     """Take the write lock, retrying with short jittered sleeps while another writer has it.
 
     SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25, ... ms between tries;
     with several processes each holding the lock for a millisecond or two that adds
     tens of milliseconds to a hop. We poll at 0.2 ms, backing off to 5 ms, instead.
+    With ``toggle`` the connection's busy timeout is set to 0 for the attempt and back
+    after; without, the caller keeps it at 0 (a connection used only for writes: once
+    ``BEGIN IMMEDIATE`` holds the lock, nothing in a WAL write transaction waits).
     """
     deadline = time.monotonic() + timeout_s
     delay = 0.0002
-    dbapi_conn.execute("PRAGMA busy_timeout=0")
+    if toggle:
+        dbapi_conn.execute("PRAGMA busy_timeout=0")
     try:
         while True:
             try:
@@ -73,4 +84,5 @@ def begin_immediate(dbapi_conn: Any, timeout_s: float = BUSY_TIMEOUT_MS / 1000) 
             time.sleep(delay * (0.5 + random.random()))  # noqa: S311 (jitter, not crypto)
             delay = min(delay * 2, 0.005)
     finally:
-        dbapi_conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if toggle:
+            dbapi_conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,6 +21,12 @@ class Store:
 
     A ``write()`` block is one transaction: everything in it, events included, commits
     together or not at all. After a fork, call :meth:`reset` (or build a new Store).
+
+    On SQLite each thread keeps one connection for its write transactions instead of
+    taking one from the pool each time: checkout, reset-on-return and toggling the busy
+    timeout around ``BEGIN IMMEDIATE`` cost more than a small transaction itself
+    (docs/benchmarks.md). On PostgreSQL writes use the pool, whose pre-ping replaces a
+    connection the server dropped.
     """
 
     def __init__(self, url: str) -> None:
@@ -27,6 +34,9 @@ class Store:
         self.engine: Engine = make_engine(url)
         self.postgres = self.engine.dialect.name == "postgresql"
         self._pid = os.getpid()
+        self._local = threading.local()
+        self._writers: list[Connection] = []
+        self._writers_lock = threading.Lock()
 
     def migrate(self) -> int:
         """Create or upgrade the schema (idempotent, safe under concurrent starts)."""
@@ -38,7 +48,20 @@ class Store:
     def reset(self) -> None:
         """Drop pooled connections inherited across a fork."""
         self.engine.dispose(close=False)
+        self._local = threading.local()  # the parent's writers stay the parent's
+        self._writers = []
+        self._writers_lock = threading.Lock()
         self._pid = os.getpid()
+
+    def _writer(self) -> Connection:
+        """This thread's SQLite write connection (opened on first use)."""
+        conn: Connection | None = getattr(self._local, "writer", None)
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self.engine.connect().execution_options(smithers_write=True, smithers_writer=True)
+            self._local.writer = conn
+            with self._writers_lock:
+                self._writers.append(conn)
+        return conn
 
     def _check_pid(self) -> None:
         if os.getpid() != self._pid:
@@ -49,10 +72,17 @@ class Store:
         """A write transaction (BEGIN IMMEDIATE on SQLite); events flush before commit."""
         self._check_pid()
         try:
-            with self.engine.connect().execution_options(smithers_write=True) as conn, conn.begin():
-                tx = Tx(conn, self.postgres)
-                yield tx
-                tx.flush()
+            if self.postgres:
+                with self.engine.connect().execution_options(smithers_write=True) as conn, conn.begin():
+                    tx = Tx(conn, self.postgres)
+                    yield tx
+                    tx.flush()
+            else:
+                writer = self._writer()
+                with writer.begin():
+                    tx = Tx(writer, False)
+                    yield tx
+                    tx.flush()
         except SmithersError:
             raise
         except OperationalError as exc:
@@ -71,7 +101,12 @@ class Store:
             raise StoreUnavailable(f"store unavailable: {_reason(exc)}") from exc
 
     def close(self) -> None:
-        """Close every pooled connection."""
+        """Close every connection: the pooled ones and the write connections."""
+        with self._writers_lock:
+            writers, self._writers = self._writers, []
+        for conn in writers:
+            conn.close()
+        self._local = threading.local()
         self.engine.dispose()
 
 

@@ -21,8 +21,8 @@ from shared.store import schema as s
 
 # Statements are built once: building a Core statement per call costs more than
 # running it on SQLite (see docs/benchmarks.md).
-_RUN = select(s.runs).where(s.runs.c.run_id == bindparam("b_run_id"))
-_RUN_FOR_UPDATE = _RUN.with_for_update()
+RUN_BY_ID = select(s.runs).where(s.runs.c.run_id == bindparam("b_run_id"))
+_RUN_FOR_UPDATE = RUN_BY_ID.with_for_update()
 _WAKE = update(s.runs).where(s.runs.c.run_id == bindparam("b_run_id")).values(wake_at=bindparam("b_at"))
 _NEXT_SEQ = (
     update(s.runs)
@@ -77,7 +77,7 @@ class Tx:
 
         On SQLite the whole database is already write-locked by BEGIN IMMEDIATE.
         """
-        query = _RUN_FOR_UPDATE if self.postgres else _RUN
+        query = _RUN_FOR_UPDATE if self.postgres else RUN_BY_ID
         return fast.execute(self.conn, query, {"b_run_id": run_id}).first()  # type: ignore[no-any-return]
 
     def execute(self, stmt: Any, params: dict[str, Any] | None = None) -> fast.Result:

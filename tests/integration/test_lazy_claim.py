@@ -1,0 +1,184 @@
+"""Lazy claims: a short step's claim and result are one transaction; a long step is
+claimed by the worker's heartbeat thread while it runs. Either way one commit wins."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sqlalchemy import select
+
+from shared import StepContext, Workflow, operations
+from shared.broker import Broker
+from shared.config import WorkerConfig
+from shared.decision import decide
+from shared.registry import Registry
+from shared.status import AttemptState
+from shared.store import Store
+from shared.store import schema as s
+from shared.store.attempts import CLAIM_AFTER_S, claim, complete, peek
+from shared.store.queries import attempts_of, events_after
+from shared.store.state import LazyOutputs, apply_decision, load_run_view
+from workers.step import WorkerEnv, run_attempt
+
+SLOW_S = CLAIM_AFTER_S + 0.5
+
+
+def registry() -> Registry:
+    wf = Workflow("lazy")
+
+    @wf.task(timeout_s=30)
+    def quick(ctx: StepContext) -> int:
+        return 7
+
+    @wf.task(after=[quick])
+    def slow(ctx: StepContext) -> dict[str, object]:
+        time.sleep(SLOW_S)
+        with Store(ctx.input["db"]).read() as conn:  # what a watcher sees while it runs
+            seen = [e.type for e in events_after(conn, ctx.run_id) if e.node_id == "slow"]
+        return {"seen": seen}
+
+    reg = Registry()
+    reg.register(wf, "tests", "rev1")
+    return reg
+
+
+def launch(store: Store, reg: Registry, run_id: str, database_url: str) -> None:
+    operations.launch(
+        store,
+        None,
+        reg,
+        workflow="lazy",
+        run_input={"db": database_url},
+        run_id=run_id,
+        launched_by="t",
+        deployment_version="v",
+    )
+
+
+def dispatch(store: Store, reg: Registry, run_id: str) -> list[str]:
+    with store.write() as tx:
+        loaded = load_run_view(tx, run_id)
+        assert loaded is not None
+        wf = reg.get("lazy").workflow
+        messages = apply_decision(tx, run_id, decide(wf, loaded[0], LazyOutputs(tx.conn, run_id), tx.now))
+    return [m.attempt_id for m in messages]
+
+
+def types(store: Store, run_id: str) -> list[str]:
+    with store.read() as conn:
+        return [e.type for e in events_after(conn, run_id)]
+
+
+def test_a_lazy_claim_and_its_result_commit_together_and_only_once(database_url: str) -> None:
+    store = Store(database_url)
+    store.migrate()
+    reg = registry()
+    launch(store, reg, "lazy-1", database_url)
+    [attempt_id] = dispatch(store, reg, "lazy-1")
+
+    # two deliveries of the same message both pass the read-only check
+    with store.read() as conn:
+        first = peek(conn, attempt_id, time.time())
+        second = peek(conn, attempt_id, time.time())
+    assert first is not None and second is not None and first.claim_token is None
+    with store.write() as tx:
+        assert complete(tx, attempt_id, None, ok=True, output=7, worker="w1", started_at=first.started_at)
+    with store.write() as tx:
+        assert not complete(tx, attempt_id, None, ok=True, output=8, worker="w2", started_at=time.time())
+
+    with store.read() as conn:
+        [attempt] = attempts_of(conn, "lazy-1")
+        value = conn.execute(select(s.outputs.c.value)).scalar_one()
+        third = peek(conn, attempt_id, time.time())
+    assert value == 7
+    assert attempt.state is AttemptState.SUCCEEDED and attempt.worker == "w1"
+    assert attempt.started_at == first.started_at and attempt.finished_at is not None
+    assert attempt.finished_at >= attempt.started_at
+    assert third is None  # a finished step is never started again
+    assert types(store, "lazy-1")[-4:] == [
+        "attempt.started",
+        "attempt.succeeded",
+        "node.succeeded",
+        "attempt.refused",
+    ]
+    store.close()
+
+
+def test_a_lazy_result_is_refused_once_the_run_is_cancelled_or_another_worker_claimed(
+    database_url: str,
+) -> None:
+    store = Store(database_url)
+    store.migrate()
+    reg = registry()
+    launch(store, reg, "lazy-2", database_url)
+    [attempt_id] = dispatch(store, reg, "lazy-2")
+    with store.write() as tx:  # another delivery ran long enough to be claimed
+        other = claim(tx, attempt_id, "w2", 30, started_at=time.time() - 1)
+    assert other is not None and other.claim_token is not None
+    with store.write() as tx:
+        assert not complete(tx, attempt_id, None, ok=True, output=1, worker="w1", started_at=time.time())
+    with store.write() as tx:
+        assert complete(tx, attempt_id, other.claim_token, ok=True, output=2)
+
+    launch(store, reg, "lazy-3", database_url)
+    [attempt_id] = dispatch(store, reg, "lazy-3")
+    operations.cancel(store, None, "lazy-3", "t")
+    with store.read() as conn:
+        assert peek(conn, attempt_id, time.time()) is None
+    with store.write() as tx:
+        assert not complete(tx, attempt_id, None, ok=True, output=1, worker="w1", started_at=time.time())
+    assert types(store, "lazy-3")[-1] == "attempt.refused"
+    store.close()
+
+
+def test_a_claim_with_a_deadline_wakes_the_scheduler_when_the_step_is_due(database_url: str) -> None:
+    store = Store(database_url)
+    store.migrate()
+    reg = registry()
+    launch(store, reg, "lazy-4", database_url)
+    [attempt_id] = dispatch(store, reg, "lazy-4")
+    started = time.time() - 5
+    with store.write() as tx:
+        c = claim(tx, attempt_id, "w1", 30, started_at=started)
+    assert c is not None and c.deadline_at == started + 30
+    with store.read() as conn:
+        wake_at = conn.execute(select(s.runs.c.wake_at).where(s.runs.c.run_id == "lazy-4")).scalar_one()
+    assert wake_at == started + 30  # not the later re-dispatch check the dispatch set
+    store.close()
+
+
+def test_the_worker_claims_a_long_step_while_it_runs_and_commits_a_short_one_in_one_go(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    store = Store(database_url)
+    store.migrate()
+    reg = registry()
+    broker = Broker(redis_url)
+    env = WorkerEnv(store, broker, reg, WorkerConfig(lease_s=30), "w-test")
+    launch(store, reg, "lazy-5", database_url)
+    [quick] = dispatch(store, reg, "lazy-5")
+
+    assert run_attempt(env, quick) == "succeeded"
+    assert run_attempt(env, quick) == "refused"  # a redelivered message after the commit
+    [slow] = dispatch(store, reg, "lazy-5")
+    assert run_attempt(env, slow) == "succeeded"
+
+    with store.read() as conn:
+        output = conn.execute(select(s.outputs.c.value).where(s.outputs.c.node_id == "slow")).scalar_one()
+        attempts = {a.node_id: a for a in attempts_of(conn, "lazy-5")}
+        events = [e for e in events_after(conn, "lazy-5") if e.node_id == "slow"]
+    # the slow step saw its own start recorded while it was still running
+    assert output == {"seen": ["attempt.queued", "attempt.started"]}
+    assert [e.type for e in events] == [
+        "attempt.queued",
+        "attempt.started",
+        "attempt.succeeded",
+        "node.succeeded",
+    ]
+    assert attempts["slow"].worker == "w-test" and attempts["quick"].worker == "w-test"
+    slow_attempt = attempts["slow"]
+    assert slow_attempt.started_at is not None and slow_attempt.finished_at is not None
+    assert slow_attempt.finished_at - slow_attempt.started_at >= SLOW_S
+    broker.close()
+    store.close()
