@@ -5,7 +5,8 @@ SQLite admits one writer at a time, and a writer that finds it taken polls for i
 gateway worker polling at once waste the CPU they share and are served in no order;
 queuing them on a lock first leaves one poller per worker, and the lock hands over in
 turn. Under gevent the lock and the poll's sleeps are cooperative, so waiting writers
-never stall the worker's other requests. PostgreSQL needs none of this.
+never stall the worker's other requests. Behind that lock one write connection serves
+the whole process (not one per thread or greenlet). PostgreSQL needs none of this.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from sqlalchemy import Connection
 
 from shared.store import Store, Tx
 
@@ -23,6 +26,28 @@ class GatewayStore(Store):
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self._writer = threading.Lock()
+        self._connection: Connection | None = None
+
+    def write_connection(self) -> Connection:
+        """The process's one SQLite write connection (used under the writer lock)."""
+        if self._connection is None or self._connection.closed or self._connection.invalidated:
+            self._connection = self.engine.connect().execution_options(
+                smithers_write=True, smithers_writer=True
+            )
+        return self._connection
+
+    def reset(self) -> None:
+        """After a fork: the parent's connection stays the parent's."""
+        super().reset()
+        self._writer = threading.Lock()
+        self._connection = None
+
+    def close(self) -> None:
+        """Close the write connection and the pool."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        super().close()
 
     @contextmanager
     def write(self) -> Iterator[Tx]:

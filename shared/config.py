@@ -22,8 +22,9 @@ DB_FILE = "smithers.db"
 BROKER_FILE = "broker.json"
 
 
-def env_number(env: Mapping[str, str], name: str, default: float) -> float:
-    """A positive number from the environment variable ``name`` (``default`` if unset)."""
+def env_number(env: Mapping[str, str], name: str, default: float, minimum: float | None = None) -> float:
+    """A positive number from the environment variable ``name`` (``default`` if unset),
+    at least ``minimum`` when one is given."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -33,6 +34,8 @@ def env_number(env: Mapping[str, str], name: str, default: float) -> float:
         raise InvalidInput(f"{name} must be a number, not {raw!r}") from None
     if value <= 0:
         raise InvalidInput(f"{name} must be > 0")
+    if minimum is not None and value < minimum:
+        raise InvalidInput(f"{name} must be at least {minimum:g}, not {value:g}")
     return value
 
 
@@ -97,7 +100,9 @@ class SchedulerConfig:
         """Read SMITHERS_SWEEP_INTERVAL and SMITHERS_REDISPATCH_AFTER."""
         return cls(
             sweep_interval_s=env_number(env, "SMITHERS_SWEEP_INTERVAL", 1.0),
-            redispatch_after_s=env_number(env, "SMITHERS_REDISPATCH_AFTER", 30.0),
+            # well above a worker's lazy claim (0.25 s): a re-sent message must find the
+            # attempt claimed (docs/architecture.md, "Celery settings")
+            redispatch_after_s=env_number(env, "SMITHERS_REDISPATCH_AFTER", 30.0, minimum=1.0),
             max_lost=int(env_number(env, "SMITHERS_MAX_LOST", 5)),
         )
 

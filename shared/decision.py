@@ -486,7 +486,9 @@ class _Decider:
         return state is not None and _settled(node, state.status)
 
     def first_failure(self) -> Mapping[str, Any] | None:
-        for (node_id, iteration), st in sorted(self.states.items()):
+        failed = (NodeStatus.FAILED, NodeStatus.CANCELLED)
+        candidates = [(k, st) for k, st in self.states.items() if st.status in failed]
+        for (node_id, iteration), st in sorted(candidates):
             node = self.wf.nodes.get(node_id)
             if node is None or node.loop is not None:
                 continue

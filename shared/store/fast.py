@@ -159,7 +159,8 @@ def _read(c: _Compiled, cursor: Any, dialect: Any) -> list[Any]:
         for raw in fetched:
             values = list(raw)
             for i, proc in c.results:
-                values[i] = proc(values[i])
+                if values[i] is not None:  # NULL stays None for every type we use
+                    values[i] = proc(values[i])
             out.append(tuple.__new__(c.row, values))
         return out
     row = c.row

@@ -114,6 +114,10 @@ _COUNT_ATTEMPTS = (
 )
 
 
+_ATTEMPT_STATES = {s.value: s for s in AttemptState}  # a dict lookup: Enum(value) is slow
+_NODE_STATUSES = {s.value: s for s in NodeStatus}
+
+
 def load_run_view(tx: Tx, run_id: str) -> tuple[RunView, Any] | None:
     """Lock the run and read everything the decision needs; None if it does not exist."""
     run = tx.lock_run(run_id)
@@ -136,7 +140,7 @@ def load_run_view(tx: Tx, run_id: str) -> tuple[RunView, Any] | None:
         if r.attempt_id is not None:
             attempt = AttemptView(
                 attempt_id=r.attempt_id,
-                state=AttemptState(r.state),
+                state=_ATTEMPT_STATES[r.state],
                 number=r.number,
                 dispatched_at=r.dispatched_at,
                 started_at=r.started_at,
@@ -149,7 +153,7 @@ def load_run_view(tx: Tx, run_id: str) -> tuple[RunView, Any] | None:
         views[key] = NodeView(
             node_id=key[0],
             iteration=key[1],
-            status=NodeStatus(r.status),
+            status=_NODE_STATUSES[r.status],
             failures=r.failures,
             lost=r.lost,
             attempt=attempt,

@@ -35,7 +35,7 @@ class Store:
         self.postgres = self.engine.dialect.name == "postgresql"
         self._pid = os.getpid()
         self._local = threading.local()
-        self._writers: list[Connection] = []
+        self._writers: list[tuple[threading.Thread, Connection]] = []
         self._writers_lock = threading.Lock()
 
     def migrate(self) -> int:
@@ -53,14 +53,19 @@ class Store:
         self._writers_lock = threading.Lock()
         self._pid = os.getpid()
 
-    def _writer(self) -> Connection:
-        """This thread's SQLite write connection (opened on first use)."""
+    def write_connection(self) -> Connection:
+        """This thread's SQLite write connection (opened on first use; those of threads
+        that have ended are closed then)."""
         conn: Connection | None = getattr(self._local, "writer", None)
         if conn is None or conn.closed or conn.invalidated:
             conn = self.engine.connect().execution_options(smithers_write=True, smithers_writer=True)
             self._local.writer = conn
             with self._writers_lock:
-                self._writers.append(conn)
+                ended = [c for t, c in self._writers if not t.is_alive()]
+                self._writers = [(t, c) for t, c in self._writers if t.is_alive()]
+                self._writers.append((threading.current_thread(), conn))
+            for old in ended:
+                old.close()
         return conn
 
     def _check_pid(self) -> None:
@@ -78,7 +83,7 @@ class Store:
                     yield tx
                     tx.flush()
             else:
-                writer = self._writer()
+                writer = self.write_connection()
                 with writer.begin():
                     tx = Tx(writer, False)
                     yield tx
@@ -104,7 +109,7 @@ class Store:
         """Close every connection: the pooled ones and the write connections."""
         with self._writers_lock:
             writers, self._writers = self._writers, []
-        for conn in writers:
+        for _, conn in writers:
             conn.close()
         self._local = threading.local()
         self.engine.dispose()
