@@ -116,6 +116,7 @@ class _Beater:
         self._cond = threading.Condition()
         self._due: dict[Heartbeat, float] = {}
         self._pid = 0
+        self._wakes_at = 0.0  # when the thread wakes next on its own
 
     def add(self, hb: Heartbeat) -> None:
         due = hb.next_due(time.monotonic())
@@ -125,9 +126,11 @@ class _Beater:
             if self._pid != os.getpid():  # first step in this process (or after a fork)
                 self._pid = os.getpid()
                 self._due = {}
+                self._wakes_at = 0.0
                 threading.Thread(target=self._loop, name="smithers-heartbeat", daemon=True).start()
             self._due[hb] = due
-            self._cond.notify()
+            if due < self._wakes_at:  # else it is awake by then anyway: no thread switch
+                self._cond.notify()
 
     def remove(self, hb: Heartbeat) -> None:
         with self._cond:
@@ -135,6 +138,7 @@ class _Beater:
 
     def _loop(self) -> None:
         pid = os.getpid()
+        lingered = False
         while True:
             with self._cond:
                 if self._pid != pid:
@@ -144,7 +148,17 @@ class _Beater:
                 for hb in due:
                     del self._due[hb]
                 if not due:
-                    self._cond.wait(min([*self._due.values(), now + 60.0]) - now)
+                    if self._due:
+                        self._wakes_at, lingered = min(self._due.values()), False
+                    elif not lingered:
+                        # Steps come and go faster than this thread wakes: stay on a
+                        # CLAIM_AFTER_S tick for a while rather than being woken by
+                        # every step's add() only to find that step already finished.
+                        self._wakes_at, lingered = now + CLAIM_AFTER_S, True
+                    else:
+                        self._wakes_at, lingered = now + 60.0, False  # an add() wakes it
+                    self._cond.wait(self._wakes_at - now)
+                    self._wakes_at = 0.0
                     continue
             for hb in due:
                 if hb.beat() and not hb.closed:
