@@ -27,6 +27,7 @@ class GatewayStore(Store):
         super().__init__(url)
         self._writer = threading.Lock()
         self._connection: Connection | None = None
+        self.pooled_writes = self.postgres  # a greenlet each: the pool (with its pre-ping)
 
     def write_connection(self) -> Connection:
         """The process's one SQLite write connection (used under the writer lock)."""

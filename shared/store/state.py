@@ -193,10 +193,19 @@ def _upsert_node(
 def write_output(
     tx: Tx, run_id: str, node_id: str, iteration: int, value: Any, attempt_id: str | None
 ) -> None:
-    """Insert or replace the output of a node execution."""
-    key = {"run_id": run_id, "node_id": node_id, "iteration": iteration}
-    if tx.update(s.outputs, key, {"value": value, "attempt_id": attempt_id}) == 0:
-        tx.insert(s.outputs, {**key, "value": value, "attempt_id": attempt_id, "created_at": tx.now})
+    """Insert or replace the output of a node execution (one statement)."""
+    row = {
+        "run_id": run_id,
+        "node_id": node_id,
+        "iteration": iteration,
+        "value": value,
+        "attempt_id": attempt_id,
+        "created_at": tx.now,
+    }
+    tx.upsert(s.outputs, _OUTPUT_KEY, row)
+
+
+_OUTPUT_KEY = ("run_id", "node_id", "iteration")
 
 
 def apply_decision(tx: Tx, run_id: str, decision: Decision) -> list[Message]:

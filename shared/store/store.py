@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 from shared.errors import SmithersError, StoreUnavailable
 from shared.store.engine import make_engine
@@ -22,12 +24,17 @@ class Store:
     A ``write()`` block is one transaction: everything in it, events included, commits
     together or not at all. After a fork, call :meth:`reset` (or build a new Store).
 
-    On SQLite each thread keeps one connection for its write transactions instead of
-    taking one from the pool each time: checkout, reset-on-return and toggling the busy
-    timeout around ``BEGIN IMMEDIATE`` cost more than a small transaction itself
-    (docs/benchmarks.md). On PostgreSQL writes use the pool, whose pre-ping replaces a
-    connection the server dropped.
+    Each thread keeps one connection for its write transactions instead of taking one
+    from the pool each time: checkout, reset-on-return, the pre-ping round trip
+    (PostgreSQL) and toggling the busy timeout around ``BEGIN IMMEDIATE`` (SQLite) cost
+    more than a small transaction itself (docs/benchmarks.md). On PostgreSQL a write
+    connection idle for ``PING_AFTER_S`` is pinged first and replaced if the server
+    dropped it; one that fails mid-use is invalidated and replaced on the next write.
+    With ``pooled_writes`` (many short-lived greenlets) writes use the pool instead.
     """
+
+    pooled_writes = False
+    PING_AFTER_S = 5.0
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -54,9 +61,23 @@ class Store:
         self._pid = os.getpid()
 
     def write_connection(self) -> Connection:
-        """This thread's SQLite write connection (opened on first use; those of threads
-        that have ended are closed then)."""
+        """This thread's write connection (opened on first use; those of threads that
+        have ended are closed then)."""
         conn: Connection | None = getattr(self._local, "writer", None)
+        now = time.monotonic()
+        if (
+            conn is not None
+            and self.postgres
+            and not conn.closed
+            and not conn.invalidated
+            and now - getattr(self._local, "used", now) > self.PING_AFTER_S
+        ):
+            try:
+                conn.exec_driver_sql("SELECT 1")
+                conn.rollback()
+            except DBAPIError:
+                conn.invalidate()
+        self._local.used = now
         if conn is None or conn.closed or conn.invalidated:
             conn = self.engine.connect().execution_options(smithers_write=True, smithers_writer=True)
             self._local.writer = conn
@@ -77,20 +98,27 @@ class Store:
         """A write transaction (BEGIN IMMEDIATE on SQLite); events flush before commit."""
         self._check_pid()
         try:
-            if self.postgres:
+            if self.pooled_writes:
                 with self.engine.connect().execution_options(smithers_write=True) as conn, conn.begin():
                     tx = Tx(conn, self.postgres)
                     yield tx
                     tx.flush()
             else:
                 writer = self.write_connection()
-                with writer.begin():
-                    tx = Tx(writer, False)
-                    yield tx
-                    tx.flush()
+                try:
+                    with writer.begin():
+                        tx = Tx(writer, self.postgres)
+                        yield tx
+                        tx.flush()
+                except DBAPIError as exc:
+                    if exc.connection_invalidated or isinstance(exc, InterfaceError):
+                        self._local.writer = None  # the server dropped it: a new one next time
+                        with contextlib.suppress(SQLAlchemyError):
+                            writer.invalidate()
+                    raise
         except SmithersError:
             raise
-        except OperationalError as exc:
+        except (OperationalError, InterfaceError) as exc:
             raise StoreUnavailable(f"store unavailable: {_reason(exc)}") from exc
 
     @contextmanager

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Insert, Row, Table, Update, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.redaction import redact
 from shared.store import fast
@@ -28,6 +29,12 @@ _NEXT_SEQ = (
     update(s.runs)
     .where(s.runs.c.run_id == bindparam("b_run_id"))
     .values(next_seq=s.runs.c.next_seq + bindparam("b_n"))
+    .returning(s.runs.c.next_seq)
+)
+_NEXT_SEQ_AND_WAKE = (
+    update(s.runs)
+    .where(s.runs.c.run_id == bindparam("b_run_id"))
+    .values(next_seq=s.runs.c.next_seq + bindparam("b_n"), wake_at=bindparam("b_at"))
     .returning(s.runs.c.next_seq)
 )
 _NEXT_FEED = (
@@ -53,6 +60,15 @@ def _insert_statement(table: Table) -> Insert:
     return table.insert()
 
 
+@lru_cache(maxsize=64)
+def _upsert_statement(postgres: bool, table: Table, keys: tuple[str, ...], update: tuple[str, ...]) -> Insert:
+    """``INSERT ... ON CONFLICT (keys) DO UPDATE SET update`` (SQLite and PostgreSQL alike)."""
+    insert = postgresql.insert(table) if postgres else sqlite.insert(table)
+    return insert.on_conflict_do_update(
+        index_elements=[table.c[k] for k in keys], set_={u: insert.excluded[u] for u in update}
+    )
+
+
 @dataclass
 class _Pending:
     type: str
@@ -70,6 +86,7 @@ class Tx:
     postgres: bool
     now: float = field(default_factory=time.time)
     _events: dict[str, list[_Pending]] = field(default_factory=dict)
+    _wake: set[str] = field(default_factory=set)
     woken: set[str] = field(default_factory=set)
 
     def lock_run(self, run_id: str) -> Row[Any] | None:
@@ -113,9 +130,18 @@ class Tx:
         """``INSERT INTO table`` one row (statement cached per table)."""
         fast.execute(self.conn, _insert_statement(table), values, keys=tuple(sorted(values)))
 
+    def upsert(self, table: Table, keys: tuple[str, ...], values: dict[str, Any]) -> None:
+        """Insert one row, or update the non-key ``values`` of the row with the same ``keys``."""
+        update_cols = tuple(sorted(k for k in values if k not in keys and k != "created_at"))
+        stmt = _upsert_statement(self.postgres, table, keys, update_cols)
+        fast.execute(self.conn, stmt, values, keys=tuple(sorted(values)))
+
     def wake(self, run_id: str) -> None:
-        """Mark the run as needing the scheduler now (also noted for a Redis wake-up)."""
-        fast.execute(self.conn, _WAKE, {"b_run_id": run_id, "b_at": self.now})
+        """Mark the run as needing the scheduler now (also noted for a Redis wake-up).
+
+        Written by :meth:`flush` with the run's ``next_seq``: one statement, not two.
+        """
+        self._wake.add(run_id)
         self.woken.add(run_id)
 
     def audit(
@@ -142,13 +168,19 @@ class Tx:
         )
 
     def flush(self) -> None:
-        """Allocate seq and feed ids and insert the queued events (called before commit)."""
+        """Write wake-ups, allocate seq and feed ids and insert the queued events
+        (called before commit)."""
+        for run_id in self._wake.difference(self._events):
+            fast.execute(self.conn, _WAKE, {"b_run_id": run_id, "b_at": self.now})
         total = sum(len(v) for v in self._events.values())
         if not total:
+            self._wake.clear()
             return
         seqs: dict[str, int] = {}
         for run_id, pending in self._events.items():
-            last = fast.execute(self.conn, _NEXT_SEQ, {"b_run_id": run_id, "b_n": len(pending)}).scalar_one()
+            params = {"b_run_id": run_id, "b_n": len(pending), "b_at": self.now}
+            stmt = _NEXT_SEQ_AND_WAKE if run_id in self._wake else _NEXT_SEQ
+            last = fast.execute(self.conn, stmt, params).scalar_one()
             seqs[run_id] = int(last) - len(pending)
         feed_last = fast.execute(self.conn, _NEXT_FEED, {"b_n": total}).scalar_one()
         feed = int(feed_last) - total
@@ -172,3 +204,4 @@ class Tx:
                 )
         fast.execute_many(self.conn, _INSERT_EVENTS, rows)
         self._events.clear()
+        self._wake.clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from sqlalchemy import func, select
 
 from shared import operations
 from shared.decision import decide
-from shared.errors import Conflict, InvalidInput, UnknownWorkflow
+from shared.errors import Conflict, InvalidInput, StoreUnavailable, UnknownWorkflow
 from shared.registry import Registry
 from shared.store import Store
 from shared.store import schema as s
@@ -257,3 +258,40 @@ def test_delete_run_removes_every_dependent_row_but_keeps_the_audit_entry(databa
     with store.read() as conn:
         audit = conn.execute(select(s.audit_log.c.action, s.audit_log.c.actor, s.audit_log.c.run_id)).all()
     assert [tuple(r) for r in audit] == [("run.deleted", "admin-1", "gone")]
+
+
+def test_a_write_connection_the_server_dropped_is_replaced(pg_url: str) -> None:
+    # given a store whose thread has a PostgreSQL write connection
+    store = Store(pg_url)
+    store.migrate()
+    launch = {
+        "workflow": "solo",
+        "run_input": {},
+        "launched_by": "t",
+        "deployment_version": "v",
+    }
+    operations.launch(store, None, registry(), run_id="before", **launch)  # type: ignore[arg-type]
+
+    def kill_writer() -> None:
+        with store.write() as tx:
+            pid = tx.conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        with store.read() as conn:
+            assert conn.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})").scalar_one()
+
+    # when the server drops it while the thread is idle, the ping before the next write replaces it
+    kill_writer()
+    store.PING_AFTER_S = 0.0
+    time.sleep(0.05)
+    operations.launch(store, None, registry(), run_id="after-idle", **launch)  # type: ignore[arg-type]
+
+    # and when it is dropped mid-use, that write fails as unavailable and the next one works
+    store.PING_AFTER_S = 3600.0
+    kill_writer()
+    with pytest.raises(StoreUnavailable):
+        operations.launch(store, None, registry(), run_id="lost", **launch)  # type: ignore[arg-type]
+    operations.launch(store, None, registry(), run_id="after-failure", **launch)  # type: ignore[arg-type]
+
+    with store.read() as conn:
+        ids = {r.run_id for r in conn.execute(select(s.runs.c.run_id))}
+    assert ids == {"before", "after-idle", "after-failure"}
+    store.close()
