@@ -24,6 +24,7 @@ log = logging.getLogger("smithers.scheduler")
 RETRY_UNKNOWN_WORKFLOW_S = 30.0
 MIN_BATCHED_COST_S = 0.005  # decisions cheaper than this are never delayed
 MAX_BATCH_DELAY_S = 0.25
+BATCH_SPACING = 4  # an expensive run is decided again after 4x its last decision's cost
 MAX_BATCH = 64  # runs decided in one transaction
 MAX_BATCH_S = 0.005  # ... or this much work, whichever comes first
 
@@ -40,9 +41,10 @@ class Scheduler:
         self.registry = registry
         self.config = config
         self.decision_config = DecisionConfig(config.redispatch_after_s, config.max_lost)
-        # Adaptive batching: a run is decided again no sooner than its last decision
-        # took, so a wide fan-out (an expensive decision, many completions) is decided
-        # once per batch of completions while a chain (a cheap decision) waits ~never.
+        # Adaptive batching: a run is decided again no sooner than BATCH_SPACING times
+        # its last decision's cost, so a wide fan-out (an expensive decision, many
+        # completions) is decided once per batch of completions while a chain (a cheap
+        # decision) never waits.
         self._cost: dict[str, tuple[float, float]] = {}  # run -> (ended_at, seconds)
         self._deferred: dict[str, float] = {}  # run -> when it may be decided
 
@@ -121,7 +123,8 @@ class Scheduler:
         ready: list[str] = []
         for run_id in ids | set(self._deferred):
             ended, cost = self._cost.get(run_id, (0.0, 0.0))
-            not_before = ended + min(cost, MAX_BATCH_DELAY_S) if cost > MIN_BATCHED_COST_S else 0.0
+            wait = min(BATCH_SPACING * cost, MAX_BATCH_DELAY_S) if cost > MIN_BATCHED_COST_S else 0.0
+            not_before = ended + wait
             if now >= not_before:
                 ready.append(run_id)
                 self._deferred.pop(run_id, None)

@@ -1,0 +1,41 @@
+"""The scheduler's adaptive spacing of expensive decisions (pure bookkeeping, no store)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scheduler.loop import BATCH_SPACING, MAX_BATCH_DELAY_S, Scheduler
+from shared.config import SchedulerConfig
+
+
+def scheduler() -> Scheduler:
+    none: Any = None  # _due touches neither store, broker nor registry
+    return Scheduler(none, none, none, SchedulerConfig())
+
+
+def test_a_cheap_decision_is_never_delayed() -> None:
+    sched = scheduler()
+    sched._cost["chain"] = (100.0, 0.001)
+
+    assert sched._due({"chain"}, 100.0) == ["chain"]
+
+
+def test_an_expensive_run_waits_spacing_times_its_cost_then_is_decided() -> None:
+    # given a run whose last decision took 20 ms and ended at t=100
+    sched = scheduler()
+    sched._cost["wide"] = (100.0, 0.020)
+
+    # when woken just before the spacing has passed, it is deferred, not decided
+    assert sched._due({"wide", "other"}, 100.0 + BATCH_SPACING * 0.020 - 0.001) == ["other"]
+
+    # then a later pass (no new wake-up needed) decides it once the spacing has passed
+    assert sched._due(set(), 100.0 + BATCH_SPACING * 0.020) == ["wide"]
+    assert sched._due(set(), 200.0) == []
+
+
+def test_the_delay_is_capped() -> None:
+    sched = scheduler()
+    sched._cost["huge"] = (100.0, 5.0)
+
+    assert sched._due({"huge"}, 100.0 + MAX_BATCH_DELAY_S - 0.001) == []
+    assert sched._due(set(), 100.0 + MAX_BATCH_DELAY_S) == ["huge"]
