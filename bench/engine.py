@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -57,27 +58,40 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def group_cpu(pgid: int) -> float:
-    """CPU seconds used so far by the live processes of a process group (from /proc)."""
+def _proc_cpu(match: Callable[[str, list[str]], bool]) -> float:
+    """CPU seconds used so far by the live processes ``match(comm, stat_fields)`` picks."""
     total = 0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            head, tail = stat.read_text().rsplit(")", 1)
         except OSError:
             continue
-        if int(fields[2]) == pgid:
+        fields = tail.split()
+        if match(head.split("(", 1)[1], fields):
             total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_line(label: str, procs: dict[str, subprocess.Popen[bytes]], before: dict[str, float]) -> str:
-    """``label: cpu scheduler 1.2s worker 3.4s bench 0.5s`` since ``before``."""
-    now = {name: group_cpu(p.pid) for name, p in procs.items()} | {"bench": time.process_time()}
-    return f"{label}: cpu " + " ".join(f"{k} {now[k] - before.get(k, 0.0):.2f}s" for k in now)
+def group_cpu(pgid: int) -> float:
+    """CPU seconds used so far by the live processes of a process group (from /proc)."""
+    return _proc_cpu(lambda _comm, fields: int(fields[2]) == pgid)
 
 
 def cpu_now(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
-    return {name: group_cpu(p.pid) for name, p in procs.items()} | {"bench": time.process_time()}
+    """CPU seconds so far of each named process group, this process and the servers
+    (the Redis server and, on this host, every ``postgres`` process)."""
+    return (
+        {name: group_cpu(p.pid) for name, p in procs.items()}
+        | {"bench": time.process_time()}
+        | {"redis": _proc_cpu(lambda comm, _f: comm.startswith("redis-server"))}
+        | {"postgres": _proc_cpu(lambda comm, _f: comm == "postgres")}
+    )
+
+
+def cpu_line(label: str, procs: dict[str, subprocess.Popen[bytes]], before: dict[str, float]) -> str:
+    """``label: cpu scheduler 1.2s worker 3.4s bench 0.5s redis 0.3s postgres 0.0s`` since ``before``."""
+    now = cpu_now(procs)
+    return f"{label}: cpu " + " ".join(f"{k} {now[k] - before.get(k, 0.0):.2f}s" for k in now)
 
 
 def wait_runs(store: Store, run_ids: list[str], timeout: float) -> float:

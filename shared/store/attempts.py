@@ -90,20 +90,7 @@ def peek(conn: Connection, attempt_id: str, now: float) -> Claim | None:
     ).first()
     if run is None or run.cancel_requested or node is None or node[0] != attempt_id:
         return None
-    return Claim(
-        attempt_id=attempt_id,
-        claim_token=None,
-        run_id=att.run_id,
-        workflow=run.workflow,
-        module_revision=run.module_revision,
-        node_id=att.node_id,
-        iteration=att.iteration,
-        number=att.number,
-        input=run.input,
-        deadline_at=None if att.timeout_s is None else now + att.timeout_s,
-        cache_key=att.cache_key,
-        started_at=now,
-    )
+    return _claim_of(att, run, None, None if att.timeout_s is None else now + att.timeout_s, now)
 
 
 def claim(
@@ -168,8 +155,13 @@ def claim(
         attempt_id=attempt_id,
         payload={"number": att.number, "worker": worker, "takeover": takeover, "started_at": start},
     )
+    return _claim_of(att, run, token, deadline, start)
+
+
+def _claim_of(att: Any, run: Any, token: str | None, deadline: float | None, started_at: float) -> Claim:
+    """The :class:`Claim` for an attempt row and its run row."""
     return Claim(
-        attempt_id=attempt_id,
+        attempt_id=att.attempt_id,
         claim_token=token,
         run_id=att.run_id,
         workflow=run.workflow,
@@ -180,7 +172,7 @@ def claim(
         input=run.input,
         deadline_at=deadline,
         cache_key=att.cache_key,
-        started_at=start,
+        started_at=started_at,
     )
 
 
