@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -54,6 +55,9 @@ class Broker:
         self.celery.conf.update(celery_settings(redis_url))
         self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
         self._reply_to = str(uuid.uuid4())
+        self._soon_lock = threading.Lock()
+        self._soon: tuple[int, Any] | None = None  # (pid, connection) for wake_soon
+        self._soon_unread = 0  # replies of wake_soon not read yet
 
     def wake(self, *run_ids: str) -> None:
         """Tell a scheduler to look at these runs now; best effort (the sweep covers loss)."""
@@ -63,6 +67,45 @@ class Broker:
             self.redis.lpush(WAKE_KEY, *run_ids)
         except redis.RedisError as exc:
             log.warning("wake-up not sent (%s); the scheduler's sweep will find the run", exc)
+
+    def wake_soon(self, *run_ids: str) -> None:
+        """:meth:`wake` without waiting for Redis' reply (for a step worker's commit path).
+
+        The ``LPUSH`` goes out on a connection of its own and its reply is read before
+        the next one is sent, by when it has long arrived: a worker process does not
+        sit out a round trip per step. Best effort like :meth:`wake`: a wake-up lost
+        with a broken connection is found by the scheduler's sweep.
+        """
+        if not run_ids:
+            return
+        with self._soon_lock:
+            for tries_left in (1, 0):
+                try:
+                    self._push_soon(run_ids)
+                    return
+                except (redis.RedisError, OSError) as exc:
+                    self._drop_soon()
+                    if not tries_left:
+                        log.warning("wake-up not sent (%s); the scheduler's sweep will find the run", exc)
+
+    def _push_soon(self, run_ids: tuple[str, ...]) -> None:
+        if self._soon is None or self._soon[0] != os.getpid():  # none yet, or the parent's
+            self._soon = (os.getpid(), self.redis.connection_pool.make_connection())
+            self._soon_unread = 0
+        conn = self._soon[1]
+        while self._soon_unread:
+            conn.read_response()
+            self._soon_unread -= 1
+        if conn.can_read(timeout=0):  # raises if the server closed it: write to a new one
+            raise redis.ConnectionError("unexpected data on the wake-up connection")
+        conn.send_command("LPUSH", WAKE_KEY, *run_ids)
+        self._soon_unread = 1
+
+    def _drop_soon(self) -> None:
+        if self._soon is not None and self._soon[0] == os.getpid():
+            self._soon[1].disconnect()
+        self._soon = None
+        self._soon_unread = 0
 
     def wait(self, timeout_s: float, batch: int = 500) -> set[str]:
         """Every run id queued so far (up to ``batch``), blocking up to ``timeout_s`` for one.
@@ -114,6 +157,8 @@ class Broker:
 
     def close(self) -> None:
         """Close connections."""
+        with self._soon_lock:
+            self._drop_soon()
         self.redis.close()
         self.celery.close()
 

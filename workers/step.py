@@ -211,7 +211,7 @@ def _start(env: WorkerEnv, attempt_id: str) -> Claim | None:
             return c
     with env.store.write() as tx:
         got = claim(tx, attempt_id, env.worker_id, env.config.lease_s)
-    env.broker.wake(*tx.woken)
+    env.broker.wake_soon(*tx.woken)
     return got
 
 
@@ -290,7 +290,7 @@ def _commit(
             worker=env.worker_id,
             started_at=c.started_at,
         )
-    env.broker.wake(c.run_id)
+    env.broker.wake_soon(c.run_id)
     if not committed:
         log.warning("attempt %s of %s/%s: result refused (fenced out)", c.attempt_id, c.run_id, c.node_id)
         return "fenced"

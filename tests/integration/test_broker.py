@@ -46,3 +46,31 @@ def test_lean_step_message_matches_celery_send_task(redis_url: str) -> None:
             assert first["properties"]["delivery_tag"] != second["properties"]["delivery_tag"]
     finally:
         broker.close()
+
+
+def test_wake_soon_delivers_every_wake_up_and_survives_a_dropped_connection(redis_url: str) -> None:
+    broker = Broker(redis_url)
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        # given wake-ups sent without waiting for their replies
+        for i in range(50):
+            broker.wake_soon(f"run-{i}")
+        broker.wake_soon("run-a", "run-b")
+
+        # then the scheduler's side receives every one
+        assert broker.wait(1.0, batch=1000) == {f"run-{i}" for i in range(50)} | {"run-a", "run-b"}
+
+        # when Redis drops the connection the wake-ups go out on (its reply still unread)
+        broker.wake_soon("before-kill")
+        assert broker.wait(1.0) == {"before-kill"}
+        killed = admin.client_kill_filter(_type="normal", skipme=True)
+        assert killed >= 1
+
+        # then the next wake-up is sent on a new connection, not lost
+        broker.wake_soon("after-kill")
+        assert broker.wait(1.0) == {"after-kill"}
+        broker.wake_soon("again")
+        assert broker.wait(1.0) == {"again"}
+    finally:
+        broker.close()
+        admin.close()
