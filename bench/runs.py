@@ -1,0 +1,105 @@
+"""Throughput of one kind of run alone: a quicker probe than bench/engine.py.
+
+    .venv/bin/python bench/runs.py [--runs 1000] [--workflow b-one] [--database-url URL]
+
+Starts a private Redis, a scheduler and a step worker (``--concurrency 2``) like
+bench/engine.py, warms them up, launches ``--runs`` runs of ``--workflow`` (from
+bench/workflows.py: ``b-one``, ``b-seq40``, ``b-wide``) and prints the wall time, steps/s
+(runs/s for ``b-one``) and the CPU each process used. No yardstick: use it to compare
+two versions of the code in alternating runs on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.engine import cpu_line, cpu_now, start, stop, wait_runs  # noqa: E402
+from shared import operations  # noqa: E402
+from shared.broker import Broker  # noqa: E402
+from shared.registry import load_registry  # noqa: E402
+from shared.store import Store  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--workflow", default="b-one")
+    parser.add_argument("--database-url", default=None, help="default: a SQLite file in a temp dir")
+    parser.add_argument("--concurrency", type=int, default=2)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="smithers-bench-"))
+    url = args.database_url or f"sqlite:///{workdir / 'bench.db'}"
+    from smithers.embedded import free_port, redis_binary  # noqa: PLC0415
+
+    port = free_port()
+    server = subprocess.Popen(
+        [redis_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    time.sleep(0.3)
+    env = {
+        **os.environ,
+        "SMITHERS_DATABASE_URL": url,
+        "SMITHERS_REDIS_URL": redis_url,
+        "SMITHERS_WORKFLOWS": "bench.workflows",
+        "PYTHONPATH": str(ROOT),
+    }
+    store = Store(url)
+    store.migrate()
+    broker = Broker(redis_url)
+    registry = load_registry("bench.workflows", str(ROOT))
+    smithers = [sys.executable, "-m", "smithers"]
+    procs = {
+        "scheduler": start(
+            [*smithers, "scheduler", "--log-level", "WARNING"], env, workdir / "scheduler.log"
+        ),
+        "worker": start(
+            [*smithers, "worker", "--concurrency", str(args.concurrency), "--log-level", "WARNING"],
+            env,
+            workdir / "worker.log",
+        ),
+    }
+
+    def launch(name: str) -> str:
+        run, _ = operations.launch(
+            store,
+            broker,
+            registry,
+            workflow=name,
+            run_input={},
+            run_id=None,
+            launched_by="bench",
+            deployment_version="bench",
+        )
+        return run.run_id
+
+    try:
+        wait_runs(store, [launch("b-one") for _ in range(20)], 60)  # warm-up
+        before = cpu_now(procs)
+        t0 = time.time()
+        ids = [launch(args.workflow) for _ in range(args.runs)]
+        t1 = wait_runs(store, ids, 600)
+        steps = args.runs * len(registry.get(args.workflow).workflow.nodes)
+        print(f"{args.runs} x {args.workflow}: {t1 - t0:.2f}s, {steps / (t1 - t0):.0f} steps/s", flush=True)
+        print(cpu_line("cpu", procs, before), flush=True)
+    finally:
+        for p in procs.values():
+            stop(p)
+        broker.close()
+        store.close()
+        server.terminate()
+        server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
