@@ -191,8 +191,10 @@ def execute(
 def execute_many(conn: Connection, stmt: Executable, rows: list[dict[str, Any]]) -> None:
     """``executemany`` of one ``INSERT`` shape (every row has the same keys).
 
-    On psycopg2 a DBAPI ``executemany`` is one round trip a row, so more than a few
-    rows go through SQLAlchemy's batched ``insertmanyvalues`` instead.
+    On psycopg2 a DBAPI ``executemany`` is one round trip a row: a few rows are sent
+    as one string of statements (what ``psycopg2.extras.execute_batch`` does, the
+    values quoted by the driver's ``mogrify``), more go through SQLAlchemy's batched
+    ``insertmanyvalues``.
     """
     if not rows:
         return
@@ -203,6 +205,9 @@ def execute_many(conn: Connection, stmt: Executable, rows: list[dict[str, Any]])
         return
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.executemany(c.sql, [_args(c, r) for r in rows])
+        if c.order is None and len(rows) > 1:  # psycopg2 (named parameters)
+            cursor.execute(b";".join(cursor.mogrify(c.sql, _args(c, r)) for r in rows))
+        else:
+            cursor.executemany(c.sql, [_args(c, r) for r in rows])
     finally:
         cursor.close()
