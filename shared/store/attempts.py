@@ -29,7 +29,7 @@ from shared.store import fast
 from shared.store import schema as s
 from shared.store.sandboxes import hold_for_review
 from shared.store.state import write_output
-from shared.store.tx import RUN_BY_ID, Tx
+from shared.store.tx import Tx
 
 CLAIM_AFTER_S = 0.25  # a step still running after this is claimed (lease, deadline)
 
@@ -38,6 +38,25 @@ _CURRENT = select(s.nodes.c.current_attempt_id).where(
     s.nodes.c.run_id == bindparam("b_run_id"),
     s.nodes.c.node_id == bindparam("b_node_id"),
     s.nodes.c.iteration == bindparam("b_iteration"),
+)
+_PEEK = (
+    select(
+        s.attempts,
+        s.runs.c.workflow,
+        s.runs.c.module_revision,
+        s.runs.c.input,
+        s.runs.c.cancel_requested,
+        s.nodes.c.current_attempt_id,
+    )
+    .select_from(
+        s.attempts.join(s.runs, s.runs.c.run_id == s.attempts.c.run_id).outerjoin(
+            s.nodes,
+            (s.nodes.c.run_id == s.attempts.c.run_id)
+            & (s.nodes.c.node_id == s.attempts.c.node_id)
+            & (s.nodes.c.iteration == s.attempts.c.iteration),
+        )
+    )
+    .where(s.attempts.c.attempt_id == bindparam("b_attempt_id"))
 )
 _WAKE_BY = (
     update(s.runs)
@@ -81,16 +100,12 @@ def peek(conn: Connection, attempt_id: str, now: float) -> Claim | None:
     """An unclaimed :class:`Claim` if the attempt is queued, current and its run not
     cancelled (read-only, no write lock); None means "ask :func:`claim`", which
     takes over an expired lease or records why the attempt is not ours to run."""
-    att = fast.execute(conn, _ATTEMPT, {"b_attempt_id": attempt_id}).first()
-    if att is None or att.state != AttemptState.QUEUED:
+    row = fast.execute(conn, _PEEK, {"b_attempt_id": attempt_id}).first()  # attempt, run, node
+    if row is None or row.state != AttemptState.QUEUED:
         return None
-    run = fast.execute(conn, RUN_BY_ID, {"b_run_id": att.run_id}).first()
-    node = fast.execute(
-        conn, _CURRENT, {"b_run_id": att.run_id, "b_node_id": att.node_id, "b_iteration": att.iteration}
-    ).first()
-    if run is None or run.cancel_requested or node is None or node[0] != attempt_id:
+    if row.cancel_requested or row.current_attempt_id != attempt_id:
         return None
-    return _claim_of(att, run, None, None if att.timeout_s is None else now + att.timeout_s, now)
+    return _claim_of(row, row, None, None if row.timeout_s is None else now + row.timeout_s, now)
 
 
 def claim(
