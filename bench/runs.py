@@ -12,8 +12,6 @@ two versions of the code in alternating runs on the same machine.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,11 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.engine import cpu_line, cpu_now, start, stop, wait_runs  # noqa: E402
-from shared import operations  # noqa: E402
-from shared.broker import Broker  # noqa: E402
-from shared.registry import load_registry  # noqa: E402
-from shared.store import Store  # noqa: E402
+from bench.engine import Engine, cpu_line, cpu_now, start_redis, wait_runs  # noqa: E402
 
 
 def main() -> None:
@@ -38,65 +32,20 @@ def main() -> None:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="smithers-bench-"))
     url = args.database_url or f"sqlite:///{workdir / 'bench.db'}"
-    from smithers.embedded import free_port, redis_binary  # noqa: PLC0415
-
-    port = free_port()
-    server = subprocess.Popen(
-        [redis_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    redis_url = f"redis://127.0.0.1:{port}/0"
-    time.sleep(0.3)
-    env = {
-        **os.environ,
-        "SMITHERS_DATABASE_URL": url,
-        "SMITHERS_REDIS_URL": redis_url,
-        "SMITHERS_WORKFLOWS": "bench.workflows",
-        "PYTHONPATH": str(ROOT),
-    }
-    store = Store(url)
-    store.migrate()
-    broker = Broker(redis_url)
-    registry = load_registry("bench.workflows", str(ROOT))
-    smithers = [sys.executable, "-m", "smithers"]
-    procs = {
-        "scheduler": start(
-            [*smithers, "scheduler", "--log-level", "WARNING"], env, workdir / "scheduler.log"
-        ),
-        "worker": start(
-            [*smithers, "worker", "--concurrency", str(args.concurrency), "--log-level", "WARNING"],
-            env,
-            workdir / "worker.log",
-        ),
-    }
-
-    def launch(name: str) -> str:
-        run, _ = operations.launch(
-            store,
-            broker,
-            registry,
-            workflow=name,
-            run_input={},
-            run_id=None,
-            launched_by="bench",
-            deployment_version="bench",
-        )
-        return run.run_id
-
+    server, redis_url = start_redis()
+    engine = Engine(url, redis_url, workdir, args.concurrency)
+    launch, procs = engine.launch, engine.procs
     try:
-        wait_runs(store, [launch("b-one") for _ in range(20)], 60)  # warm-up
+        wait_runs(engine.store, [launch("b-one") for _ in range(20)], 60)  # warm-up
         before = cpu_now(procs)
         t0 = time.time()
         ids = [launch(args.workflow) for _ in range(args.runs)]
-        t1 = wait_runs(store, ids, 600)
-        steps = args.runs * len(registry.get(args.workflow).workflow.nodes)
+        t1 = wait_runs(engine.store, ids, 600)
+        steps = args.runs * len(engine.registry.get(args.workflow).workflow.nodes)
         print(f"{args.runs} x {args.workflow}: {t1 - t0:.2f}s, {steps / (t1 - t0):.0f} steps/s", flush=True)
         print(cpu_line("cpu", procs, before), flush=True)
     finally:
-        for p in procs.values():
-            stop(p)
-        broker.close()
-        store.close()
+        engine.close()
         server.terminate()
         server.wait(timeout=10)
 
