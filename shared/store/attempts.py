@@ -116,17 +116,10 @@ def claim(
     ``started_at`` is when the worker started the step, for a lazy claim (see the
     module docstring); the lease runs from now, the deadline from the start.
     """
-    a = s.attempts
-    att = tx.execute(_ATTEMPT, {"b_attempt_id": attempt_id}).first()
-    if att is None:
+    loaded = _load(tx, attempt_id)
+    if loaded is None:
         return None
-    run = tx.lock_run(att.run_id)
-    if run is None:
-        return None
-    node = tx.execute(
-        _CURRENT, {"b_run_id": att.run_id, "b_node_id": att.node_id, "b_iteration": att.iteration}
-    ).first()
-    current = node is not None and node[0] == attempt_id
+    att, run, current = loaded
     takeover = (
         att.state == AttemptState.RUNNING
         and att.lease_expires_at is not None
@@ -142,35 +135,52 @@ def claim(
             payload={"state": att.state, "worker": worker},
         )
         return None
-    token = str(uuid.uuid4())
-    start = tx.now if started_at is None else started_at
-    deadline = None if att.timeout_s is None else start + att.timeout_s
-    tx.update(
-        a,
-        {"attempt_id": attempt_id},
-        {
-            "state": AttemptState.RUNNING.value,
-            "claim_token": token,
-            "worker": worker,
-            "started_at": start,
-            "heartbeat_at": tx.now,
-            "lease_expires_at": tx.now + lease_s,
-            "deadline_at": deadline,
-        },
-    )
+    started = _start(tx, att, worker, started_at, takeover)
+    values = {**started, "state": AttemptState.RUNNING.value, "lease_expires_at": tx.now + lease_s}
+    tx.update(s.attempts, {"attempt_id": attempt_id}, values)
     node_key = {"run_id": att.run_id, "node_id": att.node_id, "iteration": att.iteration}
     tx.update(s.nodes, node_key, {"status": NodeStatus.RUNNING.value, "updated_at": tx.now})
+    deadline = started["deadline_at"]
     if deadline is not None:  # the scheduler looks again when the step's time is up
         tx.execute(_WAKE_BY, {"b_run_id": att.run_id, "b_at": deadline})
+    return _claim_of(att, run, started["claim_token"], deadline, started["started_at"])
+
+
+def _load(tx: Tx, attempt_id: str) -> tuple[Any, Any, bool] | None:
+    """The attempt's row, its run's row (locked) and whether it is the node's current
+    attempt; None if either row is gone."""
+    att = tx.execute(_ATTEMPT, {"b_attempt_id": attempt_id}).first()
+    if att is None:
+        return None
+    run = tx.lock_run(att.run_id)
+    if run is None:
+        return None
+    node = tx.execute(
+        _CURRENT, {"b_run_id": att.run_id, "b_node_id": att.node_id, "b_iteration": att.iteration}
+    ).first()
+    return att, run, node is not None and node[0] == attempt_id
+
+
+def _start(tx: Tx, att: Any, worker: str | None, started_at: float | None, takeover: bool) -> dict[str, Any]:
+    """Record that ``worker`` started the attempt (its ``attempt.started`` event); the
+    attempt columns a start sets: a fresh claim token, the start time (``started_at``,
+    else now) and the deadline counted from it."""
+    start = tx.now if started_at is None else started_at
     tx.emit(
         att.run_id,
         "attempt.started",
         node_id=att.node_id,
         iteration=att.iteration,
-        attempt_id=attempt_id,
+        attempt_id=att.attempt_id,
         payload={"number": att.number, "worker": worker, "takeover": takeover, "started_at": start},
     )
-    return _claim_of(att, run, token, deadline, start)
+    return {
+        "claim_token": str(uuid.uuid4()),
+        "worker": worker,
+        "started_at": start,
+        "heartbeat_at": tx.now,
+        "deadline_at": None if att.timeout_s is None else start + att.timeout_s,
+    }
 
 
 def _claim_of(att: Any, run: Any, token: str | None, deadline: float | None, started_at: float) -> Claim:
@@ -220,16 +230,10 @@ def complete(
     ``waiting`` (see :func:`shared.store.sandboxes.hold_for_review`).
     """
     a = s.attempts
-    att = tx.execute(_ATTEMPT, {"b_attempt_id": attempt_id}).first()
-    if att is None:
+    loaded = _load(tx, attempt_id)
+    if loaded is None:
         return False
-    run = tx.lock_run(att.run_id)
-    if run is None:
-        return False
-    node = tx.execute(
-        _CURRENT, {"b_run_id": att.run_id, "b_node_id": att.node_id, "b_iteration": att.iteration}
-    ).first()
-    current = node is not None and node[0] == attempt_id
+    att, run, current = loaded
     if token is None:
         owned = current and att.state == AttemptState.QUEUED and not run.cancel_requested
     else:
@@ -244,21 +248,8 @@ def complete(
         )
         return False
     values: dict[str, Any] = {"finished_at": tx.now}
-    if token is None:
-        start = tx.now if started_at is None else started_at
-        values.update(
-            claim_token=str(uuid.uuid4()),
-            worker=worker,
-            started_at=start,
-            heartbeat_at=tx.now,
-            deadline_at=None if att.timeout_s is None else start + att.timeout_s,
-        )
-        tx.emit(
-            att.run_id,
-            "attempt.started",
-            **where,
-            payload={"number": att.number, "worker": worker, "takeover": False, "started_at": start},
-        )
+    if token is None:  # claimed and finished in this one transaction
+        values.update(_start(tx, att, worker, started_at, takeover=False))
     if ok:
         tx.update(a, {"attempt_id": attempt_id}, {**values, "state": AttemptState.SUCCEEDED.value})
         tx.emit(att.run_id, "attempt.succeeded", **where, payload={"number": att.number})

@@ -202,10 +202,7 @@ def write_output(
         "attempt_id": attempt_id,
         "created_at": tx.now,
     }
-    tx.upsert(s.outputs, _OUTPUT_KEY, row)
-
-
-_OUTPUT_KEY = ("run_id", "node_id", "iteration")
+    tx.upsert(s.outputs, ("run_id", "node_id", "iteration"), row)
 
 
 def apply_decision(tx: Tx, run_id: str, decision: Decision) -> list[Message]:

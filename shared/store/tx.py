@@ -131,7 +131,8 @@ class Tx:
         fast.execute(self.conn, _insert_statement(table), values, keys=tuple(sorted(values)))
 
     def upsert(self, table: Table, keys: tuple[str, ...], values: dict[str, Any]) -> None:
-        """Insert one row, or update the non-key ``values`` of the row with the same ``keys``."""
+        """Insert one row, or update the non-key ``values`` of the row with the same
+        ``keys`` (``created_at`` keeps the first insert's time)."""
         update_cols = tuple(sorted(k for k in values if k not in keys and k != "created_at"))
         stmt = _upsert_statement(self.postgres, table, keys, update_cols)
         fast.execute(self.conn, stmt, values, keys=tuple(sorted(values)))
@@ -170,16 +171,16 @@ class Tx:
     def flush(self) -> None:
         """Write wake-ups, allocate seq and feed ids and insert the queued events
         (called before commit)."""
-        for run_id in self._wake.difference(self._events):
+        wake, self._wake = self._wake, set()
+        for run_id in wake.difference(self._events):
             fast.execute(self.conn, _WAKE, {"b_run_id": run_id, "b_at": self.now})
         total = sum(len(v) for v in self._events.values())
         if not total:
-            self._wake.clear()
             return
         seqs: dict[str, int] = {}
         for run_id, pending in self._events.items():
             params = {"b_run_id": run_id, "b_n": len(pending), "b_at": self.now}
-            stmt = _NEXT_SEQ_AND_WAKE if run_id in self._wake else _NEXT_SEQ
+            stmt = _NEXT_SEQ_AND_WAKE if run_id in wake else _NEXT_SEQ
             last = fast.execute(self.conn, stmt, params).scalar_one()
             seqs[run_id] = int(last) - len(pending)
         feed_last = fast.execute(self.conn, _NEXT_FEED, {"b_n": total}).scalar_one()
@@ -204,4 +205,3 @@ class Tx:
                 )
         fast.execute_many(self.conn, _INSERT_EVENTS, rows)
         self._events.clear()
-        self._wake.clear()

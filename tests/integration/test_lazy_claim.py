@@ -65,17 +65,23 @@ def dispatch(store: Store, reg: Registry, run_id: str) -> list[str]:
     return [m.attempt_id for m in messages]
 
 
+def queued(database_url: str, run_id: str) -> tuple[Store, str]:
+    """A store holding run ``run_id`` with its first step dispatched; that attempt's id."""
+    store = Store(database_url)
+    store.migrate()
+    reg = registry()
+    launch(store, reg, run_id, database_url)
+    [attempt_id] = dispatch(store, reg, run_id)
+    return store, attempt_id
+
+
 def types(store: Store, run_id: str) -> list[str]:
     with store.read() as conn:
         return [e.type for e in events_after(conn, run_id)]
 
 
 def test_a_lazy_claim_and_its_result_commit_together_and_only_once(database_url: str) -> None:
-    store = Store(database_url)
-    store.migrate()
-    reg = registry()
-    launch(store, reg, "lazy-1", database_url)
-    [attempt_id] = dispatch(store, reg, "lazy-1")
+    store, attempt_id = queued(database_url, "lazy-1")
 
     # two deliveries of the same message both pass the read-only check
     with store.read() as conn:
@@ -108,11 +114,7 @@ def test_a_lazy_claim_and_its_result_commit_together_and_only_once(database_url:
 def test_a_lazy_result_is_refused_once_the_run_is_cancelled_or_another_worker_claimed(
     database_url: str,
 ) -> None:
-    store = Store(database_url)
-    store.migrate()
-    reg = registry()
-    launch(store, reg, "lazy-2", database_url)
-    [attempt_id] = dispatch(store, reg, "lazy-2")
+    store, attempt_id = queued(database_url, "lazy-2")
     with store.write() as tx:  # another delivery ran long enough to be claimed
         other = claim(tx, attempt_id, "w2", 30, started_at=time.time() - 1)
     assert other is not None and other.claim_token is not None
@@ -121,8 +123,8 @@ def test_a_lazy_result_is_refused_once_the_run_is_cancelled_or_another_worker_cl
     with store.write() as tx:
         assert complete(tx, attempt_id, other.claim_token, ok=True, output=2)
 
-    launch(store, reg, "lazy-3", database_url)
-    [attempt_id] = dispatch(store, reg, "lazy-3")
+    store.close()
+    store, attempt_id = queued(database_url, "lazy-3")
     operations.cancel(store, None, "lazy-3", "t")
     with store.read() as conn:
         assert peek(conn, attempt_id, time.time()) is None
@@ -133,11 +135,7 @@ def test_a_lazy_result_is_refused_once_the_run_is_cancelled_or_another_worker_cl
 
 
 def test_a_claim_with_a_deadline_wakes_the_scheduler_when_the_step_is_due(database_url: str) -> None:
-    store = Store(database_url)
-    store.migrate()
-    reg = registry()
-    launch(store, reg, "lazy-4", database_url)
-    [attempt_id] = dispatch(store, reg, "lazy-4")
+    store, attempt_id = queued(database_url, "lazy-4")
     started = time.time() - 5
     with store.write() as tx:
         c = claim(tx, attempt_id, "w1", 30, started_at=started)
