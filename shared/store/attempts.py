@@ -137,12 +137,12 @@ def claim(
         return None
     started = _start(tx, att, worker, started_at, takeover)
     values = {**started, "state": AttemptState.RUNNING.value, "lease_expires_at": tx.now + lease_s}
-    tx.update(s.attempts, {"attempt_id": attempt_id}, values)
+    tx.set(s.attempts, {"attempt_id": attempt_id}, values)
     node_key = {"run_id": att.run_id, "node_id": att.node_id, "iteration": att.iteration}
-    tx.update(s.nodes, node_key, {"status": NodeStatus.RUNNING.value, "updated_at": tx.now})
+    tx.set(s.nodes, node_key, {"status": NodeStatus.RUNNING.value, "updated_at": tx.now})
     deadline = started["deadline_at"]
     if deadline is not None:  # the scheduler looks again when the step's time is up
-        tx.execute(_WAKE_BY, {"b_run_id": att.run_id, "b_at": deadline})
+        fast.defer(tx.conn, _WAKE_BY, {"b_run_id": att.run_id, "b_at": deadline})
     return _claim_of(att, run, started["claim_token"], deadline, started["started_at"])
 
 
@@ -251,13 +251,13 @@ def complete(
     if token is None:  # claimed and finished in this one transaction
         values.update(_start(tx, att, worker, started_at, takeover=False))
     if ok:
-        tx.update(a, {"attempt_id": attempt_id}, {**values, "state": AttemptState.SUCCEEDED.value})
+        tx.set(a, {"attempt_id": attempt_id}, {**values, "state": AttemptState.SUCCEEDED.value})
         tx.emit(att.run_id, "attempt.succeeded", **where, payload={"number": att.number})
         # A sandbox result with patches to review holds the node (output written,
         # downstream blocked) until the review is decided.
         held = att.queue == SANDBOX_QUEUE and hold_for_review(tx, att.run_id, attempt_id) is not None
         status = NodeStatus.WAITING if held else NodeStatus.SUCCEEDED
-        tx.update(
+        tx.set(
             s.nodes,
             {"run_id": att.run_id, "node_id": att.node_id, "iteration": att.iteration},
             {
@@ -273,9 +273,7 @@ def complete(
         if not held:
             tx.emit(att.run_id, "node.succeeded", node_id=att.node_id, iteration=att.iteration)
     else:
-        tx.update(
-            a, {"attempt_id": attempt_id}, {**values, "state": AttemptState.FAILED.value, "error": error}
-        )
+        tx.set(a, {"attempt_id": attempt_id}, {**values, "state": AttemptState.FAILED.value, "error": error})
         tx.emit(att.run_id, "attempt.failed", **where, payload={"number": att.number, **(error or {})})
     tx.wake(att.run_id)
     return True

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, create_engine
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+
+from shared.store.fast import send_pipeline
 
 MIGRATION_LOCK_ID = 0x536D697468  # "Smith"
 
@@ -11,10 +15,18 @@ def make_postgres_engine(url: str) -> Engine:
     """An engine on PostgreSQL (``postgresql+psycopg2://``) in READ COMMITTED."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg2://" + url.split("://", 1)[1]
-    return create_engine(
+    engine = create_engine(
         url,
         pool_pre_ping=True,
         pool_size=8,
         max_overflow=8,
         isolation_level="READ COMMITTED",
     )
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _send_queued(conn: Connection, cursor: Any, *_: Any) -> None:
+        # A statement SQLAlchemy runs inside a pipelined transaction: what is queued
+        # (BEGIN first) goes before it (shared.store.fast).
+        send_pipeline(conn, cursor)
+
+    return engine

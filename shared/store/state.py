@@ -172,22 +172,25 @@ def load_run_view(tx: Tx, run_id: str) -> tuple[RunView, Any] | None:
     return view, run
 
 
+_NEW_NODE = {
+    "failures": 0,
+    "lost": 0,
+    "current_iteration": 0,
+    "current_attempt_id": None,
+    "next_at": None,
+    "finished_at": None,
+    "error": None,
+}
+
+
 def _upsert_node(
     tx: Tx, run_id: str, node_id: str, iteration: int, kind: str, values: dict[str, Any]
 ) -> None:
+    """Set ``values`` on the node execution, creating it if it is new (one statement)."""
     key = {"run_id": run_id, "node_id": node_id, "iteration": iteration}
     values = {**values, "updated_at": tx.now}
-    if tx.update(s.nodes, key, values) == 0:
-        base = {
-            "failures": 0,
-            "lost": 0,
-            "current_iteration": 0,
-            "current_attempt_id": None,
-            "next_at": None,
-            "finished_at": None,
-            "error": None,
-        }
-        tx.insert(s.nodes, {**base, **key, "kind": kind, "started_at": tx.now, **values})
+    row = {**_NEW_NODE, **key, "kind": kind, "started_at": tx.now, **values}
+    tx.upsert(s.nodes, ("run_id", "node_id", "iteration"), row, update=tuple(values))
 
 
 def write_output(
@@ -257,7 +260,7 @@ def apply_decision(tx: Tx, run_id: str, decision: Decision) -> list[Message]:
             terminal = action.status.terminal
             _set_run(tx, run_id, action)
     wake_at = tx.now if cache_hit else decision.wake_at  # a hit frees downstream nodes now
-    tx.update(s.runs, {"run_id": run_id}, {"wake_at": None if terminal else wake_at, "updated_at": tx.now})
+    tx.set(s.runs, {"run_id": run_id}, {"wake_at": None if terminal else wake_at, "updated_at": tx.now})
     return messages
 
 
@@ -394,7 +397,7 @@ def _set_run(tx: Tx, run_id: str, action: SetRun) -> None:
     values: dict[str, Any] = {"status": action.status.value, "updated_at": tx.now}
     if action.status.terminal:
         values.update(finished_at=tx.now, output=action.output, error=action.error)
-    tx.update(s.runs, {"run_id": run_id}, values)
+    tx.set(s.runs, {"run_id": run_id}, values)
     payload: dict[str, Any] = {}
     if action.error:
         payload["error"] = action.error

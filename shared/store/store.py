@@ -8,11 +8,13 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 from shared.errors import SmithersError, StoreUnavailable
+from shared.store import fast
 from shared.store.engine import make_engine
 from shared.store.migrate import migrate
 from shared.store.tx import Tx
@@ -30,6 +32,8 @@ class Store:
     more than a small transaction itself (docs/benchmarks.md). On PostgreSQL a write
     connection idle for ``PING_AFTER_S`` is pinged first and replaced if the server
     dropped it; one that fails mid-use is invalidated and replaced on the next write.
+    PostgreSQL write transactions on it are pipelined (:class:`shared.store.fast.Pipeline`):
+    writes nobody reads back travel with the next statement or with ``COMMIT``.
     With ``pooled_writes`` (many short-lived greenlets) writes use the pool instead.
     """
 
@@ -80,13 +84,18 @@ class Store:
         self._local.used = now
         if conn is None or conn.closed or conn.invalidated:
             conn = self.engine.connect().execution_options(smithers_write=True, smithers_writer=True)
+            if self.postgres:  # pipelined transactions: our own BEGIN and COMMIT (fast.Pipeline)
+                # Set on the driver, not as SQLAlchemy's isolation level, which would be
+                # reset with a round trip (failing on a dropped connection) at check-in;
+                # _close turns it off before the connection goes back to the pool.
+                conn.connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
             self._local.writer = conn
             with self._writers_lock:
                 ended = [c for t, c in self._writers if not t.is_alive()]
                 self._writers = [(t, c) for t, c in self._writers if t.is_alive()]
                 self._writers.append((threading.current_thread(), conn))
             for old in ended:
-                old.close()
+                _close(old)
         return conn
 
     def _check_pid(self) -> None:
@@ -107,9 +116,25 @@ class Store:
                 writer = self.write_connection()
                 try:
                     with writer.begin():
-                        tx = Tx(writer, self.postgres)
-                        yield tx
-                        tx.flush()
+                        if not self.postgres:
+                            tx = Tx(writer, False)
+                            yield tx
+                            tx.flush()
+                        else:
+                            fast.begin_pipeline(writer)
+                            try:
+                                tx = Tx(writer, True)
+                                yield tx
+                                tx.flush()
+                            except BaseException:
+                                try:
+                                    fast.end_pipeline(writer, commit=False)
+                                except DBAPIError:  # cannot roll back: drop the connection
+                                    self._local.writer = None
+                                    with contextlib.suppress(SQLAlchemyError):
+                                        writer.invalidate()
+                                raise
+                            fast.end_pipeline(writer, commit=True)
                 except DBAPIError as exc:
                     if exc.connection_invalidated or isinstance(exc, InterfaceError):
                         self._local.writer = None  # the server dropped it: a new one next time
@@ -138,9 +163,22 @@ class Store:
         with self._writers_lock:
             writers, self._writers = self._writers, []
         for _, conn in writers:
-            conn.close()
+            _close(conn)
         self._local = threading.local()
         self.engine.dispose()
+
+
+def _close(conn: Connection) -> None:
+    """Close a write connection (back to the pool, out of autocommit), even one the
+    server already dropped."""
+    try:
+        dbapi_conn: Any = conn.connection.dbapi_connection
+        if conn.dialect.name == "postgresql" and dbapi_conn is not None and not dbapi_conn.closed:
+            dbapi_conn.autocommit = False
+        conn.close()
+    except Exception:  # raw driver errors too: the connection is gone either way
+        with contextlib.suppress(Exception):
+            conn.invalidate()
 
 
 def _reason(exc: DBAPIError) -> str:

@@ -126,16 +126,32 @@ class Tx:
         params.update({f"w_{k}": v for k, v in where.items()})
         return int(fast.execute(self.conn, stmt, params).rowcount)
 
-    def insert(self, table: Table, values: dict[str, Any]) -> None:
-        """``INSERT INTO table`` one row (statement cached per table)."""
-        fast.execute(self.conn, _insert_statement(table), values, keys=tuple(sorted(values)))
+    def set(self, table: Table, where: dict[str, Any], values: dict[str, Any]) -> None:
+        """:meth:`update` when the row count is not needed: on a pipelined connection
+        it travels with the next round trip (:func:`shared.store.fast.defer`)."""
+        stmt = _update_statement(table, tuple(sorted(values)), tuple(sorted(where)))
+        params = {f"v_{k}": v for k, v in values.items()}
+        params.update({f"w_{k}": v for k, v in where.items()})
+        fast.defer(self.conn, stmt, params)
 
-    def upsert(self, table: Table, keys: tuple[str, ...], values: dict[str, Any]) -> None:
-        """Insert one row, or update the non-key ``values`` of the row with the same
-        ``keys`` (``created_at`` keeps the first insert's time)."""
-        update_cols = tuple(sorted(k for k in values if k not in keys and k != "created_at"))
-        stmt = _upsert_statement(self.postgres, table, keys, update_cols)
-        fast.execute(self.conn, stmt, values, keys=tuple(sorted(values)))
+    def insert(self, table: Table, values: dict[str, Any]) -> None:
+        """``INSERT INTO table`` one row (statement cached per table; deferred like :meth:`set`)."""
+        fast.defer(self.conn, _insert_statement(table), values, keys=tuple(sorted(values)))
+
+    def upsert(
+        self,
+        table: Table,
+        keys: tuple[str, ...],
+        values: dict[str, Any],
+        update: tuple[str, ...] | None = None,
+    ) -> None:
+        """Insert one row, or update the row with the same ``keys``: its columns named
+        in ``update``, by default every non-key value but ``created_at`` (which keeps
+        the first insert's time). Deferred like :meth:`set`."""
+        if update is None:
+            update = tuple(k for k in values if k not in keys and k != "created_at")
+        stmt = _upsert_statement(self.postgres, table, keys, tuple(sorted(update)))
+        fast.defer(self.conn, stmt, values, keys=tuple(sorted(values)))
 
     def wake(self, run_id: str) -> None:
         """Mark the run as needing the scheduler now (also noted for a Redis wake-up).
@@ -170,12 +186,17 @@ class Tx:
 
     def flush(self) -> None:
         """Write wake-ups, allocate seq and feed ids and insert the queued events
-        (called before commit)."""
+        (called before commit; on a pipelined connection the inserts go with COMMIT)."""
         wake, self._wake = self._wake, set()
         for run_id in wake.difference(self._events):
-            fast.execute(self.conn, _WAKE, {"b_run_id": run_id, "b_at": self.now})
+            fast.defer(self.conn, _WAKE, {"b_run_id": run_id, "b_at": self.now})
         total = sum(len(v) for v in self._events.values())
         if not total:
+            return
+        if fast.pipelined(self.conn):
+            sql, args = _events_sql(self._events, wake, self.now, _json_processor(self.conn))
+            fast.defer_text(self.conn, sql, args)
+            self._events.clear()
             return
         seqs: dict[str, int] = {}
         for run_id, pending in self._events.items():
@@ -205,3 +226,53 @@ class Tx:
                 )
         fast.execute_many(self.conn, _INSERT_EVENTS, rows)
         self._events.clear()
+
+
+_EVENT_COLUMNS = "run_id, seq, feed_id, type, node_id, iteration, attempt_id, payload, created_at"
+
+
+def _json_processor(conn: Connection) -> Any:
+    """The bind processor of the ``payload`` column on this dialect (JSON encoding)."""
+    return s.events.c.payload.type._cached_bind_processor(conn.dialect)
+
+
+def _events_sql(
+    events: dict[str, list[_Pending]], wake: set[str], now: float, encode: Any
+) -> tuple[str, list[Any]]:
+    """One PostgreSQL statement that allocates every run's ``seq`` and the feed ids
+    and inserts the events (and sets ``wake_at`` of the runs in ``wake``).
+
+    It is queued in front of ``COMMIT`` on a pipelined connection, so the feed
+    counter's row lock is taken by the last statement and held for no round trip.
+    Every run row was already locked earlier in the transaction.
+    """
+    total = sum(len(v) for v in events.values())
+    ctes: list[str] = []
+    selects: list[str] = []
+    cte_args: list[Any] = []
+    select_args: list[Any] = []
+    offset = 0
+    # Only generated names (r0, r1, ...) and placeholders are put into the text; every
+    # value, numbers included, is a bound parameter.
+    for k, (run_id, pending) in enumerate(events.items()):
+        n = len(pending)
+        woken = run_id in wake
+        set_wake = ", wake_at = %s" if woken else ""
+        ctes.append(
+            f"r{k} AS (UPDATE runs SET next_seq = next_seq + %s{set_wake} "  # noqa: S608
+            "WHERE run_id = %s RETURNING next_seq)"
+        )
+        cte_args += [n, now, run_id] if woken else [n, run_id]
+        values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * n)
+        selects.append(
+            f"SELECT %s, r{k}.next_seq - %s + v.i, f.value - %s + v.i, v.t, v.n, v.it::integer, v.a, "  # noqa: S608
+            f"v.p::jsonb, %s::double precision FROM r{k}, f, (VALUES {values}) AS v(i, t, n, it, a, p)"
+        )
+        select_args += [run_id, n, total - offset, now]
+        for i, ev in enumerate(pending, start=1):
+            select_args += [i, ev.type, ev.node_id, ev.iteration, ev.attempt_id, encode(ev.payload)]
+        offset += n
+    ctes.append("f AS (UPDATE counters SET value = value + %s WHERE name = 'events' RETURNING value)")
+    cte_args.append(total)
+    sql = f"WITH {', '.join(ctes)} INSERT INTO events ({_EVENT_COLUMNS}) {' UNION ALL '.join(selects)}"
+    return sql, cte_args + select_args

@@ -1,0 +1,160 @@
+"""Pipelined write transactions on PostgreSQL (shared.store.fast.Pipeline): queued writes
+are seen by later reads, fail the transaction they belong to, and leave the connection
+usable; events written by the one-statement flush match those of the plain path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import exc, select
+
+from shared.store import Store, fast
+from shared.store import schema as s
+from shared.store.runs import launch as create_run
+from shared.store.tx import Tx
+
+
+@pytest.fixture
+def store(pg_url: str) -> Iterator[Store]:
+    st = Store(pg_url)
+    st.migrate()
+    yield st
+    st.close()
+
+
+def launch(tx: Tx, run_id: str) -> None:
+    create_run(
+        tx,
+        run_id=run_id,
+        workflow="wf",
+        workflow_version="1",
+        module_revision="rev",
+        deployment_version="v",
+        run_input={"n": 1},
+        launched_by="t",
+    )
+
+
+def run_ids(store: Store) -> set[str]:
+    with store.read() as conn:
+        return {r[0] for r in conn.execute(select(s.runs.c.run_id))}
+
+
+def backend_in_transaction(store: Store) -> str:
+    """The server's view of this thread's write connection between transactions."""
+    with store.read() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT state FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).all()
+    return ",".join(sorted(r[0] for r in rows))
+
+
+def test_write_transactions_on_postgres_are_pipelined(store: Store) -> None:
+    with store.write() as tx:
+        assert fast.pipelined(tx.conn)
+        pipeline = tx.conn.info[fast.PIPELINE]
+        assert pipeline.sql == [b"BEGIN"] and not pipeline.begun  # nothing sent yet
+        launch(tx, "r1")
+        # BEGIN went with the lookup of the run id; the insert waits for COMMIT
+        assert pipeline.begun
+        assert [q.split(b" (")[0] for q in pipeline.sql] == [b"INSERT INTO runs"]
+    assert run_ids(store) == {"r1"}
+    assert "idle in transaction" not in backend_in_transaction(store)
+
+
+def test_reads_see_the_writes_queued_before_them(store: Store) -> None:
+    with store.write() as tx:
+        launch(tx, "r1")
+        # a prebuilt statement (fast path) carries the queue in front of it
+        assert tx.lock_run("r1") is not None
+        tx.set(s.runs, {"run_id": "r1"}, {"status": "running"})
+        # a statement SQLAlchemy runs sends the queue first (the before_cursor_execute hook)
+        status = tx.conn.execute(select(s.runs.c.status).where(s.runs.c.run_id == "r1")).scalar_one()
+        assert status == "running"
+    with store.read() as conn:
+        assert conn.execute(select(s.runs.c.status)).scalar_one() == "running"
+
+
+def test_a_failing_queued_write_fails_its_transaction_and_nothing_of_it_is_kept(store: Store) -> None:
+    with store.write() as tx:
+        launch(tx, "r1")
+    # given a transaction whose queued insert breaks a key only when it reaches the server
+    with pytest.raises(exc.IntegrityError), store.write() as tx:
+        launch(tx, "r2")
+        tx.insert(s.counters, {"name": "events", "value": 0})  # duplicate primary key
+    # then neither write is kept, the server holds no open transaction, and the
+    # connection works for the next one
+    assert run_ids(store) == {"r1"}
+    assert "idle in transaction" not in backend_in_transaction(store)
+    with store.write() as tx:
+        launch(tx, "r3")
+    assert run_ids(store) == {"r1", "r3"}
+
+
+def test_an_error_raised_mid_transaction_rolls_back_what_was_sent(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.write() as tx:
+        launch(tx, "r1")
+        assert tx.lock_run("r1") is not None  # BEGIN and the insert are on the server now
+        assert tx.conn.info[fast.PIPELINE].begun
+        raise RuntimeError("caller failed")
+    assert run_ids(store) == set()
+    assert "idle in transaction" not in backend_in_transaction(store)
+    with store.write() as tx:
+        launch(tx, "r2")
+    assert run_ids(store) == {"r2"}
+
+
+def events_of(store: Store) -> list[dict[str, Any]]:
+    with store.read() as conn:
+        rows = conn.execute(select(s.events).order_by(s.events.c.feed_id)).all()
+    return [dict(r._mapping) for r in rows]
+
+
+def test_the_one_statement_flush_writes_the_same_events_as_the_plain_path(pg_url: str) -> None:
+    # given the same transactions on a pipelined writer and on pooled (plain) writes
+    def scenario(store: Store) -> list[dict[str, Any]]:
+        with store.write() as tx:
+            launch(tx, "a")
+            launch(tx, "b")
+        with store.write() as tx:
+            for run_id in ("a", "b"):
+                tx.lock_run(run_id)
+            tx.emit("a", "node.x", node_id="n1", iteration=2, attempt_id="att", payload={"k": [1, "two"]})
+            tx.emit("b", "node.y", payload={"token": "sk-secretsecretsecret", "ok": True})
+            tx.emit("a", "node.z", node_id="n2")
+            tx.wake("a")
+        return events_of(store)
+
+    piped = Store(pg_url)
+    piped.migrate()
+    got = scenario(piped)
+    with piped.write() as tx:
+        tx.conn.exec_driver_sql("TRUNCATE runs, events CASCADE")
+        tx.conn.exec_driver_sql("UPDATE counters SET value = 0 WHERE name = 'events'")
+    piped.close()
+    plain = Store(pg_url)
+    plain.pooled_writes = True
+    want = scenario(plain)
+    with plain.read() as conn:
+        woken = conn.execute(select(s.runs.c.wake_at).where(s.runs.c.run_id == "a")).scalar_one()
+    plain.close()
+
+    # then rows, ids, payloads (redacted) and types are the same, created_at aside
+    def strip(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.items() if k != "created_at"} for r in rows]
+
+    assert strip(got) == strip(want)
+    assert [(e["run_id"], e["seq"], e["feed_id"]) for e in got] == [
+        ("a", 1, 1),
+        ("b", 1, 2),
+        ("a", 2, 3),
+        ("a", 3, 4),
+        ("b", 2, 5),
+    ]
+    assert got[2]["iteration"] == 2 and got[2]["payload"] == {"k": [1, "two"]}
+    assert "sk-secret" not in str(got)
+    assert all(isinstance(e["created_at"], float) for e in got)
+    assert woken is not None
