@@ -74,7 +74,12 @@ class Heartbeat:
                     if self.claim.claim_token is None:
                         c = self.claim
                         got = claim(
-                            tx, c.attempt_id, self.env.worker_id, self.lease_s, started_at=c.started_at
+                            tx,
+                            c.attempt_id,
+                            self.env.worker_id,
+                            self.lease_s,
+                            started_at=c.started_at,
+                            run_id=c.run_id,
                         )
                         alive = got is not None
                         if got is not None:
@@ -289,6 +294,7 @@ def _commit(
             cache=cache,
             worker=env.worker_id,
             started_at=c.started_at,
+            run_id=c.run_id,
         )
     env.broker.wake_soon(c.run_id)
     if not committed:

@@ -33,12 +33,7 @@ from shared.store.tx import Tx
 
 CLAIM_AFTER_S = 0.25  # a step still running after this is claimed (lease, deadline)
 
-_ATTEMPT = select(s.attempts).where(s.attempts.c.attempt_id == bindparam("b_attempt_id"))
-_CURRENT = select(s.nodes.c.current_attempt_id).where(
-    s.nodes.c.run_id == bindparam("b_run_id"),
-    s.nodes.c.node_id == bindparam("b_node_id"),
-    s.nodes.c.iteration == bindparam("b_iteration"),
-)
+_RUN_OF = select(s.attempts.c.run_id).where(s.attempts.c.attempt_id == bindparam("b_attempt_id"))
 _PEEK = (
     select(
         s.attempts,
@@ -58,6 +53,7 @@ _PEEK = (
     )
     .where(s.attempts.c.attempt_id == bindparam("b_attempt_id"))
 )
+_LOAD = _PEEK.where(s.runs.c.run_id == bindparam("b_run_id"))  # read with the run locked
 _WAKE_BY = (
     update(s.runs)
     .where(
@@ -109,14 +105,20 @@ def peek(conn: Connection, attempt_id: str, now: float) -> Claim | None:
 
 
 def claim(
-    tx: Tx, attempt_id: str, worker: str, lease_s: float, started_at: float | None = None
+    tx: Tx,
+    attempt_id: str,
+    worker: str,
+    lease_s: float,
+    started_at: float | None = None,
+    run_id: str | None = None,
 ) -> Claim | None:
     """Take a queued attempt (or one whose lease expired); None if it is not ours to run.
 
     ``started_at`` is when the worker started the step, for a lazy claim (see the
     module docstring); the lease runs from now, the deadline from the start.
+    ``run_id``, when the caller knows the attempt's run, saves a lookup.
     """
-    loaded = _load(tx, attempt_id)
+    loaded = _load(tx, attempt_id, run_id)
     if loaded is None:
         return None
     att, run, current = loaded
@@ -146,19 +148,24 @@ def claim(
     return _claim_of(att, run, started["claim_token"], deadline, started["started_at"])
 
 
-def _load(tx: Tx, attempt_id: str) -> tuple[Any, Any, bool] | None:
+def _load(tx: Tx, attempt_id: str, run_id: str | None = None) -> tuple[Any, Any, bool] | None:
     """The attempt's row, its run's row (locked) and whether it is the node's current
-    attempt; None if either row is gone."""
-    att = tx.execute(_ATTEMPT, {"b_attempt_id": attempt_id}).first()
+    attempt; None if either row is gone (or the attempt is not of ``run_id``).
+
+    The run is locked first and the rest read after, in one joined statement: what
+    the attempt and node rows say is then what holds until commit. On a pipelined
+    PostgreSQL transaction the lock travels with that read: one round trip.
+    """
+    if run_id is None:
+        row = tx.execute(_RUN_OF, {"b_attempt_id": attempt_id}).first()
+        if row is None:
+            return None
+        run_id = str(row[0])
+    tx.hold_run(run_id)
+    att = tx.execute(_LOAD, {"b_attempt_id": attempt_id, "b_run_id": run_id}).first()
     if att is None:
         return None
-    run = tx.lock_run(att.run_id)
-    if run is None:
-        return None
-    node = tx.execute(
-        _CURRENT, {"b_run_id": att.run_id, "b_node_id": att.node_id, "b_iteration": att.iteration}
-    ).first()
-    return att, run, node is not None and node[0] == attempt_id
+    return att, att, att.current_attempt_id == attempt_id
 
 
 def _start(tx: Tx, att: Any, worker: str | None, started_at: float | None, takeover: bool) -> dict[str, Any]:
@@ -218,6 +225,7 @@ def complete(
     cache: CacheWrite | None = None,
     worker: str | None = None,
     started_at: float | None = None,
+    run_id: str | None = None,
 ) -> bool:
     """Commit an attempt's result, its output and events in one transaction.
 
@@ -227,10 +235,11 @@ def complete(
     and not cancelled; it is then claimed and finished here. Otherwise the result is
     refused, an ``attempt.refused`` event records it, and False is returned. A
     sandbox attempt whose patches need review commits its output but leaves the node
-    ``waiting`` (see :func:`shared.store.sandboxes.hold_for_review`).
+    ``waiting`` (see :func:`shared.store.sandboxes.hold_for_review`). ``run_id`` is
+    the attempt's run when the caller knows it (saves a lookup).
     """
     a = s.attempts
-    loaded = _load(tx, attempt_id)
+    loaded = _load(tx, attempt_id, run_id)
     if loaded is None:
         return False
     att, run, current = loaded

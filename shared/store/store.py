@@ -65,31 +65,43 @@ class Store:
         self._pid = os.getpid()
 
     def write_connection(self) -> Connection:
-        """This thread's write connection (opened on first use; those of threads that
-        have ended are closed then)."""
-        conn: Connection | None = getattr(self._local, "writer", None)
+        """This thread's write connection (see :meth:`_own`)."""
+        return self._own("writer")
+
+    def _own(self, kind: str) -> Connection:
+        """This thread's own ``writer`` (or, on PostgreSQL, ``reader``) connection,
+        opened on first use; those of threads that have ended are closed then. On
+        PostgreSQL it is in DBAPI autocommit mode and is pinged first after
+        ``PING_AFTER_S`` idle, replaced if the server dropped it."""
+        conn: Connection | None = getattr(self._local, kind, None)
         now = time.monotonic()
         if (
             conn is not None
             and self.postgres
             and not conn.closed
             and not conn.invalidated
-            and now - getattr(self._local, "used", now) > self.PING_AFTER_S
+            and now - getattr(self._local, f"{kind}_used", now) > self.PING_AFTER_S
         ):
             try:
                 conn.exec_driver_sql("SELECT 1")
                 conn.rollback()
             except DBAPIError:
                 conn.invalidate()
-        self._local.used = now
+        setattr(self._local, f"{kind}_used", now)
         if conn is None or conn.closed or conn.invalidated:
-            conn = self.engine.connect().execution_options(smithers_write=True, smithers_writer=True)
-            if self.postgres:  # pipelined transactions: our own BEGIN and COMMIT (fast.Pipeline)
-                # Set on the driver, not as SQLAlchemy's isolation level, which would be
-                # reset with a round trip (failing on a dropped connection) at check-in;
-                # _close turns it off before the connection goes back to the pool.
+            conn = self.engine.connect()
+            if kind == "writer":
+                conn = conn.execution_options(smithers_write=True, smithers_writer=True)
+            if self.postgres:
+                # Writes: pipelined transactions with our own BEGIN and COMMIT
+                # (fast.Pipeline). Reads: one round trip a statement, no BEGIN and
+                # ROLLBACK around it (in READ COMMITTED every statement takes its own
+                # snapshot anyway). Set on the driver, not as SQLAlchemy's isolation
+                # level, which would be reset with a round trip (failing on a dropped
+                # connection) at check-in; _close turns it off before the connection
+                # goes back to the pool.
                 conn.connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
-            self._local.writer = conn
+            setattr(self._local, kind, conn)
             with self._writers_lock:
                 ended = [c for t, c in self._writers if not t.is_alive()]
                 self._writers = [(t, c) for t, c in self._writers if t.is_alive()]
@@ -148,11 +160,26 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A read-only connection (no write lock taken)."""
+        """A read-only connection (no write lock taken). On PostgreSQL (unless pooled, for
+        greenlets) it is the thread's own, in autocommit mode."""
         self._check_pid()
         try:
-            with self.engine.connect() as conn:
-                yield conn
+            if not self.postgres or self.pooled_writes:
+                with self.engine.connect() as conn:
+                    yield conn
+            else:  # this thread's own autocommit connection: no pre-ping, BEGIN or ROLLBACK
+                reader = self._own("reader")
+                try:
+                    yield reader
+                except DBAPIError as exc:
+                    if exc.connection_invalidated or isinstance(exc, InterfaceError):
+                        self._local.reader = None
+                        with contextlib.suppress(SQLAlchemyError):
+                            reader.invalidate()
+                    raise
+                finally:
+                    if not reader.invalidated:
+                        reader.rollback()  # ends SQLAlchemy's transaction; sends nothing
         except SmithersError:
             raise
         except OperationalError as exc:

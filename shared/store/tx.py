@@ -24,6 +24,7 @@ from shared.store import schema as s
 # running it on SQLite (see docs/benchmarks.md).
 RUN_BY_ID = select(s.runs).where(s.runs.c.run_id == bindparam("b_run_id"))
 _RUN_FOR_UPDATE = RUN_BY_ID.with_for_update()
+_HOLD_RUN = select(s.runs.c.run_id).where(s.runs.c.run_id == bindparam("b_run_id")).with_for_update()
 _WAKE = update(s.runs).where(s.runs.c.run_id == bindparam("b_run_id")).values(wake_at=bindparam("b_at"))
 _NEXT_SEQ = (
     update(s.runs)
@@ -96,6 +97,13 @@ class Tx:
         """
         query = _RUN_FOR_UPDATE if self.postgres else RUN_BY_ID
         return fast.execute(self.conn, query, {"b_run_id": run_id}).first()  # type: ignore[no-any-return]
+
+    def hold_run(self, run_id: str) -> None:
+        """Lock the run row until commit without reading it. PostgreSQL: ``FOR UPDATE``,
+        queued for the next round trip on a pipelined transaction, so whatever is read
+        next is read under the lock. SQLite: BEGIN IMMEDIATE already holds the database."""
+        if self.postgres:
+            fast.defer(self.conn, _HOLD_RUN, {"b_run_id": run_id})
 
     def execute(self, stmt: Any, params: dict[str, Any] | None = None) -> fast.Result:
         """Run a prebuilt statement on the fast path (:mod:`shared.store.fast`)."""
