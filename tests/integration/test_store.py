@@ -295,3 +295,40 @@ def test_a_write_connection_the_server_dropped_is_replaced(pg_url: str) -> None:
         ids = {r.run_id for r in conn.execute(select(s.runs.c.run_id))}
     assert ids == {"before", "after-idle", "after-failure"}
     store.close()
+
+
+def test_a_read_connection_the_server_dropped_is_replaced(pg_url: str) -> None:
+    # given a store whose thread has read on its own PostgreSQL connection
+    store = Store(pg_url)
+    store.migrate()
+
+    def kill_reader() -> None:
+        with store.read() as conn:
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        with store.write() as tx:
+            assert tx.conn.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})").scalar_one()
+
+    def runs() -> int:
+        with store.read() as conn:
+            return int(conn.execute(select(func.count()).select_from(s.runs)).scalar_one())
+
+    kill_reader()
+    # when the server drops it while the thread is idle, the ping before the next read replaces it
+    store.PING_AFTER_S = 0.0
+    time.sleep(0.05)
+    assert runs() == 0
+    # and when it is dropped mid-use, that read fails as unavailable and the next one works
+    store.PING_AFTER_S = 3600.0
+    kill_reader()
+    with pytest.raises(StoreUnavailable):
+        runs()
+    assert runs() == 0
+    # and between reads the connection holds no transaction open on the server
+    with store.read() as conn:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    with store.write() as tx:
+        state = tx.conn.exec_driver_sql(
+            f"SELECT state FROM pg_stat_activity WHERE pid = {int(pid)}"
+        ).scalar_one()
+    assert state == "idle"
+    store.close()
