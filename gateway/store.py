@@ -28,6 +28,7 @@ class GatewayStore(Store):
         self._writer = threading.Lock()
         self._connection: Connection | None = None
         self.pooled_writes = self.postgres  # a greenlet each: the pool (with its pre-ping)
+        self.pooled_reads = True  # not a connection per request greenlet
 
     def write_connection(self) -> Connection:
         """The process's one SQLite write connection (used under the writer lock)."""

@@ -51,6 +51,8 @@ def make_sqlite_engine(url: str) -> Engine:
             begin_immediate(dbapi_conn, toggle=False)
         elif options.get("smithers_write", False):
             begin_immediate(conn.connection.dbapi_connection)
+        elif options.get("smithers_reader", False):
+            pass  # a thread's own read connection: each statement on its own (autocommit)
         else:
             conn.exec_driver_sql("BEGIN")
 

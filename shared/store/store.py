@@ -34,10 +34,13 @@ class Store:
     dropped it; one that fails mid-use is invalidated and replaced on the next write.
     PostgreSQL write transactions on it are pipelined (:class:`shared.store.fast.Pipeline`):
     writes nobody reads back travel with the next statement or with ``COMMIT``.
-    With ``pooled_writes`` (many short-lived greenlets) writes use the pool instead.
+    With ``pooled_writes`` (many short-lived greenlets) writes use the pool instead, and
+    with ``pooled_writes`` or ``pooled_reads`` reads do; otherwise each thread also keeps
+    a read connection.
     """
 
     pooled_writes = False
+    pooled_reads = False
     PING_AFTER_S = 5.0
 
     def __init__(self, url: str) -> None:
@@ -69,8 +72,8 @@ class Store:
         return self._own("writer")
 
     def _own(self, kind: str) -> Connection:
-        """This thread's own ``writer`` (or, on PostgreSQL, ``reader``) connection,
-        opened on first use; those of threads that have ended are closed then. On
+        """This thread's own ``writer`` or ``reader`` connection, opened on first use;
+        those of threads that have ended are closed then. On
         PostgreSQL it is in DBAPI autocommit mode and is pinged first after
         ``PING_AFTER_S`` idle, replaced if the server dropped it."""
         conn: Connection | None = getattr(self._local, kind, None)
@@ -92,6 +95,8 @@ class Store:
             conn = self.engine.connect()
             if kind == "writer":
                 conn = conn.execution_options(smithers_write=True, smithers_writer=True)
+            else:
+                conn = conn.execution_options(smithers_reader=True)  # SQLite: no BEGIN
             if self.postgres:
                 # Writes: pipelined transactions with our own BEGIN and COMMIT
                 # (fast.Pipeline). Reads: one round trip a statement, no BEGIN and
@@ -160,14 +165,15 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A read-only connection (no write lock taken). On PostgreSQL (unless pooled, for
-        greenlets) it is the thread's own, in autocommit mode."""
+        """A read-only connection (no write lock taken): unless reads are pooled (many
+        greenlets), the thread's own, in autocommit mode: every statement reads the
+        latest commit, as in a READ COMMITTED transaction."""
         self._check_pid()
         try:
-            if not self.postgres or self.pooled_writes:
+            if self.pooled_reads or self.pooled_writes:
                 with self.engine.connect() as conn:
                     yield conn
-            else:  # this thread's own autocommit connection: no pre-ping, BEGIN or ROLLBACK
+            else:  # this thread's own autocommit connection: no checkout, BEGIN or ROLLBACK
                 reader = self._own("reader")
                 try:
                     yield reader
