@@ -114,6 +114,13 @@ _COUNT_ATTEMPTS = (
 )
 
 
+_COUNT_RUN_ATTEMPTS = (
+    select(_a.c.node_id, _a.c.iteration, func.count())
+    .where(_a.c.run_id == bindparam("b_run_id"))
+    .group_by(_a.c.node_id, _a.c.iteration)
+)
+
+
 _ATTEMPT_STATES = {s.value: s for s in AttemptState}  # a dict lookup: Enum(value) is slow
 _NODE_STATUSES = {s.value: s for s in NodeStatus}
 
@@ -216,9 +223,13 @@ def apply_decision(tx: Tx, run_id: str, decision: Decision) -> list[Message]:
     messages: list[Message] = []
     terminal = False
     cache_hit = False
+    numbers: dict[Key, int] | None = None  # attempts so far per node execution
+    if sum(isinstance(a, Dispatch) for a in decision.actions) > 1:  # a fan-out: one query
+        rows = tx.execute(_COUNT_RUN_ATTEMPTS, {"b_run_id": run_id})
+        numbers = {(r[0], r[1]): int(r[2]) for r in rows}
     for action in decision.actions:
         if isinstance(action, Dispatch):
-            message = _dispatch(tx, run_id, action)
+            message = _dispatch(tx, run_id, action, numbers)
             if message is None:
                 cache_hit = True
             else:
@@ -268,10 +279,16 @@ def _time_limit(timeout_s: float | None) -> float | None:
     return None if timeout_s is None else timeout_s + 30.0
 
 
-def _dispatch(tx: Tx, run_id: str, action: Dispatch) -> Message | None:
-    """Create the attempt and queue the node; on a cache hit, finish it from the cache."""
-    params = {"b_run_id": run_id, "b_node_id": action.node_id, "b_iteration": action.iteration}
-    number = int(tx.execute(_COUNT_ATTEMPTS, params).scalar_one()) + 1
+def _dispatch(tx: Tx, run_id: str, action: Dispatch, numbers: dict[Key, int] | None) -> Message | None:
+    """Create the attempt and queue the node; on a cache hit, finish it from the cache.
+
+    ``numbers`` holds the run's attempt counts per node execution when the decision
+    dispatches several nodes (counted once, not once per node)."""
+    if numbers is not None:
+        number = numbers.get((action.node_id, action.iteration), 0) + 1
+    else:
+        params = {"b_run_id": run_id, "b_node_id": action.node_id, "b_iteration": action.iteration}
+        number = int(tx.execute(_COUNT_ATTEMPTS, params).scalar_one()) + 1
     attempt_id = str(uuid.uuid4())
     queue = queue_for(action.kind)
     hit = None

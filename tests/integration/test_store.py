@@ -332,3 +332,56 @@ def test_a_read_connection_the_server_dropped_is_replaced(pg_url: str) -> None:
         ).scalar_one()
     assert state == "idle"
     store.close()
+
+
+def test_attempts_are_numbered_per_node_when_one_decision_dispatches_several(database_url: str) -> None:
+    # given a run of two parallel nodes with an immediate retry, both failing at once
+    wf = Workflow("pair")
+
+    @wf.task(retries=2, backoff="fixed", retry_delay_s=0.0)
+    def a(ctx: object) -> int:
+        return 1
+
+    @wf.task(retries=2, backoff="fixed", retry_delay_s=0.0)
+    def b(ctx: object) -> int:
+        return 1
+
+    reg = Registry()
+    reg.register(wf, "tests", "rev1")
+    store = Store(database_url)
+    store.migrate()
+    operations.launch(
+        store, None, reg, workflow="pair", run_input={}, run_id="p", launched_by="t", deployment_version="v"
+    )
+
+    def step() -> list[str]:
+        with store.write() as tx:
+            loaded = load_run_view(tx, "p")
+            assert loaded is not None
+            decision = decide(wf, loaded[0], LazyOutputs(tx.conn, "p"), tx.now)
+            return [m.attempt_id for m in apply_decision(tx, "p", decision)]
+
+    def numbers() -> list[tuple[str, int]]:
+        with store.read() as conn:
+            rows = conn.execute(select(s.attempts.c.node_id, s.attempts.c.number)).all()
+        return sorted((r[0], r[1]) for r in rows)
+
+    first = step()  # one decision dispatches both nodes
+    assert len(first) == 2 and numbers() == [("a", 1), ("b", 1)]
+    for attempt_id in first:
+        with store.write() as tx:
+            assert complete(tx, attempt_id, None, ok=False, error={"message": "boom"}, worker="w")
+    # when one decision retries both
+    second = step()
+    # then each node's new attempt is its second, and a third try is its third
+    assert len(second) == 2
+    assert numbers() == [("a", 1), ("a", 2), ("b", 1), ("b", 2)]
+    with store.read() as conn:
+        node = conn.execute(
+            select(s.attempts.c.node_id).where(s.attempts.c.attempt_id == second[0])
+        ).scalar_one()
+    with store.write() as tx:
+        assert complete(tx, second[0], None, ok=False, error={"message": "boom"}, worker="w")
+    assert len(step()) == 1  # a single dispatch: counted on its own
+    assert len(numbers()) == 5 and (node, 3) in numbers()
+    store.close()
