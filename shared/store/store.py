@@ -192,7 +192,7 @@ class Store:
             raise StoreUnavailable(f"store unavailable: {_reason(exc)}") from exc
 
     def close(self) -> None:
-        """Close every connection: the pooled ones and the write connections."""
+        """Close every connection: the pooled ones and the threads' own (write and read)."""
         with self._writers_lock:
             writers, self._writers = self._writers, []
         for _, conn in writers:
