@@ -31,6 +31,7 @@ transaction, which then rolls back as it would have anyway.
 
 from __future__ import annotations
 
+import re
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Executable
 
 PIPELINE = "smithers_pipeline"  # Connection.info key of the open Pipeline, if any
+PREPARED = "smithers_prepared"  # Connection.info key of the session's Prepared statements
+_DUPLICATE_PREPARED = "42P05"  # SQLSTATE duplicate_prepared_statement
 
 
 class Result(Protocol):
@@ -79,6 +82,7 @@ class _Compiled:
     row: type[_Row] | None
     types: tuple[Any, ...]  # result column types; processors are found on first use
     results: tuple[tuple[int, Callable[[Any], Any]], ...] | None = None
+    dollar: tuple[str, tuple[str, ...]] | None = None  # ($n SQL, bind names in $ order): PREPARE
 
 
 _CACHE: dict[tuple[str, int, tuple[str, ...] | None], _Compiled | None] = {}
@@ -183,6 +187,105 @@ def _read(c: _Compiled, cursor: Any, dialect: Any) -> list[Any]:
     return [tuple.__new__(row, raw) for raw in fetched]
 
 
+_PYFORMAT = re.compile(r"%\(([^)]+)\)s|%%")
+
+
+def _dollar(c: _Compiled) -> tuple[str, tuple[str, ...]]:
+    """``c.sql`` with ``$1, $2, ...`` for its ``%(name)s`` binds, and the names in order."""
+    if c.dollar is None:
+        names: list[str] = []
+
+        def number(m: re.Match[str]) -> str:
+            if m.group(0) == "%%":
+                return "%"
+            if m.group(1) not in names:
+                names.append(m.group(1))
+            return f"${names.index(m.group(1)) + 1}"
+
+        c.dollar = (_PYFORMAT.sub(number, c.sql), tuple(names))
+    return c.dollar
+
+
+class Prepared:
+    """Statements prepared on one PostgreSQL session (SQL ``PREPARE``), by SQL text.
+
+    A statement's first use runs it as text and queues it; :func:`prepare_queued`
+    prepares what is queued once the transaction is over (a failed ``PREPARE`` inside
+    a transaction would abort it), and later uses send ``EXECUTE name(args)``: no
+    parsing or planning on the server. A statement the server refuses to prepare
+    stays text.
+    """
+
+    __slots__ = ("dbapi", "names", "queued")
+
+    def __init__(self, dbapi: Any) -> None:
+        self.dbapi = dbapi  # the session the names belong to
+        self.names: dict[str, str | None] = {}  # SQL -> name (None: refused)
+        self.queued: dict[str, _Compiled] = {}
+
+
+def enable_prepare(conn: Connection) -> None:
+    """Prepare the hot statements run on ``conn`` (a thread's own PostgreSQL connection)."""
+    conn.info[PREPARED] = Prepared(conn.connection.dbapi_connection)
+
+
+def _prepared(conn: Connection) -> Prepared | None:
+    prepared: Prepared | None = conn.info.get(PREPARED)
+    if prepared is None or prepared.dbapi is not conn.connection.dbapi_connection:
+        return None
+    return prepared
+
+
+def _text(cursor: Any, c: _Compiled, args: Any, prepared: Prepared | None) -> bytes:
+    """The statement as text for ``cursor.execute``: ``EXECUTE`` of its prepared form
+    if there is one, else its SQL with the values quoted by the driver."""
+    if prepared is not None:
+        name = prepared.names.get(c.sql, "")
+        if name:
+            names = _dollar(c)[1]
+            if not names:
+                return f"EXECUTE {name}".encode()
+            template = f"EXECUTE {name}({', '.join(['%s'] * len(names))})"
+            return cursor.mogrify(template, tuple(args[n] for n in names))  # type: ignore[no-any-return]
+        if name == "" and c.sql not in prepared.queued:
+            prepared.queued[c.sql] = c
+    return cursor.mogrify(c.sql, args)  # type: ignore[no-any-return]
+
+
+def prepare_queued(conn: Connection) -> None:
+    """``PREPARE`` the statements first used on ``conn`` since the last call; call it
+    outside any transaction. One that the server refuses stays text; if the server is
+    gone nothing is raised here (the connection's next use finds out and replaces it)."""
+    prepared = _prepared(conn)
+    if prepared is None or not prepared.queued:
+        return
+    queued, prepared.queued = prepared.queued, {}
+    error = conn.dialect.loaded_dbapi.Error
+    todo: list[tuple[str, str, str]] = []
+    for sql, c in queued.items():
+        name = f"smithers_{len(prepared.names) + len(todo) + 1}"
+        todo.append((sql, name, f"PREPARE {name} AS {_dollar(c)[0]}"))
+    cursor = prepared.dbapi.cursor()
+    try:
+        try:
+            cursor.execute(";".join(statement for _, _, statement in todo))
+        except error:  # one by one, to find the one refused
+            for sql, name, statement in todo:
+                refused = False
+                try:
+                    cursor.execute(statement)
+                except error as exc:
+                    if conn.dialect.is_disconnect(exc, prepared.dbapi, None):
+                        return
+                    # PREPARE is not transactional: those before the failure exist
+                    refused = getattr(exc, "pgcode", None) != _DUPLICATE_PREPARED
+                prepared.names[sql] = None if refused else name
+        else:
+            prepared.names.update((sql, name) for sql, name, _ in todo)
+    finally:
+        cursor.close()
+
+
 def execute(
     conn: Connection,
     stmt: Executable,
@@ -197,12 +300,15 @@ def execute(
         result: Result = conn.execute(stmt, dict(params or {}))
         return result
     pipeline: Pipeline | None = conn.info.get(PIPELINE)
+    prepared = _prepared(conn) if c.order is None else None
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         args = _args(c, params or {})
         if pipeline is not None and pipeline.sql:
-            pipeline.sql.append(cursor.mogrify(c.sql, args))
+            pipeline.sql.append(_text(cursor, c, args, prepared))
             cursor.execute(b";".join(pipeline.take()))
+        elif prepared is not None:
+            cursor.execute(_text(cursor, c, args, prepared))
         else:
             cursor.execute(c.sql, args)
         return _Result(_read(c, cursor, conn.dialect), cursor.rowcount)
@@ -228,7 +334,7 @@ def defer(
         return
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        pipeline.sql.append(cursor.mogrify(c.sql, _args(c, params or {})))
+        pipeline.sql.append(_text(cursor, c, _args(c, params or {}), _prepared(conn)))
     finally:
         cursor.close()
 
@@ -252,7 +358,8 @@ def execute_many(conn: Connection, stmt: Executable, rows: list[dict[str, Any]])
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         if pipeline is not None:  # queued for the next round trip
-            pipeline.sql.extend(cursor.mogrify(c.sql, _args(c, r)) for r in rows)
+            prepared = _prepared(conn)
+            pipeline.sql.extend(_text(cursor, c, _args(c, r), prepared) for r in rows)
         elif c.order is None and len(rows) > 1:  # psycopg2 (named parameters)
             cursor.execute(b";".join(cursor.mogrify(c.sql, _args(c, r)) for r in rows))
         else:

@@ -41,6 +41,9 @@ class Store:
 
     pooled_writes = False
     pooled_reads = False
+    # PostgreSQL: the threads' own connections PREPARE the hot statements (off with
+    # SMITHERS_PG_PREPARE=0, e.g. behind PgBouncer in transaction pooling mode).
+    prepare = os.environ.get("SMITHERS_PG_PREPARE", "1") != "0"
     PING_AFTER_S = 5.0
 
     def __init__(self, url: str) -> None:
@@ -106,6 +109,8 @@ class Store:
                 # connection) at check-in; _close turns it off before the connection
                 # goes back to the pool.
                 conn.connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
+                if self.prepare:
+                    fast.enable_prepare(conn)
             setattr(self._local, kind, conn)
             with self._writers_lock:
                 ended = [c for t, c in self._writers if not t.is_alive()]
@@ -152,6 +157,7 @@ class Store:
                                         writer.invalidate()
                                 raise
                             fast.end_pipeline(writer, commit=True)
+                            fast.prepare_queued(writer)
                 except DBAPIError as exc:
                     if exc.connection_invalidated or isinstance(exc, InterfaceError):
                         self._local.writer = None  # the server dropped it: a new one next time
@@ -186,6 +192,8 @@ class Store:
                 finally:
                     if not reader.invalidated:
                         reader.rollback()  # ends SQLAlchemy's transaction; sends nothing
+                        if self.postgres:
+                            fast.prepare_queued(reader)
         except SmithersError:
             raise
         except OperationalError as exc:

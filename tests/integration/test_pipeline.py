@@ -158,3 +158,59 @@ def test_the_one_statement_flush_writes_the_same_events_as_the_plain_path(pg_url
     assert "sk-secret" not in str(got)
     assert all(isinstance(e["created_at"], float) for e in got)
     assert woken is not None
+
+
+def prepared_on(conn: Any) -> set[str]:
+    return {r[0] for r in conn.exec_driver_sql("SELECT name FROM pg_prepared_statements").all()}
+
+
+def test_hot_statements_are_prepared_after_their_first_use_and_executed_after(store: Store) -> None:
+    # given a statement's first use in a transaction (run as text)
+    with store.write() as tx:
+        launch(tx, "r1")
+        assert prepared_on(tx.conn) == set()
+    # then it is prepared once the transaction is over, outside it
+    with store.write() as tx:
+        names = prepared_on(tx.conn)
+        assert names and all(n.startswith("smithers_") for n in names)
+        launch(tx, "r2")  # and its next use runs EXECUTE of the prepared form
+        queued = tx.conn.info[fast.PIPELINE].sql
+        assert queued and all(q.startswith(b"EXECUTE smithers_") for q in queued[:1])
+    assert run_ids(store) == {"r1", "r2"}
+    # reads on the thread's read connection too
+    with store.read() as conn:
+        fast.execute(conn, select(s.runs.c.status).where(s.runs.c.run_id == "r1")).first()
+    with store.read() as conn:
+        assert prepared_on(conn)
+        row = fast.execute(conn, select(s.runs.c.status).where(s.runs.c.run_id == "r1")).first()
+        assert row is not None and row[0] == "queued"
+
+
+def test_a_statement_the_server_refuses_to_prepare_keeps_running_as_text(store: Store) -> None:
+    from sqlalchemy import Integer, bindparam
+
+    # "$1 + $2" has no type to resolve to: PREPARE fails, the text form works
+    ambiguous = select(bindparam("b_a", type_=Integer) + bindparam("b_b", type_=Integer))
+    plain = select(s.runs.c.run_id).where(s.runs.c.run_id == bindparam("b_run_id"))
+    for _ in range(3):
+        with store.read() as conn:
+            assert fast.execute(conn, ambiguous, {"b_a": 2, "b_b": 3}).scalar_one() == 5
+            assert fast.execute(conn, plain, {"b_run_id": "nope"}).first() is None
+    with store.read() as conn:
+        prepared = conn.info[fast.PREPARED]
+        refused = [sql for sql, name in prepared.names.items() if name is None]
+        accepted = [sql for sql, name in prepared.names.items() if name]
+    assert len(refused) == 1 and "+" in refused[0]
+    assert len(accepted) == 1  # the other one of the same batch is prepared, not lost
+
+
+def test_prepare_can_be_switched_off(pg_url: str) -> None:
+    st = Store(pg_url)
+    st.prepare = False
+    st.migrate()
+    for run_id in ("a", "b"):
+        with st.write() as tx:
+            launch(tx, run_id)
+    with st.write() as tx:
+        assert prepared_on(tx.conn) == set()
+    st.close()
