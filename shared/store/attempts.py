@@ -101,7 +101,7 @@ def peek(conn: Connection, attempt_id: str, now: float) -> Claim | None:
         return None
     if row.cancel_requested or row.current_attempt_id != attempt_id:
         return None
-    return _claim_of(row, row, None, None if row.timeout_s is None else now + row.timeout_s, now)
+    return _claim_of(row, None, None if row.timeout_s is None else now + row.timeout_s, now)
 
 
 def claim(
@@ -121,13 +121,13 @@ def claim(
     loaded = _load(tx, attempt_id, run_id)
     if loaded is None:
         return None
-    att, run, current = loaded
+    att, current = loaded
     takeover = (
         att.state == AttemptState.RUNNING
         and att.lease_expires_at is not None
         and att.lease_expires_at < tx.now
     )
-    if not current or run.cancel_requested or not (att.state == AttemptState.QUEUED or takeover):
+    if not current or att.cancel_requested or not (att.state == AttemptState.QUEUED or takeover):
         tx.emit(
             att.run_id,
             "attempt.claim_refused",
@@ -145,12 +145,13 @@ def claim(
     deadline = started["deadline_at"]
     if deadline is not None:  # the scheduler looks again when the step's time is up
         fast.defer(tx.conn, _WAKE_BY, {"b_run_id": att.run_id, "b_at": deadline})
-    return _claim_of(att, run, started["claim_token"], deadline, started["started_at"])
+    return _claim_of(att, started["claim_token"], deadline, started["started_at"])
 
 
-def _load(tx: Tx, attempt_id: str, run_id: str | None = None) -> tuple[Any, Any, bool] | None:
-    """The attempt's row, its run's row (locked) and whether it is the node's current
-    attempt; None if either row is gone (or the attempt is not of ``run_id``).
+def _load(tx: Tx, attempt_id: str, run_id: str | None = None) -> tuple[Any, bool] | None:
+    """The attempt's row joined with its run's (locked) and node's columns
+    (:data:`_PEEK`), and whether it is the node's current attempt; None if either row
+    is gone (or the attempt is not of ``run_id``).
 
     The run is locked first and the rest read after, in one joined statement: what
     the attempt and node rows say is then what holds until commit. On a pipelined
@@ -165,7 +166,7 @@ def _load(tx: Tx, attempt_id: str, run_id: str | None = None) -> tuple[Any, Any,
     att = tx.execute(_LOAD, {"b_attempt_id": attempt_id, "b_run_id": run_id}).first()
     if att is None:
         return None
-    return att, att, att.current_attempt_id == attempt_id
+    return att, att.current_attempt_id == attempt_id
 
 
 def _start(tx: Tx, att: Any, worker: str | None, started_at: float | None, takeover: bool) -> dict[str, Any]:
@@ -190,18 +191,18 @@ def _start(tx: Tx, att: Any, worker: str | None, started_at: float | None, takeo
     }
 
 
-def _claim_of(att: Any, run: Any, token: str | None, deadline: float | None, started_at: float) -> Claim:
-    """The :class:`Claim` for an attempt row and its run row."""
+def _claim_of(att: Any, token: str | None, deadline: float | None, started_at: float) -> Claim:
+    """The :class:`Claim` for an attempt row joined with its run's columns (:data:`_PEEK`)."""
     return Claim(
         attempt_id=att.attempt_id,
         claim_token=token,
         run_id=att.run_id,
-        workflow=run.workflow,
-        module_revision=run.module_revision,
+        workflow=att.workflow,
+        module_revision=att.module_revision,
         node_id=att.node_id,
         iteration=att.iteration,
         number=att.number,
-        input=run.input,
+        input=att.input,
         deadline_at=deadline,
         cache_key=att.cache_key,
         started_at=started_at,
@@ -242,9 +243,9 @@ def complete(
     loaded = _load(tx, attempt_id, run_id)
     if loaded is None:
         return False
-    att, run, current = loaded
+    att, current = loaded
     if token is None:
-        owned = current and att.state == AttemptState.QUEUED and not run.cancel_requested
+        owned = current and att.state == AttemptState.QUEUED and not att.cancel_requested
     else:
         owned = current and att.state == AttemptState.RUNNING and att.claim_token == token
     where = {"node_id": att.node_id, "iteration": att.iteration, "attempt_id": attempt_id}

@@ -34,6 +34,7 @@ from __future__ import annotations
 import re
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -187,6 +188,11 @@ def _read(c: _Compiled, cursor: Any, dialect: Any) -> list[Any]:
     return [tuple.__new__(row, raw) for raw in fetched]
 
 
+def _cursor(conn: Connection) -> closing[Any]:
+    """A DBAPI cursor of ``conn``, closed when the ``with`` block ends."""
+    return closing(conn.connection.dbapi_connection.cursor())  # type: ignore[union-attr]
+
+
 _PYFORMAT = re.compile(r"%\(([^)]+)\)s|%%")
 
 
@@ -265,8 +271,7 @@ def prepare_queued(conn: Connection) -> None:
     for sql, c in queued.items():
         name = f"smithers_{len(prepared.names) + len(todo) + 1}"
         todo.append((sql, name, f"PREPARE {name} AS {_dollar(c)[0]}"))
-    cursor = prepared.dbapi.cursor()
-    try:
+    with closing(prepared.dbapi.cursor()) as cursor:
         try:
             cursor.execute(";".join(statement for _, _, statement in todo))
         except error:  # one by one, to find the one refused
@@ -282,8 +287,6 @@ def prepare_queued(conn: Connection) -> None:
                 prepared.names[sql] = None if refused else name
         else:
             prepared.names.update((sql, name) for sql, name, _ in todo)
-    finally:
-        cursor.close()
 
 
 def execute(
@@ -301,21 +304,19 @@ def execute(
         return result
     pipeline: Pipeline | None = conn.info.get(PIPELINE)
     prepared = _prepared(conn) if c.order is None else None
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        args = _args(c, params or {})
-        if pipeline is not None and pipeline.sql:
-            pipeline.sql.append(_text(cursor, c, args, prepared))
-            cursor.execute(b";".join(pipeline.take()))
-        elif prepared is not None:
-            cursor.execute(_text(cursor, c, args, prepared))
-        else:
-            cursor.execute(c.sql, args)
-        return _Result(_read(c, cursor, conn.dialect), cursor.rowcount)
-    except conn.dialect.loaded_dbapi.Error as exc:
-        raise _wrap(conn, exc, c.sql) from exc
-    finally:
-        cursor.close()
+    with _cursor(conn) as cursor:
+        try:
+            args = _args(c, params or {})
+            if pipeline is not None and pipeline.sql:
+                pipeline.sql.append(_text(cursor, c, args, prepared))
+                cursor.execute(b";".join(pipeline.take()))
+            elif prepared is not None:
+                cursor.execute(_text(cursor, c, args, prepared))
+            else:
+                cursor.execute(c.sql, args)
+            return _Result(_read(c, cursor, conn.dialect), cursor.rowcount)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise _wrap(conn, exc, c.sql) from exc
 
 
 def defer(
@@ -332,11 +333,8 @@ def defer(
     if pipeline is None or c is None:
         execute(conn, stmt, params, keys=keys)
         return
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
+    with _cursor(conn) as cursor:
         pipeline.sql.append(_text(cursor, c, _args(c, params or {}), _prepared(conn)))
-    finally:
-        cursor.close()
 
 
 def execute_many(conn: Connection, stmt: Executable, rows: list[dict[str, Any]]) -> None:
@@ -345,29 +343,24 @@ def execute_many(conn: Connection, stmt: Executable, rows: list[dict[str, Any]])
     On psycopg2 a DBAPI ``executemany`` is one round trip a row: a few rows are sent
     as one string of statements (what ``psycopg2.extras.execute_batch`` does, the
     values quoted by the driver's ``mogrify``), more go through SQLAlchemy's batched
-    ``insertmanyvalues``.
+    ``insertmanyvalues``. (A pipelined transaction writes its events with
+    :func:`defer_text` instead.)
     """
     if not rows:
         return
     keys = tuple(sorted(rows[0]))
     c = compiled_for(conn, stmt, keys)
-    pipeline: Pipeline | None = conn.info.get(PIPELINE)
-    if c is None or (pipeline is None and c.order is None and len(rows) > 4):
+    if c is None or (c.order is None and len(rows) > 4):
         conn.execute(stmt, rows)
         return
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        if pipeline is not None:  # queued for the next round trip
-            prepared = _prepared(conn)
-            pipeline.sql.extend(_text(cursor, c, _args(c, r), prepared) for r in rows)
-        elif c.order is None and len(rows) > 1:  # psycopg2 (named parameters)
-            cursor.execute(b";".join(cursor.mogrify(c.sql, _args(c, r)) for r in rows))
-        else:
-            cursor.executemany(c.sql, [_args(c, r) for r in rows])
-    except conn.dialect.loaded_dbapi.Error as exc:
-        raise _wrap(conn, exc, c.sql) from exc
-    finally:
-        cursor.close()
+    with _cursor(conn) as cursor:
+        try:
+            if c.order is None and len(rows) > 1:  # psycopg2 (named parameters)
+                cursor.execute(b";".join(cursor.mogrify(c.sql, _args(c, r)) for r in rows))
+            else:
+                cursor.executemany(c.sql, [_args(c, r) for r in rows])
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise _wrap(conn, exc, c.sql) from exc
 
 
 def pipelined(conn: Connection) -> bool:
@@ -378,11 +371,8 @@ def pipelined(conn: Connection) -> bool:
 def defer_text(conn: Connection, sql: str, args: Sequence[Any]) -> None:
     """Queue hand-written SQL with ``%s`` placeholders on a pipelined connection."""
     pipeline: Pipeline = conn.info[PIPELINE]
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
+    with _cursor(conn) as cursor:
         pipeline.sql.append(cursor.mogrify(sql, tuple(args)))
-    finally:
-        cursor.close()
 
 
 class Pipeline:
@@ -425,26 +415,22 @@ def end_pipeline(conn: Connection, *, commit: bool) -> None:
     """Commit (queue and ``COMMIT`` in one round trip) or roll back the pipelined
     transaction of ``conn``. A failed commit is rolled back before the error is raised."""
     pipeline: Pipeline | None = conn.info.pop(PIPELINE, None)
-    if pipeline is None or (not pipeline.begun and not commit):
-        return
-    if not pipeline.begun and pipeline.sql == [b"BEGIN"]:
-        return  # nothing was written or read
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        if commit:
-            try:
-                cursor.execute(b";".join([*pipeline.take(), b"COMMIT"]))
-                return
-            except conn.dialect.loaded_dbapi.Error as exc:
-                error = _wrap(conn, exc, "COMMIT")
-            if not error.connection_invalidated:
-                cursor.execute(b"ROLLBACK")  # the failed statement left the transaction open
-            raise error
-        cursor.execute(b"ROLLBACK")
-    except conn.dialect.loaded_dbapi.Error as exc:
-        raise _wrap(conn, exc, "ROLLBACK") from exc
-    finally:
-        cursor.close()
+    if pipeline is None or (not pipeline.begun and (not commit or pipeline.sql == [b"BEGIN"])):
+        return  # nothing reached the server (or nothing was written or read)
+    with _cursor(conn) as cursor:
+        try:
+            if commit:
+                try:
+                    cursor.execute(b";".join([*pipeline.take(), b"COMMIT"]))
+                    return
+                except conn.dialect.loaded_dbapi.Error as exc:
+                    error = _wrap(conn, exc, "COMMIT")
+                if not error.connection_invalidated:
+                    cursor.execute(b"ROLLBACK")  # the failed statement left the transaction open
+                raise error
+            cursor.execute(b"ROLLBACK")
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise _wrap(conn, exc, "ROLLBACK") from exc
 
 
 def _wrap(conn: Connection, exc: Exception, sql: str) -> DBAPIError:

@@ -52,8 +52,8 @@ class Store:
         self.postgres = self.engine.dialect.name == "postgresql"
         self._pid = os.getpid()
         self._local = threading.local()
-        self._writers: list[tuple[threading.Thread, Connection]] = []
-        self._writers_lock = threading.Lock()
+        self._owned: list[tuple[threading.Thread, Connection]] = []  # threads' own connections
+        self._owned_lock = threading.Lock()
 
     def migrate(self) -> int:
         """Create or upgrade the schema (idempotent, safe under concurrent starts)."""
@@ -66,8 +66,8 @@ class Store:
         """Drop pooled connections inherited across a fork."""
         self.engine.dispose(close=False)
         self._local = threading.local()  # the parent's writers stay the parent's
-        self._writers = []
-        self._writers_lock = threading.Lock()
+        self._owned = []
+        self._owned_lock = threading.Lock()
         self._pid = os.getpid()
 
     def write_connection(self) -> Connection:
@@ -112,13 +112,19 @@ class Store:
                 if self.prepare:
                     fast.enable_prepare(conn)
             setattr(self._local, kind, conn)
-            with self._writers_lock:
-                ended = [c for t, c in self._writers if not t.is_alive()]
-                self._writers = [(t, c) for t, c in self._writers if t.is_alive()]
-                self._writers.append((threading.current_thread(), conn))
+            with self._owned_lock:
+                ended = [c for t, c in self._owned if not t.is_alive()]
+                self._owned = [(t, c) for t, c in self._owned if t.is_alive()]
+                self._owned.append((threading.current_thread(), conn))
             for old in ended:
                 _close(old)
         return conn
+
+    def _drop(self, kind: str, conn: Connection) -> None:
+        """Forget this thread's ``kind`` connection (a new one is opened on next use)."""
+        setattr(self._local, kind, None)
+        with contextlib.suppress(SQLAlchemyError):
+            conn.invalidate()
 
     def _check_pid(self) -> None:
         if os.getpid() != self._pid:
@@ -138,31 +144,25 @@ class Store:
                 writer = self.write_connection()
                 try:
                     with writer.begin():
-                        if not self.postgres:
-                            tx = Tx(writer, False)
+                        if self.postgres:
+                            fast.begin_pipeline(writer)
+                        try:
+                            tx = Tx(writer, self.postgres)
                             yield tx
                             tx.flush()
-                        else:
-                            fast.begin_pipeline(writer)
-                            try:
-                                tx = Tx(writer, True)
-                                yield tx
-                                tx.flush()
-                            except BaseException:
+                        except BaseException:
+                            if self.postgres:
                                 try:
                                     fast.end_pipeline(writer, commit=False)
                                 except DBAPIError:  # cannot roll back: drop the connection
-                                    self._local.writer = None
-                                    with contextlib.suppress(SQLAlchemyError):
-                                        writer.invalidate()
-                                raise
+                                    self._drop("writer", writer)
+                            raise
+                        if self.postgres:
                             fast.end_pipeline(writer, commit=True)
                             fast.prepare_queued(writer)
                 except DBAPIError as exc:
                     if exc.connection_invalidated or isinstance(exc, InterfaceError):
-                        self._local.writer = None  # the server dropped it: a new one next time
-                        with contextlib.suppress(SQLAlchemyError):
-                            writer.invalidate()
+                        self._drop("writer", writer)  # the server dropped it: a new one next time
                     raise
         except SmithersError:
             raise
@@ -185,15 +185,12 @@ class Store:
                     yield reader
                 except DBAPIError as exc:
                     if exc.connection_invalidated or isinstance(exc, InterfaceError):
-                        self._local.reader = None
-                        with contextlib.suppress(SQLAlchemyError):
-                            reader.invalidate()
+                        self._drop("reader", reader)
                     raise
                 finally:
                     if not reader.invalidated:
                         reader.rollback()  # ends SQLAlchemy's transaction; sends nothing
-                        if self.postgres:
-                            fast.prepare_queued(reader)
+                        fast.prepare_queued(reader)
         except SmithersError:
             raise
         except OperationalError as exc:
@@ -201,8 +198,8 @@ class Store:
 
     def close(self) -> None:
         """Close every connection: the pooled ones and the threads' own (write and read)."""
-        with self._writers_lock:
-            writers, self._writers = self._writers, []
+        with self._owned_lock:
+            writers, self._owned = self._owned, []
         for _, conn in writers:
             _close(conn)
         self._local = threading.local()

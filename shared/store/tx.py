@@ -56,6 +56,16 @@ def _update_statement(table: Table, keys: tuple[str, ...], where: tuple[str, ...
     )
 
 
+def _update_call(
+    table: Table, where: dict[str, Any], values: dict[str, Any]
+) -> tuple[Update, dict[str, Any]]:
+    """The cached ``UPDATE`` for these columns and its parameters."""
+    stmt = _update_statement(table, tuple(sorted(values)), tuple(sorted(where)))
+    params = {f"v_{k}": v for k, v in values.items()}
+    params.update({f"w_{k}": v for k, v in where.items()})
+    return stmt, params
+
+
 @lru_cache(maxsize=64)
 def _insert_statement(table: Table) -> Insert:
     return table.insert()
@@ -129,18 +139,12 @@ class Tx:
 
         The statement is built once per shape and cached.
         """
-        stmt = _update_statement(table, tuple(sorted(values)), tuple(sorted(where)))
-        params = {f"v_{k}": v for k, v in values.items()}
-        params.update({f"w_{k}": v for k, v in where.items()})
-        return int(fast.execute(self.conn, stmt, params).rowcount)
+        return int(fast.execute(self.conn, *_update_call(table, where, values)).rowcount)
 
     def set(self, table: Table, where: dict[str, Any], values: dict[str, Any]) -> None:
         """:meth:`update` when the row count is not needed: on a pipelined connection
         it travels with the next round trip (:func:`shared.store.fast.defer`)."""
-        stmt = _update_statement(table, tuple(sorted(values)), tuple(sorted(where)))
-        params = {f"v_{k}": v for k, v in values.items()}
-        params.update({f"w_{k}": v for k, v in where.items()})
-        fast.defer(self.conn, stmt, params)
+        fast.defer(self.conn, *_update_call(table, where, values))
 
     def insert(self, table: Table, values: dict[str, Any]) -> None:
         """``INSERT INTO table`` one row (statement cached per table; deferred like :meth:`set`)."""
