@@ -296,7 +296,15 @@ def _commit(
             started_at=c.started_at,
             run_id=c.run_id,
         )
-    env.broker.wake_soon(c.run_id)
+        if tx.postgres:
+            # The run row stays locked until COMMIT, so a scheduler woken now waits
+            # for the commit before it reads the run: its wake-up overlaps the
+            # commit's round trip and WAL flush instead of following them. (On SQLite
+            # a commit is short and a scheduler that finds the write lock taken
+            # polls for it: wake after.)
+            tx.before_commit(lambda: env.broker.wake_soon(c.run_id))
+    if not tx.postgres:
+        env.broker.wake_soon(c.run_id)
     if not committed:
         log.warning("attempt %s of %s/%s: result refused (fenced out)", c.attempt_id, c.run_id, c.node_id)
         return "fenced"

@@ -140,6 +140,7 @@ class Store:
                     tx = Tx(conn, self.postgres)
                     yield tx
                     tx.flush()
+                    tx.committing()
             else:
                 writer = self.write_connection()
                 try:
@@ -150,6 +151,7 @@ class Store:
                             tx = Tx(writer, self.postgres)
                             yield tx
                             tx.flush()
+                            tx.committing()
                         except BaseException:
                             if self.postgres:
                                 try:

@@ -9,6 +9,7 @@ commit order: a reader that has seen feed id N has seen every id below N.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -99,6 +100,19 @@ class Tx:
     _events: dict[str, list[_Pending]] = field(default_factory=dict)
     _wake: set[str] = field(default_factory=set)
     woken: set[str] = field(default_factory=set)
+    _before_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    def before_commit(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` when the transaction's work is done and ``COMMIT`` is about to be
+        sent: its row locks are still held (a reader that locks the same rows waits
+        for the commit). Not called if the block raises."""
+        self._before_commit.append(fn)
+
+    def committing(self) -> None:
+        """Run the :meth:`before_commit` callbacks (the store calls it, after :meth:`flush`)."""
+        callbacks, self._before_commit = self._before_commit, []
+        for fn in callbacks:
+            fn()
 
     def lock_run(self, run_id: str) -> Row[Any] | None:
         """Read the run row, locking it until commit (FOR UPDATE on PostgreSQL).

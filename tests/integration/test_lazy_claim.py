@@ -3,6 +3,7 @@ claimed by the worker's heartbeat thread while it runs. Either way one commit wi
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -179,4 +180,30 @@ def test_the_worker_claims_a_long_step_while_it_runs_and_commits_a_short_one_in_
     assert slow_attempt.started_at is not None and slow_attempt.finished_at is not None
     assert slow_attempt.finished_at - slow_attempt.started_at >= SLOW_S
     broker.close()
+    store.close()
+
+
+def test_a_scheduler_woken_before_a_result_commits_waits_for_it_and_decides_on_it(pg_url: str) -> None:
+    # The worker wakes the scheduler before it sends COMMIT (PostgreSQL): the decision
+    # must wait for the run row lock and then read the committed result.
+    store, attempt_id = queued(pg_url, "lazy-early")
+    other = Store(pg_url)
+    reg = registry()
+    decided: list[list[str]] = []
+    decision = threading.Thread(target=lambda: decided.append(dispatch(other, reg, "lazy-early")))
+
+    def wake() -> None:
+        decision.start()
+        time.sleep(0.5)  # COMMIT is sent only now: the decision is waiting meanwhile
+
+    with store.write() as tx:
+        assert complete(
+            tx, attempt_id, None, ok=True, output=7, worker="w1", started_at=time.time(), run_id="lazy-early"
+        )
+        tx.before_commit(wake)
+    decision.join(10)
+    with store.read() as conn:
+        nodes = {a.node_id: a.attempt_id for a in attempts_of(conn, "lazy-early")}
+    assert decided == [[nodes["slow"]]]  # it saw `quick` succeeded and dispatched `slow`
+    other.close()
     store.close()

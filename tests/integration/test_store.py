@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 
 from shared import operations
 from shared.decision import decide
@@ -384,4 +386,64 @@ def test_attempts_are_numbered_per_node_when_one_decision_dispatches_several(dat
         assert complete(tx, second[0], None, ok=False, error={"message": "boom"}, worker="w")
     assert len(step()) == 1  # a single dispatch: counted on its own
     assert len(numbers()) == 5 and (node, 3) in numbers()
+    store.close()
+
+
+def _locked_elsewhere(store: Store, run_id: str) -> bool:
+    """Whether another connection finds the run row (PostgreSQL) or the database
+    (SQLite) locked for writing right now, without waiting."""
+    if store.postgres:
+        with store.engine.connect() as conn:
+            try:
+                conn.exec_driver_sql(f"SELECT 1 FROM runs WHERE run_id = '{run_id}' FOR UPDATE NOWAIT")
+            except DBAPIError:
+                return True
+            return False
+    raw = sqlite3.connect(str(store.engine.url.database), timeout=0, isolation_level=None)
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+        raw.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        raw.close()
+
+
+def test_before_commit_runs_while_the_transaction_still_holds_its_locks(database_url: str) -> None:
+    store = Store(database_url)
+    store.migrate()
+    reg = registry()
+    operations.launch(
+        store,
+        None,
+        reg,
+        workflow="solo",
+        run_input={},
+        run_id="bc-1",
+        launched_by="t",
+        deployment_version="v",
+    )
+    seen: list[tuple[bool, str]] = []
+
+    def look() -> None:  # from other connections, while the transaction is about to commit
+        with store.engine.connect() as conn:
+            status = conn.execute(select(s.runs.c.status).where(s.runs.c.run_id == "bc-1")).scalar_one()
+        seen.append((_locked_elsewhere(store, "bc-1"), status))
+
+    with store.write() as tx:
+        assert tx.lock_run("bc-1") is not None
+        tx.set(s.runs, {"run_id": "bc-1"}, {"status": "running"})
+        tx.before_commit(look)
+    assert seen == [(True, "queued")]  # still locked, not yet visible
+    assert not _locked_elsewhere(store, "bc-1")
+    with store.read() as conn:
+        assert get_run(conn, "bc-1").status.value == "running"
+
+    called: list[int] = []
+    with pytest.raises(RuntimeError), store.write() as tx:
+        tx.set(s.runs, {"run_id": "bc-1"}, {"status": "failed"})
+        tx.before_commit(lambda: called.append(1))
+        raise RuntimeError("the block failed")
+    assert called == []  # not called for a transaction that rolls back
     store.close()
