@@ -99,7 +99,21 @@ class Scheduler:
         messages: list[Message] = []
         again: list[str] = []
         done = 0
+        sent = False
+
+        def send_early() -> None:
+            # PostgreSQL: the messages go out before COMMIT, carrying the key of the
+            # lock this transaction holds until it ends; a worker waits for that
+            # lock before it reads its attempt, so delivery overlaps the commit's
+            # round trip and WAL flush (docs/architecture.md, "Dispatch before commit").
+            nonlocal sent
+            key = tx.publish_key()
+            if messages and key is not None:
+                sent = self._send(messages, key)
+
         with self.store.write() as tx:
+            tx.publish_lock()
+            tx.before_commit(send_early)
             began = time.perf_counter()
             for run_id in run_ids:
                 started = time.perf_counter()
@@ -111,12 +125,18 @@ class Scheduler:
                     again.append(run_id)
                 if done >= MAX_BATCH or ended - began >= MAX_BATCH_S:
                     break
-        if messages:
-            try:
-                self.broker.send_steps((m.attempt_id, m.queue, m.time_limit) for m in messages)
-            except Exception as exc:
-                log.warning("%d step messages not sent (%s); they will be re-sent", len(messages), exc)
+        if messages and not sent:
+            self._send(messages, None)
         return done, again
+
+    def _send(self, messages: list[Message], after: int | None) -> bool:
+        """Publish step messages; True if they went out (a lost one is re-sent later)."""
+        try:
+            self.broker.send_steps(((m.attempt_id, m.queue, m.time_limit) for m in messages), after)
+        except Exception as exc:
+            log.warning("%d step messages not sent (%s); they will be re-sent", len(messages), exc)
+            return False
+        return True
 
     def _due(self, ids: set[str], now: float) -> list[str]:
         """Of ``ids`` and earlier deferred runs, those that may be decided now."""

@@ -20,7 +20,7 @@ import redis
 from celery import Celery
 from kombu import Exchange
 
-from shared.keys import STEP_TASK, WAKE_KEY
+from shared.keys import AFTER_HEADER, STEP_TASK, WAKE_KEY
 
 log = logging.getLogger("smithers.broker")
 
@@ -126,8 +126,13 @@ class Broker:
         """Publish one step message (see :meth:`send_steps`)."""
         self.send_steps([(attempt_id, queue, time_limit)])
 
-    def send_steps(self, steps: Iterable[tuple[str, str, float | None]]) -> None:
+    def send_steps(self, steps: Iterable[tuple[str, str, float | None]], after: int | None = None) -> None:
         """Publish step messages ``(attempt_id, queue, time_limit)`` in one round trip.
+
+        ``after``: the messages are sent before the transaction that dispatched them
+        commits, and carry its publish key in the ``smithers_after`` header (see
+        :meth:`shared.store.tx.Tx.publish_key`); a worker that does not know the
+        header ignores it.
 
         Each is the message ``celery.send_task("smithers.step", args=[attempt_id],
         time_limit=..., exchange=Exchange(""), routing_key=queue)`` would publish (task
@@ -138,14 +143,19 @@ class Broker:
         """
         pipe = self.redis.pipeline(transaction=False)
         for attempt_id, queue, time_limit in steps:
-            pipe.lpush(queue, step_message(attempt_id, queue, time_limit, self._origin, self._reply_to))
+            message = step_message(attempt_id, queue, time_limit, self._origin, self._reply_to, after)
+            pipe.lpush(queue, message)
         pipe.execute()
 
-    def send_step_with_celery(self, attempt_id: str, queue: str, time_limit: float | None = None) -> None:
+    def send_step_with_celery(
+        self, attempt_id: str, queue: str, time_limit: float | None = None, after: int | None = None
+    ) -> None:
         """The same message through Celery's own ``send_task`` (the reference)."""
         options: dict[str, Any] = {"exchange": Exchange(""), "routing_key": queue}
         if time_limit is not None:
             options["time_limit"] = time_limit
+        if after is not None:
+            options["headers"] = {AFTER_HEADER: after}
         self.celery.send_task(STEP_TASK, args=[attempt_id], **options)
 
     def ping(self) -> bool:
@@ -166,7 +176,14 @@ class Broker:
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
-def step_message(attempt_id: str, queue: str, time_limit: float | None, origin: str, reply_to: str) -> str:
+def step_message(
+    attempt_id: str,
+    queue: str,
+    time_limit: float | None,
+    origin: str,
+    reply_to: str,
+    after: int | None = None,
+) -> str:
     """The kombu Redis envelope of a Celery (protocol 2) ``smithers.step`` message."""
     task_id = str(uuid.uuid4())
     body = json.dumps([[attempt_id], {}, _EMBED]).encode()
@@ -191,6 +208,8 @@ def step_message(attempt_id: str, queue: str, time_limit: float | None, origin: 
         "stamped_headers": None,
         "stamps": {},
     }
+    if after is not None:
+        headers[AFTER_HEADER] = after
     return json.dumps(
         {
             "body": base64.b64encode(body).decode(),

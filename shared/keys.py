@@ -9,6 +9,9 @@ STEPS_QUEUE = "steps"
 SANDBOX_QUEUE = "sandbox"
 QUEUES = (STEPS_QUEUE, SANDBOX_QUEUE)
 STEP_TASK = "smithers.step"
+# A step message's header: the publish key of the transaction that dispatched it, when
+# the message was sent before that transaction committed (PostgreSQL).
+AFTER_HEADER = "smithers_after"
 
 
 def queue_for(kind: NodeKind) -> str:

@@ -12,7 +12,7 @@ from kombu import Queue
 
 from shared.broker import Broker, celery_settings
 from shared.config import WorkerConfig
-from shared.keys import QUEUES, STEP_TASK
+from shared.keys import AFTER_HEADER, QUEUES, STEP_TASK
 from shared.registry import Registry
 from shared.store import Store
 from workers.step import WorkerEnv, run_attempt
@@ -55,12 +55,13 @@ def create_app(env: WorkerEnv) -> Celery:
     app.conf.update(celery_settings(env.broker.redis_url, env.config.visibility_timeout_s))
     app.conf.task_queues = [Queue(q, routing_key=q) for q in QUEUES]
 
-    @app.task(name=STEP_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-    def step(attempt_id: str) -> str:
-        if not isinstance(attempt_id, str) or len(attempt_id) > 64:
+    @app.task(name=STEP_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True, bind=True)
+    def step(self: Any, attempt_id: str) -> str:
+        after = self.request.get(AFTER_HEADER)
+        if not isinstance(attempt_id, str) or len(attempt_id) > 64 or not isinstance(after, int | None):
             log.error("malformed step message dropped")
             return "malformed"
-        return run_attempt(env, attempt_id)
+        return run_attempt(env, attempt_id, after)
 
     return app
 

@@ -202,11 +202,12 @@ def _error(exc: BaseException) -> dict[str, Any]:
     }
 
 
-def _start(env: WorkerEnv, attempt_id: str) -> Claim | None:
+def _start(env: WorkerEnv, attempt_id: str, after: int | None) -> Claim | None:
     """The attempt to run: unclaimed if :func:`peek` allows a lazy claim, else claimed
-    now (taking over an expired lease); None if it is not ours to run (recorded)."""
+    now (taking over an expired lease); None if it is not ours to run (recorded).
+    ``after``: the message was sent before its dispatch committed (see :func:`peek`)."""
     with env.store.read() as conn:
-        c = peek(conn, attempt_id, time.time())
+        c = peek(conn, attempt_id, time.time(), after)
     if c is not None:
         entry = env.registry.find(c.workflow)
         node = entry.workflow.nodes.get(c.node_id) if entry is not None else None
@@ -220,9 +221,9 @@ def _start(env: WorkerEnv, attempt_id: str) -> Claim | None:
     return got
 
 
-def run_attempt(env: WorkerEnv, attempt_id: str) -> str:
+def run_attempt(env: WorkerEnv, attempt_id: str, after: int | None = None) -> str:
     """Run one attempt end to end; returns what happened (for logs and tests)."""
-    c = _start(env, attempt_id)
+    c = _start(env, attempt_id, after)
     if c is None:
         return "refused"
     try:

@@ -92,11 +92,19 @@ class CacheWrite:
     workflow: str
 
 
-def peek(conn: Connection, attempt_id: str, now: float) -> Claim | None:
+def peek(conn: Connection, attempt_id: str, now: float, after: int | None = None) -> Claim | None:
     """An unclaimed :class:`Claim` if the attempt is queued, current and its run not
     cancelled (read-only, no write lock); None means "ask :func:`claim`", which
-    takes over an expired lease or records why the attempt is not ours to run."""
-    row = fast.execute(conn, _PEEK, {"b_attempt_id": attempt_id}).first()  # attempt, run, node
+    takes over an expired lease or records why the attempt is not ours to run.
+
+    ``after`` is the publish key of the transaction that dispatched the attempt when
+    its message was sent before that transaction committed (PostgreSQL,
+    :meth:`shared.store.tx.Tx.publish_key`): the read waits for the transaction to end,
+    in the same round trip."""
+    first = None
+    if after is not None and conn.dialect.name == "postgresql":
+        first = ("SELECT pg_advisory_xact_lock_shared(%s)", [after])
+    row = fast.execute(conn, _PEEK, {"b_attempt_id": attempt_id}, first=first).first()  # attempt, run, node
     if row is None or row.state != AttemptState.QUEUED:
         return None
     if row.cancel_requested or row.current_attempt_id != attempt_id:

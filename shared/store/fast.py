@@ -295,11 +295,17 @@ def execute(
     params: Mapping[str, Any] | None = None,
     *,
     keys: tuple[str, ...] | None = None,
+    first: tuple[str, Sequence[Any]] | None = None,
 ) -> Result:
     """Execute ``stmt`` with ``params`` (bind name -> value); ``keys`` names the columns
-    of an ``INSERT`` compiled for exactly those values."""
+    of an ``INSERT`` compiled for exactly those values. ``first`` (PostgreSQL only) is
+    hand-written SQL with ``%s`` placeholders and its values, sent in front of ``stmt``
+    in the same round trip (on an autocommit connection both run in one implicit
+    transaction; ``stmt`` reads with a snapshot taken after ``first`` ran)."""
     c = compiled_for(conn, stmt, keys)
-    if c is None:
+    if c is None or (first is not None and c.order is not None):
+        if first is not None:
+            conn.exec_driver_sql(first[0], tuple(first[1]))
         result: Result = conn.execute(stmt, dict(params or {}))
         return result
     pipeline: Pipeline | None = conn.info.get(PIPELINE)
@@ -307,7 +313,11 @@ def execute(
     with _cursor(conn) as cursor:
         try:
             args = _args(c, params or {})
-            if pipeline is not None and pipeline.sql:
+            if first is not None:
+                queued = pipeline.take() if pipeline is not None else []
+                head = cursor.mogrify(first[0], tuple(first[1]))
+                cursor.execute(b";".join([*queued, head, _text(cursor, c, args, prepared)]))
+            elif pipeline is not None and pipeline.sql:
                 pipeline.sql.append(_text(cursor, c, args, prepared))
                 cursor.execute(b";".join(pipeline.take()))
             elif prepared is not None:
@@ -366,6 +376,18 @@ def execute_many(conn: Connection, stmt: Executable, rows: list[dict[str, Any]])
 def pipelined(conn: Connection) -> bool:
     """Whether ``conn`` is in a pipelined transaction (see the module docstring)."""
     return conn.info.get(PIPELINE) is not None
+
+
+def queued(conn: Connection) -> list[bytes]:
+    """What the pipelined transaction of ``conn`` has queued and not sent yet."""
+    pipeline: Pipeline = conn.info[PIPELINE]
+    return list(pipeline.sql)
+
+
+def begun(conn: Connection) -> bool:
+    """Whether the pipelined transaction of ``conn`` has reached the server."""
+    pipeline: Pipeline | None = conn.info.get(PIPELINE)
+    return pipeline is not None and pipeline.begun
 
 
 def defer_text(conn: Connection, sql: str, args: Sequence[Any]) -> None:

@@ -8,6 +8,7 @@ commit order: a reader that has seen feed id N has seen every id below N.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -101,6 +102,24 @@ class Tx:
     _wake: set[str] = field(default_factory=set)
     woken: set[str] = field(default_factory=set)
     _before_commit: list[Callable[[], None]] = field(default_factory=list)
+    _publish_key: int | None = None
+
+    def publish_lock(self) -> None:
+        """PostgreSQL: take an advisory lock (on a random key, queued with the first
+        statement) held until this transaction ends, so messages naming its rows can
+        go out before it commits: see :meth:`publish_key`. Call it before anything
+        else in the transaction. Nothing on SQLite."""
+        if self.postgres and self._publish_key is None:
+            assert fast.queued(self.conn) == [b"BEGIN"], "publish_lock() must come first"
+            self._publish_key = secrets.randbits(63)
+            fast.defer_text(self.conn, "SELECT pg_advisory_xact_lock(%s)", [self._publish_key])
+
+    def publish_key(self) -> int | None:
+        """The key of :meth:`publish_lock` once the server holds the lock (anything was
+        sent since), else None. A worker handed it waits for the lock before it reads
+        the attempt (:func:`shared.store.attempts.peek`), which is therefore what this
+        transaction committed, or nothing if it rolled back."""
+        return self._publish_key if self._publish_key is not None and fast.begun(self.conn) else None
 
     def before_commit(self, fn: Callable[[], None]) -> None:
         """Call ``fn`` when the transaction's work is done and ``COMMIT`` is about to be

@@ -32,12 +32,13 @@ def test_lean_step_message_matches_celery_send_task(redis_url: str) -> None:
     broker = Broker(redis_url)
     r = redis.Redis.from_url(redis_url)
     try:
-        for time_limit in (None, 42.0):
-            broker.send_step_with_celery("att-1", "steps", time_limit)
+        for time_limit, after in ((None, None), (42.0, None), (None, 2**62 + 5)):
+            broker.send_step_with_celery("att-1", "steps", time_limit, after)
             reference = _pop(r, "steps")
-            broker.send_steps([("att-1", "steps", time_limit), ("att-2", "steps", time_limit)])
+            broker.send_steps([("att-1", "steps", time_limit), ("att-2", "steps", time_limit)], after)
             first, second = _pop(r, "steps"), _pop(r, "steps")
             assert _shape(first) == _shape(reference)
+            assert first["headers"].get("smithers_after") == after
             assert _shape(second)["body"][0] == ["att-2"]
             assert (
                 first["headers"]["id"] == first["headers"]["root_id"] == first["properties"]["correlation_id"]

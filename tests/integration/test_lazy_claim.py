@@ -3,10 +3,12 @@ claimed by the worker's heartbeat thread while it runs. Either way one commit wi
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from shared import StepContext, Workflow, operations
@@ -206,4 +208,48 @@ def test_a_scheduler_woken_before_a_result_commits_waits_for_it_and_decides_on_i
         nodes = {a.node_id: a.attempt_id for a in attempts_of(conn, "lazy-early")}
     assert decided == [[nodes["slow"]]]  # it saw `quick` succeeded and dispatched `slow`
     other.close()
+    store.close()
+
+
+def test_a_step_message_sent_before_its_dispatch_commits_is_read_after_the_commit(pg_url: str) -> None:
+    # The scheduler publishes step messages before COMMIT (PostgreSQL) with the key of
+    # an advisory lock its transaction holds; the worker's read waits for that lock.
+    store = Store(pg_url)
+    store.migrate()
+    reg = registry()
+    wf = reg.get("lazy").workflow
+    reader = Store(pg_url)
+    for run_id, commits in (("lazy-pub-1", True), ("lazy-pub-2", False)):
+        launch(store, reg, run_id, pg_url)
+        seen: list[tuple[str, object]] = []
+
+        def read(attempt_id: str, key: int) -> None:
+            with reader.read() as conn:
+                seen.append(("plain", peek(conn, attempt_id, time.time())))  # not committed yet
+                seen.append(("after", peek(conn, attempt_id, time.time(), after=key)))
+
+        with pytest.raises(RuntimeError) if not commits else contextlib.nullcontext(), store.write() as tx:
+            tx.publish_lock()
+            assert tx.publish_key() is None  # the lock has not reached the server yet
+            loaded = load_run_view(tx, run_id)
+            assert loaded is not None
+            [message] = apply_decision(
+                tx, run_id, decide(wf, loaded[0], LazyOutputs(tx.conn, run_id), tx.now)
+            )
+            key = tx.publish_key()
+            assert key is not None
+            peeker = threading.Thread(target=read, args=(message.attempt_id, key))
+            peeker.start()
+            time.sleep(0.5)  # the early read finds nothing; the waiting one is blocked
+            if not commits:
+                raise RuntimeError("the dispatch rolls back")
+        peeker.join(10)
+        assert not peeker.is_alive()
+        assert seen[0] == ("plain", None)
+        claim_seen = seen[1][1]
+        if commits:
+            assert claim_seen is not None and claim_seen.attempt_id == message.attempt_id  # type: ignore[attr-defined]
+        else:
+            assert claim_seen is None  # released by the rollback: nothing to run
+    reader.close()
     store.close()
