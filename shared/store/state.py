@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, null, select, type_coerce, union_all, update
 
 from shared.actions import (
     UNSET,
@@ -77,29 +77,43 @@ class LazyOutputs(Mapping[Key, Any]):
 
 _a = s.attempts
 _n = s.nodes
-_NODES = (
-    select(
-        _n.c.node_id,
-        _n.c.iteration,
-        _n.c.kind,
-        _n.c.status,
-        _n.c.failures,
-        _n.c.lost,
-        _n.c.current_attempt_id,
-        _n.c.current_iteration,
-        _n.c.next_at,
-        _n.c.error,
-        _a.c.attempt_id,
-        _a.c.state,
-        _a.c.number,
-        _a.c.dispatched_at,
-        _a.c.started_at,
-        _a.c.lease_expires_at,
-        _a.c.deadline_at,
-        _a.c.error.label("attempt_error"),
-    )
+_r = s.runs
+_RUN_COLUMNS = (_r.c.workflow, _r.c.status, _r.c.input, _r.c.cancel_requested)
+_NODE_COLUMNS = (
+    _n.c.node_id,
+    _n.c.iteration,
+    _n.c.kind,
+    _n.c.status.label("node_status"),
+    _n.c.failures,
+    _n.c.lost,
+    _n.c.current_attempt_id,
+    _n.c.current_iteration,
+    _n.c.next_at,
+    _n.c.error,
+    _a.c.attempt_id,
+    _a.c.state,
+    _a.c.number,
+    _a.c.dispatched_at,
+    _a.c.started_at,
+    _a.c.lease_expires_at,
+    _a.c.deadline_at,
+    _a.c.error.label("attempt_error"),
+)
+
+
+def _nulls(columns: tuple[Any, ...]) -> list[Any]:
+    """Typed NULLs in place of ``columns`` (the other half of the union below)."""
+    return [type_coerce(null(), c.type).label(c.name) for c in columns]
+
+
+# The run row and its node rows (each with its current attempt) in one statement: the
+# run's row has node_id NULL (a node row never has). On PostgreSQL the run is locked by
+# the statement sent in front of it (Tx.hold_run), so this one reads after the lock.
+_RUN_AND_NODES = union_all(
+    select(*_RUN_COLUMNS, *_nulls(_NODE_COLUMNS)).where(_r.c.run_id == bindparam("b_run_id")),
+    select(*_nulls(_RUN_COLUMNS), *_NODE_COLUMNS)
     .select_from(_n.outerjoin(_a, _a.c.attempt_id == _n.c.current_attempt_id))
-    .where(_n.c.run_id == bindparam("b_run_id"))
+    .where(_n.c.run_id == bindparam("b_run_id")),
 )
 _APPROVALS = select(s.approvals).where(s.approvals.c.run_id == bindparam("b_run_id"))
 _CACHE_LOOKUP = select(s.cache_entries).where(s.cache_entries.c.key == bindparam("b_key"))
@@ -126,11 +140,21 @@ _NODE_STATUSES = {s.value: s for s in NodeStatus}
 
 
 def load_run_view(tx: Tx, run_id: str) -> tuple[RunView, Any] | None:
-    """Lock the run and read everything the decision needs; None if it does not exist."""
-    run = tx.lock_run(run_id)
+    """Lock the run and read everything the decision needs; None if it does not exist.
+
+    The lock and the read are one round trip on PostgreSQL; the read is a statement of
+    its own, so its snapshot is taken once the lock is granted: a commit that held the
+    run (a worker's result) is seen whole."""
+    tx.hold_run(run_id)
+    run = None
+    rows = []
+    for r in tx.execute(_RUN_AND_NODES, {"b_run_id": run_id}):
+        if r.node_id is None:
+            run = r
+        else:
+            rows.append(r)
     if run is None:
         return None
-    rows = tx.execute(_NODES, {"b_run_id": run_id}).all()
     approvals = {}
     if any(r.kind == "approval" for r in rows):
         approvals = {
@@ -139,7 +163,7 @@ def load_run_view(tx: Tx, run_id: str) -> tuple[RunView, Any] | None:
     reviews = review_decisions(
         tx.conn,
         run_id,
-        [r.current_attempt_id for r in rows if r.kind == "sandbox" and r.status == NodeStatus.WAITING],
+        [r.current_attempt_id for r in rows if r.kind == "sandbox" and r.node_status == NodeStatus.WAITING],
     )
     views: dict[Key, NodeView] = {}
     for r in rows:
@@ -160,7 +184,7 @@ def load_run_view(tx: Tx, run_id: str) -> tuple[RunView, Any] | None:
         views[key] = NodeView(
             node_id=key[0],
             iteration=key[1],
-            status=_NODE_STATUSES[r.status],
+            status=_NODE_STATUSES[r.node_status],
             failures=r.failures,
             lost=r.lost,
             attempt=attempt,
