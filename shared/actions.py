@@ -56,6 +56,7 @@ class RunView:
     input: Mapping[str, Any]
     nodes: Mapping[Key, NodeView]
     cancel_requested: bool = False
+    reopened: bool = False  # a rewind or resume removed node rows (attempts stay)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class Dispatch:
     lost: int | None = None
     cache_key: str | None = None  # look the output up first; dispatch on a miss
     cache_scope: str | None = None
+    number: int | None = None  # the new attempt's number; None: count the attempts so far
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,16 @@ class _Decider:
         if status is NodeStatus.FAILED and not node.continue_on_fail and self.failure is None:
             self.failure = {"node_id": node.id, "iteration": iteration, **(kw.get("error") or {})}
 
+    def _number(self, key: Key) -> int | None:
+        """The next attempt's number for a node execution, from its loaded row: every
+        attempt was made current on the row when it was created, so the current one is
+        the latest. Without a current attempt it is the first, unless a rewind or
+        resume removed node rows of this run (None: the store counts)."""
+        loaded = self.run.nodes.get(key)
+        if loaded is not None and loaded.attempt is not None:
+            return loaded.attempt.number + 1
+        return None if self.run.reopened else 1
+
     def dispatch(
         self,
         node: Node,
@@ -105,10 +115,21 @@ class _Decider:
         cache_key: str | None = None,
     ) -> None:
         scope = node.cache.scope if cache_key is not None and node.cache is not None else None
-        self.actions.append(
-            Dispatch(node.id, iteration, node.kind, node.timeout_s, reason, failures, lost, cache_key, scope)
-        )
         key = (node.id, iteration)
+        self.actions.append(
+            Dispatch(
+                node.id,
+                iteration,
+                node.kind,
+                node.timeout_s,
+                reason,
+                failures,
+                lost,
+                cache_key,
+                scope,
+                number=self._number(key),
+            )
+        )
         old = self.states.get(key) or NodeView(node.id, iteration, NodeStatus.QUEUED)
         self.states[key] = replace(
             old,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Engine, inspect, select, text
+from sqlalchemy import Connection, Engine, exists, inspect, select, text, update
+from sqlalchemy.schema import CreateColumn
 
 from shared.store import schema as s
 from shared.store.postgres import MIGRATION_LOCK_ID
@@ -24,7 +25,18 @@ def _v1(conn: Connection) -> None:
         conn.execute(s.counters.insert().values(name="events", value=0))
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1}
+def _v2(conn: Connection) -> None:
+    """``runs.reopened``. A run from before it may have been rewound or resumed, so each
+    one that has attempts is marked reopened: its attempt numbers are counted."""
+    if "reopened" in {c["name"] for c in inspect(conn).get_columns("runs")}:
+        return  # created by _v1 from the current tables
+    column = CreateColumn(s.runs.c.reopened).compile(dialect=conn.dialect)
+    conn.execute(text(f"ALTER TABLE runs ADD COLUMN {column}"))
+    has_attempts = exists().where(s.attempts.c.run_id == s.runs.c.run_id)
+    conn.execute(update(s.runs).where(has_attempts).values(reopened=True))
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2}
 
 
 def migrate(engine: Engine) -> int:

@@ -137,6 +137,7 @@ def resume(tx: Tx, run_id: str, actor: str | None) -> RunRecord:
             error=None,
             output=None,
             updated_at=tx.now,
+            reopened=True,  # node rows went; their attempts stay (numbering)
         )
     )
     tx.emit(run_id, "run.resumed", payload={"by": actor})

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -69,6 +70,9 @@ runs = Table(
     Column("launched_by", String(128)),
     Column("parent_run_id", RunId),
     Column("lineage", Json),
+    # Set once a rewind or a resume removed node rows: the run's attempt numbers must
+    # then be counted, not read off the node rows (shared.decision, Dispatch.number).
+    Column("reopened", Boolean, nullable=False, server_default=false()),
     Index("ix_runs_wake_at", "wake_at"),
     Index("ix_runs_status", "status"),
     Index("ix_runs_workflow_created", "workflow", "created_at"),

@@ -78,7 +78,7 @@ class LazyOutputs(Mapping[Key, Any]):
 _a = s.attempts
 _n = s.nodes
 _r = s.runs
-_RUN_COLUMNS = (_r.c.workflow, _r.c.status, _r.c.input, _r.c.cancel_requested)
+_RUN_COLUMNS = (_r.c.workflow, _r.c.status, _r.c.input, _r.c.cancel_requested, _r.c.reopened)
 _NODE_COLUMNS = (
     _n.c.node_id,
     _n.c.iteration,
@@ -199,6 +199,7 @@ def load_run_view(tx: Tx, run_id: str) -> tuple[RunView, Any] | None:
         input=run.input,
         nodes=views,
         cancel_requested=bool(run.cancel_requested),
+        reopened=bool(run.reopened),
     )
     return view, run
 
@@ -248,7 +249,7 @@ def apply_decision(tx: Tx, run_id: str, decision: Decision) -> list[Message]:
     terminal = False
     cache_hit = False
     numbers: dict[Key, int] | None = None  # attempts so far per node execution
-    if sum(isinstance(a, Dispatch) for a in decision.actions) > 1:  # a fan-out: one query
+    if sum(isinstance(a, Dispatch) and a.number is None for a in decision.actions) > 1:  # one query
         rows = tx.execute(_COUNT_RUN_ATTEMPTS, {"b_run_id": run_id})
         numbers = {(r[0], r[1]): int(r[2]) for r in rows}
     for action in decision.actions:
@@ -306,9 +307,12 @@ def _time_limit(timeout_s: float | None) -> float | None:
 def _dispatch(tx: Tx, run_id: str, action: Dispatch, numbers: dict[Key, int] | None) -> Message | None:
     """Create the attempt and queue the node; on a cache hit, finish it from the cache.
 
-    ``numbers`` holds the run's attempt counts per node execution when the decision
-    dispatches several nodes (counted once, not once per node)."""
-    if numbers is not None:
+    The attempt's number is the decision's (``action.number``); where the decision
+    could not know it (a reopened run), it is counted: ``numbers`` holds the run's
+    attempt counts per node execution when several need counting (one query)."""
+    if action.number is not None:
+        number = action.number
+    elif numbers is not None:
         number = numbers.get((action.node_id, action.iteration), 0) + 1
     else:
         params = {"b_run_id": run_id, "b_node_id": action.node_id, "b_iteration": action.iteration}

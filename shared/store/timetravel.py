@@ -145,6 +145,7 @@ def rewind(tx: Tx, wf: Workflow, run_id: str, node_id: str, audit_id: int) -> di
             "error": None,
             "output": None,
             "updated_at": tx.now,
+            "reopened": True,  # node rows went; their attempts stay (numbering)
         },
     )
     result = {

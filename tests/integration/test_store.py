@@ -20,6 +20,7 @@ from shared.registry import Registry
 from shared.store import Store
 from shared.store import schema as s
 from shared.store.attempts import claim, complete, heartbeat
+from shared.store.migrate import MIGRATIONS
 from shared.store.queries import events_after, feed_after, get_run
 from shared.store.state import LazyOutputs, apply_decision, load_run_view
 from shared.workflow import Workflow
@@ -57,11 +58,11 @@ def test_concurrent_migrations_on_an_empty_database_both_succeed(database_url: s
     ]
     results = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], results
-    assert all(out.strip() == b"1" for out, _ in results)
+    assert all(out.strip() == str(max(MIGRATIONS)).encode() for out, _ in results)
     store = Store(database_url)
     with store.read() as conn:
         versions = conn.execute(select(s.schema_version.c.version)).scalars().all()
-    assert versions == [1]
+    assert versions == sorted(MIGRATIONS)
 
 
 def test_launch_is_idempotent_by_run_id_and_refuses_other_input(database_url: str) -> None:
@@ -446,4 +447,42 @@ def test_before_commit_runs_while_the_transaction_still_holds_its_locks(database
         tx.before_commit(lambda: called.append(1))
         raise RuntimeError("the block failed")
     assert called == []  # not called for a transaction that rolls back
+    store.close()
+
+
+def test_the_reopened_column_is_added_to_an_older_database_and_marks_runs_with_attempts(
+    database_url: str,
+) -> None:
+    store = Store(database_url)
+    store.migrate()
+    reg = registry()
+    for run_id in ("old-1", "old-2"):
+        operations.launch(
+            store,
+            None,
+            reg,
+            workflow="solo",
+            run_input={},
+            run_id=run_id,
+            launched_by="t",
+            deployment_version="v",
+        )
+    with store.write() as tx:  # old-1 has an attempt, old-2 none
+        loaded = load_run_view(tx, "old-1")
+        assert loaded is not None
+        wf = reg.get("solo").workflow
+        apply_decision(tx, "old-1", decide(wf, loaded[0], LazyOutputs(tx.conn, "old-1"), tx.now))
+    store.close()
+    engine = Store(database_url).engine
+    with engine.begin() as conn:  # the database as schema version 1 left it
+        conn.exec_driver_sql("ALTER TABLE runs DROP COLUMN reopened")
+        conn.execute(s.schema_version.delete().where(s.schema_version.c.version == 2))
+    engine.dispose()
+
+    store = Store(database_url)
+    assert store.migrate() == 2
+    with store.read() as conn:
+        rows = dict(conn.execute(select(s.runs.c.run_id, s.runs.c.reopened)).all())
+    assert rows == {"old-1": True, "old-2": False}  # old-1's attempt numbers are counted
+    assert store.migrate() == 2  # idempotent
     store.close()

@@ -54,6 +54,9 @@ def test_rewind_reopens_the_node_and_everything_downstream(engine: Engine, tmp_p
     assert lines(effects) == ["a:0", "b:0", "c:0", "d:0", "e:0", "c:0", "d:0", "e:0"]
     assert audit(engine) == [("rewind", "success")]
     assert "run.rewound" in [e.type for e in engine.events(run_id)]
+    with engine.store.read() as conn:  # the reopened nodes' attempts number on (counted)
+        numbers = sorted((a.node_id, a.number) for a in attempts_of(conn, run_id))
+    assert numbers == [("a", 1), ("b", 1), ("c", 1), ("c", 2), ("d", 1), ("d", 2), ("e", 1), ("e", 2)]
 
 
 def test_rewind_needs_confirm_and_writes_nothing_without_it(engine: Engine) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from shared.actions import (
@@ -310,3 +311,19 @@ def test_a_branch_returning_something_that_is_not_a_path_fails_cleanly() -> None
     d = decide(wf, run_view(done("a")), {}, NOW)
     failed = [a for a in of(d, SetNode) if a.status is NodeStatus.FAILED]
     assert failed[0].node_id == "route" and "unknown path" in failed[0].error["message"]
+
+
+def test_attempt_numbers_follow_the_node_rows_current_attempt_unless_the_run_was_reopened() -> None:
+    wf = diamond()
+    # a new node execution starts at 1; a retry follows the current attempt's number
+    d = decide(wf, run_view(), {}, NOW)
+    assert [(a.node_id, a.number) for a in of(d, Dispatch)] == [("a", 1)]
+    key, b = running("b", lease_expires_at=NOW - 1)
+    b = replace(b, attempt=replace(b.attempt, number=3))  # type: ignore[arg-type]
+    d = decide(wf, run_view(done("a"), (key, b), done("c")), {}, NOW)
+    assert [(a.node_id, a.number) for a in of(d, Dispatch)] == [("b", 4)]
+    # after a rewind or resume removed node rows, the store counts (None)
+    reopened = replace(run_view(), reopened=True)
+    assert [(a.node_id, a.number) for a in of(decide(wf, reopened, {}, NOW), Dispatch)] == [("a", None)]
+    d = decide(wf, replace(run_view(done("a"), (key, b), done("c")), reopened=True), {}, NOW)
+    assert [(a.node_id, a.number) for a in of(d, Dispatch)] == [("b", 4)]  # its row is there
