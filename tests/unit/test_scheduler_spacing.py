@@ -1,11 +1,17 @@
-"""The scheduler's adaptive spacing of expensive decisions (pure bookkeeping, no store)."""
+"""The scheduler's adaptive spacing of expensive decisions (bookkeeping; one test uses a
+SQLite file for the transaction a batch runs in)."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from scheduler.loop import BATCH_SPACING, MAX_BATCH_DELAY_S, Scheduler
+from scheduler.loop import BATCH_SPACING, MAX_BATCH_DELAY_S, MIN_BATCHED_COST_S, Scheduler
 from shared.config import SchedulerConfig
+from shared.registry import Registry
+from shared.store import Store
 
 
 def scheduler() -> Scheduler:
@@ -39,3 +45,21 @@ def test_the_delay_is_capped() -> None:
 
     assert sched._due({"huge"}, 100.0 + MAX_BATCH_DELAY_S - 0.001) == []
     assert sched._due(set(), 100.0 + MAX_BATCH_DELAY_S) == ["huge"]
+
+
+def test_a_decision_that_waited_for_a_lock_is_not_counted_as_expensive(tmp_path: Path) -> None:
+    # A decision woken before a worker's commit waits for the run's row lock: wall
+    # time, not work. Only the CPU it took counts towards spacing.
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    store.migrate()
+    broker: Any = SimpleNamespace(send_steps=lambda *a: None)
+    sched = Scheduler(store, broker, Registry(), SchedulerConfig())
+
+    def waits_for_a_lock(tx: Any, run_id: str, messages: list[Any]) -> None:
+        time.sleep(0.05)
+
+    sched._decide = waits_for_a_lock  # type: ignore[method-assign]
+    sched.process("r1")
+    assert sched._cost["r1"][1] < MIN_BATCHED_COST_S
+    assert sched._due({"r1"}, time.time()) == ["r1"]
+    store.close()
