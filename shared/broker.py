@@ -69,7 +69,7 @@ class Broker:
             log.warning("wake-up not sent (%s); the scheduler's sweep will find the run", exc)
 
     def wake_soon(self, *run_ids: str) -> None:
-        """:meth:`wake` without waiting for Redis' reply (for a step worker's commit path).
+        """:meth:`wake` without waiting for Redis' reply (a worker's commit, a launch).
 
         The ``LPUSH`` goes out on a connection of its own and its reply is read before
         the next one is sent, by when it has long arrived: a worker process does not

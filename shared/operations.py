@@ -98,9 +98,10 @@ def launch(
             deployment_version=deployment_version,
             run_input=checked,
             launched_by=launched_by,
+            fresh=run_id is None,
         )
     if created and broker is not None:
-        broker.wake(rid)
+        broker.wake_soon(rid)  # best effort either way: the sweep finds a queued run
     return run, created
 
 

@@ -43,15 +43,18 @@ def launch(
     launched_by: str | None,
     parent_run_id: str | None = None,
     lineage: dict[str, Any] | None = None,
+    fresh: bool = False,
 ) -> tuple[RunRecord, bool]:
     """Create a queued run, or return the existing one launched with the same input.
 
     Returns ``(run, created)``. A reused id with another workflow or input is a
     Conflict and writes nothing. The run row and its ``run.launched`` event are one
-    transaction.
+    transaction. ``fresh``: the id was just generated (:func:`shared.operations.new_run_id`,
+    80 random bits), so no run can have it and it is not looked up first (one round
+    trip fewer on PostgreSQL).
     """
     digest = input_hash(run_input)
-    existing = tx.lock_run(run_id)
+    existing = None if fresh else tx.lock_run(run_id)
     if existing is not None:
         if existing.workflow != workflow or existing.input_hash != digest:
             raise Conflict(f"run {run_id!r} already exists with a different workflow or input")

@@ -14,8 +14,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
 from shared import operations
+from shared.broker import Broker
 from shared.decision import decide
 from shared.errors import Conflict, InvalidInput, StoreUnavailable, UnknownWorkflow
+from shared.keys import WAKE_KEY
 from shared.registry import Registry
 from shared.store import Store
 from shared.store import schema as s
@@ -486,3 +488,32 @@ def test_the_reopened_column_is_added_to_an_older_database_and_marks_runs_with_a
     assert rows == {"old-1": True, "old-2": False}  # old-1's attempt numbers are counted
     assert store.migrate() == 2  # idempotent
     store.close()
+
+
+def test_a_launch_under_a_fresh_id_is_written_whole_and_wakes_the_scheduler(
+    database_url: str, redis_url: str
+) -> None:
+    store = Store(database_url)
+    store.migrate()
+    broker = Broker(redis_url)
+    broker.redis.delete(WAKE_KEY)
+    try:
+        run, created = operations.launch(
+            store,
+            broker,
+            registry(),
+            workflow="solo",
+            run_input={},
+            run_id=None,
+            launched_by="t",
+            deployment_version="v",
+        )
+        assert created and run.run_id.startswith("run-")
+        assert broker.wait(2.0) == {run.run_id}
+        with store.read() as conn:
+            assert get_run(conn, run.run_id) is not None
+            assert [e.type for e in events_after(conn, run.run_id)] == ["run.launched"]
+    finally:
+        broker.redis.delete(WAKE_KEY)
+        broker.close()
+        store.close()
