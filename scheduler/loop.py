@@ -105,7 +105,7 @@ class Scheduler:
             # PostgreSQL: the messages go out before COMMIT, carrying the key of the
             # lock this transaction holds until it ends; a worker waits for that
             # lock before it reads its attempt, so delivery overlaps the commit's
-            # round trip and WAL flush (docs/architecture.md, "Dispatch before commit").
+            # round trip and WAL flush (docs/architecture.md, "hand-offs that overlap the commit").
             nonlocal sent
             key = tx.publish_key()
             if messages and key is not None:

@@ -239,6 +239,7 @@ def run_attempt(env: WorkerEnv, attempt_id: str, after: int | None = None) -> st
         with env.store.read() as conn:
             outputs = outputs_for(conn, c.run_id, needed)
     ups, previous = upstream_outputs(wf, node, c, outputs)
+    c = c.starting(time.time())  # a lazy claim's start: now, after the reads above
     lease = node.heartbeat_timeout_s or env.config.lease_s
     with Heartbeat(env, c, lease, auto=node.heartbeat_timeout_s is None) as hb:
         try:

@@ -18,7 +18,7 @@ is refused and recorded.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
@@ -80,6 +80,15 @@ class Claim:
     deadline_at: float | None
     cache_key: str | None = None
     started_at: float | None = None
+
+    def starting(self, now: float) -> Claim:
+        """This attempt as started at ``now``, its deadline moved with it, if it is not
+        claimed yet (a lazy claim): it starts when its step function is called, after
+        the reads that come before (a claimed attempt's start is on record already)."""
+        if self.claim_token is not None or self.started_at is None:
+            return self
+        deadline = None if self.deadline_at is None else self.deadline_at + (now - self.started_at)
+        return replace(self, started_at=now, deadline_at=deadline)
 
 
 @dataclass(frozen=True)

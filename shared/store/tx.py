@@ -108,8 +108,9 @@ class Tx:
         """PostgreSQL: take an advisory lock (on a random key, queued with the first
         statement) held until this transaction ends, so messages naming its rows can
         go out before it commits: see :meth:`publish_key`. Call it before anything
-        else in the transaction. Nothing on SQLite."""
-        if self.postgres and self._publish_key is None:
+        else in the transaction. Nothing on SQLite or outside a pipelined transaction
+        (pooled connections): no key then, and messages go out after the commit."""
+        if self.postgres and fast.pipelined(self.conn) and self._publish_key is None:
             assert fast.queued(self.conn) == [b"BEGIN"], "publish_lock() must come first"
             self._publish_key = secrets.randbits(63)
             fast.defer_text(self.conn, "SELECT pg_advisory_xact_lock(%s)", [self._publish_key])

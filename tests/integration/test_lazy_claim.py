@@ -6,10 +6,12 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from shared import StepContext, Workflow, operations
 from shared.broker import Broker
@@ -19,7 +21,7 @@ from shared.registry import Registry
 from shared.status import AttemptState
 from shared.store import Store
 from shared.store import schema as s
-from shared.store.attempts import CLAIM_AFTER_S, claim, complete, peek
+from shared.store.attempts import CLAIM_AFTER_S, Claim, claim, complete, peek
 from shared.store.queries import attempts_of, events_after
 from shared.store.state import LazyOutputs, apply_decision, load_run_view
 from workers.step import WorkerEnv, run_attempt
@@ -253,3 +255,44 @@ def test_a_step_message_sent_before_its_dispatch_commits_is_read_after_the_commi
             assert claim_seen is None  # released by the rollback: nothing to run
     reader.close()
     store.close()
+
+
+class _SlowReads(Store):
+    """A store whose every read connection is handed out 0.1 s late."""
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        time.sleep(0.1)
+        with super().read() as conn:
+            yield conn
+
+
+def test_a_lazy_claims_start_is_when_its_step_function_is_called(database_url: str, redis_url: str) -> None:
+    # The reads before the step (the attempt, its upstream outputs) are the worker's
+    # hand-off, not the step: a lazy claim's started_at comes after them.
+    store = _SlowReads(database_url)
+    store.migrate()
+    reg = registry()
+    broker = Broker(redis_url)
+    env = WorkerEnv(store, broker, reg, WorkerConfig(lease_s=30), "w-test")
+    launch(store, reg, "lazy-6", database_url)
+    [quick] = dispatch(store, reg, "lazy-6")
+    assert run_attempt(env, quick) == "succeeded"
+    [slow] = dispatch(store, reg, "lazy-6")  # `slow` reads `quick`'s output before it runs
+    began = time.time()
+    assert run_attempt(env, slow) == "succeeded"
+    with Store(database_url).read() as conn:
+        attempt = {a.node_id: a for a in attempts_of(conn, "lazy-6")}["slow"]
+    assert attempt.started_at is not None and attempt.finished_at is not None
+    assert attempt.started_at - began >= 0.2  # after both slowed reads
+    assert attempt.finished_at - attempt.started_at >= SLOW_S
+    broker.close()
+    store.close()
+
+
+def test_starting_a_claim_moves_its_deadline_and_leaves_a_claimed_one_alone() -> None:
+    lazy = Claim("a", None, "r", "wf", "rev", "n", 0, 1, {}, deadline_at=130.0, started_at=100.0)
+    assert lazy.starting(105.0) == replace(lazy, started_at=105.0, deadline_at=135.0)
+    assert replace(lazy, deadline_at=None).starting(105.0).deadline_at is None
+    claimed = replace(lazy, claim_token="t")
+    assert claimed.starting(105.0) is claimed
