@@ -71,7 +71,7 @@ runs = Table(
     Column("parent_run_id", RunId),
     Column("lineage", Json),
     # Set once a rewind or a resume removed node rows: the run's attempt numbers must
-    # then be counted, not read off the node rows (shared.decision, Dispatch.number).
+    # then be counted, not read off the node rows (shared.decision_steps, Dispatch.number).
     Column("reopened", Boolean, nullable=False, server_default=false()),
     Index("ix_runs_wake_at", "wake_at"),
     Index("ix_runs_status", "status"),
