@@ -21,7 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from statistics import median
 
@@ -182,19 +183,47 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str]:
     return server, f"redis://127.0.0.1:{port}/0"
 
 
+@contextmanager
+def private_engine(database_url: str | None, concurrency: int, prefix: str) -> Iterator[Engine]:
+    """An :class:`Engine` on ``database_url`` (default: a SQLite file in a new temp dir)
+    and a private Redis, both stopped when the block ends."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    server, redis_url = start_redis()
+    try:
+        engine = Engine(database_url or f"sqlite:///{workdir / 'bench.db'}", redis_url, workdir, concurrency)
+        try:
+            yield engine
+        finally:
+            engine.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def chain_hops(store: Store, run_id: str) -> list[tuple[float, float]]:
+    """The hops (ms) of a finished ``b-seq40`` run: each as (step N committed to step
+    N+1 started, step N committed to the decision's transaction begun). An attempt's
+    finished_at is taken inside its commit transaction (before COMMIT returns),
+    started_at when the worker called the step function, dispatched_at when the
+    decision's transaction began."""
+    with store.read() as conn:
+        attempts = {a.node_id: a for a in attempts_of(conn, run_id)}
+    hops = []
+    for i in range(39):
+        done, nxt = attempts[f"s{i:02d}"], attempts[f"s{i + 1:02d}"]
+        assert done.finished_at is not None and nxt.started_at is not None
+        hops.append(
+            ((nxt.started_at - done.finished_at) * 1000, (nxt.dispatched_at - done.finished_at) * 1000)
+        )
+    return hops
+
+
 def engine_hop(engine: Engine) -> tuple[float, float]:
     """(a) Hop overhead p50 and p99 (ms) on a 40-step chain of 10 ms steps."""
-    store = engine.store
     t0 = time.time()
     rid = engine.launch("b-seq40")
-    t1 = wait_runs(store, [rid], 120)
-    with store.read() as conn:
-        attempts = attempts_of(conn, rid)
-    # An attempt's finished_at is taken inside its commit transaction (before
-    # COMMIT returns), started_at when the worker began the step function.
-    committed = {a.node_id: a.finished_at for a in attempts if a.finished_at is not None}
-    started = {a.node_id: a.started_at for a in attempts if a.started_at is not None}
-    hops = [(started[f"s{i + 1:02d}"] - committed[f"s{i:02d}"]) * 1000 for i in range(39)]
+    t1 = wait_runs(engine.store, [rid], 120)
+    hops = [hop for hop, _ in chain_hops(engine.store, rid)]
     print(
         f"engine: 40-step chain wall {t1 - t0:.3f}s; hop overhead p50 {pct(hops, 50):.2f} ms "
         f"p99 {pct(hops, 99):.2f} ms",

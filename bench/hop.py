@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.engine import Engine, pct, start_redis, wait_runs  # noqa: E402
-from shared.store.queries import attempts_of  # noqa: E402
+from bench.engine import chain_hops, pct, private_engine, wait_runs  # noqa: E402
 
 
 def main() -> None:
@@ -29,35 +27,20 @@ def main() -> None:
     parser.add_argument("--chains", type=int, default=3)
     parser.add_argument("--database-url", default=None, help="default: a SQLite file in a temp dir")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="smithers-hop-"))
-    url = args.database_url or f"sqlite:///{workdir / 'bench.db'}"
-    server, redis_url = start_redis()
-    engine = Engine(url, redis_url, workdir, 2)
-    try:
+    with private_engine(args.database_url, 2, "smithers-hop-") as engine:
         wait_runs(engine.store, [engine.launch("b-one") for _ in range(5)], 60)  # warm-up
-        hops: list[float] = []
-        to_decision: list[float] = []
-        to_start: list[float] = []
+        hops: list[tuple[float, float]] = []
         for _ in range(args.chains):
             run_id = engine.launch("b-seq40")
             wait_runs(engine.store, [run_id], 120)
-            with engine.store.read() as conn:
-                attempts = {a.node_id: a for a in attempts_of(conn, run_id)}
-            for i in range(39):
-                done, nxt = attempts[f"s{i:02d}"], attempts[f"s{i + 1:02d}"]
-                assert done.finished_at is not None and nxt.started_at is not None
-                hops.append((nxt.started_at - done.finished_at) * 1000)
-                to_decision.append((nxt.dispatched_at - done.finished_at) * 1000)
-                to_start.append((nxt.started_at - nxt.dispatched_at) * 1000)
-        print(
-            f"hop p50 {pct(hops, 50):.2f} ms p99 {pct(hops, 99):.2f} ms; committed -> decision "
-            f"{pct(to_decision, 50):.2f} ms, decision -> started {pct(to_start, 50):.2f} ms ({len(hops)} hops)",
-            flush=True,
-        )
-    finally:
-        engine.close()
-        server.terminate()
-        server.wait(timeout=10)
+            hops += chain_hops(engine.store, run_id)
+    total = [hop for hop, _ in hops]
+    print(
+        f"hop p50 {pct(total, 50):.2f} ms p99 {pct(total, 99):.2f} ms; committed -> decision "
+        f"{pct([d for _, d in hops], 50):.2f} ms, decision -> started {pct([h - d for h, d in hops], 50):.2f} ms "
+        f"({len(hops)} hops)",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

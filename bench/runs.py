@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.engine import Engine, cpu_line, cpu_now, start_redis, wait_runs  # noqa: E402
+from bench.engine import cpu_line, cpu_now, private_engine, wait_runs  # noqa: E402
 
 
 def main() -> None:
@@ -30,12 +29,8 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="default: a SQLite file in a temp dir")
     parser.add_argument("--concurrency", type=int, default=2)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="smithers-bench-"))
-    url = args.database_url or f"sqlite:///{workdir / 'bench.db'}"
-    server, redis_url = start_redis()
-    engine = Engine(url, redis_url, workdir, args.concurrency)
-    launch, procs = engine.launch, engine.procs
-    try:
+    with private_engine(args.database_url, args.concurrency, "smithers-bench-") as engine:
+        launch, procs = engine.launch, engine.procs
         wait_runs(engine.store, [launch("b-one") for _ in range(20)], 60)  # warm-up
         before = cpu_now(procs)
         t0 = time.time()
@@ -44,10 +39,6 @@ def main() -> None:
         steps = args.runs * len(engine.registry.get(args.workflow).workflow.nodes)
         print(f"{args.runs} x {args.workflow}: {t1 - t0:.2f}s, {steps / (t1 - t0):.0f} steps/s", flush=True)
         print(cpu_line("cpu", procs, before), flush=True)
-    finally:
-        engine.close()
-        server.terminate()
-        server.wait(timeout=10)
 
 
 if __name__ == "__main__":

@@ -79,8 +79,20 @@ class Steps:
     ) -> None:
         scope = node.cache.scope if cache_key is not None and node.cache is not None else None
         key = (node.id, iteration)
-        args = (node.id, iteration, node.kind, node.timeout_s, reason, failures, lost, cache_key, scope)
-        self.actions.append(Dispatch(*args, number=self._number(key)))
+        self.actions.append(
+            Dispatch(
+                node.id,
+                iteration,
+                node.kind,
+                node.timeout_s,
+                reason,
+                failures,
+                lost,
+                cache_key,
+                scope,
+                number=self._number(key),
+            )
+        )
         old = self.states.get(key) or NodeView(node.id, iteration, NodeStatus.QUEUED)
         self.states[key] = replace(
             old,

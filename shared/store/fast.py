@@ -313,15 +313,11 @@ def execute(
     with _cursor(conn) as cursor:
         try:
             args = _args(c, params or {})
+            head = pipeline.take() if pipeline is not None and pipeline.sql else []
             if first is not None:
-                queued = pipeline.take() if pipeline is not None else []
-                head = cursor.mogrify(first[0], tuple(first[1]))
-                cursor.execute(b";".join([*queued, head, _text(cursor, c, args, prepared)]))
-            elif pipeline is not None and pipeline.sql:
-                pipeline.sql.append(_text(cursor, c, args, prepared))
-                cursor.execute(b";".join(pipeline.take()))
-            elif prepared is not None:
-                cursor.execute(_text(cursor, c, args, prepared))
+                head.append(cursor.mogrify(first[0], tuple(first[1])))
+            if head or prepared is not None:
+                cursor.execute(b";".join([*head, _text(cursor, c, args, prepared)]))
             else:
                 cursor.execute(c.sql, args)
             return _Result(_read(c, cursor, conn.dialect), cursor.rowcount)
@@ -376,12 +372,6 @@ def execute_many(conn: Connection, stmt: Executable, rows: list[dict[str, Any]])
 def pipelined(conn: Connection) -> bool:
     """Whether ``conn`` is in a pipelined transaction (see the module docstring)."""
     return conn.info.get(PIPELINE) is not None
-
-
-def queued(conn: Connection) -> list[bytes]:
-    """What the pipelined transaction of ``conn`` has queued and not sent yet."""
-    pipeline: Pipeline = conn.info[PIPELINE]
-    return list(pipeline.sql)
 
 
 def begun(conn: Connection) -> bool:

@@ -117,17 +117,6 @@ _RUN_AND_NODES = union_all(
 )
 _APPROVALS = select(s.approvals).where(s.approvals.c.run_id == bindparam("b_run_id"))
 _CACHE_LOOKUP = select(s.cache_entries).where(s.cache_entries.c.key == bindparam("b_key"))
-_COUNT_ATTEMPTS = (
-    select(func.count())
-    .select_from(_a)
-    .where(
-        _a.c.run_id == bindparam("b_run_id"),
-        _a.c.node_id == bindparam("b_node_id"),
-        _a.c.iteration == bindparam("b_iteration"),
-    )
-)
-
-
 _COUNT_RUN_ATTEMPTS = (
     select(_a.c.node_id, _a.c.iteration, func.count())
     .where(_a.c.run_id == bindparam("b_run_id"))
@@ -248,13 +237,14 @@ def apply_decision(tx: Tx, run_id: str, decision: Decision) -> list[Message]:
     messages: list[Message] = []
     terminal = False
     cache_hit = False
-    numbers: dict[Key, int] | None = None  # attempts so far per node execution
-    if sum(isinstance(a, Dispatch) and a.number is None for a in decision.actions) > 1:  # one query
-        rows = tx.execute(_COUNT_RUN_ATTEMPTS, {"b_run_id": run_id})
-        numbers = {(r[0], r[1]): int(r[2]) for r in rows}
+    counted: dict[Key, int] = {}  # attempts so far per node execution, where the decision could not tell
+    if any(isinstance(a, Dispatch) and a.number is None for a in decision.actions):  # a reopened run
+        counted = {(r[0], r[1]): int(r[2]) for r in tx.execute(_COUNT_RUN_ATTEMPTS, {"b_run_id": run_id})}
     for action in decision.actions:
         if isinstance(action, Dispatch):
-            message = _dispatch(tx, run_id, action, numbers)
+            key = (action.node_id, action.iteration)
+            number = action.number if action.number is not None else counted.get(key, 0) + 1
+            message = _dispatch(tx, run_id, action, number)
             if message is None:
                 cache_hit = True
             else:
@@ -304,19 +294,8 @@ def _time_limit(timeout_s: float | None) -> float | None:
     return None if timeout_s is None else timeout_s + 30.0
 
 
-def _dispatch(tx: Tx, run_id: str, action: Dispatch, numbers: dict[Key, int] | None) -> Message | None:
-    """Create the attempt and queue the node; on a cache hit, finish it from the cache.
-
-    The attempt's number is the decision's (``action.number``); where the decision
-    could not know it (a reopened run), it is counted: ``numbers`` holds the run's
-    attempt counts per node execution when several need counting (one query)."""
-    if action.number is not None:
-        number = action.number
-    elif numbers is not None:
-        number = numbers.get((action.node_id, action.iteration), 0) + 1
-    else:
-        params = {"b_run_id": run_id, "b_node_id": action.node_id, "b_iteration": action.iteration}
-        number = int(tx.execute(_COUNT_ATTEMPTS, params).scalar_one()) + 1
+def _dispatch(tx: Tx, run_id: str, action: Dispatch, number: int) -> Message | None:
+    """Create attempt ``number`` and queue the node; on a cache hit, finish it from the cache."""
     attempt_id = str(uuid.uuid4())
     queue = queue_for(action.kind)
     hit = None

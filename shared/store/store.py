@@ -139,8 +139,7 @@ class Store:
                 with self.engine.connect().execution_options(smithers_write=True) as conn, conn.begin():
                     tx = Tx(conn, self.postgres)
                     yield tx
-                    tx.flush()
-                    tx.committing()
+                    tx.finish()
             else:
                 writer = self.write_connection()
                 try:
@@ -150,8 +149,7 @@ class Store:
                         try:
                             tx = Tx(writer, self.postgres)
                             yield tx
-                            tx.flush()
-                            tx.committing()
+                            tx.finish()
                         except BaseException:
                             if self.postgres:
                                 try:

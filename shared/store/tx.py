@@ -111,7 +111,7 @@ class Tx:
         else in the transaction. Nothing on SQLite or outside a pipelined transaction
         (pooled connections): no key then, and messages go out after the commit."""
         if self.postgres and fast.pipelined(self.conn) and self._publish_key is None:
-            assert fast.queued(self.conn) == [b"BEGIN"], "publish_lock() must come first"
+            assert not fast.begun(self.conn), "publish_lock() must come before any statement is sent"
             self._publish_key = secrets.randbits(63)
             fast.defer_text(self.conn, "SELECT pg_advisory_xact_lock(%s)", [self._publish_key])
 
@@ -128,8 +128,10 @@ class Tx:
         for the commit). Not called if the block raises."""
         self._before_commit.append(fn)
 
-    def committing(self) -> None:
-        """Run the :meth:`before_commit` callbacks (the store calls it, after :meth:`flush`)."""
+    def finish(self) -> None:
+        """The end of the block, just before commit (the store calls it): :meth:`flush`,
+        then the :meth:`before_commit` callbacks."""
+        self.flush()
         callbacks, self._before_commit = self._before_commit, []
         for fn in callbacks:
             fn()

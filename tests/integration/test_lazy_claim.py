@@ -80,6 +80,12 @@ def queued(database_url: str, run_id: str) -> tuple[Store, str]:
     return store, attempt_id
 
 
+def worker_env(store: Store, redis_url: str) -> WorkerEnv:
+    """A worker's environment on ``store`` (migrated here), with a broker of its own."""
+    store.migrate()
+    return WorkerEnv(store, Broker(redis_url), registry(), WorkerConfig(lease_s=30), "w-test")
+
+
 def types(store: Store, run_id: str) -> list[str]:
     with store.read() as conn:
         return [e.type for e in events_after(conn, run_id)]
@@ -154,11 +160,8 @@ def test_a_claim_with_a_deadline_wakes_the_scheduler_when_the_step_is_due(databa
 def test_the_worker_claims_a_long_step_while_it_runs_and_commits_a_short_one_in_one_go(
     database_url: str, redis_url: str, tmp_path: Path
 ) -> None:
-    store = Store(database_url)
-    store.migrate()
-    reg = registry()
-    broker = Broker(redis_url)
-    env = WorkerEnv(store, broker, reg, WorkerConfig(lease_s=30), "w-test")
+    env = worker_env(Store(database_url), redis_url)
+    store, reg = env.store, env.registry
     launch(store, reg, "lazy-5", database_url)
     [quick] = dispatch(store, reg, "lazy-5")
 
@@ -183,7 +186,7 @@ def test_the_worker_claims_a_long_step_while_it_runs_and_commits_a_short_one_in_
     slow_attempt = attempts["slow"]
     assert slow_attempt.started_at is not None and slow_attempt.finished_at is not None
     assert slow_attempt.finished_at - slow_attempt.started_at >= SLOW_S
-    broker.close()
+    env.broker.close()
     store.close()
 
 
@@ -270,23 +273,20 @@ class _SlowReads(Store):
 def test_a_lazy_claims_start_is_when_its_step_function_is_called(database_url: str, redis_url: str) -> None:
     # The reads before the step (the attempt, its upstream outputs) are the worker's
     # hand-off, not the step: a lazy claim's started_at comes after them.
-    store = _SlowReads(database_url)
-    store.migrate()
-    reg = registry()
-    broker = Broker(redis_url)
-    env = WorkerEnv(store, broker, reg, WorkerConfig(lease_s=30), "w-test")
+    env = worker_env(_SlowReads(database_url), redis_url)
+    store, reg = env.store, env.registry
     launch(store, reg, "lazy-6", database_url)
     [quick] = dispatch(store, reg, "lazy-6")
     assert run_attempt(env, quick) == "succeeded"
     [slow] = dispatch(store, reg, "lazy-6")  # `slow` reads `quick`'s output before it runs
     began = time.time()
     assert run_attempt(env, slow) == "succeeded"
-    with Store(database_url).read() as conn:
+    with store.read() as conn:
         attempt = {a.node_id: a for a in attempts_of(conn, "lazy-6")}["slow"]
     assert attempt.started_at is not None and attempt.finished_at is not None
     assert attempt.started_at - began >= 0.2  # after both slowed reads
     assert attempt.finished_at - attempt.started_at >= SLOW_S
-    broker.close()
+    env.broker.close()
     store.close()
 
 

@@ -24,6 +24,7 @@ from shared.store import schema as s
 from shared.store.attempts import claim, complete, heartbeat
 from shared.store.migrate import MIGRATIONS
 from shared.store.queries import events_after, feed_after, get_run
+from shared.store.records import RunRecord
 from shared.store.state import LazyOutputs, apply_decision, load_run_view
 from shared.workflow import Workflow
 
@@ -206,27 +207,36 @@ def test_event_seq_and_feed_ids_are_gap_free_in_commit_order_under_concurrent_wr
             assert seqs == list(range(1, 2 * 2 * writes_per_thread + 2))
 
 
-def launched_and_dispatched(database_url: str, run_id: str) -> tuple[Store, str]:
-    """A store with one launched run of ``solo`` whose first step was dispatched."""
-    store = Store(database_url)
-    store.migrate()
-    reg = registry()
-    operations.launch(
+def launch_solo(store: Store, run_id: str | None, broker: Broker | None = None) -> tuple[RunRecord, bool]:
+    """Launch a run of ``solo`` (``run_id`` None: a fresh id); ``(run, created)``."""
+    return operations.launch(
         store,
-        None,
-        reg,
+        broker,
+        registry(),
         workflow="solo",
         run_input={},
         run_id=run_id,
         launched_by="t",
         deployment_version="v",
     )
+
+
+def dispatch_solo(store: Store, run_id: str) -> str:
+    """Decide run ``run_id`` of ``solo`` once (its step is dispatched); the attempt id."""
     with store.write() as tx:
         loaded = load_run_view(tx, run_id)
         assert loaded is not None
-        wf = reg.get("solo").workflow
+        wf = registry().get("solo").workflow
         messages = apply_decision(tx, run_id, decide(wf, loaded[0], LazyOutputs(tx.conn, run_id), tx.now))
-    return store, messages[0].attempt_id
+    return messages[0].attempt_id
+
+
+def launched_and_dispatched(database_url: str, run_id: str) -> tuple[Store, str]:
+    """A store with one launched run of ``solo`` whose first step was dispatched."""
+    store = Store(database_url)
+    store.migrate()
+    launch_solo(store, run_id)
+    return store, dispatch_solo(store, run_id)
 
 
 def test_only_the_live_claim_may_heartbeat_or_commit(database_url: str) -> None:
@@ -416,17 +426,7 @@ def _locked_elsewhere(store: Store, run_id: str) -> bool:
 def test_before_commit_runs_while_the_transaction_still_holds_its_locks(database_url: str) -> None:
     store = Store(database_url)
     store.migrate()
-    reg = registry()
-    operations.launch(
-        store,
-        None,
-        reg,
-        workflow="solo",
-        run_input={},
-        run_id="bc-1",
-        launched_by="t",
-        deployment_version="v",
-    )
+    launch_solo(store, "bc-1")
     seen: list[tuple[bool, str]] = []
 
     def look() -> None:  # from other connections, while the transaction is about to commit
@@ -455,25 +455,8 @@ def test_before_commit_runs_while_the_transaction_still_holds_its_locks(database
 def test_the_reopened_column_is_added_to_an_older_database_and_marks_runs_with_attempts(
     database_url: str,
 ) -> None:
-    store = Store(database_url)
-    store.migrate()
-    reg = registry()
-    for run_id in ("old-1", "old-2"):
-        operations.launch(
-            store,
-            None,
-            reg,
-            workflow="solo",
-            run_input={},
-            run_id=run_id,
-            launched_by="t",
-            deployment_version="v",
-        )
-    with store.write() as tx:  # old-1 has an attempt, old-2 none
-        loaded = load_run_view(tx, "old-1")
-        assert loaded is not None
-        wf = reg.get("solo").workflow
-        apply_decision(tx, "old-1", decide(wf, loaded[0], LazyOutputs(tx.conn, "old-1"), tx.now))
+    store, _ = launched_and_dispatched(database_url, "old-1")  # old-1 has an attempt
+    launch_solo(store, "old-2")  # old-2 none
     store.close()
     engine = Store(database_url).engine
     with engine.begin() as conn:  # the database as schema version 1 left it
@@ -498,16 +481,7 @@ def test_a_launch_under_a_fresh_id_is_written_whole_and_wakes_the_scheduler(
     broker = Broker(redis_url)
     broker.redis.delete(WAKE_KEY)
     try:
-        run, created = operations.launch(
-            store,
-            broker,
-            registry(),
-            workflow="solo",
-            run_input={},
-            run_id=None,
-            launched_by="t",
-            deployment_version="v",
-        )
+        run, created = launch_solo(store, None, broker)
         assert created and run.run_id.startswith("run-")
         assert broker.wait(2.0) == {run.run_id}
         with store.read() as conn:
