@@ -17,9 +17,9 @@ from shared.bundle import (
     BundleBounds,
     ResultStatus,
     collect_result_bundle,
-    extract_result_archive,
     write_request_bundle,
 )
+from shared.bundle_archive import extract_result_archive
 from shared.errors import BundleRejected, InvalidInput, InvalidWorkflow, SandboxError
 from shared.sandbox import SandboxSpec, VolumeMount, resolve_secret_values
 

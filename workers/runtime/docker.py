@@ -18,7 +18,7 @@ into ``/work/request``; the step runs as an *exec* in that container (same cgrou
 limits, same user, no capabilities, no new privileges, exit code reported by the
 daemon); when it exits the container is paused (a consistent snapshot even if the step
 left background processes), ``/work/result`` is copied out and extracted member by
-member by :func:`shared.bundle.extract_result_archive`, then the container is killed
+member by :func:`shared.bundle_archive.extract_result_archive`, then the container is killed
 and ``State.OOMKilled`` read. The root filesystem is read-only, so every write outside
 ``/work`` fails. Container and volume are always removed. tmpfs pages are charged to
 the container's memory cgroup, so ``/work`` also counts against ``memory_mb``.
@@ -46,7 +46,8 @@ from docker.client import DockerClient
 from docker.models.containers import Container
 from docker.types import Mount, Ulimit
 
-from shared.bundle import LOGS_FILENAME, RESULT_DIRNAME, BundleBounds, extract_result_archive
+from shared.bundle import LOGS_FILENAME, RESULT_DIRNAME, BundleBounds
+from shared.bundle_archive import extract_result_archive
 from shared.errors import BundleRejected, SandboxError, SandboxOutOfMemory, SandboxTimeout
 from shared.sandbox import SANDBOX_UID, SandboxSpec
 from workers.runtime.base import ContainerOutcome, OnStarted
