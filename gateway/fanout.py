@@ -1,7 +1,8 @@
 """One event poller per gateway process, fanned out to every open stream.
 
 The poller reads new events by ``feed_id`` (allocated in commit order, so reading
-``feed_id > last`` never skips a committed event) and appends each one, formatted once,
+``feed_id > last`` never skips a committed event; on PostgreSQL it first numbers the
+events committed since, :mod:`shared.store.feed`) and appends each one, formatted once,
 to a bounded buffer per followed run and to the all-runs buffer. Streams wait on their
 topic's condition and take what is newer than their cursor. The store stays the source
 of truth: a stream replays from it after subscribing, and goes back to it whenever its
@@ -28,7 +29,8 @@ from sqlalchemy import func, select
 from shared.errors import SmithersError
 from shared.store import EventRecord, Store
 from shared.store import schema as s
-from shared.store.queries import feed_after
+from shared.store.feed import number_now
+from shared.store.queries import feed_after, feed_id_of
 
 log = logging.getLogger("smithers.gateway.fanout")
 
@@ -124,6 +126,7 @@ class Fanout:
     # -- the poller -------------------------------------------------------------------
 
     def _max_feed(self) -> int:
+        number_now(self.store)
         with self.store.read() as conn:
             return int(conn.execute(select(func.coalesce(func.max(s.events.c.feed_id), 0))).scalar_one())
 
@@ -155,11 +158,12 @@ class Fanout:
                 self._wake.wait(self.idle_poll_s)
                 self._wake.clear()
                 return last
+        number_now(self.store)  # PostgreSQL: give the newly committed events their feed ids
         with self.store.read() as conn:
             batch = feed_after(conn, last, PAGE)
         if batch:
             self._publish(batch)
-            last = batch[-1].feed_id
+            last = feed_id_of(batch[-1])
         if len(batch) < PAGE:
             self._stop.wait(self.poll_s)
         return last
@@ -176,7 +180,7 @@ class Fanout:
             if ev.run_id in wanted:
                 per_run.setdefault(ev.run_id, []).append(Item(ev.seq, self.formatter(ev, False), ev.type))
             if every:
-                everything.append(Item(ev.feed_id, self.formatter(ev, True), ev.type))
+                everything.append(Item(feed_id_of(ev), self.formatter(ev, True), ev.type))
         with self._lock:
             for key, items in (*per_run.items(), (ALL, everything)):
                 topic = self._topics.get(key)

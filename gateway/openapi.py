@@ -192,8 +192,9 @@ def _paths() -> dict[str, Schema]:
                 "run:read",
                 {"200": SSE, **errors(*auth, 503)},
                 operationId="allEvents",
-                description="`id:` is the event's feed id, allocated in commit order. Resume with"
-                " `Last-Event-ID` or `after_feed_id`.",
+                description="`id:` is the event's feed id, allocated in commit order (on PostgreSQL"
+                " shortly after the commit; until then the event's `feed_id` is `null` where it is"
+                " shown and this stream has not sent it). Resume with `Last-Event-ID` or `after_feed_id`.",
                 parameters=[
                     param("after_feed_id", "query", CURSOR, "Start after this feed id (default 0)."),
                     LAST_EVENT_ID,

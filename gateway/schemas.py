@@ -155,7 +155,11 @@ def component_schemas() -> dict[str, Schema]:
         {
             "run_id": STR,
             "seq": INT,
-            "feed_id": INT,
+            "feed_id": {
+                **INT,
+                "description": "Place in the all-runs feed; on PostgreSQL null until the event "
+                "is numbered, shortly after its commit (the all-runs stream only sends numbered events).",
+            },
             "type": STR,
             "node_id": STR,
             "iteration": INT,
@@ -163,7 +167,7 @@ def component_schemas() -> dict[str, Schema]:
             "payload": OBJ,
             "created_at": NUM,
         },
-        nullable=("node_id", "iteration", "attempt_id"),
+        nullable=("feed_id", "node_id", "iteration", "attempt_id"),
     )
     schemas: dict[str, Schema] = {
         "Error": error,

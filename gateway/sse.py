@@ -19,7 +19,8 @@ from sqlalchemy import Connection
 from gateway.config import GatewayConfig
 from gateway.fanout import ALL, PAGE, Fanout, Subscription
 from shared.store import EventRecord, Store
-from shared.store.queries import events_after, feed_after, get_run
+from shared.store.feed import number_now
+from shared.store.queries import events_after, feed_after, feed_id_of, get_run
 
 KEEPALIVE = b": keep-alive\n\n"
 
@@ -75,11 +76,13 @@ class Stream:
 
     def _replay(self) -> Iterator[bytes]:
         while True:
+            if self.by_feed:
+                number_now(self.store)  # PostgreSQL: events committed since get their feed ids
             with self.store.read() as conn:
                 page = self.page(conn)
             if page:
                 yield b"".join(frame(ev, self.by_feed) for ev in page)
-                self.last = page[-1].feed_id if self.by_feed else page[-1].seq
+                self.last = feed_id_of(page[-1]) if self.by_feed else page[-1].seq
             self.count(len(page))
             if len(page) < PAGE:
                 return

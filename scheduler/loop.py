@@ -15,6 +15,7 @@ from shared.decision import decide
 from shared.errors import SmithersError, UnknownWorkflow
 from shared.registry import Registry
 from shared.store import Store
+from shared.store.feed import number_now
 from shared.store.queries import due_runs
 from shared.store.state import LazyOutputs, Message, apply_decision, load_run_view, postpone
 from shared.store.timetravel import settle_leftovers
@@ -173,7 +174,15 @@ class Scheduler:
         return decision.wake_at
 
     def sweep(self) -> list[str]:
-        """Run ids whose wake time has come (queued, finished steps, timers, leases)."""
+        """Run ids whose wake time has come (queued, finished steps, timers, leases).
+        On PostgreSQL it also numbers the feed's newly committed events, so they do not
+        pile up while no one follows the feed (shared.store.feed)."""
+        try:
+            number_now(self.store)
+        except SmithersError:
+            raise
+        except Exception:  # a feed reader numbers before it reads anyway: carry on
+            log.exception("numbering the event feed failed; trying again at the next sweep")
         with self.store.read() as conn:
             return due_runs(conn, time.time())
 

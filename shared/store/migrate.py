@@ -36,7 +36,19 @@ def _v2(conn: Connection) -> None:
     conn.execute(update(s.runs).where(has_attempts).values(reopened=True))
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2}
+def _v3(conn: Connection) -> None:
+    """Events numbered after commit on PostgreSQL (shared.store.feed): ``feed_id`` may
+    be NULL there, and a partial index finds the unnumbered events. SQLite keeps
+    numbering as it writes, so its column stays NOT NULL (changing it would mean
+    rebuilding the table); the index is created there too, and stays empty."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("ALTER TABLE events ALTER COLUMN feed_id DROP NOT NULL"))
+    if "ix_events_unnumbered" not in {i["name"] for i in inspect(conn).get_indexes("events")}:
+        index = next(i for i in s.events.indexes if i.name == "ix_events_unnumbered")
+        index.create(conn)
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3}
 
 
 def migrate(engine: Engine) -> int:

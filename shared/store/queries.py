@@ -108,10 +108,18 @@ def events_after(conn: Connection, run_id: str, after_seq: int = 0, limit: int =
 
 
 def feed_after(conn: Connection, after_feed_id: int = 0, limit: int = 500) -> list[EventRecord]:
-    """Every run's events with ``feed_id > after_feed_id``, in commit order."""
+    """Every run's numbered events with ``feed_id > after_feed_id``, in commit order
+    (on PostgreSQL, call :func:`shared.store.feed.number_now` first)."""
     e = s.events
     rows = conn.execute(select(e).where(e.c.feed_id > after_feed_id).order_by(e.c.feed_id).limit(limit))
     return [event_record(row) for row in rows]
+
+
+def feed_id_of(ev: EventRecord) -> int:
+    """The feed id of an event read from the feed (:func:`feed_after` reads only
+    numbered events)."""
+    assert ev.feed_id is not None
+    return ev.feed_id
 
 
 def approvals(

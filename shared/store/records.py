@@ -91,7 +91,7 @@ class EventRecord:
 
     run_id: str
     seq: int
-    feed_id: int
+    feed_id: int | None  # None until numbered (PostgreSQL: shared.store.feed)
     type: str
     node_id: str | None
     iteration: int | None
@@ -200,7 +200,7 @@ def event_record(row: Row[Any]) -> EventRecord:
     return EventRecord(
         run_id=m["run_id"],
         seq=int(m["seq"]),
-        feed_id=int(m["feed_id"]),
+        feed_id=None if m["feed_id"] is None else int(m["feed_id"]),
         type=m["type"],
         node_id=m["node_id"],
         iteration=m["iteration"],

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -143,13 +144,21 @@ events = Table(
     metadata,
     Column("run_id", RunId, _run_fk(), primary_key=True),
     Column("seq", BigInteger, primary_key=True),
-    Column("feed_id", BigInteger, nullable=False, unique=True),
+    # NULL on PostgreSQL until the event is numbered after its commit (shared.store.feed).
+    Column("feed_id", BigInteger, unique=True),
     Column("type", String(64), nullable=False),
     Column("node_id", String(64)),
     Column("iteration", Integer),
     Column("attempt_id", String(36)),
     Column("payload", Json, nullable=False),
     Column("created_at", Float, nullable=False),
+    Index(
+        "ix_events_unnumbered",
+        "run_id",
+        "seq",
+        postgresql_where=text("feed_id IS NULL"),
+        sqlite_where=text("feed_id IS NULL"),
+    ),
 )
 
 approvals = Table(

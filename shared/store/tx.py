@@ -1,9 +1,11 @@
 """A write transaction that also appends events (the transactional outbox).
 
-Per-run ``seq`` is allocated from ``runs.next_seq`` under the run's row lock, and the
-global ``feed_id`` from the ``counters`` row ``events``, both at the end of the
-transaction. The counter row lock is held until commit, so feed ids are handed out in
-commit order: a reader that has seen feed id N has seen every id below N.
+Per-run ``seq`` is allocated from ``runs.next_seq`` under the run's row lock at the
+end of the transaction. On SQLite the global ``feed_id`` comes from the ``counters``
+row ``events`` in the same statement batch; the counter row lock is held until commit,
+so feed ids are handed out in commit order: a reader that has seen feed id N has seen
+every id below N. On PostgreSQL events are written without a feed id and numbered
+after they commit (:mod:`shared.store.feed`), so writers do not queue on that row.
 """
 
 from __future__ import annotations
@@ -252,13 +254,15 @@ class Tx:
             stmt = _NEXT_SEQ_AND_WAKE if run_id in wake else _NEXT_SEQ
             last = fast.execute(self.conn, stmt, params).scalar_one()
             seqs[run_id] = int(last) - len(pending)
-        feed_last = fast.execute(self.conn, _NEXT_FEED, {"b_n": total}).scalar_one()
-        feed = int(feed_last) - total
+        feed: int | None = None  # PostgreSQL: numbered after commit (shared.store.feed)
+        if not self.postgres:
+            feed = int(fast.execute(self.conn, _NEXT_FEED, {"b_n": total}).scalar_one()) - total
         rows = []
         for run_id, pending in self._events.items():
             for ev in pending:
                 seqs[run_id] += 1
-                feed += 1
+                if feed is not None:
+                    feed += 1
                 rows.append(
                     {
                         "run_id": run_id,
@@ -287,19 +291,17 @@ def _json_processor(conn: Connection) -> Any:
 def _events_sql(
     events: dict[str, list[_Pending]], wake: set[str], now: float, encode: Any
 ) -> tuple[str, list[Any]]:
-    """One PostgreSQL statement that allocates every run's ``seq`` and the feed ids
-    and inserts the events (and sets ``wake_at`` of the runs in ``wake``).
+    """One PostgreSQL statement that allocates every run's ``seq`` and inserts the
+    events (and sets ``wake_at`` of the runs in ``wake``); their feed ids are given
+    after commit (:mod:`shared.store.feed`).
 
-    It is queued in front of ``COMMIT`` on a pipelined connection, so the feed
-    counter's row lock is taken by the last statement and held for no round trip.
-    Every run row was already locked earlier in the transaction.
+    It is queued in front of ``COMMIT`` on a pipelined connection. Every run row was
+    already locked earlier in the transaction.
     """
-    total = sum(len(v) for v in events.values())
     ctes: list[str] = []
     selects: list[str] = []
     cte_args: list[Any] = []
     select_args: list[Any] = []
-    offset = 0
     # Only generated names (r0, r1, ...) and placeholders are put into the text; every
     # value, numbers included, is a bound parameter.
     for k, (run_id, pending) in enumerate(events.items()):
@@ -313,14 +315,11 @@ def _events_sql(
         cte_args += [n, now, run_id] if woken else [n, run_id]
         values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * n)
         selects.append(
-            f"SELECT %s, r{k}.next_seq - %s + v.i, f.value - %s + v.i, v.t, v.n, v.it::integer, v.a, "  # noqa: S608
-            f"v.p::jsonb, %s::double precision FROM r{k}, f, (VALUES {values}) AS v(i, t, n, it, a, p)"
+            f"SELECT %s, r{k}.next_seq - %s + v.i, NULL::bigint, v.t, v.n, v.it::integer, v.a, "  # noqa: S608
+            f"v.p::jsonb, %s::double precision FROM r{k}, (VALUES {values}) AS v(i, t, n, it, a, p)"
         )
-        select_args += [run_id, n, total - offset, now]
+        select_args += [run_id, n, now]
         for i, ev in enumerate(pending, start=1):
             select_args += [i, ev.type, ev.node_id, ev.iteration, ev.attempt_id, encode(ev.payload)]
-        offset += n
-    ctes.append("f AS (UPDATE counters SET value = value + %s WHERE name = 'events' RETURNING value)")
-    cte_args.append(total)
     sql = f"WITH {', '.join(ctes)} INSERT INTO events ({_EVENT_COLUMNS}) {' UNION ALL '.join(selects)}"
     return sql, cte_args + select_args

@@ -12,6 +12,7 @@ from sqlalchemy import exc, select
 
 from shared.store import Store, fast
 from shared.store import schema as s
+from shared.store.feed import number_now
 from shared.store.runs import launch as create_run
 from shared.store.tx import Tx
 
@@ -108,6 +109,7 @@ def test_an_error_raised_mid_transaction_rolls_back_what_was_sent(store: Store) 
 
 
 def events_of(store: Store) -> list[dict[str, Any]]:
+    number_now(store)
     with store.read() as conn:
         rows = conn.execute(select(s.events).order_by(s.events.c.feed_id)).all()
     return [dict(r._mapping) for r in rows]

@@ -22,8 +22,9 @@ from shared.registry import Registry
 from shared.store import Store
 from shared.store import schema as s
 from shared.store.attempts import claim, complete, heartbeat
+from shared.store.feed import number_now
 from shared.store.migrate import MIGRATIONS
-from shared.store.queries import events_after, feed_after, get_run
+from shared.store.queries import events_after, feed_after, feed_id_of, get_run
 from shared.store.records import RunRecord
 from shared.store.state import LazyOutputs, apply_decision, load_run_view
 from shared.workflow import Workflow
@@ -162,7 +163,7 @@ def test_event_seq_and_feed_ids_are_gap_free_in_commit_order_under_concurrent_wr
         )
     writes_per_thread = 40
     stop = threading.Event()
-    seen_feed: list[int] = []
+    seen: list[list[int]] = [[], []]
     violations: list[str] = []
 
     def writer(rid: str) -> None:
@@ -174,33 +175,40 @@ def test_event_seq_and_feed_ids_are_gap_free_in_commit_order_under_concurrent_wr
 
     total = len(run_ids) + len(run_ids) * 2 * writes_per_thread * 2
 
-    def reader() -> None:
+    def reader(seen_feed: list[int]) -> None:
+        # Two readers: on PostgreSQL each numbers the committed events before it reads
+        # (shared.store.feed), so two numberings also run at once.
         cursor = 0
+        last_seq: dict[str, int] = {}
         while cursor < total:
             writers_done = stop.is_set()  # before the read: then every write is committed
+            number_now(store)
             with store.read() as conn:
                 batch = feed_after(conn, cursor, 1000)
             for ev in batch:
                 if ev.feed_id != cursor + 1:
                     violations.append(f"feed jumped from {cursor} to {ev.feed_id}")
-                cursor = ev.feed_id
-                seen_feed.append(ev.feed_id)
+                if ev.seq != last_seq.get(ev.run_id, 0) + 1:
+                    violations.append(f"{ev.run_id}: seq {ev.seq} after {last_seq.get(ev.run_id, 0)}")
+                last_seq[ev.run_id] = ev.seq
+                cursor = feed_id_of(ev)
+                seen_feed.append(cursor)
             if writers_done and not batch:
                 violations.append(f"writers done but the feed stops at {cursor}")
                 break
 
     threads = [threading.Thread(target=writer, args=(rid,)) for rid in run_ids for _ in range(2)]
-    read = threading.Thread(target=reader)
-    read.start()
-    for t in threads:
+    readers = [threading.Thread(target=reader, args=(s,)) for s in seen]
+    for t in (*readers, *threads):
         t.start()
     for t in threads:
         t.join(timeout=120)
     stop.set()
-    read.join(timeout=60)
+    for t in readers:
+        t.join(timeout=60)
 
     assert violations == []
-    assert seen_feed == list(range(1, total + 1))
+    assert seen == [list(range(1, total + 1))] * 2
     with store.read() as conn:
         for rid in run_ids:
             seqs = [e.seq for e in events_after(conn, rid, 0, 10_000)]
@@ -461,15 +469,15 @@ def test_the_reopened_column_is_added_to_an_older_database_and_marks_runs_with_a
     engine = Store(database_url).engine
     with engine.begin() as conn:  # the database as schema version 1 left it
         conn.exec_driver_sql("ALTER TABLE runs DROP COLUMN reopened")
-        conn.execute(s.schema_version.delete().where(s.schema_version.c.version == 2))
+        conn.execute(s.schema_version.delete().where(s.schema_version.c.version >= 2))
     engine.dispose()
 
     store = Store(database_url)
-    assert store.migrate() == 2
+    assert store.migrate() == max(MIGRATIONS)
     with store.read() as conn:
         rows = dict(conn.execute(select(s.runs.c.run_id, s.runs.c.reopened)).all())
     assert rows == {"old-1": True, "old-2": False}  # old-1's attempt numbers are counted
-    assert store.migrate() == 2  # idempotent
+    assert store.migrate() == max(MIGRATIONS)  # idempotent
     store.close()
 
 

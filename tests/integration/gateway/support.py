@@ -30,6 +30,7 @@ from shared.registry import Registry, load_registry
 from shared.status import RunStatus
 from shared.store import schema as s
 from shared.store.audit import AuditRecord
+from shared.store.feed import number_now
 from tests.conftest import PG_ADMIN
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -236,10 +237,12 @@ class Gateway:
             return int(conn.execute(query).scalar_one())
 
     def max_feed_id(self) -> int:
+        number_now(self.store)
         with self.store.read() as conn:
             return int(conn.execute(select(func.coalesce(func.max(s.events.c.feed_id), 0))).scalar_one())
 
     def feed_ids_after(self, after: int) -> list[int]:
+        number_now(self.store)
         with self.store.read() as conn:
             query = select(s.events.c.feed_id).where(s.events.c.feed_id > after).order_by(s.events.c.feed_id)
             return [int(r[0]) for r in conn.execute(query)]
