@@ -19,7 +19,6 @@ from sqlalchemy import Connection
 from gateway.config import GatewayConfig
 from gateway.fanout import ALL, PAGE, Fanout, Subscription
 from shared.store import EventRecord, Store
-from shared.store.feed import number_now
 from shared.store.queries import events_after, feed_after, feed_id_of, get_run
 
 KEEPALIVE = b": keep-alive\n\n"
@@ -76,8 +75,6 @@ class Stream:
 
     def _replay(self) -> Iterator[bytes]:
         while True:
-            if self.by_feed:
-                number_now(self.store)  # PostgreSQL: events committed since get their feed ids
             with self.store.read() as conn:
                 page = self.page(conn)
             if page:

@@ -14,10 +14,11 @@ later, one numbering transaction at a time (an advisory lock), from the same cou
   events are the newest ones, and they are numbered in ``seq`` order; across runs,
   by the time they were written.
 
-Feed readers number before they read (the gateway's event poller and the all-runs
-stream), and the scheduler's sweep does so too, so the backlog stays small when no
-one follows the feed. A process not yet upgraded still takes ids from the counter
-row; the numbering increments the same row, so the two never hand out an id twice.
+The gateway's event poller numbers before each read (a stream's replay reads what is
+numbered and the poller hands it the rest), and the scheduler's sweep does so too, so
+the backlog stays small when no one follows the feed. A process not yet upgraded still
+takes ids from the counter row; the numbering increments the same row, so the two
+never hand out an id twice.
 """
 
 from __future__ import annotations

@@ -11,21 +11,7 @@ from shared.store import Store
 from shared.store import schema as s
 from shared.store.feed import number_now
 from shared.store.migrate import MIGRATIONS
-from shared.store.runs import launch as create_run
-from shared.store.tx import Tx
-
-
-def launch(tx: Tx, run_id: str) -> None:
-    create_run(
-        tx,
-        run_id=run_id,
-        workflow="wf",
-        workflow_version="1",
-        module_revision="rev",
-        deployment_version="v",
-        run_input={},
-        launched_by="t",
-    )
+from tests.integration.test_pipeline import launch
 
 
 def feed(store: Store) -> list[tuple[str, int, int | None]]:
