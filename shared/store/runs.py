@@ -69,7 +69,7 @@ def launch(
         input_hash=digest,
         status=RunStatus.QUEUED.value,
         cancel_requested=False,
-        next_seq=0,
+        next_seq=1,  # counts its run.launched event below
         wake_at=tx.now,
         created_at=tx.now,
         updated_at=tx.now,
@@ -91,9 +91,10 @@ def launch(
             "deployment_version": deployment_version,
             "launched_by": launched_by,
         },
+        seq=1,
     )
     tx.woken.add(run_id)
-    return run_record_from({**values, "next_seq": 1}), True
+    return run_record_from(values), True
 
 
 def _locked(tx: Tx, run_id: str) -> RunRecord:

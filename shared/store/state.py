@@ -286,7 +286,7 @@ def apply_decision(tx: Tx, run_id: str, decision: Decision) -> list[Message]:
             terminal = action.status.terminal
             _set_run(tx, run_id, action)
     wake_at = tx.now if cache_hit else decision.wake_at  # a hit frees downstream nodes now
-    tx.set(s.runs, {"run_id": run_id}, {"wake_at": None if terminal else wake_at, "updated_at": tx.now})
+    tx.set_run(run_id, {"wake_at": None if terminal else wake_at, "updated_at": tx.now})
     return messages
 
 
@@ -421,7 +421,7 @@ def _set_run(tx: Tx, run_id: str, action: SetRun) -> None:
     values: dict[str, Any] = {"status": action.status.value, "updated_at": tx.now}
     if action.status.terminal:
         values.update(finished_at=tx.now, output=action.output, error=action.error)
-    tx.set(s.runs, {"run_id": run_id}, values)
+    tx.set_run(run_id, values)
     payload: dict[str, Any] = {}
     if action.error:
         payload["error"] = action.error

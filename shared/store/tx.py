@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Insert, Row, Table, Update, bindparam, select, update
+from sqlalchemy import JSON, Connection, Insert, Row, Table, Update, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.redaction import redact
@@ -29,19 +29,6 @@ from shared.store import schema as s
 RUN_BY_ID = select(s.runs).where(s.runs.c.run_id == bindparam("b_run_id"))
 _RUN_FOR_UPDATE = RUN_BY_ID.with_for_update()
 _HOLD_RUN = select(s.runs.c.run_id).where(s.runs.c.run_id == bindparam("b_run_id")).with_for_update()
-_WAKE = update(s.runs).where(s.runs.c.run_id == bindparam("b_run_id")).values(wake_at=bindparam("b_at"))
-_NEXT_SEQ = (
-    update(s.runs)
-    .where(s.runs.c.run_id == bindparam("b_run_id"))
-    .values(next_seq=s.runs.c.next_seq + bindparam("b_n"))
-    .returning(s.runs.c.next_seq)
-)
-_NEXT_SEQ_AND_WAKE = (
-    update(s.runs)
-    .where(s.runs.c.run_id == bindparam("b_run_id"))
-    .values(next_seq=s.runs.c.next_seq + bindparam("b_n"), wake_at=bindparam("b_at"))
-    .returning(s.runs.c.next_seq)
-)
 _NEXT_FEED = (
     update(s.counters)
     .where(s.counters.c.name == "events")
@@ -71,6 +58,15 @@ def _update_call(
 
 
 @lru_cache(maxsize=64)
+def _next_seq_statement(keys: tuple[str, ...]) -> Update:
+    """``UPDATE runs SET next_seq = next_seq + :b_n, <keys> ... RETURNING next_seq``."""
+    r = s.runs
+    values: dict[str, Any] = {k: bindparam(f"v_{k}") for k in keys}
+    values["next_seq"] = r.c.next_seq + bindparam("b_n")
+    return update(r).where(r.c.run_id == bindparam("b_run_id")).values(values).returning(r.c.next_seq)
+
+
+@lru_cache(maxsize=64)
 def _insert_statement(table: Table) -> Insert:
     return table.insert()
 
@@ -91,6 +87,7 @@ class _Pending:
     iteration: int | None
     attempt_id: str | None
     payload: dict[str, Any]
+    seq: int | None  # given by the caller (a run row written with its next_seq), else allocated
 
 
 @dataclass
@@ -102,6 +99,7 @@ class Tx:
     now: float = field(default_factory=time.time)
     _events: dict[str, list[_Pending]] = field(default_factory=dict)
     _wake: set[str] = field(default_factory=set)
+    _run_values: dict[str, dict[str, Any]] = field(default_factory=dict)
     woken: set[str] = field(default_factory=set)
     _before_commit: list[Callable[[], None]] = field(default_factory=list)
     _publish_key: int | None = None
@@ -143,6 +141,7 @@ class Tx:
 
         On SQLite the whole database is already write-locked by BEGIN IMMEDIATE.
         """
+        self._write_run_values(run_id)
         query = _RUN_FOR_UPDATE if self.postgres else RUN_BY_ID
         return fast.execute(self.conn, query, {"b_run_id": run_id}).first()  # type: ignore[no-any-return]
 
@@ -150,6 +149,7 @@ class Tx:
         """Lock the run row until commit without reading it. PostgreSQL: ``FOR UPDATE``,
         queued for the next round trip on a pipelined transaction, so whatever is read
         next is read under the lock. SQLite: BEGIN IMMEDIATE already holds the database."""
+        self._write_run_values(run_id)
         if self.postgres:
             fast.defer(self.conn, _HOLD_RUN, {"b_run_id": run_id})
 
@@ -166,11 +166,17 @@ class Tx:
         iteration: int | None = None,
         attempt_id: str | None = None,
         payload: dict[str, Any] | None = None,
+        seq: int | None = None,
     ) -> None:
-        """Queue an event of ``run_id``; it is written with this transaction or not at all."""
-        self._events.setdefault(run_id, []).append(
-            _Pending(type, node_id, iteration, attempt_id, redact(payload or {}))
-        )
+        """Queue an event of ``run_id``; it is written with this transaction or not at all.
+
+        ``seq``: the event's number, for a run row this transaction inserted with
+        ``next_seq`` already counting it (a launch): nothing then updates the row. Else
+        the number is allocated from the run's ``next_seq`` when the events are written.
+        """
+        pending = self._events.setdefault(run_id, [])
+        assert not pending or (seq is None) == (pending[0].seq is None), "given and allocated seq mixed"
+        pending.append(_Pending(type, node_id, iteration, attempt_id, redact(payload or {}), seq))
 
     def update(self, table: Table, where: dict[str, Any], values: dict[str, Any]) -> int:
         """``UPDATE table SET values WHERE col = value AND ...``; returns the row count.
@@ -183,6 +189,20 @@ class Tx:
         """:meth:`update` when the row count is not needed: on a pipelined connection
         it travels with the next round trip (:func:`shared.store.fast.defer`)."""
         fast.defer(self.conn, *_update_call(table, where, values))
+
+    def set_run(self, run_id: str, values: dict[str, Any]) -> None:
+        """Set columns of a run row this transaction holds (:meth:`lock_run`,
+        :meth:`hold_run`). Written at the end, in the statement that also allocates
+        the run's ``seq`` and writes its wake-up: one ``UPDATE`` of the row per
+        transaction, not one per change. Until then a read of the row outside
+        :meth:`lock_run` and :meth:`hold_run` (which write them first) sees it unchanged.
+        """
+        self._run_values.setdefault(run_id, {}).update(values)
+
+    def _write_run_values(self, run_id: str) -> None:
+        values = self._run_values.pop(run_id, None)
+        if values:
+            self.set(s.runs, {"run_id": run_id}, values)
 
     def insert(self, table: Table, values: dict[str, Any]) -> None:
         """``INSERT INTO table`` one row (statement cached per table; deferred like :meth:`set`)."""
@@ -235,24 +255,32 @@ class Tx:
         )
 
     def flush(self) -> None:
-        """Write wake-ups, allocate seq and feed ids and insert the queued events
-        (called before commit; on a pipelined connection the inserts go with COMMIT)."""
-        wake, self._wake = self._wake, set()
-        for run_id in wake.difference(self._events):
-            fast.defer(self.conn, _WAKE, {"b_run_id": run_id, "b_at": self.now})
+        """Write run rows (:meth:`set_run`, wake-ups), allocate seq and feed ids and
+        insert the queued events (called before commit; on a pipelined connection
+        the inserts go with COMMIT)."""
+        values, self._run_values = self._run_values, {}
+        for run_id in self._wake:  # a wake-up wins over a wake time set in the same transaction
+            values.setdefault(run_id, {})["wake_at"] = self.now
+        self._wake = set()
+        for run_id, v in values.items():
+            if run_id not in self._events or self._events[run_id][0].seq is not None:
+                self.set(s.runs, {"run_id": run_id}, v)
         total = sum(len(v) for v in self._events.values())
         if not total:
             return
         if fast.pipelined(self.conn):
-            sql, args = _events_sql(self._events, wake, self.now, _json_processor(self.conn))
+            sql, args = _events_sql(self._events, values, self.now, self.conn)
             fast.defer_text(self.conn, sql, args)
             self._events.clear()
             return
         seqs: dict[str, int] = {}
         for run_id, pending in self._events.items():
-            params = {"b_run_id": run_id, "b_n": len(pending), "b_at": self.now}
-            stmt = _NEXT_SEQ_AND_WAKE if run_id in wake else _NEXT_SEQ
-            last = fast.execute(self.conn, stmt, params).scalar_one()
+            if pending[0].seq is not None:
+                continue
+            v = values.get(run_id, {})
+            params = {f"v_{k}": x for k, x in v.items()}
+            params.update(b_run_id=run_id, b_n=len(pending))
+            last = fast.execute(self.conn, _next_seq_statement(tuple(sorted(v))), params).scalar_one()
             seqs[run_id] = int(last) - len(pending)
         feed: int | None = None  # PostgreSQL: numbered after commit (shared.store.feed)
         if not self.postgres:
@@ -260,13 +288,14 @@ class Tx:
         rows = []
         for run_id, pending in self._events.items():
             for ev in pending:
-                seqs[run_id] += 1
+                if ev.seq is None:
+                    seqs[run_id] += 1
                 if feed is not None:
                     feed += 1
                 rows.append(
                     {
                         "run_id": run_id,
-                        "seq": seqs[run_id],
+                        "seq": ev.seq if ev.seq is not None else seqs[run_id],
                         "feed_id": feed,
                         "type": ev.type,
                         "node_id": ev.node_id,
@@ -283,17 +312,18 @@ class Tx:
 _EVENT_COLUMNS = "run_id, seq, feed_id, type, node_id, iteration, attempt_id, payload, created_at"
 
 
-def _json_processor(conn: Connection) -> Any:
-    """The bind processor of the ``payload`` column on this dialect (JSON encoding)."""
-    return s.events.c.payload.type._cached_bind_processor(conn.dialect)
+def _processor(conn: Connection, column: Any) -> Any:
+    """The bind processor of ``column`` on this dialect (JSON encoding), or None."""
+    return column.type._cached_bind_processor(conn.dialect)
 
 
 def _events_sql(
-    events: dict[str, list[_Pending]], wake: set[str], now: float, encode: Any
+    events: dict[str, list[_Pending]], values: dict[str, dict[str, Any]], now: float, conn: Connection
 ) -> tuple[str, list[Any]]:
     """One PostgreSQL statement that allocates every run's ``seq`` and inserts the
-    events (and sets ``wake_at`` of the runs in ``wake``); their feed ids are given
-    after commit (:mod:`shared.store.feed`).
+    events, and sets the run row's other columns in ``values`` (:meth:`Tx.set_run`,
+    ``wake_at`` of a wake-up) in the same ``UPDATE``; their feed ids are given after
+    commit (:mod:`shared.store.feed`).
 
     It is queued in front of ``COMMIT`` on a pipelined connection. Every run row was
     already locked earlier in the transaction.
@@ -302,24 +332,44 @@ def _events_sql(
     selects: list[str] = []
     cte_args: list[Any] = []
     select_args: list[Any] = []
-    # Only generated names (r0, r1, ...) and placeholders are put into the text; every
-    # value, numbers included, is a bound parameter.
+    encode = _processor(conn, s.events.c.payload)
+    # Only generated names (r0, r1, ...), column names of the runs table and
+    # placeholders are put into the text; every value, numbers included, is a bound
+    # parameter.
     for k, (run_id, pending) in enumerate(events.items()):
         n = len(pending)
-        woken = run_id in wake
-        set_wake = ", wake_at = %s" if woken else ""
-        ctes.append(
-            f"r{k} AS (UPDATE runs SET next_seq = next_seq + %s{set_wake} "  # noqa: S608
-            "WHERE run_id = %s RETURNING next_seq)"
-        )
-        cte_args += [n, now, run_id] if woken else [n, run_id]
-        values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * n)
+        rows = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * n)
+        if pending[0].seq is None:
+            sets = ""
+            cte_args.append(n)
+            for name, value in values.get(run_id, {}).items():
+                column = s.runs.c[name]
+                process = _processor(conn, column)
+                sets += f", {column.name} = %s" + ("::jsonb" if isinstance(column.type, JSON) else "")
+                cte_args.append(process(value) if process is not None else value)
+            ctes.append(
+                f"r{k} AS (UPDATE runs SET next_seq = next_seq + %s{sets} "  # noqa: S608
+                "WHERE run_id = %s RETURNING next_seq)"
+            )
+            cte_args.append(run_id)
+            seq, source = f"r{k}.next_seq - %s + v.i", f"r{k}, "
+            select_args += [run_id, n, now]
+        else:
+            seq, source = "v.i", ""
+            select_args += [run_id, now]
         selects.append(
-            f"SELECT %s, r{k}.next_seq - %s + v.i, NULL::bigint, v.t, v.n, v.it::integer, v.a, "  # noqa: S608
-            f"v.p::jsonb, %s::double precision FROM r{k}, (VALUES {values}) AS v(i, t, n, it, a, p)"
+            f"SELECT %s, {seq}, NULL::bigint, v.t, v.n, v.it::integer, v.a, "  # noqa: S608
+            f"v.p::jsonb, %s::double precision FROM {source}(VALUES {rows}) AS v(i, t, n, it, a, p)"
         )
-        select_args += [run_id, n, now]
         for i, ev in enumerate(pending, start=1):
-            select_args += [i, ev.type, ev.node_id, ev.iteration, ev.attempt_id, encode(ev.payload)]
-    sql = f"WITH {', '.join(ctes)} INSERT INTO events ({_EVENT_COLUMNS}) {' UNION ALL '.join(selects)}"
+            select_args += [
+                i if ev.seq is None else ev.seq,
+                ev.type,
+                ev.node_id,
+                ev.iteration,
+                ev.attempt_id,
+                encode(ev.payload),
+            ]
+    with_ = f"WITH {', '.join(ctes)} " if ctes else ""
+    sql = f"{with_}INSERT INTO events ({_EVENT_COLUMNS}) {' UNION ALL '.join(selects)}"
     return sql, cte_args + select_args

@@ -499,3 +499,55 @@ def test_a_launch_under_a_fresh_id_is_written_whole_and_wakes_the_scheduler(
         broker.redis.delete(WAKE_KEY)
         broker.close()
         store.close()
+
+
+@pytest.mark.parametrize("pooled", [False, True], ids=["own-connection", "pooled"])
+def test_run_row_changes_are_written_with_the_runs_seq_and_a_wake_up_wins(
+    database_url: str, pooled: bool
+) -> None:
+    """Tx.set_run holds a run row's changes to the end of the transaction and writes them
+    in the statement that allocates the run's seq (pipelined on PostgreSQL's own
+    connections, a statement of its own on pooled ones and SQLite)."""
+    store = Store(database_url)
+    store.migrate()
+    store.pooled_writes = pooled
+    try:
+        run, _ = launch_solo(store, None)
+        rid = run.run_id
+        assert run.last_seq == 1
+        with store.write() as tx:
+            tx.hold_run(rid)
+            tx.set_run(rid, {"status": "running", "output": {"a": [1, "b"]}, "wake_at": 5.0})
+            tx.set_run(rid, {"updated_at": 7.0})
+            tx.emit(rid, "run.running")
+            tx.emit(rid, "run.noted")
+        with store.read() as conn:
+            got = get_run(conn, rid)
+            assert got is not None
+            assert (got.status.value, got.output, got.last_seq, got.updated_at) == (
+                "running",
+                {"a": [1, "b"]},
+                3,
+                7.0,
+            )
+            assert [(e.seq, e.type) for e in events_after(conn, rid)] == [
+                (1, "run.launched"),
+                (2, "run.running"),
+                (3, "run.noted"),
+            ]
+        with store.write() as tx:  # no event: the changes are an UPDATE of their own
+            tx.hold_run(rid)
+            tx.set_run(rid, {"wake_at": 1e12, "error": {"code": "x"}})
+            tx.wake(rid)  # ... and the wake-up's wake_at wins over the later one
+            now = tx.now
+        with store.write() as tx:  # a run read again in the transaction sees its changes
+            tx.set_run(rid, {"status": "failed"})
+            row = tx.lock_run(rid)
+            assert row is not None and row.status == "failed"
+        with store.read() as conn:
+            got = get_run(conn, rid)
+            assert got is not None and got.error == {"code": "x"} and got.last_seq == 3
+            wake_at = conn.execute(select(s.runs.c.wake_at).where(s.runs.c.run_id == rid)).scalar_one()
+            assert wake_at == pytest.approx(now)
+    finally:
+        store.close()
