@@ -58,6 +58,11 @@ class Broker:
         self._soon_lock = threading.Lock()
         self._soon: tuple[int, Any] | None = None  # (pid, connection) for wake_soon
         self._soon_unread = 0  # replies of wake_soon not read yet
+        # The scheduler's own connections for waiting and for step messages: a command
+        # sent and read on a connection held by the process costs less than half of
+        # one through redis-py's client and pool (measured: docs/benchmarks.md).
+        self._waiter = _OwnConnection(self.redis)
+        self._sender = _OwnConnection(self.redis)
 
     def wake(self, *run_ids: str) -> None:
         """Tell a scheduler to look at these runs now; best effort (the sweep covers loss)."""
@@ -112,12 +117,14 @@ class Broker:
 
         A non-blocking ``LPOP key count`` first: under load it returns a batch in one
         round trip; when idle the ``BLPOP`` that follows returns the first wake-up at
-        once, with no second round trip before it is handled.
+        once, with no second round trip before it is handled. The wait is cut at
+        ``MAX_BLOCK_S`` (below the socket timeout): the caller comes back and waits again.
         """
-        popped: Any = self.redis.lpop(WAKE_KEY, batch)
+        popped: Any = self._waiter.call(("LPOP", WAKE_KEY, batch))[0]
         if popped:
             return {v.decode() for v in popped}
-        first: Any = self.redis.blpop([WAKE_KEY], timeout=max(timeout_s, 0.01))
+        timeout = min(max(timeout_s, 0.01), MAX_BLOCK_S)
+        first: Any = self._waiter.call(("BLPOP", WAKE_KEY, f"{timeout:.3f}"))[0]
         if first is None:
             return set()
         return {first[1].decode()}
@@ -141,11 +148,12 @@ class Broker:
         a Redis FLUSHALL wiped kombu's binding keys. Building it here costs a tenth of
         ``send_task`` (measured: docs/benchmarks.md); a test checks it against Celery's.
         """
-        pipe = self.redis.pipeline(transaction=False)
-        for attempt_id, queue, time_limit in steps:
-            message = step_message(attempt_id, queue, time_limit, self._origin, self._reply_to, after)
-            pipe.lpush(queue, message)
-        pipe.execute()
+        commands = [
+            ("LPUSH", queue, step_message(attempt_id, queue, time_limit, self._origin, self._reply_to, after))
+            for attempt_id, queue, time_limit in steps
+        ]
+        if commands:
+            self._sender.call(*commands)
 
     def send_step_with_celery(
         self, attempt_id: str, queue: str, time_limit: float | None = None, after: int | None = None
@@ -169,8 +177,54 @@ class Broker:
         """Close connections."""
         with self._soon_lock:
             self._drop_soon()
+        self._waiter.drop()
+        self._sender.drop()
         self.redis.close()
         self.celery.close()
+
+
+MAX_BLOCK_S = 4.0  # a BLPOP's longest wait: the client's socket timeout is 5 s
+
+
+class _OwnConnection:
+    """A Redis connection a process keeps for one kind of command (not the pool's).
+
+    Commands go out in one write and their replies are read in order; any error
+    drops the connection (a reply may be left unread), and the next call opens a new
+    one. A child process after a fork opens its own. Thread-safe.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+        self._conn: tuple[int, Any] | None = None  # (pid, connection)
+
+    def call(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """Send ``commands`` in one round trip; their replies (error replies raise).
+        A connection the server closed since the last call is replaced and the
+        commands sent again once, as redis-py's client does."""
+        with self._lock:
+            while True:
+                fresh = self._conn is None or self._conn[0] != os.getpid()
+                if fresh:
+                    self._conn = (os.getpid(), self._client.connection_pool.make_connection())
+                assert self._conn is not None
+                conn = self._conn[1]
+                try:
+                    conn.send_packed_command(conn.pack_commands(commands))
+                    return [conn.read_response() for _ in commands]
+                except BaseException as exc:
+                    self._conn = None
+                    conn.disconnect()
+                    if fresh or not isinstance(exc, redis.ConnectionError | OSError):
+                        raise
+
+    def drop(self) -> None:
+        """Close the connection (if this process opened it)."""
+        with self._lock:
+            if self._conn is not None and self._conn[0] == os.getpid():
+                self._conn[1].disconnect()
+            self._conn = None
 
 
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
