@@ -63,7 +63,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _proc_cpu(match: Callable[[str, list[str]], bool]) -> float:
+def proc_cpu(match: Callable[[str, list[str]], bool]) -> float:
     """CPU seconds used so far by the live processes ``match(comm, stat_fields)`` picks."""
     total = 0
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -79,7 +79,7 @@ def _proc_cpu(match: Callable[[str, list[str]], bool]) -> float:
 
 def group_cpu(pgid: int) -> float:
     """CPU seconds used so far by the live processes of a process group (from /proc)."""
-    return _proc_cpu(lambda _comm, fields: int(fields[2]) == pgid)
+    return proc_cpu(lambda _comm, fields: int(fields[2]) == pgid)
 
 
 def cpu_now(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
@@ -88,8 +88,8 @@ def cpu_now(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
     return (
         {name: group_cpu(p.pid) for name, p in procs.items()}
         | {"bench": time.process_time()}
-        | {"redis": _proc_cpu(lambda comm, _f: comm.startswith("redis-server"))}
-        | {"postgres": _proc_cpu(lambda comm, _f: comm == "postgres")}
+        | {"redis": proc_cpu(lambda comm, _f: comm.startswith("redis-server"))}
+        | {"postgres": proc_cpu(lambda comm, _f: comm == "postgres")}
     )
 
 
