@@ -35,7 +35,7 @@ from sqlalchemy import select  # noqa: E402
 
 from shared import operations  # noqa: E402
 from shared.broker import Broker  # noqa: E402
-from shared.registry import load_registry  # noqa: E402
+from shared.registry import Registry, load_registry  # noqa: E402
 from shared.status import RunStatus  # noqa: E402
 from shared.store import Store  # noqa: E402
 from shared.store import schema as s  # noqa: E402
@@ -125,6 +125,21 @@ def wait_runs(store: Store, run_ids: list[str], timeout: float) -> float:
     raise SystemExit(f"runs still open after {timeout}s")
 
 
+def launch_run(store: Store, broker: Broker, registry: Registry, name: str) -> str:
+    """Launch a run of workflow ``name`` (bench/workflows.py) with empty input; its id."""
+    run, _ = operations.launch(
+        store,
+        broker,
+        registry,
+        workflow=name,
+        run_input={},
+        run_id=None,
+        launched_by="bench",
+        deployment_version="bench",
+    )
+    return run.run_id
+
+
 class Engine:
     """A scheduler and a step worker as processes on one store and Redis, and a launcher."""
 
@@ -151,17 +166,7 @@ class Engine:
 
     def launch(self, name: str) -> str:
         """Launch a run of workflow ``name``; its id."""
-        run, _ = operations.launch(
-            self.store,
-            self.broker,
-            self.registry,
-            workflow=name,
-            run_input={},
-            run_id=None,
-            launched_by="bench",
-            deployment_version="bench",
-        )
-        return run.run_id
+        return launch_run(self.store, self.broker, self.registry, name)
 
     def close(self) -> None:
         for p in self.procs.values():

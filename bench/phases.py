@@ -18,23 +18,30 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.engine import proc_cpu, start_redis  # noqa: E402
+from bench.engine import cpu_now, launch_run, start_redis, wait_runs  # noqa: E402
 from scheduler.loop import Scheduler  # noqa: E402
-from shared import operations  # noqa: E402
 from shared.broker import Broker  # noqa: E402
 from shared.config import SchedulerConfig, WorkerConfig  # noqa: E402
 from shared.registry import load_registry  # noqa: E402
-from shared.status import RunStatus  # noqa: E402
 from shared.store import Store  # noqa: E402
-from shared.store.queries import get_run  # noqa: E402
 from workers.step import WorkerEnv, run_attempt  # noqa: E402
+
+
+class CollectingBroker(Broker):
+    """Keeps the attempt ids of step messages instead of sending them."""
+
+    def __init__(self, redis_url: str) -> None:
+        super().__init__(redis_url)
+        self.sent: list[str] = []
+
+    def send_steps(self, steps: Iterable[tuple[str, str, float | None]], after: int | None = None) -> None:
+        self.sent.extend(attempt_id for attempt_id, _, _ in steps)
 
 
 def main() -> None:
@@ -47,21 +54,17 @@ def main() -> None:
     url = args.database_url or f"sqlite:///{tempfile.mkdtemp(prefix='smithers-phases-')}/bench.db"
     server, redis_url = start_redis()
     store = Store(url)
-    broker = Broker(redis_url)
+    broker = CollectingBroker(redis_url)
     try:
         store.migrate()
         registry = load_registry("bench.workflows", str(ROOT))
         scheduler = Scheduler(store, broker, registry, SchedulerConfig())
         env = WorkerEnv(store, broker, registry, WorkerConfig(), "bench:1")
-        sent: list[str] = []
+        postgres = url.startswith("postgresql")
 
-        def collect(steps: Iterable[tuple[str, str, float | None]], after: int | None = None) -> None:
-            sent.extend(attempt_id for attempt_id, _, _ in steps)
-
-        broker.send_steps = collect  # type: ignore[method-assign]
-
-        def server_cpu() -> float:
-            return proc_cpu(lambda comm, _f: comm == "postgres") if url.startswith("postgresql") else 0.0
+        def cpu() -> tuple[float, float]:  # this process, the server
+            now = cpu_now({})
+            return now["bench"], now["postgres"] if postgres else 0.0
 
         def decide_all(ids: list[str]) -> None:
             scheduler._cost.clear()  # never defer: every run is decided now
@@ -70,41 +73,25 @@ def main() -> None:
 
         def one_round(n: int) -> dict[str, tuple[float, float]]:
             phases: dict[str, tuple[float, float]] = {}
-            mark = (time.process_time(), server_cpu())
+            mark = cpu()
 
             def lap(name: str) -> None:
                 nonlocal mark
-                now = (time.process_time(), server_cpu())
+                now = cpu()
                 phases[name] = (now[0] - mark[0], now[1] - mark[1])
                 mark = now
 
-            ids = [
-                operations.launch(
-                    store,
-                    broker,
-                    registry,
-                    workflow="b-one",
-                    run_input={},
-                    run_id=None,
-                    launched_by="bench",
-                    deployment_version="bench",
-                )[0].run_id
-                for _ in range(n)
-            ]
+            ids = [launch_run(store, broker, registry, "b-one") for _ in range(n)]
             lap("launch")
             decide_all(ids)
             lap("dispatch")
-            attempts = list(sent)
-            sent.clear()
+            attempts, broker.sent = broker.sent, []
             for attempt_id in attempts:
                 run_attempt(env, attempt_id, None)
             lap("attempt")
             decide_all(ids)
             lap("close")
-            with store.read() as conn:
-                for run_id in ids:
-                    run = get_run(conn, run_id)
-                    assert run is not None and run.status is RunStatus.SUCCEEDED, run
+            wait_runs(store, ids, 10)  # each one succeeded
             return phases
 
         one_round(50)  # warm-up: statements compiled, connections open

@@ -13,8 +13,8 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import redis
 from celery import Celery
@@ -23,6 +23,9 @@ from kombu import Exchange
 from shared.keys import AFTER_HEADER, STEP_TASK, WAKE_KEY
 
 log = logging.getLogger("smithers.broker")
+SOCKET_TIMEOUT_S = 5.0  # Redis replies: longer is a lost connection
+MAX_BLOCK_S = SOCKET_TIMEOUT_S - 1  # a BLPOP's longest wait, under the socket timeout
+_T = TypeVar("_T")
 
 
 def celery_settings(redis_url: str, visibility_timeout_s: float = 3600.0) -> dict[str, Any]:
@@ -50,19 +53,19 @@ class Broker:
 
     def __init__(self, redis_url: str) -> None:
         self.redis_url = redis_url
-        self.redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self.redis = redis.Redis.from_url(
+            redis_url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=2
+        )
         self.celery = Celery("smithers-sender", set_as_current=False)
         self.celery.conf.update(celery_settings(redis_url))
         self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
         self._reply_to = str(uuid.uuid4())
-        self._soon_lock = threading.Lock()
-        self._soon: tuple[int, Any] | None = None  # (pid, connection) for wake_soon
-        self._soon_unread = 0  # replies of wake_soon not read yet
-        # The scheduler's own connections for waiting and for step messages: a command
-        # sent and read on a connection held by the process costs less than half of
-        # one through redis-py's client and pool (measured: docs/benchmarks.md).
-        self._waiter = _OwnConnection(self.redis)
-        self._sender = _OwnConnection(self.redis)
+        # Connections the process keeps, one per kind of command: a command sent and
+        # read on one costs less than half of one through redis-py's client and pool
+        # (measured: docs/benchmarks.md).
+        self._soon = _OwnConnection(self.redis)  # wake_soon
+        self._waiter = _OwnConnection(self.redis)  # wait (the scheduler)
+        self._sender = _OwnConnection(self.redis)  # send_steps (the scheduler)
 
     def wake(self, *run_ids: str) -> None:
         """Tell a scheduler to look at these runs now; best effort (the sweep covers loss)."""
@@ -83,34 +86,10 @@ class Broker:
         """
         if not run_ids:
             return
-        with self._soon_lock:
-            for tries_left in (1, 0):
-                try:
-                    self._push_soon(run_ids)
-                    return
-                except (redis.RedisError, OSError) as exc:
-                    self._drop_soon()
-                    if not tries_left:
-                        log.warning("wake-up not sent (%s); the scheduler's sweep will find the run", exc)
-
-    def _push_soon(self, run_ids: tuple[str, ...]) -> None:
-        if self._soon is None or self._soon[0] != os.getpid():  # none yet, or the parent's
-            self._soon = (os.getpid(), self.redis.connection_pool.make_connection())
-            self._soon_unread = 0
-        conn = self._soon[1]
-        while self._soon_unread:
-            conn.read_response()
-            self._soon_unread -= 1
-        if conn.can_read(timeout=0):  # raises if the server closed it: write to a new one
-            raise redis.ConnectionError("unexpected data on the wake-up connection")
-        conn.send_command("LPUSH", WAKE_KEY, *run_ids)
-        self._soon_unread = 1
-
-    def _drop_soon(self) -> None:
-        if self._soon is not None and self._soon[0] == os.getpid():
-            self._soon[1].disconnect()
-        self._soon = None
-        self._soon_unread = 0
+        try:
+            self._soon.post("LPUSH", WAKE_KEY, *run_ids)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("wake-up not sent (%s); the scheduler's sweep will find the run", exc)
 
     def wait(self, timeout_s: float, batch: int = 500) -> set[str]:
         """Every run id queued so far (up to ``batch``), blocking up to ``timeout_s`` for one.
@@ -175,44 +154,64 @@ class Broker:
 
     def close(self) -> None:
         """Close connections."""
-        with self._soon_lock:
-            self._drop_soon()
+        self._soon.drop()
         self._waiter.drop()
         self._sender.drop()
         self.redis.close()
         self.celery.close()
 
 
-MAX_BLOCK_S = 4.0  # a BLPOP's longest wait: the client's socket timeout is 5 s
-
-
 class _OwnConnection:
     """A Redis connection a process keeps for one kind of command (not the pool's).
 
-    Commands go out in one write and their replies are read in order; any error
-    drops the connection (a reply may be left unread), and the next call opens a new
-    one. A child process after a fork opens its own. Thread-safe.
+    :meth:`call` sends commands in one write and reads their replies; :meth:`post`
+    sends one without waiting for its reply, which is read before the connection is
+    used again, by when it has long arrived. Any error drops the connection (a reply
+    may be left unread), and the next use opens a new one; a connection the server
+    closed since its last use is replaced and the commands sent again once, as
+    redis-py's client does. A child process after a fork opens its own. Thread-safe.
     """
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
         self._lock = threading.Lock()
         self._conn: tuple[int, Any] | None = None  # (pid, connection)
+        self._unread = 0  # replies of post() not read yet
 
     def call(self, *commands: tuple[Any, ...]) -> list[Any]:
-        """Send ``commands`` in one round trip; their replies (error replies raise).
-        A connection the server closed since the last call is replaced and the
-        commands sent again once, as redis-py's client does."""
+        """Send ``commands`` in one round trip; their replies (error replies raise)."""
+
+        def send(conn: Any) -> list[Any]:
+            conn.send_packed_command(conn.pack_commands(commands))
+            return [conn.read_response() for _ in commands]
+
+        return self._use(send)
+
+    def post(self, *command: Any) -> None:
+        """Send one command without waiting for its reply."""
+
+        def send(conn: Any) -> None:
+            if conn.can_read(timeout=0):  # raises if the server closed it: write to a new one
+                raise redis.ConnectionError("unexpected data on a connection with no reply due")
+            conn.send_command(*command)
+            self._unread = 1
+
+        self._use(send)
+
+    def _use(self, send: Callable[[Any], _T]) -> _T:
         with self._lock:
             while True:
                 fresh = self._conn is None or self._conn[0] != os.getpid()
                 if fresh:
                     self._conn = (os.getpid(), self._client.connection_pool.make_connection())
+                    self._unread = 0
                 assert self._conn is not None
                 conn = self._conn[1]
                 try:
-                    conn.send_packed_command(conn.pack_commands(commands))
-                    return [conn.read_response() for _ in commands]
+                    while self._unread:
+                        conn.read_response()
+                        self._unread -= 1
+                    return send(conn)
                 except BaseException as exc:
                     self._conn = None
                     conn.disconnect()
