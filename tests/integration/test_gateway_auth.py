@@ -234,9 +234,11 @@ def test_revocation_and_expiry_take_effect_at_once(gw: Gateway) -> None:
     refused = gw.client.get("/v1/workflows", headers=headers)
     assert refused.status_code == 401 and refused.get_json()["error"]["message"] == "token revoked"
 
-    short = gw.token("run:read", ttl_s=1)
+    # A JWT's exp is whole seconds (truncated): a 1 s token could be expired 0.1 s after
+    # it was issued, so on a slow machine its first use failed. 3 s leaves at least 2.
+    short = gw.token("run:read", ttl_s=3)
     assert gw.client.get("/v1/workflows", headers={"Authorization": f"Bearer {short}"}).status_code == 200
-    time.sleep(1.2)
+    time.sleep(3.2)
     refused = gw.client.get("/v1/workflows", headers={"Authorization": f"Bearer {short}"})
     assert refused.status_code == 401 and refused.get_json()["error"]["message"] == "token expired"
 
