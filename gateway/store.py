@@ -5,8 +5,12 @@ SQLite admits one writer at a time, and a writer that finds it taken polls for i
 gateway worker polling at once waste the CPU they share and are served in no order;
 queuing them on a lock first leaves one poller per worker, and the lock hands over in
 turn. Under gevent the lock and the poll's sleeps are cooperative, so waiting writers
-never stall the worker's other requests. Behind that lock one write connection serves
-the whole process (not one per thread or greenlet). PostgreSQL needs none of this.
+never stall the worker's other requests; for the same reason the gateway does not
+wait in the other processes' queue for the write lock (the lock file of
+:class:`shared.store.sqlite.WriteLock`, a blocking ``flock``): it takes its place
+there only when the file is free, and polls otherwise. Behind that lock one write
+connection serves the whole process (not one per thread or greenlet). PostgreSQL
+needs none of this.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ class GatewayStore(Store):
         """The process's one SQLite write connection (used under the writer lock)."""
         if self._connection is None or self._connection.closed or self._connection.invalidated:
             self._connection = self.engine.connect().execution_options(
-                smithers_write=True, smithers_writer=True
+                smithers_write=True, smithers_writer=True, smithers_cooperative=True
             )
         return self._connection
 

@@ -57,15 +57,20 @@ class WriteLock:
         self._fd: int | None = None  # opened on first use in this process
         _LOCKS.add(self)
 
-    def try_take(self) -> bool:
+    def try_take(self, wait: bool = True) -> bool:
         """Wait for the file lock unless another thread of this process has it or
-        waits for it (then False: poll SQLite's lock instead)."""
+        waits for it (then False: poll SQLite's lock instead). Without ``wait``, take
+        it only if it is free at once (a process that must not block, see
+        ``smithers_cooperative`` in :func:`make_sqlite_engine`)."""
         if not self._mutex.acquire(blocking=False):
             return False
         try:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            fcntl.flock(self._fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._mutex.release()
+            return False
         except BaseException:
             self._mutex.release()
             raise
@@ -123,8 +128,8 @@ class _Connection(sqlite3.Connection):
         finally:
             self.let_go()
 
-    def take(self, lock: WriteLock) -> None:
-        if lock.try_take():
+    def take(self, lock: WriteLock, wait: bool) -> None:
+        if lock.try_take(wait):
             self.held = (lock, os.getpid())
 
     def let_go(self) -> None:
@@ -171,7 +176,9 @@ def make_sqlite_engine(url: str) -> Engine:
                 dbapi_conn.execute("PRAGMA busy_timeout=0")  # we poll for the lock ourselves
                 conn.info["smithers_busy0"] = True
             if lock is not None:
-                dbapi_conn.take(lock)
+                # A cooperative writer (the gateway's greenlets) must not block its
+                # process in flock(): it takes the file lock only if it is free.
+                dbapi_conn.take(lock, wait=not options.get("smithers_cooperative", False))
             try:
                 begin_immediate(dbapi_conn, toggle=not writer)
             except sqlite3.OperationalError as exc:  # SQLAlchemy does not wrap an event's errors

@@ -3,8 +3,9 @@
 Real processes, the real file lock: a writer in another process blocks on the file
 (seen as a waiter in /proc/locks) until the transaction holding it ends, a forked
 child gets a lock of its own, a process killed holding it lets it go, a writer that
-does not know the file is still kept out by SQLite's lock, and threads of one
-process poll instead of queueing on the file behind each other.
+does not know the file is still kept out by SQLite's lock, threads of one process
+poll instead of queueing on the file behind each other, and the gateway never blocks
+its process on the file.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from gateway.store import GatewayStore
 from shared.errors import StoreUnavailable
 from shared.store import Store
 from shared.store import sqlite as sqlite_backend
@@ -41,6 +43,11 @@ with store.write() as tx:
     print(time.time(), flush=True)
     if sys.argv[2] == "hold":
         time.sleep(60)
+    if sys.argv[2] == "hold-1s":
+        time.sleep(1.0)
+        ending = time.time()
+if sys.argv[2] == "hold-1s":
+    print(ending, flush=True)
 """
 
 
@@ -258,3 +265,35 @@ def test_a_write_whose_begin_fails_lets_the_lock_go(sqlite_url: str, monkeypatch
         with store.write():
             assert not is_free(path)
         assert is_free(path)
+
+
+def test_the_gateway_polls_instead_of_blocking_its_process_on_the_file(sqlite_url: str) -> None:
+    """Its greenlets share one process: a blocking flock() would stall every request."""
+    with migrated(sqlite_url) as store:
+        path = lock_path(store)
+    gateway = GatewayStore(sqlite_url)
+    proc = child(sqlite_url, "hold-1s")
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # the child is inside its transaction for a second
+        began: list[float] = []
+
+        def write() -> None:
+            with gateway.write():
+                began.append(time.time())
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        while thread.is_alive():
+            assert os.getpid() not in waiters(path)
+            time.sleep(0.01)
+        thread.join()
+        child_ending = float(proc.stdout.readline())
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        gateway.close()
+    assert began and began[0] >= child_ending
+    assert is_free(path)
