@@ -55,6 +55,7 @@ class WriteLock:
         self.path = path
         self._mutex = threading.Lock()  # the thread that holds or waits for the file lock
         self._fd: int | None = None  # opened on first use in this process
+        self._closer: weakref.finalize[[int], WriteLock] | None = None  # closes it with the lock
         _LOCKS.add(self)
 
     def try_take(self, wait: bool = True) -> bool:
@@ -67,6 +68,7 @@ class WriteLock:
         try:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                self._closer = weakref.finalize(self, os.close, self._fd)
             fcntl.flock(self._fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._mutex.release()
@@ -87,9 +89,9 @@ class WriteLock:
     def _after_fork(self) -> None:
         # Closing the inherited descriptor leaves the parent's lock alone (it ends
         # only with an explicit unlock or the last descriptor of the parent's open).
-        if self._fd is not None:
-            os.close(self._fd)
-        self._fd = None
+        if self._closer is not None:
+            self._closer()  # closes the inherited descriptor, once
+        self._fd = self._closer = None
         self._mutex = threading.Lock()
 
 

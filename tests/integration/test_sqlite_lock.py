@@ -11,6 +11,7 @@ its process on the file.
 from __future__ import annotations
 
 import fcntl
+import gc
 import multiprocessing
 import os
 import signal
@@ -297,3 +298,19 @@ def test_the_gateway_polls_instead_of_blocking_its_process_on_the_file(sqlite_ur
         gateway.close()
     assert began and began[0] >= child_ending
     assert is_free(path)
+
+
+def test_a_store_that_is_gone_leaves_no_descriptor_of_the_lock_file_open(sqlite_url: str) -> None:
+    def open_lock_files() -> int:
+        fds = Path("/proc/self/fd")
+        return sum(1 for fd in fds.iterdir() if os.path.realpath(fd).endswith("-lock"))
+
+    gc.collect()  # earlier tests' stores
+    before = open_lock_files()
+    with migrated(sqlite_url) as store:
+        with store.write():
+            pass
+        assert open_lock_files() == before + 1
+    del store
+    gc.collect()
+    assert open_lock_files() == before
