@@ -183,11 +183,10 @@ def make_sqlite_engine(url: str) -> Engine:
                 dbapi_conn.take(lock, wait=not options.get("smithers_cooperative", False))
             try:
                 begin_immediate(dbapi_conn, toggle=not writer)
-            except sqlite3.OperationalError as exc:  # SQLAlchemy does not wrap an event's errors
+            except BaseException as exc:
                 dbapi_conn.let_go()
-                raise StoreUnavailable(f"store unavailable: {exc}") from exc
-            except BaseException:
-                dbapi_conn.let_go()
+                if isinstance(exc, sqlite3.OperationalError):  # SQLAlchemy does not wrap an event's errors
+                    raise StoreUnavailable(f"store unavailable: {exc}") from exc
                 raise
         elif options.get("smithers_reader", False):
             pass  # a thread's own read connection: each statement on its own (autocommit)

@@ -41,14 +41,10 @@ from shared.store import Store
 store = Store(sys.argv[1])
 print("ready", flush=True)
 with store.write() as tx:
-    print(time.time(), flush=True)
-    if sys.argv[2] == "hold":
-        time.sleep(60)
-    if sys.argv[2] == "hold-1s":
-        time.sleep(1.0)
-        ending = time.time()
-if sys.argv[2] == "hold-1s":
-    print(ending, flush=True)
+    print(time.time(), flush=True)  # in its transaction from here
+    time.sleep(float(sys.argv[2]))
+    ending = time.time()
+print(ending, flush=True)  # its transaction ended after this time
 """
 
 
@@ -86,9 +82,10 @@ def is_free(path: str) -> bool:
     return True
 
 
-def child(url: str, mode: str = "write") -> subprocess.Popen[str]:
+def child(url: str, hold_s: float = 0.0) -> subprocess.Popen[str]:
+    """A process that writes once, holding its transaction ``hold_s`` seconds."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, url, mode], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", CHILD, url, str(hold_s)], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     return proc
@@ -176,7 +173,7 @@ def test_a_forked_child_waits_for_its_parents_lock(sqlite_url: str) -> None:
 def test_a_process_killed_while_holding_the_lock_lets_it_go(sqlite_url: str) -> None:
     with migrated(sqlite_url) as store:
         path = lock_path(store)
-        proc = child(sqlite_url, "hold")
+        proc = child(sqlite_url, 60)
         try:
             assert proc.stdout is not None
             proc.stdout.readline()  # inside its transaction now
@@ -187,6 +184,10 @@ def test_a_process_killed_while_holding_the_lock_lets_it_go(sqlite_url: str) -> 
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        deadline = time.time() + 20  # a lock left behind fails here instead of hanging the write
+        while not is_free(path):
+            assert time.time() < deadline, "the killed process's file lock was not let go"
+            time.sleep(0.01)
         with store.write() as tx:  # neither the file lock nor SQLite's is left behind
             tx.conn.exec_driver_sql("INSERT INTO counters (name, value) VALUES ('after-kill', 1)")
         assert is_free(path)
@@ -273,7 +274,7 @@ def test_the_gateway_polls_instead_of_blocking_its_process_on_the_file(sqlite_ur
     with migrated(sqlite_url) as store:
         path = lock_path(store)
     gateway = GatewayStore(sqlite_url)
-    proc = child(sqlite_url, "hold-1s")
+    proc = child(sqlite_url, 1.0)
     try:
         assert proc.stdout is not None
         proc.stdout.readline()  # the child is inside its transaction for a second
