@@ -28,8 +28,11 @@ BUSY_TIMEOUT_MS = 30_000
 
 class WriteLock:
     """Where this deployment's writer processes wait their turn before ``BEGIN
-    IMMEDIATE``: a file lock (``flock``) on ``<database>-lock``, held by one thread
-    of a process at a time.
+    IMMEDIATE``: a file lock (``flock``) on ``<database>-lock``, taken through this
+    object by one thread of a process at a time. There is one per engine, and a
+    process normally has one engine per database; a second engine on the same file
+    in one process opens a descriptor of its own, and its threads queue on the file
+    behind the first engine's as another process's would.
 
     SQLite's write lock cannot be waited on, only polled (:func:`begin_immediate`).
     Under load that leaves it free while the writers that want it sleep out their
