@@ -55,20 +55,15 @@ print('\n'.join(p['dependencies'] + [d for e in extras for d in p['optional-depe
     /opt/smithers/bin/pip install --quiet --upgrade pip setuptools wheel; \
     /opt/smithers/bin/pip install --quiet -r /src/requirements.txt
 
-COPY shared /src/shared
-COPY gateway /src/gateway
-COPY scheduler /src/scheduler
-COPY workers /src/workers
 COPY smithers /src/smithers
 RUN set -eu; \
     /opt/smithers/bin/pip install --quiet --no-deps --no-build-isolation /src; \
     /opt/smithers/bin/pip check; \
     rm -rf /src
 
-# Workflow modules are imported from /app (PYTHONPATH): the examples ship with the
-# image; a deployment adds its own (FROM smithers, COPY myflows /app/myflows) and
-# lists them in SMITHERS_WORKFLOWS.
-COPY examples /app/examples
+# Workflow modules are imported from /app (PYTHONPATH): the examples ship inside the
+# package (smithers.examples.*); a deployment adds its own (FROM smithers,
+# COPY myflows /app/myflows) and lists them in SMITHERS_WORKFLOWS.
 RUN mkdir -p /var/lib/smithers/sandbox && chown -R 10001:10001 /var/lib/smithers
 
 ENV PATH=/opt/smithers/bin:${PATH} \

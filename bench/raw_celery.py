@@ -8,7 +8,7 @@ import time
 import redis
 from celery import Celery
 
-from shared.broker import celery_settings
+from smithers.shared.broker import celery_settings
 
 URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
 app = Celery("raw")

@@ -19,9 +19,9 @@ import time
 import uuid
 from pathlib import Path
 
-from shared.bundle import BundleBounds, collect_result_bundle, write_request_bundle
-from shared.sandbox import SandboxSpec
-from workers.runtime import DockerRuntime
+from smithers.shared.bundle import BundleBounds, collect_result_bundle, write_request_bundle
+from smithers.shared.sandbox import SandboxSpec
+from smithers.workers.runtime import DockerRuntime
 
 STEP = 'echo \'{"status": "succeeded", "outputs": {"ok": true}}\' > /work/result/manifest.json'
 

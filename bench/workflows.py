@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from shared import StepContext, Workflow
+from smithers.shared import StepContext, Workflow
 
 seq40 = Workflow("b-seq40")
 for i in range(40):

@@ -1,5 +1,21 @@
-"""The ``smithers`` command: composes the gateway, scheduler and workers."""
+"""Smithers: a durable workflow engine for long-lived agent workflows.
+
+Workflows are written against this surface (``from smithers import Workflow``); the
+processes live in ``smithers.gateway``, ``smithers.scheduler`` and ``smithers.workers``,
+their common code in ``smithers.shared`` and the command line in ``smithers.cli``.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from smithers.shared import CachePolicy, DecisionContext, RetryPolicy, StepContext, Workflow
+from smithers.shared.sandbox import SandboxSpec, VolumeMount
+
+__all__ = [
+    "CachePolicy",
+    "DecisionContext",
+    "RetryPolicy",
+    "SandboxSpec",
+    "StepContext",
+    "VolumeMount",
+    "Workflow",
+]

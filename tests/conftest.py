@@ -17,7 +17,7 @@ import pytest
 import redis
 import sqlalchemy
 
-from smithers.embedded import free_port
+from smithers.cli.embedded import free_port
 
 CI = os.environ.get("CI") == "true"
 PG_ADMIN = os.environ.get("SMITHERS_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from shared import operations
-from shared.broker import Broker
-from shared.registry import Registry, load_registry
-from shared.status import RunStatus
-from shared.store import EventRecord, RunRecord, Store
-from shared.store.queries import events_after, get_run
+from smithers.shared import operations
+from smithers.shared.broker import Broker
+from smithers.shared.registry import Registry, load_registry
+from smithers.shared.status import RunStatus
+from smithers.shared.store import EventRecord, RunRecord, Store
+from smithers.shared.store.queries import events_after, get_run
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_WORKFLOWS = "tests.integration.workflows"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from shared import StepContext, Workflow
-from shared.sandbox import SandboxSpec
+from smithers import SandboxSpec, StepContext, Workflow
 
 IMAGE = os.environ.get("SMITHERS_SANDBOX_IMAGE", "smithers-sandbox:latest")
 

@@ -14,7 +14,7 @@ import pytest
 import redis
 import sqlalchemy
 
-from shared.status import RunStatus
+from smithers.shared.status import RunStatus
 from tests.conftest import PG_ADMIN
 from tests.integration.conftest import ROOT, Engine
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from shared.broker import Broker
+from smithers.shared.broker import Broker
 
 
 def _pop(r: redis.Redis, queue: str) -> dict[str, Any]:

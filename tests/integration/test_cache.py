@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared.status import RunStatus
-from shared.store.queries import attempts_of
+from smithers.shared.status import RunStatus
+from smithers.shared.store.queries import attempts_of
 from tests.integration.conftest import Engine
 
 

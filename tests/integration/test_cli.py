@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def smithers(data_dir: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMITHERS_")}
-    env["SMITHERS_WORKFLOWS"] = "examples.hello,examples.approval_demo"
+    env["SMITHERS_WORKFLOWS"] = "smithers.examples.hello,smithers.examples.approval_demo"
     return subprocess.run(
         [sys.executable, "-m", "smithers", *args, "--data-dir", str(data_dir)],
         cwd=ROOT,
@@ -35,7 +35,7 @@ def up(tmp_path: Path) -> Iterator[Path]:
     """`smithers up` running on a fresh data directory (SQLite + embedded broker)."""
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMITHERS_")}
-    env["SMITHERS_WORKFLOWS"] = "examples.hello,examples.approval_demo"
+    env["SMITHERS_WORKFLOWS"] = "smithers.examples.hello,smithers.examples.approval_demo"
     log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "smithers", "up", "--data-dir", str(data), "--port", "0"],

@@ -21,10 +21,10 @@ import docker.errors
 import pytest
 from docker.client import DockerClient
 
-from shared.bundle import BundleBounds, ResultStatus, collect_result_bundle, write_request_bundle
-from shared.errors import BundleRejected, SandboxError, SandboxOutOfMemory, SandboxTimeout
-from shared.sandbox import SandboxSpec, VolumeMount
-from workers.runtime import ContainerOutcome, DockerRuntime
+from smithers.shared.bundle import BundleBounds, ResultStatus, collect_result_bundle, write_request_bundle
+from smithers.shared.errors import BundleRejected, SandboxError, SandboxOutOfMemory, SandboxTimeout
+from smithers.shared.sandbox import SandboxSpec, VolumeMount
+from smithers.workers.runtime import ContainerOutcome, DockerRuntime
 
 pytestmark = pytest.mark.timeout(90)
 

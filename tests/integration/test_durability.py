@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import redis
 
-from shared.status import RunStatus
-from shared.store.queries import attempts_of
+from smithers.shared.status import RunStatus
+from smithers.shared.store.queries import attempts_of
 from tests.integration.conftest import Engine
 
 pytestmark = pytest.mark.slow
@@ -115,7 +115,7 @@ def test_redis_restart_mid_run_workers_reconnect_and_the_run_finishes(
         url = f"redis://127.0.0.1:{port}/0"
         eng.redis_url = url
         eng.env["SMITHERS_REDIS_URL"] = url
-        from shared.broker import Broker
+        from smithers.shared.broker import Broker
 
         eng.broker = Broker(url)
         eng.scheduler()

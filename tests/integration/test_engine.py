@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from shared import operations
-from shared.errors import Forbidden
-from shared.status import RunStatus
-from shared.store.queries import attempts_of, nodes_of
+from smithers.shared import operations
+from smithers.shared.errors import Forbidden
+from smithers.shared.status import RunStatus
+from smithers.shared.store.queries import attempts_of, nodes_of
 from tests.integration.conftest import Engine
 
 

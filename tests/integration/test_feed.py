@@ -1,5 +1,5 @@
 """The all-runs feed on PostgreSQL: events are numbered after they commit
-(shared.store.feed); and the schema change that allows it, on both backends."""
+(smithers.shared.store.feed); and the schema change that allows it, on both backends."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import time
 
 from sqlalchemy import inspect, select
 
-from shared.store import Store
-from shared.store import schema as s
-from shared.store.feed import number_now
-from shared.store.migrate import MIGRATIONS
+from smithers.shared.store import Store
+from smithers.shared.store import schema as s
+from smithers.shared.store.feed import number_now
+from smithers.shared.store.migrate import MIGRATIONS
 from tests.integration.test_pipeline import launch
 
 

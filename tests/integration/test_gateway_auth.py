@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from werkzeug.test import TestResponse
 
-from gateway.app import required_scope
-from shared.errors import InvalidInput
-from shared.grants import GrantKind, Scope
-from shared.status import RunStatus
-from shared.store import schema as s
+from smithers.gateway.app import required_scope
+from smithers.shared.errors import InvalidInput
+from smithers.shared.grants import GrantKind, Scope
+from smithers.shared.status import RunStatus
+from smithers.shared.store import schema as s
 from tests.integration.gateway.support import ALL_SCOPES, Gateway, jti_of, make_gateway, module_database
 
 pytestmark = pytest.mark.timeout(120)

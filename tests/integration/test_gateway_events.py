@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from werkzeug.test import TestResponse
 
-import gateway.sse
-from shared.status import RunStatus
+import smithers.gateway.sse
+from smithers.shared.status import RunStatus
 from tests.integration.gateway.support import Gateway, make_gateway, module_database
 
 pytestmark = pytest.mark.timeout(120)
@@ -248,13 +248,13 @@ def test_the_all_runs_feed_resumes_without_gap_or_duplicate(gw: Gateway) -> None
 def test_many_subscribers_share_one_poller(gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
     # given 40 streams on one run, counting the store reads the streams make
     calls = {"n": 0}
-    real = gateway.sse.events_after
+    real = smithers.gateway.sse.events_after
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(gateway.sse, "events_after", counted)
+    monkeypatch.setattr(smithers.gateway.sse, "events_after", counted)
     run_id = gw.launch()
     readers = [stream(gw, f"/v1/runs/{run_id}/events") for _ in range(40)]
     results: list[list[int]] = [[] for _ in readers]

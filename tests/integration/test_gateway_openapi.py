@@ -20,8 +20,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from gateway.app import required_scope
-from gateway.openapi import document, render_markdown
+from smithers.gateway.app import required_scope
+from smithers.gateway.openapi import document, render_markdown
 from tests.integration.gateway.support import ALL_SCOPES, ROOT, Gateway, make_gateway
 
 pytestmark = pytest.mark.timeout(300)
@@ -85,7 +85,7 @@ def test_the_served_document_is_the_document(gw: Gateway) -> None:
 def test_api_md_is_generated_from_the_document() -> None:
     expected = render_markdown(document())
     assert API_MD.read_text() == expected, (
-        "docs/api.md is stale: run `python -m gateway.openapi > docs/api.md`"
+        "docs/api.md is stale: run `python -m smithers.gateway.openapi > docs/api.md`"
     )
 
 

@@ -14,11 +14,11 @@ import redis
 import sqlalchemy.exc
 from sqlalchemy import select
 
-import gateway.runs
-from shared.errors import StoreUnavailable
-from shared.status import RunStatus
-from shared.store import schema as s
-from shared.store.queries import events_after
+import smithers.gateway.runs
+from smithers.shared.errors import StoreUnavailable
+from smithers.shared.status import RunStatus
+from smithers.shared.store import schema as s
+from smithers.shared.store.queries import events_after
 from tests.integration.gateway.support import Gateway, make_gateway, module_database
 
 pytestmark = pytest.mark.timeout(120)
@@ -339,7 +339,7 @@ def test_internal_errors_never_leak(gw: Gateway, monkeypatch: pytest.MonkeyPatch
     def broken(*_: Any, **__: Any) -> Any:
         raise sqlalchemy.exc.ProgrammingError("SELECT secret_column FROM runs", {}, Exception("syntax"))
 
-    monkeypatch.setattr(gateway.runs, "list_runs", broken)
+    monkeypatch.setattr(smithers.gateway.runs, "list_runs", broken)
     response = gw.client.get(
         "/v1/runs", headers=gw.auth("run:read"), environ_overrides={"HTTP_X_REQUEST_ID": "req-42"}
     )
@@ -352,12 +352,12 @@ def test_internal_errors_never_leak(gw: Gateway, monkeypatch: pytest.MonkeyPatch
     def down(*_: Any, **__: Any) -> Any:
         raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("connection to 10.0.0.5 refused"))
 
-    monkeypatch.setattr(gateway.runs, "list_runs", down)
+    monkeypatch.setattr(smithers.gateway.runs, "list_runs", down)
 
     def unavailable(*_: Any, **__: Any) -> Any:
         raise StoreUnavailable("store unavailable: connection to 10.0.0.5 refused")
 
-    monkeypatch.setattr(gateway.runs, "list_runs", unavailable)
+    monkeypatch.setattr(smithers.gateway.runs, "list_runs", unavailable)
     response = gw.client.get("/v1/runs", headers=gw.auth("run:read"))
     assert response.status_code == 503
     assert "10.0.0.5" not in response.get_data(as_text=True)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.server import is_loopback, tls_warning
-from shared.status import RunStatus
-from shared.store import Store
+from smithers.gateway.server import is_loopback, tls_warning
+from smithers.shared.status import RunStatus
+from smithers.shared.store import Store
 from tests.conftest import free_port
 from tests.integration.gateway.support import KEY, ROOT, WORKFLOWS
 
@@ -263,7 +263,7 @@ def test_smithers_up_serves_the_api_end_to_end(tmp_path: Path) -> None:
     # given `smithers up` on a fresh data directory, with the gateway on a chosen port
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMITHERS_")}
-    env.update(SMITHERS_WORKFLOWS="examples.hello", PYTHONPATH=str(ROOT))
+    env.update(SMITHERS_WORKFLOWS="smithers.examples.hello", PYTHONPATH=str(ROOT))
     port = free_port()
     log = tmp_path / "up.log"
     proc = subprocess.Popen(

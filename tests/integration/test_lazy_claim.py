@@ -13,18 +13,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, select
 
-from shared import StepContext, Workflow, operations
-from shared.broker import Broker
-from shared.config import WorkerConfig
-from shared.decision import decide
-from shared.registry import Registry
-from shared.status import AttemptState
-from shared.store import Store
-from shared.store import schema as s
-from shared.store.attempts import CLAIM_AFTER_S, Claim, claim, complete, peek
-from shared.store.queries import attempts_of, events_after
-from shared.store.state import LazyOutputs, apply_decision, load_run_view
-from workers.step import WorkerEnv, run_attempt
+from smithers.shared import StepContext, Workflow, operations
+from smithers.shared.broker import Broker
+from smithers.shared.config import WorkerConfig
+from smithers.shared.decision import decide
+from smithers.shared.registry import Registry
+from smithers.shared.status import AttemptState
+from smithers.shared.store import Store
+from smithers.shared.store import schema as s
+from smithers.shared.store.attempts import CLAIM_AFTER_S, Claim, claim, complete, peek
+from smithers.shared.store.queries import attempts_of, events_after
+from smithers.shared.store.state import LazyOutputs, apply_decision, load_run_view
+from smithers.workers.step import WorkerEnv, run_attempt
 
 SLOW_S = CLAIM_AFTER_S + 0.5
 

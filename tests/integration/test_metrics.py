@@ -8,10 +8,10 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.broker import Broker
-from shared.metrics import StoreCollector, collect
-from shared.status import RunStatus
-from shared.store import Store
+from smithers.shared.broker import Broker
+from smithers.shared.metrics import StoreCollector, collect
+from smithers.shared.status import RunStatus
+from smithers.shared.store import Store
 from tests.conftest import free_port
 from tests.integration.conftest import Engine
 

@@ -1,4 +1,4 @@
-"""Pipelined write transactions on PostgreSQL (shared.store.fast.Pipeline): queued writes
+"""Pipelined write transactions on PostgreSQL (smithers.shared.store.fast.Pipeline): queued writes
 are seen by later reads, fail the transaction they belong to, and leave the connection
 usable; events written by the one-statement flush match those of the plain path."""
 
@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from sqlalchemy import exc, select
 
-from shared.store import Store, fast
-from shared.store import schema as s
-from shared.store.feed import number_now
-from shared.store.runs import launch as create_run
-from shared.store.tx import Tx
+from smithers.shared.store import Store, fast
+from smithers.shared.store import schema as s
+from smithers.shared.store.feed import number_now
+from smithers.shared.store.runs import launch as create_run
+from smithers.shared.store.tx import Tx
 
 
 @pytest.fixture

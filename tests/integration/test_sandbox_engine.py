@@ -21,20 +21,20 @@ import docker.errors
 import pytest
 from docker.client import DockerClient
 
-from gateway.app import create_app
-from gateway.auth import mint
-from gateway.config import GatewayConfig
-from gateway.services import services
-from shared.registry import load_registry
-from shared.status import AttemptState, NodeStatus, RunStatus
-from shared.store.queries import attempts_of, nodes_of
-from shared.store.sandboxes import ReviewStatus, SandboxStatus, sandboxes_of
+from smithers.gateway.app import create_app
+from smithers.gateway.auth import mint
+from smithers.gateway.config import GatewayConfig
+from smithers.gateway.services import services
+from smithers.shared.registry import load_registry
+from smithers.shared.status import AttemptState, NodeStatus, RunStatus
+from smithers.shared.store.queries import attempts_of, nodes_of
+from smithers.shared.store.sandboxes import ReviewStatus, SandboxStatus, sandboxes_of
 from tests.conftest import CI
 from tests.integration.conftest import ROOT, Engine
 
 pytestmark = pytest.mark.timeout(180)
 
-WORKFLOWS = "tests.integration.sandbox_workflows,examples.sandbox_review"
+WORKFLOWS = "tests.integration.sandbox_workflows,smithers.examples.sandbox_review"
 IMAGE = "smithers-sandbox:latest"
 
 

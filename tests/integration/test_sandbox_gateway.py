@@ -10,14 +10,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from gateway.app import create_app, required_scope
-from gateway.auth import mint
-from gateway.config import GatewayConfig
-from gateway.services import services
-from shared.status import NodeStatus
-from shared.store import Store
-from shared.store import schema as s
-from shared.store.queries import nodes_of
+from smithers.gateway.app import create_app, required_scope
+from smithers.gateway.auth import mint
+from smithers.gateway.config import GatewayConfig
+from smithers.gateway.services import services
+from smithers.shared.status import NodeStatus
+from smithers.shared.store import Store
+from smithers.shared.store import schema as s
+from smithers.shared.store.queries import nodes_of
 from tests.integration.test_sandbox_store import PATCH, make_registry, run_sandbox, start, step
 
 pytestmark = pytest.mark.timeout(60)
@@ -49,7 +49,7 @@ def waiting_for_review(app: Flask, run_id: str) -> tuple[Store, str]:
     registry = make_registry()
     c = start(store, registry, run_id)
     sandbox_id = run_sandbox(store, c, [PATCH])
-    from shared.store.attempts import complete
+    from smithers.shared.store.attempts import complete
 
     with store.write() as tx:
         complete(tx, c.attempt_id, c.claim_token, ok=True, output={"workspace": {"files": {}}})

@@ -1,4 +1,4 @@
-"""The sandbox worker's runner (workers.sandbox) on a SQLite store with a stub runtime.
+"""The sandbox worker's runner (smithers.workers.sandbox) on a SQLite store with a stub runtime.
 
 The stub plays the container: it reads the request bundle and writes a result
 directory, as the Docker runtime does after copying ``/work/result`` out. Docker
@@ -16,19 +16,19 @@ from typing import Any
 
 import pytest
 
-from shared.broker import Broker
-from shared.bundle import BundleBounds
-from shared.config import WorkerConfig
-from shared.errors import BundleRejected, SandboxError
-from shared.sandbox import SandboxSpec
-from shared.store import Store
-from shared.store.queries import events_after
-from shared.store.sandboxes import ReviewStatus, SandboxStatus, get_sandbox
-from shared.workflow import Node, NodeKind
+from smithers.shared.broker import Broker
+from smithers.shared.bundle import BundleBounds
+from smithers.shared.config import WorkerConfig
+from smithers.shared.errors import BundleRejected, SandboxError
+from smithers.shared.sandbox import SandboxSpec
+from smithers.shared.store import Store
+from smithers.shared.store.queries import events_after
+from smithers.shared.store.sandboxes import ReviewStatus, SandboxStatus, get_sandbox
+from smithers.shared.workflow import Node, NodeKind
+from smithers.workers.runtime import ContainerOutcome, OnStarted
+from smithers.workers.sandbox import SandboxConfig, make_sandbox_runner, sandbox_id_for, worker_label
+from smithers.workers.step import WorkerEnv
 from tests.integration.test_sandbox_store import make_registry, start
-from workers.runtime import ContainerOutcome, OnStarted
-from workers.sandbox import SandboxConfig, make_sandbox_runner, sandbox_id_for, worker_label
-from workers.step import WorkerEnv
 
 pytestmark = pytest.mark.timeout(30)
 

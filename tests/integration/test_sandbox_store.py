@@ -11,19 +11,19 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from shared.decision import decide
-from shared.errors import Conflict, NotFound
-from shared.registry import Registry
-from shared.sandbox import SandboxSpec
-from shared.status import NodeStatus, RunStatus
-from shared.store import Store
-from shared.store import sandboxes as sb
-from shared.store import schema as s
-from shared.store.attempts import Claim, claim, complete
-from shared.store.queries import events_after, get_run, nodes_of, outputs_of
-from shared.store.runs import launch
-from shared.store.state import LazyOutputs, apply_decision, load_run_view
-from shared.workflow import Workflow
+from smithers.shared.decision import decide
+from smithers.shared.errors import Conflict, NotFound
+from smithers.shared.registry import Registry
+from smithers.shared.sandbox import SandboxSpec
+from smithers.shared.status import NodeStatus, RunStatus
+from smithers.shared.store import Store
+from smithers.shared.store import sandboxes as sb
+from smithers.shared.store import schema as s
+from smithers.shared.store.attempts import Claim, claim, complete
+from smithers.shared.store.queries import events_after, get_run, nodes_of, outputs_of
+from smithers.shared.store.runs import launch
+from smithers.shared.store.state import LazyOutputs, apply_decision, load_run_view
+from smithers.shared.workflow import Workflow
 
 pytestmark = pytest.mark.timeout(60)
 

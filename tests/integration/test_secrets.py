@@ -6,8 +6,8 @@ from typing import Any
 
 import sqlalchemy
 
-from shared.status import RunStatus
-from shared.store import schema as s
+from smithers.shared.status import RunStatus
+from smithers.shared.store import schema as s
 from tests.integration.conftest import Engine
 
 SECRET = "s3cr3t-value-0f-the-test-7d1c"

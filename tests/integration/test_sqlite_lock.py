@@ -27,17 +27,17 @@ from typing import Any
 
 import pytest
 
-from gateway.store import GatewayStore
-from shared.errors import StoreUnavailable
-from shared.store import Store
-from shared.store import sqlite as sqlite_backend
+from smithers.gateway.store import GatewayStore
+from smithers.shared.errors import StoreUnavailable
+from smithers.shared.store import Store
+from smithers.shared.store import sqlite as sqlite_backend
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux /proc/locks")
 
 CHILD = """
 import sys, time
-from shared.store import Store
+from smithers.shared.store import Store
 store = Store(sys.argv[1])
 print("ready", flush=True)
 with store.write() as tx:

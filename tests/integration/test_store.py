@@ -13,21 +13,21 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
-from shared import operations
-from shared.broker import Broker
-from shared.decision import decide
-from shared.errors import Conflict, InvalidInput, StoreUnavailable, UnknownWorkflow
-from shared.keys import WAKE_KEY
-from shared.registry import Registry
-from shared.store import Store
-from shared.store import schema as s
-from shared.store.attempts import claim, complete, heartbeat
-from shared.store.feed import number_now
-from shared.store.migrate import MIGRATIONS
-from shared.store.queries import events_after, feed_after, feed_id_of, get_run
-from shared.store.records import RunRecord
-from shared.store.state import LazyOutputs, apply_decision, load_run_view
-from shared.workflow import Workflow
+from smithers.shared import operations
+from smithers.shared.broker import Broker
+from smithers.shared.decision import decide
+from smithers.shared.errors import Conflict, InvalidInput, StoreUnavailable, UnknownWorkflow
+from smithers.shared.keys import WAKE_KEY
+from smithers.shared.registry import Registry
+from smithers.shared.store import Store
+from smithers.shared.store import schema as s
+from smithers.shared.store.attempts import claim, complete, heartbeat
+from smithers.shared.store.feed import number_now
+from smithers.shared.store.migrate import MIGRATIONS
+from smithers.shared.store.queries import events_after, feed_after, feed_id_of, get_run
+from smithers.shared.store.records import RunRecord
+from smithers.shared.store.state import LazyOutputs, apply_decision, load_run_view
+from smithers.shared.workflow import Workflow
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,7 +50,7 @@ def count(store: Store, table: s.Table) -> int:
 
 
 def test_concurrent_migrations_on_an_empty_database_both_succeed(database_url: str) -> None:
-    code = "import sys; from shared.store import Store; print(Store(sys.argv[1]).migrate())"
+    code = "import sys; from smithers.shared.store import Store; print(Store(sys.argv[1]).migrate())"
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", code, database_url],
@@ -177,7 +177,7 @@ def test_event_seq_and_feed_ids_are_gap_free_in_commit_order_under_concurrent_wr
 
     def reader(seen_feed: list[int]) -> None:
         # Two readers: on PostgreSQL each numbers the committed events before it reads
-        # (shared.store.feed), so two numberings also run at once.
+        # (smithers.shared.store.feed), so two numberings also run at once.
         cursor = 0
         last_seq: dict[str, int] = {}
         while cursor < total:

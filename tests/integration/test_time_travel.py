@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from shared import operations
-from shared.errors import Conflict, InvalidInput, RateLimited
-from shared.status import RunStatus
-from shared.store import schema as s
-from shared.store.queries import attempts_of, get_run
-from shared.store.trail import run_trail
+from smithers.shared import operations
+from smithers.shared.errors import Conflict, InvalidInput, RateLimited
+from smithers.shared.status import RunStatus
+from smithers.shared.store import schema as s
+from smithers.shared.store.queries import attempts_of, get_run
+from smithers.shared.store.trail import run_trail
 from tests.integration.conftest import Engine
 
 

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared import CachePolicy, DecisionContext, StepContext, Workflow
+from smithers import CachePolicy, DecisionContext, StepContext, Workflow
 
 
 def effect(ctx: StepContext, label: str | None = None) -> None:

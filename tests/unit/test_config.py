@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import SchedulerConfig
-from shared.errors import InvalidInput
+from smithers.shared.config import SchedulerConfig
+from smithers.shared.errors import InvalidInput
 
 
 def test_scheduler_tunables_are_read_and_checked() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from shared.actions import (
+from smithers.shared.actions import (
     AttemptView,
     Decision,
     DecisionConfig,
@@ -18,10 +18,10 @@ from shared.actions import (
     SetNode,
     SetRun,
 )
-from shared.decision import decide
-from shared.registry import Registry
-from shared.status import AttemptState, NodeStatus, RunStatus
-from shared.workflow import Workflow
+from smithers.shared.decision import decide
+from smithers.shared.registry import Registry
+from smithers.shared.status import AttemptState, NodeStatus, RunStatus
+from smithers.shared.workflow import Workflow
 
 NOW = 1000.0
 

@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from shared.actions import UNSET, AttemptView, Dispatch, NodeView, RunView, SetNode, SetRun
-from shared.decision import decide
-from shared.errors import InvalidWorkflow
-from shared.sandbox import SandboxSpec
-from shared.status import AttemptState, NodeStatus, RunStatus
-from shared.workflow import Workflow
+from smithers.shared.actions import UNSET, AttemptView, Dispatch, NodeView, RunView, SetNode, SetRun
+from smithers.shared.decision import decide
+from smithers.shared.errors import InvalidWorkflow
+from smithers.shared.sandbox import SandboxSpec
+from smithers.shared.status import AttemptState, NodeStatus, RunStatus
+from smithers.shared.workflow import Workflow
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import InvalidInput
-from smithers import exitcodes
-from smithers.cli import build_parser, main
-from smithers.commands_ops import flower_argv, flower_credentials
+from smithers.cli import exitcodes
+from smithers.cli.commands_ops import flower_argv, flower_credentials
+from smithers.cli.main import build_parser, main
+from smithers.shared.errors import InvalidInput
 
 GOOD = "correct-horse-battery"
 

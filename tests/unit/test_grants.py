@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import Forbidden, InvalidInput
-from shared.grants import (
+from smithers.shared.errors import Forbidden, InvalidInput
+from smithers.shared.grants import (
     Grant,
     GrantKind,
     GrantState,

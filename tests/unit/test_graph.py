@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import InvalidWorkflow
-from shared.registry import Registry
-from shared.workflow import Workflow
+from smithers.shared.errors import InvalidWorkflow
+from smithers.shared.registry import Registry
+from smithers.shared.workflow import Workflow
 
 
 def noop(ctx: object) -> None:

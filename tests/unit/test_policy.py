@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import InvalidWorkflow
-from shared.policy import CachePolicy, RetryPolicy, retry_delay
+from smithers.shared.errors import InvalidWorkflow
+from smithers.shared.policy import CachePolicy, RetryPolicy, retry_delay
 
 
 def test_fixed_backoff_waits_the_same_each_time_then_gives_up() -> None:
@@ -36,7 +36,7 @@ def test_bad_cache_policies_are_refused() -> None:
 
 
 def test_cache_keys_depend_on_scope_identity_node_input_and_version() -> None:
-    from shared.policy import cache_key
+    from smithers.shared.policy import cache_key
 
     def key(policy: CachePolicy, run: str = "r1", wf: str = "w", node: str = "n", data: object = 1) -> str:
         return cache_key(policy, run_id=run, workflow=wf, node_id=node, resolved_input=data)

@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from shared.errors import InvalidInput
-from shared.operations import check_input, parse_input
-from shared.redaction import MASK, RedactingFilter, redact, redact_text, register_secret
+from smithers.shared.errors import InvalidInput
+from smithers.shared.operations import check_input, parse_input
+from smithers.shared.redaction import MASK, RedactingFilter, redact, redact_text, register_secret
 
 
 def test_known_secret_values_are_masked_everywhere() -> None:

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from shared.bundle import (
+from smithers.shared.bundle import (
     BundleBounds,
     ResultStatus,
     collect_result_bundle,
     write_request_bundle,
 )
-from shared.bundle_archive import extract_result_archive
-from shared.errors import BundleRejected, InvalidInput, InvalidWorkflow, SandboxError
-from shared.sandbox import SandboxSpec, VolumeMount, resolve_secret_values
+from smithers.shared.bundle_archive import extract_result_archive
+from smithers.shared.errors import BundleRejected, InvalidInput, InvalidWorkflow, SandboxError
+from smithers.shared.sandbox import SandboxSpec, VolumeMount, resolve_secret_values
 
 pytestmark = pytest.mark.timeout(10)
 

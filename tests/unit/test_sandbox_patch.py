@@ -1,11 +1,11 @@
-"""Applying a sandbox step's unified diffs to its workspace (shared.patch), in memory."""
+"""Applying a sandbox step's unified diffs to its workspace (smithers.shared.patch), in memory."""
 
 from __future__ import annotations
 
 import pytest
 
-from shared.errors import BundleRejected
-from shared.patch import apply_patches, parse_patch
+from smithers.shared.errors import BundleRejected
+from smithers.shared.patch import apply_patches, parse_patch
 
 pytestmark = pytest.mark.timeout(10)
 

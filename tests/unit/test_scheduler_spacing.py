@@ -8,10 +8,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from scheduler.loop import BATCH_SPACING, MAX_BATCH_DELAY_S, MIN_BATCHED_COST_S, Scheduler
-from shared.config import SchedulerConfig
-from shared.registry import Registry
-from shared.store import Store
+from smithers.scheduler.loop import BATCH_SPACING, MAX_BATCH_DELAY_S, MIN_BATCHED_COST_S, Scheduler
+from smithers.shared.config import SchedulerConfig
+from smithers.shared.registry import Registry
+from smithers.shared.store import Store
 
 
 def scheduler() -> Scheduler:

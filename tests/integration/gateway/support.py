@@ -20,17 +20,17 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select, update
 from werkzeug.test import TestResponse
 
-from gateway.app import create_app
-from gateway.auth import mint, mint_with_key
-from gateway.config import GatewayConfig
-from gateway.services import Services
-from gateway.store import GatewayStore
-from shared.grants import GrantKind, Scope
-from shared.registry import Registry, load_registry
-from shared.status import RunStatus
-from shared.store import schema as s
-from shared.store.audit import AuditRecord
-from shared.store.feed import number_now
+from smithers.gateway.app import create_app
+from smithers.gateway.auth import mint, mint_with_key
+from smithers.gateway.config import GatewayConfig
+from smithers.gateway.services import Services
+from smithers.gateway.store import GatewayStore
+from smithers.shared.grants import GrantKind, Scope
+from smithers.shared.registry import Registry, load_registry
+from smithers.shared.status import RunStatus
+from smithers.shared.store import schema as s
+from smithers.shared.store.audit import AuditRecord
+from smithers.shared.store.feed import number_now
 from tests.conftest import PG_ADMIN
 
 ROOT = Path(__file__).resolve().parents[3]

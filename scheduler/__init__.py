@@ -1,7 +1,0 @@
-"""The scheduler process: resolves workflow graphs and dispatches Celery tasks."""
-
-from __future__ import annotations
-
-from scheduler.loop import Scheduler
-
-__all__ = ["Scheduler"]

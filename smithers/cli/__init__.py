@@ -1,0 +1,7 @@
+"""The ``smithers`` command: composes the gateway, scheduler and workers."""
+
+from __future__ import annotations
+
+from smithers.cli.main import main
+
+__all__ = ["main"]

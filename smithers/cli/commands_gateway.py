@@ -1,0 +1,141 @@
+"""``smithers gateway`` and ``smithers token issue|revoke|list``."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+import time
+from collections.abc import Callable
+
+from smithers.cli import exitcodes
+from smithers.cli.main import _deployment, _store
+from smithers.shared.errors import InvalidInput
+from smithers.shared.grants import GrantKind, parse_duration
+from smithers.shared.store.grants import ControlPlaneStore
+
+Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+
+
+def _actor() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"cli:{user}"
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    """Check the options and the key, migrate, then become ``python -m gateway``."""
+    from smithers.gateway.config import GatewayConfig  # noqa: PLC0415 (keeps other commands light)
+    from smithers.gateway.server import options_from  # noqa: PLC0415
+
+    dep = _deployment(args)
+    GatewayConfig.from_env(os.environ, dep)  # a missing key or bad setting fails here, clearly
+    options = options_from(args, os.environ)
+    options.check()
+    _store(dep).close()  # migrate once, before the workers start
+    env = {
+        **os.environ,
+        "SMITHERS_DATABASE_URL": dep.database_url,
+        "SMITHERS_GATEWAY_WORKER_CLASS": options.worker_class,
+    }
+    if dep.redis_url:
+        env["SMITHERS_REDIS_URL"] = dep.redis_url
+    if dep.data_dir is not None:
+        env["SMITHERS_DATA_DIR"] = str(dep.data_dir)
+    argv = [sys.executable, "-m", "gateway", "--host", options.host, "--port", str(options.port)]
+    argv += ["--workers", str(options.workers), "--worker-class", options.worker_class]
+    argv += ["--threads", str(options.threads)]
+    if options.tls:
+        argv += ["--certfile", str(options.certfile), "--keyfile", str(options.keyfile)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, env)  # noqa: S606 (a fresh interpreter: gevent patches first)
+
+
+def _control(args: argparse.Namespace) -> ControlPlaneStore:
+    from smithers.shared.grants import TtlPolicy  # noqa: PLC0415
+
+    return ControlPlaneStore(_store(_deployment(args)), TtlPolicy.from_env(os.environ))
+
+
+def cmd_token_issue(args: argparse.Namespace) -> int:
+    from smithers.gateway.auth import mint_with_key  # noqa: PLC0415
+    from smithers.gateway.config import key_dir, load_signing_key  # noqa: PLC0415
+
+    dep = _deployment(args)
+    key = load_signing_key(os.environ, key_dir(os.environ, dep))
+    ttl = parse_duration(args.ttl, "--ttl") if args.ttl else None
+    control = _control(args)
+    grant = control.issue(
+        subject=args.subject,
+        scopes=args.scopes,
+        kind=GrantKind(args.kind),
+        ttl_s=ttl,
+        issuer=args.issuer,
+        actor=_actor(),
+        note=args.note,
+    )
+    token = mint_with_key(key, "smithers", grant)
+    print(
+        f"issued {grant.jti} to {grant.subject} ({','.join(s.value for s in grant.scopes)}),"
+        f" expires {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(grant.expires_at))}",
+        file=sys.stderr,
+    )
+    print(token, flush=True)
+    return exitcodes.OK
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    grant = _control(args).revoke(args.jti, actor=_actor(), reason=args.reason)
+    print(f"revoked {grant.jti} ({grant.subject})")
+    return exitcodes.OK
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    now = time.time()
+    grants = _control(args).grants(subject=args.subject, active_only=not args.all)
+    for g in grants:
+        expires = time.strftime("%Y-%m-%d %H:%M", time.localtime(g.expires_at))
+        scopes = ",".join(s.value for s in g.scopes)
+        print(f"{g.jti}  {g.subject:<24} {g.kind.value:<10} {g.state(now).value:<8} {expires}  {scopes}")
+    return exitcodes.OK
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "token_fn", None)
+    if handler is None:
+        raise InvalidInput("usage: smithers token issue|revoke|list")
+    return handler(args)
+
+
+def register(add: Add) -> None:
+    """Add the ``gateway`` and ``token`` sub-commands."""
+    from smithers.gateway.server import add_options  # noqa: PLC0415
+
+    add_options(add("gateway", cmd_gateway, "serve the REST API and event streams (gunicorn)"))
+
+    p = add("token", cmd_token, "issue, revoke and list bearer grants")
+    sub = p.add_subparsers(dest="token_command", required=True)
+    issue = sub.add_parser("issue", help="issue a grant and print its token alone on stdout")
+    issue.add_argument("--subject", required=True)
+    issue.add_argument("--scopes", required=True, help="comma-separated: run:read,run:write,...")
+    issue.add_argument("--ttl", default=None, help="lifetime such as 15m, 12h, 30d (default by --kind)")
+    issue.add_argument("--kind", choices=[k.value for k in GrantKind], default=GrantKind.PERSON.value)
+    issue.add_argument("--issuer", default="cli")
+    issue.add_argument("--note", default=None)
+    issue.set_defaults(token_fn=cmd_token_issue)
+    revoke = sub.add_parser("revoke", help="revoke a grant by its jti")
+    revoke.add_argument("jti")
+    revoke.add_argument("--reason", default=None)
+    revoke.set_defaults(token_fn=cmd_token_revoke)
+    listing = sub.add_parser("list", help="list active grants (--all: revoked and expired too)")
+    listing.add_argument("--all", action="store_true")
+    listing.add_argument("--subject", default=None)
+    listing.set_defaults(token_fn=cmd_token_list)
+    for child in (issue, revoke, listing):
+        child.add_argument(
+            "--data-dir", help="embedded deployment directory (default: SMITHERS_DATA_DIR or .)"
+        )

@@ -1,0 +1,111 @@
+"""History commands: time travel (rewind, replay, fork), the audit trail, backups."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from smithers.cli import exitcodes
+from smithers.cli.main import _actor, _broker, _deployment, _registry, _store
+from smithers.shared import operations
+from smithers.shared.errors import Conflict, InvalidInput, NotFound
+
+Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from smithers.shared.config import read_broker_url  # noqa: PLC0415
+    from smithers.shared.store import backup  # noqa: PLC0415
+
+    dep = _deployment(args)
+    path = Path(args.path).resolve()
+    if args.action == "backup":
+        size = backup.backup(dep.database_url, path)
+        print(f"backup of {_safe_url(dep.database_url)} written to {path} ({size} bytes)")
+        return exitcodes.OK
+    if dep.broker_file is not None and read_broker_url(dep.broker_file) is not None:
+        raise Conflict(f"a smithers up is running in {dep.data_dir}; stop it before restoring")
+    backup.restore(dep.database_url, path)
+    print(f"restored {path} into {_safe_url(dep.database_url)}")
+    return exitcodes.OK
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def cmd_time_travel(args: argparse.Namespace) -> int:
+    dep = _deployment(args)
+    new_input = operations.parse_input(args.input) if getattr(args, "input", None) else None
+    if args.command == "fork" and new_input is None:
+        raise InvalidInput("fork needs --input (the new run input, a JSON object)")
+    result = operations.time_travel(
+        _store(dep),
+        _broker(dep, required=False),
+        _registry(dep),
+        action=args.command,
+        run_id=args.run_id,
+        node_id=args.node_id,
+        caller=_actor(args),
+        confirm=args.confirm,
+        new_run_id=getattr(args, "new_run_id", None),
+        new_input=new_input,
+    )
+    print(json.dumps(result, sort_keys=True))
+    return exitcodes.OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from smithers.shared.store.trail import run_trail  # noqa: PLC0415
+
+    store = _store(_deployment(args))
+    with store.read() as conn:
+        trail = run_trail(conn, args.run_id)
+    if trail["run"] is None and not trail["entries"]:
+        raise NotFound(f"run {args.run_id!r} not found and nothing audited under that id")
+    if args.json:
+        print(json.dumps(trail, indent=2, default=str))
+        return exitcodes.OK
+    if trail["run"]:
+        r = trail["run"]
+        print(
+            f"{r['run_id']}  {r['workflow']} v{r['workflow_version']}  revision {r['module_revision'][:12]}"
+            f"  deployment {r['deployment_version']}  launched by {r['launched_by']}"
+        )
+    for e in trail["entries"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["at"])) + f".{int(e['at'] % 1 * 1000):03d}Z"
+        who = f" by {e['actor']}" if e.get("actor") else ""
+        node = f" {e['node_id']}" if e.get("node_id") else ""
+        print(
+            f"{when}  {e['source']:<11} {e['type']}{node}{who}  {json.dumps(e['detail'], default=str)[:160]}"
+        )
+    return exitcodes.OK
+
+
+def register(add: Add) -> None:
+    """Add ``rewind``, ``replay``, ``fork``, ``audit`` and ``db``."""
+    for name, help_text in (
+        ("rewind", "reopen a node and everything downstream of it; the run resumes from there"),
+        ("replay", "a new run from this run's state up to a node (same input)"),
+        ("fork", "a new run from this run's state up to a node, with new input"),
+    ):
+        p = add(name, cmd_time_travel, help_text)
+        p.add_argument("run_id")
+        p.add_argument("node_id")
+        p.add_argument("--confirm", action="store_true", help="required: time travel changes history")
+        p.add_argument("--as", dest="actor", default=None)
+        if name != "rewind":
+            p.add_argument("--run-id", dest="new_run_id", default=None, help="id of the new run")
+        if name == "fork":
+            p.add_argument("--input", required=True, help="the new run input, a JSON object")
+    p = add("audit", cmd_audit, "a run's whole audit trail in time order")
+    p.add_argument("run_id")
+    p.add_argument("--json", action="store_true")
+    p = add("db", cmd_db, "back up or restore the store (SQLite online backup, pg_dump/pg_restore)")
+    p.add_argument("action", choices=["backup", "restore"])
+    p.add_argument("path")

@@ -1,0 +1,130 @@
+"""``smithers flower`` and ``smithers metrics``: the operator's views of a cluster.
+
+``flower`` runs Celery Flower against the deployment's broker, always behind HTTP basic
+auth (``SMITHERS_FLOWER_USER`` and ``SMITHERS_FLOWER_PASSWORD`` or
+``SMITHERS_FLOWER_PASSWORD_FILE``); it refuses to start without them. ``metrics``
+prints, or serves, the store-derived Prometheus metrics of :mod:`smithers.shared.metrics`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from smithers.cli import exitcodes
+from smithers.cli.main import _broker, _deployment, _stop_on_signals, _store
+from smithers.shared.errors import BrokerUnavailable, InvalidInput
+
+Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+
+MIN_PASSWORD_CHARS = 12
+
+
+def flower_credentials(env: Mapping[str, str]) -> tuple[str, str]:
+    """The basic-auth user and password Flower must require; InvalidInput when absent."""
+    user = env.get("SMITHERS_FLOWER_USER", "")
+    password = env.get("SMITHERS_FLOWER_PASSWORD", "")
+    if not password and env.get("SMITHERS_FLOWER_PASSWORD_FILE"):
+        path = Path(env["SMITHERS_FLOWER_PASSWORD_FILE"])
+        try:
+            password = path.read_text().strip()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+    if not user or not password:
+        raise InvalidInput(
+            "Flower needs basic auth: set SMITHERS_FLOWER_USER and SMITHERS_FLOWER_PASSWORD"
+            " (or SMITHERS_FLOWER_PASSWORD_FILE); it never serves the queues unauthenticated"
+        )
+    if ":" in user or "," in user + password:
+        raise InvalidInput("the Flower user may not contain ':' and neither may contain ','")
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise InvalidInput(f"the Flower password must have at least {MIN_PASSWORD_CHARS} characters")
+    return user, password
+
+
+def flower_argv(args: argparse.Namespace) -> list[str]:
+    """Celery's command line for Flower (the credentials travel in the environment)."""
+    # --logging=none: tornado installs no handler of its own; ours (JSON, redacted) applies.
+    argv = ["flower", f"--address={args.host}", f"--port={args.port}", "--logging=none"]
+    if args.url_prefix:
+        argv.append(f"--url_prefix={args.url_prefix}")
+    if bool(args.certfile) != bool(args.keyfile):
+        raise InvalidInput("--certfile and --keyfile go together")
+    if args.certfile:
+        argv += [f"--certfile={args.certfile}", f"--keyfile={args.keyfile}"]
+    if args.purge_offline_workers is not None:
+        argv.append(f"--purge_offline_workers={args.purge_offline_workers}")
+    return argv
+
+
+def cmd_flower(args: argparse.Namespace) -> int:
+    """Run Flower in this process, on our broker and queues, behind basic auth."""
+    from celery import Celery  # noqa: PLC0415 (keeps other commands light)
+    from kombu import Queue  # noqa: PLC0415
+
+    from smithers.shared.broker import celery_settings  # noqa: PLC0415
+    from smithers.shared.keys import QUEUES  # noqa: PLC0415
+    from smithers.shared.logs import setup_logging  # noqa: PLC0415
+
+    user, password = flower_credentials(os.environ)
+    dep = _deployment(args)
+    setup_logging("flower", args.log_level)
+    if dep.redis_url is None:
+        _broker(dep, required=True)  # raises with the usual explanation
+        raise BrokerUnavailable("no broker")
+    argv = flower_argv(args)
+    # Flower reads FLOWER_* variables itself; this keeps the password off every command line.
+    os.environ["FLOWER_BASIC_AUTH"] = f"{user}:{password}"
+    os.environ.pop("FLOWER_UNAUTHENTICATED_API", None)
+    os.environ.pop("FLOWER_AUTH", None)
+    app = Celery("smithers-flower", set_as_current=False)
+    app.conf.update(celery_settings(dep.redis_url))
+    # Our queues show on the Broker page even while no worker consumes them.
+    app.conf.task_queues = [Queue(name, routing_key=name) for name in QUEUES]
+    print(f"smithers flower: http{'s' if args.certfile else ''}://{args.host}:{args.port}", file=sys.stderr)
+    code: int | None = app.start(argv)
+    return int(code or exitcodes.OK)
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    """Print the store-derived metrics once, or serve them on --port until stopped."""
+    from prometheus_client import CollectorRegistry, generate_latest, start_http_server  # noqa: PLC0415
+
+    from smithers.shared.metrics import StoreCollector  # noqa: PLC0415
+
+    dep = _deployment(args)
+    store = _store(dep)
+    broker = _broker(dep, required=False)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoreCollector(store, broker))
+    if args.port is None:
+        sys.stdout.write(generate_latest(registry).decode())
+        return exitcodes.OK
+    stop = _stop_on_signals()
+    server, thread = start_http_server(args.port, addr=args.host, registry=registry)
+    print(f"smithers metrics: http://{args.host}:{args.port}/metrics", file=sys.stderr, flush=True)
+    try:
+        stop.wait()
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+    return exitcodes.OK
+
+
+def register(add: Add) -> None:
+    """Add the ``flower`` and ``metrics`` sub-commands."""
+    p = add("flower", cmd_flower, "Celery Flower on the deployment's queues and workers (basic auth)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5555)
+    p.add_argument("--url-prefix", default=None, help="serve under this path (behind a proxy)")
+    p.add_argument("--certfile", default=None, help="TLS certificate (PEM); with --keyfile serves HTTPS")
+    p.add_argument("--keyfile", default=None)
+    p.add_argument("--purge-offline-workers", type=int, default=None, metavar="SECONDS")
+    p.add_argument("--log-level", default="INFO")
+
+    p = add("metrics", cmd_metrics, "Prometheus metrics from the store and the queues (print, or --port)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=None, help="serve /metrics here instead of printing once")

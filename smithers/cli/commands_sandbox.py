@@ -1,0 +1,86 @@
+"""``smithers sandboxes RUN`` and ``smithers review RUN SANDBOX --accept|--reject``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+
+from smithers.cli import exitcodes
+from smithers.cli.main import _actor, _broker, _deployment, _store
+from smithers.shared import operations
+from smithers.shared.store.sandboxes import SandboxRecord, sandboxes_of
+
+Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+
+
+def cmd_sandboxes(args: argparse.Namespace) -> int:
+    """List a run's sandboxes: status, review, patches, image and sizes."""
+    store = _store(_deployment(args))
+    with store.read() as conn:
+        records = sandboxes_of(conn, args.run_id)
+    if args.json:
+        print(json.dumps([r.to_json() for r in records], indent=2, default=str))
+        return exitcodes.OK
+    if not records:
+        print(f"run {args.run_id} has no sandboxes")
+    for r in records:
+        print(_line(r))
+        for patch in (r.manifest or {}).get("patches", []):
+            print(f"    patch {patch.get('path')} ({patch.get('size')} bytes)")
+            if args.diff and patch.get("diff"):
+                for text in str(patch["diff"]).splitlines():
+                    print(f"      {text}")
+        for decision in r.reviews:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(decision.decided_at))
+            verdict = "accepted" if decision.accept else "rejected"
+            print(f"    {verdict} by {decision.actor} at {when}: {decision.note or ''}")
+        if r.error:
+            print(f"    error: {r.error.get('message', '')}")
+    return exitcodes.OK
+
+
+def _line(r: SandboxRecord) -> str:
+    it = f"[{r.iteration}]" if r.iteration else ""
+    review_status = r.review_status.value if r.review_status else "-"
+    sizes = f"request={r.request_bytes or 0}B result={r.result_bytes or 0}B"
+    return (
+        f"{r.sandbox_id}  {r.node_id + it:<20} {r.status.value:<10} review={review_status:<10}"
+        f" {r.image} {sizes}"
+    )
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    """Accept or reject the patches a sandbox step proposed."""
+    dep = _deployment(args)
+    record = operations.review(
+        _store(dep),
+        _broker(dep, required=False),
+        args.run_id,
+        args.sandbox,
+        accept=args.accept,
+        note=args.note,
+        actor=_actor(args),
+        by_node=True,
+    )
+    verdict = "accepted" if args.accept else "rejected"
+    print(f"sandbox {record.sandbox_id} ({record.node_id}) of {record.run_id}: {verdict} by {_actor(args)}")
+    return exitcodes.OK
+
+
+def register(add: Add) -> None:
+    """Add the sandbox sub-commands to the ``smithers`` parser."""
+    p = add("sandboxes", cmd_sandboxes, "list a run's sandboxes, their patches and reviews")
+    p.add_argument("run_id")
+    p.add_argument("--diff", action="store_true", help="print each patch")
+    p.add_argument("--json", action="store_true")
+
+    p = add("review", cmd_review, "accept or reject the patches of a sandbox step")
+    p.add_argument("run_id")
+    p.add_argument("sandbox", help="the sandbox id, or the node id of the sandbox waiting for review")
+    verdict = p.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--accept", dest="accept", action="store_true")
+    verdict.add_argument("--reject", dest="accept", action="store_false")
+    p.add_argument("--note", default=None)
+    p.add_argument("--as", dest="actor", default=None, help="the reviewer (default cli:$USER)")

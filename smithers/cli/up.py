@@ -1,0 +1,157 @@
+"""``smithers up``: the single-node deployment in one command.
+
+Starts the embedded broker (unless ``SMITHERS_REDIS_URL`` is set), migrates the store,
+then runs the scheduler, a step worker and the gateway as child processes, restarting
+any that dies. Ctrl-C (or SIGTERM) stops them all.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from smithers.cli.embedded import EmbeddedBroker
+from smithers.shared.config import Deployment
+from smithers.shared.store import Store
+
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
+
+
+@dataclass
+class Child:
+    """A supervised child process."""
+
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)
+
+
+class Supervisor:
+    """Runs the children of ``smithers up`` and restarts the ones that die."""
+
+    def __init__(
+        self, deployment: Deployment, env: Mapping[str, str], log_dir: Path, children: list[Child]
+    ) -> None:
+        self.deployment = deployment
+        self.env = dict(env)
+        self.log_dir = log_dir
+        self.children = children
+
+    def start(self) -> None:
+        """Start every child."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for child in self.children:
+            self._spawn(child)
+
+    def _spawn(self, child: Child) -> None:
+        log = open(self.log_dir / f"{child.name}.log", "ab")  # noqa: SIM115 (owned by the child)
+        child.proc = subprocess.Popen(child.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def check(self) -> str | None:
+        """Restart dead children; return an error once one dies too often."""
+        now = time.time()
+        for child in self.children:
+            if child.proc is None or child.proc.poll() is None:
+                continue
+            child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW_S]
+            if len(child.restarts) >= MAX_RESTARTS:
+                log = self.log_dir / f"{child.name}.log"
+                return f"{child.name} exited {MAX_RESTARTS} times in a minute (see {log})"
+            print(f"smithers up: {child.name} exited ({child.proc.returncode}); restarting", file=sys.stderr)
+            child.restarts.append(now)
+            self._spawn(child)
+        return None
+
+    def stop(self) -> None:
+        """Stop every child: SIGTERM, then SIGKILL after 10 s."""
+        for child in self.children:
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.time() + 10
+        for child in self.children:
+            if child.proc is None:
+                continue
+            try:
+                child.proc.wait(timeout=max(deadline - time.time(), 0.1))
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait(timeout=5)
+
+
+def child_argv(command: str, *args: str) -> list[str]:
+    """argv for a ``smithers`` sub-command run by this interpreter."""
+    return [sys.executable, "-m", "smithers", command, *args]
+
+
+def docker_available() -> bool:
+    """True when a Docker engine answers (for starting a sandbox worker)."""
+    try:
+        import docker  # noqa: PLC0415 (optional extra)
+
+        client = docker.from_env(timeout=2)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+def prepare(
+    deployment: Deployment, concurrency: int | None, port: int, host: str, sandbox: str = "auto"
+) -> tuple[EmbeddedBroker | None, Deployment, list[Child]]:
+    """Start the broker if embedded, migrate, and describe the children."""
+    broker: EmbeddedBroker | None = None
+    redis_url = os.environ.get("SMITHERS_REDIS_URL")
+    if not redis_url:
+        assert deployment.data_dir is not None
+        broker = EmbeddedBroker(deployment.data_dir)
+        redis_url = broker.start()
+    deployment = Deployment(
+        deployment.database_url,
+        redis_url,
+        deployment.data_dir,
+        deployment.embedded,
+        deployment.deployment_version,
+        deployment.workflows,
+    )
+    store = Store(deployment.database_url)
+    try:
+        store.migrate()
+    finally:
+        store.close()
+    worker_args = ["--queues", "steps"]
+    if concurrency:
+        worker_args += ["--concurrency", str(concurrency)]
+    children = [
+        Child("scheduler", child_argv("scheduler")),
+        Child("worker", child_argv("worker", *worker_args)),
+    ]
+    if sandbox == "on" or (sandbox == "auto" and docker_available()):
+        children.append(
+            Child("sandbox-worker", child_argv("worker", "--queues", "sandbox", "--concurrency", "1"))
+        )
+    if importlib.util.find_spec("smithers.gateway.server") is not None:
+        children.append(Child("gateway", child_argv("gateway", "--port", str(port), "--host", host)))
+    return broker, deployment, children
+
+
+def child_env(deployment: Deployment) -> dict[str, str]:
+    """The environment of the children: the resolved URLs made explicit."""
+    env = dict(os.environ)
+    env["SMITHERS_DATABASE_URL"] = deployment.database_url
+    env["SMITHERS_REDIS_URL"] = deployment.redis_url or ""
+    if deployment.data_dir is not None:
+        env["SMITHERS_DATA_DIR"] = str(deployment.data_dir)
+        env.setdefault("SMITHERS_SANDBOX_ROOT", str(deployment.data_dir / "sandbox"))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path.cwd()), env.get("PYTHONPATH", "")]))
+    return env

@@ -1,0 +1,19 @@
+"""``python -m gateway``: what ``smithers gateway`` runs, in a fresh interpreter.
+
+With gevent workers the standard library is patched here, before anything imports
+``ssl`` or ``socket``, as gevent asks; then gunicorn starts (see :mod:`smithers.gateway.server`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if os.environ.get("SMITHERS_GATEWAY_WORKER_CLASS", "gevent") == "gevent":
+    from gevent import monkey  # type: ignore[import-untyped]
+
+    monkey.patch_all()
+
+from smithers.gateway.server import main
+
+sys.exit(main(sys.argv[1:]))

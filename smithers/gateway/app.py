@@ -1,0 +1,174 @@
+"""The Flask app factory: services, blueprints, one JSON error handler, the access log."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from smithers.gateway import approvals, events, grants, health, history, openapi, runs, sandboxes, workflows
+from smithers.gateway.access import REQUEST_ID_KEY, ROUTE_KEY, AccessLog
+from smithers.gateway.auth import SCOPE_ATTR, configure_jwt
+from smithers.gateway.config import GatewayConfig
+from smithers.gateway.fanout import Fanout
+from smithers.gateway.metrics import Metrics
+from smithers.gateway.services import EXTENSION, Services, services
+from smithers.gateway.sse import frame
+from smithers.gateway.store import GatewayStore
+from smithers.shared.broker import Broker
+from smithers.shared.errors import PayloadTooLarge, SmithersError
+from smithers.shared.metrics import StoreCollector
+from smithers.shared.redaction import redact_text
+from smithers.shared.registry import Registry, load_registry
+from smithers.shared.store import Store
+from smithers.shared.store.grants import ControlPlaneStore
+
+log = logging.getLogger("smithers.gateway")
+
+_HTTP_CODES = {
+    400: "invalid_input",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def create_app(
+    config: GatewayConfig,
+    *,
+    store: Store | None = None,
+    broker: Broker | None = None,
+    registry: Registry | None = None,
+) -> Flask:
+    """Build the gateway app. Unset collaborators are built from ``config``."""
+    app = Flask("gateway")
+    # One byte over the limit: werkzeug stops a chunked body there without an error, so
+    # smithers.gateway.body.read_body sees that byte and answers 413 instead of parsing a stub.
+    app.config.update(MAX_CONTENT_LENGTH=config.max_body_bytes + 1)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    if store is None:
+        store = GatewayStore(config.database_url)
+        store.migrate()
+    if broker is None and config.redis_url:
+        broker = Broker(config.redis_url)
+    metrics = Metrics(StoreCollector(store, broker))
+    app.extensions[EXTENSION] = Services(
+        config=config,
+        store=store,
+        broker=broker,
+        registry=registry if registry is not None else load_registry(config.workflows),
+        control=ControlPlaneStore(store, config.ttl),
+        fanout=Fanout(
+            store,
+            frame,
+            poll_s=config.sse_poll_s,
+            idle_poll_s=config.sse_idle_poll_s,
+            buffer=config.sse_buffer,
+            on_count=metrics.count_streams,
+        ),
+        metrics=metrics,
+    )
+    configure_jwt(app, config.signing_key, config.issuer)
+    for module in (runs, events, approvals, workflows, grants, health, openapi, sandboxes, history):
+        app.register_blueprint(module.bp)
+    app.register_error_handler(Exception, handle_error)
+    app.before_request(_note_route)
+    app.after_request(_security_headers)
+    app.wsgi_app = AccessLog(app.wsgi_app, metrics)  # type: ignore[method-assign]
+    return app
+
+
+def _note_route() -> None:
+    rule = request.url_rule
+    request.environ[ROUTE_KEY] = rule.rule if rule is not None else "unmatched"
+
+
+def _security_headers(response: Response) -> Response:
+    # Responses carry run data and, from /v1/grants, tokens: never cache them anywhere.
+    response.headers.setdefault("Cache-Control", "no-store")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def required_scope(app: Flask, endpoint: str) -> str | None:
+    """The scope a view demands (for the OpenAPI document and its tests)."""
+    scope = getattr(app.view_functions[endpoint], SCOPE_ATTR, None)
+    return None if scope is None else str(scope)
+
+
+def error_body(code: str, message: str, status: int) -> Response:
+    """The one error shape: ``{"error": {"code", "message"}}``."""
+    response = jsonify({"error": {"code": code, "message": message}})
+    response.status_code = status
+    return response
+
+
+def handle_error(exc: Exception) -> Response:
+    """Turn any exception into the JSON error shape; 5xx details stay in the log."""
+    rid = request.environ.get(REQUEST_ID_KEY, "-")
+    headers: dict[str, str] = {}
+    if isinstance(exc, RequestEntityTooLarge):
+        exc = PayloadTooLarge(f"the request body is over {services().config.max_body_bytes} bytes")
+    if isinstance(exc, SmithersError):
+        status, code, message = exc.http_status, exc.code, exc.message
+        if status >= 500:
+            log.warning("request %s: %s: %s", rid, exc.code, exc.message)
+            message = _public_5xx(exc)
+    elif isinstance(exc, HTTPException):
+        status = exc.code or 500
+        code = _HTTP_CODES.get(status, "http_error")
+        message = exc.description or exc.name
+        if status == 405:
+            allowed = exc.get_response().headers.get("Allow")
+            if allowed:
+                headers["Allow"] = allowed
+    else:
+        log.exception("request %s failed", rid)
+        status, code, message = 500, "internal", f"internal error (request {rid})"
+    if status in (401, 403):
+        _audit_denial(status, code, message)
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="smithers", error="invalid_token"'
+    response = error_body(code, message, status)
+    response.headers.update(headers)
+    return response
+
+
+def _public_5xx(exc: SmithersError) -> str:
+    rid = request.environ.get(REQUEST_ID_KEY, "-")
+    what = {"store_unavailable": "the store", "broker_unavailable": "the broker"}.get(
+        exc.code, "a dependency"
+    )
+    return f"{what} is unavailable; retry later (request {rid})"
+
+
+def _audit_denial(status: int, code: str, message: str) -> None:
+    svc = services()
+    svc.metrics.denied.labels(str(status)).inc()
+    principal = getattr(g, "principal", None)
+    detail: dict[str, Any] = {
+        "status": status,
+        "code": code,
+        "reason": message,
+        "method": request.method,
+        "request_id": request.environ.get(REQUEST_ID_KEY),
+        "remote_addr": request.remote_addr,
+    }
+    grant = getattr(g, "smithers_grant", None)
+    actor = principal.subject if principal is not None else None
+    if grant is not None:
+        detail["jti"] = grant.jti
+        actor = actor or grant.subject
+    try:
+        svc.control.record_event(
+            "request.denied",
+            actor=actor,
+            target_type="request",
+            target_id=redact_text(request.path),
+            detail=detail,
+        )
+    except SmithersError as exc:  # the refusal stands even if the audit cannot be written
+        log.error("denied request %s not audited: %s", detail["request_id"], exc.message)

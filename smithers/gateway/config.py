@@ -1,0 +1,113 @@
+"""GatewayConfig: the gateway's settings, built once from SMITHERS_* variables.
+
+The token signing key comes from ``SMITHERS_JWT_SECRET``, or the file named by
+``SMITHERS_JWT_SECRET_FILE``, or (single node only) ``<data dir>/gateway.key``, created
+with mode 0600 on first use. It is never read from or written to the store.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from smithers.shared.config import Deployment, env_number
+from smithers.shared.errors import InvalidInput
+from smithers.shared.grants import TtlPolicy
+
+KEY_FILE = "gateway.key"
+MIN_KEY_CHARS = 32
+
+
+def key_dir(env: Mapping[str, str], deployment: Deployment) -> Path | None:
+    """Where a single-node deployment keeps its signing key: its data directory, when
+    the store is a SQLite file (``smithers up`` hands its children SMITHERS_DATA_DIR).
+    A cluster gets its key from SMITHERS_JWT_SECRET(_FILE) only."""
+    if not deployment.database_url.startswith("sqlite"):
+        return None
+    if deployment.data_dir is not None:
+        return deployment.data_dir
+    given = env.get("SMITHERS_DATA_DIR")
+    return Path(given).resolve() if given else None
+
+
+def load_signing_key(env: Mapping[str, str], data_dir: Path | None, *, create: bool = True) -> str:
+    """The HS256 signing key: from the environment, a file, or the data directory."""
+    key = env.get("SMITHERS_JWT_SECRET")
+    source = "SMITHERS_JWT_SECRET"
+    if not key and env.get("SMITHERS_JWT_SECRET_FILE"):
+        path = Path(env["SMITHERS_JWT_SECRET_FILE"])
+        source = str(path)
+        try:
+            key = path.read_text().strip()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read the signing key file {path}: {exc.strerror}") from None
+    if not key and data_dir is not None:
+        path = data_dir / KEY_FILE
+        source = str(path)
+        key = _data_dir_key(path, create)
+    if not key:
+        raise InvalidInput(
+            "no token signing key: set SMITHERS_JWT_SECRET or SMITHERS_JWT_SECRET_FILE"
+            " (a single-node deployment keeps one in its data directory)"
+        )
+    if len(key) < MIN_KEY_CHARS:
+        raise InvalidInput(f"the signing key from {source} is shorter than {MIN_KEY_CHARS} characters")
+    return key
+
+
+def _data_dir_key(path: Path, create: bool) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        if not create:
+            return ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process created it first
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything the gateway app needs; the key is kept out of ``repr``."""
+
+    database_url: str
+    redis_url: str | None
+    signing_key: str = field(repr=False)
+    deployment_version: str = "dev"
+    workflows: str = ""
+    ttl: TtlPolicy = field(default_factory=TtlPolicy)
+    issuer: str = "smithers"
+    max_body_bytes: int = 1 << 20
+    page_max: int = 200
+    sse_poll_s: float = 0.025
+    sse_idle_poll_s: float = 0.5
+    sse_keepalive_s: float = 15.0
+    sse_max_s: float = 3600.0
+    sse_buffer: int = 2048
+    sse_retry_ms: int = 2000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], deployment: Deployment) -> GatewayConfig:
+        """Read the deployment's URLs and SMITHERS_GATEWAY_* / SMITHERS_SSE_* tunables."""
+        data_dir = key_dir(env, deployment)
+        return cls(
+            database_url=deployment.database_url,
+            redis_url=deployment.redis_url,
+            signing_key=load_signing_key(env, data_dir),
+            deployment_version=deployment.deployment_version,
+            workflows=deployment.workflows,
+            ttl=TtlPolicy.from_env(env),
+            max_body_bytes=int(env_number(env, "SMITHERS_GATEWAY_MAX_BODY", 1 << 20)),
+            page_max=int(env_number(env, "SMITHERS_GATEWAY_PAGE_MAX", 200)),
+            sse_poll_s=env_number(env, "SMITHERS_SSE_POLL_SECONDS", 0.025),
+            sse_keepalive_s=env_number(env, "SMITHERS_SSE_KEEPALIVE_SECONDS", 15.0),
+            sse_max_s=env_number(env, "SMITHERS_SSE_MAX_SECONDS", 3600.0),
+        )

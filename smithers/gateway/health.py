@@ -1,0 +1,47 @@
+"""Probes and metrics: /healthz (alive), /readyz (store and broker reachable), /metrics.
+
+None of them needs a token, and none says more than ok or unavailable.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from smithers.gateway.services import services
+from smithers.shared.errors import SmithersError
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """The process answers."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    """200 when the store answers a query and the broker a PING, else 503."""
+    svc = services()
+    checks = {"store": "ok", "broker": "ok"}
+    try:
+        with svc.store.read() as conn:
+            conn.exec_driver_sql("SELECT 1").scalar()
+    except SmithersError:
+        checks["store"] = "unavailable"
+    if svc.broker is None:
+        checks["broker"] = "not configured"
+    elif not svc.broker.ping():
+        checks["broker"] = "unavailable"
+    if all(v == "ok" for v in checks.values()):
+        return jsonify({"status": "ready", "checks": checks}), 200
+    down = ", ".join(k for k, v in checks.items() if v != "ok")
+    body = {"error": {"code": "not_ready", "message": f"not ready: {down}"}, "checks": checks}
+    return jsonify(body), 503
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text exposition."""
+    text, content_type = services().metrics.render()
+    return Response(text, content_type=content_type)

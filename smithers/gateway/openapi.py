@@ -1,0 +1,469 @@
+"""The OpenAPI 3 document of the gateway, and docs/api.md rendered from it.
+
+Request bodies come from the same :class:`~smithers.gateway.body.BodySchema` objects the views
+validate with; the tests check that every route of the app is documented with the
+scope its view demands, and run schemathesis against the document.
+``python -m smithers.gateway.openapi > docs/api.md`` regenerates the Markdown.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from smithers.gateway import approvals, grants, history, runs, sandboxes
+from smithers.gateway.apidoc import render_markdown
+from smithers.gateway.schemas import (
+    CURSOR,
+    LAST_EVENT_ID,
+    NODE_ID_PARAM,
+    OBJ,
+    RUN_ID_PARAM,
+    SSE,
+    STR,
+    Schema,
+    component_schemas,
+    errors,
+    json_body,
+    op,
+    param,
+    ref,
+    request_body,
+)
+from smithers.shared.status import ApprovalStatus
+from smithers.shared.store.runs import RUN_ID
+
+bp = Blueprint("openapi", __name__)
+
+VERSION = "1.0.0"
+DESCRIPTION = """Launch, follow and decide durable workflow runs.
+
+**Tokens.** Every `/v1` operation needs `Authorization: Bearer <token>`, a JWT from
+`smithers token issue --subject S --scopes a,b --ttl 15m` (or `POST /v1/grants`). Each
+token is a grant row: `smithers token revoke JTI` refuses it at once. Lifetimes are
+bounded: people get 15 minutes by default and 12 hours at most, automation
+(`--kind automation`) 1 day by default and 30 days at most (`SMITHERS_TOKEN_TTL_*`).
+
+| scope | allows |
+|---|---|
+| `run:read` | list and read runs, follow events, list workflows |
+| `run:write` | launch, cancel, resume, rerun |
+| `approval:read` | list approvals and sandbox diff reviews |
+| `approval:submit` | decide approvals and diff reviews |
+| `admin` | delete runs, issue and revoke grants |
+
+No scope implies another: a token that launches cannot approve, and `admin` does
+neither. A missing, expired, revoked or tampered token gets 401; a valid token without
+the scope gets 403. Both are written to the audit log.
+
+**Requests.** Bodies are JSON objects up to `SMITHERS_GATEWAY_MAX_BODY` bytes (1 MiB;
+over it: 413). Malformed JSON, an unknown field or a wrong type is a 400 that names the
+field; so is run input with a key or value that looks like a credential (pass secrets by
+name to the worker, never through input). A refused request writes nothing. Errors are
+`{"error": {"code": ..., "message": ...}}`; every response carries `X-Request-ID`.
+
+**Streams.** Event streams are Server-Sent Events. `id:` is the run's `seq` (or the
+feed id on `/v1/events`); reconnect with `Last-Event-ID` to resume with no gap and no
+duplicate. A run's stream ends with `event: end` once the run is terminal and every
+event was sent; any stream ends with `end` (reason `timeout`) after an hour, and idle
+streams carry `: keep-alive` comments. Browsers' `EventSource` cannot send headers:
+use a fetch-based SSE client."""
+
+
+def _paths() -> dict[str, Schema]:
+    auth = (400, 401, 403)
+    return {
+        "/v1/runs": {
+            "post": op(
+                "Launch a run",
+                "run:write",
+                {
+                    "201": json_body(ref("Run"), "The run was created."),
+                    "200": json_body(ref("Run"), "A run with this id and the same input already exists."),
+                    **errors(*auth, 404, 409, 413, 503),
+                },
+                operationId="launchRun",
+                description="Launch a run of a registered workflow. The same `run_id` with the same input"
+                " returns the same run (200); with another input it is a 409. Nothing is written for a"
+                " refused request.",
+                requestBody=request_body(runs.LAUNCH),
+            ),
+            "get": op(
+                "List runs",
+                "run:read",
+                {"200": json_body(ref("RunPage"), "Runs, newest first."), **errors(*auth, 503)},
+                operationId="listRuns",
+                parameters=[
+                    param(
+                        "status",
+                        "query",
+                        {"type": "string", "enum": list(runs.STATUSES)},
+                        "Only runs in this status.",
+                    ),
+                    param("workflow", "query", STR, "Only runs of this workflow."),
+                    param(
+                        "limit",
+                        "query",
+                        {"type": "integer", "minimum": 1, "maximum": 200},
+                        "Page size (default 50).",
+                    ),
+                    param("cursor", "query", STR, "`next_cursor` of the previous page."),
+                ],
+            ),
+        },
+        "/v1/runs/{run_id}": {
+            "parameters": [RUN_ID_PARAM],
+            "get": op(
+                "Read a run with its nodes, attempts and outputs",
+                "run:read",
+                {"200": json_body(ref("RunDetail"), "The run."), **errors(*auth, 404, 503)},
+                operationId="getRun",
+            ),
+            "delete": op(
+                "Delete a run and every dependent row",
+                "admin",
+                {
+                    "204": {"description": "Deleted; the audit entry of the deletion stays."},
+                    **errors(*auth, 404, 503),
+                },
+                operationId="deleteRun",
+            ),
+        },
+        "/v1/runs/{run_id}/cancel": {
+            "parameters": [RUN_ID_PARAM],
+            "post": op(
+                "Cancel a run",
+                "run:write",
+                {
+                    "200": json_body(ref("Run"), "Cancellation requested (a no-op once the run ended)."),
+                    **errors(*auth, 404, 413, 503),
+                },
+                operationId="cancelRun",
+            ),
+        },
+        "/v1/runs/{run_id}/resume": {
+            "parameters": [RUN_ID_PARAM],
+            "post": op(
+                "Resume a failed or cancelled run under the same id",
+                "run:write",
+                {
+                    "200": json_body(ref("Run"), "The run is queued again."),
+                    **errors(*auth, 404, 409, 413, 503),
+                },
+                operationId="resumeRun",
+            ),
+        },
+        "/v1/runs/{run_id}/rerun": {
+            "parameters": [RUN_ID_PARAM],
+            "post": op(
+                "Launch a new run of the same workflow with the same input",
+                "run:write",
+                {
+                    "201": json_body(ref("Run"), "The new run; its parent_run_id is the old run."),
+                    "200": json_body(ref("Run"), "This rerun (by its chosen run_id) already exists."),
+                    **errors(*auth, 404, 409, 413, 503),
+                },
+                operationId="rerunRun",
+                requestBody=request_body(runs.RERUN),
+            ),
+        },
+        "/v1/runs/{run_id}/events": {
+            "parameters": [RUN_ID_PARAM],
+            "get": op(
+                "Follow a run's events (Server-Sent Events)",
+                "run:read",
+                {"200": SSE, **errors(*auth, 404, 503)},
+                operationId="runEvents",
+                description="`id:` is the run's seq. Resume with `Last-Event-ID` or `after_seq`: no gap, no"
+                " duplicate. The stream ends with an `end` event once the run is terminal and every event"
+                " was sent; comment lines keep it alive while idle.",
+                parameters=[
+                    param("after_seq", "query", CURSOR, "Start after this seq (default 0)."),
+                    LAST_EVENT_ID,
+                ],
+            ),
+        },
+        "/v1/events": {
+            "get": op(
+                "Follow every run's events in commit order (Server-Sent Events)",
+                "run:read",
+                {"200": SSE, **errors(*auth, 503)},
+                operationId="allEvents",
+                description="`id:` is the event's feed id, allocated in commit order (on PostgreSQL"
+                " shortly after the commit; until then the event's `feed_id` is `null` where it is"
+                " shown and this stream has not sent it). Resume with `Last-Event-ID` or `after_feed_id`.",
+                parameters=[
+                    param("after_feed_id", "query", CURSOR, "Start after this feed id (default 0)."),
+                    LAST_EVENT_ID,
+                ],
+            ),
+        },
+        "/v1/approvals": {
+            "get": op(
+                "List approvals",
+                "approval:read",
+                {
+                    "200": json_body(ref("ApprovalList"), "Approvals, oldest request first."),
+                    **errors(*auth, 503),
+                },
+                operationId="listApprovals",
+                parameters=[
+                    param(
+                        "status",
+                        "query",
+                        {"type": "string", "enum": [s.value for s in ApprovalStatus]},
+                        "Default pending (of runs that have not ended).",
+                    ),
+                    param(
+                        "run_id", "query", {"type": "string", "pattern": RUN_ID.pattern}, "Only this run's."
+                    ),
+                    param(
+                        "limit",
+                        "query",
+                        {"type": "integer", "minimum": 1, "maximum": 200},
+                        "At most this many.",
+                    ),
+                ],
+            ),
+        },
+        "/v1/runs/{run_id}/approvals/{node_id}": {
+            "parameters": [RUN_ID_PARAM, NODE_ID_PARAM],
+            "post": op(
+                "Approve or deny a pending approval",
+                "approval:submit",
+                {
+                    "200": json_body(ref("Approval"), "The decision was recorded."),
+                    **errors(*auth, 404, 409, 413, 503),
+                },
+                operationId="decideApproval",
+                description="The decider is the token's subject. Where the approval names an owner, only the"
+                " owner decides, or the fallback owner once the escalation time has passed (else 403).",
+                requestBody=request_body(approvals.DECISION),
+            ),
+        },
+        "/v1/runs/{run_id}/sandboxes": {
+            "parameters": [RUN_ID_PARAM],
+            "get": op(
+                "List a run's sandboxes with their patches and reviews",
+                "approval:read",
+                {
+                    "200": json_body(ref("SandboxList"), "Sandboxes, in creation order."),
+                    **errors(*auth, 404, 503),
+                },
+                operationId="listSandboxes",
+                description="One sandbox per attempt of a sandbox step: runtime, image and digest,"
+                " container, limits, status, bundle path and sizes, the checked manifest (each patch"
+                " with its diff) and every review decision.",
+                parameters=[
+                    param(
+                        "review_status",
+                        "query",
+                        {"type": "string", "enum": list(sandboxes.REVIEW_STATUSES)},
+                        "Only sandboxes in this review status (`pending`: waiting for a reviewer).",
+                    )
+                ],
+            ),
+        },
+        "/v1/runs/{run_id}/sandboxes/{sandbox_id}/review": {
+            "parameters": [
+                RUN_ID_PARAM,
+                param(
+                    "sandbox_id",
+                    "path",
+                    {"type": "string", "pattern": sandboxes.SANDBOX_ID.pattern},
+                    "The sandbox.",
+                ),
+            ],
+            "post": op(
+                "Accept or reject a sandbox's patches",
+                "approval:submit",
+                {
+                    "200": json_body(ref("Sandbox"), "The decision was recorded."),
+                    **errors(*auth, 404, 409, 413, 503),
+                },
+                operationId="reviewSandbox",
+                description="The reviewer is the token's subject. Accepted patches, already applied to the"
+                " step's workspace by its worker, are handed to downstream nodes; a rejection fails the"
+                ' step, or skips it when it was declared with `on_reject="skip"`. 409 when the sandbox'
+                " has nothing pending (no patches, already decided, or superseded).",
+                requestBody=request_body(sandboxes.REVIEW),
+            ),
+        },
+        "/v1/runs/{run_id}/audit": {
+            "parameters": [RUN_ID_PARAM],
+            "get": op(
+                "A run's whole audit trail in time order",
+                "run:read",
+                {
+                    "200": json_body(ref("AuditTrail"), "Events, audit-log and time-travel rows."),
+                    **errors(*auth, 404, 503),
+                },
+                operationId="runAudit",
+                description="Launch, every event, approval and review decisions with actor and note, time"
+                " travel, deletion. Rows that outlive a deleted run are still listed.",
+            ),
+        },
+        "/v1/runs/{run_id}/rewind": {
+            "parameters": [RUN_ID_PARAM],
+            "post": op(
+                "Rewind a run to before a node",
+                "run:write",
+                {
+                    "200": json_body(ref("TimeTravelResult"), "Done; audited before and after."),
+                    **errors(*auth, 404, 409, 413, 429, 503),
+                },
+                operationId="rewindRun",
+                description="Needs `run:write` and the run's launcher, or `admin` as well; `confirm: true`"
+                " is required. 409 while another time-travel call on the run is in progress.",
+                requestBody=request_body(history.REWIND),
+            ),
+        },
+        "/v1/runs/{run_id}/replay": {
+            "parameters": [RUN_ID_PARAM],
+            "post": op(
+                "Replay a run from a node into a new run",
+                "run:write",
+                {
+                    "201": json_body(ref("TimeTravelResult"), "Done; audited before and after."),
+                    **errors(*auth, 404, 409, 413, 429, 503),
+                },
+                operationId="replayRun",
+                description="Needs `run:write` and the run's launcher, or `admin` as well; `confirm: true`"
+                " is required. 409 while another time-travel call on the run is in progress.",
+                requestBody=request_body(history.REPLAY),
+            ),
+        },
+        "/v1/runs/{run_id}/fork": {
+            "parameters": [RUN_ID_PARAM],
+            "post": op(
+                "Fork a run at a node with new input",
+                "run:write",
+                {
+                    "201": json_body(ref("TimeTravelResult"), "Done; audited before and after."),
+                    **errors(*auth, 404, 409, 413, 429, 503),
+                },
+                operationId="forkRun",
+                description="Needs `run:write` and the run's launcher, or `admin` as well; `confirm: true`"
+                " is required. 409 while another time-travel call on the run is in progress.",
+                requestBody=request_body(history.FORK),
+            ),
+        },
+        "/v1/workflows": {
+            "get": op(
+                "List registered workflows",
+                "run:read",
+                {"200": json_body(ref("WorkflowList"), "Workflows by name."), **errors(*auth)},
+                operationId="listWorkflows",
+            ),
+        },
+        "/v1/grants": {
+            "post": op(
+                "Issue a grant",
+                "admin",
+                {
+                    "201": json_body(ref("IssuedGrant"), "The grant and its token (shown only once)."),
+                    **errors(*auth, 413, 503),
+                },
+                operationId="issueGrant",
+                requestBody=request_body(grants.ISSUE),
+            ),
+            "get": op(
+                "List grants",
+                "admin",
+                {"200": json_body(ref("GrantList"), "Grants, newest first."), **errors(*auth, 503)},
+                operationId="listGrants",
+                parameters=[
+                    param(
+                        "subject",
+                        "query",
+                        {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.@:+-]{0,127}$"},
+                        "Only this subject's.",
+                    ),
+                    param("state", "query", {"type": "string", "enum": ["active", "all"]}, "Default all."),
+                ],
+            ),
+        },
+        "/v1/grants/{jti}/revoke": {
+            "parameters": [
+                param("jti", "path", {"type": "string", "pattern": r"^[A-Za-z0-9_-]{8,64}$"}, "The grant.")
+            ],
+            "post": op(
+                "Revoke a grant",
+                "admin",
+                {
+                    "200": json_body(ref("RevokedGrant"), "Revoked (again is a no-op)."),
+                    **errors(*auth, 404, 413, 503),
+                },
+                operationId="revokeGrant",
+            ),
+        },
+        "/healthz": {
+            "get": op(
+                "Liveness",
+                None,
+                {"200": json_body(ref("Health"), "The process answers.")},
+                operationId="healthz",
+            ),
+        },
+        "/readyz": {
+            "get": op(
+                "Readiness: the store and the broker answer",
+                None,
+                {"200": json_body(ref("Ready"), "Ready."), "503": json_body(ref("NotReady"), "Not ready.")},
+                operationId="readyz",
+            ),
+        },
+        "/metrics": {
+            "get": op(
+                "Prometheus metrics",
+                None,
+                {
+                    "200": {
+                        "description": "Prometheus text format.",
+                        "content": {"text/plain": {"schema": STR}},
+                    }
+                },
+                operationId="metrics",
+            ),
+        },
+        "/v1/openapi.json": {
+            "get": op("This document", None, {"200": json_body(OBJ, "OpenAPI 3.0.")}, operationId="openapi"),
+        },
+    }
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI 3.0 document."""
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Smithers gateway",
+            "version": VERSION,
+            "description": DESCRIPTION,
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearerAuth": []}],
+        "paths": _paths(),
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "schemas": component_schemas(),
+        },
+    }
+
+
+@bp.get("/v1/openapi.json")
+def serve() -> Response:
+    """The OpenAPI document (no token needed)."""
+    return jsonify(document())
+
+
+__all__ = ["bp", "document", "render_markdown", "serve"]
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--json"]:
+        print(json.dumps(document(), indent=2))
+    else:
+        sys.stdout.write(render_markdown(document()))

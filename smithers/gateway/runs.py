@@ -1,0 +1,238 @@
+"""/v1/runs: launch, list, read, cancel, resume, rerun and delete runs."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import replace
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from smithers.gateway.auth import principal, requires
+from smithers.gateway.body import BodySchema, check_query, check_run_id, query_choice, query_int, read_body
+from smithers.gateway.services import services
+from smithers.shared import operations
+from smithers.shared.errors import Conflict, InvalidInput, NotFound
+from smithers.shared.grants import Scope
+from smithers.shared.redaction import redact_text
+from smithers.shared.status import RunStatus
+from smithers.shared.store import RunRecord
+from smithers.shared.store import runs as runs_store
+from smithers.shared.store.queries import attempts_of, get_run, list_runs, nodes_of, outputs_of
+from smithers.shared.workflow import WORKFLOW_NAME
+
+bp = Blueprint("runs", __name__, url_prefix="/v1/runs")
+
+RUN_ID_PATTERN = runs_store.RUN_ID.pattern
+STATUSES = tuple(s.value for s in RunStatus)
+
+LAUNCH = BodySchema(
+    "LaunchRequest",
+    {
+        "workflow": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": WORKFLOW_NAME.pattern},
+        "input": {
+            "type": "object",
+            "description": "The run input; keys that look like credentials are refused.",
+        },
+        "run_id": {
+            "type": "string",
+            "pattern": RUN_ID_PATTERN,
+            "description": "Choose the run id: launching it again with the same input returns the same run.",
+        },
+    },
+    required=("workflow",),
+    description="Launch a run of a registered workflow.",
+)
+RERUN = BodySchema(
+    "RerunRequest",
+    {"run_id": {"type": "string", "pattern": RUN_ID_PATTERN, "description": "Choose the new run's id."}},
+    optional_body=True,
+    description="Optional: the id of the new run (makes the rerun idempotent).",
+)
+
+
+def run_json(run: RunRecord) -> dict[str, Any]:
+    """The public shape of a run (a shallow copy: ``asdict`` deep-copies the input)."""
+    body = dict(vars(run))
+    body["status"] = run.status.value
+    return body
+
+
+def refuse_secret_values(value: Any, path: str) -> None:
+    """Refuse strings that look like a secret (a bearer token, a JWT, a provider key):
+    run input is stored, and no secret may be."""
+    if isinstance(value, str):
+        if redact_text(value) != value:
+            raise InvalidInput(
+                f"{path} looks like a secret (a token or key); pass secrets by name to the worker,"
+                " never through run input"
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            refuse_secret_values(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            refuse_secret_values(item, f"{path}[{i}]")
+
+
+def _run_id(run_id: str) -> str:
+    return check_run_id(run_id)
+
+
+def _reread(run_id: str) -> RunRecord:
+    with services().store.read() as conn:
+        run = get_run(conn, run_id)
+    if run is None:
+        raise NotFound(f"run {run_id!r} not found")
+    return run
+
+
+@bp.post("")
+@requires(Scope.RUN_WRITE)
+def launch() -> tuple[Response, int, dict[str, str]]:
+    """201 with a new run; 200 with the same run when its id and input are repeated."""
+    body = read_body(LAUNCH)
+    run_input = operations.check_input(body.get("input", {}))
+    refuse_secret_values(run_input, "input")
+    svc = services()
+    run, created = operations.launch(
+        svc.store,
+        svc.broker,
+        svc.registry,
+        workflow=body["workflow"],
+        run_input=run_input,
+        run_id=body.get("run_id"),
+        launched_by=principal().subject,
+        deployment_version=svc.config.deployment_version,
+    )
+    if created:
+        # runs.launch reads the row back before its run.launched event is flushed (seq 1)
+        run = replace(run, last_seq=max(run.last_seq, 1))
+    return jsonify(run_json(run)), 201 if created else 200, {"Location": f"/v1/runs/{run.run_id}"}
+
+
+def _encode_cursor(run: RunRecord) -> str:
+    raw = json.dumps([run.created_at, run.run_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(text: str) -> tuple[float, str]:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        at, rid = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError):
+        raise InvalidInput("cursor is not one this API returned") from None
+    if not isinstance(at, int | float) or isinstance(at, bool) or not isinstance(rid, str):
+        raise InvalidInput("cursor is not one this API returned")
+    return float(at), rid
+
+
+@bp.get("")
+@requires(Scope.RUN_READ)
+def index() -> Response:
+    """Runs newest first, filtered by status and workflow; ``next_cursor`` pages on."""
+    check_query(("status", "workflow", "limit", "cursor"))
+    svc = services()
+    status = query_choice("status", STATUSES)
+    workflow = request.args.get("workflow") or None
+    limit = query_int("limit", 50, 1, svc.config.page_max) or 50
+    cursor = request.args.get("cursor")
+    before = _decode_cursor(cursor) if cursor else None
+    with svc.store.read() as conn:
+        found = list_runs(conn, status=status, workflow=workflow, before=before, limit=limit + 1)
+    page = found[:limit]
+    next_cursor = _encode_cursor(page[-1]) if len(found) > limit else None
+    return jsonify({"runs": [run_json(r) for r in page], "next_cursor": next_cursor})
+
+
+@bp.get("/<run_id>")
+@requires(Scope.RUN_READ)
+def show(run_id: str) -> Response:
+    """The run with its nodes, attempts and outputs, read in one snapshot."""
+    _run_id(run_id)
+    with services().store.read() as conn:
+        run = get_run(conn, run_id)
+        if run is None:
+            raise NotFound(f"run {run_id!r} not found")
+        nodes = nodes_of(conn, run_id)
+        attempts = attempts_of(conn, run_id)
+        outputs = outputs_of(conn, run_id)
+    return jsonify(
+        {
+            "run": run_json(run),
+            "nodes": [{**n.to_json(), "status": n.status.value} for n in nodes],
+            "attempts": [{**a.to_json(), "state": a.state.value} for a in attempts],
+            "outputs": [
+                {"node_id": node, "iteration": it, "value": value}
+                for (node, it), value in sorted(outputs.items())
+            ],
+        }
+    )
+
+
+@bp.post("/<run_id>/cancel")
+@requires(Scope.RUN_WRITE)
+def cancel(run_id: str) -> Response:
+    """Ask for the run's cancellation (a no-op once it ended)."""
+    _run_id(run_id)
+    read_body(_EMPTY)
+    svc = services()
+    operations.cancel(svc.store, svc.broker, run_id, principal().subject)
+    return jsonify(run_json(_reread(run_id)))
+
+
+@bp.post("/<run_id>/resume")
+@requires(Scope.RUN_WRITE)
+def resume(run_id: str) -> Response:
+    """Reopen a failed or cancelled run under the same id."""
+    _run_id(run_id)
+    read_body(_EMPTY)
+    svc = services()
+    operations.resume(svc.store, svc.broker, run_id, principal().subject)
+    return jsonify(run_json(_reread(run_id)))
+
+
+@bp.post("/<run_id>/rerun")
+@requires(Scope.RUN_WRITE)
+def rerun(run_id: str) -> tuple[Response, int, dict[str, str]]:
+    """A new run of the same workflow with the same input, its parent the old run."""
+    _run_id(run_id)
+    body = read_body(RERUN)
+    svc = services()
+    old = _reread(run_id)
+    entry = svc.registry.get(old.workflow)
+    new_id = check_run_id(body["run_id"]) if "run_id" in body else operations.new_run_id()
+    with svc.store.write() as tx:
+        run, created = runs_store.launch(
+            tx,
+            run_id=new_id,
+            workflow=old.workflow,
+            workflow_version=entry.workflow.version,
+            module_revision=entry.revision,
+            deployment_version=svc.config.deployment_version,
+            run_input=old.input,
+            launched_by=principal().subject,
+            parent_run_id=old.run_id,
+            lineage={"rerun_of": old.run_id},
+        )
+        if not created and run.parent_run_id != old.run_id:
+            raise Conflict(f"run {new_id!r} already exists and is not a rerun of {old.run_id!r}")
+    if created:
+        run = replace(run, last_seq=max(run.last_seq, 1))  # as in launch()
+        if svc.broker is not None:
+            svc.broker.wake(run.run_id)
+    return jsonify(run_json(run)), 201 if created else 200, {"Location": f"/v1/runs/{run.run_id}"}
+
+
+@bp.delete("/<run_id>")
+@requires(Scope.ADMIN)
+def delete(run_id: str) -> tuple[str, int]:
+    """Delete the run and its dependent rows; the audit entry of the deletion stays."""
+    _run_id(run_id)
+    operations.delete(services().store, run_id, principal().subject)
+    return "", 204
+
+
+_EMPTY = BodySchema("Empty", {}, optional_body=True)

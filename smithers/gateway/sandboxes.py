@@ -1,0 +1,79 @@
+"""Sandboxes of a run and their diff reviews: list (approval:read), decide (approval:submit).
+
+A sandbox step's patches wait for review unless it sets ``auto_accept_diffs``. The
+reviewer is the token's subject; the decision, its note and time are stored with the
+sandbox, as an event and in the audit log (:mod:`smithers.shared.store.sandboxes`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from smithers.gateway.auth import principal, requires
+from smithers.gateway.body import BodySchema, check_query, query_choice, read_body
+from smithers.gateway.services import services
+from smithers.shared import operations
+from smithers.shared.errors import InvalidInput, NotFound
+from smithers.shared.grants import Scope
+from smithers.shared.redaction import redact_text
+from smithers.shared.store import runs as runs_store
+from smithers.shared.store import sandboxes as sandboxes_store
+from smithers.shared.store.queries import get_run
+
+bp = Blueprint("sandboxes", __name__, url_prefix="/v1/runs")
+
+SANDBOX_ID = re.compile(r"^[a-z0-9_-]{1,64}$")
+REVIEW = BodySchema(
+    "ReviewRequest",
+    {
+        "accept": {"type": "boolean", "description": "true applies the patches, false rejects them."},
+        "note": {"type": "string", "nullable": True, "maxLength": sandboxes_store.MAX_NOTE},
+    },
+    required=("accept",),
+    description="Accept or reject the patches a sandbox step proposed, with a note.",
+)
+REVIEW_STATUSES = tuple(s.value for s in sandboxes_store.ReviewStatus)
+
+
+def sandbox_json(record: sandboxes_store.SandboxRecord) -> dict[str, Any]:
+    """The public shape of a sandbox: its record, manifest (with diffs) and reviews."""
+    return record.to_json()
+
+
+@bp.get("/<run_id>/sandboxes")
+@requires(Scope.APPROVAL_READ)
+def index(run_id: str) -> Response:
+    """A run's sandboxes in creation order, optionally only those in one review status."""
+    runs_store.check_run_id(run_id)
+    check_query(("review_status",))
+    review_status = query_choice("review_status", REVIEW_STATUSES)
+    with services().store.read() as conn:
+        if get_run(conn, run_id) is None:
+            raise NotFound(f"run {run_id!r} not found")
+        found = sandboxes_store.sandboxes_of(conn, run_id, review_status)
+    return jsonify({"sandboxes": [sandbox_json(r) for r in found]})
+
+
+@bp.post("/<run_id>/sandboxes/<sandbox_id>/review")
+@requires(Scope.APPROVAL_SUBMIT)
+def review(run_id: str, sandbox_id: str) -> Response:
+    """Record the caller's decision on a sandbox's pending patches and wake the scheduler."""
+    runs_store.check_run_id(run_id)
+    if not SANDBOX_ID.fullmatch(sandbox_id):
+        raise InvalidInput(f"sandbox id {sandbox_id!r} must match {SANDBOX_ID.pattern}")
+    body = read_body(REVIEW)
+    note = body.get("note")
+    svc = services()
+    record = operations.review(
+        svc.store,
+        svc.broker,
+        run_id,
+        sandbox_id,
+        accept=bool(body["accept"]),
+        note=redact_text(note) if isinstance(note, str) else None,
+        actor=principal().subject,
+    )
+    return jsonify(sandbox_json(record))

@@ -1,0 +1,350 @@
+"""Building blocks of the gateway's OpenAPI document: component schemas, parameters,
+responses and the operation helper (used by :mod:`smithers.gateway.openapi`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from smithers.gateway import approvals, grants, history, runs, sandboxes
+from smithers.gateway.body import BodySchema
+from smithers.shared.status import ApprovalStatus, AttemptState, NodeStatus, RunStatus
+from smithers.shared.store.runs import RUN_ID
+from smithers.shared.workflow import NODE_ID
+
+JSON = "application/json"
+Schema = dict[str, Any]
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(
+    props: dict[str, Schema], *, nullable: tuple[str, ...] = (), optional: tuple[str, ...] = ()
+) -> Schema:
+    for key in nullable:
+        props[key] = {**props[key], "nullable": True}
+    required = [k for k in props if k not in optional]
+    return {"type": "object", "properties": props, "required": required}
+
+
+STR: Schema = {"type": "string"}
+NUM: Schema = {"type": "number"}
+INT: Schema = {"type": "integer"}
+BOOL: Schema = {"type": "boolean"}
+OBJ: Schema = {"type": "object"}
+ANY: Schema = {"nullable": True, "description": "Any JSON value."}
+
+
+def component_schemas() -> dict[str, Schema]:
+    inner = obj({"code": STR, "message": STR})
+    error: Schema = {"type": "object", "required": ["error"], "properties": {"error": inner}}
+    run = obj(
+        {
+            "run_id": STR,
+            "workflow": STR,
+            "workflow_version": STR,
+            "module_revision": STR,
+            "deployment_version": STR,
+            "input": OBJ,
+            "status": {"type": "string", "enum": [s.value for s in RunStatus]},
+            "cancel_requested": BOOL,
+            "created_at": NUM,
+            "updated_at": NUM,
+            "finished_at": NUM,
+            "output": ANY,
+            "error": OBJ,
+            "launched_by": STR,
+            "parent_run_id": STR,
+            "last_seq": {**INT, "description": "The seq of the run's newest event."},
+        },
+        nullable=("finished_at", "error", "launched_by", "parent_run_id"),
+    )
+    node = obj(
+        {
+            "node_id": STR,
+            "iteration": INT,
+            "kind": STR,
+            "status": {"type": "string", "enum": [s.value for s in NodeStatus]},
+            "failures": INT,
+            "lost": INT,
+            "current_attempt_id": STR,
+            "current_iteration": INT,
+            "next_at": NUM,
+            "started_at": NUM,
+            "finished_at": NUM,
+            "error": OBJ,
+        },
+        nullable=("current_attempt_id", "next_at", "finished_at", "error"),
+    )
+    attempt = obj(
+        {
+            "attempt_id": STR,
+            "run_id": STR,
+            "node_id": STR,
+            "iteration": INT,
+            "number": INT,
+            "state": {"type": "string", "enum": [s.value for s in AttemptState]},
+            "queue": STR,
+            "worker": STR,
+            "dispatched_at": NUM,
+            "started_at": NUM,
+            "finished_at": NUM,
+            "heartbeat_at": NUM,
+            "lease_expires_at": NUM,
+            "deadline_at": NUM,
+            "error": OBJ,
+            "cached": BOOL,
+        },
+        nullable=(
+            "worker",
+            "started_at",
+            "finished_at",
+            "heartbeat_at",
+            "lease_expires_at",
+            "deadline_at",
+            "error",
+        ),
+    )
+    approval = obj(
+        {
+            "run_id": STR,
+            "node_id": STR,
+            "iteration": INT,
+            "status": {"type": "string", "enum": [s.value for s in ApprovalStatus]},
+            "owner": STR,
+            "fallback_owner": STR,
+            "escalate_at": NUM,
+            "requested_at": NUM,
+            "decided_by": STR,
+            "decided_at": NUM,
+            "note": STR,
+        },
+        nullable=("owner", "fallback_owner", "escalate_at", "decided_by", "decided_at", "note"),
+    )
+    grant = obj(
+        {
+            "jti": STR,
+            "subject": STR,
+            "scopes": {"type": "array", "items": STR},
+            "kind": STR,
+            "issuer": STR,
+            "issued_at": NUM,
+            "expires_at": NUM,
+            "revoked_at": NUM,
+            "revoked_by": STR,
+            "note": STR,
+            "state": {"type": "string", "enum": ["active", "expired", "revoked"]},
+        },
+        nullable=("revoked_at", "revoked_by", "note"),
+    )
+    workflow = obj(
+        {
+            "name": STR,
+            "version": STR,
+            "description": STR,
+            "module": STR,
+            "revision": STR,
+            "nodes": {
+                "type": "array",
+                "items": obj({"id": STR, "kind": STR, "after": {"type": "array", "items": STR}}),
+            },
+        }
+    )
+    event = obj(
+        {
+            "run_id": STR,
+            "seq": INT,
+            "feed_id": {
+                **INT,
+                "description": "Place in the all-runs feed; on PostgreSQL null until the event "
+                "is numbered, shortly after its commit (the all-runs stream only sends numbered events).",
+            },
+            "type": STR,
+            "node_id": STR,
+            "iteration": INT,
+            "attempt_id": STR,
+            "payload": OBJ,
+            "created_at": NUM,
+        },
+        nullable=("feed_id", "node_id", "iteration", "attempt_id"),
+    )
+    schemas: dict[str, Schema] = {
+        "Error": error,
+        "Run": run,
+        "RunPage": obj(
+            {"runs": {"type": "array", "items": ref("Run")}, "next_cursor": STR}, nullable=("next_cursor",)
+        ),
+        "Node": node,
+        "Attempt": attempt,
+        "Output": obj({"node_id": STR, "iteration": INT, "value": ANY}),
+        "RunDetail": obj(
+            {
+                "run": ref("Run"),
+                "nodes": {"type": "array", "items": ref("Node")},
+                "attempts": {"type": "array", "items": ref("Attempt")},
+                "outputs": {"type": "array", "items": ref("Output")},
+            }
+        ),
+        "TimeTravelResult": obj(
+            {"audit_id": INT, "run_id": STR, "action": STR},
+        ),
+        "AuditTrail": obj(
+            {
+                "run": {**OBJ, "nullable": True},
+                "entries": {
+                    "type": "array",
+                    "items": obj({"at": NUM, "source": STR, "type": STR, "detail": ANY}),
+                },
+            }
+        ),
+        "Approval": approval,
+        "ApprovalList": obj({"approvals": {"type": "array", "items": ref("Approval")}}),
+        "Workflow": workflow,
+        "WorkflowList": obj({"workflows": {"type": "array", "items": ref("Workflow")}}),
+        "Grant": grant,
+        "GrantList": obj({"grants": {"type": "array", "items": ref("Grant")}}),
+        "IssuedGrant": obj({"token": STR, "grant": ref("Grant")}),
+        "RevokedGrant": obj({"grant": ref("Grant")}),
+        "Event": event,
+        "Health": obj({"status": STR}),
+        "Ready": obj({"status": STR, "checks": {"type": "object", "additionalProperties": STR}}),
+        "NotReady": {
+            "type": "object",
+            "required": ["error", "checks"],
+            "properties": {"error": inner, "checks": {"type": "object"}},
+        },
+    }
+    schemas.update(sandbox_schemas())
+    for body in (
+        runs.LAUNCH,
+        runs.RERUN,
+        approvals.DECISION,
+        grants.ISSUE,
+        sandboxes.REVIEW,
+        history.REWIND,
+        history.REPLAY,
+        history.FORK,
+    ):
+        schemas[body.name] = body.openapi()
+    return schemas
+
+
+def sandbox_schemas() -> dict[str, Schema]:
+    review = obj({"accept": BOOL, "actor": STR, "note": STR, "decided_at": NUM}, nullable=("note",))
+    sandbox = obj(
+        {
+            "sandbox_id": STR,
+            "run_id": STR,
+            "node_id": STR,
+            "iteration": INT,
+            "attempt_id": STR,
+            "runtime": STR,
+            "image": STR,
+            "image_digest": STR,
+            "container_id": STR,
+            "limits": OBJ,
+            "status": {"type": "string", "enum": ["created", "running", "succeeded", "failed", "lost"]},
+            "review_status": {"type": "string", "enum": list(sandboxes.REVIEW_STATUSES)},
+            "bundle_path": STR,
+            "request_bytes": INT,
+            "result_bytes": INT,
+            "manifest": OBJ,
+            "error": OBJ,
+            "created_at": NUM,
+            "finished_at": NUM,
+            "reviews": {"type": "array", "items": ref("SandboxReview")},
+        },
+        nullable=(
+            "image_digest",
+            "container_id",
+            "review_status",
+            "request_bytes",
+            "result_bytes",
+            "manifest",
+            "error",
+            "finished_at",
+        ),
+    )
+    return {
+        "SandboxReview": review,
+        "Sandbox": sandbox,
+        "SandboxList": obj({"sandboxes": {"type": "array", "items": ref("Sandbox")}}),
+    }
+
+
+ERROR_TEXT = {
+    400: "Bad input: malformed JSON, an unknown or mistyped field (named), a credential-like"
+    " input key, a bad parameter.",
+    401: "No bearer token, or one that is expired, revoked, tampered with or unknown.",
+    403: "The token lacks the scope this operation needs (or is not the approval's owner).",
+    404: "No such run, approval, workflow or grant.",
+    409: "The request contradicts the current state.",
+    413: "The request body is over the configured size.",
+    429: "Too many time-travel calls from this caller in the last minute.",
+    503: "The store is unavailable.",
+}
+
+
+def json_body(schema: Schema, description: str) -> Schema:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def errors(*codes: int) -> dict[str, Schema]:
+    return {str(c): json_body(ref("Error"), ERROR_TEXT[c]) for c in codes}
+
+
+def request_body(schema: BodySchema) -> Schema:
+    return {
+        "required": not schema.optional_body,
+        "content": {JSON: {"schema": ref(schema.name)}},
+    }
+
+
+def param(name: str, where: str, schema: Schema, description: str, required: bool = False) -> Schema:
+    return {
+        "name": name,
+        "in": where,
+        "required": required or where == "path",
+        "schema": schema,
+        "description": description,
+    }
+
+
+RUN_ID_PARAM = param("run_id", "path", {"type": "string", "pattern": RUN_ID.pattern}, "The run id.")
+NODE_ID_PARAM = param("node_id", "path", {"type": "string", "pattern": NODE_ID.pattern}, "The approval node.")
+CURSOR = {"type": "integer", "minimum": 0, "maximum": 2**62}
+LAST_EVENT_ID = param(
+    "Last-Event-ID",
+    "header",
+    {"type": "string", "pattern": r"^(\d{1,18})?$"},
+    "Resume after this id (wins over the query); empty means no resume point.",
+)
+SSE: Schema = {
+    "description": "A text/event-stream of events; each `data:` is an Event, `id:` its cursor.",
+    "content": {
+        "text/event-stream": {
+            "schema": {
+                "type": "object",
+                "description": "One event of the stream: `data` is an Event as JSON; the last one has"
+                " `event: end` and data {reason, last_id}.",
+                "properties": {
+                    "id": {"type": "string", "pattern": r"^\d+$"},
+                    "event": {"type": "string"},
+                    "data": {"type": "string"},
+                    "retry": {"type": "integer"},
+                },
+            }
+        }
+    },
+}
+
+
+def op(summary: str, scope: str | None, responses: dict[str, Schema], **extra: Any) -> Schema:
+    op: Schema = {"summary": summary, "responses": responses, **extra}
+    if scope is None:
+        op["security"] = []
+    else:
+        op["x-required-scope"] = scope
+        op["description"] = (extra.get("description", "") + f"\n\nScope: `{scope}`.").strip()
+    return op

@@ -1,0 +1,7 @@
+"""The scheduler process: resolves workflow graphs and dispatches Celery tasks."""
+
+from __future__ import annotations
+
+from smithers.scheduler.loop import Scheduler
+
+__all__ = ["Scheduler"]

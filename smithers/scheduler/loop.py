@@ -1,0 +1,222 @@
+"""The scheduler process: wake on Redis signals or the sweep, decide, write, dispatch."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+
+from smithers.shared.actions import DecisionConfig
+from smithers.shared.broker import Broker
+from smithers.shared.config import SchedulerConfig
+from smithers.shared.decision import decide
+from smithers.shared.errors import SmithersError, UnknownWorkflow
+from smithers.shared.registry import Registry
+from smithers.shared.store import Store
+from smithers.shared.store.feed import number_now
+from smithers.shared.store.queries import due_runs
+from smithers.shared.store.state import LazyOutputs, Message, apply_decision, load_run_view, postpone
+from smithers.shared.store.timetravel import settle_leftovers
+from smithers.shared.store.tx import Tx
+
+log = logging.getLogger("smithers.scheduler")
+RETRY_UNKNOWN_WORKFLOW_S = 30.0
+MIN_BATCHED_COST_S = 0.005  # decisions cheaper than this are never delayed
+MAX_BATCH_DELAY_S = 0.25
+BATCH_SPACING = 4  # an expensive run is decided again after 4x its last decision's cost
+MAX_BATCH = 64  # runs decided in one transaction
+MAX_BATCH_S = 0.005  # ... or this much work, whichever comes first
+
+
+class Scheduler:
+    """Drives runs forward. Safe to run several at once: each run's decision is made
+    under that run's row lock (SQLite: the database write lock), and an attempt is
+    created in the same transaction that marks its node queued, so a second scheduler
+    sees the node taken and never dispatches it again."""
+
+    def __init__(self, store: Store, broker: Broker, registry: Registry, config: SchedulerConfig) -> None:
+        self.store = store
+        self.broker = broker
+        self.registry = registry
+        self.config = config
+        self.decision_config = DecisionConfig(config.redispatch_after_s, config.max_lost)
+        # Adaptive batching: a run is decided again no sooner than BATCH_SPACING times
+        # its last decision's cost, so a wide fan-out (an expensive decision, many
+        # completions) is decided once per batch of completions while a chain (a cheap
+        # decision) never waits.
+        self._cost: dict[str, tuple[float, float]] = {}  # run -> (ended_at, seconds)
+        self._deferred: dict[str, float] = {}  # run -> when it may be decided
+
+    def process(self, run_id: str) -> None:
+        """Decide and apply for one run, then send its messages (after commit)."""
+        self.process_many([run_id])
+
+    def process_many(self, run_ids: list[str]) -> None:
+        """Decide runs in batches, each batch one transaction, then send their messages.
+
+        One transaction for several decisions saves a commit and a hand-off of the
+        write lock per run (SQLite has one writer at a time). A batch is cut at
+        ``MAX_BATCH`` runs or ``MAX_BATCH_S`` of work so workers waiting for the lock
+        are not held up. Runs due again at once (zero-second timers, instant retries,
+        cache hits) are followed up to 20 times each.
+        """
+        rounds: dict[str, int] = {}
+        pending = list(run_ids)
+        while pending:
+            done, again = self._process_batch(pending)
+            pending = pending[done:]
+            for run_id in again:
+                rounds[run_id] = rounds.get(run_id, 0) + 1
+                if rounds[run_id] < 20:
+                    pending.append(run_id)
+
+    def process_safely(self, run_id: str) -> None:
+        """:meth:`process`, but a bug or bad data in one run never stops the scheduler:
+        the run is logged and looked at again later. Store outages propagate."""
+        try:
+            self.process(run_id)
+        except SmithersError:
+            raise
+        except Exception:
+            log.exception("run %s: decision failed; retrying in %.0fs", run_id, RETRY_UNKNOWN_WORKFLOW_S)
+            with self.store.write() as tx:
+                postpone(tx, run_id, RETRY_UNKNOWN_WORKFLOW_S)
+
+    def process_all_safely(self, run_ids: list[str]) -> None:
+        """:meth:`process_many`; if a batch fails, its runs are retried one at a time so
+        only the run at fault is postponed."""
+        try:
+            self.process_many(run_ids)
+        except SmithersError:
+            raise
+        except Exception:
+            for run_id in run_ids:
+                self.process_safely(run_id)
+
+    def _process_batch(self, run_ids: list[str]) -> tuple[int, list[str]]:
+        """Decide a prefix of ``run_ids`` in one transaction; returns (how many, due again)."""
+        messages: list[Message] = []
+        again: list[str] = []
+        done = 0
+        sent = False
+
+        def send_early() -> None:
+            # PostgreSQL: the messages go out before COMMIT, carrying the key of the
+            # lock this transaction holds until it ends; a worker waits for that
+            # lock before it reads its attempt, so delivery overlaps the commit's
+            # round trip and WAL flush (docs/architecture.md, "hand-offs that overlap the commit").
+            nonlocal sent
+            key = tx.publish_key()
+            if messages and key is not None:
+                sent = self._send(messages, key)
+
+        with self.store.write() as tx:
+            tx.publish_lock()
+            tx.before_commit(send_early)
+            began = time.perf_counter()
+            for run_id in run_ids:
+                # A decision's cost is the CPU it took here: waiting for the run's row
+                # lock (a worker's commit that woke it early) does not make it expensive.
+                cpu = time.thread_time()
+                wake_at = self._decide(tx, run_id, messages)
+                ended = time.perf_counter()
+                self._cost[run_id] = (time.time(), time.thread_time() - cpu)
+                done += 1
+                if wake_at is not None and wake_at <= tx.now:
+                    again.append(run_id)
+                if done >= MAX_BATCH or ended - began >= MAX_BATCH_S:
+                    break
+        if messages and not sent:
+            self._send(messages, None)
+        return done, again
+
+    def _send(self, messages: list[Message], after: int | None) -> bool:
+        """Publish step messages; True if they went out (a lost one is re-sent later)."""
+        try:
+            self.broker.send_steps(((m.attempt_id, m.queue, m.time_limit) for m in messages), after)
+        except Exception as exc:
+            log.warning("%d step messages not sent (%s); they will be re-sent", len(messages), exc)
+            return False
+        return True
+
+    def _due(self, ids: set[str], now: float) -> list[str]:
+        """Of ``ids`` and earlier deferred runs, those that may be decided now."""
+        ready: list[str] = []
+        for run_id in ids | set(self._deferred):
+            ended, cost = self._cost.get(run_id, (0.0, 0.0))
+            wait = min(BATCH_SPACING * cost, MAX_BATCH_DELAY_S) if cost > MIN_BATCHED_COST_S else 0.0
+            not_before = ended + wait
+            if now >= not_before:
+                ready.append(run_id)
+                self._deferred.pop(run_id, None)
+            else:
+                self._deferred[run_id] = not_before
+        if len(self._cost) > 10_000:
+            self._cost = {k: v for k, v in self._cost.items() if now - v[0] < 60}
+        return sorted(ready)
+
+    def _decide(self, tx: Tx, run_id: str, messages: list[Message]) -> float | None:
+        """Load, decide and apply one run inside ``tx``; returns when to look again."""
+        loaded = load_run_view(tx, run_id)
+        if loaded is None:
+            return None
+        view, row = loaded
+        try:
+            wf = self.registry.get(row.workflow).workflow
+        except UnknownWorkflow:
+            log.error("run %s: workflow %r is not registered in this scheduler", run_id, row.workflow)
+            postpone(tx, run_id, RETRY_UNKNOWN_WORKFLOW_S)
+            return None
+        decision = decide(wf, view, LazyOutputs(tx.conn, run_id), tx.now, self.decision_config)
+        messages.extend(apply_decision(tx, run_id, decision))
+        return decision.wake_at
+
+    def sweep(self) -> list[str]:
+        """Run ids whose wake time has come (queued, finished steps, timers, leases).
+        On PostgreSQL it also numbers the feed's newly committed events, so they do not
+        pile up while no one follows the feed (smithers.shared.store.feed)."""
+        try:
+            number_now(self.store)
+        except SmithersError:
+            raise
+        except Exception:  # a feed reader numbers before it reads anyway: carry on
+            log.exception("numbering the event feed failed; trying again at the next sweep")
+        with self.store.read() as conn:
+            return due_runs(conn, time.time())
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Loop until ``stop`` is set: wait for wake-ups, sweep, process."""
+        last_sweep = 0.0
+        interval = self.config.sweep_interval_s
+        log.info("scheduler started (sweep every %.1fs)", interval)
+        try:
+            with self.store.write() as tx:
+                settled = settle_leftovers(tx)
+            if settled:
+                log.warning("%d time-travel calls were interrupted; marked partial", settled)
+        except SmithersError as exc:
+            log.warning("could not settle time-travel leftovers: %s", exc.message)
+        while not stop.is_set():
+            ids: set[str] = set()
+            timeout = interval
+            if self._deferred:
+                timeout = max(0.001, min(interval, min(self._deferred.values()) - time.time()))
+            try:
+                ids = self.broker.wait(timeout)
+            except redis.RedisError as exc:
+                log.warning("broker unavailable (%s); sweeping the store only", exc)
+                stop.wait(min(interval, 1.0))
+            now = time.time()
+            try:
+                if now - last_sweep >= interval:
+                    ids.update(self.sweep())
+                    last_sweep = now
+                due = self._due(ids, time.time())
+                if due and not stop.is_set():
+                    self.process_all_safely(due)
+            except SmithersError as exc:
+                log.warning("store unavailable (%s); retrying", exc.message)
+                stop.wait(1.0)
+        log.info("scheduler stopped")

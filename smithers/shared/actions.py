@@ -1,0 +1,150 @@
+"""What the scheduler's decision reads and writes: run views and actions (plain data).
+
+The store builds a :class:`RunView` under the run's lock; :func:`smithers.shared.decision.decide`
+returns a :class:`Decision` whose actions the store applies in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from smithers.shared.status import AttemptState, NodeStatus, RunStatus
+from smithers.shared.workflow import NodeKind
+
+Key = tuple[str, int]
+UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class AttemptView:
+    """The current attempt of a node execution, as the decision needs it."""
+
+    attempt_id: str
+    state: AttemptState
+    number: int
+    dispatched_at: float
+    started_at: float | None = None
+    lease_expires_at: float | None = None
+    deadline_at: float | None = None
+    error: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """One node execution (run, node, iteration) that has started."""
+
+    node_id: str
+    iteration: int
+    status: NodeStatus
+    failures: int = 0
+    lost: int = 0
+    attempt: AttemptView | None = None
+    next_at: float | None = None
+    current_iteration: int = 0
+    decision: Mapping[str, Any] | None = None  # an approval's or review's decision
+    error: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RunView:
+    """A run's state as loaded (under its row lock) by the scheduler."""
+
+    run_id: str
+    status: RunStatus
+    input: Mapping[str, Any]
+    nodes: Mapping[Key, NodeView]
+    cancel_requested: bool = False
+    reopened: bool = False  # a rewind or resume removed node rows (attempts stay)
+
+
+@dataclass(frozen=True)
+class DecisionConfig:
+    """Tunables of the decision, from the scheduler's configuration."""
+
+    redispatch_after_s: float = 30.0
+    max_lost: int = 5
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """Create a new attempt for a node execution and send it to a worker queue."""
+
+    node_id: str
+    iteration: int
+    kind: NodeKind
+    timeout_s: float | None
+    reason: str  # start | retry | lost
+    failures: int | None = None
+    lost: int | None = None
+    cache_key: str | None = None  # look the output up first; dispatch on a miss
+    cache_scope: str | None = None
+    number: int | None = None  # the new attempt's number; None: count the attempts so far
+
+
+@dataclass(frozen=True)
+class Redispatch:
+    """Send an existing queued attempt again (its message may have been lost)."""
+
+    attempt_id: str
+    node_id: str
+    iteration: int
+
+
+@dataclass(frozen=True)
+class EndAttempt:
+    """Give up a live attempt; a late result from it will be refused."""
+
+    attempt_id: str
+    state: AttemptState
+    error: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class SetNode:
+    """Create or update a node execution row, optionally writing its output."""
+
+    node_id: str
+    iteration: int
+    kind: NodeKind
+    status: NodeStatus
+    event: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    output: Any = UNSET
+    error: Mapping[str, Any] | None = None
+    next_at: float | None = None
+    current_iteration: int | None = None
+    failures: int | None = None
+    lost: int | None = None
+
+
+@dataclass(frozen=True)
+class OpenApproval:
+    """Record a pending approval with its owners."""
+
+    node_id: str
+    iteration: int
+    owner: str | None
+    fallback_owner: str | None
+    escalate_at: float | None
+
+
+@dataclass(frozen=True)
+class SetRun:
+    """Change the run's status (and record its output or error when it ends)."""
+
+    status: RunStatus
+    output: Any = None
+    error: Mapping[str, Any] | None = None
+
+
+Action = Dispatch | Redispatch | EndAttempt | SetNode | OpenApproval | SetRun
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to write, in order, and when the run next needs the scheduler."""
+
+    actions: tuple[Action, ...]
+    wake_at: float | None

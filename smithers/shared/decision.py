@@ -1,0 +1,375 @@
+"""The scheduler's pure decision: given a run's state, what happens next.
+
+``decide`` reads plain data (the workflow, a :class:`RunView`, a lazy mapping of
+outputs and the time) and returns a :class:`Decision`: a list of actions and the time
+the run next needs attention. It performs no I/O; the store applies the actions and
+their events in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from smithers.shared.actions import (
+    Decision,
+    DecisionConfig,
+    EndAttempt,
+    Key,
+    NodeView,
+    OpenApproval,
+    RunView,
+    SetRun,
+)
+from smithers.shared.context import DecisionContext
+from smithers.shared.decision_steps import Steps
+from smithers.shared.policy import cache_key
+from smithers.shared.status import ApprovalStatus, AttemptState, NodeStatus, RunStatus
+from smithers.shared.workflow import Node, NodeKind, Workflow
+
+
+def decide(
+    wf: Workflow,
+    run: RunView,
+    outputs: Mapping[Key, Any],
+    now: float,
+    config: DecisionConfig | None = None,
+) -> Decision:
+    """Decide the next step of ``run``; pure and deterministic for the same inputs."""
+    return _Decider(wf, run, outputs, now, config or DecisionConfig()).decide()
+
+
+def _settled(node: Node, status: NodeStatus) -> bool:
+    return status in (NodeStatus.SUCCEEDED, NodeStatus.SKIPPED) or (
+        status is NodeStatus.FAILED and node.continue_on_fail
+    )
+
+
+class _Decider(Steps):
+    def __init__(
+        self,
+        wf: Workflow,
+        run: RunView,
+        outputs: Mapping[Key, Any],
+        now: float,
+        config: DecisionConfig,
+    ) -> None:
+        super().__init__(run, now, config)
+        self.wf = wf
+        self.outputs = outputs
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def output(self, key: Key) -> Any:
+        if key in self.new_outputs:
+            return self.new_outputs[key]
+        return self.outputs.get(key)
+
+    # -- the decision ----------------------------------------------------------------
+
+    def decide(self) -> Decision:
+        if self.run.status.terminal:
+            return Decision((), None)
+        if self.run.cancel_requested:
+            self.cancel()
+            return Decision(tuple(self.actions), None)
+        for key, state in sorted(self.run.nodes.items()):
+            node = self.wf.nodes.get(key[0])
+            if node is not None:
+                self.advance(node, state)
+        if self.failure is None:
+            self.failure = self.first_failure()
+        for node_id in self.wf.order:
+            node = self.wf.nodes[node_id]
+            if node.loop is None:
+                self.visit(node, 0)
+        self.settle_run()
+        wake = min(self.wakes) if self.wakes else None
+        return Decision(tuple(self.actions), wake)
+
+    def cancel(self) -> None:
+        for key, state in sorted(self.run.nodes.items()):
+            node = self.wf.nodes.get(key[0])
+            if node is None or state.status.terminal:
+                continue
+            if state.attempt is not None and state.attempt.state.live:
+                self.actions.append(EndAttempt(state.attempt.attempt_id, AttemptState.CANCELLED, None))
+            self.set_node(node, key[1], NodeStatus.CANCELLED, "node.cancelled")
+        self.actions.append(SetRun(RunStatus.CANCELLED))
+
+    def advance(self, node: Node, st: NodeView) -> None:
+        """Move a started node execution forward: attempts, backoff, timers, approvals."""
+        if st.status in (NodeStatus.QUEUED, NodeStatus.RUNNING) and node.dispatched:
+            self.watch_attempt(node, st)
+        elif st.status is NodeStatus.BACKOFF:
+            if st.next_at is None or st.next_at <= self.now:
+                self.dispatch(node, st.iteration, "retry")
+            else:
+                self.wakes.append(st.next_at)
+        elif st.status is NodeStatus.WAITING and node.kind is NodeKind.TIMER:
+            if st.next_at is None or st.next_at <= self.now:
+                self.set_node(
+                    node,
+                    st.iteration,
+                    NodeStatus.SUCCEEDED,
+                    "timer.fired",
+                    output={"fired_at": self.now},
+                )
+            else:
+                self.wakes.append(st.next_at)
+        elif st.status is NodeStatus.WAITING and node.kind is NodeKind.APPROVAL:
+            self.approval_decided(node, st)
+        elif st.status is NodeStatus.WAITING and node.kind is NodeKind.SANDBOX:
+            self.review_decided(node, st)
+
+    def approval_decided(self, node: Node, st: NodeView) -> None:
+        decision = st.decision
+        if decision is None or decision.get("status") == ApprovalStatus.PENDING:
+            return
+        out = {
+            "approved": decision.get("status") == ApprovalStatus.APPROVED,
+            "note": decision.get("note"),
+            "decided_by": decision.get("decided_by"),
+        }
+        if out["approved"]:
+            self.set_node(node, st.iteration, NodeStatus.SUCCEEDED, "node.succeeded", output=out)
+        else:
+            error = {"code": "denied", "message": f"approval denied by {out['decided_by']}"}
+            self.set_node(node, st.iteration, NodeStatus.FAILED, "node.failed", output=out, error=error)
+
+    def review_decided(self, node: Node, st: NodeView) -> None:
+        """A sandbox node held for diff review: accepted succeeds (output unchanged)."""
+        decision = st.decision
+        if decision is None or decision.get("status") not in ("accepted", "rejected"):
+            return
+        review = {
+            "sandbox_id": decision.get("sandbox_id"),
+            "accepted": decision.get("status") == "accepted",
+            "note": decision.get("note"),
+            "decided_by": decision.get("decided_by"),
+        }
+        if review["accepted"]:
+            self.set_node(
+                node, st.iteration, NodeStatus.SUCCEEDED, "node.succeeded", payload={"review": review}
+            )
+            return
+        message = f"patches rejected by {review['decided_by']}"
+        if node.on_reject == "skip":
+            payload = {"reason": message, "review": review}
+            self.set_node(
+                node, st.iteration, NodeStatus.SKIPPED, "node.skipped", payload=payload, output=None
+            )
+            return
+        error = {"code": "review_rejected", "message": message, "note": review["note"]}
+        self.set_node(
+            node,
+            st.iteration,
+            NodeStatus.FAILED,
+            "node.failed",
+            payload={"review": review},
+            output=None,
+            error=error,
+        )
+
+    def visit(self, node: Node, iteration: int) -> None:
+        """Start ``node`` if it is ready; drive a running loop through its body."""
+        st = self.states.get((node.id, iteration))
+        if st is None:
+            if self.failure is None:
+                self.maybe_start(node, iteration)
+            st = self.states.get((node.id, iteration))
+        if st is not None and node.kind is NodeKind.LOOP and st.status is NodeStatus.RUNNING:
+            self.drive_loop(node, st.current_iteration)
+
+    def maybe_start(self, node: Node, iteration: int) -> None:
+        deps = [(self.wf.nodes[d], self.states.get((d, iteration))) for d in node.after]
+        if any(st is None or not _settled(dep, st.status) for dep, st in deps):
+            return
+        for dep, _ in deps:
+            if dep.kind is NodeKind.BRANCH and self.branch_excludes(dep, node.id, iteration):
+                self.set_node(
+                    node,
+                    iteration,
+                    NodeStatus.SKIPPED,
+                    "node.skipped",
+                    payload={"reason": f"branch {dep.id!r} chose another path"},
+                )
+                return
+        if deps and all(st is not None and st.status is NodeStatus.SKIPPED for _, st in deps):
+            self.set_node(
+                node,
+                iteration,
+                NodeStatus.SKIPPED,
+                "node.skipped",
+                payload={"reason": "every upstream node was skipped"},
+            )
+            return
+        self.start(node, iteration)
+
+    def branch_excludes(self, branch: Node, node_id: str, iteration: int) -> bool:
+        chosen = (self.output((branch.id, iteration)) or {}).get("path")
+        return any(node_id in targets for path, targets in branch.paths.items() if path != chosen)
+
+    def upstream(self, node: Node, iteration: int) -> dict[str, Any]:
+        return {d: self.output((d, iteration)) for d in node.after}
+
+    def start(self, node: Node, iteration: int) -> None:
+        if node.dispatched and node.cache is not None:
+            resolved = {"input": self.run.input, "upstream": self.upstream(node, iteration)}
+            key = cache_key(
+                node.cache, run_id=self.run.run_id, workflow=self.wf.name, node_id=node.id,
+                resolved_input=resolved,
+            )  # fmt: skip
+            self.dispatch(node, iteration, "start", cache_key=key)
+        elif node.dispatched:
+            self.dispatch(node, iteration, "start")
+        elif node.kind is NodeKind.APPROVAL:
+            escalate = None if node.escalate_after_s is None else self.now + node.escalate_after_s
+            self.set_node(
+                node,
+                iteration,
+                NodeStatus.WAITING,
+                "approval.requested",
+                payload={"owner": node.owner, "fallback_owner": node.fallback_owner},
+            )
+            self.actions.append(OpenApproval(node.id, iteration, node.owner, node.fallback_owner, escalate))
+        elif node.kind is NodeKind.TIMER:
+            due = self.now + node.seconds
+            self.set_node(
+                node,
+                iteration,
+                NodeStatus.WAITING,
+                "timer.set",
+                payload={"due_at": due},
+                next_at=due,
+            )
+            self.wakes.append(due)
+        elif node.kind is NodeKind.BRANCH:
+            self.start_branch(node, iteration)
+        elif node.kind is NodeKind.LOOP:
+            self.set_node(
+                node,
+                iteration,
+                NodeStatus.RUNNING,
+                "loop.iteration",
+                payload={"iteration": 0},
+                current_iteration=0,
+            )
+
+    def start_branch(self, node: Node, iteration: int) -> None:
+        assert node.choose is not None
+        ctx = DecisionContext(self.run.run_id, self.run.input, self.upstream(node, iteration), iteration)
+        try:
+            path = node.choose(ctx)
+        except Exception as exc:
+            error = {"code": "branch_error", "message": f"{type(exc).__name__}: {exc}"}
+            self.set_node(node, iteration, NodeStatus.FAILED, "node.failed", error=error)
+            return
+        if not isinstance(path, str) or path not in node.paths:
+            error = {"code": "branch_error", "message": f"choose returned unknown path {path!r}"}
+            self.set_node(node, iteration, NodeStatus.FAILED, "node.failed", error=error)
+            return
+        self.set_node(
+            node,
+            iteration,
+            NodeStatus.SUCCEEDED,
+            "branch.chosen",
+            payload={"path": path},
+            output={"path": path},
+        )
+
+    def drive_loop(self, loop: Node, k: int) -> None:
+        body = [self.wf.nodes[n] for n in self.wf.order if self.wf.nodes[n].loop == loop.id]
+        for member in body:
+            self.visit(member, k)
+        states = [(m, self.states.get((m.id, k))) for m in body]
+        broken = [
+            m for m, st in states if st is not None and st.status.terminal and not _settled(m, st.status)
+        ]
+        if broken:
+            error = {"code": "loop_failed", "message": f"iteration {k} failed at node {broken[0].id!r}"}
+            self.set_node(loop, 0, NodeStatus.FAILED, "node.failed", error=error)
+            return
+        if not all(st is not None and _settled(m, st.status) for m, st in states):
+            return
+        outs = {m.id: self.output((m.id, k)) for m, st in states if st and st.status is NodeStatus.SUCCEEDED}
+        assert loop.until is not None
+        try:
+            done = bool(loop.until(DecisionContext(self.run.run_id, self.run.input, outs, k)))
+        except Exception as exc:
+            error = {"code": "loop_error", "message": f"{type(exc).__name__}: {exc}"}
+            self.set_node(loop, 0, NodeStatus.FAILED, "node.failed", error=error)
+            return
+        if done or k + 1 >= loop.max_iterations:
+            self.set_node(
+                loop,
+                0,
+                NodeStatus.SUCCEEDED,
+                "node.succeeded",
+                payload={"iterations": k + 1, "condition_met": done},
+                output={"iterations": k + 1, "condition_met": done, "outputs": outs},
+            )
+            return
+        self.set_node(
+            loop,
+            0,
+            NodeStatus.RUNNING,
+            "loop.iteration",
+            payload={"iteration": k + 1},
+            current_iteration=k + 1,
+        )
+        self.drive_loop(loop, k + 1)
+
+    def settle_run(self) -> None:
+        top = [self.wf.nodes[n] for n in self.wf.order if self.wf.nodes[n].loop is None]
+        active = False
+        waiting = False
+        for st in self.states.values():
+            node = self.wf.nodes.get(st.node_id)
+            if node is None:
+                continue
+            if st.status in (NodeStatus.QUEUED, NodeStatus.BACKOFF) or (
+                st.status is NodeStatus.RUNNING and node.kind is not NodeKind.LOOP
+            ):
+                active = True
+            elif st.status is NodeStatus.WAITING:
+                if node.kind is NodeKind.TIMER:
+                    active = True
+                else:
+                    waiting = True
+        status = self.run.status
+        if self.failure is None:
+            self.failure = self.first_failure()
+        if self.failure is not None:
+            if not active:
+                self.actions.append(SetRun(RunStatus.FAILED, error=self.failure))
+                return
+            new = RunStatus.RUNNING
+        elif all(self.settled_at(n, 0) for n in top):
+            leaves = [n for n in top if not self.wf.dependents(n.id)]
+            output = {
+                n.id: self.output((n.id, 0))
+                for n in leaves
+                if self.states[(n.id, 0)].status is NodeStatus.SUCCEEDED
+            }
+            self.actions.append(SetRun(RunStatus.SUCCEEDED, output=output))
+            return
+        else:
+            new = RunStatus.WAITING if waiting and not active else RunStatus.RUNNING
+        if new is not status:
+            self.actions.append(SetRun(new))
+
+    def settled_at(self, node: Node, iteration: int) -> bool:
+        state = self.states.get((node.id, iteration))
+        return state is not None and _settled(node, state.status)
+
+    def first_failure(self) -> Mapping[str, Any] | None:
+        failed = (NodeStatus.FAILED, NodeStatus.CANCELLED)
+        candidates = [(k, st) for k, st in self.states.items() if st.status in failed]
+        for (node_id, iteration), st in sorted(candidates):
+            node = self.wf.nodes.get(node_id)
+            if node is None or node.loop is not None:
+                continue
+            if st.status in (NodeStatus.FAILED, NodeStatus.CANCELLED) and not _settled(node, st.status):
+                return {"node_id": node_id, "iteration": iteration, **(st.error or {})}
+        return None

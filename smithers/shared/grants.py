@@ -1,0 +1,200 @@
+"""Scoped grants, pure: scopes, token lifetimes and the checks made on every request.
+
+A grant is what a bearer token stands for: a subject, its scopes and an expiry, kept
+as a row (by ``jti``) so it can be listed, audited and revoked. Nothing here does I/O;
+the rows live in :mod:`smithers.shared.store.grants` and the tokens are minted by the gateway.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from smithers.shared.errors import Forbidden, InvalidInput
+
+
+class Scope(StrEnum):
+    """What a grant allows. Launch and approval are separate on purpose."""
+
+    RUN_READ = "run:read"
+    RUN_WRITE = "run:write"
+    APPROVAL_READ = "approval:read"
+    APPROVAL_SUBMIT = "approval:submit"
+    ADMIN = "admin"
+
+
+class GrantKind(StrEnum):
+    """Who holds a grant: a person (short lifetimes) or automation (bounded longer)."""
+
+    PERSON = "person"
+    AUTOMATION = "automation"
+
+
+class GrantState(StrEnum):
+    """Whether a grant's token is accepted now."""
+
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+SUBJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:+-]{0,127}$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+@dataclass(frozen=True)
+class TtlPolicy:
+    """Token lifetimes in seconds: a short default for people, a ceiling for automation."""
+
+    person_default_s: int = 15 * 60
+    person_max_s: int = 12 * 3600
+    automation_default_s: int = 24 * 3600
+    automation_max_s: int = 30 * 86400
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TtlPolicy:
+        """Read SMITHERS_TOKEN_TTL_{PERSON,AUTOMATION}_{DEFAULT,MAX} (durations: 15m, 30d)."""
+        base = cls()
+
+        def read(name: str, default: int) -> int:
+            raw = env.get(name)
+            return default if not raw else parse_duration(raw, name)
+
+        policy = cls(
+            person_default_s=read("SMITHERS_TOKEN_TTL_PERSON_DEFAULT", base.person_default_s),
+            person_max_s=read("SMITHERS_TOKEN_TTL_PERSON_MAX", base.person_max_s),
+            automation_default_s=read("SMITHERS_TOKEN_TTL_AUTOMATION_DEFAULT", base.automation_default_s),
+            automation_max_s=read("SMITHERS_TOKEN_TTL_AUTOMATION_MAX", base.automation_max_s),
+        )
+        if policy.person_default_s > policy.person_max_s:
+            raise InvalidInput("SMITHERS_TOKEN_TTL_PERSON_DEFAULT is above SMITHERS_TOKEN_TTL_PERSON_MAX")
+        if policy.automation_default_s > policy.automation_max_s:
+            raise InvalidInput(
+                "SMITHERS_TOKEN_TTL_AUTOMATION_DEFAULT is above SMITHERS_TOKEN_TTL_AUTOMATION_MAX"
+            )
+        return policy
+
+    def ttl(self, kind: GrantKind, requested_s: float | None) -> int:
+        """The lifetime to grant: the kind's default, or ``requested_s`` if within its maximum."""
+        default, ceiling = (
+            (self.person_default_s, self.person_max_s)
+            if kind is GrantKind.PERSON
+            else (self.automation_default_s, self.automation_max_s)
+        )
+        if requested_s is None:
+            return default
+        if requested_s < 1:
+            raise InvalidInput("a token lifetime must be at least 1 second")
+        if requested_s > ceiling:
+            raise InvalidInput(
+                f"a {kind.value} token may live at most {format_duration(ceiling)},"
+                f" not {format_duration(int(requested_s))}"
+            )
+        return int(requested_s)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A grant row: what one token (``jti``) allows, for whom, and until when."""
+
+    jti: str
+    subject: str
+    scopes: tuple[Scope, ...]
+    kind: GrantKind
+    issuer: str
+    issued_at: float
+    expires_at: float
+    revoked_at: float | None = None
+    revoked_by: str | None = None
+    note: str | None = None
+
+    def state(self, now: float) -> GrantState:
+        """Revoked wins over expired; otherwise active until ``expires_at``."""
+        if self.revoked_at is not None:
+            return GrantState.REVOKED
+        if now >= self.expires_at:
+            return GrantState.EXPIRED
+        return GrantState.ACTIVE
+
+    def to_json(self, now: float) -> dict[str, object]:
+        """A JSON-ready dict with the state at ``now`` (never the token itself)."""
+        return {
+            "jti": self.jti,
+            "subject": self.subject,
+            "scopes": [s.value for s in self.scopes],
+            "kind": self.kind.value,
+            "issuer": self.issuer,
+            "issued_at": self.issued_at,
+            "expires_at": self.expires_at,
+            "revoked_at": self.revoked_at,
+            "revoked_by": self.revoked_by,
+            "note": self.note,
+            "state": self.state(now).value,
+        }
+
+
+def parse_scopes(value: str | Iterable[str]) -> tuple[Scope, ...]:
+    """Scopes from ``"a,b"`` or a list: known, at least one, sorted and deduplicated."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = {str(item).strip() for item in items if str(item).strip()}
+    if not names:
+        raise InvalidInput("a grant needs at least one scope")
+    known = {s.value for s in Scope}
+    unknown = sorted(names - known)
+    if unknown:
+        raise InvalidInput(f"unknown scope {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    return tuple(sorted(Scope(n) for n in names))
+
+
+def check_subject(subject: str) -> str:
+    """A subject is 1-128 characters of letters, digits and ``_ . @ : + -``."""
+    if not isinstance(subject, str) or not SUBJECT.fullmatch(subject):
+        raise InvalidInput(f"subject {subject!r} must match {SUBJECT.pattern}")
+    return subject
+
+
+def parse_duration(text: str, what: str = "duration") -> int:
+    """Seconds from ``90``, ``90s``, ``15m``, ``12h``, ``30d`` or ``2w``."""
+    match = _DURATION.fullmatch(text)
+    if not match:
+        raise InvalidInput(f"{what} {text!r} is not a duration like 90s, 15m, 12h or 30d")
+    seconds = int(float(match.group(1)) * _UNIT_S[match.group(2)])
+    if seconds < 1:
+        raise InvalidInput(f"{what} {text!r} must be at least 1 second")
+    return seconds
+
+
+def format_duration(seconds: int) -> str:
+    """The largest whole unit: 900 -> ``15m``, 86400 -> ``1d``, 90 -> ``90s``."""
+    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def effective_scopes(grant: Grant, claimed: Iterable[str]) -> frozenset[Scope]:
+    """The scopes a request may use: those in both the grant row and the token."""
+    claimed_set = {str(c) for c in claimed}
+    return frozenset(s for s in grant.scopes if s.value in claimed_set)
+
+
+def grant_problem(grant: Grant | None, subject: str, now: float) -> str | None:
+    """Why a token naming this grant and ``subject`` is refused now, or None if accepted."""
+    if grant is None:
+        return "token is not a known grant"
+    if grant.subject != subject:
+        return "token subject does not match its grant"
+    state = grant.state(now)
+    if state is not GrantState.ACTIVE:
+        return f"token {state.value}"
+    return None
+
+
+def require_scope(granted: Iterable[Scope], needed: Scope) -> None:
+    """Raise Forbidden unless ``needed`` is granted. No scope implies another:
+    ``admin`` does not launch or approve, ``run:write`` does not approve."""
+    if needed not in set(granted):
+        raise Forbidden(f"this action needs the scope {needed.value!r}")

@@ -1,0 +1,19 @@
+"""Names shared by every process: Redis keys, Celery queues and task names."""
+
+from __future__ import annotations
+
+from smithers.shared.workflow import NodeKind
+
+WAKE_KEY = "smithers:wake"  # a Redis list of run ids the scheduler should look at
+STEPS_QUEUE = "steps"
+SANDBOX_QUEUE = "sandbox"
+QUEUES = (STEPS_QUEUE, SANDBOX_QUEUE)
+STEP_TASK = "smithers.step"
+# A step message's header: the publish key of the transaction that dispatched it, when
+# the message was sent before that transaction committed (PostgreSQL).
+AFTER_HEADER = "smithers_after"
+
+
+def queue_for(kind: NodeKind) -> str:
+    """The Celery queue a dispatched node kind goes to."""
+    return SANDBOX_QUEUE if kind is NodeKind.SANDBOX else STEPS_QUEUE

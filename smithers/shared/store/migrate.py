@@ -1,0 +1,73 @@
+"""Create and migrate the schema idempotently; safe when processes start at once.
+
+SQLite: the migration runs inside BEGIN IMMEDIATE, so a second process waits on the
+busy timeout and then finds the schema in place. PostgreSQL: a transaction-scoped
+advisory lock does the same.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from sqlalchemy import Connection, Engine, exists, inspect, select, text, update
+from sqlalchemy.schema import CreateColumn
+
+from smithers.shared.store import schema as s
+from smithers.shared.store.postgres import MIGRATION_LOCK_ID
+
+Migration = Callable[[Connection], None]
+
+
+def _v1(conn: Connection) -> None:
+    s.metadata.create_all(conn, checkfirst=True)
+    if conn.execute(select(s.counters.c.name).where(s.counters.c.name == "events")).first() is None:
+        conn.execute(s.counters.insert().values(name="events", value=0))
+
+
+def _v2(conn: Connection) -> None:
+    """``runs.reopened``. A run from before it may have been rewound or resumed, so each
+    one that has attempts is marked reopened: its attempt numbers are counted."""
+    if "reopened" in {c["name"] for c in inspect(conn).get_columns("runs")}:
+        return  # created by _v1 from the current tables
+    column = CreateColumn(s.runs.c.reopened).compile(dialect=conn.dialect)
+    conn.execute(text(f"ALTER TABLE runs ADD COLUMN {column}"))
+    has_attempts = exists().where(s.attempts.c.run_id == s.runs.c.run_id)
+    conn.execute(update(s.runs).where(has_attempts).values(reopened=True))
+
+
+def _v3(conn: Connection) -> None:
+    """Events numbered after commit on PostgreSQL (smithers.shared.store.feed): ``feed_id`` may
+    be NULL there, and a partial index finds the unnumbered events. SQLite keeps
+    numbering as it writes, so its column stays NOT NULL (changing it would mean
+    rebuilding the table); the index is created there too, and stays empty."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("ALTER TABLE events ALTER COLUMN feed_id DROP NOT NULL"))
+    if "ix_events_unnumbered" not in {i["name"] for i in inspect(conn).get_indexes("events")}:
+        index = next(i for i in s.events.indexes if i.name == "ix_events_unnumbered")
+        index.create(conn)
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3}
+
+
+def migrate(engine: Engine) -> int:
+    """Bring the schema to the newest version; return that version. Atomic per call."""
+    postgres = engine.dialect.name == "postgresql"
+    with engine.connect().execution_options(smithers_write=True) as conn, conn.begin():
+        if postgres:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_ID})
+        current = 0
+        if inspect(conn).has_table("schema_version"):
+            current = (
+                conn.execute(
+                    select(s.schema_version.c.version).order_by(s.schema_version.c.version.desc())
+                ).scalar()
+                or 0
+            )
+        for version in sorted(MIGRATIONS):
+            if version > current:
+                MIGRATIONS[version](conn)
+                conn.execute(s.schema_version.insert().values(version=version, applied_at=time.time()))
+                current = version
+        return current

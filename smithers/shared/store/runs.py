@@ -1,0 +1,166 @@
+"""Run-level writes: launch (idempotent by run id), cancel, resume, delete."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from sqlalchemy import delete, update
+
+from smithers.shared.errors import Conflict, InvalidInput, NotFound
+from smithers.shared.status import NodeStatus, RunStatus
+from smithers.shared.store import schema as s
+from smithers.shared.store.records import RunRecord, run_record, run_record_from
+from smithers.shared.store.tx import Tx
+
+RUN_ID = re.compile(r"^[a-z0-9_-]{1,64}$")
+
+
+def check_run_id(run_id: str) -> str:
+    """Return ``run_id`` if it matches ``[a-z0-9_-]{1,64}``, else raise InvalidInput."""
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+        raise InvalidInput(f"run id {run_id!r} must match [a-z0-9_-]{{1,64}}")
+    return run_id
+
+
+def input_hash(value: Any) -> str:
+    """A stable hash of a JSON value (sorted keys, compact separators)."""
+    data = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def launch(
+    tx: Tx,
+    *,
+    run_id: str,
+    workflow: str,
+    workflow_version: str,
+    module_revision: str,
+    deployment_version: str,
+    run_input: dict[str, Any],
+    launched_by: str | None,
+    parent_run_id: str | None = None,
+    lineage: dict[str, Any] | None = None,
+    fresh: bool = False,
+) -> tuple[RunRecord, bool]:
+    """Create a queued run, or return the existing one launched with the same input.
+
+    Returns ``(run, created)``. A reused id with another workflow or input is a
+    Conflict and writes nothing. The run row and its ``run.launched`` event are one
+    transaction. ``fresh``: the id was just generated (:func:`smithers.shared.operations.new_run_id`,
+    80 random bits), so no run can have it and it is not looked up first (one round
+    trip fewer on PostgreSQL).
+    """
+    digest = input_hash(run_input)
+    existing = None if fresh else tx.lock_run(run_id)
+    if existing is not None:
+        if existing.workflow != workflow or existing.input_hash != digest:
+            raise Conflict(f"run {run_id!r} already exists with a different workflow or input")
+        return run_record(existing), False
+    values = dict(
+        run_id=run_id,
+        workflow=workflow,
+        workflow_version=workflow_version,
+        module_revision=module_revision,
+        deployment_version=deployment_version,
+        input=run_input,
+        input_hash=digest,
+        status=RunStatus.QUEUED.value,
+        cancel_requested=False,
+        next_seq=1,  # counts its run.launched event below
+        wake_at=tx.now,
+        created_at=tx.now,
+        updated_at=tx.now,
+        launched_by=launched_by,
+        parent_run_id=parent_run_id,
+        lineage=lineage,
+        finished_at=None,
+        output=None,
+        error=None,
+    )
+    tx.insert(s.runs, values)
+    tx.emit(
+        run_id,
+        "run.launched",
+        payload={
+            "workflow": workflow,
+            "workflow_version": workflow_version,
+            "module_revision": module_revision,
+            "deployment_version": deployment_version,
+            "launched_by": launched_by,
+        },
+        seq=1,
+    )
+    tx.woken.add(run_id)
+    return run_record_from(values), True
+
+
+def _locked(tx: Tx, run_id: str) -> RunRecord:
+    row = tx.lock_run(run_id)
+    if row is None:
+        raise NotFound(f"run {run_id!r} not found")
+    return run_record(row)
+
+
+def request_cancel(tx: Tx, run_id: str, actor: str | None) -> RunRecord:
+    """Ask the scheduler to cancel a run; a no-op on a run that already ended."""
+    run = _locked(tx, run_id)
+    if run.status.terminal or run.cancel_requested:
+        return run
+    tx.conn.execute(update(s.runs).where(s.runs.c.run_id == run_id).values(cancel_requested=True))
+    tx.emit(run_id, "run.cancel_requested", payload={"by": actor})
+    tx.wake(run_id)
+    return run
+
+
+def resume(tx: Tx, run_id: str, actor: str | None) -> RunRecord:
+    """Reopen a failed or cancelled run under the same id.
+
+    Node executions that did not succeed (or were skipped) are forgotten so they run
+    again; finished steps keep their outputs and never run again.
+    """
+    run = _locked(tx, run_id)
+    if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+        raise Conflict(f"run {run_id!r} is {run.status.value}; only failed or cancelled runs resume")
+    n = s.nodes
+    tx.conn.execute(
+        delete(n).where(
+            n.c.run_id == run_id,
+            n.c.status.notin_([NodeStatus.SUCCEEDED.value, NodeStatus.SKIPPED.value]),
+        )
+    )
+    tx.conn.execute(
+        update(s.runs)
+        .where(s.runs.c.run_id == run_id)
+        .values(
+            status=RunStatus.QUEUED.value,
+            cancel_requested=False,
+            finished_at=None,
+            error=None,
+            output=None,
+            updated_at=tx.now,
+            reopened=True,  # node rows went; their attempts stay (numbering)
+        )
+    )
+    tx.emit(run_id, "run.resumed", payload={"by": actor})
+    tx.wake(run_id)
+    return run
+
+
+def delete_run(tx: Tx, run_id: str, actor: str | None) -> None:
+    """Delete a run and every dependent row; the audit entry for the deletion stays."""
+    run = _locked(tx, run_id)
+    tx.audit(
+        "run.deleted",
+        actor=actor,
+        target_type="run",
+        target_id=run_id,
+        run_id=run_id,
+        detail={"workflow": run.workflow, "status": run.status.value, "module_revision": run.module_revision},
+    )
+    tx.conn.execute(
+        delete(s.cache_entries).where(s.cache_entries.c.run_id == run_id, s.cache_entries.c.scope == "run")
+    )
+    tx.conn.execute(delete(s.runs).where(s.runs.c.run_id == run_id))

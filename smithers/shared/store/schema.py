@@ -1,0 +1,281 @@
+"""All tables in one MetaData (SQLAlchemy Core); JSON becomes JSONB on PostgreSQL.
+
+Times are float epoch seconds (UTC) on both backends. Every run-owned table references
+``runs`` with ``ON DELETE CASCADE`` so a run is deleted whole; the audit tables
+(``audit_log``, ``time_travel_audit``) deliberately do not, so their rows outlive it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    false,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+Json = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+RunId = String(64)
+
+
+def _run_fk() -> ForeignKey:
+    return ForeignKey("runs.run_id", ondelete="CASCADE")
+
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("applied_at", Float, nullable=False),
+)
+
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("run_id", RunId, primary_key=True),
+    Column("workflow", String(128), nullable=False),
+    Column("workflow_version", String(64), nullable=False),
+    Column("module_revision", String(64), nullable=False),
+    Column("deployment_version", String(64), nullable=False),
+    Column("input", Json, nullable=False),
+    Column("input_hash", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("next_seq", BigInteger, nullable=False, default=0),
+    Column("wake_at", Float),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("output", Json),
+    Column("error", Json),
+    Column("launched_by", String(128)),
+    Column("parent_run_id", RunId),
+    Column("lineage", Json),
+    # Set once a rewind or a resume removed node rows: the run's attempt numbers must
+    # then be counted, not read off the node rows (smithers.shared.decision_steps, Dispatch.number).
+    Column("reopened", Boolean, nullable=False, server_default=false()),
+    Index("ix_runs_wake_at", "wake_at"),
+    Index("ix_runs_status", "status"),
+    Index("ix_runs_workflow_created", "workflow", "created_at"),
+)
+
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("run_id", RunId, _run_fk(), primary_key=True),
+    Column("node_id", String(64), primary_key=True),
+    Column("iteration", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("failures", Integer, nullable=False, default=0),
+    Column("lost", Integer, nullable=False, default=0),
+    Column("current_attempt_id", String(36)),
+    Column("current_iteration", Integer, nullable=False, default=0),
+    Column("next_at", Float),
+    Column("started_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("error", Json),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("attempt_id", String(36), primary_key=True),
+    Column("run_id", RunId, _run_fk(), nullable=False),
+    Column("node_id", String(64), nullable=False),
+    Column("iteration", Integer, nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("queue", String(32), nullable=False),
+    Column("claim_token", String(36)),
+    Column("worker", String(200)),
+    Column("dispatched_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("heartbeat_at", Float),
+    Column("lease_expires_at", Float),
+    Column("deadline_at", Float),
+    Column("timeout_s", Float),
+    Column("error", Json),
+    Column("cached", Boolean, nullable=False, default=False),
+    Column("cache_key", String(64)),
+    Index("ix_attempts_node", "run_id", "node_id", "iteration"),
+)
+
+outputs = Table(
+    "outputs",
+    metadata,
+    Column("run_id", RunId, primary_key=True),
+    Column("node_id", String(64), primary_key=True),
+    Column("iteration", Integer, primary_key=True),
+    Column("value", Json),
+    Column("attempt_id", String(36)),
+    Column("created_at", Float, nullable=False),
+    ForeignKeyConstraint(
+        ["run_id", "node_id", "iteration"],
+        ["nodes.run_id", "nodes.node_id", "nodes.iteration"],
+        ondelete="CASCADE",
+    ),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("run_id", RunId, _run_fk(), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    # NULL on PostgreSQL until the event is numbered after its commit (smithers.shared.store.feed).
+    Column("feed_id", BigInteger, unique=True),
+    Column("type", String(64), nullable=False),
+    Column("node_id", String(64)),
+    Column("iteration", Integer),
+    Column("attempt_id", String(36)),
+    Column("payload", Json, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index(
+        "ix_events_unnumbered",
+        "run_id",
+        "seq",
+        postgresql_where=text("feed_id IS NULL"),
+        sqlite_where=text("feed_id IS NULL"),
+    ),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("run_id", RunId, primary_key=True),
+    Column("node_id", String(64), primary_key=True),
+    Column("iteration", Integer, primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("owner", String(128)),
+    Column("fallback_owner", String(128)),
+    Column("escalate_at", Float),
+    Column("requested_at", Float, nullable=False),
+    Column("decided_by", String(128)),
+    Column("decided_at", Float),
+    Column("note", Text),
+    ForeignKeyConstraint(
+        ["run_id", "node_id", "iteration"],
+        ["nodes.run_id", "nodes.node_id", "nodes.iteration"],
+        ondelete="CASCADE",
+    ),
+    Index("ix_approvals_status", "status"),
+)
+
+grants = Table(
+    "grants",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("subject", String(128), nullable=False),
+    Column("scopes", Json, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("issuer", String(128), nullable=False),
+    Column("issued_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("revoked_at", Float),
+    Column("revoked_by", String(128)),
+    Column("note", Text),
+    Index("ix_grants_subject", "subject"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("actor", String(128)),
+    Column("action", String(64), nullable=False),
+    Column("target_type", String(32)),
+    Column("target_id", String(128)),
+    Column("run_id", RunId),
+    Column("detail", Json, nullable=False),
+    Index("ix_audit_run", "run_id", "at"),
+)
+
+sandboxes = Table(
+    "sandboxes",
+    metadata,
+    Column("sandbox_id", String(64), primary_key=True),
+    Column("run_id", RunId, _run_fk(), nullable=False),
+    Column("node_id", String(64), nullable=False),
+    Column("iteration", Integer, nullable=False),
+    Column("attempt_id", String(36), nullable=False),
+    Column("runtime", String(32), nullable=False),
+    Column("image", String(256), nullable=False),
+    Column("image_digest", String(128)),
+    Column("container_id", String(128)),
+    Column("limits", Json, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("review_status", String(16)),
+    Column("bundle_path", Text, nullable=False),
+    Column("request_bytes", BigInteger),
+    Column("result_bytes", BigInteger),
+    Column("manifest", Json),
+    Column("error", Json),
+    Column("created_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Index("ix_sandboxes_run", "run_id"),
+)
+
+sandbox_reviews = Table(
+    "sandbox_reviews",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("sandbox_id", String(64), ForeignKey("sandboxes.sandbox_id", ondelete="CASCADE"), nullable=False),
+    Column("run_id", RunId, _run_fk(), nullable=False),
+    Column("accept", Boolean, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("note", Text),
+    Column("decided_at", Float, nullable=False),
+)
+
+cache_entries = Table(
+    "cache_entries",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("scope", String(16), nullable=False),
+    Column("workflow", String(128)),
+    Column("run_id", RunId),
+    Column("node_id", String(64), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("value", Json),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float),
+    Column("attempt_id", String(36)),
+)
+
+time_travel_audit = Table(
+    "time_travel_audit",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("run_id", RunId, nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("caller", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("params", Json, nullable=False),
+    Column("result", Json),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Index("ix_tta_run", "run_id"),
+)

@@ -1,0 +1,433 @@
+"""Load a run's state for the decision and apply the decision, in one transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, func, null, select, type_coerce, union_all, update
+
+from smithers.shared.actions import (
+    UNSET,
+    AttemptView,
+    Decision,
+    Dispatch,
+    EndAttempt,
+    Key,
+    NodeView,
+    OpenApproval,
+    Redispatch,
+    RunView,
+    SetNode,
+    SetRun,
+)
+from smithers.shared.keys import queue_for
+from smithers.shared.status import AttemptState, NodeStatus, RunStatus
+from smithers.shared.store import fast
+from smithers.shared.store import schema as s
+from smithers.shared.store.sandboxes import review_decisions
+from smithers.shared.store.tx import Tx
+
+
+@dataclass(frozen=True)
+class Message:
+    """A Celery message to send after commit: the attempt id and where it goes."""
+
+    attempt_id: str
+    queue: str
+    time_limit: float | None
+
+
+_OUTPUT = select(s.outputs.c.value).where(
+    s.outputs.c.run_id == bindparam("b_run_id"),
+    s.outputs.c.node_id == bindparam("b_node_id"),
+    s.outputs.c.iteration == bindparam("b_iteration"),
+)
+_OUTPUT_KEYS = select(s.outputs.c.node_id, s.outputs.c.iteration).where(
+    s.outputs.c.run_id == bindparam("b_run_id")
+)
+
+
+class LazyOutputs(Mapping[Key, Any]):
+    """Outputs of a run, read on demand inside the transaction (a plain Mapping)."""
+
+    def __init__(self, conn: Connection, run_id: str) -> None:
+        self.conn = conn
+        self.run_id = run_id
+        self.cache: dict[Key, Any] = {}
+
+    def __getitem__(self, key: Key) -> Any:
+        if key not in self.cache:
+            params = {"b_run_id": self.run_id, "b_node_id": key[0], "b_iteration": key[1]}
+            row = fast.execute(self.conn, _OUTPUT, params).first()
+            if row is None:
+                raise KeyError(key)
+            self.cache[key] = row[0]
+        return self.cache[key]
+
+    def __iter__(self) -> Iterator[Key]:
+        rows = fast.execute(self.conn, _OUTPUT_KEYS, {"b_run_id": self.run_id})
+        return iter([(r[0], r[1]) for r in rows])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+_a = s.attempts
+_n = s.nodes
+_r = s.runs
+_RUN_COLUMNS = (_r.c.workflow, _r.c.status, _r.c.input, _r.c.cancel_requested, _r.c.reopened)
+_NODE_COLUMNS = (
+    _n.c.node_id,
+    _n.c.iteration,
+    _n.c.kind,
+    _n.c.status.label("node_status"),
+    _n.c.failures,
+    _n.c.lost,
+    _n.c.current_attempt_id,
+    _n.c.current_iteration,
+    _n.c.next_at,
+    _n.c.error,
+    _a.c.attempt_id,
+    _a.c.state,
+    _a.c.number,
+    _a.c.dispatched_at,
+    _a.c.started_at,
+    _a.c.lease_expires_at,
+    _a.c.deadline_at,
+    _a.c.error.label("attempt_error"),
+)
+
+
+def _nulls(columns: tuple[Any, ...]) -> list[Any]:
+    """Typed NULLs in place of ``columns`` (the other half of the union below)."""
+    return [type_coerce(null(), c.type).label(c.name) for c in columns]
+
+
+# The run row and its node rows (each with its current attempt) in one statement: the
+# run's row has node_id NULL (a node row never has). On PostgreSQL the run is locked by
+# the statement sent in front of it (Tx.hold_run), so this one reads after the lock.
+_RUN_AND_NODES = union_all(
+    select(*_RUN_COLUMNS, *_nulls(_NODE_COLUMNS)).where(_r.c.run_id == bindparam("b_run_id")),
+    select(*_nulls(_RUN_COLUMNS), *_NODE_COLUMNS)
+    .select_from(_n.outerjoin(_a, _a.c.attempt_id == _n.c.current_attempt_id))
+    .where(_n.c.run_id == bindparam("b_run_id")),
+)
+_APPROVALS = select(s.approvals).where(s.approvals.c.run_id == bindparam("b_run_id"))
+_CACHE_LOOKUP = select(s.cache_entries).where(s.cache_entries.c.key == bindparam("b_key"))
+_COUNT_RUN_ATTEMPTS = (
+    select(_a.c.node_id, _a.c.iteration, func.count())
+    .where(_a.c.run_id == bindparam("b_run_id"))
+    .group_by(_a.c.node_id, _a.c.iteration)
+)
+
+
+_ATTEMPT_STATES = {s.value: s for s in AttemptState}  # a dict lookup: Enum(value) is slow
+_NODE_STATUSES = {s.value: s for s in NodeStatus}
+
+
+def load_run_view(tx: Tx, run_id: str) -> tuple[RunView, Any] | None:
+    """Lock the run and read everything the decision needs; None if it does not exist.
+
+    The lock and the read are one round trip on PostgreSQL; the read is a statement of
+    its own, so its snapshot is taken once the lock is granted: a commit that held the
+    run (a worker's result) is seen whole."""
+    tx.hold_run(run_id)
+    run = None
+    rows = []
+    for r in tx.execute(_RUN_AND_NODES, {"b_run_id": run_id}):
+        if r.node_id is None:
+            run = r
+        else:
+            rows.append(r)
+    if run is None:
+        return None
+    approvals = {}
+    if any(r.kind == "approval" for r in rows):
+        approvals = {
+            (r.node_id, r.iteration): r._mapping for r in tx.conn.execute(_APPROVALS, {"b_run_id": run_id})
+        }
+    reviews = review_decisions(
+        tx.conn,
+        run_id,
+        [r.current_attempt_id for r in rows if r.kind == "sandbox" and r.node_status == NodeStatus.WAITING],
+    )
+    views: dict[Key, NodeView] = {}
+    for r in rows:
+        attempt = None
+        if r.attempt_id is not None:
+            attempt = AttemptView(
+                attempt_id=r.attempt_id,
+                state=_ATTEMPT_STATES[r.state],
+                number=r.number,
+                dispatched_at=r.dispatched_at,
+                started_at=r.started_at,
+                lease_expires_at=r.lease_expires_at,
+                deadline_at=r.deadline_at,
+                error=r.attempt_error,
+            )
+        key = (r.node_id, r.iteration)
+        decision = reviews.get(r.current_attempt_id) if r.kind == "sandbox" else approvals.get(key)
+        views[key] = NodeView(
+            node_id=key[0],
+            iteration=key[1],
+            status=_NODE_STATUSES[r.node_status],
+            failures=r.failures,
+            lost=r.lost,
+            attempt=attempt,
+            next_at=r.next_at,
+            current_iteration=r.current_iteration,
+            decision=dict(decision) if decision is not None else None,
+            error=r.error,
+        )
+    view = RunView(
+        run_id=run_id,
+        status=RunStatus(run.status),
+        input=run.input,
+        nodes=views,
+        cancel_requested=bool(run.cancel_requested),
+        reopened=bool(run.reopened),
+    )
+    return view, run
+
+
+_NEW_NODE = {
+    "failures": 0,
+    "lost": 0,
+    "current_iteration": 0,
+    "current_attempt_id": None,
+    "next_at": None,
+    "finished_at": None,
+    "error": None,
+}
+
+
+def _upsert_node(
+    tx: Tx, run_id: str, node_id: str, iteration: int, kind: str, values: dict[str, Any]
+) -> None:
+    """Set ``values`` on the node execution, creating it if it is new (one statement)."""
+    key = {"run_id": run_id, "node_id": node_id, "iteration": iteration}
+    values = {**values, "updated_at": tx.now}
+    row = {**_NEW_NODE, **key, "kind": kind, "started_at": tx.now, **values}
+    tx.upsert(s.nodes, ("run_id", "node_id", "iteration"), row, update=tuple(values))
+
+
+def write_output(
+    tx: Tx, run_id: str, node_id: str, iteration: int, value: Any, attempt_id: str | None
+) -> None:
+    """Insert or replace the output of a node execution (one statement)."""
+    row = {
+        "run_id": run_id,
+        "node_id": node_id,
+        "iteration": iteration,
+        "value": value,
+        "attempt_id": attempt_id,
+        "created_at": tx.now,
+    }
+    tx.upsert(s.outputs, ("run_id", "node_id", "iteration"), row)
+
+
+def apply_decision(tx: Tx, run_id: str, decision: Decision) -> list[Message]:
+    """Write every action and its event, and set the run's next wake time.
+
+    Returns the messages to send once the transaction has committed.
+    """
+    messages: list[Message] = []
+    terminal = False
+    cache_hit = False
+    counted: dict[Key, int] = {}  # attempts so far per node execution, where the decision could not tell
+    if any(isinstance(a, Dispatch) and a.number is None for a in decision.actions):  # a reopened run
+        counted = {(r[0], r[1]): int(r[2]) for r in tx.execute(_COUNT_RUN_ATTEMPTS, {"b_run_id": run_id})}
+    for action in decision.actions:
+        if isinstance(action, Dispatch):
+            key = (action.node_id, action.iteration)
+            number = action.number if action.number is not None else counted.get(key, 0) + 1
+            message = _dispatch(tx, run_id, action, number)
+            if message is None:
+                cache_hit = True
+            else:
+                messages.append(message)
+        elif isinstance(action, Redispatch):
+            row = tx.conn.execute(
+                update(s.attempts)
+                .where(s.attempts.c.attempt_id == action.attempt_id)
+                .values(dispatched_at=tx.now)
+                .returning(s.attempts.c.queue, s.attempts.c.timeout_s)
+            ).first()
+            if row is not None:
+                tx.emit(
+                    run_id,
+                    "attempt.redispatched",
+                    node_id=action.node_id,
+                    iteration=action.iteration,
+                    attempt_id=action.attempt_id,
+                )
+                messages.append(Message(action.attempt_id, row[0], _time_limit(row[1])))
+        elif isinstance(action, EndAttempt):
+            _end_attempt(tx, run_id, action)
+        elif isinstance(action, SetNode):
+            _set_node(tx, run_id, action)
+        elif isinstance(action, OpenApproval):
+            tx.conn.execute(
+                s.approvals.insert().values(
+                    run_id=run_id,
+                    node_id=action.node_id,
+                    iteration=action.iteration,
+                    status="pending",
+                    owner=action.owner,
+                    fallback_owner=action.fallback_owner,
+                    escalate_at=action.escalate_at,
+                    requested_at=tx.now,
+                )
+            )
+        elif isinstance(action, SetRun):
+            terminal = action.status.terminal
+            _set_run(tx, run_id, action)
+    wake_at = tx.now if cache_hit else decision.wake_at  # a hit frees downstream nodes now
+    tx.set_run(run_id, {"wake_at": None if terminal else wake_at, "updated_at": tx.now})
+    return messages
+
+
+def _time_limit(timeout_s: float | None) -> float | None:
+    return None if timeout_s is None else timeout_s + 30.0
+
+
+def _dispatch(tx: Tx, run_id: str, action: Dispatch, number: int) -> Message | None:
+    """Create attempt ``number`` and queue the node; on a cache hit, finish it from the cache."""
+    attempt_id = str(uuid.uuid4())
+    queue = queue_for(action.kind)
+    hit = None
+    if action.cache_key is not None:
+        hit = tx.execute(_CACHE_LOOKUP, {"b_key": action.cache_key}).first()
+        if hit is not None and hit.expires_at is not None and hit.expires_at <= tx.now:
+            hit = None  # expired: a miss, refreshed when the step commits
+    state = AttemptState.CACHED if hit is not None else AttemptState.QUEUED
+    tx.insert(
+        s.attempts,
+        {
+            "attempt_id": attempt_id,
+            "run_id": run_id,
+            "node_id": action.node_id,
+            "iteration": action.iteration,
+            "number": number,
+            "state": state.value,
+            "queue": queue,
+            "dispatched_at": tx.now,
+            "timeout_s": action.timeout_s,
+            "cached": hit is not None,
+            "cache_key": action.cache_key,
+            "claim_token": None,
+            "worker": None,
+            "started_at": None,
+            "finished_at": tx.now if hit is not None else None,
+            "heartbeat_at": None,
+            "lease_expires_at": None,
+            "deadline_at": None,
+            "error": None,
+        },
+    )
+    values: dict[str, Any] = {
+        "status": NodeStatus.QUEUED.value,
+        "current_attempt_id": attempt_id,
+        "next_at": None,
+    }
+    if action.failures is not None:
+        values["failures"] = action.failures
+    if action.lost is not None:
+        values["lost"] = action.lost
+    if hit is not None:
+        values.update(status=NodeStatus.SUCCEEDED.value, finished_at=tx.now, error=None)
+    _upsert_node(tx, run_id, action.node_id, action.iteration, action.kind.value, values)
+    if hit is not None:
+        write_output(tx, run_id, action.node_id, action.iteration, hit.value, attempt_id)
+        tx.emit(
+            run_id,
+            "attempt.cached",
+            node_id=action.node_id,
+            iteration=action.iteration,
+            attempt_id=attempt_id,
+            payload={
+                "number": number,
+                "cache_key": action.cache_key,
+                "scope": action.cache_scope,
+                "cached_at": hit.created_at,
+                "source_attempt_id": hit.attempt_id,
+            },
+        )
+        tx.emit(
+            run_id,
+            "node.succeeded",
+            node_id=action.node_id,
+            iteration=action.iteration,
+            payload={"cached": True},
+        )
+        return None
+    tx.emit(
+        run_id,
+        "attempt.queued",
+        node_id=action.node_id,
+        iteration=action.iteration,
+        attempt_id=attempt_id,
+        payload={"number": number, "reason": action.reason, "queue": queue},
+    )
+    return Message(attempt_id, queue, _time_limit(action.timeout_s))
+
+
+def _end_attempt(tx: Tx, run_id: str, action: EndAttempt) -> None:
+    a = s.attempts
+    row = tx.conn.execute(
+        update(a)
+        .where(
+            a.c.attempt_id == action.attempt_id,
+            a.c.state.in_([AttemptState.QUEUED.value, AttemptState.RUNNING.value, AttemptState.FAILED.value]),
+        )
+        .values(state=action.state.value, finished_at=tx.now, error=action.error)
+        .returning(a.c.node_id, a.c.iteration)
+    ).first()
+    if row is not None:
+        tx.emit(
+            run_id,
+            f"attempt.{action.state.value}",
+            node_id=row[0],
+            iteration=row[1],
+            attempt_id=action.attempt_id,
+            payload=dict(action.error or {}),
+        )
+
+
+def _set_node(tx: Tx, run_id: str, action: SetNode) -> None:
+    values: dict[str, Any] = {
+        "status": action.status.value,
+        "next_at": action.next_at,
+        "error": action.error,
+    }
+    if action.status.terminal:
+        values["finished_at"] = tx.now
+    for name in ("current_iteration", "failures", "lost"):
+        if getattr(action, name) is not None:
+            values[name] = getattr(action, name)
+    _upsert_node(tx, run_id, action.node_id, action.iteration, action.kind.value, values)
+    if action.output is not UNSET:
+        write_output(tx, run_id, action.node_id, action.iteration, action.output, None)
+    payload = dict(action.payload)
+    if action.error:
+        payload["error"] = action.error
+    tx.emit(run_id, action.event, node_id=action.node_id, iteration=action.iteration, payload=payload)
+
+
+def _set_run(tx: Tx, run_id: str, action: SetRun) -> None:
+    values: dict[str, Any] = {"status": action.status.value, "updated_at": tx.now}
+    if action.status.terminal:
+        values.update(finished_at=tx.now, output=action.output, error=action.error)
+    tx.set_run(run_id, values)
+    payload: dict[str, Any] = {}
+    if action.error:
+        payload["error"] = action.error
+    tx.emit(run_id, f"run.{action.status.value}", payload=payload)
+
+
+def postpone(tx: Tx, run_id: str, seconds: float) -> None:
+    """Look at the run again in ``seconds`` (used when it cannot be decided now)."""
+    tx.conn.execute(update(s.runs).where(s.runs.c.run_id == run_id).values(wake_at=tx.now + seconds))

@@ -1,0 +1,224 @@
+"""The store facade: one object per process that owns the engine and transactions."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+
+from smithers.shared.errors import SmithersError, StoreUnavailable
+from smithers.shared.store import fast
+from smithers.shared.store.engine import make_engine
+from smithers.shared.store.migrate import migrate
+from smithers.shared.store.tx import Tx
+
+
+class Store:
+    """Owns an engine; hands out write transactions (:class:`Tx`) and read connections.
+
+    A ``write()`` block is one transaction: everything in it, events included, commits
+    together or not at all. After a fork, call :meth:`reset` (or build a new Store).
+
+    Each thread keeps one connection for its write transactions instead of taking one
+    from the pool each time: checkout, reset-on-return, the pre-ping round trip
+    (PostgreSQL) and toggling the busy timeout around ``BEGIN IMMEDIATE`` (SQLite) cost
+    more than a small transaction itself (docs/benchmarks.md). On PostgreSQL a write
+    connection idle for ``PING_AFTER_S`` is pinged first and replaced if the server
+    dropped it; one that fails mid-use is invalidated and replaced on the next write.
+    PostgreSQL write transactions on it are pipelined (:class:`smithers.shared.store.fast.Pipeline`):
+    writes nobody reads back travel with the next statement or with ``COMMIT``.
+    With ``pooled_writes`` (many short-lived greenlets) writes use the pool instead, and
+    with ``pooled_writes`` or ``pooled_reads`` reads do; otherwise each thread also keeps
+    a read connection.
+    """
+
+    pooled_writes = False
+    pooled_reads = False
+    # PostgreSQL: the threads' own connections PREPARE the hot statements (off with
+    # SMITHERS_PG_PREPARE=0, e.g. behind PgBouncer in transaction pooling mode).
+    prepare = os.environ.get("SMITHERS_PG_PREPARE", "1") != "0"
+    PING_AFTER_S = 5.0
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = make_engine(url)
+        self.postgres = self.engine.dialect.name == "postgresql"
+        self._pid = os.getpid()
+        self._local = threading.local()
+        self._owned: list[tuple[threading.Thread, Connection]] = []  # threads' own connections
+        self._owned_lock = threading.Lock()
+
+    def migrate(self) -> int:
+        """Create or upgrade the schema (idempotent, safe under concurrent starts)."""
+        try:
+            return migrate(self.engine)
+        except OperationalError as exc:
+            raise StoreUnavailable(f"cannot migrate the store: {_reason(exc)}") from exc
+
+    def reset(self) -> None:
+        """Drop pooled connections inherited across a fork."""
+        self.engine.dispose(close=False)
+        self._local = threading.local()  # the parent's writers stay the parent's
+        self._owned = []
+        self._owned_lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def write_connection(self) -> Connection:
+        """This thread's write connection (see :meth:`_own`)."""
+        return self._own("writer")
+
+    def _own(self, kind: str) -> Connection:
+        """This thread's own ``writer`` or ``reader`` connection, opened on first use;
+        those of threads that have ended are closed then. On
+        PostgreSQL it is in DBAPI autocommit mode and is pinged first after
+        ``PING_AFTER_S`` idle, replaced if the server dropped it."""
+        conn: Connection | None = getattr(self._local, kind, None)
+        now = time.monotonic()
+        if (
+            conn is not None
+            and self.postgres
+            and not conn.closed
+            and not conn.invalidated
+            and now - getattr(self._local, f"{kind}_used", now) > self.PING_AFTER_S
+        ):
+            try:
+                conn.exec_driver_sql("SELECT 1")
+                conn.rollback()
+            except DBAPIError:
+                conn.invalidate()
+        setattr(self._local, f"{kind}_used", now)
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self.engine.connect()
+            if kind == "writer":
+                conn = conn.execution_options(smithers_write=True, smithers_writer=True)
+            else:
+                conn = conn.execution_options(smithers_reader=True)  # SQLite: no BEGIN
+            if self.postgres:
+                # Writes: pipelined transactions with our own BEGIN and COMMIT
+                # (fast.Pipeline). Reads: one round trip a statement, no BEGIN and
+                # ROLLBACK around it (in READ COMMITTED every statement takes its own
+                # snapshot anyway). Set on the driver, not as SQLAlchemy's isolation
+                # level, which would be reset with a round trip (failing on a dropped
+                # connection) at check-in; _close turns it off before the connection
+                # goes back to the pool.
+                conn.connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
+                if self.prepare:
+                    fast.enable_prepare(conn)
+            setattr(self._local, kind, conn)
+            with self._owned_lock:
+                ended = [c for t, c in self._owned if not t.is_alive()]
+                self._owned = [(t, c) for t, c in self._owned if t.is_alive()]
+                self._owned.append((threading.current_thread(), conn))
+            for old in ended:
+                _close(old)
+        return conn
+
+    def _drop(self, kind: str, conn: Connection) -> None:
+        """Forget this thread's ``kind`` connection (a new one is opened on next use)."""
+        setattr(self._local, kind, None)
+        with contextlib.suppress(SQLAlchemyError):
+            conn.invalidate()
+
+    def _check_pid(self) -> None:
+        if os.getpid() != self._pid:
+            self.reset()
+
+    @contextmanager
+    def write(self) -> Iterator[Tx]:
+        """A write transaction (BEGIN IMMEDIATE on SQLite); events flush before commit."""
+        self._check_pid()
+        try:
+            if self.pooled_writes:
+                with self.engine.connect().execution_options(smithers_write=True) as conn, conn.begin():
+                    tx = Tx(conn, self.postgres)
+                    yield tx
+                    tx.finish()
+            else:
+                writer = self.write_connection()
+                try:
+                    with writer.begin():
+                        if self.postgres:
+                            fast.begin_pipeline(writer)
+                        try:
+                            tx = Tx(writer, self.postgres)
+                            yield tx
+                            tx.finish()
+                        except BaseException:
+                            if self.postgres:
+                                try:
+                                    fast.end_pipeline(writer, commit=False)
+                                except DBAPIError:  # cannot roll back: drop the connection
+                                    self._drop("writer", writer)
+                            raise
+                        if self.postgres:
+                            fast.end_pipeline(writer, commit=True)
+                            fast.prepare_queued(writer)
+                except DBAPIError as exc:
+                    if exc.connection_invalidated or isinstance(exc, InterfaceError):
+                        self._drop("writer", writer)  # the server dropped it: a new one next time
+                    raise
+        except SmithersError:
+            raise
+        except (OperationalError, InterfaceError) as exc:
+            raise StoreUnavailable(f"store unavailable: {_reason(exc)}") from exc
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only connection (no write lock taken): unless reads are pooled (many
+        greenlets), the thread's own, in autocommit mode: every statement reads the
+        latest commit, as in a READ COMMITTED transaction."""
+        self._check_pid()
+        try:
+            if self.pooled_reads or self.pooled_writes:
+                with self.engine.connect() as conn:
+                    yield conn
+            else:  # this thread's own autocommit connection: no checkout, BEGIN or ROLLBACK
+                reader = self._own("reader")
+                try:
+                    yield reader
+                except DBAPIError as exc:
+                    if exc.connection_invalidated or isinstance(exc, InterfaceError):
+                        self._drop("reader", reader)
+                    raise
+                finally:
+                    if not reader.invalidated:
+                        reader.rollback()  # ends SQLAlchemy's transaction; sends nothing
+                        fast.prepare_queued(reader)
+        except SmithersError:
+            raise
+        except OperationalError as exc:
+            raise StoreUnavailable(f"store unavailable: {_reason(exc)}") from exc
+
+    def close(self) -> None:
+        """Close every connection: the pooled ones and the threads' own (write and read)."""
+        with self._owned_lock:
+            writers, self._owned = self._owned, []
+        for _, conn in writers:
+            _close(conn)
+        self._local = threading.local()
+        self.engine.dispose()
+
+
+def _close(conn: Connection) -> None:
+    """Close a write connection (back to the pool, out of autocommit), even one the
+    server already dropped."""
+    try:
+        dbapi_conn: Any = conn.connection.dbapi_connection
+        if conn.dialect.name == "postgresql" and dbapi_conn is not None and not dbapi_conn.closed:
+            dbapi_conn.autocommit = False
+        conn.close()
+    except Exception:  # raw driver errors too: the connection is gone either way
+        with contextlib.suppress(Exception):
+            conn.invalidate()
+
+
+def _reason(exc: DBAPIError) -> str:
+    text = str(exc.orig) if exc.orig is not None else type(exc).__name__
+    return text.strip().splitlines()[0][:200]

@@ -1,0 +1,375 @@
+"""A write transaction that also appends events (the transactional outbox).
+
+Per-run ``seq`` is allocated from ``runs.next_seq`` under the run's row lock at the
+end of the transaction. On SQLite the global ``feed_id`` comes from the ``counters``
+row ``events`` in the same statement batch; the counter row lock is held until commit,
+so feed ids are handed out in commit order: a reader that has seen feed id N has seen
+every id below N. On PostgreSQL events are written without a feed id and numbered
+after they commit (:mod:`smithers.shared.store.feed`), so writers do not queue on that row.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import JSON, Connection, Insert, Row, Table, Update, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from smithers.shared.redaction import redact
+from smithers.shared.store import fast
+from smithers.shared.store import schema as s
+
+# Statements are built once: building a Core statement per call costs more than
+# running it on SQLite (see docs/benchmarks.md).
+RUN_BY_ID = select(s.runs).where(s.runs.c.run_id == bindparam("b_run_id"))
+_RUN_FOR_UPDATE = RUN_BY_ID.with_for_update()
+_HOLD_RUN = select(s.runs.c.run_id).where(s.runs.c.run_id == bindparam("b_run_id")).with_for_update()
+_NEXT_FEED = (
+    update(s.counters)
+    .where(s.counters.c.name == "events")
+    .values(value=s.counters.c.value + bindparam("b_n"))
+    .returning(s.counters.c.value)
+)
+_INSERT_EVENTS = s.events.insert()
+
+
+@lru_cache(maxsize=512)
+def _update_statement(table: Table, keys: tuple[str, ...], where: tuple[str, ...]) -> Update:
+    return (
+        update(table)
+        .where(*[table.c[w] == bindparam(f"w_{w}") for w in where])
+        .values({k: bindparam(f"v_{k}") for k in keys})
+    )
+
+
+def _update_call(
+    table: Table, where: dict[str, Any], values: dict[str, Any]
+) -> tuple[Update, dict[str, Any]]:
+    """The cached ``UPDATE`` for these columns and its parameters."""
+    stmt = _update_statement(table, tuple(sorted(values)), tuple(sorted(where)))
+    params = {f"v_{k}": v for k, v in values.items()}
+    params.update({f"w_{k}": v for k, v in where.items()})
+    return stmt, params
+
+
+@lru_cache(maxsize=64)
+def _next_seq_statement(keys: tuple[str, ...]) -> Update:
+    """``UPDATE runs SET next_seq = next_seq + :b_n, <keys> ... RETURNING next_seq``."""
+    r = s.runs
+    values: dict[str, Any] = {k: bindparam(f"v_{k}") for k in keys}
+    values["next_seq"] = r.c.next_seq + bindparam("b_n")
+    return update(r).where(r.c.run_id == bindparam("b_run_id")).values(values).returning(r.c.next_seq)
+
+
+@lru_cache(maxsize=64)
+def _insert_statement(table: Table) -> Insert:
+    return table.insert()
+
+
+@lru_cache(maxsize=64)
+def _upsert_statement(postgres: bool, table: Table, keys: tuple[str, ...], update: tuple[str, ...]) -> Insert:
+    """``INSERT ... ON CONFLICT (keys) DO UPDATE SET update`` (SQLite and PostgreSQL alike)."""
+    insert = postgresql.insert(table) if postgres else sqlite.insert(table)
+    return insert.on_conflict_do_update(
+        index_elements=[table.c[k] for k in keys], set_={u: insert.excluded[u] for u in update}
+    )
+
+
+@dataclass
+class _Pending:
+    type: str
+    node_id: str | None
+    iteration: int | None
+    attempt_id: str | None
+    payload: dict[str, Any]
+    seq: int | None  # given by the caller (a run row written with its next_seq), else allocated
+
+
+@dataclass
+class Tx:
+    """One write transaction: the connection, the time, and the events to append."""
+
+    conn: Connection
+    postgres: bool
+    now: float = field(default_factory=time.time)
+    _events: dict[str, list[_Pending]] = field(default_factory=dict)
+    _wake: set[str] = field(default_factory=set)
+    _run_values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    woken: set[str] = field(default_factory=set)
+    _before_commit: list[Callable[[], None]] = field(default_factory=list)
+    _publish_key: int | None = None
+
+    def publish_lock(self) -> None:
+        """PostgreSQL: take an advisory lock (on a random key, queued with the first
+        statement) held until this transaction ends, so messages naming its rows can
+        go out before it commits: see :meth:`publish_key`. Call it before anything
+        else in the transaction. Nothing on SQLite or outside a pipelined transaction
+        (pooled connections): no key then, and messages go out after the commit."""
+        if self.postgres and fast.pipelined(self.conn) and self._publish_key is None:
+            assert not fast.begun(self.conn), "publish_lock() must come before any statement is sent"
+            self._publish_key = secrets.randbits(63)
+            fast.defer_text(self.conn, "SELECT pg_advisory_xact_lock(%s)", [self._publish_key])
+
+    def publish_key(self) -> int | None:
+        """The key of :meth:`publish_lock` once the server holds the lock (anything was
+        sent since), else None. A worker handed it waits for the lock before it reads
+        the attempt (:func:`smithers.shared.store.attempts.peek`), which is therefore what this
+        transaction committed, or nothing if it rolled back."""
+        return self._publish_key if self._publish_key is not None and fast.begun(self.conn) else None
+
+    def before_commit(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` when the transaction's work is done and ``COMMIT`` is about to be
+        sent: its row locks are still held (a reader that locks the same rows waits
+        for the commit). Not called if the block raises."""
+        self._before_commit.append(fn)
+
+    def finish(self) -> None:
+        """The end of the block, just before commit (the store calls it): :meth:`flush`,
+        then the :meth:`before_commit` callbacks."""
+        self.flush()
+        callbacks, self._before_commit = self._before_commit, []
+        for fn in callbacks:
+            fn()
+
+    def lock_run(self, run_id: str) -> Row[Any] | None:
+        """Read the run row, locking it until commit (FOR UPDATE on PostgreSQL).
+
+        On SQLite the whole database is already write-locked by BEGIN IMMEDIATE.
+        """
+        self._write_run_values(run_id)
+        query = _RUN_FOR_UPDATE if self.postgres else RUN_BY_ID
+        return fast.execute(self.conn, query, {"b_run_id": run_id}).first()  # type: ignore[no-any-return]
+
+    def hold_run(self, run_id: str) -> None:
+        """Lock the run row until commit without reading it. PostgreSQL: ``FOR UPDATE``,
+        queued for the next round trip on a pipelined transaction, so whatever is read
+        next is read under the lock. SQLite: BEGIN IMMEDIATE already holds the database."""
+        self._write_run_values(run_id)
+        if self.postgres:
+            fast.defer(self.conn, _HOLD_RUN, {"b_run_id": run_id})
+
+    def execute(self, stmt: Any, params: dict[str, Any] | None = None) -> fast.Result:
+        """Run a prebuilt statement on the fast path (:mod:`smithers.shared.store.fast`)."""
+        return fast.execute(self.conn, stmt, params)
+
+    def emit(
+        self,
+        run_id: str,
+        type: str,
+        *,
+        node_id: str | None = None,
+        iteration: int | None = None,
+        attempt_id: str | None = None,
+        payload: dict[str, Any] | None = None,
+        seq: int | None = None,
+    ) -> None:
+        """Queue an event of ``run_id``; it is written with this transaction or not at all.
+
+        ``seq``: the event's number, for a run row this transaction inserted with
+        ``next_seq`` already counting it (a launch): nothing then updates the row. Else
+        the number is allocated from the run's ``next_seq`` when the events are written.
+        """
+        pending = self._events.setdefault(run_id, [])
+        assert not pending or (seq is None) == (pending[0].seq is None), "given and allocated seq mixed"
+        pending.append(_Pending(type, node_id, iteration, attempt_id, redact(payload or {}), seq))
+
+    def update(self, table: Table, where: dict[str, Any], values: dict[str, Any]) -> int:
+        """``UPDATE table SET values WHERE col = value AND ...``; returns the row count.
+
+        The statement is built once per shape and cached.
+        """
+        return int(fast.execute(self.conn, *_update_call(table, where, values)).rowcount)
+
+    def set(self, table: Table, where: dict[str, Any], values: dict[str, Any]) -> None:
+        """:meth:`update` when the row count is not needed: on a pipelined connection
+        it travels with the next round trip (:func:`smithers.shared.store.fast.defer`)."""
+        fast.defer(self.conn, *_update_call(table, where, values))
+
+    def set_run(self, run_id: str, values: dict[str, Any]) -> None:
+        """Set columns of a run row this transaction holds (:meth:`lock_run`,
+        :meth:`hold_run`). Written at the end, in the statement that also allocates
+        the run's ``seq`` and writes its wake-up: one ``UPDATE`` of the row per
+        transaction, not one per change. Until then a read of the row outside
+        :meth:`lock_run` and :meth:`hold_run` (which write them first) sees it unchanged.
+        """
+        self._run_values.setdefault(run_id, {}).update(values)
+
+    def _write_run_values(self, run_id: str) -> None:
+        values = self._run_values.pop(run_id, None)
+        if values:
+            self.set(s.runs, {"run_id": run_id}, values)
+
+    def insert(self, table: Table, values: dict[str, Any]) -> None:
+        """``INSERT INTO table`` one row (statement cached per table; deferred like :meth:`set`)."""
+        fast.defer(self.conn, _insert_statement(table), values, keys=tuple(sorted(values)))
+
+    def upsert(
+        self,
+        table: Table,
+        keys: tuple[str, ...],
+        values: dict[str, Any],
+        update: tuple[str, ...] | None = None,
+    ) -> None:
+        """Insert one row, or update the row with the same ``keys``: its columns named
+        in ``update``, by default every non-key value but ``created_at`` (which keeps
+        the first insert's time). Deferred like :meth:`set`."""
+        if update is None:
+            update = tuple(k for k in values if k not in keys and k != "created_at")
+        stmt = _upsert_statement(self.postgres, table, keys, tuple(sorted(update)))
+        fast.defer(self.conn, stmt, values, keys=tuple(sorted(values)))
+
+    def wake(self, run_id: str) -> None:
+        """Mark the run as needing the scheduler now (also noted for a Redis wake-up).
+
+        Written by :meth:`flush` with the run's ``next_seq``: one statement, not two.
+        """
+        self._wake.add(run_id)
+        self.woken.add(run_id)
+
+    def audit(
+        self,
+        action: str,
+        *,
+        actor: str | None,
+        target_type: str | None = None,
+        target_id: str | None = None,
+        run_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Append an audit-log row (kept even when the run it names is deleted)."""
+        self.conn.execute(
+            s.audit_log.insert().values(
+                at=self.now,
+                actor=actor,
+                action=action,
+                target_type=target_type,
+                target_id=target_id,
+                run_id=run_id,
+                detail=redact(detail or {}),
+            )
+        )
+
+    def flush(self) -> None:
+        """Write run rows (:meth:`set_run`, wake-ups), allocate seq and feed ids and
+        insert the queued events (called before commit; on a pipelined connection
+        the inserts go with COMMIT)."""
+        values, self._run_values = self._run_values, {}
+        for run_id in self._wake:  # a wake-up wins over a wake time set in the same transaction
+            values.setdefault(run_id, {})["wake_at"] = self.now
+        self._wake = set()
+        for run_id, v in values.items():
+            if run_id not in self._events or self._events[run_id][0].seq is not None:
+                self.set(s.runs, {"run_id": run_id}, v)
+        total = sum(len(v) for v in self._events.values())
+        if not total:
+            return
+        if fast.pipelined(self.conn):
+            sql, args = _events_sql(self._events, values, self.now, self.conn)
+            fast.defer_text(self.conn, sql, args)
+            self._events.clear()
+            return
+        seqs: dict[str, int] = {}
+        for run_id, pending in self._events.items():
+            if pending[0].seq is not None:
+                continue
+            v = values.get(run_id, {})
+            params = {f"v_{k}": x for k, x in v.items()}
+            params.update(b_run_id=run_id, b_n=len(pending))
+            last = fast.execute(self.conn, _next_seq_statement(tuple(sorted(v))), params).scalar_one()
+            seqs[run_id] = int(last) - len(pending)
+        feed: int | None = None  # PostgreSQL: numbered after commit (smithers.shared.store.feed)
+        if not self.postgres:
+            feed = int(fast.execute(self.conn, _NEXT_FEED, {"b_n": total}).scalar_one()) - total
+        rows = []
+        for run_id, pending in self._events.items():
+            for ev in pending:
+                if ev.seq is None:
+                    seqs[run_id] += 1
+                if feed is not None:
+                    feed += 1
+                rows.append(
+                    {
+                        "run_id": run_id,
+                        "seq": ev.seq if ev.seq is not None else seqs[run_id],
+                        "feed_id": feed,
+                        "type": ev.type,
+                        "node_id": ev.node_id,
+                        "iteration": ev.iteration,
+                        "attempt_id": ev.attempt_id,
+                        "payload": ev.payload,
+                        "created_at": self.now,
+                    }
+                )
+        fast.execute_many(self.conn, _INSERT_EVENTS, rows)
+        self._events.clear()
+
+
+_EVENT_COLUMNS = "run_id, seq, feed_id, type, node_id, iteration, attempt_id, payload, created_at"
+
+
+def _processor(conn: Connection, column: Any) -> Any:
+    """The bind processor of ``column`` on this dialect (JSON encoding), or None."""
+    return column.type._cached_bind_processor(conn.dialect)
+
+
+def _events_sql(
+    events: dict[str, list[_Pending]], values: dict[str, dict[str, Any]], now: float, conn: Connection
+) -> tuple[str, list[Any]]:
+    """One PostgreSQL statement that allocates every run's ``seq`` and inserts the
+    events, and sets the run row's other columns in ``values`` (:meth:`Tx.set_run`,
+    ``wake_at`` of a wake-up) in the same ``UPDATE``; their feed ids are given after
+    commit (:mod:`smithers.shared.store.feed`).
+
+    It is queued in front of ``COMMIT`` on a pipelined connection. Every run row was
+    already locked earlier in the transaction.
+    """
+    ctes: list[str] = []
+    selects: list[str] = []
+    cte_args: list[Any] = []
+    select_args: list[Any] = []
+    encode = _processor(conn, s.events.c.payload)
+    # Only generated names (r0, r1, ...), column names of the runs table and
+    # placeholders are put into the text; every value, numbers included, is a bound
+    # parameter.
+    for k, (run_id, pending) in enumerate(events.items()):
+        n = len(pending)
+        rows = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * n)
+        if pending[0].seq is None:
+            sets = ""
+            cte_args.append(n)
+            for name, value in values.get(run_id, {}).items():
+                column = s.runs.c[name]
+                process = _processor(conn, column)
+                sets += f", {column.name} = %s" + ("::jsonb" if isinstance(column.type, JSON) else "")
+                cte_args.append(process(value) if process is not None else value)
+            ctes.append(
+                f"r{k} AS (UPDATE runs SET next_seq = next_seq + %s{sets} "  # noqa: S608
+                "WHERE run_id = %s RETURNING next_seq)"
+            )
+            cte_args.append(run_id)
+            seq, source = f"r{k}.next_seq - %s + v.i", f"r{k}, "
+            select_args += [run_id, n, now]
+        else:
+            seq, source = "v.i", ""
+            select_args += [run_id, now]
+        selects.append(
+            f"SELECT %s, {seq}, NULL::bigint, v.t, v.n, v.it::integer, v.a, "  # noqa: S608
+            f"v.p::jsonb, %s::double precision FROM {source}(VALUES {rows}) AS v(i, t, n, it, a, p)"
+        )
+        for i, ev in enumerate(pending, start=1):
+            select_args += [
+                i if ev.seq is None else ev.seq,
+                ev.type,
+                ev.node_id,
+                ev.iteration,
+                ev.attempt_id,
+                encode(ev.payload),
+            ]
+    with_ = f"WITH {', '.join(ctes)} " if ctes else ""
+    sql = f"{with_}INSERT INTO events ({_EVENT_COLUMNS}) {' UNION ALL '.join(selects)}"
+    return sql, cte_args + select_args

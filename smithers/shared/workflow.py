@@ -1,0 +1,285 @@
+"""The workflow model: a named, versioned graph of nodes declared in a Python module.
+
+A module builds a :class:`Workflow` at import time::
+
+    wf = Workflow("hello", version="1")
+
+    @wf.task()
+    def greet(ctx: StepContext) -> dict[str, str]:
+        return {"greeting": f"hello {ctx.input['name']}"}
+
+    wf.approval("ship", after=[greet], owner="alice", fallback_owner="bob")
+
+Registration (:mod:`smithers.shared.registry`) validates it: duplicate ids are refused when
+declared, unknown dependencies and cycles when the module is registered, each with an
+error naming the node.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Literal
+
+from smithers.shared.errors import InvalidWorkflow
+from smithers.shared.policy import Backoff, CachePolicy, RetryPolicy
+
+if TYPE_CHECKING:
+    from smithers.shared.context import DecisionContext, StepContext
+    from smithers.shared.sandbox import SandboxSpec
+
+NODE_ID = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+WORKFLOW_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,127}$")
+
+StepFn = Callable[["StepContext"], Any]
+ChooseFn = Callable[["DecisionContext"], str]
+UntilFn = Callable[["DecisionContext"], bool]
+NodeRef = "str | Callable[..., Any]"
+OnReject = Literal["fail", "skip"]
+
+
+class NodeKind(StrEnum):
+    """What a node does when it becomes ready."""
+
+    TASK = "task"
+    SANDBOX = "sandbox"
+    APPROVAL = "approval"
+    BRANCH = "branch"
+    LOOP = "loop"
+    TIMER = "timer"
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node of a workflow graph; only the fields of its kind are used."""
+
+    id: str
+    kind: NodeKind
+    after: tuple[str, ...] = ()
+    fn: StepFn | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout_s: float | None = None
+    heartbeat_timeout_s: float | None = None
+    continue_on_fail: bool = False
+    cache: CachePolicy | None = None
+    secrets: tuple[str, ...] = ()
+    loop: str | None = None  # the enclosing loop of a body node
+    owner: str | None = None
+    fallback_owner: str | None = None
+    escalate_after_s: float | None = None
+    choose: ChooseFn | None = None
+    paths: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    body: tuple[str, ...] = ()
+    until: UntilFn | None = None
+    max_iterations: int = 1
+    seconds: float = 0.0
+    sandbox: SandboxSpec | None = None
+    on_reject: OnReject = "fail"  # a sandbox node whose patches are rejected: fail or skip
+
+    @property
+    def dispatched(self) -> bool:
+        """True for nodes run by a worker (tasks and sandbox steps)."""
+        return self.kind in (NodeKind.TASK, NodeKind.SANDBOX)
+
+
+def _ref(ref: object) -> str:
+    if isinstance(ref, str):
+        return ref
+    name = getattr(ref, "__smithers_node__", None) or getattr(ref, "__name__", None)
+    if not isinstance(name, str):
+        raise InvalidWorkflow(f"cannot name a dependency from {ref!r}")
+    return name
+
+
+def _refs(refs: Iterable[object] | None) -> tuple[str, ...]:
+    return tuple(_ref(r) for r in (refs or ()))
+
+
+class Workflow:
+    """A named, versioned graph of nodes, built by a module at import time."""
+
+    def __init__(self, name: str, version: str = "1", description: str = "") -> None:
+        if not WORKFLOW_NAME.match(name):
+            raise InvalidWorkflow(f"workflow name {name!r} must match {WORKFLOW_NAME.pattern}")
+        self.name = name
+        self.version = version
+        self.description = description
+        self.nodes: dict[str, Node] = {}
+        self.order: tuple[str, ...] = ()  # topological order, set by validate()
+
+    def add(self, node: Node) -> Node:
+        """Add a node; a duplicate or malformed id is refused here."""
+        if not NODE_ID.match(node.id):
+            raise InvalidWorkflow(f"workflow {self.name!r}: node id {node.id!r} must match {NODE_ID.pattern}")
+        if node.id in self.nodes:
+            raise InvalidWorkflow(f"workflow {self.name!r}: duplicate node id {node.id!r}")
+        if node.timeout_s is not None and node.timeout_s <= 0:
+            raise InvalidWorkflow(f"workflow {self.name!r}: node {node.id!r}: timeout_s must be > 0")
+        self.nodes[node.id] = node
+        return node
+
+    def task(
+        self,
+        id: str | None = None,
+        *,
+        after: Iterable[object] | None = None,
+        retries: int = 0,
+        backoff: Backoff = "exponential",
+        retry_delay_s: float = 1.0,
+        max_retry_delay_s: float = 60.0,
+        timeout_s: float | None = None,
+        heartbeat_timeout_s: float | None = None,
+        continue_on_fail: bool = False,
+        cache: CachePolicy | None = None,
+        secrets: Iterable[str] = (),
+    ) -> Callable[[StepFn], StepFn]:
+        """Decorator: declare a Python function as a task node (id defaults to its name)."""
+
+        def register(fn: StepFn) -> StepFn:
+            node_id = id or str(getattr(fn, "__name__", ""))
+            self.add(
+                Node(
+                    id=node_id,
+                    kind=NodeKind.TASK,
+                    after=_refs(after),
+                    fn=fn,
+                    retry=RetryPolicy(retries, backoff, retry_delay_s, max_retry_delay_s),
+                    timeout_s=timeout_s,
+                    heartbeat_timeout_s=heartbeat_timeout_s,
+                    continue_on_fail=continue_on_fail,
+                    cache=cache,
+                    secrets=tuple(secrets),
+                )
+            )
+            fn.__smithers_node__ = node_id  # type: ignore[attr-defined]
+            return fn
+
+        return register
+
+    def sandbox(
+        self,
+        id: str,
+        spec: SandboxSpec,
+        *,
+        after: Iterable[object] | None = None,
+        retries: int = 0,
+        continue_on_fail: bool = False,
+        cache: CachePolicy | None = None,
+        on_reject: OnReject = "fail",
+    ) -> Node:
+        """Declare a sandbox node: a command run in a container by a sandbox worker.
+
+        Patches it produces wait for review unless ``spec.auto_accept_diffs``; a
+        rejection fails the node, or skips it with ``on_reject="skip"``.
+        """
+        if on_reject not in ("fail", "skip"):
+            raise InvalidWorkflow(f"sandbox {id!r}: on_reject must be 'fail' or 'skip'")
+        return self.add(
+            Node(
+                id=id,
+                kind=NodeKind.SANDBOX,
+                after=_refs(after),
+                retry=RetryPolicy(retries),
+                timeout_s=spec.timeout_s + 60.0,
+                continue_on_fail=continue_on_fail,
+                cache=cache,
+                secrets=tuple(spec.secrets),
+                sandbox=spec,
+                on_reject=on_reject,
+            )
+        )
+
+    def approval(
+        self,
+        id: str,
+        *,
+        after: Iterable[object] | None = None,
+        owner: str | None = None,
+        fallback_owner: str | None = None,
+        escalate_after_s: float | None = None,
+        continue_on_fail: bool = False,
+    ) -> Node:
+        """Declare an approval: waits for a person's approve or deny, with a note."""
+        if fallback_owner and not owner:
+            raise InvalidWorkflow(f"approval {id!r}: a fallback_owner needs an owner")
+        return self.add(
+            Node(
+                id=id,
+                kind=NodeKind.APPROVAL,
+                after=_refs(after),
+                owner=owner,
+                fallback_owner=fallback_owner,
+                escalate_after_s=escalate_after_s,
+                continue_on_fail=continue_on_fail,
+            )
+        )
+
+    def branch(
+        self,
+        id: str,
+        *,
+        choose: ChooseFn,
+        paths: Mapping[str, Iterable[object]],
+        after: Iterable[object] | None = None,
+    ) -> Node:
+        """Declare a branch: ``choose(ctx)`` names one path; the other paths are skipped.
+
+        Each path lists the first nodes of its sub-graph; they are made to depend on the
+        branch. Nodes reachable only through skipped nodes are skipped too.
+        """
+        if not paths:
+            raise InvalidWorkflow(f"branch {id!r} needs at least one path")
+        return self.add(
+            Node(
+                id=id,
+                kind=NodeKind.BRANCH,
+                after=_refs(after),
+                choose=choose,
+                paths={name: _refs(p) for name, p in paths.items()},
+            )
+        )
+
+    def loop(
+        self,
+        id: str,
+        *,
+        body: Iterable[object],
+        until: UntilFn,
+        max_iterations: int,
+        after: Iterable[object] | None = None,
+    ) -> Node:
+        """Declare a loop: runs ``body`` as iteration 0, 1, ... until ``until(ctx)`` holds.
+
+        Body nodes depend only on each other; they see the loop's upstream outputs. The
+        loop's output is ``{"iterations": n, "outputs": {body node: last output}}``.
+        """
+        if max_iterations < 1:
+            raise InvalidWorkflow(f"loop {id!r}: max_iterations must be >= 1")
+        return self.add(
+            Node(
+                id=id,
+                kind=NodeKind.LOOP,
+                after=_refs(after),
+                body=_refs(body),
+                until=until,
+                max_iterations=max_iterations,
+            )
+        )
+
+    def timer(self, id: str, *, seconds: float, after: Iterable[object] | None = None) -> Node:
+        """Declare a durable timer: succeeds ``seconds`` after it becomes ready."""
+        if seconds < 0:
+            raise InvalidWorkflow(f"timer {id!r}: seconds must be >= 0")
+        return self.add(Node(id=id, kind=NodeKind.TIMER, after=_refs(after), seconds=seconds))
+
+    def validate(self) -> None:
+        """Check the graph and compute its topological order; raise naming the node."""
+        from smithers.shared.graph import validate_graph  # noqa: PLC0415 (graph imports this module)
+
+        self.nodes, self.order = validate_graph(self.name, self.nodes)
+
+    def dependents(self, node_id: str) -> tuple[str, ...]:
+        """Nodes that list ``node_id`` in ``after`` (in topological order)."""
+        return tuple(n for n in self.order if node_id in self.nodes[n].after)

@@ -1,0 +1,313 @@
+"""Running one attempt: check or claim it, execute the step, commit the fenced result, wake.
+
+Plain functions; the Celery task in :mod:`smithers.workers.app` only decodes the attempt id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from smithers.shared.broker import Broker
+from smithers.shared.config import WorkerConfig
+from smithers.shared.context import StepContext
+from smithers.shared.errors import SmithersError
+from smithers.shared.redaction import redact, redact_text
+from smithers.shared.registry import Registry
+from smithers.shared.store import Store
+from smithers.shared.store.attempts import CLAIM_AFTER_S, CacheWrite, Claim, claim, complete, heartbeat, peek
+from smithers.shared.store.queries import outputs_for
+from smithers.shared.workflow import Node, NodeKind, Workflow
+from smithers.workers.secrets import resolve_secrets
+
+log = logging.getLogger("smithers.worker")
+
+SandboxRunner = Callable[["WorkerEnv", Claim, Node, dict[str, Any], dict[str, str]], Any]
+
+
+@dataclass
+class WorkerEnv:
+    """What a worker process holds: the store, the broker, workflows and its config."""
+
+    store: Store
+    broker: Broker
+    registry: Registry
+    config: WorkerConfig
+    worker_id: str
+    sandbox_runner: SandboxRunner | None = None
+
+
+class Heartbeat:
+    """Claims a lazily started attempt once it runs past ``CLAIM_AFTER_S``, then extends
+    its lease while the step runs (both from the process's beater thread).
+
+    ``claim`` is the attempt as the worker holds it: without a token until claimed.
+    The lock makes a beat in flight and the end of the step exclusive, so the result is
+    committed under the claim the beater may just have written.
+    """
+
+    def __init__(self, env: WorkerEnv, c: Claim, lease_s: float, auto: bool) -> None:
+        self.env = env
+        self.claim = c
+        self.lease_s = lease_s
+        self.fenced = threading.Event()
+        self.auto = auto
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def beat(self) -> bool:
+        """Claim the attempt or extend its lease now; False once it was given up (fenced out)."""
+        with self.lock:
+            if self.fenced.is_set():
+                return False
+            if self.closed:
+                return True
+            try:
+                with self.env.store.write() as tx:
+                    if self.claim.claim_token is None:
+                        c = self.claim
+                        got = claim(
+                            tx,
+                            c.attempt_id,
+                            self.env.worker_id,
+                            self.lease_s,
+                            started_at=c.started_at,
+                            run_id=c.run_id,
+                        )
+                        alive = got is not None
+                        if got is not None:
+                            self.claim = got
+                    else:
+                        alive = heartbeat(tx, self.claim.attempt_id, self.claim.claim_token, self.lease_s)
+            except SmithersError as exc:
+                log.warning("heartbeat failed: %s", exc.message)
+                return True
+            if not alive:
+                self.fenced.set()
+            return alive
+
+    def next_due(self, now: float) -> float | None:
+        """When the beater should call :meth:`beat` next (None: never)."""
+        if self.claim.claim_token is None:
+            return now + min(CLAIM_AFTER_S, self.lease_s / 3)
+        return now + self.lease_s / 3 if self.auto else None
+
+    def __enter__(self) -> Heartbeat:
+        if self.next_due(0.0) is not None:
+            _BEATER.add(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        _BEATER.remove(self)
+        with self.lock:
+            self.closed = True
+
+
+class _Beater:
+    """One daemon thread per process claims and beats the attempts it runs.
+
+    Starting a thread per step cost more than the step's two transactions (measured:
+    docs/benchmarks.md); this one starts with the first step after a fork and stays.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[Heartbeat, float] = {}
+        self._pid = 0
+        self._wakes_at = 0.0  # when the thread wakes next on its own
+
+    def add(self, hb: Heartbeat) -> None:
+        due = hb.next_due(time.monotonic())
+        if due is None:
+            return
+        with self._cond:
+            if self._pid != os.getpid():  # first step in this process (or after a fork)
+                self._pid = os.getpid()
+                self._due = {}
+                self._wakes_at = 0.0
+                threading.Thread(target=self._loop, name="smithers-heartbeat", daemon=True).start()
+            self._due[hb] = due
+            if due < self._wakes_at:  # else it is awake by then anyway: no thread switch
+                self._cond.notify()
+
+    def remove(self, hb: Heartbeat) -> None:
+        with self._cond:
+            self._due.pop(hb, None)
+
+    def _loop(self) -> None:
+        pid = os.getpid()
+        lingered = False
+        while True:
+            with self._cond:
+                if self._pid != pid:
+                    return
+                now = time.monotonic()
+                due = [hb for hb, at in self._due.items() if at <= now]
+                for hb in due:
+                    del self._due[hb]
+                if not due:
+                    if self._due:
+                        self._wakes_at, lingered = min(self._due.values()), False
+                    elif not lingered:
+                        # Steps come and go faster than this thread wakes: stay on a
+                        # CLAIM_AFTER_S tick for a while rather than being woken by
+                        # every step's add() only to find that step already finished.
+                        self._wakes_at, lingered = now + CLAIM_AFTER_S, True
+                    else:
+                        self._wakes_at, lingered = now + 60.0, False  # an add() wakes it
+                    self._cond.wait(self._wakes_at - now)
+                    self._wakes_at = 0.0
+                    continue
+            for hb in due:
+                if hb.beat() and not hb.closed:
+                    self.add(hb)
+
+
+_BEATER = _Beater()
+
+
+def upstream_outputs(
+    wf: Workflow, node: Node, c: Claim, outputs: dict[tuple[str, int], Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(outputs of the node's upstream, body outputs of the previous loop iteration)."""
+    ups = {d: outputs.get((d, c.iteration)) for d in node.after}
+    previous: dict[str, Any] = {}
+    if node.loop is not None:
+        loop = wf.nodes[node.loop]
+        for d in loop.after:
+            ups.setdefault(d, outputs.get((d, 0)))
+        if c.iteration > 0:
+            previous = {
+                m: outputs[(m, c.iteration - 1)] for m in loop.body if (m, c.iteration - 1) in outputs
+            }
+    return ups, previous
+
+
+def _error(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, SmithersError):
+        return {"code": exc.code, "type": type(exc).__name__, "message": redact_text(exc.message)}
+    tb = "".join(traceback.format_exception(exc))[-4000:]
+    return {
+        "code": "step_error",
+        "type": type(exc).__name__,
+        "message": redact_text(str(exc))[:2000],
+        "traceback": redact_text(tb),
+    }
+
+
+def _start(env: WorkerEnv, attempt_id: str, after: int | None) -> Claim | None:
+    """The attempt to run: unclaimed if :func:`peek` allows a lazy claim, else claimed
+    now (taking over an expired lease); None if it is not ours to run (recorded).
+    ``after``: the message was sent before its dispatch committed (see :func:`peek`)."""
+    with env.store.read() as conn:
+        c = peek(conn, attempt_id, time.time(), after)
+    if c is not None:
+        entry = env.registry.find(c.workflow)
+        node = entry.workflow.nodes.get(c.node_id) if entry is not None else None
+        # Sandbox steps run for seconds: they are claimed before they start. An unknown
+        # workflow or node is claimed, then failed with the reason.
+        if node is not None and node.kind is not NodeKind.SANDBOX:
+            return c
+    with env.store.write() as tx:
+        got = claim(tx, attempt_id, env.worker_id, env.config.lease_s)
+    env.broker.wake_soon(*tx.woken)
+    return got
+
+
+def run_attempt(env: WorkerEnv, attempt_id: str, after: int | None = None) -> str:
+    """Run one attempt end to end; returns what happened (for logs and tests)."""
+    c = _start(env, attempt_id, after)
+    if c is None:
+        return "refused"
+    try:
+        wf = env.registry.get(c.workflow).workflow
+        node = wf.nodes[c.node_id]
+    except (SmithersError, KeyError) as exc:
+        return _commit(env, c, ok=False, error=_error(exc))
+    needed = set(node.after)
+    if node.loop is not None:
+        needed.update(wf.nodes[node.loop].after, wf.nodes[node.loop].body)
+    outputs: dict[tuple[str, int], Any] = {}
+    if needed:
+        with env.store.read() as conn:
+            outputs = outputs_for(conn, c.run_id, needed)
+    ups, previous = upstream_outputs(wf, node, c, outputs)
+    c = c.starting(time.time())  # a lazy claim's start: now, after the reads above
+    lease = node.heartbeat_timeout_s or env.config.lease_s
+    with Heartbeat(env, c, lease, auto=node.heartbeat_timeout_s is None) as hb:
+        try:
+            secrets = resolve_secrets(node.secrets, env.config.secrets_dir)
+            if node.kind is NodeKind.SANDBOX:
+                if env.sandbox_runner is None:
+                    raise SmithersError("this worker has no sandbox runtime (start it with --queues sandbox)")
+                result = env.sandbox_runner(env, c, node, ups, secrets)
+            else:
+                assert node.fn is not None
+                ctx = StepContext(
+                    run_id=c.run_id,
+                    node_id=c.node_id,
+                    iteration=c.iteration,
+                    attempt=c.number,
+                    input=c.input,
+                    outputs=ups,
+                    previous=previous,
+                    secrets=secrets,
+                    heartbeat=hb.beat,
+                )
+                result = node.fn(ctx)
+            json.dumps(result)
+        except Exception as exc:
+            failure: dict[str, Any] | None = _error(exc)
+        else:
+            failure = None
+    c = hb.claim  # the beater may have claimed it meanwhile
+    if failure is not None:
+        return _commit(env, c, ok=False, error=failure)
+    cache = None
+    if node.cache is not None:
+        cache = CacheWrite(node.cache.scope, node.cache.version, node.cache.ttl_ms, wf.name)
+    return _commit(env, c, ok=True, output=redact(result, keys=False), cache=cache)
+
+
+def _commit(
+    env: WorkerEnv,
+    c: Claim,
+    *,
+    ok: bool,
+    output: Any = None,
+    error: dict[str, Any] | None = None,
+    cache: CacheWrite | None = None,
+) -> str:
+    with env.store.write() as tx:
+        committed = complete(
+            tx,
+            c.attempt_id,
+            c.claim_token,
+            ok=ok,
+            output=output,
+            error=error,
+            cache=cache,
+            worker=env.worker_id,
+            started_at=c.started_at,
+            run_id=c.run_id,
+        )
+        if tx.postgres:
+            # The run row stays locked until COMMIT, so a scheduler woken now waits
+            # for the commit before it reads the run: its wake-up overlaps the
+            # commit's round trip and WAL flush instead of following them. (On SQLite
+            # a commit is short and a scheduler that finds the write lock taken
+            # polls for it: wake after.)
+            tx.before_commit(lambda: env.broker.wake_soon(c.run_id))
+    if not tx.postgres:
+        env.broker.wake_soon(c.run_id)
+    if not committed:
+        log.warning("attempt %s of %s/%s: result refused (fenced out)", c.attempt_id, c.run_id, c.node_id)
+        return "fenced"
+    return "succeeded" if ok else "failed"
