@@ -12,7 +12,8 @@ from collections.abc import Callable
 from smithers.cli import exitcodes
 from smithers.cli.main import _deployment, _store
 from smithers.shared.errors import InvalidInput
-from smithers.shared.grants import GrantKind, parse_duration
+from smithers.shared.grants import GrantKind
+from smithers.shared.settings import parse_duration
 from smithers.shared.store.grants import ControlPlaneStore
 
 Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
@@ -27,7 +28,7 @@ def _actor() -> str:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    """Check the options and the key, migrate, then become ``python -m gateway``."""
+    """Check the options and the key, migrate, then become ``python -m smithers.gateway``."""
     from smithers.gateway.config import GatewayConfig  # noqa: PLC0415 (keeps other commands light)
     from smithers.gateway.server import options_from  # noqa: PLC0415
 
@@ -35,7 +36,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     GatewayConfig.from_env(os.environ, dep)  # a missing key or bad setting fails here, clearly
     options = options_from(args, os.environ)
     options.check()
-    _store(dep).close()  # migrate once, before the workers start
+    _store(dep, create=True).close()  # migrate once, before the workers start
     env = {
         **os.environ,
         "SMITHERS_DATABASE_URL": dep.database_url,
@@ -45,7 +46,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         env["SMITHERS_REDIS_URL"] = dep.redis_url
     if dep.data_dir is not None:
         env["SMITHERS_DATA_DIR"] = str(dep.data_dir)
-    argv = [sys.executable, "-m", "gateway", "--host", options.host, "--port", str(options.port)]
+    argv = [sys.executable, "-m", "smithers.gateway", "--host", options.host, "--port", str(options.port)]
     argv += ["--workers", str(options.workers), "--worker-class", options.worker_class]
     argv += ["--threads", str(options.threads)]
     if options.tls:
@@ -66,9 +67,9 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
     from smithers.gateway.config import key_dir, load_signing_key  # noqa: PLC0415
 
     dep = _deployment(args)
-    key = load_signing_key(os.environ, key_dir(os.environ, dep))
     ttl = parse_duration(args.ttl, "--ttl") if args.ttl else None
-    control = _control(args)
+    control = _control(args)  # first: no store, no key file made in a stray directory
+    key = load_signing_key(os.environ, key_dir(os.environ, dep))
     grant = control.issue(
         subject=args.subject,
         scopes=args.scopes,
@@ -137,5 +138,6 @@ def register(add: Add) -> None:
     listing.set_defaults(token_fn=cmd_token_list)
     for child in (issue, revoke, listing):
         child.add_argument(
-            "--data-dir", help="embedded deployment directory (default: SMITHERS_DATA_DIR or .)"
+            "--data-dir",
+            help="embedded deployment directory (default: SMITHERS_DATA_DIR, else the nearest .smithers/)",
         )

@@ -23,6 +23,7 @@ def cmd_db(args: argparse.Namespace) -> int:
     dep = _deployment(args)
     path = Path(args.path).resolve()
     if args.action == "backup":
+        _store(dep).close()  # an embedded store must exist: a backup creates none
         size = backup.backup(dep.database_url, path)
         print(f"backup of {_safe_url(dep.database_url)} written to {path} ({size} bytes)")
         return exitcodes.OK

@@ -10,25 +10,29 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from smithers.cli import exitcodes
 from smithers.cli.main import _broker, _deployment, _stop_on_signals, _store
+from smithers.shared import settings
 from smithers.shared.errors import BrokerUnavailable, InvalidInput
+from smithers.shared.redaction import sensitive_key
 
 Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
 
 MIN_PASSWORD_CHARS = 12
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")  # user:password@ in a URL
 
 
 def flower_credentials(env: Mapping[str, str]) -> tuple[str, str]:
     """The basic-auth user and password Flower must require; InvalidInput when absent."""
-    user = env.get("SMITHERS_FLOWER_USER", "")
-    password = env.get("SMITHERS_FLOWER_PASSWORD", "")
-    if not password and env.get("SMITHERS_FLOWER_PASSWORD_FILE"):
-        path = Path(env["SMITHERS_FLOWER_PASSWORD_FILE"])
+    user = settings.FLOWER_USER.read(env)
+    password = settings.FLOWER_PASSWORD.read(env)
+    if not password and settings.FLOWER_PASSWORD_FILE.read(env):
+        path = Path(settings.FLOWER_PASSWORD_FILE.read(env))
         try:
             password = path.read_text().strip()
         except OSError as exc:
@@ -81,7 +85,7 @@ def cmd_flower(args: argparse.Namespace) -> int:
     os.environ.pop("FLOWER_UNAUTHENTICATED_API", None)
     os.environ.pop("FLOWER_AUTH", None)
     app = Celery("smithers-flower", set_as_current=False)
-    app.conf.update(celery_settings(dep.redis_url))
+    app.conf.update(celery_settings(dep.broker_url or dep.redis_url))
     # Our queues show on the Broker page even while no worker consumes them.
     app.conf.task_queues = [Queue(name, routing_key=name) for name in QUEUES]
     print(f"smithers flower: http{'s' if args.certfile else ''}://{args.host}:{args.port}", file=sys.stderr)
@@ -114,8 +118,30 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """Every SMITHERS_* variable: the value set here or its default (``--markdown``: the
+    reference, docs/configuration.md)."""
+    if args.markdown:
+        sys.stdout.write(settings.render_markdown())
+        return exitcodes.OK
+    for section in settings.SECTIONS:
+        print(f"# {section.title}")
+        for setting in section.settings:
+            raw = os.environ.get(setting.name, "").strip()
+            if not raw:
+                print(f"{setting.name:<40} (default: {setting.default_text().replace('`', '')})")
+            else:
+                secret = sensitive_key(setting.name.removeprefix("SMITHERS_"))
+                shown = "[set]" if secret else _URL_PASSWORD.sub(r"\1[redacted]@", raw)
+                print(f"{setting.name:<40} {shown}")
+    return exitcodes.OK
+
+
 def register(add: Add) -> None:
-    """Add the ``flower`` and ``metrics`` sub-commands."""
+    """Add the ``config``, ``flower`` and ``metrics`` sub-commands."""
+    p = add("config", cmd_config, "the SMITHERS_* settings: each one's value here, or its default")
+    p.add_argument("--markdown", action="store_true", help="print the reference (docs/configuration.md)")
+
     p = add("flower", cmd_flower, "Celery Flower on the deployment's queues and workers (basic auth)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5555)

@@ -15,11 +15,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
 from smithers.cli import exitcodes
 from smithers.cli.follow import follow
 from smithers.shared import operations
 from smithers.shared.broker import Broker
 from smithers.shared.config import Deployment, SchedulerConfig, WorkerConfig, resolve_deployment
+from smithers.shared.datadir import find_data_dir, read_record, where_looked
 from smithers.shared.errors import (
     BrokerUnavailable,
     Conflict,
@@ -49,11 +52,35 @@ def _deployment(args: argparse.Namespace) -> Deployment:
     return resolve_deployment(os.environ, getattr(args, "data_dir", None))
 
 
-def _registry(dep: Deployment) -> Registry:
-    return load_registry(dep.workflows)
+def _looked(dep: Deployment) -> str:
+    """Where the data directory came from, for the errors of a deployment not found."""
+    if dep.data_dir is not None and dep.data_dir != find_data_dir(os.environ):
+        return f"--data-dir {dep.data_dir}"
+    return where_looked(os.environ)
 
 
-def _store(dep: Deployment) -> Store:
+def _registry(dep: Deployment, required: bool = True) -> Registry:
+    """The deployment's workflows (``SMITHERS_WORKFLOWS``, else those ``smithers up``
+    recorded). ``required``: no deployment at all is an error (exit 5), not an empty list."""
+    if required and not dep.workflows and dep.data_dir is not None and read_record(dep.data_dir) is None:
+        raise StoreUnavailable(
+            f"no smithers deployment found ({_looked(dep)}) and SMITHERS_WORKFLOWS is not set;"
+            " start `smithers up` in your project directory, or give its --data-dir"
+        )
+    return load_registry(dep.workflows, str(dep.project_dir) if dep.project_dir else None)
+
+
+def _store(dep: Deployment, create: bool = False) -> Store:
+    """The deployment's store, migrated. Only with ``create`` (``up``, ``migrate`` and the
+    processes) may a new SQLite file be made: other commands need an existing one."""
+    database = make_url(dep.database_url).database
+    if not create and dep.database_url.startswith("sqlite") and database and database != ":memory:":
+        path = Path(database)
+        if not path.is_file():
+            raise StoreUnavailable(
+                f"no smithers store at {path} ({_looked(dep)}); start `smithers up` in your project"
+                " directory first, or point --data-dir or SMITHERS_DATA_DIR at its data directory"
+            )
     store = Store(dep.database_url)
     store.migrate()
     return store
@@ -68,7 +95,7 @@ def _broker(dep: Deployment, required: bool) -> Broker | None:
                 " (or set SMITHERS_DATABASE_URL and SMITHERS_REDIS_URL for a cluster)"
             )
         return None
-    return Broker(dep.redis_url)
+    return Broker(dep.redis_url, dep.broker_url)
 
 
 def _actor(args: argparse.Namespace) -> str:
@@ -206,9 +233,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _stop_on_signals() -> threading.Event:
+    """An event set by SIGINT, SIGTERM or SIGHUP (a closed terminal; unless ignored, as
+    under nohup): the process then stops in order instead of dying mid-work."""
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if sig is not signal.SIGHUP or signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, lambda *_: stop.set())
     return stop
 
 
@@ -219,10 +249,16 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     setup_logging("scheduler", args.log_level)
     broker = _broker(dep, required=True)
     assert broker is not None
-    Scheduler(_store(dep), broker, _registry(dep), SchedulerConfig.from_env(os.environ)).run_forever(
+    store = _store(dep, create=True)
+    Scheduler(store, broker, _registry(dep), SchedulerConfig.from_env(os.environ)).run_forever(
         _stop_on_signals()
     )
     return exitcodes.OK
+
+
+# Default concurrency per pool: prefork one child per core (WorkerConfig); I/O-bound
+# steps (waiting on a model API) want many more threads or greenlets than cores.
+POOL_CONCURRENCY = {"threads": 8, "gevent": 32}
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -238,32 +274,61 @@ def cmd_worker(args: argparse.Namespace) -> int:
     unknown = [q for q in queues if q not in ("steps", "sandbox")]
     if unknown:
         raise InvalidInput(f"unknown queue(s) {', '.join(unknown)}; use steps and/or sandbox")
+    concurrency = args.concurrency or config.concurrency
+    if not args.concurrency and not os.environ.get("SMITHERS_CONCURRENCY"):
+        concurrency = POOL_CONCURRENCY.get(args.pool, concurrency)
+    pool_options = [
+        f"--{flag}={value}"
+        for flag, value in (
+            ("autoscale", args.autoscale),
+            ("max-tasks-per-child", args.max_tasks_per_child),
+            ("max-memory-per-child", args.max_memory_per_child),
+        )
+        if value
+    ]
+    if args.pool == "gevent":
+        # gevent patches the standard library before anything imports it: a fresh
+        # interpreter running Celery's own command on the same app (smithers.workers)
+        argv = [sys.executable, "-m", "celery", "-A", "smithers.workers", "worker", "--pool=gevent"]
+        argv += [
+            f"--queues={','.join(queues)}",
+            f"--concurrency={concurrency}",
+            f"--loglevel={args.log_level}",
+        ]
+        argv += ["--without-gossip", "--without-mingle", *pool_options]
+        if args.name:
+            argv.append(f"--hostname={args.name}@%h")
+        celery_env = {**os.environ, "SMITHERS_LOG_LEVEL": args.log_level}
+        if dep.data_dir is not None:
+            celery_env["SMITHERS_DATA_DIR"] = str(dep.data_dir)
+        os.execve(sys.executable, argv, celery_env)  # noqa: S606
     config = WorkerConfig(
         lease_s=config.lease_s,
         visibility_timeout_s=config.visibility_timeout_s,
         queues=queues,
-        concurrency=args.concurrency or config.concurrency,
+        concurrency=concurrency,
         sandbox_root=config.sandbox_root,
         secrets_dir=config.secrets_dir,
     )
-    env = build_env(dep.database_url, dep.redis_url, _registry(dep), config, args.name)
-    start_worker(env, args.log_level)
+    env = build_env(dep.database_url, dep.redis_url, _registry(dep), config, args.name, dep.broker_url)
+    start_worker(env, args.log_level, args.pool, pool_options)
     return exitcodes.OK
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     from smithers.cli.up import Supervisor, child_env, prepare  # noqa: PLC0415
 
-    dep = _deployment(args)
-    registry = _registry(dep)
+    # `up` starts from its flags and environment alone, then records them for the others
+    dep = resolve_deployment(os.environ, args.data_dir, recorded=False)
+    registry = _registry(dep, required=False)
     if not len(registry):
         print("smithers up: no workflows registered; set SMITHERS_WORKFLOWS=module,module", file=sys.stderr)
     run_input = operations.parse_input(args.input) if args.run else None
     if args.run:
         registry.get(args.run)
+    stop = _stop_on_signals()  # from here Ctrl-C stops everything started, quietly
     broker, dep, children = prepare(dep, args.concurrency, args.port, args.host, args.sandbox)
     sup = Supervisor(dep, child_env(dep), (dep.data_dir or Path(".")) / "logs", children)
-    stop = _stop_on_signals()
     problems: list[str] = []
 
     def watch_children() -> None:
@@ -321,7 +386,11 @@ def _up_run(
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", help="embedded deployment directory (default: SMITHERS_DATA_DIR or .)")
+    p.add_argument(
+        "--data-dir",
+        help="embedded deployment directory (default: SMITHERS_DATA_DIR, else the nearest .smithers/"
+        " with a deployment.json in the current directory or a parent, else ./.smithers)",
+    )
 
 
 def _follow_opts(p: argparse.ArgumentParser) -> None:
@@ -399,7 +468,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="INFO")
     p = add("worker", cmd_worker, "run a Celery worker")
     p.add_argument("--queues", default="steps", help="steps, sandbox or steps,sandbox")
-    p.add_argument("--concurrency", type=int, default=None)
+    p.add_argument(
+        "--pool",
+        choices=("prefork", "threads", "gevent"),
+        default="prefork",
+        help="prefork (CPU-bound steps) or threads / gevent (I/O-bound steps: many at once)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="steps at once (default: SMITHERS_CONCURRENCY, else cores for prefork, 8 threads, 32 greenlets)",
+    )
+    p.add_argument("--autoscale", default=None, help="MAX,MIN pool children (prefork)")
+    p.add_argument(
+        "--max-tasks-per-child", type=int, default=None, help="replace a child after N steps (prefork)"
+    )
+    p.add_argument(
+        "--max-memory-per-child",
+        type=int,
+        default=None,
+        help="replace a child above N KiB resident (prefork)",
+    )
     p.add_argument("--name", default=None)
     p.add_argument("--log-level", default="INFO")
     for name in EXTENSIONS:
@@ -419,11 +509,19 @@ _EXIT = [
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``smithers`` console script."""
+    """Entry point of the ``smithers`` console script.
+
+    Ctrl-C ends a command with exit 130 and no traceback. A reader that goes away
+    (``smithers status RUN --json | head -1``) ends it with exit 141, as a shell reports
+    a command killed by SIGPIPE, and no traceback either (the recipe of the Python docs,
+    "Note on SIGPIPE": stdout is pointed at /dev/null so the exit flush cannot fail).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.fn(args))
+        code = int(args.fn(args))
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush
+        return code
     except SmithersError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         for cls, code in _EXIT:
@@ -432,3 +530,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exitcodes.BAD_INPUT if exc.http_status < 500 else exitcodes.UNAVAILABLE
     except KeyboardInterrupt:
         return exitcodes.INTERRUPTED
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return exitcodes.BROKEN_PIPE

@@ -14,11 +14,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from smithers.cli.embedded import EmbeddedBroker
-from smithers.shared.config import Deployment
+from smithers.shared import settings
+from smithers.shared.config import DB_FILE, Deployment
+from smithers.shared.datadir import Record, write_record
 from smithers.shared.store import Store
 
 MAX_RESTARTS = 5
@@ -54,7 +56,11 @@ class Supervisor:
 
     def _spawn(self, child: Child) -> None:
         log = open(self.log_dir / f"{child.name}.log", "ab")  # noqa: SIM115 (owned by the child)
-        child.proc = subprocess.Popen(child.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        # a session of its own: Ctrl-C reaches only `smithers up`, which stops the children
+        # in order (SIGTERM) instead of each one dying of SIGINT mid-shutdown
+        child.proc = subprocess.Popen(
+            child.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def check(self) -> str | None:
         """Restart dead children; return an error once one dies too often."""
@@ -111,24 +117,19 @@ def prepare(
 ) -> tuple[EmbeddedBroker | None, Deployment, list[Child]]:
     """Start the broker if embedded, migrate, and describe the children."""
     broker: EmbeddedBroker | None = None
-    redis_url = os.environ.get("SMITHERS_REDIS_URL")
+    redis_url = settings.REDIS_URL.read(os.environ)
     if not redis_url:
         assert deployment.data_dir is not None
         broker = EmbeddedBroker(deployment.data_dir)
         redis_url = broker.start()
-    deployment = Deployment(
-        deployment.database_url,
-        redis_url,
-        deployment.data_dir,
-        deployment.embedded,
-        deployment.deployment_version,
-        deployment.workflows,
-    )
+    deployment = replace(deployment, redis_url=redis_url, project_dir=Path.cwd())
     store = Store(deployment.database_url)
     try:
         store.migrate()
     finally:
         store.close()
+    if deployment.data_dir is not None:
+        record_deployment(deployment, external_broker=broker is None)
     worker_args = ["--queues", "steps"]
     if concurrency:
         worker_args += ["--concurrency", str(concurrency)]
@@ -145,11 +146,27 @@ def prepare(
     return broker, deployment, children
 
 
+def record_deployment(deployment: Deployment, external_broker: bool) -> Path:
+    """Write ``deployment.json``, which the other commands find this deployment by."""
+    assert deployment.data_dir is not None
+    embedded_db = f"sqlite:///{deployment.data_dir / DB_FILE}"
+    record = Record(
+        workflows=deployment.workflows,
+        project_dir=deployment.project_dir or Path.cwd(),
+        deployment_version=deployment.deployment_version,
+        database_url=None if deployment.database_url == embedded_db else deployment.database_url,
+        redis_url=deployment.redis_url if external_broker else None,
+        broker_url=deployment.broker_url,
+    )
+    return write_record(deployment.data_dir, record)
+
+
 def child_env(deployment: Deployment) -> dict[str, str]:
-    """The environment of the children: the resolved URLs made explicit."""
+    """The environment of the children: the resolved URLs and workflows made explicit."""
     env = dict(os.environ)
     env["SMITHERS_DATABASE_URL"] = deployment.database_url
     env["SMITHERS_REDIS_URL"] = deployment.redis_url or ""
+    env["SMITHERS_WORKFLOWS"] = deployment.workflows
     if deployment.data_dir is not None:
         env["SMITHERS_DATA_DIR"] = str(deployment.data_dir)
         env.setdefault("SMITHERS_SANDBOX_ROOT", str(deployment.data_dir / "sandbox"))

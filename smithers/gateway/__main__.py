@@ -1,4 +1,4 @@
-"""``python -m gateway``: what ``smithers gateway`` runs, in a fresh interpreter.
+"""``python -m smithers.gateway``: what ``smithers gateway`` runs, in a fresh interpreter.
 
 With gevent workers the standard library is patched here, before anything imports
 ``ssl`` or ``socket``, as gevent asks; then gunicorn starts (see :mod:`smithers.gateway.server`).
@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import sys
 
-if os.environ.get("SMITHERS_GATEWAY_WORKER_CLASS", "gevent") == "gevent":
+from smithers.shared.settings import GATEWAY_WORKER_CLASS
+
+if GATEWAY_WORKER_CLASS.read(os.environ) == "gevent":
     from gevent import monkey  # type: ignore[import-untyped]
 
     monkey.patch_all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
@@ -12,12 +13,15 @@ from smithers.gateway import approvals, events, grants, health, history, openapi
 from smithers.gateway.access import REQUEST_ID_KEY, ROUTE_KEY, AccessLog
 from smithers.gateway.auth import SCOPE_ATTR, configure_jwt
 from smithers.gateway.config import GatewayConfig
+from smithers.gateway.cors import install_cors
 from smithers.gateway.fanout import Fanout
 from smithers.gateway.metrics import Metrics
 from smithers.gateway.services import EXTENSION, Services, services
 from smithers.gateway.sse import frame
 from smithers.gateway.store import GatewayStore
+from smithers.shared import tracing
 from smithers.shared.broker import Broker
+from smithers.shared.config import resolve_deployment
 from smithers.shared.errors import PayloadTooLarge, SmithersError
 from smithers.shared.metrics import StoreCollector
 from smithers.shared.redaction import redact_text
@@ -37,13 +41,18 @@ _HTTP_CODES = {
 
 
 def create_app(
-    config: GatewayConfig,
+    config: GatewayConfig | None = None,
     *,
     store: Store | None = None,
     broker: Broker | None = None,
     registry: Registry | None = None,
 ) -> Flask:
-    """Build the gateway app. Unset collaborators are built from ``config``."""
+    """Build the gateway app. Unset collaborators are built from ``config``; without one the
+    config comes from the SMITHERS_* environment, as for ``flask --app smithers.gateway run``
+    and ``gunicorn "smithers.gateway:create_app()"``."""
+    if config is None:
+        config = config_from_env()
+    tracing.configure("gateway")  # only with OTEL_* set: see smithers.shared.tracing
     app = Flask("gateway")
     # One byte over the limit: werkzeug stops a chunked body there without an error, so
     # smithers.gateway.body.read_body sees that byte and answers 413 instead of parsing a stub.
@@ -76,9 +85,16 @@ def create_app(
         app.register_blueprint(module.bp)
     app.register_error_handler(Exception, handle_error)
     app.before_request(_note_route)
+    install_cors(app, config.cors_origins)
+    tracing.instrument_app(app)
     app.after_request(_security_headers)
     app.wsgi_app = AccessLog(app.wsgi_app, metrics)  # type: ignore[method-assign]
     return app
+
+
+def config_from_env() -> GatewayConfig:
+    """The gateway's config from ``os.environ``, the way ``smithers gateway`` builds it."""
+    return GatewayConfig.from_env(os.environ, resolve_deployment(os.environ))
 
 
 def _note_route() -> None:

@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from smithers.shared.config import Deployment, env_number
+from smithers.gateway.cors import parse_origins
+from smithers.shared import settings
+from smithers.shared.config import Deployment
 from smithers.shared.errors import InvalidInput
 from smithers.shared.grants import TtlPolicy
 
@@ -29,16 +31,16 @@ def key_dir(env: Mapping[str, str], deployment: Deployment) -> Path | None:
         return None
     if deployment.data_dir is not None:
         return deployment.data_dir
-    given = env.get("SMITHERS_DATA_DIR")
+    given = env.get(settings.DATA_DIR.name)
     return Path(given).resolve() if given else None
 
 
 def load_signing_key(env: Mapping[str, str], data_dir: Path | None, *, create: bool = True) -> str:
     """The HS256 signing key: from the environment, a file, or the data directory."""
-    key = env.get("SMITHERS_JWT_SECRET")
-    source = "SMITHERS_JWT_SECRET"
-    if not key and env.get("SMITHERS_JWT_SECRET_FILE"):
-        path = Path(env["SMITHERS_JWT_SECRET_FILE"])
+    key = settings.JWT_SECRET.read(env)
+    source = settings.JWT_SECRET.name
+    if not key and settings.JWT_SECRET_FILE.read(env):
+        path = Path(settings.JWT_SECRET_FILE.read(env))
         source = str(path)
         try:
             key = path.read_text().strip()
@@ -85,14 +87,15 @@ class GatewayConfig:
     workflows: str = ""
     ttl: TtlPolicy = field(default_factory=TtlPolicy)
     issuer: str = "smithers"
-    max_body_bytes: int = 1 << 20
-    page_max: int = 200
-    sse_poll_s: float = 0.025
+    max_body_bytes: int = settings.GATEWAY_MAX_BODY.default
+    page_max: int = settings.GATEWAY_PAGE_MAX.default
+    sse_poll_s: float = settings.SSE_POLL_SECONDS.default
     sse_idle_poll_s: float = 0.5
-    sse_keepalive_s: float = 15.0
-    sse_max_s: float = 3600.0
+    sse_keepalive_s: float = settings.SSE_KEEPALIVE_SECONDS.default
+    sse_max_s: float = settings.SSE_MAX_SECONDS.default
     sse_buffer: int = 2048
     sse_retry_ms: int = 2000
+    cors_origins: tuple[str, ...] = ()  # exact origins; empty: no CORS headers at all
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], deployment: Deployment) -> GatewayConfig:
@@ -105,9 +108,10 @@ class GatewayConfig:
             deployment_version=deployment.deployment_version,
             workflows=deployment.workflows,
             ttl=TtlPolicy.from_env(env),
-            max_body_bytes=int(env_number(env, "SMITHERS_GATEWAY_MAX_BODY", 1 << 20)),
-            page_max=int(env_number(env, "SMITHERS_GATEWAY_PAGE_MAX", 200)),
-            sse_poll_s=env_number(env, "SMITHERS_SSE_POLL_SECONDS", 0.025),
-            sse_keepalive_s=env_number(env, "SMITHERS_SSE_KEEPALIVE_SECONDS", 15.0),
-            sse_max_s=env_number(env, "SMITHERS_SSE_MAX_SECONDS", 3600.0),
+            max_body_bytes=settings.GATEWAY_MAX_BODY.read(env),
+            page_max=settings.GATEWAY_PAGE_MAX.read(env),
+            sse_poll_s=settings.SSE_POLL_SECONDS.read(env),
+            sse_keepalive_s=settings.SSE_KEEPALIVE_SECONDS.read(env),
+            sse_max_s=settings.SSE_MAX_SECONDS.read(env),
+            cors_origins=parse_origins(settings.CORS_ORIGINS.read(env)),
         )

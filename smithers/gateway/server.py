@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import ipaddress
+import logging
 import os
 import shutil
 import socket
@@ -22,12 +23,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
 
 from smithers.gateway.config import GatewayConfig
+from smithers.shared import settings as env_settings
 from smithers.shared.errors import InvalidInput
+from smithers.shared.logs import json_wanted, setup_logging, style_handler
 
 WORKER_CLASSES = ("gevent", "gthread")
-DEFAULT_WORKER_CLASS = "gevent"
+DEFAULT_WORKER_CLASS = env_settings.GATEWAY_WORKER_CLASS.default
+log = logging.getLogger("smithers.gateway")
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,7 @@ def settings(options: ServerOptions) -> dict[str, Any]:
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": "smithers-gateway",
+        "logger_class": GunicornLogger,
         "child_exit": _child_exit,
     }
     if options.worker_class == "gthread":
@@ -117,6 +123,18 @@ def settings(options: ServerOptions) -> dict[str, Any]:
         values["certfile"] = options.certfile
         values["keyfile"] = options.keyfile
     return values
+
+
+class GunicornLogger(Logger):  # type: ignore[misc]
+    """gunicorn's own logger, writing in our format (SMITHERS_LOG_FORMAT) through the redactor."""
+
+    def setup(self, cfg: Any) -> None:
+        """Let gunicorn make its handlers, then style each one like ours."""
+        super().setup(cfg)
+        wanted = json_wanted(os.environ, sys.stderr)
+        for logger in (self.error_log, self.access_log):
+            for handler in logger.handlers:
+                style_handler(handler, "gateway", wanted)
 
 
 def _child_exit(_server: Any, worker: Any) -> None:
@@ -141,8 +159,6 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Any:
         """Build the app in the worker (after gevent patched the standard library)."""
-        from smithers.shared.logs import setup_logging  # noqa: PLC0415
-
         if self.options.worker_class == "gevent" and self.config.database_url.startswith("postgres"):
             from psycogreen.gevent import patch_psycopg  # type: ignore[import-untyped]  # noqa: PLC0415
 
@@ -159,22 +175,32 @@ def _multiprocess_metrics(workers: int) -> None:
         return
     directory = tempfile.mkdtemp(prefix="smithers-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-    atexit.register(shutil.rmtree, directory, True)
+    master = os.getpid()
+
+    def remove() -> None:
+        # gunicorn's workers are forks that leave through sys.exit, so they run this too:
+        # only the master may remove the directory the other workers still write to
+        if os.getpid() == master:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    atexit.register(remove)
 
 
 def serve(config: GatewayConfig, options: ServerOptions) -> int:
     """Run gunicorn until it is stopped; warns when serving plain HTTP off loopback."""
     options.check()
+    setup_logging("gateway")
     warning = tls_warning(options.host, options.tls)
     if warning:
-        print(warning, file=sys.stderr, flush=True)
+        log.warning(warning)
     _multiprocess_metrics(options.workers)
     scheme = "https" if options.tls else "http"
-    print(
-        f"smithers gateway: {scheme}://{_bind(options.host, options.port)}"
-        f" ({options.workers} {options.worker_class} worker(s))",
-        file=sys.stderr,
-        flush=True,
+    log.info(
+        "smithers gateway: %s://%s (%d %s worker(s))",
+        scheme,
+        _bind(options.host, options.port),
+        options.workers,
+        options.worker_class,
     )
     try:
         GatewayServer(config, options).run()
@@ -184,7 +210,7 @@ def serve(config: GatewayConfig, options: ServerOptions) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    """The options of ``smithers gateway`` (and ``python -m gateway``)."""
+    """The options of ``smithers gateway`` (and ``python -m smithers.gateway``)."""
     p = argparse.ArgumentParser(prog="smithers gateway", description="Serve the gateway under gunicorn.")
     add_options(p)
     return p
@@ -209,7 +235,7 @@ def options_from(args: argparse.Namespace, env: Mapping[str, str]) -> ServerOpti
         host=args.host,
         port=args.port,
         workers=args.workers or min(2, os.cpu_count() or 1),
-        worker_class=args.worker_class or env.get("SMITHERS_GATEWAY_WORKER_CLASS") or DEFAULT_WORKER_CLASS,
+        worker_class=args.worker_class or env_settings.GATEWAY_WORKER_CLASS.read(env),
         threads=args.threads,
         certfile=args.certfile,
         keyfile=args.keyfile,
@@ -217,7 +243,7 @@ def options_from(args: argparse.Namespace, env: Mapping[str, str]) -> ServerOpti
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of ``python -m gateway``: the deployment comes from SMITHERS_* variables."""
+    """Entry point of ``python -m smithers.gateway``: the deployment comes from SMITHERS_* variables."""
     from smithers.shared.config import resolve_deployment  # noqa: PLC0415
     from smithers.shared.errors import SmithersError  # noqa: PLC0415
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import redis
 
+from smithers.shared import tracing
 from smithers.shared.actions import DecisionConfig
 from smithers.shared.broker import Broker
 from smithers.shared.config import SchedulerConfig
@@ -48,6 +51,7 @@ class Scheduler:
         # decision) never waits.
         self._cost: dict[str, tuple[float, float]] = {}  # run -> (ended_at, seconds)
         self._deferred: dict[str, float] = {}  # run -> when it may be decided
+        self._traced: dict[str, Any] = {}  # run -> its decision's trace context (tracing on)
 
     def process(self, run_id: str) -> None:
         """Decide and apply for one run, then send its messages (after commit)."""
@@ -101,6 +105,7 @@ class Scheduler:
         again: list[str] = []
         done = 0
         sent = False
+        self._traced = {}
 
         def send_early() -> None:
             # PostgreSQL: the messages go out before COMMIT, carrying the key of the
@@ -135,7 +140,12 @@ class Scheduler:
     def _send(self, messages: list[Message], after: int | None) -> bool:
         """Publish step messages; True if they went out (a lost one is re-sent later)."""
         try:
-            self.broker.send_steps(((m.attempt_id, m.queue, m.time_limit) for m in messages), after)
+            if tracing.enabled():
+                for run_id, group in _by_run(messages):
+                    with tracing.use(self._traced.get(run_id)):  # each publish: its decision's child
+                        self.broker.send_steps(group, after)
+            else:
+                self.broker.send_steps(messages, after)
         except Exception as exc:
             log.warning("%d step messages not sent (%s); they will be re-sent", len(messages), exc)
             return False
@@ -169,8 +179,11 @@ class Scheduler:
             log.error("run %s: workflow %r is not registered in this scheduler", run_id, row.workflow)
             postpone(tx, run_id, RETRY_UNKNOWN_WORKFLOW_S)
             return None
-        decision = decide(wf, view, LazyOutputs(tx.conn, run_id), tx.now, self.decision_config)
-        messages.extend(apply_decision(tx, run_id, decision))
+        # The launch's trace goes on here: the wake-up over Redis carried no context.
+        with tracing.span("smithers.decide", row.traceparent, **{tracing.RUN_ID: run_id}):
+            decision = decide(wf, view, LazyOutputs(tx.conn, run_id), tx.now, self.decision_config)
+            messages.extend(apply_decision(tx, run_id, decision, row.workflow))
+            self._traced[run_id] = tracing.current()
         return decision.wake_at
 
     def sweep(self) -> list[str]:
@@ -191,6 +204,7 @@ class Scheduler:
         last_sweep = 0.0
         interval = self.config.sweep_interval_s
         log.info("scheduler started (sweep every %.1fs)", interval)
+        tracing.configure("scheduler")
         try:
             with self.store.write() as tx:
                 settled = settle_leftovers(tx)
@@ -220,3 +234,11 @@ class Scheduler:
                 log.warning("store unavailable (%s); retrying", exc.message)
                 stop.wait(1.0)
         log.info("scheduler stopped")
+
+
+def _by_run(messages: list[Message]) -> Iterator[tuple[str, list[Message]]]:
+    """``messages`` grouped by run, in order."""
+    groups: dict[str, list[Message]] = {}
+    for m in messages:
+        groups.setdefault(m.run_id, []).append(m)
+    yield from groups.items()

@@ -6,21 +6,18 @@ the store records every run's ``wake_at`` and the scheduler's sweep finds it.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import os
-import socket
 import threading
-import uuid
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import redis
 from celery import Celery
-from kombu import Exchange
+from kombu import Queue
 
-from smithers.shared.keys import AFTER_HEADER, STEP_TASK, WAKE_KEY
+from smithers.shared.keys import AFTER_HEADER, QUEUES, STEP_TASK, WAKE_KEY
 
 log = logging.getLogger("smithers.broker")
 SOCKET_TIMEOUT_S = 5.0  # Redis replies: longer is a lost connection
@@ -28,13 +25,23 @@ MAX_BLOCK_S = SOCKET_TIMEOUT_S - 1  # a BLPOP's longest wait, under the socket t
 _T = TypeVar("_T")
 
 
-def celery_settings(redis_url: str, visibility_timeout_s: float = 3600.0) -> dict[str, Any]:
-    """Celery settings used by both the senders (scheduler) and the workers."""
-    return {
-        "broker_url": redis_url,
-        "broker_transport_options": {"visibility_timeout": visibility_timeout_s},
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "sentinel://")
+
+
+def celery_settings(broker_url: str, visibility_timeout_s: float = 3600.0) -> dict[str, Any]:
+    """Celery settings used by both the senders (scheduler) and the workers.
+
+    ``broker_url`` carries the step messages (Redis or RabbitMQ). Only the Redis
+    transport redelivers an unacknowledged message after a visibility timeout (it
+    must outlast the longest step) and has no use for AMQP heartbeats; on RabbitMQ a
+    delivery stays with its consumer until acknowledged or the connection is lost.
+    """
+    settings: dict[str, Any] = {
+        "broker_url": broker_url,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
+        # a sender retries a publish briefly, then reports it (it is re-sent later)
+        "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_ignore_result": True,
@@ -43,29 +50,56 @@ def celery_settings(redis_url: str, visibility_timeout_s: float = 3600.0) -> dic
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_default_queue": "steps",
+        "task_queues": [Queue(q, routing_key=q) for q in QUEUES],
         "worker_hijack_root_logger": False,
-        "broker_heartbeat": 0,
     }
+    if broker_url.startswith(REDIS_SCHEMES):
+        settings["broker_transport_options"] = {"visibility_timeout": visibility_timeout_s}
+        settings["broker_heartbeat"] = 0
+    return settings
+
+
+class StepMessage(Protocol):
+    """What :meth:`Broker.send_steps` publishes: the attempt, where it goes, its hard
+    time limit, and the label Flower and the worker's log show for it."""
+
+    @property
+    def attempt_id(self) -> str: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def time_limit(self) -> float | None: ...
+    @property
+    def label(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Step:
+    """A :class:`StepMessage` built by hand (tools and tests)."""
+
+    attempt_id: str
+    queue: str
+    time_limit: float | None = None
+    label: str = ""
 
 
 class Broker:
-    """Wake-ups over a Redis list and step messages over Celery, on one Redis URL."""
+    """Wake-ups over a Redis list; step messages over Celery, on ``broker_url``
+    (Redis or RabbitMQ; by default the same Redis)."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, broker_url: str | None = None) -> None:
         self.redis_url = redis_url
+        self.broker_url = broker_url or redis_url
         self.redis = redis.Redis.from_url(
             redis_url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=2
         )
         self.celery = Celery("smithers-sender", set_as_current=False)
-        self.celery.conf.update(celery_settings(redis_url))
-        self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
-        self._reply_to = str(uuid.uuid4())
+        self.celery.conf.update(celery_settings(self.broker_url))
         # Connections the process keeps, one per kind of command: a command sent and
         # read on one costs less than half of one through redis-py's client and pool
         # (measured: docs/benchmarks.md).
         self._soon = _OwnConnection(self.redis)  # wake_soon
         self._waiter = _OwnConnection(self.redis)  # wait (the scheduler)
-        self._sender = _OwnConnection(self.redis)  # send_steps (the scheduler)
 
     def wake(self, *run_ids: str) -> None:
         """Tell a scheduler to look at these runs now; best effort (the sweep covers loss)."""
@@ -108,42 +142,46 @@ class Broker:
             return set()
         return {first[1].decode()}
 
-    def send_step(self, attempt_id: str, queue: str, time_limit: float | None = None) -> None:
+    def send_step(
+        self, attempt_id: str, queue: str, time_limit: float | None = None, label: str = ""
+    ) -> None:
         """Publish one step message (see :meth:`send_steps`)."""
-        self.send_steps([(attempt_id, queue, time_limit)])
+        self.send_steps([Step(attempt_id, queue, time_limit, label)])
 
-    def send_steps(self, steps: Iterable[tuple[str, str, float | None]], after: int | None = None) -> None:
-        """Publish step messages ``(attempt_id, queue, time_limit)`` in one round trip.
+    def send_steps(self, steps: Iterable[StepMessage], after: int | None = None) -> None:
+        """Publish step messages through Celery's ``send_task``, on one producer.
+
+        Each is the task ``smithers.step`` with the attempt id as its only argument; its
+        ``argsrepr`` is the step's label (workflow/run/node#attempt, no run input), which
+        Flower and the worker's log show. Messages are published to the default
+        exchange with the queue's name as routing key: that reaches the queue on
+        RabbitMQ and Redis alike, and on Redis keeps working after a FLUSHALL wiped
+        kombu's exchange bindings. The queue is declared once per connection.
 
         ``after``: the messages are sent before the transaction that dispatched them
         commits, and carry its publish key in the ``smithers_after`` header (see
         :meth:`smithers.shared.store.tx.Tx.publish_key`); a worker that does not know the
-        header ignores it.
-
-        Each is the message ``celery.send_task("smithers.step", args=[attempt_id],
-        time_limit=..., exchange=Exchange(""), routing_key=queue)`` would publish (task
-        protocol 2, JSON, kombu's Redis envelope), pushed straight onto the queue's list:
-        publishing by queue name, not through an exchange binding, keeps working after
-        a Redis FLUSHALL wiped kombu's binding keys. Building it here costs a tenth of
-        ``send_task`` (measured: docs/benchmarks.md); a test checks it against Celery's.
+        header ignores it. Not atomic: a message not sent is re-sent by the scheduler.
         """
-        commands = [
-            ("LPUSH", queue, step_message(attempt_id, queue, time_limit, self._origin, self._reply_to, after))
-            for attempt_id, queue, time_limit in steps
-        ]
-        if commands:
-            self._sender.call(*commands)
-
-    def send_step_with_celery(
-        self, attempt_id: str, queue: str, time_limit: float | None = None, after: int | None = None
-    ) -> None:
-        """The same message through Celery's own ``send_task`` (the reference)."""
-        options: dict[str, Any] = {"exchange": Exchange(""), "routing_key": queue}
-        if time_limit is not None:
-            options["time_limit"] = time_limit
-        if after is not None:
-            options["headers"] = {AFTER_HEADER: after}
-        self.celery.send_task(STEP_TASK, args=[attempt_id], **options)
+        headers = None if after is None else {AFTER_HEADER: after}
+        queues = self.celery.amqp.queues
+        with self.celery.producer_or_acquire() as producer, producer.batch():
+            declared: set[str] = set()
+            for step in steps:
+                if step.queue not in declared:  # once a batch, not once a message
+                    producer.maybe_declare(queues[step.queue])
+                    declared.add(step.queue)
+                options: dict[str, Any] = {
+                    "queue": step.queue,
+                    "exchange": "",
+                    "routing_key": step.queue,
+                    "declare": [],
+                    "time_limit": step.time_limit,  # seconds, a float is fine (typed int)
+                    "argsrepr": step.label or None,
+                    "headers": headers,
+                    "producer": producer,
+                }
+                self.celery.send_task(STEP_TASK, args=[step.attempt_id], **options)
 
     def ping(self) -> bool:
         """True when Redis answers."""
@@ -156,7 +194,6 @@ class Broker:
         """Close connections."""
         self._soon.drop()
         self._waiter.drop()
-        self._sender.drop()
         self.redis.close()
         self.celery.close()
 
@@ -224,59 +261,3 @@ class _OwnConnection:
             if self._conn is not None and self._conn[0] == os.getpid():
                 self._conn[1].disconnect()
             self._conn = None
-
-
-_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
-
-
-def step_message(
-    attempt_id: str,
-    queue: str,
-    time_limit: float | None,
-    origin: str,
-    reply_to: str,
-    after: int | None = None,
-) -> str:
-    """The kombu Redis envelope of a Celery (protocol 2) ``smithers.step`` message."""
-    task_id = str(uuid.uuid4())
-    body = json.dumps([[attempt_id], {}, _EMBED]).encode()
-    headers: dict[str, Any] = {
-        "lang": "py",
-        "task": STEP_TASK,
-        "id": task_id,
-        "shadow": None,
-        "eta": None,
-        "expires": None,
-        "group": None,
-        "group_index": None,
-        "retries": 0,
-        "timelimit": [time_limit, None],
-        "root_id": task_id,
-        "parent_id": None,
-        "argsrepr": repr([attempt_id]),
-        "kwargsrepr": "{}",
-        "origin": origin,
-        "ignore_result": None,
-        "replaced_task_nesting": 0,
-        "stamped_headers": None,
-        "stamps": {},
-    }
-    if after is not None:
-        headers[AFTER_HEADER] = after
-    return json.dumps(
-        {
-            "body": base64.b64encode(body).decode(),
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
-            "headers": headers,
-            "properties": {
-                "correlation_id": task_id,
-                "reply_to": reply_to,
-                "delivery_mode": 2,
-                "delivery_info": {"exchange": "", "routing_key": queue},
-                "priority": 0,
-                "body_encoding": "base64",
-                "delivery_tag": str(uuid.uuid4()),
-            },
-        }
-    )

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from smithers.shared import settings
 from smithers.shared.errors import BundleRejected, InvalidInput, SmithersError
 
 __all__ = [
@@ -119,14 +120,14 @@ class BundleBounds:
     the step's output and its sandbox record.
     """
 
-    max_manifest_bytes: int = 64 * 1024
-    max_bundle_bytes: int = 16 * 1024 * 1024
-    max_patches: int = 64
-    max_artifacts: int = 256
-    max_path_length: int = 255
-    max_output_depth: int = 16
-    max_entries: int = 4096
-    max_inline_bytes: int = 1024 * 1024
+    max_manifest_bytes: int = settings.SANDBOX_MAX_MANIFEST_BYTES.default
+    max_bundle_bytes: int = settings.SANDBOX_MAX_BUNDLE_BYTES.default
+    max_patches: int = settings.SANDBOX_MAX_PATCHES.default
+    max_artifacts: int = settings.SANDBOX_MAX_ARTIFACTS.default
+    max_path_length: int = settings.SANDBOX_MAX_PATH_LENGTH.default
+    max_output_depth: int = settings.SANDBOX_MAX_OUTPUT_DEPTH.default
+    max_entries: int = settings.SANDBOX_MAX_ENTRIES.default
+    max_inline_bytes: int = settings.SANDBOX_MAX_INLINE_BYTES.default
 
     def __post_init__(self) -> None:
         """Every bound must be a positive integer."""
@@ -137,17 +138,16 @@ class BundleBounds:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> BundleBounds:
         """Build bounds from ``SMITHERS_SANDBOX_MAX_<FIELD>`` (e.g. ``..._MAX_PATCHES``)."""
-        values: dict[str, int] = {}
-        for name in cls.__dataclass_fields__:
-            var = "SMITHERS_SANDBOX_" + name.upper()
-            raw = environ.get(var)
-            if raw is None or raw.strip() == "":
-                continue
-            try:
-                values[name] = int(raw.strip())
-            except ValueError:
-                raise InvalidInput(f"{var} must be an integer") from None
-        return cls(**values)
+        return cls(
+            max_manifest_bytes=settings.SANDBOX_MAX_MANIFEST_BYTES.read(environ),
+            max_bundle_bytes=settings.SANDBOX_MAX_BUNDLE_BYTES.read(environ),
+            max_patches=settings.SANDBOX_MAX_PATCHES.read(environ),
+            max_artifacts=settings.SANDBOX_MAX_ARTIFACTS.read(environ),
+            max_path_length=settings.SANDBOX_MAX_PATH_LENGTH.read(environ),
+            max_output_depth=settings.SANDBOX_MAX_OUTPUT_DEPTH.read(environ),
+            max_entries=settings.SANDBOX_MAX_ENTRIES.read(environ),
+            max_inline_bytes=settings.SANDBOX_MAX_INLINE_BYTES.read(environ),
+        )
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,15 @@
 """Configuration: one frozen dataclass per process, built from SMITHERS_* variables.
 
 Every command finds its deployment the same way: ``SMITHERS_DATABASE_URL`` and
-``SMITHERS_REDIS_URL`` name a cluster; otherwise the data directory (``--data-dir``,
-``SMITHERS_DATA_DIR``, default the current directory) holds the embedded default: the
-SQLite file ``smithers.db`` and ``broker.json`` written by ``smithers up`` for its
-embedded Redis.
+``SMITHERS_REDIS_URL`` name a cluster; otherwise the data directory holds the embedded
+default: the SQLite file ``smithers.db``, ``broker.json`` written by ``smithers up`` for
+its embedded Redis, and ``deployment.json``, the record ``smithers up`` writes of its
+workflow modules (and of its store and broker when they are not the embedded ones).
+The data directory is ``--data-dir``, else ``SMITHERS_DATA_DIR``, else the nearest
+``.smithers/`` with a ``deployment.json`` in the current directory or a parent (as git
+finds ``.git``), else ``./.smithers`` (:mod:`smithers.shared.datadir`). A variable that
+is set wins over the record: ``SMITHERS_WORKFLOWS``, ``SMITHERS_DATABASE_URL``,
+``SMITHERS_REDIS_URL``, ``SMITHERS_DEPLOYMENT_VERSION``.
 """
 
 from __future__ import annotations
@@ -16,27 +21,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from smithers.shared.errors import InvalidInput
+from smithers.shared import settings
+from smithers.shared.datadir import find_data_dir, read_record
 
 DB_FILE = "smithers.db"
 BROKER_FILE = "broker.json"
-
-
-def env_number(env: Mapping[str, str], name: str, default: float, minimum: float | None = None) -> float:
-    """A positive number from the environment variable ``name`` (``default`` if unset),
-    at least ``minimum`` when one is given."""
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidInput(f"{name} must be a number, not {raw!r}") from None
-    if value <= 0:
-        raise InvalidInput(f"{name} must be > 0")
-    if minimum is not None and value < minimum:
-        raise InvalidInput(f"{name} must be at least {minimum:g}, not {value:g}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -49,6 +38,8 @@ class Deployment:
     embedded: bool
     deployment_version: str
     workflows: str  # comma-separated module names
+    project_dir: Path | None = None  # where workflow modules import from (None: the cwd)
+    broker_url: str | None = None  # SMITHERS_BROKER_URL: the step messages' broker (None: redis_url)
 
     @property
     def broker_file(self) -> Path | None:
@@ -56,20 +47,35 @@ class Deployment:
         return None if self.data_dir is None else self.data_dir / BROKER_FILE
 
 
-def resolve_deployment(env: Mapping[str, str], data_dir: str | None = None) -> Deployment:
-    """Find the deployment from the environment and an optional ``--data-dir``."""
-    version = env.get("SMITHERS_DEPLOYMENT_VERSION") or "dev"
-    workflows = env.get("SMITHERS_WORKFLOWS", "")
-    db = env.get("SMITHERS_DATABASE_URL")
-    redis_url = env.get("SMITHERS_REDIS_URL")
-    directory = Path(data_dir or env.get("SMITHERS_DATA_DIR") or ".").resolve()
+def resolve_deployment(
+    env: Mapping[str, str], data_dir: str | None = None, cwd: Path | None = None, *, recorded: bool = True
+) -> Deployment:
+    """Find the deployment from the environment, an optional ``--data-dir`` and (unless
+    not ``recorded``: ``smithers up`` itself) the record of ``smithers up`` in the data
+    directory (see the module docstring)."""
+    given_version = settings.DEPLOYMENT_VERSION.given(env)
+    version = given_version or settings.DEPLOYMENT_VERSION.default
+    workflows = settings.WORKFLOWS.read(env)
+    db = settings.DATABASE_URL.given(env)
+    redis_url = settings.REDIS_URL.given(env)
+    broker_url = settings.BROKER_URL.given(env)
     if db and redis_url:
-        return Deployment(db, redis_url, None, False, version, workflows)
+        return Deployment(db, redis_url, None, False, version, workflows, broker_url=broker_url)
+    directory = find_data_dir(env, data_dir, cwd)
+    record = read_record(directory) if recorded else None
+    project_dir = None
+    if record is not None:
+        workflows = workflows or record.workflows
+        version = given_version or record.deployment_version
+        db = db or record.database_url
+        redis_url = redis_url or record.redis_url
+        broker_url = broker_url or record.broker_url
+        project_dir = record.project_dir
     if not db:
         db = f"sqlite:///{directory / DB_FILE}"
     if not redis_url:
         redis_url = read_broker_url(directory / BROKER_FILE)
-    return Deployment(db, redis_url, directory, True, version, workflows)
+    return Deployment(db, redis_url, directory, True, version, workflows, project_dir, broker_url)
 
 
 def read_broker_url(path: Path) -> str | None:
@@ -91,19 +97,19 @@ def read_broker_url(path: Path) -> str | None:
 class SchedulerConfig:
     """Scheduler tunables (seconds)."""
 
-    sweep_interval_s: float = 1.0
-    redispatch_after_s: float = 30.0
-    max_lost: int = 5
+    sweep_interval_s: float = settings.SWEEP_INTERVAL.default
+    redispatch_after_s: float = settings.REDISPATCH_AFTER.default
+    max_lost: int = settings.MAX_LOST.default
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SchedulerConfig:
-        """Read SMITHERS_SWEEP_INTERVAL and SMITHERS_REDISPATCH_AFTER."""
+        """Read SMITHERS_SWEEP_INTERVAL, SMITHERS_REDISPATCH_AFTER and SMITHERS_MAX_LOST."""
         return cls(
-            sweep_interval_s=env_number(env, "SMITHERS_SWEEP_INTERVAL", 1.0),
+            sweep_interval_s=settings.SWEEP_INTERVAL.read(env),
             # well above a worker's lazy claim (0.25 s): a re-sent message must find the
             # attempt claimed (docs/architecture.md, "Celery settings")
-            redispatch_after_s=env_number(env, "SMITHERS_REDISPATCH_AFTER", 30.0, minimum=1.0),
-            max_lost=int(env_number(env, "SMITHERS_MAX_LOST", 5)),
+            redispatch_after_s=settings.REDISPATCH_AFTER.read(env),
+            max_lost=settings.MAX_LOST.read(env),
         )
 
 
@@ -111,8 +117,8 @@ class SchedulerConfig:
 class WorkerConfig:
     """Worker tunables: the attempt lease, Redis visibility timeout, queues."""
 
-    lease_s: float = 30.0
-    visibility_timeout_s: float = 3600.0
+    lease_s: float = settings.LEASE_SECONDS.default
+    visibility_timeout_s: float = settings.VISIBILITY_TIMEOUT.default
     queues: tuple[str, ...] = ("steps",)
     concurrency: int = 2
     sandbox_root: Path = Path("sandbox")
@@ -120,13 +126,13 @@ class WorkerConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], data_dir: Path | None = None) -> WorkerConfig:
-        """Read SMITHERS_LEASE_SECONDS, SMITHERS_VISIBILITY_TIMEOUT, SMITHERS_SANDBOX_ROOT."""
-        root = env.get("SMITHERS_SANDBOX_ROOT") or str((data_dir or Path(".")) / "sandbox")
-        secrets = env.get("SMITHERS_SECRETS_DIR")
+        """Read the worker's settings (smithers.shared.settings, section Worker)."""
+        root = settings.SANDBOX_ROOT.read(env) or str((data_dir or Path(".")) / "sandbox")
+        secrets = settings.SECRETS_DIR.read(env)
         return cls(
-            lease_s=env_number(env, "SMITHERS_LEASE_SECONDS", 30.0),
-            visibility_timeout_s=env_number(env, "SMITHERS_VISIBILITY_TIMEOUT", 3600.0),
-            concurrency=int(env_number(env, "SMITHERS_CONCURRENCY", float(os.cpu_count() or 2))),
+            lease_s=settings.LEASE_SECONDS.read(env),
+            visibility_timeout_s=settings.VISIBILITY_TIMEOUT.read(env),
+            concurrency=settings.CONCURRENCY.read(env) or os.cpu_count() or 2,
             sandbox_root=Path(root).resolve(),
             secrets_dir=Path(secrets) if secrets else None,
         )

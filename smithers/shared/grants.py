@@ -12,7 +12,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from smithers.shared import settings
 from smithers.shared.errors import Forbidden, InvalidInput
+from smithers.shared.settings import format_duration
 
 
 class Scope(StrEnum):
@@ -41,33 +43,25 @@ class GrantState(StrEnum):
 
 
 SUBJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:+-]{0,127}$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 @dataclass(frozen=True)
 class TtlPolicy:
     """Token lifetimes in seconds: a short default for people, a ceiling for automation."""
 
-    person_default_s: int = 15 * 60
-    person_max_s: int = 12 * 3600
-    automation_default_s: int = 24 * 3600
-    automation_max_s: int = 30 * 86400
+    person_default_s: int = settings.TOKEN_TTL_PERSON_DEFAULT.default
+    person_max_s: int = settings.TOKEN_TTL_PERSON_MAX.default
+    automation_default_s: int = settings.TOKEN_TTL_AUTOMATION_DEFAULT.default
+    automation_max_s: int = settings.TOKEN_TTL_AUTOMATION_MAX.default
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TtlPolicy:
         """Read SMITHERS_TOKEN_TTL_{PERSON,AUTOMATION}_{DEFAULT,MAX} (durations: 15m, 30d)."""
-        base = cls()
-
-        def read(name: str, default: int) -> int:
-            raw = env.get(name)
-            return default if not raw else parse_duration(raw, name)
-
         policy = cls(
-            person_default_s=read("SMITHERS_TOKEN_TTL_PERSON_DEFAULT", base.person_default_s),
-            person_max_s=read("SMITHERS_TOKEN_TTL_PERSON_MAX", base.person_max_s),
-            automation_default_s=read("SMITHERS_TOKEN_TTL_AUTOMATION_DEFAULT", base.automation_default_s),
-            automation_max_s=read("SMITHERS_TOKEN_TTL_AUTOMATION_MAX", base.automation_max_s),
+            person_default_s=settings.TOKEN_TTL_PERSON_DEFAULT.read(env),
+            person_max_s=settings.TOKEN_TTL_PERSON_MAX.read(env),
+            automation_default_s=settings.TOKEN_TTL_AUTOMATION_DEFAULT.read(env),
+            automation_max_s=settings.TOKEN_TTL_AUTOMATION_MAX.read(env),
         )
         if policy.person_default_s > policy.person_max_s:
             raise InvalidInput("SMITHERS_TOKEN_TTL_PERSON_DEFAULT is above SMITHERS_TOKEN_TTL_PERSON_MAX")
@@ -154,25 +148,6 @@ def check_subject(subject: str) -> str:
     if not isinstance(subject, str) or not SUBJECT.fullmatch(subject):
         raise InvalidInput(f"subject {subject!r} must match {SUBJECT.pattern}")
     return subject
-
-
-def parse_duration(text: str, what: str = "duration") -> int:
-    """Seconds from ``90``, ``90s``, ``15m``, ``12h``, ``30d`` or ``2w``."""
-    match = _DURATION.fullmatch(text)
-    if not match:
-        raise InvalidInput(f"{what} {text!r} is not a duration like 90s, 15m, 12h or 30d")
-    seconds = int(float(match.group(1)) * _UNIT_S[match.group(2)])
-    if seconds < 1:
-        raise InvalidInput(f"{what} {text!r} must be at least 1 second")
-    return seconds
-
-
-def format_duration(seconds: int) -> str:
-    """The largest whole unit: 900 -> ``15m``, 86400 -> ``1d``, 90 -> ``90s``."""
-    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def effective_scopes(grant: Grant, claimed: Iterable[str]) -> frozenset[Scope]:

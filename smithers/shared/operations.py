@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from smithers.shared import tracing
 from smithers.shared.broker import Broker
 from smithers.shared.errors import InvalidInput, NotFound, SmithersError
 from smithers.shared.redaction import sensitive_key
@@ -88,18 +89,21 @@ def launch(
     entry = registry.get(workflow)
     checked = check_input(run_input)
     rid = runs_store.check_run_id(run_id) if run_id is not None else new_run_id()
-    with store.write() as tx:
-        run, created = runs_store.launch(
-            tx,
-            run_id=rid,
-            workflow=workflow,
-            workflow_version=entry.workflow.version,
-            module_revision=entry.revision,
-            deployment_version=deployment_version,
-            run_input=checked,
-            launched_by=launched_by,
-            fresh=run_id is None,
-        )
+    with tracing.span("smithers.launch", **{tracing.RUN_ID: rid, tracing.WORKFLOW: workflow}):
+        traceparent = tracing.traceparent()  # the launch's own: the run's decisions are its children
+        with store.write() as tx:
+            run, created = runs_store.launch(
+                tx,
+                run_id=rid,
+                workflow=workflow,
+                workflow_version=entry.workflow.version,
+                module_revision=entry.revision,
+                deployment_version=deployment_version,
+                run_input=checked,
+                launched_by=launched_by,
+                fresh=run_id is None,
+                traceparent=traceparent,
+            )
     if created and broker is not None:
         broker.wake_soon(rid)  # best effort either way: the sweep finds a queued run
     return run, created

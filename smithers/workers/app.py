@@ -1,59 +1,47 @@
-"""The Celery app: one thin task that decodes an attempt id and calls run_attempt."""
+"""The Celery app: one thin task that decodes an attempt id and calls run_attempt.
+
+Two ways to start a worker, one app: ``smithers worker`` builds its environment from
+its options and calls :func:`start_worker`; ``celery -A smithers.workers worker`` finds
+the app :func:`app_from_env` builds from the ``SMITHERS_*`` environment, and then takes
+every option of Celery's own (``--pool``, ``--concurrency``, ``--autoscale``, ...).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import socket
+import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from celery import Celery
+from celery.signals import celeryd_init
 from kombu import Queue
 
+from smithers.shared import settings, tracing
 from smithers.shared.broker import Broker, celery_settings
-from smithers.shared.config import WorkerConfig
-from smithers.shared.keys import AFTER_HEADER, QUEUES, STEP_TASK
-from smithers.shared.registry import Registry
+from smithers.shared.config import WorkerConfig, resolve_deployment
+from smithers.shared.errors import BrokerUnavailable, InvalidInput
+from smithers.shared.keys import AFTER_HEADER, STEP_TASK
+from smithers.shared.logs import json_wanted, route_celery_logs, setup_logging
+from smithers.shared.registry import Registry, load_registry
 from smithers.shared.store import Store
 from smithers.workers.step import WorkerEnv, run_attempt
 
 log = logging.getLogger("smithers.worker")
-
-
-def _survive_broker_loss() -> None:
-    """Keep the worker alive when Redis goes away while a step runs.
-
-    With Celery 5.5-5.7 and kombu 5.7, losing the Redis connection while a message is
-    unacknowledged leaves channels whose ``connection`` is already None; restoring or
-    acknowledging through them raises ``AttributeError: 'NoneType' object has no
-    attribute 'hostname'`` (or ``'client'``), which Celery reports as an
-    "Unrecoverable error" and the worker exits instead of reconnecting (seen in
-    tests/integration/test_durability.py). Raising redis' ConnectionError there instead
-    turns it into the connection error Celery already knows how to ignore and recover
-    from. Nothing is lost: the step's attempt lease re-dispatches it.
-    """
-    import redis as redis_py  # noqa: PLC0415
-    from kombu.transport import redis as kombu_redis  # noqa: PLC0415
-
-    original = kombu_redis.Channel._connparams  # type: ignore[attr-defined]
-    if getattr(original, "__smithers_patched__", False):
-        return
-
-    def connparams(self: Any, asynchronous: bool = False) -> Any:
-        if self.connection is None or getattr(self.connection, "client", None) is None:
-            raise redis_py.exceptions.ConnectionError("the broker channel was closed")
-        return original(self, asynchronous=asynchronous)
-
-    connparams.__smithers_patched__ = True  # type: ignore[attr-defined]
-    kombu_redis.Channel._connparams = connparams  # type: ignore[attr-defined]
+POOLS = ("prefork", "threads", "gevent")
 
 
 def create_app(env: WorkerEnv) -> Celery:
     """A Celery app bound to ``env`` (store, broker, workflows)."""
-    _survive_broker_loss()
+    tracing.configure("worker")  # only with OTEL_* set: see smithers.shared.tracing
+    route_celery_logs("worker")  # Celery's own records through our handler (smithers.shared.logs)
     app = Celery("smithers", set_as_current=True)
-    app.conf.update(celery_settings(env.broker.redis_url, env.config.visibility_timeout_s))
-    app.conf.task_queues = [Queue(q, routing_key=q) for q in QUEUES]
+    app.conf.update(celery_settings(env.broker.broker_url, env.config.visibility_timeout_s))
+    app.conf.worker_concurrency = env.config.concurrency
+    # What a worker consumes when Celery's -Q does not say (-Q adds any other queue)
+    app.conf.task_queues = [Queue(q, routing_key=q) for q in env.config.queues]
 
     @app.task(name=STEP_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True, bind=True)
     def step(self: Any, attempt_id: str) -> str:
@@ -66,17 +54,87 @@ def create_app(env: WorkerEnv) -> Celery:
     return app
 
 
+def app_from_env(environ: Mapping[str, str]) -> Celery:
+    """The app of ``celery -A smithers.workers``, from the ``SMITHERS_*`` environment.
+
+    The queues are Celery's ``-Q`` (default ``steps``); a worker consuming ``sandbox``
+    gets its sandbox runtime when Celery starts it. Under ``--pool gevent`` (the
+    standard library already patched by Celery) the store takes a pooled connection
+    per transaction instead of one per thread, and psycopg2 is made cooperative.
+    """
+    setup_logging("worker", settings.LOG_LEVEL.read(environ))
+    dep = resolve_deployment(environ)
+    if dep.redis_url is None:
+        raise BrokerUnavailable(
+            "no broker: set SMITHERS_DATABASE_URL and SMITHERS_REDIS_URL (or SMITHERS_DATA_DIR"
+            " of a running `smithers up`)"
+        )
+    registry = load_registry(dep.workflows, str(dep.project_dir) if dep.project_dir else None)
+    config = WorkerConfig.from_env(environ, dep.data_dir)
+    env = build_env(dep.database_url, dep.redis_url, registry, config, broker_url=dep.broker_url)
+
+    @celeryd_init.connect(weak=False)
+    def _from_options(sender: Any = None, options: dict[str, Any] | None = None, **_: Any) -> None:
+        options = options or {}
+        name = str(sender or "").partition("@")[0]
+        if name and name != "celery":  # -n name@host: the worker's id is the name, as under `smithers worker`
+            env.worker_id = name
+        if env.sandbox_runner is None and "sandbox" in _queues(options.get("queues")):
+            env.sandbox_runner = _sandbox_runner(env)
+        concurrency = int(options.get("concurrency") or 0)
+        if concurrency > env.config.concurrency:  # -c above SMITHERS_CONCURRENCY: room for its threads
+            old, env.store = env.store, _open_store(env.store.url, concurrency)
+            old.close()
+
+    return create_app(env)
+
+
+def _queues(value: str | Sequence[str] | None) -> set[str]:
+    items = value.split(",") if isinstance(value, str) else (value or [])
+    return {q.strip() for q in items if q.strip()}
+
+
+def _gevent_patched() -> bool:
+    try:
+        from gevent import monkey  # type: ignore[import-untyped]  # noqa: PLC0415
+    except ImportError:
+        return False
+    return bool(monkey.is_module_patched("socket"))
+
+
 def build_env(
-    database_url: str, redis_url: str, registry: Registry, config: WorkerConfig, name: str | None = None
+    database_url: str,
+    redis_url: str,
+    registry: Registry,
+    config: WorkerConfig,
+    name: str | None = None,
+    broker_url: str | None = None,
 ) -> WorkerEnv:
-    """Build a worker's environment; the store is reset after every fork."""
-    store = Store(database_url)
+    """Build a worker's environment; step messages come from ``broker_url`` (default
+    the Redis URL). The store resets itself in a forked pool child (it checks its
+    pid), so one environment serves the prefork, threads and gevent pools alike."""
+    store = _open_store(database_url, config.concurrency)
     store.migrate()
     worker_id = name or f"{socket.gethostname()}:{os.getpid()}"
-    env = WorkerEnv(store, Broker(redis_url), registry, config, worker_id)
+    env = WorkerEnv(store, Broker(redis_url, broker_url), registry, config, worker_id)
     if "sandbox" in config.queues:
         env.sandbox_runner = _sandbox_runner(env)
     return env
+
+
+def _open_store(database_url: str, concurrency: int) -> Store:
+    """The store of a worker running ``concurrency`` steps at once in a process (threads
+    or greenlets; a prefork child runs one): each thread keeps a write and a read
+    connection, and the heartbeat thread one more."""
+    store = Store(database_url, max_connections=2 * concurrency + 4)
+    if _gevent_patched():
+        # a greenlet per task: connections from the pool, not one per (green) thread
+        store.pooled_writes = store.pooled_reads = True
+        if store.postgres:
+            from psycogreen.gevent import patch_psycopg  # type: ignore[import-untyped]  # noqa: PLC0415
+
+            patch_psycopg()
+    return store
 
 
 def _sandbox_runner(env: WorkerEnv) -> Any:
@@ -88,10 +146,19 @@ def _sandbox_runner(env: WorkerEnv) -> Any:
     return make_sandbox_runner(env)
 
 
-def start_worker(env: WorkerEnv, loglevel: str = "INFO") -> None:
-    """Run a Celery worker (prefork pool) consuming ``env.config.queues``; blocks."""
+def start_worker(
+    env: WorkerEnv, loglevel: str = "INFO", pool: str = "prefork", options: Sequence[str] = ()
+) -> None:
+    """Run a Celery worker consuming ``env.config.queues`` on ``pool`` (``prefork`` or
+    ``threads``; ``gevent`` must patch the standard library before anything imports
+    it, so ``smithers worker`` starts it as ``celery -A smithers.workers``), with more
+    of Celery's worker ``options`` (``--autoscale=10,2``, ...); blocks."""
+    if pool not in POOLS[:2]:
+        raise InvalidInput(f"pool {pool!r}: start_worker runs prefork or threads")
     app = create_app(env)
+    quiet = ["--quiet"] if json_wanted(os.environ, sys.stderr) else []  # no text banner among JSON
     argv = [
+        *quiet,
         "worker",
         f"--queues={','.join(env.config.queues)}",
         f"--concurrency={env.config.concurrency}",
@@ -99,6 +166,7 @@ def start_worker(env: WorkerEnv, loglevel: str = "INFO") -> None:
         f"--hostname={env.worker_id}@%h",
         "--without-gossip",
         "--without-mingle",
-        "--pool=prefork",
+        f"--pool={pool}",
+        *options,
     ]
     app.worker_main(argv)

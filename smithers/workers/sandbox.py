@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smithers.shared import settings
 from smithers.shared.bundle import (
     LOGS_FILENAME,
     RESULT_DIRNAME,
@@ -82,19 +83,6 @@ def _volume_roots(raw: str) -> dict[str, bool]:
     return roots
 
 
-def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidInput(f"{name} must be an integer") from None
-    if value < 1:
-        raise InvalidInput(f"{name} must be > 0")
-    return value
-
-
 @dataclass(frozen=True)
 class SandboxConfig:
     """A sandbox worker's settings (each from ``SMITHERS_SANDBOX_*``; defaults below).
@@ -107,10 +95,10 @@ class SandboxConfig:
     limits (:class:`smithers.shared.bundle.BundleBounds`, ``SMITHERS_SANDBOX_MAX_*``).
     """
 
-    runtime: str = "docker"
+    runtime: str = settings.SANDBOX_RUNTIME.default
     allowed_volume_roots: Mapping[str, bool] = field(default_factory=dict)
-    work_size_mb: int = 256
-    max_log_bytes: int = 1024 * 1024
+    work_size_mb: int = settings.SANDBOX_WORK_MB.default
+    max_log_bytes: int = settings.SANDBOX_MAX_LOG_BYTES.default
     bounds: BundleBounds = field(default_factory=BundleBounds)
 
     @classmethod
@@ -118,10 +106,10 @@ class SandboxConfig:
         """Read ``SMITHERS_SANDBOX_RUNTIME``, ``_VOLUMES``, ``_WORK_MB``, ``_MAX_LOG_BYTES``
         and the bundle bounds."""
         return cls(
-            runtime=environ.get("SMITHERS_SANDBOX_RUNTIME", "").strip() or "docker",
-            allowed_volume_roots=_volume_roots(environ.get("SMITHERS_SANDBOX_VOLUMES", "")),
-            work_size_mb=_positive_int(environ, "SMITHERS_SANDBOX_WORK_MB", 256),
-            max_log_bytes=_positive_int(environ, "SMITHERS_SANDBOX_MAX_LOG_BYTES", 1024 * 1024),
+            runtime=settings.SANDBOX_RUNTIME.read(environ),
+            allowed_volume_roots=_volume_roots(settings.SANDBOX_VOLUMES.read(environ)),
+            work_size_mb=settings.SANDBOX_WORK_MB.read(environ),
+            max_log_bytes=settings.SANDBOX_MAX_LOG_BYTES.read(environ),
             bounds=BundleBounds.from_env(environ),
         )
 

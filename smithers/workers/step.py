@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from smithers.shared import tracing
 from smithers.shared.broker import Broker
 from smithers.shared.config import WorkerConfig
 from smithers.shared.context import StepContext
@@ -223,9 +224,15 @@ def _start(env: WorkerEnv, attempt_id: str, after: int | None) -> Claim | None:
 
 def run_attempt(env: WorkerEnv, attempt_id: str, after: int | None = None) -> str:
     """Run one attempt end to end; returns what happened (for logs and tests)."""
+    with tracing.span("smithers.step", **{tracing.ATTEMPT_ID: attempt_id}):
+        return _run_attempt(env, attempt_id, after)
+
+
+def _run_attempt(env: WorkerEnv, attempt_id: str, after: int | None) -> str:
     c = _start(env, attempt_id, after)
     if c is None:
         return "refused"
+    tracing.annotate(**_attributes(c))
     try:
         wf = env.registry.get(c.workflow).workflow
         node = wf.nodes[c.node_id]
@@ -276,6 +283,16 @@ def run_attempt(env: WorkerEnv, attempt_id: str, after: int | None = None) -> st
     return _commit(env, c, ok=True, output=redact(result, keys=False), cache=cache)
 
 
+def _attributes(c: Claim) -> dict[str, Any]:
+    return {
+        tracing.RUN_ID: c.run_id,
+        tracing.NODE_ID: c.node_id,
+        tracing.ITERATION: c.iteration,
+        tracing.ATTEMPT: c.number,
+        tracing.WORKFLOW: c.workflow,
+    }
+
+
 def _commit(
     env: WorkerEnv,
     c: Claim,
@@ -285,7 +302,7 @@ def _commit(
     error: dict[str, Any] | None = None,
     cache: CacheWrite | None = None,
 ) -> str:
-    with env.store.write() as tx:
+    with tracing.child_span("smithers.commit", **_attributes(c)), env.store.write() as tx:
         committed = complete(
             tx,
             c.attempt_id,

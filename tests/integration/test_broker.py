@@ -1,14 +1,25 @@
-"""The step messages the scheduler publishes are the ones Celery itself would publish."""
+"""Step messages go out through Celery's own API; wake-ups over Redis survive a dropped connection."""
 
 from __future__ import annotations
 
 import base64
 import json
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import redis
 
-from smithers.shared.broker import Broker
+from smithers.shared.broker import Broker, Step
+from smithers.shared.status import RunStatus
+from tests.conftest import missing
+from tests.integration.conftest import Engine
+
+RABBITMQ = ("127.0.0.1", 5672)
 
 
 def _pop(r: redis.Redis, queue: str) -> dict[str, Any]:
@@ -17,61 +28,92 @@ def _pop(r: redis.Redis, queue: str) -> dict[str, Any]:
     return json.loads(raw)  # type: ignore[no-any-return]
 
 
-def _shape(message: dict[str, Any]) -> dict[str, Any]:
-    """The message with the fields that differ per message (ids, tags, origin) blanked."""
-    m = json.loads(json.dumps(message))
-    for key in ("id", "root_id", "origin"):
-        m["headers"][key] = "*"
-    for key in ("correlation_id", "reply_to", "delivery_tag"):
-        m["properties"][key] = "*"
-    m["body"] = json.loads(base64.b64decode(m["body"]))
-    return m
-
-
-def test_lean_step_message_matches_celery_send_task(redis_url: str) -> None:
+@pytest.mark.parametrize(("time_limit", "after"), [(None, None), (42.0, None), (None, 2**62 + 5)])
+def test_step_messages_are_celery_tasks_labelled_for_flower(
+    redis_url: str, time_limit: float | None, after: int | None
+) -> None:
     broker = Broker(redis_url)
     r = redis.Redis.from_url(redis_url)
     try:
-        for time_limit, after in ((None, None), (42.0, None), (None, 2**62 + 5)):
-            broker.send_step_with_celery("att-1", "steps", time_limit, after)
-            reference = _pop(r, "steps")
-            broker.send_steps([("att-1", "steps", time_limit), ("att-2", "steps", time_limit)], after)
-            first, second = _pop(r, "steps"), _pop(r, "steps")
-            assert _shape(first) == _shape(reference)
-            assert first["headers"].get("smithers_after") == after
-            assert _shape(second)["body"][0] == ["att-2"]
-            assert (
-                first["headers"]["id"] == first["headers"]["root_id"] == first["properties"]["correlation_id"]
-            )
-            assert first["headers"]["id"] != second["headers"]["id"]
-            assert first["properties"]["delivery_tag"] != second["properties"]["delivery_tag"]
+        # given a batch of two steps, the second for the sandbox queue
+        steps = [
+            Step("att-1", "steps", time_limit, "hello/run-1/greet#1"),
+            Step("att-2", "sandbox", time_limit, "hello/run-1/build[2]#3"),
+        ]
+
+        # when they are sent
+        broker.send_steps(steps, after)
+
+        # then each is a smithers.step task on its queue, with the attempt id as its
+        # argument and the label (no run input) as what Flower shows
+        first, second = _pop(r, "steps"), _pop(r, "sandbox")
+        for message, step in ((first, steps[0]), (second, steps[1])):
+            headers = message["headers"]
+            assert headers["task"] == "smithers.step"
+            assert headers["argsrepr"] == step.label
+            assert headers["timelimit"] == [time_limit, None]
+            assert headers.get("smithers_after") == after
+            assert json.loads(base64.b64decode(message["body"]))[:2] == [[step.attempt_id], {}]
+            assert message["properties"]["delivery_info"] == {"exchange": "", "routing_key": step.queue}
+        assert first["headers"]["id"] != second["headers"]["id"]
     finally:
         broker.close()
 
 
-def test_wake_soon_delivers_every_wake_up_and_survives_a_dropped_connection(redis_url: str) -> None:
+def test_step_messages_reach_their_queue_after_redis_lost_its_bindings(redis_url: str) -> None:
+    # given a sender that declared its queues, and a FLUSHALL that wiped kombu's bindings
     broker = Broker(redis_url)
-    admin = redis.Redis.from_url(redis_url)
+    r = redis.Redis.from_url(redis_url)
     try:
-        # given wake-ups sent without waiting for their replies
-        for i in range(50):
-            broker.wake_soon(f"run-{i}")
-        broker.wake_soon("run-a", "run-b")
+        broker.send_step("att-1", "steps")
+        assert r.llen("steps") == 1
+        r.flushall()
 
-        # then the scheduler's side receives every one
-        assert broker.wait(1.0, batch=1000) == {f"run-{i}" for i in range(50)} | {"run-a", "run-b"}
+        # when it sends again on the same connection
+        broker.send_step("att-2", "steps", label="w/r/n#1")
 
-        # when Redis drops the connection the wake-ups go out on (its reply still unread)
-        broker.wake_soon("before-kill")
-        assert broker.wait(1.0) == {"before-kill"}
-        killed = admin.client_kill_filter(_type="normal", skipme=True)
-        assert killed >= 1
-
-        # then the next wake-up is sent on a new connection, not lost
-        broker.wake_soon("after-kill")
-        assert broker.wait(1.0) == {"after-kill"}
-        broker.wake_soon("again")
-        assert broker.wait(1.0) == {"again"}
+        # then the message is on the queue's list (the default exchange routes by name)
+        assert json.loads(base64.b64decode(_pop(r, "steps")["body"]))[0] == ["att-2"]
     finally:
         broker.close()
-        admin.close()
+
+
+@pytest.fixture
+def rabbitmq_url() -> Iterator[str]:
+    """A private vhost on the local RabbitMQ (guest/guest), deleted after the test."""
+    ctl = shutil.which("rabbitmqctl")
+    try:
+        socket.create_connection(RABBITMQ, timeout=1).close()
+    except OSError:
+        ctl = None
+    if ctl is None:
+        missing("RabbitMQ on 127.0.0.1:5672 (and rabbitmqctl)")
+    assert ctl is not None
+    vhost = f"smithers_test_{uuid.uuid4().hex[:12]}"
+    subprocess.run([ctl, "add_vhost", vhost], check=True, capture_output=True)
+    try:
+        subprocess.run(
+            [ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True, capture_output=True
+        )
+        yield f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/{vhost}"
+    finally:
+        subprocess.run([ctl, "delete_vhost", vhost], check=False, capture_output=True)
+
+
+def test_a_run_on_rabbitmq_steps_while_wake_ups_stay_on_redis(
+    engine_factory: Any, sqlite_url: str, rabbitmq_url: str
+) -> None:
+    # given an engine whose step messages go through RabbitMQ
+    eng: Engine = engine_factory(sqlite_url, SMITHERS_BROKER_URL=rabbitmq_url)
+    eng.scheduler()
+    eng.worker()
+
+    # when a fan-out and fan-in runs
+    run_id = eng.launch("t-fan")
+    run = eng.wait(run_id, timeout=90)
+
+    # then it succeeds, and no step message ever touched Redis' queues
+    assert run.status is RunStatus.SUCCEEDED, f"logs in {eng.logs}"
+    assert run.output == {"join": sum(k + 1 for k in range(6))}
+    r = redis.Redis.from_url(eng.redis_url)
+    assert not [k for k in r.scan_iter() if k in (b"steps", b"sandbox") or k.startswith(b"_kombu")]

@@ -71,3 +71,28 @@ def test_flower_shows_our_queues_and_workers_and_refuses_strangers(
     status, lengths = _get(f"{base}/api/queues/length", (USER, PASSWORD))
     assert status == 200
     assert sorted(q["name"] for q in lengths["active_queues"]) == ["sandbox", "steps"]
+
+
+def test_flower_lists_each_step_by_workflow_run_node_and_attempt(
+    engine_factory: Any, sqlite_url: str
+) -> None:
+    # given a scheduler, a step worker and Flower (which turns the worker's task events on)
+    port = free_port()
+    engine: Engine = engine_factory(sqlite_url, SMITHERS_FLOWER_USER=USER, SMITHERS_FLOWER_PASSWORD=PASSWORD)
+    engine.scheduler()
+    engine.worker("flower-label-worker", concurrency=1)
+    engine.start("flower", "flower", "--port", str(port))
+    base = f"http://127.0.0.1:{port}"
+    _wait_for(lambda: _get(f"{base}/healthcheck")[0] == 200, 30, "Flower answering")
+
+    def step_args() -> list[str] | None:
+        # when runs with a secret-looking input are launched until Flower has seen one
+        engine.launch("t-chain", {"note": "not-for-flower"})
+        _, tasks = _get(f"{base}/api/tasks", (USER, PASSWORD))
+        return [t.get("args") or "" for t in (tasks or {}).values()] or None
+
+    args = _wait_for(step_args, 60, "a step in Flower's task list")
+
+    # then a step reads workflow/run/node#attempt, and the input is nowhere
+    assert any(a.startswith("t-chain/run-") and a.endswith("/a#1") for a in args), args
+    assert not [a for a in args if "not-for-flower" in a]

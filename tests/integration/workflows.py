@@ -182,3 +182,13 @@ cache_global_a = _cached_workflow("t-cache-global-a", "global")
 cache_global_b = _cached_workflow("t-cache-global-b", "global")
 cache_global_v2 = _cached_workflow("t-cache-global-v2", "global", version="2")
 cache_ttl = _cached_workflow("t-cache-ttl", "workflow", ttl_ms=500)
+
+# -- wide: 8 independent steps, each sleeping input['sleep'] seconds (I/O-bound) ---------
+wide = Workflow("t-wide")
+
+for k in range(8):
+
+    @wide.task(f"w{k}")
+    def waits(ctx: StepContext) -> int:
+        time.sleep(float(ctx.input.get("sleep", 0)))
+        return int(ctx.node_id[1:])

@@ -13,12 +13,11 @@ from smithers.shared.grants import (
     TtlPolicy,
     check_subject,
     effective_scopes,
-    format_duration,
     grant_problem,
-    parse_duration,
     parse_scopes,
     require_scope,
 )
+from smithers.shared.settings import format_duration, parse_duration
 
 
 def grant(**overrides: object) -> Grant:

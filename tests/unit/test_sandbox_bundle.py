@@ -571,7 +571,7 @@ def test_bundle_bounds_from_env() -> None:
     assert (bounds.max_patches, bounds.max_bundle_bytes, bounds.max_artifacts) == (5, 2048, 256)
     with pytest.raises(InvalidInput, match="SMITHERS_SANDBOX_MAX_PATCHES"):
         BundleBounds.from_env({"SMITHERS_SANDBOX_MAX_PATCHES": "many"})
-    with pytest.raises(InvalidInput, match="max_artifacts"):
+    with pytest.raises(InvalidInput, match="SMITHERS_SANDBOX_MAX_ARTIFACTS must be > 0"):
         BundleBounds.from_env({"SMITHERS_SANDBOX_MAX_ARTIFACTS": "0"})
 
 

@@ -9,10 +9,11 @@ from smithers.shared.store.postgres import make_postgres_engine
 from smithers.shared.store.sqlite import make_sqlite_engine
 
 
-def make_engine(url: str) -> Engine:
-    """Create the engine for ``sqlite:///path`` or ``postgresql+psycopg2://...``."""
+def make_engine(url: str, max_connections: int = 16) -> Engine:
+    """Create the engine for ``sqlite:///path`` or ``postgresql+psycopg2://...``, its
+    pool holding up to ``max_connections`` (8 kept open, the rest opened on demand)."""
     if url.startswith("sqlite"):
-        return make_sqlite_engine(url)
+        return make_sqlite_engine(url, max_connections)
     if url.startswith(("postgresql", "postgres:")):
-        return make_postgres_engine(url)
+        return make_postgres_engine(url, max_connections)
     raise InvalidInput(f"unsupported database URL scheme: {url.split(':', 1)[0]!r}")

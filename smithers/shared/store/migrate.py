@@ -48,7 +48,15 @@ def _v3(conn: Connection) -> None:
         index.create(conn)
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3}
+def _v4(conn: Connection) -> None:
+    """``runs.traceparent``: the launch's trace context (smithers.shared.tracing)."""
+    if "traceparent" in {c["name"] for c in inspect(conn).get_columns("runs")}:
+        return  # created by _v1 from the current tables
+    column = CreateColumn(s.runs.c.traceparent).compile(dialect=conn.dialect)
+    conn.execute(text(f"ALTER TABLE runs ADD COLUMN {column}"))
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
 
 
 def migrate(engine: Engine) -> int:

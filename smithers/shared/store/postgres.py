@@ -11,7 +11,7 @@ from smithers.shared.store.fast import send_pipeline
 MIGRATION_LOCK_ID = 0x536D697468  # "Smith"
 
 
-def make_postgres_engine(url: str) -> Engine:
+def make_postgres_engine(url: str, max_connections: int = 16) -> Engine:
     """An engine on PostgreSQL (``postgresql+psycopg2://``) in READ COMMITTED."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg2://" + url.split("://", 1)[1]
@@ -19,7 +19,7 @@ def make_postgres_engine(url: str) -> Engine:
         url,
         pool_pre_ping=True,
         pool_size=8,
-        max_overflow=8,
+        max_overflow=max(max_connections - 8, 0),
         isolation_level="READ COMMITTED",
     )
 

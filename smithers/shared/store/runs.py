@@ -44,6 +44,7 @@ def launch(
     parent_run_id: str | None = None,
     lineage: dict[str, Any] | None = None,
     fresh: bool = False,
+    traceparent: str | None = None,
 ) -> tuple[RunRecord, bool]:
     """Create a queued run, or return the existing one launched with the same input.
 
@@ -51,7 +52,8 @@ def launch(
     Conflict and writes nothing. The run row and its ``run.launched`` event are one
     transaction. ``fresh``: the id was just generated (:func:`smithers.shared.operations.new_run_id`,
     80 random bits), so no run can have it and it is not looked up first (one round
-    trip fewer on PostgreSQL).
+    trip fewer on PostgreSQL). ``traceparent``: the launch's trace context, which the
+    run's decisions continue (smithers.shared.tracing).
     """
     digest = input_hash(run_input)
     existing = None if fresh else tx.lock_run(run_id)
@@ -76,6 +78,7 @@ def launch(
         launched_by=launched_by,
         parent_run_id=parent_run_id,
         lineage=lineage,
+        traceparent=traceparent,
         finished_at=None,
         output=None,
         error=None,

@@ -74,6 +74,9 @@ runs = Table(
     # Set once a rewind or a resume removed node rows: the run's attempt numbers must
     # then be counted, not read off the node rows (smithers.shared.decision_steps, Dispatch.number).
     Column("reopened", Boolean, nullable=False, server_default=false()),
+    # The launch's W3C trace context when tracing is on (smithers.shared.tracing): the
+    # scheduler is woken over Redis without one, and continues the launch's trace from it.
+    Column("traceparent", String(64)),
     Index("ix_runs_wake_at", "wake_at"),
     Index("ix_runs_status", "status"),
     Index("ix_runs_workflow_created", "workflow", "created_at"),

@@ -143,7 +143,7 @@ class _Connection(sqlite3.Connection):
             held[0].release()
 
 
-def make_sqlite_engine(url: str) -> Engine:
+def make_sqlite_engine(url: str, max_connections: int = 16) -> Engine:
     """An engine on a SQLite file with our pragmas; creates the parent directory."""
     parsed = make_url(url)
     lock = None
@@ -159,7 +159,7 @@ def make_sqlite_engine(url: str) -> Engine:
             "factory": _Connection,
         },
         pool_size=8,
-        max_overflow=8,
+        max_overflow=max(max_connections - 8, 0),
     )
 
     @event.listens_for(engine, "connect")

@@ -33,11 +33,24 @@ from smithers.shared.store.tx import Tx
 
 @dataclass(frozen=True)
 class Message:
-    """A Celery message to send after commit: the attempt id and where it goes."""
+    """A Celery message to send after commit: the attempt id, where it goes, and what
+    it is (for :attr:`label`)."""
 
     attempt_id: str
     queue: str
     time_limit: float | None
+    run_id: str = ""
+    node_id: str = ""
+    iteration: int = 0
+    number: int = 0
+    workflow: str = ""
+
+    @property
+    def label(self) -> str:
+        """``workflow/run/node#attempt`` (``node[iteration]`` past a loop's first pass):
+        what Flower and the worker's log show for the message. Names only, no input."""
+        node = f"{self.node_id}[{self.iteration}]" if self.iteration else self.node_id
+        return f"{self.workflow}/{self.run_id}/{node}#{self.number}"
 
 
 _OUTPUT = select(s.outputs.c.value).where(
@@ -78,7 +91,14 @@ class LazyOutputs(Mapping[Key, Any]):
 _a = s.attempts
 _n = s.nodes
 _r = s.runs
-_RUN_COLUMNS = (_r.c.workflow, _r.c.status, _r.c.input, _r.c.cancel_requested, _r.c.reopened)
+_RUN_COLUMNS = (
+    _r.c.workflow,
+    _r.c.status,
+    _r.c.input,
+    _r.c.cancel_requested,
+    _r.c.reopened,
+    _r.c.traceparent,  # the launch's trace, continued by the decision (smithers.shared.tracing)
+)
 _NODE_COLUMNS = (
     _n.c.node_id,
     _n.c.iteration,
@@ -229,10 +249,11 @@ def write_output(
     tx.upsert(s.outputs, ("run_id", "node_id", "iteration"), row)
 
 
-def apply_decision(tx: Tx, run_id: str, decision: Decision) -> list[Message]:
+def apply_decision(tx: Tx, run_id: str, decision: Decision, workflow: str = "") -> list[Message]:
     """Write every action and its event, and set the run's next wake time.
 
-    Returns the messages to send once the transaction has committed.
+    Returns the messages to send once the transaction has committed (``workflow``, the
+    run's workflow name, goes into their labels).
     """
     messages: list[Message] = []
     terminal = False
@@ -244,7 +265,7 @@ def apply_decision(tx: Tx, run_id: str, decision: Decision) -> list[Message]:
         if isinstance(action, Dispatch):
             key = (action.node_id, action.iteration)
             number = action.number if action.number is not None else counted.get(key, 0) + 1
-            message = _dispatch(tx, run_id, action, number)
+            message = _dispatch(tx, run_id, action, number, workflow)
             if message is None:
                 cache_hit = True
             else:
@@ -254,7 +275,7 @@ def apply_decision(tx: Tx, run_id: str, decision: Decision) -> list[Message]:
                 update(s.attempts)
                 .where(s.attempts.c.attempt_id == action.attempt_id)
                 .values(dispatched_at=tx.now)
-                .returning(s.attempts.c.queue, s.attempts.c.timeout_s)
+                .returning(s.attempts.c.queue, s.attempts.c.timeout_s, s.attempts.c.number)
             ).first()
             if row is not None:
                 tx.emit(
@@ -264,7 +285,18 @@ def apply_decision(tx: Tx, run_id: str, decision: Decision) -> list[Message]:
                     iteration=action.iteration,
                     attempt_id=action.attempt_id,
                 )
-                messages.append(Message(action.attempt_id, row[0], _time_limit(row[1])))
+                messages.append(
+                    Message(
+                        action.attempt_id,
+                        row[0],
+                        _time_limit(row[1]),
+                        run_id,
+                        action.node_id,
+                        action.iteration,
+                        int(row[2]),
+                        workflow,
+                    )
+                )
         elif isinstance(action, EndAttempt):
             _end_attempt(tx, run_id, action)
         elif isinstance(action, SetNode):
@@ -294,7 +326,7 @@ def _time_limit(timeout_s: float | None) -> float | None:
     return None if timeout_s is None else timeout_s + 30.0
 
 
-def _dispatch(tx: Tx, run_id: str, action: Dispatch, number: int) -> Message | None:
+def _dispatch(tx: Tx, run_id: str, action: Dispatch, number: int, workflow: str) -> Message | None:
     """Create attempt ``number`` and queue the node; on a cache hit, finish it from the cache."""
     attempt_id = str(uuid.uuid4())
     queue = queue_for(action.kind)
@@ -372,7 +404,16 @@ def _dispatch(tx: Tx, run_id: str, action: Dispatch, number: int) -> Message | N
         attempt_id=attempt_id,
         payload={"number": number, "reason": action.reason, "queue": queue},
     )
-    return Message(attempt_id, queue, _time_limit(action.timeout_s))
+    return Message(
+        attempt_id,
+        queue,
+        _time_limit(action.timeout_s),
+        run_id,
+        action.node_id,
+        action.iteration,
+        number,
+        workflow,
+    )
 
 
 def _end_attempt(tx: Tx, run_id: str, action: EndAttempt) -> None:

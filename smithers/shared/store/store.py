@@ -7,12 +7,13 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
+from smithers.shared import settings, tracing
 from smithers.shared.errors import SmithersError, StoreUnavailable
 from smithers.shared.store import fast
 from smithers.shared.store.engine import make_engine
@@ -43,12 +44,14 @@ class Store:
     pooled_reads = False
     # PostgreSQL: the threads' own connections PREPARE the hot statements (off with
     # SMITHERS_PG_PREPARE=0, e.g. behind PgBouncer in transaction pooling mode).
-    prepare = os.environ.get("SMITHERS_PG_PREPARE", "1") != "0"
+    prepare = settings.PG_PREPARE.read(os.environ)
     PING_AFTER_S = 5.0
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, max_connections: int = 16) -> None:
         self.url = url
-        self.engine: Engine = make_engine(url)
+        # max_connections: at most this many open at once (a thread keeps two: size it
+        # for the threads that write and read, e.g. a worker's pool of threads)
+        self.engine: Engine = make_engine(url, max_connections)
         self.postgres = self.engine.dialect.name == "postgresql"
         self._pid = os.getpid()
         self._local = threading.local()
@@ -130,9 +133,20 @@ class Store:
         if os.getpid() != self._pid:
             self.reset()
 
+    def write(self) -> AbstractContextManager[Tx]:
+        """A write transaction (BEGIN IMMEDIATE on SQLite); events flush before commit.
+        Everything in the block commits together or not at all. With tracing on, a
+        transaction inside a trace is a span of it (its commit included)."""
+        return self._traced_write() if tracing.enabled() else self._write()
+
     @contextmanager
-    def write(self) -> Iterator[Tx]:
-        """A write transaction (BEGIN IMMEDIATE on SQLite); events flush before commit."""
+    def _traced_write(self) -> Iterator[Tx]:
+        span = tracing.child_span("smithers.transaction", **{"db.system": self.engine.dialect.name})
+        with span, self._write() as tx:
+            yield tx
+
+    @contextmanager
+    def _write(self) -> Iterator[Tx]:
         self._check_pid()
         try:
             if self.pooled_writes:

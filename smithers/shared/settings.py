@@ -1,0 +1,403 @@
+"""Every ``SMITHERS_*`` environment variable, declared once: name, default and meaning.
+
+The configuration classes (:class:`~smithers.shared.config.SchedulerConfig`,
+``WorkerConfig``, ``GatewayConfig``, ``SandboxConfig``, ``BundleBounds``,
+``TtlPolicy``) and the entry points read the environment through these declarations,
+and ``smithers config --markdown`` renders them as docs/configuration.md (a test fails
+when that file and this table differ). A new variable is one more
+``Setting`` in a section below.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+from smithers.shared.setting import (
+    SECTIONS,
+    Setting,
+    at_least,
+    choice,
+    count,
+    duration,
+    format_duration,
+    parse_duration,
+    positive,
+    section,
+    switch,
+    text,
+)
+
+__all__ = ["SECTIONS", "Setting", "format_duration", "names", "parse_duration", "render_markdown"]
+
+
+_deployment = section(
+    "Deployment",
+    "Every command finds its deployment the same way: `SMITHERS_DATABASE_URL` and"
+    " `SMITHERS_REDIS_URL` together name a cluster; otherwise the data directory holds the"
+    " embedded default: the SQLite file `smithers.db`, the `broker.json` that `smithers up`"
+    " writes for its embedded Redis, and `deployment.json`, its record of the workflow modules"
+    " (and of a store or broker that is not the embedded one), which other commands read for"
+    " any variable their environment does not set. `--data-dir` on the command line wins over"
+    " `SMITHERS_DATA_DIR`.",
+)
+DATABASE_URL = _deployment.add(
+    Setting(
+        "SMITHERS_DATABASE_URL",
+        "",
+        "The store, an SQLAlchemy URL: `postgresql+psycopg2://user@host/db` or `sqlite:///path`.",
+        text,
+        shown="`sqlite:///<data dir>/smithers.db`",
+    )
+)
+REDIS_URL = _deployment.add(
+    Setting(
+        "SMITHERS_REDIS_URL",
+        "",
+        "Redis (`redis://host:6379/0`): wake-ups, and step messages unless `SMITHERS_BROKER_URL`"
+        " names another broker.",
+        text,
+        shown="the embedded broker in `<data dir>/broker.json`",
+    )
+)
+BROKER_URL = _deployment.add(
+    Setting(
+        "SMITHERS_BROKER_URL",
+        "",
+        "The broker that carries step messages, a Celery broker URL (`redis://…`,"
+        " `amqp://user:password@host:5672//`); wake-ups stay on Redis.",
+        text,
+        shown="`SMITHERS_REDIS_URL`",
+    )
+)
+DATA_DIR = _deployment.add(
+    Setting(
+        "SMITHERS_DATA_DIR",
+        "",
+        "The embedded deployment's directory: `smithers.db`, `deployment.json`, `broker.json`,"
+        " `gateway.key`, `logs/`, `sandbox/`.",
+        text,
+        shown="the nearest `.smithers/` holding a `deployment.json` (here or in a parent), else"
+        " `./.smithers`",
+    )
+)
+WORKFLOWS = _deployment.add(
+    Setting(
+        "SMITHERS_WORKFLOWS",
+        "",
+        "Comma-separated Python modules whose workflows are registered"
+        " (`smithers.examples.hello,myproject.flows`).",
+        text,
+        shown="none",
+    )
+)
+DEPLOYMENT_VERSION = _deployment.add(
+    Setting(
+        "SMITHERS_DEPLOYMENT_VERSION",
+        "dev",
+        "The release name recorded on every run (the image's `DEPLOYMENT_VERSION` build argument).",
+        text,
+    )
+)
+
+_store = section("Store", "How the processes use the store.")
+PG_PREPARE = _store.add(
+    Setting(
+        "SMITHERS_PG_PREPARE",
+        True,
+        "`0` stops PostgreSQL connections from preparing the hot statements (for PgBouncer in"
+        " transaction pooling mode).",
+        switch,
+    )
+)
+
+_logs = section(
+    "Logs",
+    "Every process writes its log records to stderr through one handler that redacts secrets"
+    " first: gunicorn's and Celery's own records included.",
+)
+LOG_FORMAT = _logs.add(
+    Setting(
+        "SMITHERS_LOG_FORMAT",
+        "auto",
+        "`json`: one JSON object per line (`time`, `level`, `process`, `logger`, `message`,"
+        " fields). `text`: one readable line per record. `auto`: `text` when stderr is a"
+        " terminal, `json` otherwise (a file, a pipe, a container's log, the children of"
+        " `smithers up`).",
+        choice("auto", "text", "json"),
+    )
+)
+
+LOG_LEVEL = _logs.add(
+    Setting(
+        "SMITHERS_LOG_LEVEL",
+        "INFO",
+        "The log level of a worker started as `celery -A smithers.workers worker`"
+        " (`smithers worker` and `smithers scheduler` take `--log-level`).",
+        text,
+    )
+)
+
+_scheduler = section("Scheduler", "`smithers scheduler` (two or more are safe).")
+SWEEP_INTERVAL = _scheduler.add(
+    Setting(
+        "SMITHERS_SWEEP_INTERVAL",
+        1.0,
+        "Seconds between the scheduler's sweeps for due timers, leases and approvals.",
+        positive,
+    )
+)
+REDISPATCH_AFTER = _scheduler.add(
+    Setting(
+        "SMITHERS_REDISPATCH_AFTER",
+        30.0,
+        "Seconds after which a dispatched step nobody claimed is sent again (at least 1,"
+        " well above a worker's lazy claim).",
+        at_least(1.0),
+    )
+)
+MAX_LOST = _scheduler.add(
+    Setting(
+        "SMITHERS_MAX_LOST",
+        5,
+        "Times a step may be lost (its worker died) before its node fails.",
+        count,
+    )
+)
+
+_worker = section("Worker", "`smithers worker` and `celery -A smithers.workers worker`.")
+LEASE_SECONDS = _worker.add(
+    Setting(
+        "SMITHERS_LEASE_SECONDS",
+        30.0,
+        "Seconds an attempt's lease lasts; a running step renews it, a dead worker's lapses.",
+        positive,
+    )
+)
+VISIBILITY_TIMEOUT = _worker.add(
+    Setting(
+        "SMITHERS_VISIBILITY_TIMEOUT",
+        3600.0,
+        "Seconds before Redis hands an unacknowledged step message to another worker.",
+        positive,
+    )
+)
+CONCURRENCY = _worker.add(
+    Setting(
+        "SMITHERS_CONCURRENCY",
+        None,
+        "Steps a worker runs at once (`--concurrency` wins).",
+        count,
+        shown="the number of CPUs",
+    )
+)
+SANDBOX_ROOT = _worker.add(
+    Setting(
+        "SMITHERS_SANDBOX_ROOT",
+        None,
+        "Where sandbox steps keep their request and result bundles.",
+        text,
+        shown="`<data dir>/sandbox`",
+    )
+)
+SECRETS_DIR = _worker.add(
+    Setting(
+        "SMITHERS_SECRETS_DIR",
+        None,
+        "A directory of mounted secrets: a step's secret `NAME` is read from `<dir>/NAME`"
+        " before the environment.",
+        text,
+        shown="unset (the environment only)",
+    )
+)
+
+_sandbox = section(
+    "Sandbox",
+    "A sandbox worker (`smithers worker --queues sandbox`) and the bounds on the result"
+    " bundle a sandbox hands back (docs/sandbox.md).",
+)
+SANDBOX_RUNTIME = _sandbox.add(
+    Setting("SMITHERS_SANDBOX_RUNTIME", "docker", "The container runtime sandboxes run on.", text)
+)
+SANDBOX_VOLUMES = _sandbox.add(
+    Setting(
+        "SMITHERS_SANDBOX_VOLUMES",
+        "",
+        "Host directories a sandbox may mount, `/srv/data:ro,/srv/out:rw` (read-only unless `:rw`).",
+        text,
+        shown="none",
+    )
+)
+SANDBOX_WORK_MB = _sandbox.add(
+    Setting("SMITHERS_SANDBOX_WORK_MB", 256, "Size of a sandbox's writable work area, in MiB.", count)
+)
+SANDBOX_MAX_LOG_BYTES = _sandbox.add(
+    Setting("SMITHERS_SANDBOX_MAX_LOG_BYTES", 1024 * 1024, "Bytes of a container's log that are kept.", count)
+)
+SANDBOX_MAX_MANIFEST_BYTES = _sandbox.add(
+    Setting("SMITHERS_SANDBOX_MAX_MANIFEST_BYTES", 64 * 1024, "Size of a bundle's `manifest.json`.", count)
+)
+SANDBOX_MAX_BUNDLE_BYTES = _sandbox.add(
+    Setting(
+        "SMITHERS_SANDBOX_MAX_BUNDLE_BYTES",
+        16 * 1024 * 1024,
+        "Total bytes of the regular files in a bundle.",
+        count,
+    )
+)
+SANDBOX_MAX_PATCHES = _sandbox.add(
+    Setting("SMITHERS_SANDBOX_MAX_PATCHES", 64, "Patches in a bundle's manifest.", count)
+)
+SANDBOX_MAX_ARTIFACTS = _sandbox.add(
+    Setting("SMITHERS_SANDBOX_MAX_ARTIFACTS", 256, "Artifacts in a bundle's manifest.", count)
+)
+SANDBOX_MAX_PATH_LENGTH = _sandbox.add(
+    Setting("SMITHERS_SANDBOX_MAX_PATH_LENGTH", 255, "UTF-8 bytes of a bundle-relative path.", count)
+)
+SANDBOX_MAX_OUTPUT_DEPTH = _sandbox.add(
+    Setting(
+        "SMITHERS_SANDBOX_MAX_OUTPUT_DEPTH", 16, "Nesting of `outputs` (the object itself is depth 1).", count
+    )
+)
+SANDBOX_MAX_ENTRIES = _sandbox.add(
+    Setting("SMITHERS_SANDBOX_MAX_ENTRIES", 4096, "Files, directories and links in a bundle.", count)
+)
+SANDBOX_MAX_INLINE_BYTES = _sandbox.add(
+    Setting(
+        "SMITHERS_SANDBOX_MAX_INLINE_BYTES",
+        1024 * 1024,
+        "Bytes of patch text and patched files copied into the step's output and its sandbox record.",
+        count,
+    )
+)
+
+_gateway = section(
+    "Gateway",
+    '`smithers gateway`, `gunicorn "smithers.gateway:create_app()"` and'
+    " `flask --app smithers.gateway run`. The token signing key comes from"
+    " `SMITHERS_JWT_SECRET`, else the file `SMITHERS_JWT_SECRET_FILE`, else (single node"
+    " only) `<data dir>/gateway.key`, created on first use with mode 0600.",
+)
+JWT_SECRET = _gateway.add(
+    Setting("SMITHERS_JWT_SECRET", "", "The HS256 token signing key (at least 32 characters).", text)
+)
+JWT_SECRET_FILE = _gateway.add(
+    Setting("SMITHERS_JWT_SECRET_FILE", "", "A file holding the signing key (a mounted secret).", text)
+)
+GATEWAY_WORKER_CLASS = _gateway.add(
+    Setting(
+        "SMITHERS_GATEWAY_WORKER_CLASS",
+        "gevent",
+        "gunicorn's worker class, `gevent` or `gthread` (`--worker-class` wins).",
+        text,
+    )
+)
+GATEWAY_MAX_BODY = _gateway.add(
+    Setting("SMITHERS_GATEWAY_MAX_BODY", 1 << 20, "Largest request body, in bytes.", count)
+)
+GATEWAY_PAGE_MAX = _gateway.add(
+    Setting("SMITHERS_GATEWAY_PAGE_MAX", 200, "Largest page a list endpoint returns.", count)
+)
+CORS_ORIGINS = _gateway.add(
+    Setting(
+        "SMITHERS_CORS_ORIGINS",
+        "",
+        "Origins whose pages may call the API (`https://console.example.com`, comma-separated;"
+        " exact origins, never `*`).",
+        text,
+        shown="none (no CORS headers)",
+    )
+)
+SSE_POLL_SECONDS = _gateway.add(
+    Setting(
+        "SMITHERS_SSE_POLL_SECONDS", 0.025, "Seconds between polls of the store for new events.", positive
+    )
+)
+SSE_KEEPALIVE_SECONDS = _gateway.add(
+    Setting(
+        "SMITHERS_SSE_KEEPALIVE_SECONDS",
+        15.0,
+        "Seconds of silence after which an event stream sends a keep-alive comment.",
+        positive,
+    )
+)
+SSE_MAX_SECONDS = _gateway.add(
+    Setting(
+        "SMITHERS_SSE_MAX_SECONDS",
+        3600.0,
+        "Seconds an event stream stays open before the client is asked to resume.",
+        positive,
+    )
+)
+
+_tokens = section(
+    "Tokens",
+    "Lifetimes of the gateway's bearer tokens, as durations (`90s`, `15m`, `12h`, `30d`,"
+    " `2w`): a default, and a ceiling a request may not pass.",
+)
+TOKEN_TTL_PERSON_DEFAULT = _tokens.add(
+    Setting("SMITHERS_TOKEN_TTL_PERSON_DEFAULT", 15 * 60, "A person's token.", duration)
+)
+TOKEN_TTL_PERSON_MAX = _tokens.add(
+    Setting("SMITHERS_TOKEN_TTL_PERSON_MAX", 12 * 3600, "A person's token, at most.", duration)
+)
+TOKEN_TTL_AUTOMATION_DEFAULT = _tokens.add(
+    Setting("SMITHERS_TOKEN_TTL_AUTOMATION_DEFAULT", 86400, "An automation token.", duration)
+)
+TOKEN_TTL_AUTOMATION_MAX = _tokens.add(
+    Setting(
+        "SMITHERS_TOKEN_TTL_AUTOMATION_MAX",
+        30 * 86400,
+        "An automation token, at most.",
+        duration,
+    )
+)
+
+_flower = section(
+    "Flower", "`smithers flower` always serves behind HTTP basic auth and refuses to start without it."
+)
+FLOWER_USER = _flower.add(Setting("SMITHERS_FLOWER_USER", "", "The basic-auth user.", text))
+FLOWER_PASSWORD = _flower.add(
+    Setting("SMITHERS_FLOWER_PASSWORD", "", "The basic-auth password (at least 12 characters).", text)
+)
+FLOWER_PASSWORD_FILE = _flower.add(
+    Setting("SMITHERS_FLOWER_PASSWORD_FILE", "", "A file holding the password (a mounted secret).", text)
+)
+
+_examples = section("Examples", "Read by the example workflows in `smithers/examples/` only.")
+EXAMPLE_SANDBOX_IMAGE = _examples.add(
+    Setting(
+        "SMITHERS_EXAMPLE_SANDBOX_IMAGE",
+        "smithers-sandbox:latest",
+        "The image `sandbox-review` runs its step in.",
+        text,
+    )
+)
+
+
+def names() -> list[str]:
+    """Every declared variable, in reference order."""
+    return [s.name for sec in SECTIONS for s in sec.settings]
+
+
+def _cell(value: str) -> str:
+    return value.replace("|", "\\|")
+
+
+def render_markdown() -> str:
+    """docs/configuration.md: every section and variable as Markdown tables."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "<!-- Generated by `smithers config --markdown > docs/configuration.md` from the",
+        "     declarations in smithers/shared/settings.py: edit those, not this file. -->",
+        "",
+        "Every `SMITHERS_*` environment variable a Smithers process reads. An unset or empty",
+        "variable takes its default; a bad value stops the process with a message naming the",
+        "variable. Command-line options (`--data-dir`, `--concurrency`, `--worker-class`) win",
+        "over the environment.",
+    ]
+    for sec in SECTIONS:
+        lines += ["", f"## {sec.title}", "", textwrap.fill(sec.about, 88), ""]
+        lines += ["| variable | default | meaning |", "|---|---|---|"]
+        lines += [f"| `{s.name}` | {_cell(s.default_text())} | {_cell(s.help)} |" for s in sec.settings]
+    return "\n".join(lines) + "\n"
