@@ -100,17 +100,17 @@ def test_the_v3_migration_makes_room_for_unnumbered_events(database_url: str) ->
         conn.exec_driver_sql("DROP INDEX ix_events_unnumbered")
         if postgres:
             conn.exec_driver_sql("ALTER TABLE events ALTER COLUMN feed_id SET NOT NULL")
-        conn.execute(s.schema_version.delete().where(s.schema_version.c.version == 3))
+        conn.execute(s.schema_version.delete().where(s.schema_version.c.version >= 3))
     engine.dispose()
 
     store = Store(database_url)
-    assert store.migrate() == max(MIGRATIONS) == 3
+    assert store.migrate() == max(MIGRATIONS)
     with store.read() as conn:
         insp = inspect(conn)
         assert "ix_events_unnumbered" in {i["name"] for i in insp.get_indexes("events")}
         nullable = {c["name"]: c["nullable"] for c in insp.get_columns("events")}["feed_id"]
     assert nullable or not postgres  # (SQLite numbers as it writes: an older file keeps NOT NULL)
-    assert store.migrate() == 3  # idempotent
+    assert store.migrate() == max(MIGRATIONS)  # idempotent
     with store.write() as tx:
         tx.lock_run("a")
         tx.emit("a", "x.after")

@@ -22,6 +22,7 @@ class Tty(io.StringIO):
 def root_handlers() -> Iterator[None]:
     root = logging.getLogger()
     saved, level = list(root.handlers), root.level
+    root.handlers[:] = []  # an earlier test (an in-process worker) may have set logging up
     yield
     root.handlers[:] = saved
     root.setLevel(level)
