@@ -100,7 +100,20 @@ def _runs(conn: Connection) -> list[Metric]:
     for workflow in sorted({w for w, _ in counts}):
         for status in RunStatus:  # every status, so a series does not vanish at zero
             family.add_metric([workflow, status.value], counts.get((workflow, status.value), 0))
-    return [family]
+    unheld = GaugeMetricFamily(
+        "smithers_runs_revision_unavailable",
+        "Live runs no live scheduler or worker can move: no live process holds their workflow"
+        " revision (status_reason revision_unavailable), by workflow and revision (12 hex digits).",
+        labels=["workflow", "revision"],
+    )
+    r = s.runs.c
+    for workflow, revision, n in conn.execute(
+        select(r.workflow, r.module_revision, func.count())
+        .where(r.status_reason == "revision_unavailable")
+        .group_by(r.workflow, r.module_revision)
+    ):
+        unheld.add_metric([str(workflow), str(revision)[:12]], _count(n))
+    return [family, unheld]
 
 
 def _histogram_rows(

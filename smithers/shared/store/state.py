@@ -93,6 +93,7 @@ _n = s.nodes
 _r = s.runs
 _RUN_COLUMNS = (
     _r.c.workflow,
+    _r.c.module_revision,  # read under the run's lock: a migration cannot slip in between
     _r.c.status,
     _r.c.input,
     _r.c.cancel_requested,
