@@ -116,7 +116,10 @@ def cmd_revisions(args: argparse.Namespace) -> int:
         held = sorted({h.role for h in live if h.workflow == args.workflow and h.revision == r["revision"]})
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["first_seen"]))
         holders = ",".join(held) or "not held"
-        print(f"{r['revision'][:12]}  v{r['version']:<6} {r['module']:<28} {when}  {holders}")
+        print(
+            f"{r['revision'][:12]}  v{r['version']:<6} {r['module']:<24} {when}  {r['live_runs']:>5} live runs"
+            f"  held by: {holders}"
+        )
     return exitcodes.OK
 
 

@@ -192,7 +192,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         runs = list_runs(conn, status=args.status, workflow=args.workflow, limit=args.limit)
     for r in runs:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
-        print(f"{r.run_id:<28} {r.workflow:<20} {r.status.value:<10} {when}")
+        print(f"{r.run_id:<28} {r.workflow:<20} {r.status.value:<10} {when}  {r.module_revision[:12]}")
     return exitcodes.OK
 
 

@@ -254,6 +254,7 @@ def component_schemas() -> dict[str, Schema]:
                             "version": STR,
                             "module": STR,
                             "first_seen": NUM,
+                            "live_runs": {**INT, "description": "Its queued, running or waiting runs."},
                             "holders": {
                                 "type": "array",
                                 "items": obj({"process_id": STR, "role": STR, "last_seen": NUM}),

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from functools import cached_property
 from typing import Any
 
 import redis
@@ -47,9 +48,6 @@ class Scheduler:
         self.registry = registry
         self.config = config
         self.decision_config = DecisionConfig(config.redispatch_after_s, config.max_lost)
-        # What this process holds: it decides only runs of these (workflow, revision)s.
-        self.held = {(name, registry.get(name).revision) for name in registry.names()}
-        self.revisions = {rev for _, rev in self.held}
         self.process_id = f"scheduler:{socket.gethostname()}:{os.getpid()}"
         self._forward: dict[str, set[str]] = {}  # revision -> runs woken here but not held
         # Adaptive batching: a run is decided again no sooner than BATCH_SPACING times
@@ -59,6 +57,16 @@ class Scheduler:
         self._cost: dict[str, tuple[float, float]] = {}  # run -> (ended_at, seconds)
         self._deferred: dict[str, float] = {}  # run -> when it may be decided
         self._traced: dict[str, Any] = {}  # run -> its decision's trace context (tracing on)
+
+    @cached_property
+    def held(self) -> set[tuple[str, str]]:
+        """What this process holds: it decides only runs of these (workflow, revision)s."""
+        return {(name, self.registry.get(name).revision) for name in self.registry.names()}
+
+    @cached_property
+    def revisions(self) -> set[str]:
+        """The module revisions this process holds."""
+        return {rev for _, rev in self.held}
 
     def process(self, run_id: str) -> None:
         """Decide and apply for one run, then send its messages (after commit)."""

@@ -23,6 +23,7 @@ log = logging.getLogger("smithers.broker")
 SOCKET_TIMEOUT_S = 5.0  # Redis replies: longer is a lost connection
 MAX_BLOCK_S = SOCKET_TIMEOUT_S - 1  # a BLPOP's longest wait, under the socket timeout
 _T = TypeVar("_T")
+MAX_HANDED_ON = 10_000  # wake-ups kept for a revision's schedulers (the sweep finds the rest)
 
 
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "sentinel://")
@@ -130,8 +131,12 @@ class Broker:
         a run of a revision it does not hold); best effort like :meth:`wake`."""
         if not run_ids:
             return
+        key = wake_key(revision)
         try:
-            self.redis.lpush(wake_key(revision), *run_ids)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.lpush(key, *run_ids)
+            pipe.ltrim(key, 0, MAX_HANDED_ON - 1)  # a revision nobody holds: its list stays bounded
+            pipe.execute()
         except redis.RedisError as exc:
             log.warning("wake-up not handed on (%s); the holder's sweep will find the run", exc)
 

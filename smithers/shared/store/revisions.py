@@ -171,14 +171,26 @@ def stored_graph(conn: Connection, workflow: str, revision: str) -> dict[str, An
 
 
 def list_revisions(conn: Connection, workflow: str) -> list[dict[str, Any]]:
-    """The stored revisions of ``workflow``, oldest first."""
-    v = s.revisions
+    """The stored revisions of ``workflow``, oldest first, each with how many of its runs
+    are unfinished (``live_runs``: queued, running or waiting; a drained revision has 0)."""
+    v, r = s.revisions, s.runs
+    live: dict[str, int] = {
+        str(rev): int(n)
+        for rev, n in conn.execute(
+            select(r.c.module_revision, func.count())
+            .where(r.c.workflow == workflow, r.c.status.in_(_LIVE))
+            .group_by(r.c.module_revision)
+        )
+    }
     rows = conn.execute(
         select(v.c.revision, v.c.version, v.c.module, v.c.first_seen)
         .where(v.c.workflow == workflow)
         .order_by(v.c.first_seen, v.c.revision)
     )
-    return [{"revision": a, "version": b, "module": c, "first_seen": d} for a, b, c, d in rows]
+    return [
+        {"revision": a, "version": b, "module": c, "first_seen": d, "live_runs": live.get(a, 0)}
+        for a, b, c, d in rows
+    ]
 
 
 def resolve(conn: Connection, workflow: str, ref: str) -> str:
