@@ -116,9 +116,9 @@ def cmd_revisions(args: argparse.Namespace) -> int:
         held = sorted({h.role for h in live if h.workflow == args.workflow and h.revision == r["revision"]})
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["first_seen"]))
         holders = ",".join(held) or "not held"
+        runs = f"{r['live_runs']:>5} live runs"
         print(
-            f"{r['revision'][:12]}  v{r['version']:<6} {r['module']:<24} {when}  {r['live_runs']:>5} live runs"
-            f"  held by: {holders}"
+            f"{r['revision'][:12]}  v{r['version']:<6} {r['module']:<24} {when}  {runs}  held by: {holders}"
         )
     return exitcodes.OK
 

@@ -175,8 +175,8 @@ def list_revisions(conn: Connection, workflow: str) -> list[dict[str, Any]]:
     are unfinished (``live_runs``: queued, running or waiting; a drained revision has 0)."""
     v, r = s.revisions, s.runs
     live: dict[str, int] = {
-        str(rev): int(n)
-        for rev, n in conn.execute(
+        str(row[0]): int(row[1] or 0)
+        for row in conn.execute(
             select(r.c.module_revision, func.count())
             .where(r.c.workflow == workflow, r.c.status.in_(_LIVE))
             .group_by(r.c.module_revision)
@@ -188,8 +188,14 @@ def list_revisions(conn: Connection, workflow: str) -> list[dict[str, Any]]:
         .order_by(v.c.first_seen, v.c.revision)
     )
     return [
-        {"revision": a, "version": b, "module": c, "first_seen": d, "live_runs": live.get(a, 0)}
-        for a, b, c, d in rows
+        {
+            "revision": row[0],
+            "version": row[1],
+            "module": row[2],
+            "first_seen": row[3],
+            "live_runs": live.get(str(row[0]), 0),
+        }
+        for row in rows
     ]
 
 
