@@ -251,3 +251,47 @@ def test_cli_launch_warns_without_holders_and_migrate_is_checked(
     # then: the incompatible run is listed as refused (exit 7)
     assert bulk.returncode == 7 and "0 migrated, 1 refused" in bulk.stdout
     store.close()
+
+
+def test_the_holder_check_marks_and_clears_once_per_change(database_url: str, tmp_path: Path) -> None:
+    store = Store(database_url)
+    store.migrate()
+    registry = registry_of(deploy(tmp_path, "v1", REV1))
+    entry = registry.get("rev-flow")
+    for run_id in ("r1", "r2"):
+        operations.launch(
+            store, None, registry, workflow="rev-flow", run_input={}, run_id=run_id,
+            launched_by="t", deployment_version="t",
+        )  # fmt: skip
+    # given: only a scheduler holds the revision
+    with store.write() as tx:
+        revisions.hold(tx, "sched-1", "scheduler", [entry], tx.now)
+    # when: the check runs twice
+    with store.write() as tx:
+        first = revisions.check_unheld(tx, 30.0)
+    with store.write() as tx:
+        second = revisions.check_unheld(tx, 30.0)
+    # then: both runs are marked once, naming the missing role
+    assert sorted(first[0]) == ["r1", "r2"] and first[1] == [] and second == ([], [])
+    with store.read() as conn:
+        assert revisions.unavailable_count(conn) == 2
+        events = conn.execute(
+            select(s.events.c.payload).where(s.events.c.type == "run.revision_unavailable")
+        ).all()
+    assert [e[0]["missing"] for e in events] == [["worker"], ["worker"]]
+    # when: a worker announces the revision; then: the marks are cleared, once
+    with store.write() as tx:
+        revisions.hold(tx, "worker-1", "worker", [entry], tx.now)
+    with store.write() as tx:
+        assert sorted(revisions.check_unheld(tx, 30.0)[1]) == ["r1", "r2"]
+    with store.write() as tx:
+        assert revisions.check_unheld(tx, 30.0) == ([], [])
+    # when: the worker leaves (a clean stop); then: marked again at the next check
+    with store.write() as tx:
+        revisions.leave(tx, "worker-1")
+    with store.write() as tx:
+        assert sorted(revisions.check_unheld(tx, 30.0)[0]) == ["r1", "r2"]
+    with store.read() as conn:
+        listed = revisions.list_revisions(conn, "rev-flow")
+    assert [(r["revision"], r["live_runs"]) for r in listed] == [(entry.revision, 2)]
+    store.close()

@@ -124,36 +124,49 @@ def check_unheld(tx: Tx, ttl_s: float) -> tuple[list[str], list[str]]:
     """Mark live runs whose revision lacks a live scheduler or worker holder
     ``revision_unavailable`` (with a ``run.revision_unavailable`` event), and clear the
     mark (``run.revision_available``) once both hold it again or the run is over.
-    Returns (marked, cleared) run ids; at most ``MAX_CHECKED`` changes per call."""
+    Returns (marked, cleared) run ids; at most ``MAX_CHECKED`` changes per call.
+
+    One grouped read finds the (workflow, revision) pairs that need a change; only
+    their runs are read and written, so a quiet check costs two small queries."""
     h, r = s.holders, s.runs
     held: dict[tuple[str, str], set[str]] = {}
-    for wf, rev, role in tx.conn.execute(
+    for row in tx.conn.execute(
         select(h.c.workflow, h.c.revision, h.c.role).where(h.c.last_seen >= tx.now - ttl_s).distinct()
     ):
-        held.setdefault((str(wf), str(rev)), set()).add(str(role))
-    rows = tx.conn.execute(
-        select(r.c.run_id, r.c.workflow, r.c.module_revision, r.c.status, r.c.status_reason)
-        .where(or_(r.c.status.in_(_LIVE), r.c.status_reason.is_not(None)))
-        .order_by(r.c.created_at)
+        held.setdefault((str(row[0]), str(row[1])), set()).add(str(row[2]))
+    live = r.c.status.in_(_LIVE)
+    groups = tx.conn.execute(
+        select(r.c.workflow, r.c.module_revision, live.label("live"), r.c.status_reason)
+        .where(or_(live, r.c.status_reason.is_not(None)))
+        .distinct()
     ).all()
     marked: list[str] = []
     cleared: list[str] = []
-    for row in rows:
-        run_id, wf, rev, status, reason = str(row[0]), str(row[1]), str(row[2]), row[3], row[4]
-        if len(marked) + len(cleared) >= MAX_CHECKED:
+    values: dict[str, Any]
+    for wf, rev, is_live, reason in groups:
+        missing = [role for role in ROLES if role not in held.get((str(wf), str(rev)), set())]
+        room = MAX_CHECKED - len(marked) - len(cleared)
+        if room <= 0:
             break
-        missing = [role for role in ROLES if role not in held.get((wf, rev), set())]
-        live = status in _LIVE
-        if live and missing and reason != UNAVAILABLE:
+        where = [r.c.workflow == wf, r.c.module_revision == rev]
+        if is_live and missing and reason != UNAVAILABLE:
+            where.append(live)
+            where.append(or_(r.c.status_reason.is_(None), r.c.status_reason != UNAVAILABLE))
+            target, values, event = marked, {"status_reason": UNAVAILABLE}, "run.revision_unavailable"
+            payload: dict[str, Any] = {"revision": rev, "missing": missing}
+        elif reason == UNAVAILABLE and (not missing or not is_live):
+            where.append(r.c.status_reason == UNAVAILABLE)
+            where.append(live if is_live else ~live)
+            target, values, event = cleared, {"status_reason": None}, "run.revision_available"
+            payload = {"revision": rev}
+        else:
+            continue
+        ids = [str(row[0]) for row in tx.conn.execute(select(r.c.run_id).where(*where).limit(room))]
+        for run_id in ids:
             tx.hold_run(run_id)
-            tx.set_run(run_id, {"status_reason": UNAVAILABLE})
-            tx.emit(run_id, "run.revision_unavailable", payload={"revision": rev, "missing": missing})
-            marked.append(run_id)
-        elif reason == UNAVAILABLE and (not missing or not live):
-            tx.hold_run(run_id)
-            tx.set_run(run_id, {"status_reason": None})
-            tx.emit(run_id, "run.revision_available", payload={"revision": rev})
-            cleared.append(run_id)
+            tx.set_run(run_id, values)
+            tx.emit(run_id, event, payload=payload)
+            target.append(run_id)
     return marked, cleared
 
 
