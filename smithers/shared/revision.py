@@ -68,6 +68,10 @@ def skeleton(graph: Mapping[str, Any]) -> Workflow:
     return wf
 
 
+def _article(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
 def conflicts(ran: Iterable[tuple[str, str]], target: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Why a run whose nodes ``ran`` (``(node id, kind)`` pairs) cannot move to the
     ``target`` graph: every node that ran must be in it with the same kind. Empty when
@@ -79,6 +83,10 @@ def conflicts(ran: Iterable[tuple[str, str]], target: Mapping[str, Any]) -> list
             found.append({"node_id": node_id, "kind": kind, "problem": "missing in the target revision"})
         elif kinds[node_id] != kind:
             found.append(
-                {"node_id": node_id, "kind": kind, "problem": f"is a {kinds[node_id]} in the target revision"}
+                {
+                    "node_id": node_id,
+                    "kind": kind,
+                    "problem": f"is {_article(kinds[node_id])} in the target revision",
+                }
             )
     return found

@@ -295,3 +295,58 @@ def test_the_holder_check_marks_and_clears_once_per_change(database_url: str, tm
         listed = revisions.list_revisions(conn, "rev-flow")
     assert [(r["revision"], r["live_runs"]) for r in listed] == [(entry.revision, 2)]
     store.close()
+
+
+def test_rest_launch_warns_and_migrate_lists_conflicts(database_url: str, redis_url: str) -> None:
+    from tests.integration.gateway.support import make_gateway
+
+    with make_gateway(database_url, redis_url) as gw:
+        writer, admin = gw.auth("run:write"), gw.auth("admin")
+        # given: no process holds t-chain; when: it is launched over REST
+        created = gw.client.post("/v1/runs", json={"workflow": "t-chain", "run_id": "rest-1"}, headers=writer)
+        # then: 201, the run, and a warning naming the missing roles
+        assert created.status_code == 201
+        [warning] = created.get_json()["warnings"]
+        assert warning["code"] == "revision_unavailable" and warning["missing"] == ["scheduler", "worker"]
+        revision = warning["revision"]
+        # and the run's JSON shows its revision, unavailable, with its stored graph
+        shown = gw.client.get("/v1/runs/rest-1", headers=gw.auth("run:read")).get_json()
+        assert shown["revision"]["revision"] == revision and shown["revision"]["available"] is False
+        assert [n["id"] for n in shown["revision"]["graph"]["nodes"]] == ["a", "b", "c", "d", "e"]
+
+        # given: a revision where node `a` is an approval, and the run past `a`
+        graph = dict(shown["revision"]["graph"])
+        graph["nodes"] = [{**n, "kind": "approval"} if n["id"] == "a" else n for n in graph["nodes"]]
+        other = "f" * 64
+        with gw.store.write() as tx:
+            tx.insert(
+                s.revisions,
+                {"workflow": "t-chain", "revision": other, "version": "9", "module": "x", "graph": graph,
+                 "first_seen": tx.now},
+            )  # fmt: skip
+            tx.insert(
+                s.nodes,
+                {
+                    "run_id": "rest-1", "node_id": "a", "iteration": 0, "kind": "task", "status": "succeeded",
+                    "failures": 0, "lost": 0, "current_attempt_id": None, "current_iteration": 0,
+                    "next_at": None, "started_at": tx.now, "updated_at": tx.now, "finished_at": tx.now,
+                    "error": None,
+                },
+            )  # fmt: skip
+        # when: migrating needs admin, and is refused with the conflict list
+        assert (
+            gw.client.post("/v1/runs/rest-1/migrate", json={"to": other}, headers=writer).status_code == 403
+        )
+        refused = gw.client.post(
+            "/v1/runs/rest-1/migrate", json={"to": "ffffffff", "note": "x"}, headers=admin
+        )
+        assert refused.status_code == 409
+        error = refused.get_json()["error"]
+        assert error["code"] == "revision_conflict"
+        assert error["details"]["conflicts"] == [
+            {"node_id": "a", "kind": "task", "problem": "is an approval in the target revision"}
+        ]
+        too_long = gw.client.post(
+            "/v1/runs/rest-1/migrate", json={"to": other, "note": "n" * 1001}, headers=admin
+        )
+        assert too_long.status_code == 400
