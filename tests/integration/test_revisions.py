@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from smithers.shared import operations
+from smithers.shared.errors import InvalidInput
 from smithers.shared.registry import Registry, module_revision
 from smithers.shared.status import RunStatus
 from smithers.shared.store import Store, revisions
@@ -350,3 +351,35 @@ def test_rest_launch_warns_and_migrate_lists_conflicts(database_url: str, redis_
             "/v1/runs/rest-1/migrate", json={"to": other, "note": "n" * 1001}, headers=admin
         )
         assert too_long.status_code == 400
+
+
+def test_time_travel_walks_the_stored_graph_and_names_the_revision(database_url: str, tmp_path: Path) -> None:
+    # given: a run of revision 1 past `first`, then the module gone from the deployment
+    store = Store(database_url)
+    store.migrate()
+    registry = registry_of(deploy(tmp_path, "v1", REV1))
+    rev1 = registry.get("rev-flow").revision
+    operations.launch(
+        store, None, registry, workflow="rev-flow", run_input={}, run_id="old",
+        launched_by="alice", deployment_version="t",
+    )  # fmt: skip
+    gone = Registry()
+    # when: it is rewound at `gate` and forked at `second` by a process without the module
+    rewound = operations.time_travel(
+        store, None, gone, action="rewind", run_id="old", node_id="gate", caller="alice", confirm=True
+    )
+    forked = operations.time_travel(
+        store, None, gone, action="fork", run_id="old", node_id="second", caller="alice", confirm=True,
+        new_run_id="old-fork", new_input={},
+    )  # fmt: skip
+    # then: both say the new attempts run revision 1, and the fork records it
+    assert rewound["revision"] == rev1 and forked["revision"] == rev1
+    with store.read() as conn:
+        fork = conn.execute(select(s.runs.c.module_revision).where(s.runs.c.run_id == "old-fork")).one()
+    assert fork[0] == rev1
+    # and an unknown node of the stored graph is refused
+    with pytest.raises(InvalidInput):
+        operations.time_travel(
+            store, None, gone, action="rewind", run_id="old", node_id="third", caller="alice", confirm=True
+        )
+    store.close()
