@@ -11,5 +11,6 @@ UNAVAILABLE = 5  # store or broker unreachable, or no `smithers up` running
 NOT_FOUND = 6  # no such run, approval or workflow
 CONFLICT = 7  # the request contradicts the current state
 TIMED_OUT = 8  # --timeout passed before the run ended
+NO_HOLDER = 9  # launched, but no live scheduler or worker holds the workflow's revision
 INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 BROKEN_PIPE = 141  # stdout closed early, as by `| head` (128 + SIGPIPE, what a shell reports)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from smithers.cli import commands_revisions as revisions_cli
 from smithers.cli import exitcodes
 from smithers.cli.follow import follow
 from smithers.shared import operations
@@ -44,6 +45,7 @@ EXTENSIONS = (
     "smithers.cli.commands_gateway",
     "smithers.cli.commands_sandbox",
     "smithers.cli.commands_ops",
+    "smithers.cli.commands_revisions",
 )
 
 
@@ -126,6 +128,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         deployment_version=dep.deployment_version,
     )
     print(f"run {run.run_id} {'launched' if created else 'already exists'} ({run.workflow})", flush=True)
+    warning = (
+        revisions_cli.launch_warning(store, registry, args.workflow) if not run.status.terminal else None
+    )
+    if warning is not None:
+        print(f"warning: {warning['message']}", file=sys.stderr)
+        return exitcodes.NO_HOLDER
     if args.detach:
         return exitcodes.OK
     return follow(store, run.run_id, wait_approval=args.wait, timeout_s=args.timeout)
@@ -144,11 +152,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             raise NotFound(f"run {args.run_id!r} not found")
         nodes = nodes_of(conn, args.run_id)
         attempts = attempts_of(conn, args.run_id)
+    report = revisions_cli.revision_report(store, run)
     if args.json:
         print(
             json.dumps(
                 {
                     "run": run.to_json(),
+                    "revision": report,
                     "nodes": [n.to_json() for n in nodes],
                     "attempts": [a.to_json() for a in attempts],
                 },
@@ -159,9 +169,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         return exitcodes.OK
     print(f"{run.run_id}  {run.workflow} v{run.workflow_version}  {run.status.value}")
     print(f"  revision {run.module_revision[:12]}  deployment {run.deployment_version}")
+    for line in revisions_cli.status_lines(report, run):
+        print(line)
+    ran = {a.attempt_id: a.revision for a in attempts}
     for n in nodes:
         it = f"[{n.iteration}]" if n.iteration else ""
-        print(f"  {n.node_id + it:<28} {n.status.value:<10} failures={n.failures}")
+        rev = ran.get(n.current_attempt_id or "")
+        on = f"  revision {rev[:12]}" if rev else ""
+        print(f"  {n.node_id + it:<28} {n.status.value:<10} failures={n.failures}{on}")
     if run.error:
         print(f"  error: {run.error.get('message', run.error)}")
     return exitcodes.OK
@@ -169,11 +184,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     store = _store(_deployment(args))
+    if args.action == "migrate":
+        return revisions_cli.cmd_runs_migrate(args, store, _actor(args))
+    if args.run_id is not None:
+        raise InvalidInput("`smithers runs` lists runs; `smithers runs migrate RUN --to REV` moves one")
     with store.read() as conn:
         runs = list_runs(conn, status=args.status, workflow=args.workflow, limit=args.limit)
     for r in runs:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
-        print(f"{r.run_id:<28} {r.workflow:<20} {r.status.value:<10} {when}")
+        print(f"{r.run_id:<28} {r.workflow:<20} {r.status.value:<10} {when}  {r.module_revision[:12]}")
     return exitcodes.OK
 
 
@@ -284,10 +303,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.add_argument("--json", action="store_true")
 
-    p = add("runs", cmd_runs, "list runs, newest first")
+    p = add("runs", cmd_runs, "list runs, newest first; `runs migrate` moves runs to another revision")
+    p.add_argument("action", nargs="?", choices=("list", "migrate"), default="list")
+    p.add_argument("run_id", nargs="?", default=None, help="migrate: the run to move")
     p.add_argument("--status")
-    p.add_argument("--workflow")
+    p.add_argument("--workflow", help="list: only this workflow's; migrate: every run of it --from REV")
     p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--to", default=None, help="migrate: the target revision (hash or 8+ hex prefix)")
+    p.add_argument(
+        "--from", dest="source", default=None, help="migrate --workflow: the revision to move from"
+    )
+    p.add_argument("--note", default=None, help="migrate: why (kept in the audit row)")
+    p.add_argument("--as", dest="actor", default=None, help="migrate: the actor recorded (default cli:$USER)")
 
     p = add("approve", cmd_approve, "approve (or --deny) a pending approval")
     p.add_argument("run_id")

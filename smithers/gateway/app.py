@@ -115,9 +115,13 @@ def required_scope(app: Flask, endpoint: str) -> str | None:
     return None if scope is None else str(scope)
 
 
-def error_body(code: str, message: str, status: int) -> Response:
-    """The one error shape: ``{"error": {"code", "message"}}``."""
-    response = jsonify({"error": {"code": code, "message": message}})
+def error_body(code: str, message: str, status: int, details: dict[str, Any] | None = None) -> Response:
+    """The one error shape: ``{"error": {"code", "message"}}``, with ``details`` when the
+    error carries more (a migration's conflicts)."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    response = jsonify({"error": error})
     response.status_code = status
     return response
 
@@ -126,10 +130,11 @@ def handle_error(exc: Exception) -> Response:
     """Turn any exception into the JSON error shape; 5xx details stay in the log."""
     rid = request.environ.get(REQUEST_ID_KEY, "-")
     headers: dict[str, str] = {}
+    details: dict[str, Any] | None = None
     if isinstance(exc, RequestEntityTooLarge):
         exc = PayloadTooLarge(f"the request body is over {services().config.max_body_bytes} bytes")
     if isinstance(exc, SmithersError):
-        status, code, message = exc.http_status, exc.code, exc.message
+        status, code, message, details = exc.http_status, exc.code, exc.message, exc.details
         if status >= 500:
             log.warning("request %s: %s: %s", rid, exc.code, exc.message)
             message = _public_5xx(exc)
@@ -148,7 +153,7 @@ def handle_error(exc: Exception) -> Response:
         _audit_denial(status, code, message)
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="smithers", error="invalid_token"'
-    response = error_body(code, message, status)
+    response = error_body(code, message, status, details)
     response.headers.update(headers)
     return response
 

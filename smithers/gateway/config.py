@@ -96,6 +96,7 @@ class GatewayConfig:
     sse_buffer: int = 2048
     sse_retry_ms: int = 2000
     cors_origins: tuple[str, ...] = ()  # exact origins; empty: no CORS headers at all
+    holder_ttl_s: float = settings.HOLDER_TTL.default  # a launch warns when no live holder has its revision
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], deployment: Deployment) -> GatewayConfig:
@@ -114,4 +115,5 @@ class GatewayConfig:
             sse_keepalive_s=settings.SSE_KEEPALIVE_SECONDS.read(env),
             sse_max_s=settings.SSE_MAX_SECONDS.read(env),
             cors_origins=parse_origins(settings.CORS_ORIGINS.read(env)),
+            holder_ttl_s=settings.HOLDER_TTL.read(env),
         )

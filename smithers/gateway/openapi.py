@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from smithers.gateway import approvals, grants, history, runs, sandboxes
+from smithers.gateway import approvals, grants, history, runs, sandboxes, workflows
 from smithers.gateway.apidoc import render_markdown
 from smithers.gateway.schemas import (
     CURSOR,
@@ -35,8 +35,12 @@ from smithers.gateway.schemas import (
 )
 from smithers.shared.status import ApprovalStatus
 from smithers.shared.store.runs import RUN_ID
+from smithers.shared.workflow import WORKFLOW_NAME
 
 bp = Blueprint("openapi", __name__)
+WORKFLOW_PARAM = param(
+    "name", "path", {"type": "string", "pattern": WORKFLOW_NAME.pattern}, "The workflow's name."
+)
 
 VERSION = "1.0.0"
 DESCRIPTION = """Launch, follow and decide durable workflow runs.
@@ -53,7 +57,7 @@ bounded: people get 15 minutes by default and 12 hours at most, automation
 | `run:write` | launch, cancel, resume, rerun |
 | `approval:read` | list approvals and sandbox diff reviews |
 | `approval:submit` | decide approvals and diff reviews |
-| `admin` | delete runs, issue and revoke grants |
+| `admin` | delete runs, issue and revoke grants, migrate runs between revisions |
 
 No scope implies another: a token that launches cannot approve, and `admin` does
 neither. A missing, expired, revoked or tampered token gets 401; a valid token without
@@ -81,14 +85,17 @@ def _paths() -> dict[str, Schema]:
                 "Launch a run",
                 "run:write",
                 {
-                    "201": json_body(ref("Run"), "The run was created."),
-                    "200": json_body(ref("Run"), "A run with this id and the same input already exists."),
+                    "201": json_body(ref("LaunchedRun"), "The run was created."),
+                    "200": json_body(
+                        ref("LaunchedRun"), "A run with this id and the same input already exists."
+                    ),
                     **errors(*auth, 404, 409, 413, 503),
                 },
                 operationId="launchRun",
                 description="Launch a run of a registered workflow. The same `run_id` with the same input"
                 " returns the same run (200); with another input it is a 409. Nothing is written for a"
-                " refused request.",
+                " refused request. `warnings` holds a `revision_unavailable` entry when no live"
+                " scheduler or worker holds the workflow's revision (the run is created and waits).",
                 requestBody=request_body(runs.LAUNCH),
             ),
             "get": op(
@@ -154,6 +161,23 @@ def _paths() -> dict[str, Schema]:
                     **errors(*auth, 404, 409, 413, 503),
                 },
                 operationId="resumeRun",
+            ),
+        },
+        "/v1/runs/{run_id}/migrate": {
+            "parameters": [RUN_ID_PARAM],
+            "post": op(
+                "Move a run to another revision of its workflow",
+                "admin",
+                {
+                    "200": json_body(ref("Migration"), "Migrated; audited (actor, from, to, note)."),
+                    **errors(*auth, 404, 409, 413, 503),
+                },
+                operationId="migrateRun",
+                description="Allowed when every node that already ran is in the target revision with the"
+                " same kind; otherwise 409 `revision_conflict` with `error.details.conflicts` listing the"
+                " nodes. The target must be a revision the store has seen (a process held it or a run"
+                " launched with it). Also 409 for a succeeded or cancelled run, or one already on it.",
+                requestBody=request_body(runs.MIGRATE),
             ),
         },
         "/v1/runs/{run_id}/rerun": {
@@ -357,6 +381,30 @@ def _paths() -> dict[str, Schema]:
                 "run:read",
                 {"200": json_body(ref("WorkflowList"), "Workflows by name."), **errors(*auth)},
                 operationId="listWorkflows",
+            ),
+        },
+        "/v1/workflows/{name}/revisions": {
+            "parameters": [WORKFLOW_PARAM],
+            "get": op(
+                "List a workflow's stored revisions with their live holders",
+                "run:read",
+                {"200": json_body(ref("RevisionList"), "Oldest first."), **errors(*auth, 404, 503)},
+                operationId="listRevisions",
+            ),
+        },
+        "/v1/workflows/{name}/migrate": {
+            "parameters": [WORKFLOW_PARAM],
+            "post": op(
+                "Migrate every unfinished or failed run of a workflow from one revision to another",
+                "admin",
+                {
+                    "200": json_body(
+                        ref("WorkflowMigration"), "Each run moved on its own; `refused` says why not."
+                    ),
+                    **errors(*auth, 404, 413, 503),
+                },
+                operationId="migrateWorkflow",
+                requestBody=request_body(workflows.MIGRATE_ALL),
             ),
         },
         "/v1/grants": {

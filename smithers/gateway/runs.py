@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -18,7 +19,7 @@ from smithers.shared.errors import Conflict, InvalidInput, NotFound
 from smithers.shared.grants import Scope
 from smithers.shared.redaction import redact_text
 from smithers.shared.status import RunStatus
-from smithers.shared.store import RunRecord
+from smithers.shared.store import RunRecord, revisions
 from smithers.shared.store import runs as runs_store
 from smithers.shared.store.queries import attempts_of, get_run, list_runs, nodes_of, outputs_of
 from smithers.shared.workflow import WORKFLOW_NAME
@@ -44,6 +45,21 @@ LAUNCH = BodySchema(
     },
     required=("workflow",),
     description="Launch a run of a registered workflow.",
+)
+REVISION_REF = {
+    "type": "string",
+    "minLength": 8,
+    "maxLength": 64,
+    "pattern": "^[0-9a-f]{8,64}$",
+    "description": "A module revision of the run's workflow: the full hash or a prefix (8+ hex digits).",
+}
+NOTE = {"type": "string", "maxLength": 1000, "description": "Why (kept in the audit row)."}
+MIGRATE = BodySchema(
+    "MigrateRequest",
+    {"to": REVISION_REF, "note": NOTE},
+    required=("to",),
+    description="Move the run to another revision of its workflow (every node that already ran"
+    " must be in it with the same kind).",
 )
 RERUN = BodySchema(
     "RerunRequest",
@@ -110,7 +126,17 @@ def launch() -> tuple[Response, int, dict[str, str]]:
     if created:
         # runs.launch reads the row back before its run.launched event is flushed (seq 1)
         run = replace(run, last_seq=max(run.last_seq, 1))
-    return jsonify(run_json(run)), 201 if created else 200, {"Location": f"/v1/runs/{run.run_id}"}
+    body_out = run_json(run)
+    body_out["warnings"] = _holder_warnings(run.workflow)
+    return jsonify(body_out), 201 if created else 200, {"Location": f"/v1/runs/{run.run_id}"}
+
+
+def _holder_warnings(workflow: str) -> list[dict[str, Any]]:
+    """``[{"code": "revision_unavailable", ...}]`` when no live scheduler or worker holds
+    the workflow's revision: the run would sit queued (docs/api.md)."""
+    svc = services()
+    warning = operations.holder_warning(svc.store, svc.registry, workflow, svc.config.holder_ttl_s)
+    return [] if warning is None else [warning]
 
 
 def _encode_cursor(run: RunRecord) -> str:
@@ -159,9 +185,20 @@ def show(run_id: str) -> Response:
         nodes = nodes_of(conn, run_id)
         attempts = attempts_of(conn, run_id)
         outputs = outputs_of(conn, run_id)
+        graph = revisions.stored_graph(conn, run.workflow, run.module_revision)
+        missing = revisions.missing_roles(
+            conn, run.workflow, run.module_revision, time.time(), services().config.holder_ttl_s
+        )
     return jsonify(
         {
             "run": run_json(run),
+            "revision": {
+                "revision": run.module_revision,
+                "workflow_version": run.workflow_version,
+                "available": not missing,
+                "missing": missing,
+                "graph": graph,
+            },
             "nodes": [{**n.to_json(), "status": n.status.value} for n in nodes],
             "attempts": [{**a.to_json(), "state": a.state.value} for a in attempts],
             "outputs": [
@@ -194,6 +231,20 @@ def resume(run_id: str) -> Response:
     return jsonify(run_json(_reread(run_id)))
 
 
+@bp.post("/<run_id>/migrate")
+@requires(Scope.ADMIN)
+def migrate(run_id: str) -> Response:
+    """Move the run to another revision of its workflow; 409 ``revision_conflict`` lists
+    the nodes that already ran and differ there."""
+    _run_id(run_id)
+    body = read_body(MIGRATE)
+    svc = services()
+    result = operations.migrate(
+        svc.store, svc.broker, run_id, to=body["to"], actor=principal().subject, note=body.get("note")
+    )
+    return jsonify({**result, "run": run_json(_reread(run_id))})
+
+
 @bp.post("/<run_id>/rerun")
 @requires(Scope.RUN_WRITE)
 def rerun(run_id: str) -> tuple[Response, int, dict[str, str]]:
@@ -205,6 +256,7 @@ def rerun(run_id: str) -> tuple[Response, int, dict[str, str]]:
     entry = svc.registry.get(old.workflow)
     new_id = check_run_id(body["run_id"]) if "run_id" in body else operations.new_run_id()
     with svc.store.write() as tx:
+        revisions.record(tx, [entry])
         run, created = runs_store.launch(
             tx,
             run_id=new_id,

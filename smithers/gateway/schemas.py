@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from smithers.gateway import approvals, grants, history, runs, sandboxes
+from smithers.gateway import approvals, grants, history, runs, sandboxes, workflows
 from smithers.gateway.body import BodySchema
 from smithers.shared.status import ApprovalStatus, AttemptState, NodeStatus, RunStatus
 from smithers.shared.store.runs import RUN_ID
@@ -57,8 +57,13 @@ def component_schemas() -> dict[str, Schema]:
             "launched_by": STR,
             "parent_run_id": STR,
             "last_seq": {**INT, "description": "The seq of the run's newest event."},
+            "status_reason": {
+                **STR,
+                "description": "Why a live run cannot move: `revision_unavailable` while no live"
+                " scheduler or worker holds its module revision; null otherwise.",
+            },
         },
-        nullable=("finished_at", "error", "launched_by", "parent_run_id"),
+        nullable=("finished_at", "error", "launched_by", "parent_run_id", "status_reason"),
     )
     node = obj(
         {
@@ -95,8 +100,10 @@ def component_schemas() -> dict[str, Schema]:
             "deadline_at": NUM,
             "error": OBJ,
             "cached": BOOL,
+            "revision": {**STR, "description": "The module revision this attempt runs."},
         },
         nullable=(
+            "revision",
             "worker",
             "started_at",
             "finished_at",
@@ -184,10 +191,87 @@ def component_schemas() -> dict[str, Schema]:
                 "nodes": {"type": "array", "items": ref("Node")},
                 "attempts": {"type": "array", "items": ref("Attempt")},
                 "outputs": {"type": "array", "items": ref("Output")},
+                "revision": ref("RunRevision"),
+            }
+        ),
+        "RunRevision": obj(
+            {
+                "revision": STR,
+                "workflow_version": STR,
+                "available": {**BOOL, "description": "A live scheduler and a live worker hold it."},
+                "missing": {"type": "array", "items": {"type": "string", "enum": ["scheduler", "worker"]}},
+                "graph": {
+                    **OBJ,
+                    "nullable": True,
+                    "description": "The revision's graph as stored when first seen (nodes, kinds, edges,"
+                    " branch paths, loop bodies, condition names); null for a run from before revisions"
+                    " were stored.",
+                },
+            }
+        ),
+        "LaunchedRun": {
+            "allOf": [
+                ref("Run"),
+                obj(
+                    {
+                        "warnings": {
+                            "type": "array",
+                            "description": "`revision_unavailable` when no live scheduler or worker holds"
+                            " the workflow's revision: the run stays queued until one starts.",
+                            "items": obj(
+                                {
+                                    "code": STR,
+                                    "message": STR,
+                                    "revision": STR,
+                                    "missing": {"type": "array", "items": STR},
+                                }
+                            ),
+                        }
+                    }
+                ),
+            ]
+        },
+        "Migration": obj(
+            {"run_id": STR, "from": STR, "to": STR, "note": STR, "migrated_by": STR, "run": ref("Run")},
+            nullable=("note",),
+        ),
+        "WorkflowMigration": obj(
+            {
+                "workflow": STR,
+                "from": STR,
+                "migrated": {"type": "array", "items": OBJ},
+                "refused": {"type": "array", "items": OBJ},
+            }
+        ),
+        "RevisionList": obj(
+            {
+                "workflow": STR,
+                "revisions": {
+                    "type": "array",
+                    "items": obj(
+                        {
+                            "revision": STR,
+                            "version": STR,
+                            "module": STR,
+                            "first_seen": NUM,
+                            "live_runs": {**INT, "description": "Its queued, running or waiting runs."},
+                            "holders": {
+                                "type": "array",
+                                "items": obj({"process_id": STR, "role": STR, "last_seen": NUM}),
+                            },
+                        }
+                    ),
+                },
             }
         ),
         "TimeTravelResult": obj(
-            {"audit_id": INT, "run_id": STR, "action": STR},
+            {
+                "audit_id": INT,
+                "run_id": STR,
+                "action": STR,
+                "revision": {**STR, "description": "The module revision the new attempts run."},
+                "workflow_version": STR,
+            },
         ),
         "AuditTrail": obj(
             {
@@ -219,6 +303,8 @@ def component_schemas() -> dict[str, Schema]:
     for body in (
         runs.LAUNCH,
         runs.RERUN,
+        runs.MIGRATE,
+        workflows.MIGRATE_ALL,
         approvals.DECISION,
         grants.ISSUE,
         sandboxes.REVIEW,

@@ -1,16 +1,22 @@
-"""GET /v1/workflows: the workflows this deployment registered."""
+"""/v1/workflows: the workflows this deployment registered, their stored revisions with
+their live holders, and the bulk migration of a workflow's runs between revisions."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from smithers.gateway.auth import requires
-from smithers.gateway.body import check_query
+from smithers.gateway.auth import principal, requires
+from smithers.gateway.body import BodySchema, check_query, read_body
 from smithers.gateway.services import services
+from smithers.shared import operations
+from smithers.shared.errors import InvalidInput, NotFound
 from smithers.shared.grants import Scope
 from smithers.shared.registry import Registered
+from smithers.shared.store import revisions
+from smithers.shared.workflow import WORKFLOW_NAME
 
 bp = Blueprint("workflows", __name__)
 
@@ -38,3 +44,67 @@ def index() -> Response:
     check_query(())
     registry = services().registry
     return jsonify({"workflows": [workflow_json(registry.get(name)) for name in registry.names()]})
+
+
+REVISION = {"type": "string", "minLength": 8, "maxLength": 64, "pattern": "^[0-9a-f]{8,64}$"}
+MIGRATE_ALL = BodySchema(
+    "MigrateWorkflowRequest",
+    {
+        "from": {
+            **REVISION,
+            "description": "The revision whose unfinished runs move (hash or 8+ hex prefix).",
+        },
+        "to": {**REVISION, "description": "The revision they move to."},
+        "note": {"type": "string", "maxLength": 1000, "description": "Why (kept in each audit row)."},
+    },
+    required=("from", "to"),
+    description="Migrate every unfinished or failed run of the workflow from one revision to another.",
+)
+
+
+def _workflow_name(name: str) -> str:
+    if not WORKFLOW_NAME.match(name):
+        raise InvalidInput(f"workflow name {name!r} must match {WORKFLOW_NAME.pattern}")
+    return name
+
+
+@bp.get("/v1/workflows/<name>/revisions")
+@requires(Scope.RUN_READ)
+def revisions_of(name: str) -> Response:
+    """The stored revisions of a workflow (oldest first), each with its live holders."""
+    check_query(())
+    svc = services()
+    _workflow_name(name)
+    with svc.store.read() as conn:
+        stored = revisions.list_revisions(conn, name)
+        live = revisions.live_holders(conn, time.time(), svc.config.holder_ttl_s)
+    if not stored:
+        raise NotFound(f"workflow {name!r} has no stored revision")
+    out = []
+    for item in stored:
+        holders = [
+            {"process_id": h.process_id, "role": h.role, "last_seen": h.last_seen}
+            for h in live
+            if h.workflow == name and h.revision == item["revision"]
+        ]
+        out.append({**item, "holders": holders})
+    return jsonify({"workflow": name, "revisions": out})
+
+
+@bp.post("/v1/workflows/<name>/migrate")
+@requires(Scope.ADMIN)
+def migrate_all(name: str) -> Response:
+    """Migrate every unfinished or failed run of the workflow from one revision to
+    another, each run on its own; ``refused`` lists the runs that could not move and why."""
+    body = read_body(MIGRATE_ALL)
+    svc = services()
+    result = operations.migrate_all(
+        svc.store,
+        svc.broker,
+        _workflow_name(name),
+        source=body["from"],
+        to=body["to"],
+        actor=principal().subject,
+        note=body.get("note"),
+    )
+    return jsonify(result)

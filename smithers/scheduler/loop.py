@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
+from functools import cached_property
 from typing import Any
 
 import redis
@@ -15,9 +18,9 @@ from smithers.shared.actions import DecisionConfig
 from smithers.shared.broker import Broker
 from smithers.shared.config import SchedulerConfig
 from smithers.shared.decision import decide
-from smithers.shared.errors import SmithersError, UnknownWorkflow
+from smithers.shared.errors import SmithersError
 from smithers.shared.registry import Registry
-from smithers.shared.store import Store
+from smithers.shared.store import Store, revisions
 from smithers.shared.store.feed import number_now
 from smithers.shared.store.queries import due_runs
 from smithers.shared.store.state import LazyOutputs, Message, apply_decision, load_run_view, postpone
@@ -45,6 +48,8 @@ class Scheduler:
         self.registry = registry
         self.config = config
         self.decision_config = DecisionConfig(config.redispatch_after_s, config.max_lost)
+        self.process_id = f"scheduler:{socket.gethostname()}:{os.getpid()}"
+        self._forward: dict[str, set[str]] = {}  # revision -> runs woken here but not held
         # Adaptive batching: a run is decided again no sooner than BATCH_SPACING times
         # its last decision's cost, so a wide fan-out (an expensive decision, many
         # completions) is decided once per batch of completions while a chain (a cheap
@@ -52,6 +57,16 @@ class Scheduler:
         self._cost: dict[str, tuple[float, float]] = {}  # run -> (ended_at, seconds)
         self._deferred: dict[str, float] = {}  # run -> when it may be decided
         self._traced: dict[str, Any] = {}  # run -> its decision's trace context (tracing on)
+
+    @cached_property
+    def held(self) -> set[tuple[str, str]]:
+        """What this process holds: it decides only runs of these (workflow, revision)s."""
+        return {(name, self.registry.get(name).revision) for name in self.registry.names()}
+
+    @cached_property
+    def revisions(self) -> set[str]:
+        """The module revisions this process holds."""
+        return {rev for _, rev in self.held}
 
     def process(self, run_id: str) -> None:
         """Decide and apply for one run, then send its messages (after commit)."""
@@ -135,6 +150,9 @@ class Scheduler:
                     break
         if messages and not sent:
             self._send(messages, None)
+        forward, self._forward = self._forward, {}
+        for revision, ids in forward.items():
+            self.broker.wake_revision(revision, *sorted(ids))
         return done, again
 
     def _send(self, messages: list[Message], after: int | None) -> bool:
@@ -173,16 +191,20 @@ class Scheduler:
         if loaded is None:
             return None
         view, row = loaded
-        try:
-            wf = self.registry.get(row.workflow).workflow
-        except UnknownWorkflow:
-            log.error("run %s: workflow %r is not registered in this scheduler", run_id, row.workflow)
-            postpone(tx, run_id, RETRY_UNKNOWN_WORKFLOW_S)
+        if (row.workflow, row.module_revision) not in self.held:
+            # Another revision's run (or a workflow this process lacks): never decided
+            # with this code. Its holders get the wake-up; if none is live, the holder
+            # check marks the run revision_unavailable.
+            log.debug(
+                "run %s: revision %s of %r not held here", run_id, row.module_revision[:12], row.workflow
+            )
+            self._forward.setdefault(row.module_revision, set()).add(run_id)
             return None
+        wf = self.registry.get(row.workflow).workflow
         # The launch's trace goes on here: the wake-up over Redis carried no context.
         with tracing.span("smithers.decide", row.traceparent, **{tracing.RUN_ID: run_id}):
             decision = decide(wf, view, LazyOutputs(tx.conn, run_id), tx.now, self.decision_config)
-            messages.extend(apply_decision(tx, run_id, decision, row.workflow))
+            messages.extend(apply_decision(tx, run_id, decision, row.workflow, row.module_revision))
             self._traced[run_id] = tracing.current()
         return decision.wake_at
 
@@ -197,7 +219,28 @@ class Scheduler:
         except Exception:  # a feed reader numbers before it reads anyway: carry on
             log.exception("numbering the event feed failed; trying again at the next sweep")
         with self.store.read() as conn:
-            return due_runs(conn, time.time())
+            return due_runs(conn, time.time(), revisions=self.revisions)
+
+    def announce(self, started_at: float) -> None:
+        """Refresh this process's holder rows, then mark (or clear) runs whose revision no
+        live scheduler or worker holds: one transaction."""
+        entries = [self.registry.get(name) for name in self.registry.names()]
+        with self.store.write() as tx:
+            revisions.hold(tx, self.process_id, "scheduler", entries, started_at)
+        with self.store.write() as tx:
+            marked, cleared = revisions.check_unheld(tx, self.config.holder_ttl_s)
+        for run_id in marked:
+            log.warning("run %s: no live scheduler or worker holds its workflow revision", run_id)
+        if cleared:
+            log.info("%d runs: their revision is held again (or they ended)", len(cleared))
+
+    def leave(self) -> None:
+        """Stop holding revisions (a clean stop: the revision's other holders take over)."""
+        try:
+            with self.store.write() as tx:
+                revisions.leave(tx, self.process_id)
+        except SmithersError as exc:
+            log.warning("could not remove this scheduler's holder rows: %s", exc.message)
 
     def run_forever(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set: wait for wake-ups, sweep, process."""
@@ -212,13 +255,21 @@ class Scheduler:
                 log.warning("%d time-travel calls were interrupted; marked partial", settled)
         except SmithersError as exc:
             log.warning("could not settle time-travel leftovers: %s", exc.message)
+        started_at = time.time()
+        last_announce = 0.0
         while not stop.is_set():
+            if time.time() - last_announce >= self.config.holder_heartbeat_s:
+                try:
+                    self.announce(started_at)
+                except SmithersError as exc:
+                    log.warning("could not announce held revisions: %s", exc.message)
+                last_announce = time.time()
             ids: set[str] = set()
             timeout = interval
             if self._deferred:
                 timeout = max(0.001, min(interval, min(self._deferred.values()) - time.time()))
             try:
-                ids = self.broker.wait(timeout)
+                ids = self.broker.wait(timeout, revisions=self.revisions)
             except redis.RedisError as exc:
                 log.warning("broker unavailable (%s); sweeping the store only", exc)
                 stop.wait(min(interval, 1.0))
@@ -233,6 +284,7 @@ class Scheduler:
             except SmithersError as exc:
                 log.warning("store unavailable (%s); retrying", exc.message)
                 stop.wait(1.0)
+        self.leave()
         log.info("scheduler stopped")
 
 

@@ -17,12 +17,13 @@ import redis
 from celery import Celery
 from kombu import Queue
 
-from smithers.shared.keys import AFTER_HEADER, QUEUES, STEP_TASK, WAKE_KEY
+from smithers.shared.keys import AFTER_HEADER, QUEUES, STEP_TASK, WAKE_KEY, wake_key
 
 log = logging.getLogger("smithers.broker")
 SOCKET_TIMEOUT_S = 5.0  # Redis replies: longer is a lost connection
 MAX_BLOCK_S = SOCKET_TIMEOUT_S - 1  # a BLPOP's longest wait, under the socket timeout
 _T = TypeVar("_T")
+MAX_HANDED_ON = 10_000  # wake-ups kept for a revision's schedulers (the sweep finds the rest)
 
 
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "sentinel://")
@@ -125,19 +126,37 @@ class Broker:
         except (redis.RedisError, OSError) as exc:
             log.warning("wake-up not sent (%s); the scheduler's sweep will find the run", exc)
 
-    def wait(self, timeout_s: float, batch: int = 500) -> set[str]:
-        """Every run id queued so far (up to ``batch``), blocking up to ``timeout_s`` for one.
+    def wake_revision(self, revision: str, *run_ids: str) -> None:
+        """Hand wake-ups on to the schedulers that hold ``revision`` (a scheduler woken for
+        a run of a revision it does not hold); best effort like :meth:`wake`."""
+        if not run_ids:
+            return
+        key = wake_key(revision)
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.lpush(key, *run_ids)
+            pipe.ltrim(key, 0, MAX_HANDED_ON - 1)  # a revision nobody holds: its list stays bounded
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("wake-up not handed on (%s); the holder's sweep will find the run", exc)
 
-        A non-blocking ``LPOP key count`` first: under load it returns a batch in one
-        round trip; when idle the ``BLPOP`` that follows returns the first wake-up at
-        once, with no second round trip before it is handled. The wait is cut at
+    def wait(self, timeout_s: float, batch: int = 500, revisions: Iterable[str] = ()) -> set[str]:
+        """Every run id queued so far (up to ``batch`` a list), blocking up to ``timeout_s`` for one.
+
+        The lists are the plain wake-up list and, for each of ``revisions``, that
+        revision's own (:func:`smithers.shared.keys.wake_key`). A non-blocking
+        ``LPOP key count`` per list first: under load it returns a batch in one round
+        trip; when idle the ``BLPOP`` that follows returns the first wake-up at once,
+        with no second round trip before it is handled. The wait is cut at
         ``MAX_BLOCK_S`` (below the socket timeout): the caller comes back and waits again.
         """
-        popped: Any = self._waiter.call(("LPOP", WAKE_KEY, batch))[0]
-        if popped:
-            return {v.decode() for v in popped}
+        keys = [WAKE_KEY, *sorted({wake_key(r) for r in revisions})]
+        popped: Any = self._waiter.call(*[("LPOP", key, batch) for key in keys])
+        found = {v.decode() for values in popped if values for v in values}
+        if found:
+            return found
         timeout = min(max(timeout_s, 0.01), MAX_BLOCK_S)
-        first: Any = self._waiter.call(("BLPOP", WAKE_KEY, f"{timeout:.3f}"))[0]
+        first: Any = self._waiter.call(("BLPOP", *keys, f"{timeout:.3f}"))[0]
         if first is None:
             return set()
         return {first[1].decode()}

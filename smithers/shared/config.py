@@ -100,16 +100,21 @@ class SchedulerConfig:
     sweep_interval_s: float = settings.SWEEP_INTERVAL.default
     redispatch_after_s: float = settings.REDISPATCH_AFTER.default
     max_lost: int = settings.MAX_LOST.default
+    holder_heartbeat_s: float = settings.HOLDER_HEARTBEAT.default
+    holder_ttl_s: float = settings.HOLDER_TTL.default
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SchedulerConfig:
-        """Read SMITHERS_SWEEP_INTERVAL, SMITHERS_REDISPATCH_AFTER and SMITHERS_MAX_LOST."""
+        """Read SMITHERS_SWEEP_INTERVAL, SMITHERS_REDISPATCH_AFTER, SMITHERS_MAX_LOST and the
+        holder heartbeat and TTL."""
         return cls(
             sweep_interval_s=settings.SWEEP_INTERVAL.read(env),
             # well above a worker's lazy claim (0.25 s): a re-sent message must find the
             # attempt claimed (docs/architecture.md, "Celery settings")
             redispatch_after_s=settings.REDISPATCH_AFTER.read(env),
             max_lost=settings.MAX_LOST.read(env),
+            holder_heartbeat_s=settings.HOLDER_HEARTBEAT.read(env),
+            holder_ttl_s=settings.HOLDER_TTL.read(env),
         )
 
 
@@ -123,6 +128,7 @@ class WorkerConfig:
     concurrency: int = 2
     sandbox_root: Path = Path("sandbox")
     secrets_dir: Path | None = None
+    holder_heartbeat_s: float = settings.HOLDER_HEARTBEAT.default
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], data_dir: Path | None = None) -> WorkerConfig:
@@ -135,4 +141,5 @@ class WorkerConfig:
             concurrency=settings.CONCURRENCY.read(env) or os.cpu_count() or 2,
             sandbox_root=Path(root).resolve(),
             secrets_dir=Path(secrets) if secrets else None,
+            holder_heartbeat_s=settings.HOLDER_HEARTBEAT.read(env),
         )

@@ -7,12 +7,15 @@ client, so messages must never contain SQL, secrets or stack traces.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SmithersError(Exception):
     """Base class: ``code`` is stable (clients match on it), ``http_status`` maps it."""
 
     code = "error"
     http_status = 500
+    details: dict[str, Any] | None = None  # more for the client (the gateway's "details")
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -31,6 +34,17 @@ class Conflict(SmithersError):
 
     code = "conflict"
     http_status = 409
+
+
+class RevisionConflict(Conflict):
+    """A run cannot move to another workflow revision: nodes that already ran are missing
+    from it or changed kind; ``details["conflicts"]`` lists them."""
+
+    code = "revision_conflict"
+
+    def __init__(self, message: str, conflicts: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.details = {"conflicts": conflicts}
 
 
 class InvalidInput(SmithersError):

@@ -14,6 +14,18 @@ STEP_TASK = "smithers.step"
 AFTER_HEADER = "smithers_after"
 
 
+def revision_queue(queue: str, revision: str) -> str:
+    """The Celery queue of ``queue``'s steps of one module revision (``steps.<12 hex>``):
+    only workers that hold the revision consume it (smithers.shared.store.revisions)."""
+    return f"{queue}.{revision[:12]}" if revision else queue
+
+
+def wake_key(revision: str) -> str:
+    """The Redis list of wake-ups for runs of one module revision, which only the
+    schedulers holding it wait on (the plain ``WAKE_KEY`` is for any scheduler)."""
+    return f"{WAKE_KEY}:{revision[:12]}"
+
+
 def queue_for(kind: NodeKind) -> str:
     """The Celery queue a dispatched node kind goes to."""
     return SANDBOX_QUEUE if kind is NodeKind.SANDBOX else STEPS_QUEUE

@@ -30,7 +30,7 @@ from sqlalchemy import Connection, and_, case, func, select
 
 from smithers.shared.broker import Broker
 from smithers.shared.errors import SmithersError
-from smithers.shared.keys import QUEUES, WAKE_KEY
+from smithers.shared.keys import QUEUES, WAKE_KEY, revision_queue
 from smithers.shared.status import ApprovalStatus, AttemptState, RunStatus
 from smithers.shared.store import Store
 from smithers.shared.store import schema as s
@@ -55,9 +55,11 @@ def collect(store: Store, broker: Broker | None, now: float | None = None) -> li
     now = time.time() if now is None else now
     families: list[Metric] = []
     store_up = GaugeMetricFamily("smithers_store_up", "1 when the store answered this scrape.")
+    queues = list(QUEUES)
     try:
         with store.read() as conn:
             families += _runs(conn)
+            queues += _revision_queues(conn)
             families += _steps(conn)
             families += _cache(conn, now)
             families += _approvals(conn, now)
@@ -67,8 +69,16 @@ def collect(store: Store, broker: Broker | None, now: float | None = None) -> li
         log.warning("metrics: store unavailable (%s)", exc)
         store_up.add_metric([], 0)
     families.append(store_up)
-    families += _broker(broker)
+    families += _broker(broker, queues)
     return families
+
+
+def _revision_queues(conn: Connection) -> list[str]:
+    """The per-revision queues of the revisions that have live runs (smithers.shared.keys)."""
+    r = s.runs.c
+    live = (RunStatus.QUEUED.value, RunStatus.RUNNING.value, RunStatus.WAITING.value)
+    rows = conn.execute(select(r.module_revision).where(r.status.in_(live)).distinct())
+    return [revision_queue(q, rev) for rev in sorted(str(row[0]) for row in rows) for q in QUEUES]
 
 
 class StoreCollector(Collector):
@@ -100,7 +110,20 @@ def _runs(conn: Connection) -> list[Metric]:
     for workflow in sorted({w for w, _ in counts}):
         for status in RunStatus:  # every status, so a series does not vanish at zero
             family.add_metric([workflow, status.value], counts.get((workflow, status.value), 0))
-    return [family]
+    unheld = GaugeMetricFamily(
+        "smithers_runs_revision_unavailable",
+        "Live runs no live scheduler or worker can move: no live process holds their workflow"
+        " revision (status_reason revision_unavailable), by workflow and revision (12 hex digits).",
+        labels=["workflow", "revision"],
+    )
+    r = s.runs.c
+    for workflow, revision, n in conn.execute(
+        select(r.workflow, r.module_revision, func.count())
+        .where(r.status_reason == "revision_unavailable")
+        .group_by(r.workflow, r.module_revision)
+    ):
+        unheld.add_metric([str(workflow), str(revision)[:12]], _count(n))
+    return [family, unheld]
 
 
 def _histogram_rows(
@@ -237,7 +260,7 @@ def _sandboxes(conn: Connection) -> list[Metric]:
     return [outcomes, active, decisions]
 
 
-def _broker(broker: Broker | None) -> list[Metric]:
+def _broker(broker: Broker | None, queues: Sequence[str] = QUEUES) -> list[Metric]:
     up = GaugeMetricFamily("smithers_broker_up", "1 when Redis answered this scrape.")
     if broker is None:
         up.add_metric([], 0)
@@ -247,7 +270,7 @@ def _broker(broker: Broker | None) -> list[Metric]:
     )
     try:
         pipe = broker.redis.pipeline(transaction=False)
-        for queue in QUEUES:
+        for queue in queues:
             for suffix in _PRIORITY_SUFFIXES:
                 pipe.llen(queue + suffix)
         pipe.hlen(_UNACKED_KEY)
@@ -258,7 +281,7 @@ def _broker(broker: Broker | None) -> list[Metric]:
         up.add_metric([], 0)
         return [up]
     step = len(_PRIORITY_SUFFIXES)
-    for i, queue in enumerate(QUEUES):
+    for i, queue in enumerate(queues):
         depth.add_metric([queue], sum(values[i * step : (i + 1) * step]))
     unacked = GaugeMetricFamily(
         "smithers_queue_unacked", "Step messages delivered to a worker and not yet acknowledged."

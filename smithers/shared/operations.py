@@ -8,6 +8,7 @@ anything is written.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -17,11 +18,13 @@ from smithers.shared.broker import Broker
 from smithers.shared.errors import InvalidInput, NotFound, SmithersError
 from smithers.shared.redaction import sensitive_key
 from smithers.shared.registry import Registry
-from smithers.shared.store import ApprovalRecord, RunRecord, Store, timetravel
+from smithers.shared.revision import skeleton
+from smithers.shared.store import ApprovalRecord, RunRecord, Store, revisions, timetravel
 from smithers.shared.store import approvals as approvals_store
 from smithers.shared.store import runs as runs_store
 from smithers.shared.store import sandboxes as sandboxes_store
 from smithers.shared.store.queries import get_run
+from smithers.shared.workflow import Workflow
 
 MAX_INPUT_BYTES = 1_000_000
 
@@ -92,6 +95,7 @@ def launch(
     with tracing.span("smithers.launch", **{tracing.RUN_ID: rid, tracing.WORKFLOW: workflow}):
         traceparent = tracing.traceparent()  # the launch's own: the run's decisions are its children
         with store.write() as tx:
+            revisions.record(tx, [entry])  # its graph stays readable after the module is gone
             run, created = runs_store.launch(
                 tx,
                 run_id=rid,
@@ -202,7 +206,7 @@ def time_travel(
         run = get_run(conn, run_id)
     if run is None:
         raise NotFound(f"run {run_id!r} not found")
-    wf = registry.get(run.workflow).workflow
+    wf = workflow_of(store, registry, run)
     timetravel.reopened(wf, node_id)  # unknown node: refuse before writing anything
     checked_input = check_input(new_input) if action == "fork" else None
     target = runs_store.check_run_id(new_run_id) if new_run_id else new_run_id_for(action)
@@ -243,7 +247,79 @@ def time_travel(
         timetravel.finish(tx, audit_id, "success", result)
     if broker is not None:
         broker.wake(woken)
-    return {"audit_id": audit_id, "run_id": run_id, "action": action, **result}
+    # New attempts run the run's own revision (a replay or fork copies it).
+    revision = {"revision": run.module_revision, "workflow_version": run.workflow_version}
+    return {"audit_id": audit_id, "run_id": run_id, "action": action, **result, **revision}
+
+
+def workflow_of(store: Store, registry: Registry, run: RunRecord) -> Workflow:
+    """The graph of the revision ``run`` records: the loaded workflow when this process
+    holds that revision, else the stored graph (functions absent: walk it, never run it)."""
+    entry = registry.find(run.workflow)
+    if entry is not None and entry.revision == run.module_revision:
+        return entry.workflow
+    with store.read() as conn:
+        graph = revisions.stored_graph(conn, run.workflow, run.module_revision)
+    if graph is None:
+        if entry is not None:
+            return entry.workflow  # a run from before revisions were stored: the same graph or none
+        raise NotFound(f"revision {run.module_revision[:12]} of workflow {run.workflow!r} is not known")
+    return skeleton(graph)
+
+
+def holder_warning(store: Store, registry: Registry, workflow: str, ttl_s: float) -> dict[str, Any] | None:
+    """A warning when no live scheduler or no live worker holds the revision of
+    ``workflow`` this process has loaded (a launch would sit queued), else None."""
+    entry = registry.get(workflow)
+    with store.read() as conn:
+        missing = revisions.missing_roles(conn, workflow, entry.revision, time.time(), ttl_s)
+    if not missing:
+        return None
+    return {
+        "code": revisions.UNAVAILABLE,
+        "revision": entry.revision,
+        "missing": missing,
+        "message": (
+            f"no live {' or '.join(missing)} holds revision {entry.revision[:12]} of {workflow!r}:"
+            " the run stays queued until one starts"
+        ),
+    }
+
+
+def migrate(
+    store: Store, broker: Broker | None, run_id: str, *, to: str, actor: str, note: Any = None
+) -> dict[str, Any]:
+    """Move one run to another revision of its workflow (audited; see
+    :func:`smithers.shared.store.revisions.migrate_run`), then wake it."""
+    checked = revisions.check_note(note)
+    with store.write() as tx:
+        result = revisions.migrate_run(tx, run_id, to, actor, checked)
+    if broker is not None:
+        broker.wake(run_id)
+    return result
+
+
+def migrate_all(
+    store: Store, broker: Broker | None, workflow: str, *, source: str, to: str, actor: str, note: Any = None
+) -> dict[str, Any]:
+    """Migrate every unfinished (or failed) run of ``workflow`` on revision ``source``, each
+    in its own transaction: ``{"migrated": [...], "refused": [{"run_id", "error", ...}]}``."""
+    checked = revisions.check_note(note)
+    with store.read() as conn:
+        source_rev = revisions.resolve(conn, workflow, source)
+        revisions.resolve(conn, workflow, to)  # an unknown target: refuse before any run moves
+        ids = revisions.runs_on(conn, workflow, source_rev)
+    migrated: list[dict[str, Any]] = []
+    refused: list[dict[str, Any]] = []
+    for rid in ids:
+        try:
+            with store.write() as tx:
+                migrated.append(revisions.migrate_run(tx, rid, to, actor, checked))
+        except SmithersError as exc:
+            refused.append({"run_id": rid, "code": exc.code, "message": exc.message, **(exc.details or {})})
+    if broker is not None and migrated:
+        broker.wake(*[m["run_id"] for m in migrated])
+    return {"workflow": workflow, "from": source_rev, "migrated": migrated, "refused": refused}
 
 
 def new_run_id_for(action: str) -> str:

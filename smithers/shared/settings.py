@@ -164,6 +164,30 @@ MAX_LOST = _scheduler.add(
     )
 )
 
+_revisions = section(
+    "Revisions",
+    "Schedulers and workers announce the workflow revisions they hold with a heartbeat in the"
+    " store; a run whose revision no live scheduler or worker holds is marked"
+    ' `revision_unavailable` (docs/operations.md, "Deploying a new revision").',
+)
+HOLDER_HEARTBEAT = _revisions.add(
+    Setting(
+        "SMITHERS_HOLDER_HEARTBEAT",
+        5.0,
+        "Seconds between a scheduler's or worker's announcements of the revisions it holds.",
+        positive,
+    )
+)
+HOLDER_TTL = _revisions.add(
+    Setting(
+        "SMITHERS_HOLDER_TTL",
+        30.0,
+        "Seconds after its last announcement that a process no longer counts as holding its"
+        " revisions (keep it a few heartbeats long: it is also the grace a restarting process has).",
+        positive,
+    )
+)
+
 _worker = section("Worker", "`smithers worker` and `celery -A smithers.workers worker`.")
 LEASE_SECONDS = _worker.add(
     Setting(

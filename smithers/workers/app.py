@@ -16,17 +16,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from celery import Celery
-from celery.signals import celeryd_init
+from celery.signals import celeryd_after_setup, celeryd_init, worker_ready, worker_shutdown
 from kombu import Queue
 
 from smithers.shared import settings, tracing
 from smithers.shared.broker import Broker, celery_settings
 from smithers.shared.config import WorkerConfig, resolve_deployment
 from smithers.shared.errors import BrokerUnavailable, InvalidInput
-from smithers.shared.keys import AFTER_HEADER, STEP_TASK
+from smithers.shared.keys import AFTER_HEADER, QUEUES, STEP_TASK, revision_queue
 from smithers.shared.logs import json_wanted, route_celery_logs, setup_logging
 from smithers.shared.registry import Registry, load_registry
 from smithers.shared.store import Store
+from smithers.workers.holders import HOLDERS as _HOLDERS
 from smithers.workers.step import WorkerEnv, run_attempt
 
 log = logging.getLogger("smithers.worker")
@@ -42,6 +43,29 @@ def create_app(env: WorkerEnv) -> Celery:
     app.conf.worker_concurrency = env.config.concurrency
     # What a worker consumes when Celery's -Q does not say (-Q adds any other queue)
     app.conf.task_queues = [Queue(q, routing_key=q) for q in env.config.queues]
+    held = sorted({env.registry.get(name).revision for name in env.registry.names()})
+
+    @celeryd_after_setup.connect(weak=False)
+    def _revision_queues(sender: Any = None, instance: Any = None, **_: Any) -> None:
+        # Each queue this worker consumes (its -Q) also for every revision it holds:
+        # steps of a revision reach only the workers that hold it (smithers.shared.keys).
+        if instance is None or instance.app is not app:
+            return
+        queues = instance.app.amqp.queues
+        for name in sorted(queues.consume_from or queues):
+            if name in QUEUES:
+                for revision in held:
+                    queue = revision_queue(name, revision)
+                    queues.select_add(Queue(queue, routing_key=queue))
+
+    @worker_ready.connect(weak=False)
+    def _announce(sender: Any = None, **_: Any) -> None:
+        if sender is not None and getattr(sender, "app", app) is app:
+            _HOLDERS.start(env)
+
+    @worker_shutdown.connect(weak=False)
+    def _leave(sender: Any = None, **_: Any) -> None:
+        _HOLDERS.stop(env)
 
     @app.task(name=STEP_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True, bind=True)
     def step(self: Any, attempt_id: str) -> str:

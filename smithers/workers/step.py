@@ -23,7 +23,16 @@ from smithers.shared.errors import SmithersError
 from smithers.shared.redaction import redact, redact_text
 from smithers.shared.registry import Registry
 from smithers.shared.store import Store
-from smithers.shared.store.attempts import CLAIM_AFTER_S, CacheWrite, Claim, claim, complete, heartbeat, peek
+from smithers.shared.store.attempts import (
+    CLAIM_AFTER_S,
+    CacheWrite,
+    Claim,
+    claim,
+    complete,
+    heartbeat,
+    peek,
+    revision_of,
+)
 from smithers.shared.store.queries import outputs_for
 from smithers.shared.workflow import Node, NodeKind, Workflow
 from smithers.workers.secrets import resolve_secrets
@@ -209,6 +218,13 @@ def _start(env: WorkerEnv, attempt_id: str, after: int | None) -> Claim | None:
     ``after``: the message was sent before its dispatch committed (see :func:`peek`)."""
     with env.store.read() as conn:
         c = peek(conn, attempt_id, time.time(), after)
+        owner = (c.workflow, c.module_revision) if c is not None else revision_of(conn, attempt_id)
+    if owner is not None and not holds(env.registry, *owner):
+        # Another revision's step (a message from before a deploy or a migration): this
+        # code must not run it. Left queued, it is re-sent to its revision's queue.
+        log.warning("attempt %s: revision %s of %r is not held here; left for its holders", attempt_id,
+                    owner[1][:12], owner[0])  # fmt: skip
+        return None
     if c is not None:
         entry = env.registry.find(c.workflow)
         node = entry.workflow.nodes.get(c.node_id) if entry is not None else None
@@ -220,6 +236,12 @@ def _start(env: WorkerEnv, attempt_id: str, after: int | None) -> Claim | None:
         got = claim(tx, attempt_id, env.worker_id, env.config.lease_s)
     env.broker.wake_soon(*tx.woken)
     return got
+
+
+def holds(registry: Registry, workflow: str, revision: str) -> bool:
+    """True if this process has ``workflow`` loaded at ``revision``."""
+    entry = registry.find(workflow)
+    return entry is not None and entry.revision == revision
 
 
 def run_attempt(env: WorkerEnv, attempt_id: str, after: int | None = None) -> str:

@@ -69,10 +69,13 @@ def test_flower_shows_our_queues_and_workers_and_refuses_strangers(
                 return sorted(q["name"] for q in info["active_queues"])
         return None
 
-    assert _wait_for(worker_queues, 30, "the worker in Flower") == ["sandbox", "steps"]
+    # (each queue also for the workflow revision the worker holds: docs/operations.md)
+    rev = engine.registry.get("t-chain").revision[:12]
+    ours = ["sandbox", f"sandbox.{rev}", "steps", f"steps.{rev}"]
+    assert _wait_for(worker_queues, 30, "the worker in Flower") == ours
     status, lengths = _get(f"{base}/api/queues/length", (USER, PASSWORD))
     assert status == 200
-    assert sorted(q["name"] for q in lengths["active_queues"]) == ["sandbox", "steps"]
+    assert sorted(q["name"] for q in lengths["active_queues"]) == ours
 
 
 def test_flower_lists_each_step_by_workflow_run_node_and_attempt(

@@ -79,6 +79,25 @@ ENDPOINTS = {
         rule="/v1/runs/<run_id>/sandboxes/<sandbox_id>/review",
     ),
     "workflows": Endpoint("GET", "/v1/workflows", "run:read"),
+    "revisions": Endpoint(
+        "GET", "/v1/workflows/t-chain/revisions", "run:read", ok=(200,), rule="/v1/workflows/<name>/revisions"
+    ),
+    "migrate": Endpoint(
+        "POST",
+        "/v1/runs/{run}/migrate",
+        "admin",
+        {"to": "0000000000000000"},
+        ok=(404,),  # no such revision: the point is that the credential got through
+        rule="/v1/runs/<run_id>/migrate",
+    ),
+    "migrate workflow": Endpoint(
+        "POST",
+        "/v1/workflows/t-chain/migrate",
+        "admin",
+        {"from": "0000000000000000", "to": "1111111111111111"},
+        ok=(404,),
+        rule="/v1/workflows/<name>/migrate",
+    ),
     "audit trail": Endpoint("GET", "/v1/runs/{run}/audit", "run:read", rule="/v1/runs/<run_id>/audit"),
     "rewind": Endpoint(
         "POST",

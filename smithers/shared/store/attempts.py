@@ -121,6 +121,20 @@ def peek(conn: Connection, attempt_id: str, now: float, after: int | None = None
     return _claim_of(row, None, None if row.timeout_s is None else now + row.timeout_s, now)
 
 
+_OWNER = (
+    select(s.runs.c.workflow, s.runs.c.module_revision)
+    .select_from(s.attempts.join(s.runs, s.runs.c.run_id == s.attempts.c.run_id))
+    .where(s.attempts.c.attempt_id == bindparam("b_attempt_id"))
+)
+
+
+def revision_of(conn: Connection, attempt_id: str) -> tuple[str, str] | None:
+    """(workflow, module revision) of the attempt's run now, or None (read-only): what a
+    worker must hold to run it."""
+    row = fast.execute(conn, _OWNER, {"b_attempt_id": attempt_id}).first()
+    return None if row is None else (row[0], row[1])
+
+
 def claim(
     tx: Tx,
     attempt_id: str,

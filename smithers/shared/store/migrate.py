@@ -56,7 +56,18 @@ def _v4(conn: Connection) -> None:
     conn.execute(text(f"ALTER TABLE runs ADD COLUMN {column}"))
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
+def _v5(conn: Connection) -> None:
+    """Workflow revisions (smithers.shared.store.revisions): ``runs.status_reason``,
+    ``attempts.revision``, and the ``revisions`` and ``holders`` tables."""
+    for table, column in ((s.runs, s.runs.c.status_reason), (s.attempts, s.attempts.c.revision)):
+        if column.name not in {c["name"] for c in inspect(conn).get_columns(table.name)}:
+            compiled = CreateColumn(column).compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {compiled}"))
+    s.revisions.create(conn, checkfirst=True)
+    s.holders.create(conn, checkfirst=True)
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5}
 
 
 def migrate(engine: Engine) -> int:

@@ -141,8 +141,14 @@ def approvals(
     return [approval_record(row) for row in conn.execute(query.order_by(ap.c.requested_at))]
 
 
-def due_runs(conn: Connection, now: float, limit: int = 500) -> list[str]:
-    """Runs whose ``wake_at`` has come: queued, changed by a worker, or with a timer due."""
+def due_runs(
+    conn: Connection, now: float, limit: int = 500, revisions: Iterable[str] | None = None
+) -> list[str]:
+    """Runs whose ``wake_at`` has come: queued, changed by a worker, or with a timer due;
+    only those of ``revisions`` when given (the module revisions a scheduler holds)."""
     r = s.runs
-    rows = conn.execute(select(r.c.run_id).where(r.c.wake_at <= now).order_by(r.c.wake_at).limit(limit))
+    query = select(r.c.run_id).where(r.c.wake_at <= now)
+    if revisions is not None:
+        query = query.where(r.c.module_revision.in_(sorted(set(revisions))))
+    rows = conn.execute(query.order_by(r.c.wake_at).limit(limit))
     return [row[0] for row in rows]

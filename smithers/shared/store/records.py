@@ -31,6 +31,7 @@ class RunRecord:
     launched_by: str | None
     parent_run_id: str | None
     last_seq: int
+    status_reason: str | None = None  # "revision_unavailable": no live process holds its revision
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (status as its string value)."""
@@ -79,6 +80,7 @@ class AttemptRecord:
     deadline_at: float | None
     error: dict[str, Any] | None
     cached: bool
+    revision: str | None = None  # the module revision this attempt runs
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -149,6 +151,7 @@ def run_record_from(m: Mapping[Any, Any]) -> RunRecord:
         launched_by=m["launched_by"],
         parent_run_id=m["parent_run_id"],
         last_seq=int(m["next_seq"]),
+        status_reason=m.get("status_reason"),
     )
 
 
@@ -191,6 +194,7 @@ def attempt_record(row: Row[Any]) -> AttemptRecord:
         deadline_at=m["deadline_at"],
         error=m["error"],
         cached=bool(m["cached"]),
+        revision=m.get("revision"),
     )
 
 

@@ -77,6 +77,9 @@ runs = Table(
     # The launch's W3C trace context when tracing is on (smithers.shared.tracing): the
     # scheduler is woken over Redis without one, and continues the launch's trace from it.
     Column("traceparent", String(64)),
+    # Why a live run cannot move (``revision_unavailable``: no live process holds its
+    # module revision; smithers.shared.store.revisions), NULL when nothing is wrong.
+    Column("status_reason", String(32)),
     Index("ix_runs_wake_at", "wake_at"),
     Index("ix_runs_status", "status"),
     Index("ix_runs_workflow_created", "workflow", "created_at"),
@@ -123,6 +126,9 @@ attempts = Table(
     Column("error", Json),
     Column("cached", Boolean, nullable=False, default=False),
     Column("cache_key", String(64)),
+    # The module revision this attempt runs (the run's when it was dispatched, or the
+    # one an operator migrated the run to before the attempt started).
+    Column("revision", String(64)),
     Index("ix_attempts_node", "run_id", "node_id", "iteration"),
 )
 
@@ -281,4 +287,31 @@ time_travel_audit = Table(
     Column("started_at", Float, nullable=False),
     Column("finished_at", Float),
     Index("ix_tta_run", "run_id"),
+)
+
+# The graph of every workflow revision a process registered or a run launched with,
+# written at first sight, so an old run stays readable after its module is gone.
+revisions = Table(
+    "revisions",
+    metadata,
+    Column("workflow", String(128), primary_key=True),
+    Column("revision", String(64), primary_key=True),
+    Column("version", String(64), nullable=False),
+    Column("module", String(256), nullable=False),
+    Column("graph", Json, nullable=False),
+    Column("first_seen", Float, nullable=False),
+)
+
+# Processes that hold (loaded) a workflow revision, one row per process and revision,
+# refreshed by a heartbeat; a row older than the TTL is a holder that is gone.
+holders = Table(
+    "holders",
+    metadata,
+    Column("process_id", String(200), primary_key=True),
+    Column("workflow", String(128), primary_key=True),
+    Column("revision", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Index("ix_holders_revision", "revision", "last_seen"),
 )

@@ -23,7 +23,7 @@ from smithers.shared.actions import (
     SetNode,
     SetRun,
 )
-from smithers.shared.keys import queue_for
+from smithers.shared.keys import queue_for, revision_queue
 from smithers.shared.status import AttemptState, NodeStatus, RunStatus
 from smithers.shared.store import fast
 from smithers.shared.store import schema as s
@@ -93,6 +93,7 @@ _n = s.nodes
 _r = s.runs
 _RUN_COLUMNS = (
     _r.c.workflow,
+    _r.c.module_revision,  # read under the run's lock: a migration cannot slip in between
     _r.c.status,
     _r.c.input,
     _r.c.cancel_requested,
@@ -249,11 +250,15 @@ def write_output(
     tx.upsert(s.outputs, ("run_id", "node_id", "iteration"), row)
 
 
-def apply_decision(tx: Tx, run_id: str, decision: Decision, workflow: str = "") -> list[Message]:
+def apply_decision(
+    tx: Tx, run_id: str, decision: Decision, workflow: str = "", revision: str = ""
+) -> list[Message]:
     """Write every action and its event, and set the run's next wake time.
 
     Returns the messages to send once the transaction has committed (``workflow``, the
-    run's workflow name, goes into their labels).
+    run's workflow name, goes into their labels). ``revision``, the run's module
+    revision, is recorded on each new attempt, and its messages go to that revision's
+    queues (:func:`smithers.shared.keys.revision_queue`), which only its holders consume.
     """
     messages: list[Message] = []
     terminal = False
@@ -265,7 +270,7 @@ def apply_decision(tx: Tx, run_id: str, decision: Decision, workflow: str = "") 
         if isinstance(action, Dispatch):
             key = (action.node_id, action.iteration)
             number = action.number if action.number is not None else counted.get(key, 0) + 1
-            message = _dispatch(tx, run_id, action, number, workflow)
+            message = _dispatch(tx, run_id, action, number, workflow, revision)
             if message is None:
                 cache_hit = True
             else:
@@ -288,7 +293,7 @@ def apply_decision(tx: Tx, run_id: str, decision: Decision, workflow: str = "") 
                 messages.append(
                     Message(
                         action.attempt_id,
-                        row[0],
+                        revision_queue(row[0], revision),
                         _time_limit(row[1]),
                         run_id,
                         action.node_id,
@@ -326,7 +331,9 @@ def _time_limit(timeout_s: float | None) -> float | None:
     return None if timeout_s is None else timeout_s + 30.0
 
 
-def _dispatch(tx: Tx, run_id: str, action: Dispatch, number: int, workflow: str) -> Message | None:
+def _dispatch(
+    tx: Tx, run_id: str, action: Dispatch, number: int, workflow: str, revision: str
+) -> Message | None:
     """Create attempt ``number`` and queue the node; on a cache hit, finish it from the cache."""
     attempt_id = str(uuid.uuid4())
     queue = queue_for(action.kind)
@@ -350,6 +357,7 @@ def _dispatch(tx: Tx, run_id: str, action: Dispatch, number: int, workflow: str)
             "timeout_s": action.timeout_s,
             "cached": hit is not None,
             "cache_key": action.cache_key,
+            "revision": revision or None,
             "claim_token": None,
             "worker": None,
             "started_at": None,
@@ -402,11 +410,11 @@ def _dispatch(tx: Tx, run_id: str, action: Dispatch, number: int, workflow: str)
         node_id=action.node_id,
         iteration=action.iteration,
         attempt_id=attempt_id,
-        payload={"number": number, "reason": action.reason, "queue": queue},
+        payload={"number": number, "reason": action.reason, "queue": queue, "revision": revision or None},
     )
     return Message(
         attempt_id,
-        queue,
+        revision_queue(queue, revision),
         _time_limit(action.timeout_s),
         run_id,
         action.node_id,
