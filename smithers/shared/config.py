@@ -123,6 +123,7 @@ class WorkerConfig:
     concurrency: int = 2
     sandbox_root: Path = Path("sandbox")
     secrets_dir: Path | None = None
+    secrets_allow: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], data_dir: Path | None = None) -> WorkerConfig:
@@ -135,4 +136,7 @@ class WorkerConfig:
             concurrency=settings.CONCURRENCY.read(env) or os.cpu_count() or 2,
             sandbox_root=Path(root).resolve(),
             secrets_dir=Path(secrets) if secrets else None,
+            secrets_allow=frozenset(
+                name.strip() for name in settings.SECRETS_ALLOW.read(env).split(",") if name.strip()
+            ),
         )

@@ -209,6 +209,16 @@ SECRETS_DIR = _worker.add(
         shown="unset (the environment only)",
     )
 )
+SECRETS_ALLOW = _worker.add(
+    Setting(
+        "SMITHERS_SECRETS_ALLOW",
+        "",
+        "Names a step may take as a secret from the worker's environment, comma-separated, besides"
+        " `SMITHERS_SECRET_*`; never any other `SMITHERS_*` (files in `SMITHERS_SECRETS_DIR` are allowed).",
+        text,
+        shown="none",
+    )
+)
 
 _sandbox = section(
     "Sandbox",

@@ -1,9 +1,13 @@
 """The sandbox worker's side of a sandbox step: bundles, container, record, review.
 
 :func:`make_sandbox_runner` is called once when a worker that consumes the
-``sandbox`` queue starts. It removes the containers a previous process of this
-worker left behind (labelled ``smithers.worker=<name>``, the ``--name`` or the host
-name, so a restarted worker finds its own), then returns the runner that
+``sandbox`` queue starts. It removes orphaned containers: those a previous process of
+this worker left behind (labelled ``smithers.worker=<name>``), and any of this
+deployment (``smithers.store=<store scope>``) whose attempt (``smithers.attempt``) the
+store no longer holds running under a live lease, whichever worker started them,
+since compose and Kubernetes give a recreated worker another name. The same sweep
+runs before every sandbox attempt, so the orphan of a lost attempt goes at the latest
+when its retry runs. It then returns the runner that
 :func:`smithers.workers.step.run_attempt` calls for every sandbox attempt:
 
 1. record the sandbox (``sandboxes`` row, ``sandbox.created``) and write the request
@@ -24,15 +28,19 @@ output carries the patched files, and the node is held for review (see
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
 import threading
+import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.engine import make_url
 
 from smithers.shared import settings
 from smithers.shared.bundle import (
@@ -41,6 +49,7 @@ from smithers.shared.bundle import (
     BundleBounds,
     ResultManifest,
     ResultStatus,
+    check_storable,
     collect_result_bundle,
     read_bundle_file,
     write_request_bundle,
@@ -56,7 +65,14 @@ from smithers.shared.workflow import Node
 from smithers.workers.runtime import ContainerOutcome, SandboxRuntime, create_runtime
 from smithers.workers.step import WorkerEnv
 
-__all__ = ["SandboxConfig", "SandboxRunner", "make_sandbox_runner", "sandbox_id_for", "worker_label"]
+__all__ = [
+    "SandboxConfig",
+    "SandboxRunner",
+    "make_sandbox_runner",
+    "sandbox_id_for",
+    "store_scope",
+    "worker_label",
+]
 
 log = logging.getLogger("smithers.sandbox")
 
@@ -127,6 +143,20 @@ def worker_label(worker_id: str) -> str:
     return worker_id
 
 
+def store_scope(url: str) -> str:
+    """A stable, password-free label for the store a deployment uses (16 hex digits)."""
+    shown = make_url(url).render_as_string(hide_password=True)
+    return hashlib.sha256(shown.encode()).hexdigest()[:16]
+
+
+def _live(env: WorkerEnv) -> Callable[[Collection[str]], set[str]]:
+    def live(attempt_ids: Collection[str]) -> set[str]:
+        with env.store.read() as conn:
+            return sandboxes.live_attempts(conn, attempt_ids, time.time())
+
+    return live
+
+
 def sandbox_id_for(attempt_id: str) -> str:
     """The sandbox id of an attempt: ``sbx-`` and the attempt's 32 hex digits."""
     try:
@@ -179,7 +209,8 @@ def _log_tail(result_dir: Path) -> str:
         data = read_bundle_file(result_dir, LOGS_FILENAME, 1 << 30)
     except (SmithersError, OSError):
         return ""
-    return redact_text(data[-LOG_TAIL_BYTES:].decode("utf-8", "replace"))
+    # "replace" leaves no lone surrogate; NUL is shown, not stored (PostgreSQL refuses it)
+    return redact_text(data[-LOG_TAIL_BYTES:].decode("utf-8", "replace").replace("\x00", "\\0"))
 
 
 class SandboxRunner:
@@ -210,6 +241,13 @@ class SandboxRunner:
             raise SandboxError(f"node {node.id!r} has no sandbox spec")
         sandbox_id = sandbox_id_for(claim.attempt_id)
         root = env.config.sandbox_root
+        try:
+            removed = self.runtime().remove_orphans(store_scope(env.store.url), _live(env))
+        except SmithersError as exc:
+            log.warning("could not sweep orphaned sandboxes: %s", exc.message)
+        else:
+            if removed:
+                log.warning("removed %d orphaned sandbox container(s)", removed)
         with env.store.write() as tx:
             sandboxes.create(
                 tx,
@@ -268,6 +306,7 @@ class _Step:
             "smithers.node": c.node_id,
             "smithers.attempt": c.attempt_id,
             "smithers.sandbox_id": self.sandbox_id,
+            "smithers.store": store_scope(self.env.store.url),
         }
         outcome = self.runner.runtime().run(self.spec, sandbox_dir, labels, secrets, on_started=self.started)
         result_dir = sandbox_dir / RESULT_DIRNAME
@@ -333,6 +372,7 @@ class _Step:
                 diffs[entry.path] = data.decode("utf-8")
             except UnicodeDecodeError:
                 raise BundleRejected(f"{name}: not UTF-8 text") from None
+            check_storable(diffs[entry.path], name)
         changes = apply_patches(
             self.spec.files, [(f"patches/{p}", t) for p, t in diffs.items()], self.bounds.max_path_length
         )
@@ -390,7 +430,7 @@ def make_sandbox_runner(
     runtime = factory(label, config)
     try:
         runtime.ping()
-        removed = runtime.remove_orphans(label)
+        removed = runtime.remove_orphans(store_scope(env.store.url), _live(env), label)
     finally:
         runtime.close()  # pool children fork after this; each opens its own connection
     if removed:

@@ -255,30 +255,58 @@ def test_oversize_file_is_rejected_while_copying(runtime: DockerRuntime, tmp_pat
     assert not (tmp_path / "sandboxes" / "run-1" / "step-1" / "result" / "artifacts" / "big.bin").exists()
 
 
-def test_remove_orphans_removes_only_this_workers_containers(
+def test_remove_orphans_matches_the_attempt_not_the_workers_name(
     runtime: DockerRuntime, engine: DockerClient, worker_id: str
 ) -> None:
-    # given a leftover sandbox of this worker and a container of another worker
-    other = f"{worker_id}-other"
-    mine = engine.containers.create(
-        IMAGE, ["sleep", "60"], labels={"smithers.sandbox": "1", "smithers.worker": worker_id}
+    # given sandboxes of one deployment: one this worker left, one of a lost attempt
+    # started by a worker since renamed, one of a live attempt, and one of another deployment
+    scope = uuid.uuid4().hex[:16]
+
+    def sandbox(worker: str, attempt: str, store: str = scope, start: bool = True) -> str:
+        labels = {
+            "smithers.sandbox": "1",
+            "smithers.worker": worker,
+            "smithers.attempt": attempt,
+            "smithers.store": store,
+        }
+        container = engine.containers.create(IMAGE, ["sleep", "60"], labels=labels)
+        if start:
+            container.start()
+        return container.id or ""
+
+    mine = sandbox(worker_id, "a-live-mine")
+    renamed = sandbox(f"{worker_id}-before-reschedule", "a-lost", start=False)  # sat exited
+    volume = engine.volumes.create(
+        labels={"smithers.sandbox": "1", "smithers.attempt": "a-lost", "smithers.store": scope}
     )
-    theirs = engine.containers.create(
-        IMAGE, ["sleep", "60"], labels={"smithers.sandbox": "1", "smithers.worker": other}
-    )
+    live = sandbox(f"{worker_id}-sibling", "a-live")
+    foreign = sandbox(f"{worker_id}-sibling", "a-lost", store="another-deployment")
+    asked: list[set[str]] = []
+
+    def alive(ids: object) -> set[str]:
+        asked.append(set(ids))  # type: ignore[call-overload]
+        return {"a-live", "a-live-mine"} & asked[-1]
+
     try:
-        mine.start()
-        # when the worker starts and cleans up
-        removed = runtime.remove_orphans(worker_id)
-        # then only its own container is gone
-        assert removed == 1
+        # when this worker starts and cleans up
+        removed = runtime.remove_orphans(scope, alive, worker_id)
+
+        # then its own and the lost attempt's sandboxes are gone, volume too; the rest stay
+        assert removed == 2
+        for gone in (mine, renamed):
+            with pytest.raises(docker.errors.NotFound):
+                engine.containers.get(gone)
         with pytest.raises(docker.errors.NotFound):
-            engine.containers.get(mine.name or "")
-        assert engine.containers.get(theirs.name or "").id == theirs.id
+            engine.volumes.get(volume.name or "")
+        assert engine.containers.get(live).status == "running"
+        assert engine.containers.get(foreign).status == "running"
+        assert asked == [{"a-live-mine", "a-lost", "a-live"}]
     finally:
-        theirs.remove(force=True)
+        for container_id in (mine, renamed, live, foreign):
+            with contextlib.suppress(docker.errors.NotFound):
+                engine.containers.get(container_id).remove(force=True)
         with contextlib.suppress(docker.errors.NotFound):
-            mine.remove(force=True)
+            engine.volumes.get(volume.name or "").remove(force=True)
 
 
 def test_volumes_only_from_the_allowlist_and_read_only_unless_allowed(
@@ -311,3 +339,33 @@ def test_background_process_does_not_hold_the_step_open(runtime: DockerRuntime, 
     assert outcome.exit_code == 3
     assert time.monotonic() - started < 5
     assert "done" in logs_of(sandbox_dir)
+
+
+def test_step_cannot_write_the_container_log_on_the_host(
+    runtime: DockerRuntime, engine: DockerClient, tmp_path: Path
+) -> None:
+    # given a step that tries to fill the host's disk through its holder's stdout and stderr
+    script = """
+        for fd in /proc/1/fd/1 /proc/1/fd/2; do
+            if head -c 1048576 /dev/zero > "$fd" 2>/dev/null
+            then echo "WROTE $fd"; else echo "REFUSED $fd"; fi
+        done
+        kill -9 1 2>/dev/null && echo "KILLED holder" || echo "holder kept"
+    """
+    sandbox_dir = write_request_bundle(tmp_path / "sandboxes", "run-1", "step-1", {}, {}, {})
+    log_configs: list[dict[str, object]] = []
+
+    def started(container_id: str, digest: str) -> None:
+        log_configs.append(engine.api.inspect_container(container_id)["HostConfig"]["LogConfig"])
+
+    # when it runs
+    spec = SandboxSpec(command=("sh", "-c", script), timeout_s=20)
+    outcome = runtime.run(spec, sandbox_dir, {}, {}, on_started=started)
+
+    # then both writes are refused, the holder survives, and the log would be capped anyway
+    logs = logs_of(sandbox_dir)
+    assert outcome.exit_code == 0
+    assert "REFUSED /proc/1/fd/1" in logs and "REFUSED /proc/1/fd/2" in logs, logs
+    assert "WROTE" not in logs
+    assert "holder kept" in logs
+    assert log_configs == [{"Type": "json-file", "Config": {"max-size": "1m", "max-file": "1"}}]

@@ -11,10 +11,17 @@ from collections.abc import Mapping
 
 from smithers.shared.bundle import BundleBounds
 from smithers.shared.errors import SandboxError
-from smithers.workers.runtime.base import ContainerOutcome, OnStarted, SandboxRuntime
+from smithers.workers.runtime.base import ContainerOutcome, LiveAttempts, OnStarted, SandboxRuntime
 from smithers.workers.runtime.docker import DockerRuntime
 
-__all__ = ["ContainerOutcome", "DockerRuntime", "OnStarted", "SandboxRuntime", "create_runtime"]
+__all__ = [
+    "ContainerOutcome",
+    "DockerRuntime",
+    "LiveAttempts",
+    "OnStarted",
+    "SandboxRuntime",
+    "create_runtime",
+]
 
 
 def create_runtime(

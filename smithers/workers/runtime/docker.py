@@ -13,9 +13,11 @@ How ``/work`` works, and why (verified on Docker 20.10, cgroup v1, overlay2):
 
 So each sandbox gets a size-bounded tmpfs volume (uid 10001, mode 0700, nosuid,
 nodev) at ``/work``, and the container's main process is only a holder (``sleep``
-under docker-init) that keeps the volume mounted. Once it runs, the request is copied
+under docker-init, as ``nobody``) that keeps the volume mounted. The step runs as
+uid 10001, so it cannot reach the holder's stdout through ``/proc/1/fd/1`` (the
+container's log file on the host, capped at 1 MiB anyway). Once it runs, the request is copied
 into ``/work/request``; the step runs as an *exec* in that container (same cgroup
-limits, same user, no capabilities, no new privileges, exit code reported by the
+limits, its own user, no capabilities, no new privileges, exit code reported by the
 daemon); when it exits the container is paused (a consistent snapshot even if the step
 left background processes), ``/work/result`` is copied out and extracted member by
 member by :func:`smithers.shared.bundle_archive.extract_result_archive`, then the container is killed
@@ -44,21 +46,27 @@ from pathlib import Path
 import docker.errors
 from docker.client import DockerClient
 from docker.models.containers import Container
-from docker.types import Mount, Ulimit
+from docker.types import LogConfig, Mount, Ulimit
 
 from smithers.shared.bundle import LOGS_FILENAME, RESULT_DIRNAME, BundleBounds
 from smithers.shared.bundle_archive import extract_result_archive
 from smithers.shared.errors import BundleRejected, SandboxError, SandboxOutOfMemory, SandboxTimeout
 from smithers.shared.sandbox import SANDBOX_UID, SandboxSpec
-from smithers.workers.runtime.base import ContainerOutcome, OnStarted
+from smithers.workers.runtime.base import ContainerOutcome, LiveAttempts, OnStarted
 
-__all__ = ["SANDBOX_LABEL", "WORKER_LABEL", "DockerRuntime"]
+__all__ = ["ATTEMPT_LABEL", "SANDBOX_LABEL", "STORE_LABEL", "WORKER_LABEL", "DockerRuntime"]
 
 log = logging.getLogger(__name__)
 
 SANDBOX_LABEL = "smithers.sandbox"
 WORKER_LABEL = "smithers.worker"
+ATTEMPT_LABEL = "smithers.attempt"
+STORE_LABEL = "smithers.store"
 _USER = f"{SANDBOX_UID}:{SANDBOX_UID}"
+# The holder (PID 1 and its sleep) runs as another user than the step, so the step can
+# neither open /proc/1/fd/1 (the container's log on the host) nor signal its holder.
+_HOLDER_USER = "65534:65534"
+_LOG_CONFIG = LogConfig(type=LogConfig.types.JSON, config={"max-size": "1m", "max-file": "1"})
 _KILLED_EXIT = 137
 _REDACTED = b"[REDACTED]"
 
@@ -135,22 +143,35 @@ class DockerRuntime:
         with _engine("ping"):
             self._client.ping()
 
-    def remove_orphans(self, worker_id: str) -> int:
-        """Remove containers (and their volumes) left by ``worker_id``; return how many.
+    def remove_orphans(self, scope: str, live: LiveAttempts, worker_id: str | None = None) -> int:
+        """Remove this deployment's orphaned sandboxes (and their volumes); return how many.
 
-        Called at worker start: any sandbox of this worker that still exists belongs
-        to an attempt that died with the previous process.
+        A sandbox is this deployment's when its ``smithers.store`` label is ``scope``,
+        and an orphan when its attempt (the ``smithers.attempt`` label, stable across
+        worker restarts, renames and reschedules) is not among ``live(attempt ids)``,
+        or when it was started by ``worker_id`` (a restarted worker's predecessor).
         """
-        labels = [f"{SANDBOX_LABEL}=1", f"{WORKER_LABEL}={worker_id}"]
+        labels = [f"{SANDBOX_LABEL}=1", f"{STORE_LABEL}={scope}"]
         removed = 0
         with _engine("remove orphans"):
-            for container in self._client.containers.list(all=True, filters={"label": labels}):
-                with contextlib.suppress(docker.errors.NotFound):
-                    container.remove(force=True)
-                    removed += 1
-            for volume in self._client.volumes.list(filters={"label": labels}):
-                with contextlib.suppress(docker.errors.NotFound):
-                    volume.remove(force=True)
+            containers = self._client.containers.list(all=True, filters={"label": labels})
+            volumes = self._client.volumes.list(filters={"label": labels})
+            found = [c.labels for c in containers] + [v.attrs.get("Labels") or {} for v in volumes]
+            alive = live({str(lb.get(ATTEMPT_LABEL)) for lb in found if lb.get(ATTEMPT_LABEL)})
+
+            def orphan(lb: Mapping[str, str]) -> bool:
+                mine = worker_id is not None and lb.get(WORKER_LABEL) == worker_id
+                return mine or lb.get(ATTEMPT_LABEL) not in alive
+
+            for container in containers:
+                if orphan(container.labels):
+                    with contextlib.suppress(docker.errors.NotFound):
+                        container.remove(force=True)
+                        removed += 1
+            for volume in volumes:
+                if orphan(volume.attrs.get("Labels") or {}):
+                    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                        volume.remove(force=True)  # APIError: still in use by a live container
         return removed
 
     def run(
@@ -232,7 +253,7 @@ class DockerRuntime:
             command=[str(holder_s)],
             name=name,
             hostname="sandbox",
-            user=_USER,
+            user=_HOLDER_USER,
             working_dir="/work",
             labels=labels,
             init=True,
@@ -240,6 +261,7 @@ class DockerRuntime:
             cap_drop=["ALL"],
             security_opt=["no-new-privileges:true"],
             ipc_mode="none",  # no /dev/shm: nothing writable outside /work
+            log_config=_LOG_CONFIG,  # nothing should write it; bounded if something does
             network_mode="bridge" if spec.allow_network else "none",
             ports={f"{port}/tcp": ("127.0.0.1", port) for port in spec.ports},
             mem_limit=f"{spec.memory_mb}m",
