@@ -237,6 +237,14 @@ SANDBOX_VOLUMES = _sandbox.add(
         shown="none",
     )
 )
+SANDBOX_PROXY_IMAGE = _sandbox.add(
+    Setting(
+        "SMITHERS_SANDBOX_PROXY_IMAGE",
+        "smithers-sandbox:latest",
+        "The image (with `python3`, never pulled) of the egress proxy of `network='allowlist'` steps.",
+        text,
+    )
+)
 SANDBOX_WORK_MB = _sandbox.add(
     Setting("SMITHERS_SANDBOX_WORK_MB", 256, "Size of a sandbox's writable work area, in MiB.", count)
 )

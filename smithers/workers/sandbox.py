@@ -107,14 +107,16 @@ class SandboxConfig:
     (``SMITHERS_SANDBOX_VOLUMES=/srv/data:ro,/srv/out:rw``, default none): host
     directories a step may mount, writable only when marked ``rw`` and asked for.
     ``work_size_mb`` (256): the tmpfs ``/work`` of each container. ``max_log_bytes``
-    (1 MiB): step output kept in ``result/logs.txt``. ``bounds``: the result bundle's
-    limits (:class:`smithers.shared.bundle.BundleBounds`, ``SMITHERS_SANDBOX_MAX_*``).
+    (1 MiB): step output kept in ``result/logs.txt``. ``proxy_image``: the egress proxy's.
+    ``bounds``: the result bundle's limits (:class:`smithers.shared.bundle.BundleBounds`,
+    ``SMITHERS_SANDBOX_MAX_*``).
     """
 
     runtime: str = settings.SANDBOX_RUNTIME.default
     allowed_volume_roots: Mapping[str, bool] = field(default_factory=dict)
     work_size_mb: int = settings.SANDBOX_WORK_MB.default
     max_log_bytes: int = settings.SANDBOX_MAX_LOG_BYTES.default
+    proxy_image: str = settings.SANDBOX_PROXY_IMAGE.default
     bounds: BundleBounds = field(default_factory=BundleBounds)
 
     @classmethod
@@ -126,6 +128,7 @@ class SandboxConfig:
             allowed_volume_roots=_volume_roots(settings.SANDBOX_VOLUMES.read(environ)),
             work_size_mb=settings.SANDBOX_WORK_MB.read(environ),
             max_log_bytes=settings.SANDBOX_MAX_LOG_BYTES.read(environ),
+            proxy_image=settings.SANDBOX_PROXY_IMAGE.read(environ),
             bounds=BundleBounds.from_env(environ),
         )
 
@@ -173,6 +176,7 @@ def _default_runtime(label: str, config: SandboxConfig) -> SandboxRuntime:
         bounds=config.bounds,
         work_size_mb=config.work_size_mb,
         max_log_bytes=config.max_log_bytes,
+        proxy_image=config.proxy_image,
     )
 
 
@@ -185,6 +189,8 @@ def _limits(spec: SandboxSpec, config: SandboxConfig) -> dict[str, Any]:
         "timeout_s": spec.timeout_s,
         "work_size_mb": config.work_size_mb,
         "allow_network": spec.allow_network,
+        "network": spec.network,
+        "egress": list(spec.egress),
         "ports": list(spec.ports),
         "volumes": [
             {"host_path": v.host_path, "container_path": v.container_path, "read_only": v.read_only}

@@ -7,6 +7,7 @@ Without them the tests skip, unless ``CI=true``, where they fail.
 from __future__ import annotations
 
 import contextlib
+import http.server
 import ipaddress
 import os
 import socket
@@ -22,7 +23,13 @@ import pytest
 from docker.client import DockerClient
 
 from smithers.shared.bundle import BundleBounds, ResultStatus, collect_result_bundle, write_request_bundle
-from smithers.shared.errors import BundleRejected, SandboxError, SandboxOutOfMemory, SandboxTimeout
+from smithers.shared.errors import (
+    BundleRejected,
+    InvalidWorkflow,
+    SandboxError,
+    SandboxOutOfMemory,
+    SandboxTimeout,
+)
 from smithers.shared.sandbox import SandboxSpec, VolumeMount
 from smithers.workers.runtime import ContainerOutcome, DockerRuntime
 
@@ -369,3 +376,102 @@ def test_step_cannot_write_the_container_log_on_the_host(
     assert "WROTE" not in logs
     assert "holder kept" in logs
     assert log_configs == [{"Type": "json-file", "Config": {"max-size": "1m", "max-file": "1"}}]
+
+
+PROXY_IMAGES = ("python:3.11-slim", "smithers:local", "smithers:latest")
+
+
+@pytest.fixture
+def proxy_image(engine: DockerClient) -> str:
+    """An image with python3 for the egress proxy (built by .ci/build-images.sh)."""
+    for image in (os.environ.get("SMITHERS_SANDBOX_PROXY_IMAGE", ""), *PROXY_IMAGES):
+        with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
+            if image:
+                engine.images.get(image)
+                return image
+    problem = (
+        f"no image with python3 for the egress proxy ({', '.join(PROXY_IMAGES)}): run .ci/build-images.sh"
+    )
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(problem)
+    pytest.skip(problem)
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = f"hello from {self.server.server_address[1]}\n".encode()  # type: ignore[index]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+def test_allowlist_egress_reaches_only_the_listed_destinations(
+    engine: DockerClient, worker_id: str, proxy_image: str, tmp_path: Path
+) -> None:
+    # given two HTTP servers of the test's own on the bridge gateway (the host)
+    ipam = engine.networks.get("bridge").attrs["IPAM"]["Config"][0]
+    gateway = ipam.get("Gateway") or str(next(ipaddress.ip_network(ipam["Subnet"]).hosts()))
+    servers = [http.server.ThreadingHTTPServer((gateway, 0), _Hello) for _ in range(2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    allowed, denied = (f"{gateway}:{server.server_address[1]}" for server in servers)
+    # and a step allowed to reach only the first, which tries both, by both proxy methods,
+    # and then tries to go around the proxy
+    script = f"""
+        proxy=${{HTTP_PROXY#http://}}
+        ask() {{
+            exec 3<>"/dev/tcp/${{proxy%:*}}/${{proxy##*:}}"
+            printf "$1" >&3
+            tr -d '\\r' <&3 | grep -E '^(HTTP|hello)' | sed "s|^|$2: |"
+            exec 3<&-
+        }}
+        ask 'GET http://{allowed}/ HTTP/1.0\\r\\n\\r\\n' get-allowed
+        ask 'GET http://{denied}/ HTTP/1.0\\r\\n\\r\\n' get-denied
+        ask 'CONNECT {allowed} HTTP/1.1\\r\\n\\r\\nGET / HTTP/1.0\\r\\n\\r\\n' connect-allowed
+        ask 'CONNECT {denied} HTTP/1.1\\r\\n\\r\\n' connect-denied
+        if timeout 5 bash -c 'exec 3<>/dev/tcp/{gateway}/{allowed.rsplit(":", 1)[1]}' 2>/dev/null
+        then echo direct: CONNECTED; else echo direct: UNREACHABLE; fi
+    """
+    runtime = DockerRuntime(worker_id, client=engine, proxy_image=proxy_image)
+    spec = SandboxSpec(command=("bash", "-c", script), network="allowlist", egress=(allowed,), timeout_s=40)
+    sandbox_dir = write_request_bundle(tmp_path / "sandboxes", "run-1", "step-1", {}, {}, {})
+    try:
+        # when it runs
+        outcome = runtime.run(spec, sandbox_dir, {}, {})
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+    # then only the listed destination answered, and nothing went around the proxy
+    logs = logs_of(sandbox_dir)
+    port = allowed.rsplit(":", 1)[1]
+    assert outcome.exit_code == 0, logs
+    assert "get-allowed: HTTP/1.0 200" in logs and f"get-allowed: hello from {port}" in logs, logs
+    assert "connect-allowed: HTTP/1.1 200 Connection established" in logs, logs
+    assert f"connect-allowed: hello from {port}" in logs, logs
+    assert "get-denied: HTTP/1.1 403 Forbidden" in logs and "connect-denied: HTTP/1.1 403 Forbidden" in logs
+    assert "hello from " + denied.rsplit(":", 1)[1] not in logs
+    assert "direct: UNREACHABLE" in logs, logs
+    # and the proxy and its network are gone with the sandbox
+    assert not engine.networks.list(filters={"label": [f"smithers.worker={worker_id}"]})
+
+
+def test_network_policy_is_validated() -> None:
+    assert SandboxSpec(command=("true",), allow_network=True).network == "full"
+    spec = SandboxSpec(command=("true",), network="allowlist", egress=("API.Example.com:443", "[::1]:8080"))
+    assert spec.egress == ("api.example.com:443", "[::1]:8080") and not spec.allow_network
+    for bad in (
+        {"network": "some"},
+        {"network": "allowlist"},
+        {"egress": ("a.example:443",)},
+        {"network": "allowlist", "egress": ("a.example",)},
+        {"network": "allowlist", "egress": ("a b:80",)},
+        {"network": "allowlist", "egress": ("a.example:443",), "ports": (80,)},
+    ):
+        with pytest.raises(InvalidWorkflow):
+            SandboxSpec(command=("true",), **bad)  # type: ignore[arg-type]

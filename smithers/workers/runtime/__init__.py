@@ -32,6 +32,7 @@ def create_runtime(
     bounds: BundleBounds,
     work_size_mb: int,
     max_log_bytes: int,
+    proxy_image: str = "smithers-sandbox:latest",
 ) -> SandboxRuntime:
     """The runtime called ``kind`` (``docker``), labelling its containers ``worker_id``."""
     if kind == "docker":
@@ -41,5 +42,6 @@ def create_runtime(
             bounds=bounds,
             work_size_mb=work_size_mb,
             max_log_bytes=max_log_bytes,
+            proxy_image=proxy_image,
         )
     raise SandboxError(f"unknown sandbox runtime {kind!r} (available: docker)")

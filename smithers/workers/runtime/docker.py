@@ -53,6 +53,7 @@ from smithers.shared.bundle_archive import extract_result_archive
 from smithers.shared.errors import BundleRejected, SandboxError, SandboxOutOfMemory, SandboxTimeout
 from smithers.shared.sandbox import SANDBOX_UID, SandboxSpec
 from smithers.workers.runtime.base import ContainerOutcome, LiveAttempts, OnStarted
+from smithers.workers.runtime.egress import Egress, start_egress
 
 __all__ = ["ATTEMPT_LABEL", "SANDBOX_LABEL", "STORE_LABEL", "WORKER_LABEL", "DockerRuntime"]
 
@@ -66,6 +67,7 @@ _USER = f"{SANDBOX_UID}:{SANDBOX_UID}"
 # The holder (PID 1 and its sleep) runs as another user than the step, so the step can
 # neither open /proc/1/fd/1 (the container's log on the host) nor signal its holder.
 _HOLDER_USER = "65534:65534"
+_NETWORK_MODES = {"none": "none", "full": "bridge"}
 _LOG_CONFIG = LogConfig(type=LogConfig.types.JSON, config={"max-size": "1m", "max-file": "1"})
 _KILLED_EXIT = 137
 _REDACTED = b"[REDACTED]"
@@ -121,6 +123,7 @@ class DockerRuntime:
         work_size_mb: int = 256,
         max_log_bytes: int = 1024 * 1024,
         api_timeout_s: float = 30.0,
+        proxy_image: str = "smithers-sandbox:latest",
     ) -> None:
         """Connect to the engine from the environment (``DOCKER_HOST``) unless given."""
         if not worker_id:
@@ -132,6 +135,7 @@ class DockerRuntime:
         self._bounds = bounds or BundleBounds()
         self._work_size_mb = work_size_mb
         self._max_log_bytes = max_log_bytes
+        self._proxy_image = proxy_image
 
     def close(self) -> None:
         """Close the engine connection (a forked child must open its own)."""
@@ -172,6 +176,10 @@ class DockerRuntime:
                 if orphan(volume.attrs.get("Labels") or {}):
                     with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                         volume.remove(force=True)  # APIError: still in use by a live container
+            for network in self._client.networks.list(filters={"label": labels}):
+                if orphan(network.attrs.get("Labels") or {}):
+                    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                        network.remove()
         return removed
 
     def run(
@@ -211,17 +219,24 @@ class DockerRuntime:
                 labels=all_labels,
             )
         container: Container | None = None
+        egress: Egress | None = None
         try:
+            if spec.network == "allowlist":
+                with _engine("start egress proxy"):
+                    egress = start_egress(self._client, name, spec, all_labels, self._proxy_image)
             with _engine("create container"):
-                container = self._create(spec, name, mounts, all_labels)
+                container = self._create(spec, name, mounts, all_labels, egress)
                 container.start()
             with _engine("copy request"):
                 container.put_archive("/work", request)
             if on_started is not None:
                 on_started(container.id or "", str(container.attrs.get("Image", "")))
-            return self._execute(spec, container, result_dir, secret_values)
+            proxy_env = egress.env if egress is not None else {}
+            return self._execute(spec, container, result_dir, secret_values, proxy_env)
         finally:
             self._remove(container, volume.name)
+            if egress is not None:
+                egress.remove()
 
     def _bind_mounts(self, spec: SandboxSpec) -> list[Mount]:
         """Host volumes, only under an allowed root; writable only if both sides say so."""
@@ -244,7 +259,9 @@ class DockerRuntime:
             )
         return mounts
 
-    def _create(self, spec: SandboxSpec, name: str, mounts: list[Mount], labels: dict[str, str]) -> Container:
+    def _create(
+        self, spec: SandboxSpec, name: str, mounts: list[Mount], labels: dict[str, str], egress: Egress | None
+    ) -> Container:
         work = Mount(target="/work", source=name, type="volume", no_copy=True)
         holder_s = math.ceil(spec.timeout_s) + 300  # an orphan ends by itself
         return self._client.containers.create(
@@ -262,7 +279,7 @@ class DockerRuntime:
             security_opt=["no-new-privileges:true"],
             ipc_mode="none",  # no /dev/shm: nothing writable outside /work
             log_config=_LOG_CONFIG,  # nothing should write it; bounded if something does
-            network_mode="bridge" if spec.allow_network else "none",
+            network_mode=egress.network.name if egress is not None else _NETWORK_MODES[spec.network],
             ports={f"{port}/tcp": ("127.0.0.1", port) for port in spec.ports},
             mem_limit=f"{spec.memory_mb}m",
             memswap_limit=f"{spec.memory_mb}m",
@@ -282,9 +299,10 @@ class DockerRuntime:
         container: Container,
         result_dir: Path,
         secret_values: Mapping[str, str],
+        proxy_env: Mapping[str, str],
     ) -> ContainerOutcome:
         api = self._client.api
-        env = {"HOME": "/work", "TMPDIR": "/work/tmp", **spec.env, **secret_values}
+        env = {"HOME": "/work", "TMPDIR": "/work/tmp", **spec.env, **proxy_env, **secret_values}
         try:
             exec_id = api.exec_create(
                 container.id, list(spec.command), user=_USER, workdir="/work", environment=env
