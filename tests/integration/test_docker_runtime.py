@@ -475,3 +475,21 @@ def test_network_policy_is_validated() -> None:
     ):
         with pytest.raises(InvalidWorkflow):
             SandboxSpec(command=("true",), **bad)  # type: ignore[arg-type]
+
+
+def test_encoded_secrets_are_masked_in_the_logs(runtime: DockerRuntime, tmp_path: Path) -> None:
+    # given a step that prints its secret base64-encoded (at two offsets), as hex and URL-encoded
+    secret = "s3cr3t/v4lue+x=y&more"
+    script = """
+        printf %s "$API_TOKEN" | base64 -w0; echo
+        printf %s "xy$API_TOKEN" | base64 -w0; echo
+        printf %s "$API_TOKEN" | od -An -tx1 | tr -d ' \\n'; echo
+        printf %s "$API_TOKEN" | perl -pe 's/([^A-Za-z0-9_.~-])/sprintf("%%%02X", ord($1))/ge'; echo
+    """
+    # when it runs
+    sandbox_dir, outcome = run_step(runtime, tmp_path, script, secrets={"API_TOKEN": secret})
+    # then none of the encodings is in the kept log
+    logs = logs_of(sandbox_dir)
+    assert outcome.exit_code == 0
+    assert logs.count("[REDACTED]") == 4, logs
+    assert "czNjcjN0L3Y0bHVl" not in logs and "7333637233742f" not in logs and "%2Fv4lue" not in logs

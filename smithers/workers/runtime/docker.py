@@ -52,6 +52,7 @@ from smithers.shared.bundle import LOGS_FILENAME, RESULT_DIRNAME, BundleBounds
 from smithers.shared.bundle_archive import extract_result_archive
 from smithers.shared.errors import BundleRejected, SandboxError, SandboxOutOfMemory, SandboxTimeout
 from smithers.shared.sandbox import SANDBOX_UID, SandboxSpec
+from smithers.shared.secret_forms import derived_forms
 from smithers.workers.runtime.base import ContainerOutcome, LiveAttempts, OnStarted
 from smithers.workers.runtime.egress import Egress, start_egress
 
@@ -494,10 +495,13 @@ def _request_tar(request_dir: Path, limit: int) -> bytes:
 
 
 def _write_logs(result_dir: Path, sink: _LogSink, secret_values: Mapping[str, str]) -> None:
-    """Write the kept output to ``result/logs.txt`` with every secret value masked."""
+    """Write the kept output to ``result/logs.txt`` with every secret value masked,
+    and its common encodings."""
     if not os.path.lexists(result_dir):
         os.mkdir(result_dir, 0o700)
-    secrets = sorted({v.encode() for v in secret_values.values() if v}, key=len, reverse=True)
+    values = [v for v in secret_values.values() if v]
+    forms = {f for v in values for f in (v, *derived_forms(v))}
+    secrets = sorted({f.encode("utf-8", "surrogatepass") for f in forms}, key=len, reverse=True)
     data = bytes(sink.kept)
     truncated = sink.total > len(data)
     if truncated and secrets:
