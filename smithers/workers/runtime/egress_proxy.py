@@ -84,7 +84,7 @@ def handle(conn: socket.socket, allow: frozenset[tuple[str, int]]) -> None:
     method, target, version = parts
     if method == "CONNECT":
         host, port = _host_port(target, 443)
-        forward = rest.partition(b"\r\n\r\n")[2]  # what the client sent after the head
+        forward = head[head.index(b"\r\n\r\n") + 4 :]  # what the client sent after the head
     else:
         url = urlsplit(target)
         if url.scheme != "http" or not url.hostname:
