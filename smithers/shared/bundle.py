@@ -37,6 +37,7 @@ __all__ = [
     "ResultManifest",
     "ResultStatus",
     "check_relpath",
+    "check_storable",
     "check_unique",
     "collect_result_bundle",
     "mkdir_real",
@@ -346,6 +347,29 @@ def _check_depth(value: object, limit: int) -> None:
         stack.extend((child, depth + 1) for child in children)
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def check_storable(value: object, what: str) -> None:
+    """Refuse strings (keys too) holding NUL or a lone surrogate, anywhere in ``value``.
+
+    Both are valid JSON that PostgreSQL cannot keep (``jsonb`` and ``text`` refuse
+    them), so they are refused here, before any write, with :class:`BundleRejected`.
+    """
+    stack: list[object] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _UNSTORABLE.search(item):
+                message = "a string holds NUL or a lone surrogate (the store refuses them)"
+                raise BundleRejected(f"{what}: {message}")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
 def _parse_manifest(data: bytes) -> dict[str, object]:
     def no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
         result = dict(pairs)
@@ -364,6 +388,7 @@ def _parse_manifest(data: bytes) -> dict[str, object]:
         raise BundleRejected(f"manifest.json: not valid JSON ({type(exc).__name__})") from None
     if not isinstance(parsed, dict):
         raise BundleRejected("manifest.json: must be a JSON object")
+    check_storable(parsed, "manifest.json")
     unknown = sorted(set(parsed) - {"status", "outputs", "patches", "artifacts"})
     if unknown:
         raise BundleRejected(f"manifest.json: unknown keys {', '.join(unknown)[:200]}")

@@ -129,6 +129,7 @@ class WorkerConfig:
     sandbox_root: Path = Path("sandbox")
     secrets_dir: Path | None = None
     holder_heartbeat_s: float = settings.HOLDER_HEARTBEAT.default
+    secrets_allow: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], data_dir: Path | None = None) -> WorkerConfig:
@@ -142,4 +143,7 @@ class WorkerConfig:
             sandbox_root=Path(root).resolve(),
             secrets_dir=Path(secrets) if secrets else None,
             holder_heartbeat_s=settings.HOLDER_HEARTBEAT.read(env),
+            secrets_allow=frozenset(
+                name.strip() for name in settings.SECRETS_ALLOW.read(env).split(",") if name.strip()
+            ),
         )

@@ -23,11 +23,14 @@ from dataclasses import dataclass
 from smithers.shared.bundle import check_relpath
 from smithers.shared.errors import BundleRejected
 
-__all__ = ["FilePatch", "Hunk", "apply_patches", "parse_patch"]
+__all__ = ["MIN_WORK", "WORK_PER_BYTE", "FilePatch", "Hunk", "apply_patches", "parse_patch"]
 
 _HUNK = re.compile(r"@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 _UNSUPPORTED = ("rename from ", "rename to ", "copy from ", "copy to ", "GIT binary patch", "Binary files ")
 _NO_NEWLINE = "\\ No newline at end of file"
+WORK_PER_BYTE = 8
+"""Line comparisons and copies allowed per byte of patches and workspace."""
+MIN_WORK = 100_000
 
 
 @dataclass(frozen=True)
@@ -150,17 +153,53 @@ def parse_patch(text: str, name: str, max_path_length: int = 255) -> list[FilePa
     return files
 
 
-def _find(lines: list[str], old: tuple[str, ...], expected: int, start: int) -> int | None:
-    """Where ``old`` occurs at or after ``start``, nearest to ``expected`` first."""
+class _Budget:
+    """Line comparisons and copies left; every step of applying spends from it.
+
+    The budget is a fixed multiple of the input's size, so applying costs at most
+    linear time whatever a patch's hunks claim (bad line numbers make the offset
+    search long, many patches of one file copy it often); past it the patch is
+    refused rather than burning the worker's CPU.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def spend(self, amount: int, where: str) -> None:
+        self.left -= amount
+        if self.left < 0:
+            raise BundleRejected(f"{where}: too costly to apply (hunks far from their line numbers?)")
+
+
+def _find(
+    lines: list[str], old: tuple[str, ...], expected: int, start: int, budget: _Budget, where: str
+) -> int | None:
+    """Where ``old`` occurs at or after ``start``, nearest to ``expected`` first.
+
+    Walks outward from ``expected`` (ties go to the lower position), comparing the
+    first line before the rest, so a hunk at its stated place costs its own length.
+    """
     size = len(old)
-    candidates = range(start, len(lines) - size + 1)
-    for pos in sorted(candidates, key=lambda p: (abs(p - expected), p)):
-        if tuple(lines[pos : pos + size]) == old:
-            return pos
+    last = len(lines) - size
+    if last < start:
+        return None
+    expected = min(max(expected, start), last)
+    first = old[0] if old else None
+    below, above = expected, expected + 1
+    while below >= start or above <= last:
+        for pos in (below, above):
+            if not start <= pos <= last:
+                continue
+            budget.spend(1, where)
+            if first is None or lines[pos] == first:
+                budget.spend(size, where)
+                if tuple(lines[pos : pos + size]) == old:
+                    return pos
+        below, above = below - 1, above + 1
     return None
 
 
-def _apply_file(current: str | None, patch: FilePatch, name: str) -> str | None:
+def _apply_file(current: str | None, patch: FilePatch, name: str, budget: _Budget) -> str | None:
     where = f"{name}: {patch.path}"
     creating = patch.old_path is None or (
         current is None and all(h.old_start == 0 and not h.old for h in patch.hunks)
@@ -170,11 +209,12 @@ def _apply_file(current: str | None, patch: FilePatch, name: str) -> str | None:
     if not creating and current is None:
         raise BundleRejected(f"{where}: file is not in the workspace")
     lines = (current or "").splitlines(keepends=True)
+    budget.spend(len(lines), where)
     out: list[str] = []
     cursor = 0
     for number, hunk in enumerate(patch.hunks, 1):
         expected = max(hunk.old_start - 1, 0) if hunk.old else hunk.old_start
-        pos = _find(lines, hunk.old, expected, cursor)
+        pos = _find(lines, hunk.old, expected, cursor, budget, where)
         if pos is None:
             raise BundleRejected(f"{where}: hunk {number} does not apply")
         out.extend(lines[cursor:pos])
@@ -195,12 +235,16 @@ def apply_patches(
 
     The result maps each changed path to its new text, or None when it was deleted.
     Patches see the changes of the ones before them. Pure: raises
-    :class:`BundleRejected` naming the patch and path when anything does not apply.
+    :class:`BundleRejected` naming the patch and path when anything does not apply,
+    or when applying would cost more than ``WORK_PER_BYTE`` line operations per byte
+    of input (linear time: hunks at their line numbers spend far less).
     """
     state: dict[str, str | None] = dict(files)
     changed: set[str] = set()
+    size = sum(len(text) for _, text in patches) + sum(len(text) for text in files.values())
+    budget = _Budget(WORK_PER_BYTE * size + MIN_WORK)
     for name, text in patches:
         for patch in parse_patch(text, name, max_path_length):
-            state[patch.path] = _apply_file(state.get(patch.path), patch, name)
+            state[patch.path] = _apply_file(state.get(patch.path), patch, name, budget)
             changed.add(patch.path)
     return {path: state[path] for path in sorted(changed) if state[path] != files.get(path)}

@@ -12,6 +12,8 @@ import re
 import threading
 from typing import Any
 
+from smithers.shared.secret_forms import derived_forms
+
 MASK = "[redacted]"
 _PATTERNS = [
     re.compile(r"(?i)\bbearer\s+[a-z0-9._~+/=-]{8,}"),
@@ -30,10 +32,12 @@ _lock = threading.Lock()
 
 
 def register_secret(value: str) -> None:
-    """Remember a secret value so every later redaction in this process masks it."""
+    """Remember a secret value so every later redaction in this process masks it,
+    and its base64, hex and URL-encoded forms (:func:`derived_forms`)."""
     if len(value) >= 4:
         with _lock:
             _known.add(value)
+            _known.update(derived_forms(value))
 
 
 def sensitive_key(key: str) -> bool:

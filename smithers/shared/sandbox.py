@@ -8,6 +8,7 @@ here imports Docker.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -20,6 +21,7 @@ from smithers.shared.bundle import check_relpath, check_unique
 from smithers.shared.errors import InvalidWorkflow, SandboxError
 
 __all__ = [
+    "NETWORK_POLICIES",
     "SANDBOX_UID",
     "SandboxSpec",
     "VolumeMount",
@@ -36,6 +38,9 @@ MAX_SECRET_BYTES = 64 * 1024
 _ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _SECRET_RE = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
 _IMAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}")
+_HOST_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62})(?:\.[a-z0-9](?:[a-z0-9-]{0,62}))*\.?")
+NETWORK_POLICIES = ("none", "allowlist", "full")
+MAX_EGRESS = 32
 _FORBIDDEN_MOUNTS = ("/", "/proc", "/sys", "/dev", "/work", "/work/request", "/work/result")
 
 
@@ -81,6 +86,9 @@ def _number(value: object, what: str, low: float, high: float) -> float:
 class SandboxSpec:
     """What a sandbox step asks for: image, command, network, limits and inputs.
 
+    ``network`` is ``none`` (the default: loopback only), ``allowlist`` (only the
+    ``host:port`` pairs of ``egress``, through the runtime's egress proxy) or ``full``
+    (the default bridge, unrestricted); ``allow_network=True`` is ``full``.
     ``env`` holds explicit, non-secret values. ``secrets`` holds names only; the
     worker injects their values (see :func:`resolve_secret_values`) and nothing
     persists them. ``files`` are written into the request bundle under ``files/``.
@@ -91,6 +99,8 @@ class SandboxSpec:
     image: str = "smithers-sandbox:latest"
     command: tuple[str, ...]
     allow_network: bool = False
+    network: str = "none"
+    egress: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()
     ports: tuple[int, ...] = ()
@@ -110,6 +120,7 @@ class SandboxSpec:
         for name in ("allow_network", "auto_accept_diffs"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidWorkflow(f"sandbox {name} must be a boolean")
+        self._check_network()
         self._set("env", MappingProxyType(self._check_env()))
         self._set("secrets", self._check_secrets())
         self._set("ports", self._check_ports())
@@ -141,6 +152,27 @@ class SandboxSpec:
         if sum(len(arg) for arg in command) > 128 * 1024:
             raise InvalidWorkflow("sandbox command is longer than 128 KiB")
         return tuple(command)
+
+    def _check_network(self) -> None:
+        if self.network not in NETWORK_POLICIES:
+            raise InvalidWorkflow(f"sandbox network must be one of {', '.join(NETWORK_POLICIES)}")
+        network = self.network
+        if self.allow_network:
+            if network == "allowlist":
+                raise InvalidWorkflow("sandbox allow_network=True is network='full', not 'allowlist'")
+            network = "full"
+        egress: list[str] = []
+        for entry in _tuple(self.egress, "egress"):
+            egress.append(_egress_entry(entry))
+        if network == "allowlist" and not egress:
+            raise InvalidWorkflow("sandbox network 'allowlist' needs egress host:port pairs")
+        if network != "allowlist" and egress:
+            raise InvalidWorkflow("sandbox egress needs network='allowlist'")
+        if len(egress) > MAX_EGRESS or len(set(egress)) != len(egress):
+            raise InvalidWorkflow(f"sandbox egress lists at most {MAX_EGRESS} distinct host:port pairs")
+        self._set("network", network)
+        self._set("allow_network", network == "full")
+        self._set("egress", tuple(egress))
 
     def _check_env(self) -> dict[str, str]:
         if not isinstance(self.env, Mapping):
@@ -175,7 +207,7 @@ class SandboxSpec:
         if len(set(ports)) != len(ports):
             raise InvalidWorkflow("sandbox ports are listed twice")
         if ports and not self.allow_network:
-            raise InvalidWorkflow("sandbox ports need allow_network")
+            raise InvalidWorkflow("sandbox ports need network='full' (allow_network)")
         return tuple(ports)
 
     def _check_files(self) -> dict[str, str]:
@@ -193,6 +225,22 @@ class SandboxSpec:
             raise InvalidWorkflow(f"sandbox files are larger than {MAX_SPEC_FILES_BYTES} bytes")
         check_unique(self.files, "sandbox file", InvalidWorkflow)
         return dict(self.files)
+
+
+def _egress_entry(entry: object) -> str:
+    """``API.example.com:443`` -> ``api.example.com:443``; IPv6 in brackets."""
+    if not isinstance(entry, str) or len(entry) > 260:
+        raise InvalidWorkflow(f"sandbox egress entry {entry!r} must be a host:port string")
+    host, _, port = entry.lower().rpartition(":")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise InvalidWorkflow(f"sandbox egress entry {entry!r} needs a port 1..65535")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(bare)
+    except ValueError:
+        if bare != host or not _HOST_RE.fullmatch(host):
+            raise InvalidWorkflow(f"sandbox egress entry {entry!r}: not a host name or address") from None
+    return f"{host}:{int(port)}"
 
 
 def resolve_secret_values(

@@ -233,6 +233,16 @@ SECRETS_DIR = _worker.add(
         shown="unset (the environment only)",
     )
 )
+SECRETS_ALLOW = _worker.add(
+    Setting(
+        "SMITHERS_SECRETS_ALLOW",
+        "",
+        "Names a step may take as a secret from the worker's environment, comma-separated, besides"
+        " `SMITHERS_SECRET_*`; never any other `SMITHERS_*` (files in `SMITHERS_SECRETS_DIR` are allowed).",
+        text,
+        shown="none",
+    )
+)
 
 _sandbox = section(
     "Sandbox",
@@ -249,6 +259,14 @@ SANDBOX_VOLUMES = _sandbox.add(
         "Host directories a sandbox may mount, `/srv/data:ro,/srv/out:rw` (read-only unless `:rw`).",
         text,
         shown="none",
+    )
+)
+SANDBOX_PROXY_IMAGE = _sandbox.add(
+    Setting(
+        "SMITHERS_SANDBOX_PROXY_IMAGE",
+        "smithers-sandbox:latest",
+        "The image (with `python3`, never pulled) of the egress proxy of `network='allowlist'` steps.",
+        text,
     )
 )
 SANDBOX_WORK_MB = _sandbox.add(

@@ -1,9 +1,13 @@
 """The sandbox worker's side of a sandbox step: bundles, container, record, review.
 
 :func:`make_sandbox_runner` is called once when a worker that consumes the
-``sandbox`` queue starts. It removes the containers a previous process of this
-worker left behind (labelled ``smithers.worker=<name>``, the ``--name`` or the host
-name, so a restarted worker finds its own), then returns the runner that
+``sandbox`` queue starts. It removes orphaned containers: those a previous process of
+this worker left behind (labelled ``smithers.worker=<name>``), and any of this
+deployment (``smithers.store=<store scope>``) whose attempt (``smithers.attempt``) the
+store no longer holds running under a live lease, whichever worker started them,
+since compose and Kubernetes give a recreated worker another name. The same sweep
+runs before every sandbox attempt, so the orphan of a lost attempt goes at the latest
+when its retry runs. It then returns the runner that
 :func:`smithers.workers.step.run_attempt` calls for every sandbox attempt:
 
 1. record the sandbox (``sandboxes`` row, ``sandbox.created``) and write the request
@@ -24,15 +28,19 @@ output carries the patched files, and the node is held for review (see
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
 import threading
+import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.engine import make_url
 
 from smithers.shared import settings
 from smithers.shared.bundle import (
@@ -41,6 +49,7 @@ from smithers.shared.bundle import (
     BundleBounds,
     ResultManifest,
     ResultStatus,
+    check_storable,
     collect_result_bundle,
     read_bundle_file,
     write_request_bundle,
@@ -56,7 +65,14 @@ from smithers.shared.workflow import Node
 from smithers.workers.runtime import ContainerOutcome, SandboxRuntime, create_runtime
 from smithers.workers.step import WorkerEnv
 
-__all__ = ["SandboxConfig", "SandboxRunner", "make_sandbox_runner", "sandbox_id_for", "worker_label"]
+__all__ = [
+    "SandboxConfig",
+    "SandboxRunner",
+    "make_sandbox_runner",
+    "sandbox_id_for",
+    "store_scope",
+    "worker_label",
+]
 
 log = logging.getLogger("smithers.sandbox")
 
@@ -91,14 +107,16 @@ class SandboxConfig:
     (``SMITHERS_SANDBOX_VOLUMES=/srv/data:ro,/srv/out:rw``, default none): host
     directories a step may mount, writable only when marked ``rw`` and asked for.
     ``work_size_mb`` (256): the tmpfs ``/work`` of each container. ``max_log_bytes``
-    (1 MiB): step output kept in ``result/logs.txt``. ``bounds``: the result bundle's
-    limits (:class:`smithers.shared.bundle.BundleBounds`, ``SMITHERS_SANDBOX_MAX_*``).
+    (1 MiB): step output kept in ``result/logs.txt``. ``proxy_image``: the egress proxy's.
+    ``bounds``: the result bundle's limits (:class:`smithers.shared.bundle.BundleBounds`,
+    ``SMITHERS_SANDBOX_MAX_*``).
     """
 
     runtime: str = settings.SANDBOX_RUNTIME.default
     allowed_volume_roots: Mapping[str, bool] = field(default_factory=dict)
     work_size_mb: int = settings.SANDBOX_WORK_MB.default
     max_log_bytes: int = settings.SANDBOX_MAX_LOG_BYTES.default
+    proxy_image: str = settings.SANDBOX_PROXY_IMAGE.default
     bounds: BundleBounds = field(default_factory=BundleBounds)
 
     @classmethod
@@ -110,6 +128,7 @@ class SandboxConfig:
             allowed_volume_roots=_volume_roots(settings.SANDBOX_VOLUMES.read(environ)),
             work_size_mb=settings.SANDBOX_WORK_MB.read(environ),
             max_log_bytes=settings.SANDBOX_MAX_LOG_BYTES.read(environ),
+            proxy_image=settings.SANDBOX_PROXY_IMAGE.read(environ),
             bounds=BundleBounds.from_env(environ),
         )
 
@@ -125,6 +144,20 @@ def worker_label(worker_id: str) -> str:
     if pid == str(os.getpid()) and host == socket.gethostname():
         return host
     return worker_id
+
+
+def store_scope(url: str) -> str:
+    """A stable, password-free label for the store a deployment uses (16 hex digits)."""
+    shown = make_url(url).render_as_string(hide_password=True)
+    return hashlib.sha256(shown.encode()).hexdigest()[:16]
+
+
+def _live(env: WorkerEnv) -> Callable[[Collection[str]], set[str]]:
+    def live(attempt_ids: Collection[str]) -> set[str]:
+        with env.store.read() as conn:
+            return sandboxes.live_attempts(conn, attempt_ids, time.time())
+
+    return live
 
 
 def sandbox_id_for(attempt_id: str) -> str:
@@ -143,6 +176,7 @@ def _default_runtime(label: str, config: SandboxConfig) -> SandboxRuntime:
         bounds=config.bounds,
         work_size_mb=config.work_size_mb,
         max_log_bytes=config.max_log_bytes,
+        proxy_image=config.proxy_image,
     )
 
 
@@ -155,6 +189,8 @@ def _limits(spec: SandboxSpec, config: SandboxConfig) -> dict[str, Any]:
         "timeout_s": spec.timeout_s,
         "work_size_mb": config.work_size_mb,
         "allow_network": spec.allow_network,
+        "network": spec.network,
+        "egress": list(spec.egress),
         "ports": list(spec.ports),
         "volumes": [
             {"host_path": v.host_path, "container_path": v.container_path, "read_only": v.read_only}
@@ -179,7 +215,8 @@ def _log_tail(result_dir: Path) -> str:
         data = read_bundle_file(result_dir, LOGS_FILENAME, 1 << 30)
     except (SmithersError, OSError):
         return ""
-    return redact_text(data[-LOG_TAIL_BYTES:].decode("utf-8", "replace"))
+    # "replace" leaves no lone surrogate; NUL is shown, not stored (PostgreSQL refuses it)
+    return redact_text(data[-LOG_TAIL_BYTES:].decode("utf-8", "replace").replace("\x00", "\\0"))
 
 
 class SandboxRunner:
@@ -210,6 +247,13 @@ class SandboxRunner:
             raise SandboxError(f"node {node.id!r} has no sandbox spec")
         sandbox_id = sandbox_id_for(claim.attempt_id)
         root = env.config.sandbox_root
+        try:
+            removed = self.runtime().remove_orphans(store_scope(env.store.url), _live(env))
+        except SmithersError as exc:
+            log.warning("could not sweep orphaned sandboxes: %s", exc.message)
+        else:
+            if removed:
+                log.warning("removed %d orphaned sandbox container(s)", removed)
         with env.store.write() as tx:
             sandboxes.create(
                 tx,
@@ -268,6 +312,7 @@ class _Step:
             "smithers.node": c.node_id,
             "smithers.attempt": c.attempt_id,
             "smithers.sandbox_id": self.sandbox_id,
+            "smithers.store": store_scope(self.env.store.url),
         }
         outcome = self.runner.runtime().run(self.spec, sandbox_dir, labels, secrets, on_started=self.started)
         result_dir = sandbox_dir / RESULT_DIRNAME
@@ -333,6 +378,7 @@ class _Step:
                 diffs[entry.path] = data.decode("utf-8")
             except UnicodeDecodeError:
                 raise BundleRejected(f"{name}: not UTF-8 text") from None
+            check_storable(diffs[entry.path], name)
         changes = apply_patches(
             self.spec.files, [(f"patches/{p}", t) for p, t in diffs.items()], self.bounds.max_path_length
         )
@@ -390,7 +436,7 @@ def make_sandbox_runner(
     runtime = factory(label, config)
     try:
         runtime.ping()
-        removed = runtime.remove_orphans(label)
+        removed = runtime.remove_orphans(store_scope(env.store.url), _live(env), label)
     finally:
         runtime.close()  # pool children fork after this; each opens its own connection
     if removed:

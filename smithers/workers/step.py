@@ -272,7 +272,7 @@ def _run_attempt(env: WorkerEnv, attempt_id: str, after: int | None) -> str:
     lease = node.heartbeat_timeout_s or env.config.lease_s
     with Heartbeat(env, c, lease, auto=node.heartbeat_timeout_s is None) as hb:
         try:
-            secrets = resolve_secrets(node.secrets, env.config.secrets_dir)
+            secrets = resolve_secrets(node.secrets, env.config.secrets_dir, allow=env.config.secrets_allow)
             if node.kind is NodeKind.SANDBOX:
                 if env.sandbox_runner is None:
                     raise SmithersError("this worker has no sandbox runtime (start it with --queues sandbox)")

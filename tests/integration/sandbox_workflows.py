@@ -106,3 +106,26 @@ _limit(
     "oversize",
     "head -c 2097152 /dev/zero > /work/result/artifacts/big.bin; " + MANIFEST % ("[]", '["big.bin"]'),
 )
+
+# -- attacks: a step asks for the worker's configuration as a secret, or hands back
+# strings PostgreSQL refuses (NUL, a lone surrogate) in its manifest or its output ----
+attacks = Workflow("t-sbx-attacks")
+
+
+def _attack(node_id: str, script: str, **fields: Any) -> None:
+    spec = SandboxSpec(image=IMAGE, command=("sh", "-c", script), timeout_s=20, **fields)
+    attacks.sandbox(node_id, spec, continue_on_fail=True)
+
+
+_attack("config_secret", 'echo "$SMITHERS_DATABASE_URL" | base64', secrets=("SMITHERS_DATABASE_URL",))
+_attack("unlisted_secret", 'echo "$HOME_TOKEN"', secrets=("HOME_TOKEN",))
+_attack(
+    "allowed_secret",
+    'echo "{\\"status\\": \\"succeeded\\", \\"outputs\\": {\\"len\\": ${#SMITHERS_SECRET_API}}}"'
+    " > /work/result/manifest.json",
+    secrets=("SMITHERS_SECRET_API",),
+)
+_WRITE = " > /work/result/manifest.json"
+_attack("nul", """printf '{"status": "succeeded", "outputs": {"a": "x\\\\u0000y"}}'""" + _WRITE)
+_attack("surrogate", """printf '{"status": "succeeded", "outputs": {"\\\\ud800": 1}}'""" + _WRITE)
+_attack("nul_log", "printf 'before\\000after\\n'; exit 3")

@@ -1,8 +1,10 @@
 """compose.yaml end to end: bring the stack up on locally built images, drive runs over
 REST with scoped tokens, watch Flower, take everything down.
 
-Images come from .ci/build-images.sh (no registry needed). Skips when docker-compose or
-a Docker engine is missing; under CI=true that fails instead.
+Images come from .ci/build-images.sh (no registry needed), except the sandbox image,
+which compose builds itself (the operator's path). Every docker-compose call gets an
+empty ``--env-file``, so a developer's ``.env`` never leaks into a test. Skips when
+docker-compose or a Docker engine is missing; under CI=true that fails instead.
 """
 
 from __future__ import annotations
@@ -31,6 +33,34 @@ UP_TIMEOUT_S = 300
 STEP_TIMEOUT_S = 90
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+BASE_ENV = {"POSTGRES_PASSWORD": "pg-pw", "SMITHERS_JWT_SECRET": "j" * 40, "SMITHERS_FLOWER_PASSWORD": "fl"}
+
+
+def compose(
+    env: dict[str, str], *args: str, file: Path = ROOT / "compose.yaml", timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``docker-compose -f FILE ARGS`` with only ``env``: an empty --env-file, never .env."""
+    if shutil.which("docker-compose") is None:
+        missing("docker-compose (apt-get install docker-compose)")
+    empty = file.parent / ".compose-test-empty.env"
+    empty.write_text("")
+    try:
+        return subprocess.run(
+            ["docker-compose", "--env-file", str(empty), "-f", str(file), *args],
+            cwd=file.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    finally:
+        empty.unlink(missing_ok=True)
+
+
+def _plain_env(**extra: str) -> dict[str, str]:
+    keep = ("PATH", "HOME", "DOCKER_HOST", "LANG")
+    return {**{k: v for k, v in os.environ.items() if k in keep}, **BASE_ENV, **extra}
 
 
 @dataclass
@@ -46,15 +76,7 @@ class Stack:
 
     def compose(self, *args: str, timeout: float = 120, check: bool = True) -> str:
         """``docker-compose -p PROJECT ARGS`` in the repository; returns stdout."""
-        done = subprocess.run(
-            ["docker-compose", "-f", str(ROOT / "compose.yaml"), "-p", self.project, *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        done = compose(self.env, "-p", self.project, *args, timeout=timeout)
         if check and done.returncode != 0:
             raise AssertionError(f"docker-compose {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
         return done.stdout
@@ -170,12 +192,16 @@ def stack() -> Iterator[Stack]:
         "SMITHERS_FLOWER_PORT": str(flower_port),
         "SMITHERS_DEPLOYMENT_VERSION": "e2e",
         "DOCKER_GID": str(SOCKET.stat().st_gid) if SOCKET.exists() else "0",
+        # compose builds the sandbox image itself, under a tag of the test's own
+        "SMITHERS_SANDBOX_IMAGE": f"smithers-sandbox:e2e-{os.getpid()}",
+        "SMITHERS_SANDBOX_BASE_IMAGE": os.environ.get("SMITHERS_SANDBOX_BASE_IMAGE", _sandbox_base()),
     }
     project = f"smithers-e2e-{os.getpid()}"
     s = Stack(
         project, env, f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{flower_port}", flower_auth
     )
     try:
+        s.compose("build", "sandbox-image", timeout=UP_TIMEOUT_S)
         s.compose("up", "-d", "--no-build", timeout=UP_TIMEOUT_S)
         try:
             wait_for("gateway ready", lambda: http("GET", f"{s.gateway}/readyz")[0] == 200, UP_TIMEOUT_S)
@@ -184,6 +210,56 @@ def stack() -> Iterator[Stack]:
         yield s
     finally:
         s.compose("down", "-v", "--remove-orphans", "--timeout", "20", timeout=180, check=False)
+        subprocess.run(["docker", "rmi", env["SMITHERS_SANDBOX_IMAGE"]], capture_output=True, check=False)
+
+
+def _sandbox_base() -> str:
+    """python:3.11-slim when the engine has it, else the debootstrapped local base."""
+    found = subprocess.run(
+        ["docker", "image", "inspect", "python:3.11-slim"], capture_output=True, check=False
+    )
+    return "python:3.11-slim" if found.returncode == 0 else "smithers-base:bookworm"
+
+
+def test_a_developers_env_file_is_not_read(tmp_path: Path) -> None:
+    # given a checkout whose .env holds a developer's own password
+    (tmp_path / "compose.yaml").write_text((ROOT / "compose.yaml").read_text())
+    (tmp_path / "docker").mkdir()  # the sandbox image's build context
+    (tmp_path / ".env").write_text("POSTGRES_PASSWORD=a-developers-own-password\n")
+    # when the tests render the stack
+    done = compose(_plain_env(DOCKER_GID="999"), "config", file=tmp_path / "compose.yaml")
+    # then only the test's own values are used
+    assert done.returncode == 0, done.stderr
+    assert "a-developers-own-password" not in done.stdout
+    assert "smithers:pg-pw@postgres" in done.stdout
+
+
+def test_env_is_git_ignored_and_docker_gid_is_required() -> None:
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT, check=False)
+    assert ignored.returncode == 0, ".env (JWT, database and Flower secrets) must be git-ignored"
+    done = compose(_plain_env(), "config")
+    assert done.returncode != 0
+    assert "set DOCKER_GID to the group of the Docker socket" in done.stderr
+
+
+def test_every_service_is_hardened_and_the_sandbox_image_is_built() -> None:
+    import yaml
+
+    done = compose(_plain_env(DOCKER_GID="999"), "config")
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    for name, service in services.items():
+        assert service.get("cap_drop") == ["ALL"], name
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        assert service.get("mem_limit") and service.get("pids_limit"), name
+        assert service["logging"] == {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
+    image = services["sandbox-image"]
+    assert image["image"] == "smithers-sandbox:latest"
+    assert image["build"]["dockerfile"] == "sandbox.Dockerfile"
+    assert services["sandbox-worker"]["depends_on"]["sandbox-image"] == {
+        "condition": "service_completed_successfully"
+    }
+    assert services["sandbox-worker"]["group_add"] == ["999"]
 
 
 def _run(stack: Stack, run_id: str, token: str) -> dict[str, Any]:

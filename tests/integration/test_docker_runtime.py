@@ -7,6 +7,7 @@ Without them the tests skip, unless ``CI=true``, where they fail.
 from __future__ import annotations
 
 import contextlib
+import http.server
 import ipaddress
 import os
 import socket
@@ -22,7 +23,13 @@ import pytest
 from docker.client import DockerClient
 
 from smithers.shared.bundle import BundleBounds, ResultStatus, collect_result_bundle, write_request_bundle
-from smithers.shared.errors import BundleRejected, SandboxError, SandboxOutOfMemory, SandboxTimeout
+from smithers.shared.errors import (
+    BundleRejected,
+    InvalidWorkflow,
+    SandboxError,
+    SandboxOutOfMemory,
+    SandboxTimeout,
+)
 from smithers.shared.sandbox import SandboxSpec, VolumeMount
 from smithers.workers.runtime import ContainerOutcome, DockerRuntime
 
@@ -255,30 +262,58 @@ def test_oversize_file_is_rejected_while_copying(runtime: DockerRuntime, tmp_pat
     assert not (tmp_path / "sandboxes" / "run-1" / "step-1" / "result" / "artifacts" / "big.bin").exists()
 
 
-def test_remove_orphans_removes_only_this_workers_containers(
+def test_remove_orphans_matches_the_attempt_not_the_workers_name(
     runtime: DockerRuntime, engine: DockerClient, worker_id: str
 ) -> None:
-    # given a leftover sandbox of this worker and a container of another worker
-    other = f"{worker_id}-other"
-    mine = engine.containers.create(
-        IMAGE, ["sleep", "60"], labels={"smithers.sandbox": "1", "smithers.worker": worker_id}
+    # given sandboxes of one deployment: one this worker left, one of a lost attempt
+    # started by a worker since renamed, one of a live attempt, and one of another deployment
+    scope = uuid.uuid4().hex[:16]
+
+    def sandbox(worker: str, attempt: str, store: str = scope, start: bool = True) -> str:
+        labels = {
+            "smithers.sandbox": "1",
+            "smithers.worker": worker,
+            "smithers.attempt": attempt,
+            "smithers.store": store,
+        }
+        container = engine.containers.create(IMAGE, ["sleep", "60"], labels=labels)
+        if start:
+            container.start()
+        return container.id or ""
+
+    mine = sandbox(worker_id, "a-live-mine")
+    renamed = sandbox(f"{worker_id}-before-reschedule", "a-lost", start=False)  # sat exited
+    volume = engine.volumes.create(
+        labels={"smithers.sandbox": "1", "smithers.attempt": "a-lost", "smithers.store": scope}
     )
-    theirs = engine.containers.create(
-        IMAGE, ["sleep", "60"], labels={"smithers.sandbox": "1", "smithers.worker": other}
-    )
+    live = sandbox(f"{worker_id}-sibling", "a-live")
+    foreign = sandbox(f"{worker_id}-sibling", "a-lost", store="another-deployment")
+    asked: list[set[str]] = []
+
+    def alive(ids: object) -> set[str]:
+        asked.append(set(ids))  # type: ignore[call-overload]
+        return {"a-live", "a-live-mine"} & asked[-1]
+
     try:
-        mine.start()
-        # when the worker starts and cleans up
-        removed = runtime.remove_orphans(worker_id)
-        # then only its own container is gone
-        assert removed == 1
+        # when this worker starts and cleans up
+        removed = runtime.remove_orphans(scope, alive, worker_id)
+
+        # then its own and the lost attempt's sandboxes are gone, volume too; the rest stay
+        assert removed == 2
+        for gone in (mine, renamed):
+            with pytest.raises(docker.errors.NotFound):
+                engine.containers.get(gone)
         with pytest.raises(docker.errors.NotFound):
-            engine.containers.get(mine.name or "")
-        assert engine.containers.get(theirs.name or "").id == theirs.id
+            engine.volumes.get(volume.name or "")
+        assert engine.containers.get(live).status == "running"
+        assert engine.containers.get(foreign).status == "running"
+        assert asked == [{"a-live-mine", "a-lost", "a-live"}]
     finally:
-        theirs.remove(force=True)
+        for container_id in (mine, renamed, live, foreign):
+            with contextlib.suppress(docker.errors.NotFound):
+                engine.containers.get(container_id).remove(force=True)
         with contextlib.suppress(docker.errors.NotFound):
-            mine.remove(force=True)
+            engine.volumes.get(volume.name or "").remove(force=True)
 
 
 def test_volumes_only_from_the_allowlist_and_read_only_unless_allowed(
@@ -311,3 +346,150 @@ def test_background_process_does_not_hold_the_step_open(runtime: DockerRuntime, 
     assert outcome.exit_code == 3
     assert time.monotonic() - started < 5
     assert "done" in logs_of(sandbox_dir)
+
+
+def test_step_cannot_write_the_container_log_on_the_host(
+    runtime: DockerRuntime, engine: DockerClient, tmp_path: Path
+) -> None:
+    # given a step that tries to fill the host's disk through its holder's stdout and stderr
+    script = """
+        for fd in /proc/1/fd/1 /proc/1/fd/2; do
+            if head -c 1048576 /dev/zero > "$fd" 2>/dev/null
+            then echo "WROTE $fd"; else echo "REFUSED $fd"; fi
+        done
+        kill -9 1 2>/dev/null && echo "KILLED holder" || echo "holder kept"
+    """
+    sandbox_dir = write_request_bundle(tmp_path / "sandboxes", "run-1", "step-1", {}, {}, {})
+    log_configs: list[dict[str, object]] = []
+
+    def started(container_id: str, digest: str) -> None:
+        log_configs.append(engine.api.inspect_container(container_id)["HostConfig"]["LogConfig"])
+
+    # when it runs
+    spec = SandboxSpec(command=("sh", "-c", script), timeout_s=20)
+    outcome = runtime.run(spec, sandbox_dir, {}, {}, on_started=started)
+
+    # then both writes are refused, the holder survives, and the log would be capped anyway
+    logs = logs_of(sandbox_dir)
+    assert outcome.exit_code == 0
+    assert "REFUSED /proc/1/fd/1" in logs and "REFUSED /proc/1/fd/2" in logs, logs
+    assert "WROTE" not in logs
+    assert "holder kept" in logs
+    assert log_configs == [{"Type": "json-file", "Config": {"max-size": "1m", "max-file": "1"}}]
+
+
+PROXY_IMAGES = ("python:3.11-slim", "smithers:local", "smithers:latest")
+
+
+@pytest.fixture
+def proxy_image(engine: DockerClient) -> str:
+    """An image with python3 for the egress proxy (built by .ci/build-images.sh)."""
+    for image in (os.environ.get("SMITHERS_SANDBOX_PROXY_IMAGE", ""), *PROXY_IMAGES):
+        with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
+            if image:
+                engine.images.get(image)
+                return image
+    problem = (
+        f"no image with python3 for the egress proxy ({', '.join(PROXY_IMAGES)}): run .ci/build-images.sh"
+    )
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(problem)
+    pytest.skip(problem)
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = f"hello from {self.server.server_address[1]}\n".encode()  # type: ignore[index]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+def test_allowlist_egress_reaches_only_the_listed_destinations(
+    engine: DockerClient, worker_id: str, proxy_image: str, tmp_path: Path
+) -> None:
+    # given two HTTP servers of the test's own on the bridge gateway (the host)
+    ipam = engine.networks.get("bridge").attrs["IPAM"]["Config"][0]
+    gateway = ipam.get("Gateway") or str(next(ipaddress.ip_network(ipam["Subnet"]).hosts()))
+    servers = [http.server.ThreadingHTTPServer((gateway, 0), _Hello) for _ in range(2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    allowed, denied = (f"{gateway}:{server.server_address[1]}" for server in servers)
+    # and a step allowed to reach only the first, which tries both, by both proxy methods,
+    # and then tries to go around the proxy
+    script = f"""
+        proxy=${{HTTP_PROXY#http://}}
+        ask() {{
+            exec 3<>"/dev/tcp/${{proxy%:*}}/${{proxy##*:}}"
+            printf "$1" >&3
+            tr -d '\\r' <&3 | grep -E '^(HTTP|hello)' | sed "s|^|$2: |"
+            exec 3<&-
+        }}
+        ask 'GET http://{allowed}/ HTTP/1.0\\r\\n\\r\\n' get-allowed
+        ask 'GET http://{denied}/ HTTP/1.0\\r\\n\\r\\n' get-denied
+        ask 'CONNECT {allowed} HTTP/1.1\\r\\n\\r\\nGET / HTTP/1.0\\r\\n\\r\\n' connect-allowed
+        ask 'CONNECT {denied} HTTP/1.1\\r\\n\\r\\n' connect-denied
+        if timeout 5 bash -c 'exec 3<>/dev/tcp/{gateway}/{allowed.rsplit(":", 1)[1]}' 2>/dev/null
+        then echo direct: CONNECTED; else echo direct: UNREACHABLE; fi
+    """
+    runtime = DockerRuntime(worker_id, client=engine, proxy_image=proxy_image)
+    spec = SandboxSpec(command=("bash", "-c", script), network="allowlist", egress=(allowed,), timeout_s=40)
+    sandbox_dir = write_request_bundle(tmp_path / "sandboxes", "run-1", "step-1", {}, {}, {})
+    try:
+        # when it runs
+        outcome = runtime.run(spec, sandbox_dir, {}, {})
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+    # then only the listed destination answered, and nothing went around the proxy
+    logs = logs_of(sandbox_dir)
+    port = allowed.rsplit(":", 1)[1]
+    assert outcome.exit_code == 0, logs
+    assert "get-allowed: HTTP/1.0 200" in logs and f"get-allowed: hello from {port}" in logs, logs
+    assert "connect-allowed: HTTP/1.1 200 Connection established" in logs, logs
+    assert f"connect-allowed: hello from {port}" in logs, logs
+    assert "get-denied: HTTP/1.1 403 Forbidden" in logs and "connect-denied: HTTP/1.1 403 Forbidden" in logs
+    assert "hello from " + denied.rsplit(":", 1)[1] not in logs
+    assert "direct: UNREACHABLE" in logs, logs
+    # and the proxy and its network are gone with the sandbox
+    assert not engine.networks.list(filters={"label": [f"smithers.worker={worker_id}"]})
+
+
+def test_network_policy_is_validated() -> None:
+    assert SandboxSpec(command=("true",), allow_network=True).network == "full"
+    spec = SandboxSpec(command=("true",), network="allowlist", egress=("API.Example.com:443", "[::1]:8080"))
+    assert spec.egress == ("api.example.com:443", "[::1]:8080") and not spec.allow_network
+    for bad in (
+        {"network": "some"},
+        {"network": "allowlist"},
+        {"egress": ("a.example:443",)},
+        {"network": "allowlist", "egress": ("a.example",)},
+        {"network": "allowlist", "egress": ("a b:80",)},
+        {"network": "allowlist", "egress": ("a.example:443",), "ports": (80,)},
+    ):
+        with pytest.raises(InvalidWorkflow):
+            SandboxSpec(command=("true",), **bad)  # type: ignore[arg-type]
+
+
+def test_encoded_secrets_are_masked_in_the_logs(runtime: DockerRuntime, tmp_path: Path) -> None:
+    # given a step that prints its secret base64-encoded (at two offsets), as hex and URL-encoded
+    secret = "s3cr3t/v4lue+x=y&more"
+    script = """
+        printf %s "$API_TOKEN" | base64 -w0; echo
+        printf %s "xy$API_TOKEN" | base64 -w0; echo
+        printf %s "$API_TOKEN" | od -An -tx1 | tr -d ' \\n'; echo
+        printf %s "$API_TOKEN" | perl -pe 's/([^A-Za-z0-9_.~-])/sprintf("%%%02X", ord($1))/ge'; echo
+    """
+    # when it runs
+    sandbox_dir, outcome = run_step(runtime, tmp_path, script, secrets={"API_TOKEN": secret})
+    # then none of the encodings is in the kept log
+    logs = logs_of(sandbox_dir)
+    assert outcome.exit_code == 0
+    assert logs.count("[REDACTED]") == 4, logs
+    assert "czNjcjN0L3Y0bHVl" not in logs and "7333637233742f" not in logs and "%2Fv4lue" not in logs

@@ -19,6 +19,10 @@ CHART = Path(__file__).resolve().parents[2] / "helm" / "smithers"
 VALUE_SETS = sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))
 KUBE_VERSIONS = ("1.27.0", "1.33.0")  # the oldest and a recent minor we promise
 LINT_WARNING = 2  # helm lint severities: 1 info, 2 warning, 3 error
+CUSTOM_RESOURCES = {
+    "keda.sh/v1alpha1": "ScaledObject",
+    "monitoring.coreos.com/v1": "ServiceMonitor",
+}  # rendered by the chart, validated here by shape only
 
 _NEEDED = ("helm_python", "kubernetes_validate", "yaml")
 _ABSENT = [name for name in _NEEDED if importlib.util.find_spec(name) is None]
@@ -76,6 +80,10 @@ def test_rendered_manifests_validate_against_the_kubernetes_schemas(
     assert rendered, "nothing rendered"
     for template, docs in rendered.items():
         for doc in docs:
+            if doc["apiVersion"] in CUSTOM_RESOURCES:  # not in the Kubernetes schemas
+                assert set(doc) == {"apiVersion", "kind", "metadata", "spec"}, doc
+                assert doc["kind"] == CUSTOM_RESOURCES[doc["apiVersion"]]
+                continue
             try:
                 kubernetes_validate.validate(doc, kube_version, strict=True)
             except kubernetes_validate.ValidationError as exc:
@@ -101,11 +109,11 @@ def test_defaults_probe_the_health_endpoints_and_migrate_in_a_hook_job() -> None
     assert _container(job, "migrate")["args"] == ["migrate"]
     assert ("Secret", "smithers-secrets") not in objects  # the operator's Secret is used
 
-    sandbox = objects[("Deployment", "smithers-sandbox-worker")]["spec"]["template"]["spec"]
+    sandbox = objects[("StatefulSet", "smithers-sandbox-worker")]["spec"]["template"]["spec"]
     assert sandbox["nodeSelector"] == {"smithers.dev/pool": "sandbox"}
     assert sandbox["tolerations"][0]["key"] == "smithers.dev/sandbox"
     assert sandbox["volumes"][-1]["hostPath"] == {"path": "/var/run/docker.sock", "type": "Socket"}
-    assert _container(objects[("Deployment", "smithers-sandbox-worker")], "sandbox-worker")["args"][:3] == [
+    assert _container(objects[("StatefulSet", "smithers-sandbox-worker")], "sandbox-worker")["args"][:3] == [
         "worker",
         "--queues",
         "sandbox",
@@ -115,7 +123,7 @@ def test_defaults_probe_the_health_endpoints_and_migrate_in_a_hook_job() -> None
     assert _container(worker, "worker")["resources"]["requests"]["cpu"]  # autoscaling needs requests
 
     for kind, name in objects:
-        if kind != "Deployment" and kind != "Job":
+        if kind not in ("Deployment", "Job", "StatefulSet"):
             continue
         pod = objects[(kind, name)]["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True, name
@@ -139,13 +147,92 @@ def test_full_values_tls_autoscaling_remote_engine_and_init_migrations() -> None
     assert hpa["spec"]["maxReplicas"] == 20
     assert "replicas" not in objects[("Deployment", "smithers-worker")]["spec"]  # the HPA owns it
     assert ("Job", "smithers-migrate") not in objects
-    for name in ("gateway", "scheduler", "worker", "sandbox-worker"):
+    for name in ("gateway", "scheduler", "worker"):
         pod = objects[("Deployment", f"smithers-{name}")]["spec"]["template"]["spec"]
         assert pod["initContainers"][0]["args"] == ["migrate"], name
-    sandbox = _container(objects[("Deployment", "smithers-sandbox-worker")], "sandbox-worker")
+    sandbox = _container(objects[("StatefulSet", "smithers-sandbox-worker")], "sandbox-worker")
     assert {"name": "DOCKER_HOST", "value": "tcp://sandbox-engine.sandbox.svc:2376"} in sandbox["env"]
     secret = objects[("Secret", "smithers-secrets")]
     assert set(secret["stringData"]) == {"database-url", "redis-url", "jwt-secret", "flower-password"}
+    sandbox_secret = objects[("Secret", "smithers-sandbox-secrets")]
+    assert sandbox_secret["metadata"]["namespace"] == "smithers-sandbox"
+    assert set(sandbox_secret["stringData"]) == {"database-url", "redis-url"}  # no JWT key, no Flower
+
+
+def test_sandbox_workers_are_a_statefulset_of_their_own_namespace_account_and_secret() -> None:
+    objects = _objects({})
+    sts = objects[("StatefulSet", "smithers-sandbox-worker")]
+    assert ("Deployment", "smithers-sandbox-worker") not in objects
+    assert sts["metadata"]["namespace"] == "smithers-sandbox"
+    assert objects[("Namespace", "smithers-sandbox")]
+    assert sts["spec"]["serviceName"] == "smithers-sandbox-worker"
+    assert objects[("Service", "smithers-sandbox-worker")]["spec"]["clusterIP"] == "None"
+    pod = sts["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "smithers-sandbox-worker" != _service_account(objects)
+    container = _container(sts, "sandbox-worker")
+    assert container["args"][-2:] == ["--name", "$(POD_NAME)"]  # stable: smithers-sandbox-worker-0
+    refs = {
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for e in container["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert refs == {"smithers-sandbox"}
+    assert container["envFrom"] == [{"configMapRef": {"name": "smithers-sandbox-worker-config"}}]
+    for kind in ("ServiceAccount", "ConfigMap", "Service", "PodDisruptionBudget"):
+        name = "smithers-sandbox-worker" + ("-config" if kind == "ConfigMap" else "")
+        assert objects[(kind, name)]["metadata"]["namespace"] == "smithers-sandbox", kind
+
+
+def _service_account(objects: dict[tuple[str, str], dict[str, Any]]) -> str:
+    return str(objects[("Deployment", "smithers-worker")]["spec"]["template"]["spec"]["serviceAccountName"])
+
+
+def test_every_process_has_a_probe_and_a_disruption_budget() -> None:
+    objects = _objects({})
+    for kind, name, container in (
+        ("Deployment", "smithers-gateway", "gateway"),
+        ("Deployment", "smithers-scheduler", "scheduler"),
+        ("Deployment", "smithers-worker", "worker"),
+        ("StatefulSet", "smithers-sandbox-worker", "sandbox-worker"),
+        ("Deployment", "smithers-flower", "flower"),
+        ("Deployment", "smithers-metrics", "metrics"),
+    ):
+        probe = _container(objects[(kind, name)], container).get("livenessProbe")
+        assert probe, name
+    worker_probe = _container(objects[("Deployment", "smithers-worker")], "worker")["livenessProbe"]
+    assert "inspect ping" in worker_probe["exec"]["command"][-1]
+    sandbox_probe = _container(objects[("StatefulSet", "smithers-sandbox-worker")], "sandbox-worker")
+    assert '"$POD_NAME@$HOSTNAME"' in sandbox_probe["livenessProbe"]["exec"]["command"][-1]
+    for name in ("gateway", "scheduler", "worker", "sandbox-worker"):
+        pdb = objects[("PodDisruptionBudget", f"smithers-{name}")]
+        assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == name
+
+
+def test_options_network_policy_keda_and_service_monitor() -> None:
+    objects = _objects(_values("options-values.yaml"))
+    policy = objects[("NetworkPolicy", "smithers-sandbox-worker")]
+    assert policy["metadata"]["namespace"] == "smithers-untrusted"
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and policy["spec"]["ingress"] == []
+    egress = policy["spec"]["egress"]
+    assert [rule["ports"][0]["port"] for rule in egress] == [53, 5432, 6379]  # DNS, store, broker only
+    assert egress[1]["to"] == [{"ipBlock": {"cidr": "10.0.12.0/24"}}]
+    assert ("Namespace", "smithers-untrusted") not in objects
+    assert objects[("StatefulSet", "smithers-sandbox-worker")]["spec"]["replicas"] == 3
+    scaled = objects[("ScaledObject", "smithers-worker")]
+    assert scaled["spec"]["triggers"][0]["metadata"] == {
+        "address": "redis.redis.svc:6379",
+        "listName": "steps",
+        "listLength": "10",
+    }
+    assert scaled["spec"]["maxReplicaCount"] == 30
+    assert "replicas" not in objects[("Deployment", "smithers-worker")]["spec"]  # KEDA owns it
+    assert ("HorizontalPodAutoscaler", "smithers-worker") not in objects
+    monitor = objects[("ServiceMonitor", "smithers-metrics")]
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "interval": "30s"}]
+    service = objects[("Service", "smithers-metrics")]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert ("NetworkPolicy", "smithers-sandbox-worker") not in _objects({})
 
 
 @pytest.mark.parametrize(
@@ -166,6 +253,22 @@ def test_full_values_tls_autoscaling_remote_engine_and_init_migrations() -> None
         ({"gateway": {"tls": {"enabled": True}}}, "gateway.tls.secretName"),
         ({"migrations": {"mode": "sometimes"}}, "migrations.mode"),
         ({"secrets": {"existingSecret": ""}}, "secrets.existingSecret"),
+        ({"worker": {"keda": {"enabled": True}}}, "worker.keda.redisAddress"),
+        (
+            {
+                "worker": {
+                    "keda": {"enabled": True, "redisAddress": "r:6379"},
+                    "autoscaling": {"enabled": True},
+                }
+            },
+            "choose one",
+        ),
+        # values.schema.json
+        ({"workers": {"replicas": 2}}, "workers"),
+        ({"worker": {"replicas": "two"}}, "replicas"),
+        ({"sandboxWorker": {"namespace": "Not_A_Namespace"}}, "namespace"),
+        ({"migrations": {"mode": "always"}}, "mode"),
+        ({"metricsExporter": {"serviceMonitor": {"interval": "often"}}}, "interval"),
     ],
 )
 def test_inconsistent_values_are_refused(values: dict[str, Any], message: str) -> None:

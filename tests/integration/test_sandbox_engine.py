@@ -294,10 +294,12 @@ def test_kill_9_of_the_sandbox_worker_leaves_no_container_and_the_step_is_retrie
         eng.kill9(worker)
         assert docker_client.containers.get(container_id).labels["smithers.worker"] == worker
 
-        # and the worker is restarted under the same name
-        eng.worker(worker, "sandbox", concurrency=1)
+        # and the worker is rescheduled under another name (compose and Helm do not keep it)
+        successor = f"{worker}-next"
+        eng.worker(successor, "sandbox", concurrency=1)
 
-        # then the restarted worker removes the orphan
+        # then the successor removes the orphan once its attempt is lost (at the latest
+        # when it runs the retry), matched by the attempt, not by the worker's name
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
@@ -314,13 +316,60 @@ def test_kill_9_of_the_sandbox_worker_leaves_no_container_and_the_step_is_retrie
         assert run.output == {"after_slow": {"slept": 4}}
         with eng.store.read() as conn:
             states = [a.state for a in attempts_of(conn, run_id) if a.node_id == "slow"]
+            states_ids = [a.attempt_id for a in attempts_of(conn, run_id) if a.node_id == "slow"]
             records = sandboxes_of(conn, run_id)
         assert states[0] is AttemptState.LOST and states[-1] is AttemptState.SUCCEEDED
         assert [r.status for r in records] == [SandboxStatus.LOST] * (len(records) - 1) + [
             SandboxStatus.SUCCEEDED
         ]
-        assert "removed 1 orphaned sandbox container" in (eng.logs / f"{worker}.log").read_text()
+        assert "removed 1 orphaned sandbox container" in (eng.logs / f"{successor}.log").read_text()
+        assert not docker_client.volumes.list(filters={"label": [f"smithers.attempt={states_ids[0]}"]})
+    finally:
+        left = cleanup(eng, docker_client, worker)
+        for container in containers_of(docker_client, f"{worker}-next"):
+            left.append(container.name)
+            container.remove(force=True)
+    assert left == []
+    assert os.path.isdir(tmp_path / "sandbox" / run_id)
+
+
+def test_attacks_fail_their_step_and_leave_no_record_running_on_postgres(
+    docker_client: DockerClient, redis_url: str, pg_url: str, tmp_path: Path
+) -> None:
+    # given a sandbox worker on PostgreSQL whose environment holds its store's URL,
+    # an unlisted variable and an injectable secret
+    eng = make_engine(
+        pg_url, redis_url, tmp_path, HOME_TOKEN="unlisted-7f3a", SMITHERS_SECRET_API="injectable-9c1d"
+    )
+    worker = f"sbx-attacks-{uuid.uuid4().hex[:8]}"
+    try:
+        eng.scheduler()
+        start_worker(eng, "steps", "steps")
+        start_worker(eng, worker, "sandbox")
+
+        # when steps ask for the worker's configuration, or hand back strings the store refuses
+        run_id = eng.launch("t-sbx-attacks")
+        run = eng.wait(run_id, 120)
+
+        # then each such step failed with a clear error; none is stuck running or marked lost
+        assert run.status is RunStatus.SUCCEEDED, run.error
+        with eng.store.read() as conn:
+            nodes = {n.node_id: n for n in nodes_of(conn, run_id)}
+            records = {r.node_id: r for r in sandboxes_of(conn, run_id)}
+            attempts = attempts_of(conn, run_id)
+        errors = {k: (n.error or {}).get("message", "") for k, n in nodes.items()}
+        assert "worker configuration" in errors["config_secret"]
+        assert "not allowed for injection" in errors["unlisted_secret"]
+        assert nodes["allowed_secret"].status is NodeStatus.SUCCEEDED
+        assert run.output["allowed_secret"]["outputs"] == {"len": len("injectable-9c1d")}  # type: ignore[index]
+        for node_id in ("nul", "surrogate"):
+            assert "NUL or a lone surrogate" in errors[node_id], errors[node_id]
+            assert records[node_id].status is SandboxStatus.FAILED
+        assert "exited with code 3" in errors["nul_log"] and "before\\0after" in errors["nul_log"]
+        assert records["nul_log"].status is SandboxStatus.FAILED
+        assert "config_secret" not in records and "unlisted_secret" not in records  # never started
+        assert all(a.state is not AttemptState.LOST for a in attempts)
+        assert all(a.number == 1 for a in attempts)
     finally:
         left = cleanup(eng, docker_client, worker)
     assert left == []
-    assert os.path.isdir(tmp_path / "sandbox" / run_id)

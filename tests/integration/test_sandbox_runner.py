@@ -25,7 +25,7 @@ from smithers.shared.store import Store
 from smithers.shared.store.queries import events_after
 from smithers.shared.store.sandboxes import ReviewStatus, SandboxStatus, get_sandbox
 from smithers.shared.workflow import Node, NodeKind
-from smithers.workers.runtime import ContainerOutcome, OnStarted
+from smithers.workers.runtime import ContainerOutcome, LiveAttempts, OnStarted
 from smithers.workers.sandbox import SandboxConfig, make_sandbox_runner, sandbox_id_for, worker_label
 from smithers.workers.step import WorkerEnv
 from tests.integration.test_sandbox_store import make_registry, start
@@ -50,8 +50,9 @@ class StubRuntime:
     def ping(self) -> None:
         return None
 
-    def remove_orphans(self, worker_id: str) -> int:
-        self.orphans_removed.append(worker_id)
+    def remove_orphans(self, scope: str, live: LiveAttempts, worker_id: str | None = None) -> int:
+        assert live([]) == set()
+        self.orphans_removed.append(worker_id or "")
         return 0
 
     def run(

@@ -17,7 +17,7 @@ def test_a_secret_used_by_a_step_is_nowhere_in_the_store_or_the_logs(
     engine_factory: Any, database_url: str
 ) -> None:
     # given a worker holding a secret in its own environment
-    eng: Engine = engine_factory(database_url, SMITHERS_TEST_SECRET=SECRET)
+    eng: Engine = engine_factory(database_url, SMITHERS_SECRET_TEST=SECRET)
     eng.scheduler()
     eng.worker()
 

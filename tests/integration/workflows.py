@@ -147,9 +147,9 @@ def finish(ctx: StepContext) -> dict[str, Any]:
 secret = Workflow("t-secret")
 
 
-@secret.task(secrets=["SMITHERS_TEST_SECRET"])
+@secret.task(secrets=["SMITHERS_SECRET_TEST"])
 def use_secret(ctx: StepContext) -> dict[str, Any]:
-    value = ctx.secret("SMITHERS_TEST_SECRET")
+    value = ctx.secret("SMITHERS_SECRET_TEST")
     return {"length": len(value), "echo": f"value was {value}"}
 
 

@@ -532,7 +532,7 @@ def test_spec_defaults_and_frozen_collections() -> None:
         ({"command": ()}, "1 to 1024 arguments"),
         ({"command": "ls"}, "must be a list"),
         ({"image": "bad image"}, "not a valid image name"),
-        ({"ports": (8080,)}, "need allow_network"),
+        ({"ports": (8080,)}, "need network='full'"),
         ({"ports": (0,), "allow_network": True}, "1..65535"),
         ({"secrets": ("api-key",)}, "must match"),
         ({"secrets": ("TOKEN",), "env": {"TOKEN": "x"}}, "also set in env"),

@@ -65,6 +65,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and .Values.gateway.tls.enabled (not .Values.gateway.tls.secretName) -}}
 {{- fail "gateway.tls.enabled needs gateway.tls.secretName (a kubernetes.io/tls Secret)" -}}
 {{- end -}}
+{{- if and .Values.worker.autoscaling.enabled .Values.worker.keda.enabled -}}
+{{- fail "worker.autoscaling.enabled and worker.keda.enabled both scale the workers: choose one" -}}
+{{- end -}}
 {{- if and .Values.sandboxWorker.enabled (not .Values.sandboxWorker.docker.socket.enabled) (not .Values.sandboxWorker.docker.host) -}}
 {{- fail "sandboxWorker needs a Docker engine: docker.socket.enabled or docker.host" -}}
 {{- end -}}
@@ -82,6 +85,39 @@ app.kubernetes.io/component: {{ .component }}
     secretKeyRef:
       name: {{ include "smithers.secretName" . }}
       key: {{ .Values.secrets.keys.redisUrl }}
+{{- end -}}
+
+{{/* Sandbox workers: a namespace, a service account and a Secret of their own. */}}
+{{- define "smithers.sandboxNamespace" -}}
+{{- default (printf "%s-sandbox" (default "default" .Release.Namespace)) .Values.sandboxWorker.namespace -}}
+{{- end -}}
+
+{{- define "smithers.sandboxSecretName" -}}
+{{- if .Values.secrets.create -}}
+{{- printf "%s-sandbox-secrets" (include "smithers.fullname" .) -}}
+{{- else -}}
+{{- required "sandboxWorker.existingSecret: name the Secret (in the sandbox namespace) holding database-url and redis-url" .Values.sandboxWorker.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "smithers.sandboxEnv" -}}
+- name: SMITHERS_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "smithers.sandboxSecretName" . }}
+      key: {{ .Values.secrets.keys.databaseUrl }}
+- name: SMITHERS_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "smithers.sandboxSecretName" . }}
+      key: {{ .Values.secrets.keys.redisUrl }}
+{{- end -}}
+
+{{/* A Celery worker answers a ping through the broker: (dict "node" "celery@$HOSTNAME" "probe" .probe) */}}
+{{- define "smithers.workerProbe" -}}
+exec:
+  command: ["sh", "-c", "celery -A smithers.workers inspect ping --timeout 10 -d \"{{ .node }}\" >/dev/null"]
+{{ toYaml .probe }}
 {{- end -}}
 
 {{- define "smithers.envFrom" -}}

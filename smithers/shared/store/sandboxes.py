@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Row, and_, select, update
 
 from smithers.shared.errors import Conflict, InvalidInput, NotFound
 from smithers.shared.redaction import redact, redact_text
-from smithers.shared.status import NodeStatus
+from smithers.shared.status import AttemptState, NodeStatus
 from smithers.shared.store import schema as s
 from smithers.shared.store.tx import Tx
 
@@ -484,3 +484,22 @@ def review_decisions(conn: Connection, run_id: str, attempt_ids: Iterable[str]) 
             "decided_at": last.decided_at if last else None,
         }
     return out
+
+
+def live_attempts(conn: Connection, attempt_ids: Iterable[str], now: float) -> set[str]:
+    """Those of ``attempt_ids`` that are running under a lease that has not expired.
+
+    A sandbox container whose attempt is not among them is an orphan, whichever
+    worker started it (worker names change when compose or Kubernetes recreates one).
+    """
+    ids = sorted(set(attempt_ids))
+    if not ids:
+        return set()
+    rows = conn.execute(
+        select(s.attempts.c.attempt_id).where(
+            s.attempts.c.attempt_id.in_(ids),
+            s.attempts.c.state.in_([AttemptState.QUEUED.value, AttemptState.RUNNING.value]),
+            (s.attempts.c.lease_expires_at.is_(None)) | (s.attempts.c.lease_expires_at > now),
+        )
+    )
+    return {row.attempt_id for row in rows}

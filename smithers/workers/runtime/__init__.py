@@ -11,10 +11,17 @@ from collections.abc import Mapping
 
 from smithers.shared.bundle import BundleBounds
 from smithers.shared.errors import SandboxError
-from smithers.workers.runtime.base import ContainerOutcome, OnStarted, SandboxRuntime
+from smithers.workers.runtime.base import ContainerOutcome, LiveAttempts, OnStarted, SandboxRuntime
 from smithers.workers.runtime.docker import DockerRuntime
 
-__all__ = ["ContainerOutcome", "DockerRuntime", "OnStarted", "SandboxRuntime", "create_runtime"]
+__all__ = [
+    "ContainerOutcome",
+    "DockerRuntime",
+    "LiveAttempts",
+    "OnStarted",
+    "SandboxRuntime",
+    "create_runtime",
+]
 
 
 def create_runtime(
@@ -25,6 +32,7 @@ def create_runtime(
     bounds: BundleBounds,
     work_size_mb: int,
     max_log_bytes: int,
+    proxy_image: str = "smithers-sandbox:latest",
 ) -> SandboxRuntime:
     """The runtime called ``kind`` (``docker``), labelling its containers ``worker_id``."""
     if kind == "docker":
@@ -34,5 +42,6 @@ def create_runtime(
             bounds=bounds,
             work_size_mb=work_size_mb,
             max_log_bytes=max_log_bytes,
+            proxy_image=proxy_image,
         )
     raise SandboxError(f"unknown sandbox runtime {kind!r} (available: docker)")

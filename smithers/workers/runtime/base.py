@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from smithers.shared.sandbox import SandboxSpec
 
-__all__ = ["ContainerOutcome", "OnStarted", "SandboxRuntime"]
+__all__ = ["ContainerOutcome", "LiveAttempts", "OnStarted", "SandboxRuntime"]
 
 OnStarted = Callable[[str, str], None]
 """Called once the container runs, with its id and its image digest."""
+
+LiveAttempts = Callable[[Collection[str]], set[str]]
+"""Given attempt ids, those that are still running under a live lease (the store says)."""
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,9 @@ class SandboxRuntime(Protocol):
     def ping(self) -> None:
         """Raise :class:`smithers.shared.errors.SandboxError` unless the engine answers."""
 
-    def remove_orphans(self, worker_id: str) -> int:
-        """Remove every container (and volume) labelled with ``worker_id``."""
+    def remove_orphans(self, scope: str, live: LiveAttempts, worker_id: str | None = None) -> int:
+        """Remove the sandboxes of deployment ``scope`` whose attempt is not ``live``,
+        and those ``worker_id`` started."""
 
     def run(
         self,

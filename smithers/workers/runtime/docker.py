@@ -13,9 +13,11 @@ How ``/work`` works, and why (verified on Docker 20.10, cgroup v1, overlay2):
 
 So each sandbox gets a size-bounded tmpfs volume (uid 10001, mode 0700, nosuid,
 nodev) at ``/work``, and the container's main process is only a holder (``sleep``
-under docker-init) that keeps the volume mounted. Once it runs, the request is copied
+under docker-init, as ``nobody``) that keeps the volume mounted. The step runs as
+uid 10001, so it cannot reach the holder's stdout through ``/proc/1/fd/1`` (the
+container's log file on the host, capped at 1 MiB anyway). Once it runs, the request is copied
 into ``/work/request``; the step runs as an *exec* in that container (same cgroup
-limits, same user, no capabilities, no new privileges, exit code reported by the
+limits, its own user, no capabilities, no new privileges, exit code reported by the
 daemon); when it exits the container is paused (a consistent snapshot even if the step
 left background processes), ``/work/result`` is copied out and extracted member by
 member by :func:`smithers.shared.bundle_archive.extract_result_archive`, then the container is killed
@@ -27,13 +29,10 @@ the container's memory cgroup, so ``/work`` also counts against ``memory_mb``.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import math
 import os
 import shutil
-import stat
-import tarfile
 import threading
 import time
 import uuid
@@ -44,21 +43,31 @@ from pathlib import Path
 import docker.errors
 from docker.client import DockerClient
 from docker.models.containers import Container
-from docker.types import Mount, Ulimit
+from docker.types import LogConfig, Mount, Ulimit
 
 from smithers.shared.bundle import LOGS_FILENAME, RESULT_DIRNAME, BundleBounds
 from smithers.shared.bundle_archive import extract_result_archive
 from smithers.shared.errors import BundleRejected, SandboxError, SandboxOutOfMemory, SandboxTimeout
 from smithers.shared.sandbox import SANDBOX_UID, SandboxSpec
-from smithers.workers.runtime.base import ContainerOutcome, OnStarted
+from smithers.shared.secret_forms import derived_forms
+from smithers.workers.runtime.base import ContainerOutcome, LiveAttempts, OnStarted
+from smithers.workers.runtime.egress import Egress, start_egress
+from smithers.workers.runtime.request import request_tar
 
-__all__ = ["SANDBOX_LABEL", "WORKER_LABEL", "DockerRuntime"]
+__all__ = ["ATTEMPT_LABEL", "SANDBOX_LABEL", "STORE_LABEL", "WORKER_LABEL", "DockerRuntime"]
 
 log = logging.getLogger(__name__)
 
 SANDBOX_LABEL = "smithers.sandbox"
 WORKER_LABEL = "smithers.worker"
+ATTEMPT_LABEL = "smithers.attempt"
+STORE_LABEL = "smithers.store"
 _USER = f"{SANDBOX_UID}:{SANDBOX_UID}"
+# The holder (PID 1 and its sleep) runs as another user than the step, so the step can
+# neither open /proc/1/fd/1 (the container's log on the host) nor signal its holder.
+_HOLDER_USER = "65534:65534"
+_NETWORK_MODES = {"none": "none", "full": "bridge"}
+_LOG_CONFIG = LogConfig(type=LogConfig.types.JSON, config={"max-size": "1m", "max-file": "1"})
 _KILLED_EXIT = 137
 _REDACTED = b"[REDACTED]"
 
@@ -113,6 +122,7 @@ class DockerRuntime:
         work_size_mb: int = 256,
         max_log_bytes: int = 1024 * 1024,
         api_timeout_s: float = 30.0,
+        proxy_image: str = "smithers-sandbox:latest",
     ) -> None:
         """Connect to the engine from the environment (``DOCKER_HOST``) unless given."""
         if not worker_id:
@@ -124,6 +134,7 @@ class DockerRuntime:
         self._bounds = bounds or BundleBounds()
         self._work_size_mb = work_size_mb
         self._max_log_bytes = max_log_bytes
+        self._proxy_image = proxy_image
 
     def close(self) -> None:
         """Close the engine connection (a forked child must open its own)."""
@@ -135,22 +146,39 @@ class DockerRuntime:
         with _engine("ping"):
             self._client.ping()
 
-    def remove_orphans(self, worker_id: str) -> int:
-        """Remove containers (and their volumes) left by ``worker_id``; return how many.
+    def remove_orphans(self, scope: str, live: LiveAttempts, worker_id: str | None = None) -> int:
+        """Remove this deployment's orphaned sandboxes (and their volumes); return how many.
 
-        Called at worker start: any sandbox of this worker that still exists belongs
-        to an attempt that died with the previous process.
+        A sandbox is this deployment's when its ``smithers.store`` label is ``scope``,
+        and an orphan when its attempt (the ``smithers.attempt`` label, stable across
+        worker restarts, renames and reschedules) is not among ``live(attempt ids)``,
+        or when it was started by ``worker_id`` (a restarted worker's predecessor).
         """
-        labels = [f"{SANDBOX_LABEL}=1", f"{WORKER_LABEL}={worker_id}"]
+        labels = [f"{SANDBOX_LABEL}=1", f"{STORE_LABEL}={scope}"]
         removed = 0
         with _engine("remove orphans"):
-            for container in self._client.containers.list(all=True, filters={"label": labels}):
-                with contextlib.suppress(docker.errors.NotFound):
-                    container.remove(force=True)
-                    removed += 1
-            for volume in self._client.volumes.list(filters={"label": labels}):
-                with contextlib.suppress(docker.errors.NotFound):
-                    volume.remove(force=True)
+            containers = self._client.containers.list(all=True, filters={"label": labels})
+            volumes = self._client.volumes.list(filters={"label": labels})
+            found = [c.labels for c in containers] + [v.attrs.get("Labels") or {} for v in volumes]
+            alive = live({str(lb.get(ATTEMPT_LABEL)) for lb in found if lb.get(ATTEMPT_LABEL)})
+
+            def orphan(lb: Mapping[str, str]) -> bool:
+                mine = worker_id is not None and lb.get(WORKER_LABEL) == worker_id
+                return mine or lb.get(ATTEMPT_LABEL) not in alive
+
+            for container in containers:
+                if orphan(container.labels):
+                    with contextlib.suppress(docker.errors.NotFound):
+                        container.remove(force=True)
+                        removed += 1
+            for volume in volumes:
+                if orphan(volume.attrs.get("Labels") or {}):
+                    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                        volume.remove(force=True)  # APIError: still in use by a live container
+            for network in self._client.networks.list(filters={"label": labels}):
+                if orphan(network.attrs.get("Labels") or {}):
+                    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                        network.remove()
         return removed
 
     def run(
@@ -171,7 +199,7 @@ class DockerRuntime:
         an error here. The container is always removed.
         """
         mounts = self._bind_mounts(spec)
-        request = _request_tar(sandbox_dir / "request", self._work_size_mb * 1024 * 1024)
+        request = request_tar(sandbox_dir / "request", self._work_size_mb * 1024 * 1024)
         result_dir = sandbox_dir / RESULT_DIRNAME
         if os.path.lexists(result_dir):
             shutil.rmtree(result_dir)  # an earlier attempt's; rmtree never follows links
@@ -190,17 +218,24 @@ class DockerRuntime:
                 labels=all_labels,
             )
         container: Container | None = None
+        egress: Egress | None = None
         try:
+            if spec.network == "allowlist":
+                with _engine("start egress proxy"):
+                    egress = start_egress(self._client, name, spec, all_labels, self._proxy_image)
             with _engine("create container"):
-                container = self._create(spec, name, mounts, all_labels)
+                container = self._create(spec, name, mounts, all_labels, egress)
                 container.start()
             with _engine("copy request"):
                 container.put_archive("/work", request)
             if on_started is not None:
                 on_started(container.id or "", str(container.attrs.get("Image", "")))
-            return self._execute(spec, container, result_dir, secret_values)
+            proxy_env = egress.env if egress is not None else {}
+            return self._execute(spec, container, result_dir, secret_values, proxy_env)
         finally:
             self._remove(container, volume.name)
+            if egress is not None:
+                egress.remove()
 
     def _bind_mounts(self, spec: SandboxSpec) -> list[Mount]:
         """Host volumes, only under an allowed root; writable only if both sides say so."""
@@ -223,7 +258,9 @@ class DockerRuntime:
             )
         return mounts
 
-    def _create(self, spec: SandboxSpec, name: str, mounts: list[Mount], labels: dict[str, str]) -> Container:
+    def _create(
+        self, spec: SandboxSpec, name: str, mounts: list[Mount], labels: dict[str, str], egress: Egress | None
+    ) -> Container:
         work = Mount(target="/work", source=name, type="volume", no_copy=True)
         holder_s = math.ceil(spec.timeout_s) + 300  # an orphan ends by itself
         return self._client.containers.create(
@@ -232,7 +269,7 @@ class DockerRuntime:
             command=[str(holder_s)],
             name=name,
             hostname="sandbox",
-            user=_USER,
+            user=_HOLDER_USER,
             working_dir="/work",
             labels=labels,
             init=True,
@@ -240,7 +277,8 @@ class DockerRuntime:
             cap_drop=["ALL"],
             security_opt=["no-new-privileges:true"],
             ipc_mode="none",  # no /dev/shm: nothing writable outside /work
-            network_mode="bridge" if spec.allow_network else "none",
+            log_config=_LOG_CONFIG,  # nothing should write it; bounded if something does
+            network_mode=egress.network.name if egress is not None else _NETWORK_MODES[spec.network],
             ports={f"{port}/tcp": ("127.0.0.1", port) for port in spec.ports},
             mem_limit=f"{spec.memory_mb}m",
             memswap_limit=f"{spec.memory_mb}m",
@@ -260,9 +298,10 @@ class DockerRuntime:
         container: Container,
         result_dir: Path,
         secret_values: Mapping[str, str],
+        proxy_env: Mapping[str, str],
     ) -> ContainerOutcome:
         api = self._client.api
-        env = {"HOME": "/work", "TMPDIR": "/work/tmp", **spec.env, **secret_values}
+        env = {"HOME": "/work", "TMPDIR": "/work/tmp", **spec.env, **proxy_env, **secret_values}
         try:
             exec_id = api.exec_create(
                 container.id, list(spec.command), user=_USER, workdir="/work", environment=env
@@ -397,67 +436,14 @@ class DockerRuntime:
             log.warning("could not remove sandbox %s: %s", volume_name, type(exc).__name__)
 
 
-def _request_tar(request_dir: Path, limit: int) -> bytes:
-    """Tar ``request/`` plus empty ``result/``, ``tmp/``, all owned by the sandbox user.
-
-    Only directories and regular files are taken, found without following links.
-    """
-    try:
-        is_dir = stat.S_ISDIR(os.lstat(request_dir).st_mode)
-    except FileNotFoundError:
-        is_dir = False
-    if not is_dir:
-        raise SandboxError("request: missing (write_request_bundle first)")
-    buffer = io.BytesIO()
-    total = 0
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-
-        def add_dir(name: str) -> None:
-            info = tarfile.TarInfo(name)
-            info.type, info.mode, info.uid, info.gid = (
-                tarfile.DIRTYPE,
-                0o700,
-                SANDBOX_UID,
-                SANDBOX_UID,
-            )
-            tar.addfile(info)
-
-        for name in (
-            "request",
-            RESULT_DIRNAME,
-            f"{RESULT_DIRNAME}/patches",
-            f"{RESULT_DIRNAME}/artifacts",
-            "tmp",
-        ):
-            add_dir(name)
-        for current, dirs, files in os.walk(request_dir, followlinks=False):
-            rel_dir = Path("request") / Path(current).relative_to(request_dir)
-            for name in sorted(dirs):
-                if os.path.islink(Path(current) / name):
-                    raise SandboxError(f"request: {rel_dir / name} is a symbolic link")
-                add_dir(str(rel_dir / name))
-            for name in sorted(files):
-                path = Path(current) / name
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-                with os.fdopen(fd, "rb") as handle:
-                    info_stat = os.fstat(handle.fileno())
-                    if not stat.S_ISREG(info_stat.st_mode):
-                        raise SandboxError(f"request: {rel_dir / name} is not a regular file")
-                    total += info_stat.st_size
-                    if total > limit:
-                        raise BundleRejected(f"request: larger than {limit} bytes")
-                    info = tarfile.TarInfo(str(rel_dir / name))
-                    info.size, info.mode = info_stat.st_size, 0o600
-                    info.uid = info.gid = SANDBOX_UID
-                    tar.addfile(info, handle)
-    return buffer.getvalue()
-
-
 def _write_logs(result_dir: Path, sink: _LogSink, secret_values: Mapping[str, str]) -> None:
-    """Write the kept output to ``result/logs.txt`` with every secret value masked."""
+    """Write the kept output to ``result/logs.txt`` with every secret value masked,
+    and its common encodings."""
     if not os.path.lexists(result_dir):
         os.mkdir(result_dir, 0o700)
-    secrets = sorted({v.encode() for v in secret_values.values() if v}, key=len, reverse=True)
+    values = [v for v in secret_values.values() if v]
+    forms = {f for v in values for f in (v, *derived_forms(v))}
+    secrets = sorted({f.encode("utf-8", "surrogatepass") for f in forms}, key=len, reverse=True)
     data = bytes(sink.kept)
     truncated = sink.total > len(data)
     if truncated and secrets:
