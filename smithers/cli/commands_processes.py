@@ -9,7 +9,6 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from smithers.cli import exitcodes
@@ -25,6 +24,7 @@ from smithers.cli.main import (
 )
 from smithers.shared import operations, settings
 from smithers.shared.config import Deployment, SchedulerConfig, WorkerConfig, resolve_deployment
+from smithers.shared.datadir import find_data_dir
 from smithers.shared.errors import InvalidInput
 from smithers.shared.logs import setup_logging
 from smithers.shared.registry import Registry
@@ -110,25 +110,24 @@ def cmd_up(args: argparse.Namespace) -> int:
         registry.get(args.run)
     stop = _stop_on_signals()  # from here Ctrl-C stops everything started, quietly
     broker, dep, children = prepare(dep, args.concurrency, args.port, args.host, args.sandbox)
-    sup = Supervisor(dep, child_env(dep), (dep.data_dir or Path(".")) / "logs", children)
     problems: list[str] = []
 
-    def watch_children() -> None:
-        while not stop.wait(0.5):
-            problem = sup.check()
-            if problem:
-                problems.append(problem)
-                stop.set()
+    def failed(problem: str) -> None:
+        problems.append(problem)
+        stop.set()
 
+    # the logs live in the data directory in every mode (a cluster's URLs included)
+    log_dir = (dep.data_dir or find_data_dir(os.environ, args.data_dir)) / "logs"
+    sup = Supervisor(dep, child_env(dep), log_dir, children, broker, failed)
     code = exitcodes.OK
     try:
         sup.start()
         print(f"smithers up: store {dep.database_url}", flush=True)
         print(
-            f"smithers up: broker {dep.redis_url}; children: {', '.join(c.name for c in children)}",
+            f"smithers up: broker {dep.redis_url}; children: {', '.join(c.name for c in children)};"
+            f" logs in {log_dir}",
             flush=True,
         )
-        threading.Thread(target=watch_children, daemon=True).start()
         if args.run:
             code = _up_run(args, dep, registry, run_input, stop)
             if args.once:

@@ -12,15 +12,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from smithers.cli.childproc import RotatingLog, forget, spawn
 from smithers.cli.embedded import EmbeddedBroker
 from smithers.shared import settings
 from smithers.shared.config import DB_FILE, Deployment
 from smithers.shared.datadir import Record, write_record
+from smithers.shared.errors import SmithersError
 from smithers.shared.store import Store
 
 MAX_RESTARTS = 5
@@ -38,36 +41,70 @@ class Child:
 
 
 class Supervisor:
-    """Runs the children of ``smithers up`` and restarts the ones that die."""
+    """Runs the children of ``smithers up`` and restarts the ones that die, the embedded
+    broker included.
+
+    One thread of its own starts, watches and stops every child: on Linux a child is
+    sent SIGTERM by the kernel when the thread that started it ends
+    (:mod:`smithers.cli.childproc`), so that thread lives as long as the children.
+    """
 
     def __init__(
-        self, deployment: Deployment, env: Mapping[str, str], log_dir: Path, children: list[Child]
+        self,
+        deployment: Deployment,
+        env: Mapping[str, str],
+        log_dir: Path,
+        children: list[Child],
+        broker: EmbeddedBroker | None = None,
+        on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self.deployment = deployment
         self.env = dict(env)
         self.log_dir = log_dir
         self.children = children
+        self.broker = broker
+        self.on_failure = on_failure
+        self.broker_restarts: list[float] = []
+        self._logs = {c.name: log_file(log_dir, c.name, env) for c in children}
+        self._stop = threading.Event()
+        self._started = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start every child."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        for child in self.children:
-            self._spawn(child)
+        """Start every child (in the supervisor's thread) and watch them."""
+        self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
+        self._thread.start()
+        self._started.wait()
+
+    def _run(self) -> None:
+        try:
+            for child in self.children:
+                self._spawn(child)
+        finally:
+            self._started.set()
+        while not self._stop.wait(0.5):
+            problem = self.check()
+            if problem:
+                if self.on_failure is not None:
+                    self.on_failure(problem)
+                break
+        self._stop.wait()
+        self._stop_children()
 
     def _spawn(self, child: Child) -> None:
-        log = open(self.log_dir / f"{child.name}.log", "ab")  # noqa: SIM115 (owned by the child)
-        # a session of its own: Ctrl-C reaches only `smithers up`, which stops the children
-        # in order (SIGTERM) instead of each one dying of SIGINT mid-shutdown
-        child.proc = subprocess.Popen(
-            child.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        child.proc = spawn(child.argv, self.env, self._logs[child.name])
 
     def check(self) -> str | None:
         """Restart dead children; return an error once one dies too often."""
         now = time.time()
+        if self.broker is not None and not self.broker.alive():
+            problem = self._restart_broker(now)
+            if problem:
+                return problem
         for child in self.children:
             if child.proc is None or child.proc.poll() is None:
                 continue
+            forget(child.proc)
             child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW_S]
             if len(child.restarts) >= MAX_RESTARTS:
                 log = self.log_dir / f"{child.name}.log"
@@ -77,8 +114,27 @@ class Supervisor:
             self._spawn(child)
         return None
 
+    def _restart_broker(self, now: float) -> str | None:
+        assert self.broker is not None
+        code = self.broker.proc.returncode if self.broker.proc is not None else None
+        self.broker_restarts = [t for t in self.broker_restarts if now - t < RESTART_WINDOW_S]
+        if len(self.broker_restarts) >= MAX_RESTARTS:
+            return f"the embedded Redis exited {MAX_RESTARTS} times in a minute (see {self.broker.log.path})"
+        print(f"smithers up: the embedded Redis exited ({code}); restarting it", file=sys.stderr)
+        self.broker_restarts.append(now)
+        try:
+            self.broker.restart()
+        except SmithersError as exc:
+            return f"the embedded Redis could not be restarted: {exc.message}"
+        return None
+
     def stop(self) -> None:
         """Stop every child: SIGTERM, then SIGKILL after 10 s."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _stop_children(self) -> None:
         for child in self.children:
             if child.proc is not None and child.proc.poll() is None:
                 child.proc.send_signal(signal.SIGTERM)
@@ -91,6 +147,16 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 child.proc.kill()
                 child.proc.wait(timeout=5)
+            forget(child.proc)
+        if self.broker is not None:
+            self.broker.stop()  # the broker last: the children may still use it to stop
+
+
+def log_file(log_dir: Path, name: str, env: Mapping[str, str]) -> RotatingLog:
+    """``<log_dir>/<name>.log``, rotated by SMITHERS_LOG_MAX_BYTES / SMITHERS_LOG_BACKUPS."""
+    return RotatingLog(
+        log_dir / f"{name}.log", settings.LOG_MAX_BYTES.read(env), settings.LOG_BACKUPS.read(env)
+    )
 
 
 def child_argv(command: str, *args: str) -> list[str]:
@@ -120,7 +186,9 @@ def prepare(
     redis_url = settings.REDIS_URL.read(os.environ)
     if not redis_url:
         assert deployment.data_dir is not None
-        broker = EmbeddedBroker(deployment.data_dir)
+        broker = EmbeddedBroker(
+            deployment.data_dir, log_file(deployment.data_dir / "logs", "broker", os.environ)
+        )
         redis_url = broker.start()
     deployment = replace(deployment, redis_url=redis_url, project_dir=Path.cwd())
     store = Store(deployment.database_url)
