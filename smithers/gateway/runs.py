@@ -94,7 +94,7 @@ def _reread(run_id: str) -> RunRecord:
 def launch() -> tuple[Response, int, dict[str, str]]:
     """201 with a new run; 200 with the same run when its id and input are repeated."""
     body = read_body(LAUNCH)
-    run_input = operations.check_input(body.get("input", {}))
+    run_input = operations.check_input(body.get("input", {}), services().store.limits.input_bytes)
     refuse_secret_values(run_input, "input")
     svc = services()
     run, created = operations.launch(
