@@ -4,7 +4,7 @@ Each child runs in a session of its own (Ctrl-C reaches only ``smithers up``, wh
 stops the children in order) and, on Linux, asks the kernel for SIGTERM when the
 thread that started it ends (``prctl(PR_SET_PDEATHSIG)``): a ``smithers up`` killed
 with SIGKILL leaves nothing running. Elsewhere each child also gets the read end of a
-pipe the parent holds (``SMITHERS_PARENT_FD``) that ``smithers`` watches
+pipe the parent holds (its descriptor in an environment variable) that ``smithers`` watches
 (:func:`watch_parent`): end of file means the parent is gone.
 
 A child's stdout and stderr go through a pipe to a thread of the parent that appends
@@ -25,8 +25,10 @@ import threading
 from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 
+from smithers.shared import settings
+
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-PARENT_FD = "SMITHERS_PARENT_FD"
+PARENT_FD = settings.PARENT_FD.name
 
 
 class RotatingLog:

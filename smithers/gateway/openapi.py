@@ -61,10 +61,11 @@ the scope gets 403. Both are written to the audit log.
 
 **Requests.** Bodies are JSON objects up to `SMITHERS_GATEWAY_MAX_BODY` bytes (1 MiB;
 over it: 413); run input is also bounded by `SMITHERS_MAX_INPUT_BYTES` (1 MiB of
-JSON; over it: 413, `payload_too_large`). Malformed JSON, an unknown field or a wrong type is a 400 that names the
-field; so is run input with a key or value that looks like a credential (pass secrets by
-name to the worker, never through input). A refused request writes nothing. Errors are
-`{"error": {"code": ..., "message": ...}}`; every response carries `X-Request-ID`.
+JSON; over it: 413, `payload_too_large`). Malformed JSON, an unknown field or a wrong
+type is a 400 that names the field; so is run input with a key or value that looks like
+a credential (pass secrets by name to the worker, never through input). A refused
+request writes nothing. Errors are `{"error": {"code": ..., "message": ...}}`; every
+response carries `X-Request-ID`.
 
 **Streams.** Event streams are Server-Sent Events. `id:` is the run's `seq` (or the
 feed id on `/v1/events`); reconnect with `Last-Event-ID` to resume with no gap and no

@@ -100,11 +100,14 @@ class SchedulerConfig:
     sweep_interval_s: float = settings.SWEEP_INTERVAL.default
     redispatch_after_s: float = settings.REDISPATCH_AFTER.default
     max_lost: int = settings.MAX_LOST.default
+    retention_days: int = settings.RETENTION_DAYS.default  # 0: keep every run
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SchedulerConfig:
-        """Read SMITHERS_SWEEP_INTERVAL, SMITHERS_REDISPATCH_AFTER and SMITHERS_MAX_LOST."""
+        """Read SMITHERS_SWEEP_INTERVAL, SMITHERS_REDISPATCH_AFTER, SMITHERS_MAX_LOST and
+        SMITHERS_RETENTION_DAYS."""
         return cls(
+            retention_days=settings.RETENTION_DAYS.read(env),
             sweep_interval_s=settings.SWEEP_INTERVAL.read(env),
             # well above a worker's lazy claim (0.25 s): a re-sent message must find the
             # attempt claimed (docs/architecture.md, "Celery settings")

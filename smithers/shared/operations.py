@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from smithers.shared import settings, tracing
+from smithers.shared import retention, settings, tracing
 from smithers.shared.broker import Broker
 from smithers.shared.errors import InvalidInput, NotFound, SmithersError
 from smithers.shared.limits import check_size
@@ -165,9 +165,12 @@ def review(
 
 
 def delete(store: Store, run_id: str, actor: str | None) -> None:
-    """Delete a run and its dependent rows; the audit entry stays."""
+    """Delete a run and its dependent rows, then its sandbox bundles on disk; the audit
+    entry stays."""
     with store.write() as tx:
-        runs_store.delete_run(tx, run_id, actor)
+        deleted = runs_store.delete_run(tx, run_id, actor)
+    if deleted is not None:
+        retention.remove_bundles(deleted.bundle_paths)
 
 
 TIME_TRAVEL_PER_MINUTE = 10

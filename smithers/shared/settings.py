@@ -414,6 +414,16 @@ LOG_MAX_BYTES = _lifecycle.add(
 LOG_BACKUPS = _lifecycle.add(
     Setting("SMITHERS_LOG_BACKUPS", 3, "Rotated logs kept per process of `smithers up`.", whole)
 )
+PARENT_FD = _lifecycle.add(
+    Setting(
+        "SMITHERS_PARENT_FD",
+        "",
+        "Set by `smithers up` for its children: the pipe whose end tells them it is gone (they"
+        " stop with it). Never set it yourself.",
+        text,
+        shown="unset",
+    )
+)
 
 _examples = section("Examples", "Read by the example workflows in `smithers/examples/` only.")
 EXAMPLE_SANDBOX_IMAGE = _examples.add(

@@ -227,6 +227,14 @@ class Tx:
         stmt = _upsert_statement(self.postgres, table, keys, tuple(sorted(update)))
         fast.defer(self.conn, stmt, values, keys=tuple(sorted(values)))
 
+    def add_to_counter(self, name: str, n: int) -> None:
+        """Add ``n`` to the row ``name`` of ``counters`` (created at ``n``)."""
+        insert = postgresql.insert(s.counters) if self.postgres else sqlite.insert(s.counters)
+        stmt = insert.values(name=name, value=n).on_conflict_do_update(
+            index_elements=[s.counters.c.name], set_={"value": s.counters.c.value + insert.excluded.value}
+        )
+        self.conn.execute(stmt)
+
     def wake(self, run_id: str) -> None:
         """Mark the run as needing the scheduler now (also noted for a Redis wake-up).
 
