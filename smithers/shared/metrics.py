@@ -110,10 +110,8 @@ def _retention(conn: Connection) -> list[Metric]:
     the runs they counted)."""
     c = s.counters
     names = (retention.PRUNED_RUNS, retention.PRUNED_ROWS)
-    found = {
-        str(r[0]): int(r[1])
-        for r in conn.execute(select(c.c.name, c.c.value).where(c.c.name.in_(names))).tuples()
-    }
+    counted: list[Any] = list(conn.execute(select(c.c.name, c.c.value).where(c.c.name.in_(names))))
+    found = {str(r[0]): int(r[1]) for r in counted}
     runs = CounterMetricFamily("smithers_retention_pruned_runs", "Finished runs deleted by retention.")
     runs.add_metric([], found.get(retention.PRUNED_RUNS, 0))
     rows = CounterMetricFamily(

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Float, func, select
 
@@ -56,7 +57,8 @@ def candidates(
         query = query.where((finished > after[0]) | ((finished == after[0]) & (r.c.run_id > after[1])))
     query = query.order_by(finished, r.c.run_id).limit(limit)
     with store.read() as conn:
-        return [(float(row[0]), str(row[1])) for row in conn.execute(query).tuples()]
+        found: list[Any] = list(conn.execute(query))
+    return [(float(row[0]), str(row[1])) for row in found]
 
 
 def remove_bundles(paths: Iterable[str]) -> None:
@@ -123,5 +125,5 @@ def pruned_totals(store: Store) -> dict[str, int]:
     c = s.counters
     with store.read() as conn:
         rows = conn.execute(select(c.c.name, c.c.value).where(c.c.name.in_((PRUNED_RUNS, PRUNED_ROWS))))
-        found: dict[str, int] = {str(row[0]): int(row[1]) for row in rows.tuples()}
+        found: dict[str, int] = {str(row[0]): int(row[1]) for row in list[Any](rows)}
     return {PRUNED_RUNS: found.get(PRUNED_RUNS, 0), PRUNED_ROWS: found.get(PRUNED_ROWS, 0)}

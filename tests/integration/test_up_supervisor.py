@@ -11,7 +11,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,10 +61,10 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def wait_for(predicate: object, timeout: float, what: str) -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
@@ -156,7 +156,7 @@ def test_logs_are_under_the_data_directory_rotated_and_the_store_files_private(u
     # the worker writes more than 1000 bytes while it starts and serves a run
     result = smithers(up.data, "run", "hello", "--input", '{"name": "cy"}', "--timeout", "60")
     assert result.returncode == 0, result.stdout + result.stderr
-    wait_for(lambda: (logs / "worker.log.1").exists(), 20, "a rotated worker log")
+    wait_for((logs / "worker.log.1").exists, 20, "a rotated worker log")
     for name in ("scheduler.log", "worker.log", "gateway.log", "broker.log"):
         assert (logs / name).is_file(), name
     for path in logs.iterdir():

@@ -197,7 +197,7 @@ def delete_run(
         detail={"workflow": run.workflow, "status": run.status.value, "module_revision": run.module_revision},
     )
     found = tx.conn.execute(select(s.sandboxes.c.bundle_path).where(s.sandboxes.c.run_id == run_id))
-    bundles = tuple(str(row[0]) for row in found.tuples())
+    bundles = tuple(str(path) for path in list[Any](found.scalars()))
     rows = 0
     for table in _OWNED:
         rows += tx.conn.execute(delete(table).where(table.c.run_id == run_id)).rowcount
