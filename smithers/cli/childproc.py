@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -83,8 +84,12 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def spawn(argv: Sequence[str], env: Mapping[str, str], log: RotatingLog) -> subprocess.Popen[bytes]:
-    """Start ``argv`` in a session of its own, tied to this process, logging to ``log``."""
+def spawn(
+    argv: Sequence[str], env: Mapping[str, str], log: RotatingLog, user: pwd.struct_passwd | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in a session of its own, tied to this process, logging to ``log``;
+    as ``user`` when given (the kernel clears the parent-death signal when the user
+    changes: it is asked for after the switch)."""
     parent = os.getpid()
     read_out, write_out = os.pipe()
     watch_read, watch_write = os.pipe()  # the child sees end of file once we are gone
@@ -98,6 +103,9 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], log: RotatingLog) -> subp
             stderr=subprocess.STDOUT,
             start_new_session=True,
             pass_fds=(watch_read,),
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+            extra_groups=[] if user else None,
             preexec_fn=lambda: _die_with_parent(parent),  # noqa: PLW1509 (async-signal-safe enough: prctl, getppid)
         )
     finally:

