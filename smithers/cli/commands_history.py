@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from smithers.cli import exitcodes
+from smithers.cli import embedded_pg, exitcodes
 from smithers.cli.main import _actor, _broker, _deployment, _registry, _store
+from smithers.cli.up import log_file
 from smithers.shared import operations
 from smithers.shared.config import Deployment
 from smithers.shared.errors import Conflict, InvalidInput, NotFound
@@ -27,16 +29,36 @@ def cmd_db(args: argparse.Namespace) -> int:
     if args.path is None:
         raise InvalidInput(f"db {args.action} needs a path")
     path = Path(args.path).resolve()
+    tools = None
+    if embedded_pg.owns(dep.database_url, dep.data_dir):
+        tools = embedded_pg.binaries()  # the server's own pg_dump / pg_restore (same version)
     if args.action == "backup":
         _store(dep).close()  # an embedded store must exist: a backup creates none
-        size = backup.backup(dep.database_url, path)
+        size = backup.backup(dep.database_url, path, tools)
         print(f"backup of {_safe_url(dep.database_url)} written to {path} ({size} bytes)")
         return exitcodes.OK
     if dep.broker_file is not None and read_broker_url(dep.broker_file) is not None:
         raise Conflict(f"a smithers up is running in {dep.data_dir}; stop it before restoring")
-    backup.restore(dep.database_url, path)
+    if tools is not None and dep.data_dir is not None:
+        # smithers up is stopped, and its PostgreSQL with it: run the server for the restore
+        server = embedded_pg.EmbeddedPostgres(
+            dep.data_dir, log_file(dep.data_dir / "logs", "postgres", os.environ)
+        )
+        server.start()
+        try:
+            backup.restore(dep.database_url, path, tools)
+        finally:
+            server.stop()
+    else:
+        backup.restore(dep.database_url, path)
     print(f"restored {path} into {_safe_url(dep.database_url)}")
     return exitcodes.OK
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def _prune(args: argparse.Namespace, dep: Deployment) -> int:
@@ -58,12 +80,6 @@ def _prune(args: argparse.Namespace, dep: Deployment) -> int:
     else:
         print(f"deleted {pruned.runs} finished run(s) older than {args.older_than} ({pruned.rows} rows)")
     return exitcodes.OK
-
-
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url  # noqa: PLC0415
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def cmd_time_travel(args: argparse.Namespace) -> int:

