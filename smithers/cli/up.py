@@ -139,6 +139,7 @@ class Supervisor:
             service.restart()
         except SmithersError as exc:
             return f"{service.name} could not be restarted: {exc.message}"
+        print(f"smithers up: {service.name} is back", file=sys.stderr, flush=True)
         return None
 
     def stop(self) -> None:
