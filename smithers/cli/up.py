@@ -12,19 +12,35 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
+from smithers.cli.childproc import RotatingLog, forget, spawn
 from smithers.cli.embedded import EmbeddedBroker
 from smithers.shared import settings
 from smithers.shared.config import DB_FILE, Deployment
 from smithers.shared.datadir import Record, write_record
+from smithers.shared.errors import InvalidInput, SmithersError
 from smithers.shared.store import Store
 
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
+
+
+class Service(Protocol):
+    """An embedded server started before the children (the broker, the store)."""
+
+    name: str
+    log: RotatingLog
+    proc: subprocess.Popen[bytes] | None
+
+    def alive(self) -> bool: ...
+    def restart(self) -> None: ...
+    def stop(self) -> None: ...
 
 
 @dataclass
@@ -38,36 +54,71 @@ class Child:
 
 
 class Supervisor:
-    """Runs the children of ``smithers up`` and restarts the ones that die."""
+    """Runs the children of ``smithers up`` and restarts the ones that die, the embedded
+    broker included.
+
+    One thread of its own starts, watches and stops every child: on Linux a child is
+    sent SIGTERM by the kernel when the thread that started it ends
+    (:mod:`smithers.cli.childproc`), so that thread lives as long as the children.
+    """
 
     def __init__(
-        self, deployment: Deployment, env: Mapping[str, str], log_dir: Path, children: list[Child]
+        self,
+        deployment: Deployment,
+        env: Mapping[str, str],
+        log_dir: Path,
+        children: list[Child],
+        services: Sequence[Service] = (),
+        on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self.deployment = deployment
         self.env = dict(env)
         self.log_dir = log_dir
         self.children = children
+        self.services = list(services)  # the embedded broker and store, started already
+        self.on_failure = on_failure
+        self._service_restarts: dict[str, list[float]] = {}
+        self._logs = {c.name: log_file(log_dir, c.name, env) for c in children}
+        self._stop = threading.Event()
+        self._started = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start every child."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        for child in self.children:
-            self._spawn(child)
+        """Start every child (in the supervisor's thread) and watch them."""
+        self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
+        self._thread.start()
+        self._started.wait()
+
+    def _run(self) -> None:
+        try:
+            for child in self.children:
+                self._spawn(child)
+        finally:
+            self._started.set()
+        while not self._stop.wait(0.5):
+            problem = self.check()
+            if problem:
+                if self.on_failure is not None:
+                    self.on_failure(problem)
+                break
+        self._stop.wait()
+        self._stop_children()
 
     def _spawn(self, child: Child) -> None:
-        log = open(self.log_dir / f"{child.name}.log", "ab")  # noqa: SIM115 (owned by the child)
-        # a session of its own: Ctrl-C reaches only `smithers up`, which stops the children
-        # in order (SIGTERM) instead of each one dying of SIGINT mid-shutdown
-        child.proc = subprocess.Popen(
-            child.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        child.proc = spawn(child.argv, self.env, self._logs[child.name])
 
     def check(self) -> str | None:
         """Restart dead children; return an error once one dies too often."""
         now = time.time()
+        for service in self.services:
+            if not service.alive():
+                problem = self._restart_service(service, now)
+                if problem:
+                    return problem
         for child in self.children:
             if child.proc is None or child.proc.poll() is None:
                 continue
+            forget(child.proc)
             child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW_S]
             if len(child.restarts) >= MAX_RESTARTS:
                 log = self.log_dir / f"{child.name}.log"
@@ -77,8 +128,27 @@ class Supervisor:
             self._spawn(child)
         return None
 
+    def _restart_service(self, service: Service, now: float) -> str | None:
+        code = service.proc.returncode if service.proc is not None else None
+        times = [t for t in self._service_restarts.get(service.name, []) if now - t < RESTART_WINDOW_S]
+        if len(times) >= MAX_RESTARTS:
+            return f"{service.name} exited {MAX_RESTARTS} times in a minute (see {service.log.path})"
+        print(f"smithers up: {service.name} exited ({code}); restarting it", file=sys.stderr, flush=True)
+        self._service_restarts[service.name] = [*times, now]
+        try:
+            service.restart()
+        except SmithersError as exc:
+            return f"{service.name} could not be restarted: {exc.message}"
+        print(f"smithers up: {service.name} is back", file=sys.stderr, flush=True)
+        return None
+
     def stop(self) -> None:
         """Stop every child: SIGTERM, then SIGKILL after 10 s."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _stop_children(self) -> None:
         for child in self.children:
             if child.proc is not None and child.proc.poll() is None:
                 child.proc.send_signal(signal.SIGTERM)
@@ -91,6 +161,16 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 child.proc.kill()
                 child.proc.wait(timeout=5)
+            forget(child.proc)
+        for service in reversed(self.services):
+            service.stop()  # the broker and store last: the children use them as they stop
+
+
+def log_file(log_dir: Path, name: str, env: Mapping[str, str]) -> RotatingLog:
+    """``<log_dir>/<name>.log``, rotated by SMITHERS_LOG_MAX_BYTES / SMITHERS_LOG_BACKUPS."""
+    return RotatingLog(
+        log_dir / f"{name}.log", settings.LOG_MAX_BYTES.read(env), settings.LOG_BACKUPS.read(env)
+    )
 
 
 def child_argv(command: str, *args: str) -> list[str]:
@@ -113,23 +193,51 @@ def docker_available() -> bool:
 
 
 def prepare(
-    deployment: Deployment, concurrency: int | None, port: int, host: str, sandbox: str = "auto"
-) -> tuple[EmbeddedBroker | None, Deployment, list[Child]]:
-    """Start the broker if embedded, migrate, and describe the children."""
-    broker: EmbeddedBroker | None = None
-    redis_url = settings.REDIS_URL.read(os.environ)
-    if not redis_url:
-        assert deployment.data_dir is not None
-        broker = EmbeddedBroker(deployment.data_dir)
-        redis_url = broker.start()
-    deployment = replace(deployment, redis_url=redis_url, project_dir=Path.cwd())
-    store = Store(deployment.database_url)
+    deployment: Deployment,
+    concurrency: int | None,
+    port: int,
+    host: str,
+    sandbox: str = "auto",
+    store_kind: str = "sqlite",
+) -> tuple[list[Service], Deployment, list[Child]]:
+    """Start the embedded broker and store (as asked), migrate, and describe the children."""
+    if store_kind == "embedded-postgres" and settings.DATABASE_URL.given(os.environ):
+        raise InvalidInput(
+            f"--store embedded-postgres and {settings.DATABASE_URL.name} name two stores; drop one"
+        )
+    services: list[Service] = []
     try:
-        store.migrate()
-    finally:
-        store.close()
+        redis_url = settings.REDIS_URL.read(os.environ)
+        if not redis_url:
+            assert deployment.data_dir is not None
+            broker = EmbeddedBroker(
+                deployment.data_dir, log_file(deployment.data_dir / "logs", "broker", os.environ)
+            )
+            redis_url = broker.start()
+            services.append(broker)
+        deployment = replace(deployment, redis_url=redis_url, project_dir=Path.cwd())
+        if store_kind == "embedded-postgres":
+            assert deployment.data_dir is not None
+            from smithers.cli.embedded_pg import EmbeddedPostgres  # noqa: PLC0415 (an optional extra)
+
+            postgres = EmbeddedPostgres(
+                deployment.data_dir, log_file(deployment.data_dir / "logs", "postgres", os.environ)
+            )
+            deployment = replace(deployment, database_url=postgres.start())
+            services.append(postgres)
+        store = Store(deployment.database_url)
+        try:
+            store.migrate()
+        finally:
+            store.close()
+    except BaseException:
+        for service in reversed(services):
+            service.stop()
+        raise
     if deployment.data_dir is not None:
-        record_deployment(deployment, external_broker=broker is None)
+        record_deployment(
+            deployment, external_broker=not any(isinstance(x, EmbeddedBroker) for x in services)
+        )
     worker_args = ["--queues", "steps"]
     if concurrency:
         worker_args += ["--concurrency", str(concurrency)]
@@ -143,7 +251,7 @@ def prepare(
         )
     if importlib.util.find_spec("smithers.gateway.server") is not None:
         children.append(Child("gateway", child_argv("gateway", "--port", str(port), "--host", host)))
-    return broker, deployment, children
+    return services, deployment, children
 
 
 def record_deployment(deployment: Deployment, external_broker: bool) -> Path:

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 from smithers.gateway.cors import parse_origins
 from smithers.shared import settings
 from smithers.shared.config import Deployment
@@ -25,14 +27,17 @@ MIN_KEY_CHARS = 32
 
 def key_dir(env: Mapping[str, str], deployment: Deployment) -> Path | None:
     """Where a single-node deployment keeps its signing key: its data directory, when
-    the store is a SQLite file (``smithers up`` hands its children SMITHERS_DATA_DIR).
-    A cluster gets its key from SMITHERS_JWT_SECRET(_FILE) only."""
-    if not deployment.database_url.startswith("sqlite"):
-        return None
-    if deployment.data_dir is not None:
-        return deployment.data_dir
+    the store is a SQLite file or the embedded PostgreSQL on a socket in that directory
+    (``smithers up`` hands its children SMITHERS_DATA_DIR). A cluster gets its key from
+    SMITHERS_JWT_SECRET(_FILE) only."""
     given = env.get(settings.DATA_DIR.name)
-    return Path(given).resolve() if given else None
+    directory = deployment.data_dir or (Path(given).resolve() if given else None)
+    if deployment.database_url.startswith("sqlite"):
+        return directory
+    socket = make_url(deployment.database_url).query.get("host")
+    if directory is not None and isinstance(socket, str) and Path(socket).parent == directory:
+        return directory  # smithers up --store embedded-postgres
+    return None
 
 
 def load_signing_key(env: Mapping[str, str], data_dir: Path | None, *, create: bool = True) -> str:

@@ -1,4 +1,4 @@
-"""Probes and metrics: /healthz (alive), /readyz (store and broker reachable), /metrics.
+"""Probes and metrics: /healthz (alive), /readyz (store and broker reachable, metrics\nwritable), /metrics.
 
 None of them needs a token, and none says more than ok or unavailable.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from smithers.gateway.services import services
-from smithers.shared.errors import SmithersError
+from smithers.shared.errors import MetricsUnavailable, SmithersError
 
 bp = Blueprint("health", __name__)
 
@@ -21,9 +21,10 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """200 when the store answers a query and the broker a PING, else 503."""
+    """200 when the store answers a query, the broker a PING and the metrics can be
+    written, else 503."""
     svc = services()
-    checks = {"store": "ok", "broker": "ok"}
+    checks = {"store": "ok", "broker": "ok", "metrics": "ok"}
     try:
         with svc.store.read() as conn:
             conn.exec_driver_sql("SELECT 1").scalar()
@@ -33,6 +34,8 @@ def readyz() -> tuple[Response, int]:
         checks["broker"] = "not configured"
     elif not svc.broker.ping():
         checks["broker"] = "unavailable"
+    if svc.metrics.problem() is not None:
+        checks["metrics"] = "unavailable"
     if all(v == "ok" for v in checks.values()):
         return jsonify({"status": "ready", "checks": checks}), 200
     down = ", ".join(k for k, v in checks.items() if v != "ok")
@@ -42,6 +45,9 @@ def readyz() -> tuple[Response, int]:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    """Prometheus text exposition."""
+    """Prometheus text exposition; 503 when the metrics path is broken."""
+    problem = services().metrics.problem()
+    if problem is not None:
+        raise MetricsUnavailable(f"metrics unavailable: {problem}")
     text, content_type = services().metrics.render()
     return Response(text, content_type=content_type)

@@ -70,6 +70,19 @@ class Metrics:
         """An event stream opened (+1) or closed (-1)."""
         self.streams.inc(delta)
 
+    def problem(self) -> str | None:
+        """Why the metrics cannot be served (None: they can). In multiprocess mode every
+        worker writes its values under ``PROMETHEUS_MULTIPROC_DIR``: gone or read-only,
+        neither this worker's counters nor ``/metrics`` work."""
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not directory:
+            return None
+        if not os.path.isdir(directory):
+            return "the multiprocess metrics directory is missing"
+        if not os.access(directory, os.W_OK | os.X_OK):
+            return "the multiprocess metrics directory is not writable"
+        return None
+
     def render(self) -> tuple[bytes, str]:
         """The exposition text (summed over workers in multiprocess mode) and its type."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -64,10 +64,12 @@ neither. A missing, expired, revoked or tampered token gets 401; a valid token w
 the scope gets 403. Both are written to the audit log.
 
 **Requests.** Bodies are JSON objects up to `SMITHERS_GATEWAY_MAX_BODY` bytes (1 MiB;
-over it: 413). Malformed JSON, an unknown field or a wrong type is a 400 that names the
-field; so is run input with a key or value that looks like a credential (pass secrets by
-name to the worker, never through input). A refused request writes nothing. Errors are
-`{"error": {"code": ..., "message": ...}}`; every response carries `X-Request-ID`.
+over it: 413); run input is also bounded by `SMITHERS_MAX_INPUT_BYTES` (1 MiB of
+JSON; over it: 413, `payload_too_large`). Malformed JSON, an unknown field or a wrong
+type is a 400 that names the field; so is run input with a key or value that looks like
+a credential (pass secrets by name to the worker, never through input). A refused
+request writes nothing. Errors are `{"error": {"code": ..., "message": ...}}`; every
+response carries `X-Request-ID`.
 
 **Streams.** Event streams are Server-Sent Events. `id:` is the run's `seq` (or the
 feed id on `/v1/events`); reconnect with `Last-Event-ID` to resume with no gap and no
@@ -101,8 +103,14 @@ def _paths() -> dict[str, Schema]:
             "get": op(
                 "List runs",
                 "run:read",
-                {"200": json_body(ref("RunPage"), "Runs, newest first."), **errors(*auth, 503)},
+                {
+                    "200": json_body(ref("RunPage"), "Run summaries (no input or output), newest first."),
+                    **errors(*auth, 503),
+                },
                 operationId="listRuns",
+                description="Summaries of runs without their input and output, so a page stays"
+                " small: `GET /v1/runs/{run_id}` returns a run with its input, output and node"
+                " outputs.",
                 parameters=[
                     param(
                         "status",

@@ -76,6 +76,13 @@ def run_json(run: RunRecord) -> dict[str, Any]:
     return body
 
 
+def run_summary(run: RunRecord) -> dict[str, Any]:
+    """A run in a list: without its input and output (``GET /v1/runs/<id>`` has them)."""
+    body = run_json(run)
+    del body["input"], body["output"]
+    return body
+
+
 def refuse_secret_values(value: Any, path: str) -> None:
     """Refuse strings that look like a secret (a bearer token, a JWT, a provider key):
     run input is stored, and no secret may be."""
@@ -110,7 +117,7 @@ def _reread(run_id: str) -> RunRecord:
 def launch() -> tuple[Response, int, dict[str, str]]:
     """201 with a new run; 200 with the same run when its id and input are repeated."""
     body = read_body(LAUNCH)
-    run_input = operations.check_input(body.get("input", {}))
+    run_input = operations.check_input(body.get("input", {}), services().store.limits.input_bytes)
     refuse_secret_values(run_input, "input")
     svc = services()
     run, created = operations.launch(
@@ -158,7 +165,8 @@ def _decode_cursor(text: str) -> tuple[float, str]:
 @bp.get("")
 @requires(Scope.RUN_READ)
 def index() -> Response:
-    """Runs newest first, filtered by status and workflow; ``next_cursor`` pages on."""
+    """Run summaries (no input or output) newest first, filtered by status and workflow;
+    ``next_cursor`` pages on."""
     check_query(("status", "workflow", "limit", "cursor"))
     svc = services()
     status = query_choice("status", STATUSES)
@@ -167,10 +175,12 @@ def index() -> Response:
     cursor = request.args.get("cursor")
     before = _decode_cursor(cursor) if cursor else None
     with svc.store.read() as conn:
-        found = list_runs(conn, status=status, workflow=workflow, before=before, limit=limit + 1)
+        found = list_runs(
+            conn, status=status, workflow=workflow, before=before, limit=limit + 1, summary=True
+        )
     page = found[:limit]
     next_cursor = _encode_cursor(page[-1]) if len(found) > limit else None
-    return jsonify({"runs": [run_json(r) for r in page], "next_cursor": next_cursor})
+    return jsonify({"runs": [run_summary(r) for r in page], "next_cursor": next_cursor})
 
 
 @bp.get("/<run_id>")

@@ -179,8 +179,15 @@ def component_schemas() -> dict[str, Schema]:
     schemas: dict[str, Schema] = {
         "Error": error,
         "Run": run,
+        "RunSummary": {
+            **run,
+            "description": "A run without its input and output (GET /v1/runs/{run_id} has them).",
+            "properties": {k: v for k, v in run["properties"].items() if k not in ("input", "output")},
+            "required": [k for k in run["required"] if k not in ("input", "output")],
+        },
         "RunPage": obj(
-            {"runs": {"type": "array", "items": ref("Run")}, "next_cursor": STR}, nullable=("next_cursor",)
+            {"runs": {"type": "array", "items": ref("RunSummary")}, "next_cursor": STR},
+            nullable=("next_cursor",),
         ),
         "Node": node,
         "Attempt": attempt,

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from smithers.shared import tracing
+from smithers.shared import retention, tracing
 from smithers.shared.actions import DecisionConfig
 from smithers.shared.broker import Broker
 from smithers.shared.config import SchedulerConfig
@@ -34,6 +34,8 @@ MAX_BATCH_DELAY_S = 0.25
 BATCH_SPACING = 4  # an expensive run is decided again after 4x its last decision's cost
 MAX_BATCH = 64  # runs decided in one transaction
 MAX_BATCH_S = 0.005  # ... or this much work, whichever comes first
+RETENTION_EVERY_S = 300.0  # between retention passes once nothing old is left
+RETENTION_BUDGET_S = 1.0  # the most a pass takes from the loop (a run per transaction)
 
 
 class Scheduler:
@@ -56,6 +58,7 @@ class Scheduler:
         # decision) never waits.
         self._cost: dict[str, tuple[float, float]] = {}  # run -> (ended_at, seconds)
         self._deferred: dict[str, float] = {}  # run -> when it may be decided
+        self._retention_at = 0.0  # when the next retention pass is due (time.time())
         self._traced: dict[str, Any] = {}  # run -> its decision's trace context (tracing on)
 
     @cached_property
@@ -242,6 +245,21 @@ class Scheduler:
         except SmithersError as exc:
             log.warning("could not remove this scheduler's holder rows: %s", exc.message)
 
+    def retain(self, stop: threading.Event) -> float:
+        """Delete finished runs older than the retention for at most
+        ``RETENTION_BUDGET_S`` (a run per transaction); the seconds until the next go:
+        soon while more are left, else ``RETENTION_EVERY_S``."""
+        deadline = time.monotonic() + RETENTION_BUDGET_S
+        spent = False
+
+        def enough() -> bool:
+            nonlocal spent
+            spent = spent or stop.is_set() or time.monotonic() > deadline
+            return spent
+
+        retention.prune(self.store, self.config.retention_days * retention.DAY_S, stop=enough)
+        return self.config.sweep_interval_s if spent else RETENTION_EVERY_S
+
     def run_forever(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set: wait for wake-ups, sweep, process."""
         last_sweep = 0.0
@@ -278,6 +296,8 @@ class Scheduler:
                 if now - last_sweep >= interval:
                     ids.update(self.sweep())
                     last_sweep = now
+                if self.config.retention_days and now >= self._retention_at:
+                    self._retention_at = now + self.retain(stop)
                 due = self._due(ids, time.time())
                 if due and not stop.is_set():
                     self.process_all_safely(due)

@@ -102,12 +102,14 @@ class SchedulerConfig:
     max_lost: int = settings.MAX_LOST.default
     holder_heartbeat_s: float = settings.HOLDER_HEARTBEAT.default
     holder_ttl_s: float = settings.HOLDER_TTL.default
+    retention_days: int = settings.RETENTION_DAYS.default  # 0: keep every run
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SchedulerConfig:
-        """Read SMITHERS_SWEEP_INTERVAL, SMITHERS_REDISPATCH_AFTER, SMITHERS_MAX_LOST and the
-        holder heartbeat and TTL."""
+        """Read SMITHERS_SWEEP_INTERVAL, SMITHERS_REDISPATCH_AFTER, SMITHERS_MAX_LOST, the
+        holder heartbeat and TTL, and SMITHERS_RETENTION_DAYS."""
         return cls(
+            retention_days=settings.RETENTION_DAYS.read(env),
             sweep_interval_s=settings.SWEEP_INTERVAL.read(env),
             # well above a worker's lazy claim (0.25 s): a re-sent message must find the
             # attempt claimed (docs/architecture.md, "Celery settings")

@@ -102,6 +102,13 @@ class StoreUnavailable(SmithersError):
     http_status = 503
 
 
+class MetricsUnavailable(SmithersError):
+    """The gateway's metrics cannot be written or read (its multiprocess directory)."""
+
+    code = "metrics_unavailable"
+    http_status = 503
+
+
 class BrokerUnavailable(SmithersError):
     """Redis (the broker and wake-up channel) cannot be reached."""
 

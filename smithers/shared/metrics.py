@@ -28,6 +28,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from sqlalchemy import Connection, and_, case, func, select
 
+from smithers.shared import retention
 from smithers.shared.broker import Broker
 from smithers.shared.errors import SmithersError
 from smithers.shared.keys import QUEUES, WAKE_KEY, revision_queue
@@ -64,6 +65,7 @@ def collect(store: Store, broker: Broker | None, now: float | None = None) -> li
             families += _cache(conn, now)
             families += _approvals(conn, now)
             families += _sandboxes(conn)
+            families += _retention(conn)
         store_up.add_metric([], 1)
     except (SmithersError, OSError) as exc:
         log.warning("metrics: store unavailable (%s)", exc)
@@ -124,6 +126,22 @@ def _runs(conn: Connection) -> list[Metric]:
     ):
         unheld.add_metric([str(workflow), str(revision)[:12]], _count(n))
     return [family, unheld]
+
+
+def _retention(conn: Connection) -> list[Metric]:
+    """What retention deleted, from the counters its transactions keep (they survive
+    the runs they counted)."""
+    c = s.counters
+    names = (retention.PRUNED_RUNS, retention.PRUNED_ROWS)
+    counted: list[Any] = list(conn.execute(select(c.c.name, c.c.value).where(c.c.name.in_(names))))
+    found = {str(r[0]): int(r[1]) for r in counted}
+    runs = CounterMetricFamily("smithers_retention_pruned_runs", "Finished runs deleted by retention.")
+    runs.add_metric([], found.get(retention.PRUNED_RUNS, 0))
+    rows = CounterMetricFamily(
+        "smithers_retention_pruned_rows", "Rows deleted by retention (runs and everything they own)."
+    )
+    rows.add_metric([], found.get(retention.PRUNED_ROWS, 0))
+    return [runs, rows]
 
 
 def _histogram_rows(

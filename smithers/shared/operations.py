@@ -13,9 +13,10 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from smithers.shared import tracing
+from smithers.shared import retention, settings, tracing
 from smithers.shared.broker import Broker
 from smithers.shared.errors import InvalidInput, NotFound, SmithersError
+from smithers.shared.limits import check_size
 from smithers.shared.redaction import sensitive_key
 from smithers.shared.registry import Registry
 from smithers.shared.revision import skeleton
@@ -26,28 +27,22 @@ from smithers.shared.store import sandboxes as sandboxes_store
 from smithers.shared.store.queries import get_run
 from smithers.shared.workflow import Workflow
 
-MAX_INPUT_BYTES = 1_000_000
-
 
 def new_run_id() -> str:
     """A fresh run id matching ``[a-z0-9_-]{1,64}``."""
     return "run-" + uuid.uuid4().hex[:20]
 
 
-def check_input(value: Any) -> dict[str, Any]:
-    """Run input must be a JSON object with no credential-like keys (at any depth).
+def check_input(value: Any, max_bytes: int = settings.MAX_INPUT_BYTES.default) -> dict[str, Any]:
+    """Run input must be a JSON object of at most ``max_bytes`` (its compact JSON; over
+    it: 413) with no credential-like keys (at any depth).
 
     A key such as ``token``, ``secret``, ``password``, ``api_key`` or ``private_key``
     holding a string is refused; ``max_tokens: 100`` (a number) is not a credential.
     """
     if not isinstance(value, dict):
         raise InvalidInput(f"run input must be a JSON object, not {type(value).__name__}")
-    try:
-        size = len(json.dumps(value))
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"run input is not JSON: {exc}") from None
-    if size > MAX_INPUT_BYTES:
-        raise InvalidInput(f"run input is {size} bytes; the limit is {MAX_INPUT_BYTES}")
+    check_size(value, max_bytes, "run input")
     _check_keys(value, "input")
     return value
 
@@ -74,7 +69,7 @@ def parse_input(text: str) -> dict[str, Any]:
         raise InvalidInput(
             f"input is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
-    return check_input(value)
+    return check_input(value, Store.limits.input_bytes)
 
 
 def launch(
@@ -90,7 +85,7 @@ def launch(
 ) -> tuple[RunRecord, bool]:
     """Launch a run (idempotent by run id); returns ``(run, created)``."""
     entry = registry.get(workflow)
-    checked = check_input(run_input)
+    checked = check_input(run_input, store.limits.input_bytes)
     rid = runs_store.check_run_id(run_id) if run_id is not None else new_run_id()
     with tracing.span("smithers.launch", **{tracing.RUN_ID: rid, tracing.WORKFLOW: workflow}):
         traceparent = tracing.traceparent()  # the launch's own: the run's decisions are its children
@@ -174,9 +169,12 @@ def review(
 
 
 def delete(store: Store, run_id: str, actor: str | None) -> None:
-    """Delete a run and its dependent rows; the audit entry stays."""
+    """Delete a run and its dependent rows, then its sandbox bundles on disk; the audit
+    entry stays."""
     with store.write() as tx:
-        runs_store.delete_run(tx, run_id, actor)
+        deleted = runs_store.delete_run(tx, run_id, actor)
+    if deleted is not None:
+        retention.remove_bundles(deleted.bundle_paths)
 
 
 TIME_TRAVEL_PER_MINUTE = 10
@@ -208,7 +206,7 @@ def time_travel(
         raise NotFound(f"run {run_id!r} not found")
     wf = workflow_of(store, registry, run)
     timetravel.reopened(wf, node_id)  # unknown node: refuse before writing anything
-    checked_input = check_input(new_input) if action == "fork" else None
+    checked_input = check_input(new_input, store.limits.input_bytes) if action == "fork" else None
     target = runs_store.check_run_id(new_run_id) if new_run_id else new_run_id_for(action)
     params = {
         "node_id": node_id,

@@ -81,6 +81,17 @@ def count(name: str, raw: str) -> int:
     return value
 
 
+def whole(name: str, raw: str) -> int:
+    """A whole number, zero or more."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be an integer, not {raw!r}") from None
+    if value < 0:
+        raise InvalidInput(f"{name} must be >= 0")
+    return value
+
+
 def duration(name: str, raw: str) -> int:
     """Seconds from a duration such as ``90s``, ``15m``, ``12h`` or ``30d``."""
     return parse_duration(raw, name)

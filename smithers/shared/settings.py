@@ -25,6 +25,7 @@ from smithers.shared.setting import (
     section,
     switch,
     text,
+    whole,
 )
 
 __all__ = ["SECTIONS", "Setting", "format_duration", "names", "parse_duration", "render_markdown"]
@@ -403,6 +404,67 @@ FLOWER_PASSWORD = _flower.add(
 )
 FLOWER_PASSWORD_FILE = _flower.add(
     Setting("SMITHERS_FLOWER_PASSWORD_FILE", "", "A file holding the password (a mounted secret).", text)
+)
+
+_lifecycle = section(
+    "Data lifecycle",
+    "How much the store and the logs keep: retention of finished runs, the largest run"
+    " input, step output and event payload, and the size of the logs of `smithers up`"
+    " (under `<data dir>/logs`, rotated by size).",
+)
+RETENTION_DAYS = _lifecycle.add(
+    Setting(
+        "SMITHERS_RETENTION_DAYS",
+        30,
+        "Days a finished run (succeeded, failed, cancelled) is kept; the scheduler deletes older"
+        " ones with everything they own, in small batches. `0` keeps every run.",
+        whole,
+    )
+)
+MAX_INPUT_BYTES = _lifecycle.add(
+    Setting(
+        "SMITHERS_MAX_INPUT_BYTES",
+        1 << 20,
+        "Largest run input (its JSON), in bytes: a launch over it gets 413.",
+        count,
+    )
+)
+MAX_OUTPUT_BYTES = _lifecycle.add(
+    Setting(
+        "SMITHERS_MAX_OUTPUT_BYTES",
+        1 << 20,
+        "Largest step output (its JSON), in bytes: a step over it fails with `output_too_large`.",
+        count,
+    )
+)
+MAX_EVENT_BYTES = _lifecycle.add(
+    Setting(
+        "SMITHERS_MAX_EVENT_BYTES",
+        1 << 20,
+        "Largest event payload (its JSON), in bytes: an event over it is refused (`payload_too_large`).",
+        count,
+    )
+)
+LOG_MAX_BYTES = _lifecycle.add(
+    Setting(
+        "SMITHERS_LOG_MAX_BYTES",
+        10 << 20,
+        "Size at which a log of `smithers up` is rotated (`<name>.log` becomes `<name>.log.1`).",
+        count,
+    )
+)
+LOG_BACKUPS = _lifecycle.add(
+    Setting("SMITHERS_LOG_BACKUPS", 3, "Rotated logs kept per process of `smithers up`.", whole)
+)
+PARENT_FD = _lifecycle.add(
+    Setting(
+        "SMITHERS_PARENT_FD",
+        "",
+        "Set by `smithers up` for its children: the pipe whose end tells them it is gone (they"
+        " stop with it). Never set it yourself.",
+        text,
+        shown="unset",
+    )
 )
 
 _examples = section("Examples", "Read by the example workflows in `smithers/examples/` only.")

@@ -20,6 +20,7 @@ from smithers.shared.broker import Broker
 from smithers.shared.config import WorkerConfig
 from smithers.shared.context import StepContext
 from smithers.shared.errors import SmithersError
+from smithers.shared.limits import OutputTooLarge
 from smithers.shared.redaction import redact, redact_text
 from smithers.shared.registry import Registry
 from smithers.shared.store import Store
@@ -302,7 +303,11 @@ def _run_attempt(env: WorkerEnv, attempt_id: str, after: int | None) -> str:
     cache = None
     if node.cache is not None:
         cache = CacheWrite(node.cache.scope, node.cache.version, node.cache.ttl_ms, wf.name)
-    return _commit(env, c, ok=True, output=redact(result, keys=False), cache=cache)
+    try:
+        return _commit(env, c, ok=True, output=redact(result, keys=False), cache=cache)
+    except OutputTooLarge as exc:  # refused before anything was written: the step fails
+        log.warning("attempt %s of %s/%s: %s", c.attempt_id, c.run_id, c.node_id, exc.message)
+        return _commit(env, c, ok=False, error=_error(exc))
 
 
 def _attributes(c: Claim) -> dict[str, Any]:

@@ -319,7 +319,11 @@ def test_workflows(gw: Gateway) -> None:
 def test_probes_and_metrics(gw: Gateway) -> None:
     assert gw.client.get("/healthz").get_json() == {"status": "ok"}
     ready = gw.client.get("/readyz")
-    assert ready.status_code == 200 and ready.get_json()["checks"] == {"store": "ok", "broker": "ok"}
+    assert ready.status_code == 200 and ready.get_json()["checks"] == {
+        "store": "ok",
+        "broker": "ok",
+        "metrics": "ok",
+    }
     gw.client.get("/v1/runs", headers=gw.auth("run:read"))
     text = gw.client.get("/metrics").get_data(as_text=True)
     assert 'smithers_gateway_requests_total{method="GET",route="/v1/runs",status="200"}' in text
@@ -331,7 +335,7 @@ def test_readyz_reports_a_dead_broker(gw: Gateway) -> None:
     with make_gateway(gw.store.url, "redis://127.0.0.1:1/0") as broken:
         response = broken.client.get("/readyz")
     assert response.status_code == 503
-    assert response.get_json()["checks"] == {"store": "ok", "broker": "unavailable"}
+    assert response.get_json()["checks"] == {"store": "ok", "broker": "unavailable", "metrics": "ok"}
     assert response.get_json()["error"]["code"] == "not_ready"
 
 

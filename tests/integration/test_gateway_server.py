@@ -312,3 +312,61 @@ def test_smithers_up_serves_the_api_end_to_end(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+def _workers(master: int) -> set[int]:
+    return {
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and _ppid(entry) == master
+    }
+
+
+def _ppid(entry: Path) -> int:
+    try:
+        return int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_metrics_survive_a_gunicorn_worker_that_exits(
+    tmp_path: Path, redis_url: str, servers: list[Server], how: signal.Signals
+) -> None:
+    # given a gateway with two gunicorn workers sharing a multiprocess metrics directory
+    env = base_env(f"sqlite:///{tmp_path / 'smithers.db'}", redis_url, TMPDIR=str(tmp_path))
+    server = start(env, tmp_path / "gateway.log", "--workers", "2")
+    servers.append(server)
+    deadline = time.time() + 30
+    while len(_workers(server.proc.pid)) < 2:
+        assert time.time() < deadline, server.output()
+        time.sleep(0.1)
+    assert request(server.port, "GET", "/metrics")[0] == 200
+    (directory,) = tmp_path.glob("smithers-metrics-*")
+
+    # when one worker exits (cleanly or killed) and gunicorn replaces it
+    before = _workers(server.proc.pid)
+    gone = min(before)
+    os.kill(gone, how)
+    while not (gone not in _workers(server.proc.pid) and len(_workers(server.proc.pid)) == 2):
+        assert time.time() < deadline + 30, server.output()
+        time.sleep(0.1)
+
+    # then the directory is still there and every request to either worker answers
+    assert directory.is_dir()
+    for _ in range(8):  # new connections: gunicorn spreads them over both workers
+        status, _, body = request(server.port, "GET", "/metrics")
+        assert status == 200, body
+        assert b"smithers_gateway_requests_total" in body
+        assert request(server.port, "GET", "/readyz")[0] == 200
+
+    # and a broken metrics path is reported, not hidden behind a 200
+    directory.rename(directory.with_name(directory.name + "-moved"))
+    try:
+        status, _, body = request(server.port, "GET", "/readyz")
+        assert status == 503 and json.loads(body)["checks"]["metrics"] == "unavailable", body
+        status, _, body = request(server.port, "GET", "/metrics")
+        assert status == 503 and json.loads(body)["error"]["code"] == "metrics_unavailable", body
+        assert request(server.port, "GET", "/healthz")[0] == 200
+    finally:
+        directory.with_name(directory.name + "-moved").rename(directory)

