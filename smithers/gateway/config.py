@@ -96,6 +96,8 @@ class GatewayConfig:
     sse_buffer: int = 2048
     sse_retry_ms: int = 2000
     cors_origins: tuple[str, ...] = ()  # exact origins; empty: no CORS headers at all
+    auth_failures: int = settings.GATEWAY_AUTH_FAILURES.default
+    auth_window_s: float = settings.GATEWAY_AUTH_WINDOW.default
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], deployment: Deployment) -> GatewayConfig:
@@ -114,4 +116,6 @@ class GatewayConfig:
             sse_keepalive_s=settings.SSE_KEEPALIVE_SECONDS.read(env),
             sse_max_s=settings.SSE_MAX_SECONDS.read(env),
             cors_origins=parse_origins(settings.CORS_ORIGINS.read(env)),
+            auth_failures=settings.GATEWAY_AUTH_FAILURES.read(env),
+            auth_window_s=settings.GATEWAY_AUTH_WINDOW.read(env),
         )

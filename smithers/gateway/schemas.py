@@ -317,7 +317,7 @@ CURSOR = {"type": "integer", "minimum": 0, "maximum": 2**62}
 LAST_EVENT_ID = param(
     "Last-Event-ID",
     "header",
-    {"type": "string", "pattern": r"^(\d{1,18})?$"},
+    {"type": "string", "pattern": r"^(\d{1,19})?$"},
     "Resume after this id (wins over the query); empty means no resume point.",
 )
 SSE: Schema = {

@@ -22,9 +22,20 @@ _PATTERNS = [
     re.compile(r"\bAKIA[0-9A-Z]{16}\b"),  # AWS access key id
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
 ]
-_SENSITIVE_KEY = re.compile(
-    r"(?i)(^|_|-)(token|secret|password|passwd|api[_-]?key|private[_-]?key|credential|authorization)s?($|_|-)"
-)
+# Credential words, matched against a key's words after normalisation (see key_words):
+# ``accessToken``, ``client-secret``, ``GITHUB_TOKEN``, ``db.pwd`` and ``apiKey`` all hit.
+CREDENTIAL_WORDS = frozenset(
+    {
+        "token", "tokens", "secret", "secrets", "password", "passwords", "passwd", "pwd", "pass",
+        "passphrase", "apikey", "auth", "authorization", "credential", "credentials",
+        "privatekey", "bearer", "cookie",
+    }
+)  # fmt: skip
+# A key is harmless when its last word names something about a credential, not the
+# credential itself: ``secret_name``, ``password_policy``, ``token_count``,
+# ``private_key_path``. The credential word must be the key's last word (or be followed
+# only by another credential word) for the key to be sensitive.
+_URL_PASSWORD = re.compile(r"\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@", re.IGNORECASE)
 _known: set[str] = set()
 _lock = threading.Lock()
 
@@ -36,9 +47,36 @@ def register_secret(value: str) -> None:
             _known.add(value)
 
 
+def key_words(key: str) -> list[str]:
+    """The lower-case words of a key: camelCase, snake_case, kebab-case, dots and spaces
+    split; ``api_key``/``apiKey`` and ``private_key`` joined to ``apikey``/``privatekey``."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", key)
+    spaced = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1 \2", spaced)
+    words = [w for w in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if w]
+    joined: list[str] = []
+    for word in words:
+        if word == "key" and joined and joined[-1] in ("api", "private", "access", "secret", "client"):
+            joined[-1] += "key"
+        else:
+            joined.append(word)
+    return joined
+
+
 def sensitive_key(key: str) -> bool:
-    """True for keys that look like they hold a credential (token, password, api_key...)."""
-    return bool(_SENSITIVE_KEY.search(key))
+    """True for keys that name a credential (``token``, ``accessToken``, ``db_password``,
+    ``apiKey``, ``pwd``...): the key's last word is a credential word. ``secret_name``,
+    ``password_policy``, ``token_count`` or ``private_key_path`` end with another word:
+    they describe a credential without holding one."""
+    words = key_words(key)
+    if not words:
+        return False
+    last = words[-1]
+    return last in CREDENTIAL_WORDS or last in ("accesskey", "secretkey", "clientkey")
+
+
+def url_password(text: str) -> bool:
+    """True when ``text`` holds a URL with a password in its userinfo (``scheme://u:p@host``)."""
+    return bool(_URL_PASSWORD.search(text))
 
 
 def redact_text(text: str) -> str:
@@ -50,26 +88,48 @@ def redact_text(text: str) -> str:
             text = text.replace(value, MASK)
     for pattern in _PATTERNS:
         text = pattern.sub(MASK, text)
-    return text
+    return _URL_PASSWORD.sub(rf"\1{MASK}@", text)
 
 
 def redact(value: Any, keys: bool = True) -> Any:
-    """Redact a JSON-like value: strings are scanned for secrets and token-like text;
-    with ``keys``, string values under credential-like keys are masked whole."""
+    """Redact a JSON-like value: strings, dict keys included, are scanned for secrets and
+    token-like text; with ``keys``, string values under credential-like keys are masked whole.
+
+    A key that held a secret becomes ``[redacted]`` (``[redacted]#2``... when several do)."""
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, dict):
-        return {
-            k: (
-                MASK
-                if keys and isinstance(k, str) and isinstance(v, str) and v and sensitive_key(k)
-                else redact(v, keys)
-            )
-            for k, v in value.items()
-        }
+        result: dict[Any, Any] = {}
+        for k, v in value.items():
+            key = _unique_key(redact_text(k), result) if isinstance(k, str) else k
+            masked = keys and isinstance(k, str) and isinstance(v, str) and v and sensitive_key(k)
+            result[key] = MASK if masked else redact(v, keys)
+        return result
     if isinstance(value, list | tuple):
         return [redact(v, keys) for v in value]
     return value
+
+
+def _unique_key(key: str, taken: dict[Any, Any]) -> str:
+    if key not in taken:
+        return key
+    n = 2
+    while f"{key}#{n}" in taken:
+        n += 1
+    return f"{key}#{n}"
+
+
+class RedactingFormatter(logging.Formatter):
+    """Wraps a formatter and redacts the whole line it renders: message, arguments,
+    traceback, stack and extra fields alike, after every one has been formatted."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The inner formatter's line, redacted."""
+        return redact_text(self.inner.format(record))
 
 
 class RedactingFilter(logging.Filter):
