@@ -211,7 +211,8 @@ def _audit_denial(status: int, code: str, message: str) -> None:
         actor = actor or grant.subject
     # one row per source, status and reason per interval, counting the requests it stands for
     window = int(time.time() // svc.config.auth_window_s)
-    key = "\x1f".join(("request.denied", source(), str(status), actor or "", message, str(window)))
+    reason = (source(), str(status), actor or "", str(detail.get("jti") or ""), message, str(window))
+    key = "\x1f".join(("request.denied", *reason))
     detail["interval_s"] = svc.config.auth_window_s
     try:
         svc.control.record_event(

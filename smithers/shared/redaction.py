@@ -31,10 +31,19 @@ CREDENTIAL_WORDS = frozenset(
         "privatekey", "bearer", "cookie",
     }
 )  # fmt: skip
-# A key is harmless when its last word names something about a credential, not the
-# credential itself: ``secret_name``, ``password_policy``, ``token_count``,
-# ``private_key_path``. The credential word must be the key's last word (or be followed
-# only by another credential word) for the key to be sensitive.
+# Words that, last in a key, make it describe a credential instead of holding one:
+# ``secret_name``, ``password_policy``, ``token_count``, ``private_key_path``. Any other
+# last word leaves a key with a credential word in it sensitive (``apiKey_x``).
+DESCRIPTOR_WORDS = frozenset(
+    {
+        "name", "names", "policy", "policies", "count", "counts", "path", "paths", "file", "files",
+        "dir", "id", "ids", "ref", "refs", "type", "types", "kind", "length", "len", "ttl",
+        "expiry", "expires", "expiration", "age", "version", "format", "hint", "label", "labels",
+        "field", "fields", "env", "var", "scope", "scopes", "limit", "limits", "max", "min",
+        "size", "rules", "strength", "required", "enabled", "header", "url", "endpoint", "usage",
+        "budget", "rotation", "provider", "store", "source", "location", "description",
+    }
+)  # fmt: skip
 _URL_PASSWORD = re.compile(r"\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@", re.IGNORECASE)
 _known: set[str] = set()
 _lock = threading.Lock()
@@ -64,14 +73,14 @@ def key_words(key: str) -> list[str]:
 
 def sensitive_key(key: str) -> bool:
     """True for keys that name a credential (``token``, ``accessToken``, ``db_password``,
-    ``apiKey``, ``pwd``...): the key's last word is a credential word. ``secret_name``,
-    ``password_policy``, ``token_count`` or ``private_key_path`` end with another word:
-    they describe a credential without holding one."""
+    ``apiKey``, ``pwd``, ``client-secret``...): one of its words (:func:`key_words`) is a
+    credential word and its last word is no descriptor (:data:`DESCRIPTOR_WORDS`):
+    ``secret_name``, ``password_policy``, ``token_count`` or ``private_key_path`` describe
+    a credential without holding one."""
     words = key_words(key)
-    if not words:
+    if not words or words[-1] in DESCRIPTOR_WORDS:
         return False
-    last = words[-1]
-    return last in CREDENTIAL_WORDS or last in ("accesskey", "secretkey", "clientkey")
+    return any(w in CREDENTIAL_WORDS or w in ("accesskey", "secretkey", "clientkey") for w in words)
 
 
 def url_password(text: str) -> bool:
