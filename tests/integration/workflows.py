@@ -159,9 +159,9 @@ leaks = Workflow("t-secret-leaks")
 
 @leaks.task(secrets=["SMITHERS_TEST_SECRET"])
 def leak_everywhere(ctx: StepContext) -> dict[str, Any]:
-    import logging  # noqa: PLC0415
+    import logging
 
-    from celery.utils.log import get_task_logger  # noqa: PLC0415
+    from celery.utils.log import get_task_logger
 
     value = ctx.secret("SMITHERS_TEST_SECRET")
     log = logging.getLogger("tests.leaks")
