@@ -30,7 +30,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 
 @pytest.fixture(scope="module")
 def gw(store_url: str, redis_server: str) -> Iterator[Gateway]:
-    with make_gateway(store_url, redis_server, auth_failures=10**6) as gateway:
+    with make_gateway(store_url, redis_server) as gateway:
         yield gateway
 
 
