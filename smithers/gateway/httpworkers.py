@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import uuid
 from typing import Any
 
@@ -21,6 +22,8 @@ from gunicorn.workers.gthread import ThreadWorker
 log = logging.getLogger("smithers.gateway.access")
 errors_log = logging.getLogger("smithers.gateway")
 
+DRAIN_S = 1.0
+DRAIN_BYTES = 1 << 20
 _REASONS = {
     400: "Bad Request",
     403: "Forbidden",
@@ -76,8 +79,23 @@ class JsonErrors:
         log.info("%s %s %s", method, path, status, extra={"fields": {**fields, "bytes": 0}})
         try:
             client.sendall(error_response(status, code, message, rid))
+            _drain(client)
         except OSError:
             errors_log.debug("could not send the error response of request %s", rid)
+
+
+def _drain(client: Any) -> None:
+    """Half-close, then read what the client is still sending (a bounded amount, briefly):
+    closing a socket with unread input sends a reset, which can destroy the answer before
+    the client reads it."""
+    client.shutdown(socket.SHUT_WR)
+    client.settimeout(DRAIN_S)
+    left = DRAIN_BYTES
+    while left > 0:
+        chunk = client.recv(min(left, 65536))
+        if not chunk:
+            return
+        left -= len(chunk)
 
 
 class JsonThreadWorker(JsonErrors, ThreadWorker):  # type: ignore[misc]
