@@ -76,7 +76,7 @@ def test_a_library_handler_gets_our_format_and_one_redactor() -> None:
 def test_a_secret_logged_every_way_is_nowhere_in_the_line(json_lines: bool) -> None:
     # given a handler styled as every one of ours is (gunicorn's error log included), and
     # a secret registered with the redactor (and a token-like string it does not know)
-    from smithers.shared.redaction import register_secret  # noqa: PLC0415
+    from smithers.shared.redaction import register_secret
 
     secret, token = "unit-secret-value-6f1d2", "ghp_" + "a1" * 12
     register_secret(secret)
