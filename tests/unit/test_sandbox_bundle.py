@@ -282,6 +282,10 @@ def test_pathologically_deep_json_is_rejected_not_crashing(tmp_path: Path) -> No
         ('{"status": "failed", "extra": 1}', "unknown keys extra"),
         ('{"status": "failed", "status": "succeeded"}', "appears twice"),
         ('{"status": "failed", "outputs": {"x": NaN}}', "NaN is not JSON"),
+        ('{"status": "failed", "outputs": {"x": 1e400}}', "out of range"),
+        ('{"status": "failed", "outputs": {"x": ' + "9" * 30 + "}}", "30 digits"),
+        ('{"status": "failed", "outputs": {"x": "a\\u0000b"}}', "manifest.json.outputs.x contains a NUL"),
+        ('{"status": "failed", "outputs": {"x": "\\ud800"}}', "lone UTF-16 surrogate"),
         ('{"status": "failed", "outputs": [1]}', "outputs must be a JSON object"),
         ('{"status": "failed", "patches": "a.diff"}', "patches must be a list"),
     ],
@@ -584,3 +588,4 @@ def test_secrets_come_from_files_then_environment(tmp_path: Path) -> None:
     with pytest.raises(SandboxError, match="secret MISSING is not available") as caught:
         resolve_secret_values(["MISSING"], {"OTHER": "value"}, None)
     assert "value" not in str(caught.value)
+
