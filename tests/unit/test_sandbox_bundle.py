@@ -588,4 +588,3 @@ def test_secrets_come_from_files_then_environment(tmp_path: Path) -> None:
     with pytest.raises(SandboxError, match="secret MISSING is not available") as caught:
         resolve_secret_values(["MISSING"], {"OTHER": "value"}, None)
     assert "value" not in str(caught.value)
-
