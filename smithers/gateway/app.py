@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import time
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from smithers.gateway import approvals, events, grants, health, history, openapi, runs, sandboxes, workflows
 from smithers.gateway.access import REQUEST_ID_KEY, ROUTE_KEY, AccessLog
-from smithers.gateway.auth import SCOPE_ATTR, configure_jwt
+from smithers.gateway.auth import SCOPE_ATTR, configure_jwt, source
 from smithers.gateway.config import GatewayConfig
 from smithers.gateway.cors import install_cors
 from smithers.gateway.fanout import Fanout
+from smithers.gateway.limits import FailureLimiter, RequestLimits
 from smithers.gateway.metrics import Metrics
 from smithers.gateway.services import EXTENSION, Services, services
 from smithers.gateway.sse import frame
@@ -22,7 +26,8 @@ from smithers.gateway.store import GatewayStore
 from smithers.shared import tracing
 from smithers.shared.broker import Broker
 from smithers.shared.config import resolve_deployment
-from smithers.shared.errors import PayloadTooLarge, SmithersError
+from smithers.shared.errors import PayloadTooLarge, RateLimited, SmithersError
+from smithers.shared.jsonsafe import check_text
 from smithers.shared.metrics import StoreCollector
 from smithers.shared.redaction import redact_text
 from smithers.shared.registry import Registry, load_registry
@@ -40,6 +45,15 @@ _HTTP_CODES = {
 }
 
 
+class StrictJSONProvider(DefaultJSONProvider):
+    """Flask's JSON with ``allow_nan=False``: no response carries ``NaN`` or ``Infinity``."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        """``json.dumps`` refusing non-finite numbers."""
+        kwargs.setdefault("allow_nan", False)
+        return super().dumps(obj, **kwargs)
+
+
 def create_app(
     config: GatewayConfig | None = None,
     *,
@@ -54,10 +68,12 @@ def create_app(
         config = config_from_env()
     tracing.configure("gateway")  # only with OTEL_* set: see smithers.shared.tracing
     app = Flask("gateway")
+    app.json = StrictJSONProvider(app)
+    app.url_map.merge_slashes = False  # GET /v1//runs is a 404, not a redirect
     # One byte over the limit: werkzeug stops a chunked body there without an error, so
     # smithers.gateway.body.read_body sees that byte and answers 413 instead of parsing a stub.
     app.config.update(MAX_CONTENT_LENGTH=config.max_body_bytes + 1)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.sort_keys = False
     if store is None:
         store = GatewayStore(config.database_url)
         store.migrate()
@@ -79,16 +95,19 @@ def create_app(
             on_count=metrics.count_streams,
         ),
         metrics=metrics,
+        limiter=FailureLimiter(config.auth_failures, config.auth_window_s),
     )
     configure_jwt(app, config.signing_key, config.issuer)
     for module in (runs, events, approvals, workflows, grants, health, openapi, sandboxes, history):
         app.register_blueprint(module.bp)
     app.register_error_handler(Exception, handle_error)
     app.before_request(_note_route)
+    app.before_request(_strict_query)
     install_cors(app, config.cors_origins)
     tracing.instrument_app(app)
     app.after_request(_security_headers)
-    app.wsgi_app = AccessLog(app.wsgi_app, metrics)  # type: ignore[method-assign]
+    limited = RequestLimits(app.wsgi_app, REQUEST_ID_KEY)
+    app.wsgi_app = AccessLog(limited, metrics)  # type: ignore[method-assign]
     return app
 
 
@@ -100,6 +119,14 @@ def config_from_env() -> GatewayConfig:
 def _note_route() -> None:
     rule = request.url_rule
     request.environ[ROUTE_KEY] = rule.rule if rule is not None else "unmatched"
+
+
+def _strict_query() -> None:
+    """Every endpoint: no NUL or lone surrogate in a query parameter's name or value."""
+    for key in request.args:
+        check_text(key, "a query parameter name")
+        for value in request.args.getlist(key):
+            check_text(value, f"query parameter {key!r}")
 
 
 def _security_headers(response: Response) -> Response:
@@ -133,6 +160,8 @@ def handle_error(exc: Exception) -> Response:
     details: dict[str, Any] | None = None
     if isinstance(exc, RequestEntityTooLarge):
         exc = PayloadTooLarge(f"the request body is over {services().config.max_body_bytes} bytes")
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after_s)
     if isinstance(exc, SmithersError):
         status, code, message, details = exc.http_status, exc.code, exc.message, exc.details
         if status >= 500:
@@ -149,7 +178,9 @@ def handle_error(exc: Exception) -> Response:
     else:
         log.exception("request %s failed", rid)
         status, code, message = 500, "internal", f"internal error (request {rid})"
-    if status in (401, 403):
+    if status == 401:
+        services().limiter.failed(source())
+    if status in (401, 403) or (status == 429 and getattr(g, "principal", None) is None):
         _audit_denial(status, code, message)
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="smithers", error="invalid_token"'
@@ -183,6 +214,11 @@ def _audit_denial(status: int, code: str, message: str) -> None:
     if grant is not None:
         detail["jti"] = grant.jti
         actor = actor or grant.subject
+    # one row per source, status and reason per interval, counting the requests it stands for
+    window = int(time.time() // svc.config.auth_window_s)
+    reason = (source(), str(status), actor or "", str(detail.get("jti") or ""), message, str(window))
+    key = "\x1f".join(("request.denied", *reason))
+    detail["interval_s"] = svc.config.auth_window_s
     try:
         svc.control.record_event(
             "request.denied",
@@ -190,6 +226,7 @@ def _audit_denial(status: int, code: str, message: str) -> None:
             target_type="request",
             target_id=redact_text(request.path),
             detail=detail,
+            dedupe_key=hashlib.sha256(key.encode("utf-8", "replace")).hexdigest(),
         )
     except SmithersError as exc:  # the refusal stands even if the audit cannot be written
         log.error("denied request %s not audited: %s", detail["request_id"], exc.message)

@@ -25,7 +25,7 @@ from flask_jwt_extended.exceptions import (
 )
 
 from smithers.gateway.services import services
-from smithers.shared.errors import Unauthorized
+from smithers.shared.errors import RateLimited, Unauthorized
 from smithers.shared.grants import Grant, Scope, effective_scopes, grant_problem, require_scope
 
 P = ParamSpec("P")
@@ -99,7 +99,11 @@ def mint_with_key(key: str, issuer: str, grant: Grant) -> str:
 
 
 def authenticate(needed: Scope) -> Principal:
-    """Check the request's bearer token and scope; raise Unauthorized or Forbidden."""
+    """Check the request's bearer token and scope; raise Unauthorized or Forbidden, or
+    RateLimited when the source failed authentication too often (the token unread)."""
+    wait = services().limiter.retry_after(source())
+    if wait is not None:
+        raise RateLimited(f"too many failed authentications from this address; retry in {wait} s", wait)
     try:
         verify_jwt_in_request()
     except NoAuthorizationError:
@@ -140,6 +144,11 @@ def requires(scope: Scope) -> Callable[[Callable[P, R]], Callable[P, R]]:
         return wrapper
 
     return decorate
+
+
+def source() -> str:
+    """The client address the failed-authentication limit counts (the peer's address)."""
+    return str(request.remote_addr or "-")[:64]
 
 
 def principal() -> Principal:

@@ -17,6 +17,8 @@ from flask import request
 
 from smithers.gateway.services import services
 from smithers.shared.errors import InvalidInput, PayloadTooLarge
+from smithers.shared.jsonsafe import check_json, check_text, parse_float
+from smithers.shared.jsonsafe import parse_int as json_int
 from smithers.shared.store.runs import RUN_ID
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -154,7 +156,13 @@ def read_body(schema: BodySchema) -> dict[str, Any]:
             return {}
         raise InvalidInput("a JSON object body is required")
     try:
-        value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        value = json.loads(
+            raw,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constant,
+            parse_int=json_int,
+            parse_float=parse_float,
+        )
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except UnicodeDecodeError:
@@ -163,6 +171,7 @@ def read_body(schema: BodySchema) -> dict[str, Any]:
         raise InvalidInput(f"malformed JSON: nested deeper than {MAX_DEPTH}") from None
     if _depth(value) > MAX_DEPTH:
         raise InvalidInput(f"the request body is nested deeper than {MAX_DEPTH}")
+    check_json(value, "body")
     return schema.validate(value)
 
 
@@ -186,7 +195,7 @@ def query_int(name: str, default: int | None, low: int, high: int | None = None)
 
 def parse_int(raw: str, name: str, low: int, high: int | None = None) -> int:
     """An integer from text, within ``[low, high]``; InvalidInput naming ``name``."""
-    if not re.fullmatch(r"-?\d{1,18}", raw.strip()):
+    if not re.fullmatch(r"-?\d{1,19}", raw.strip()):
         raise InvalidInput(f"{name} must be an integer")
     value = int(raw)
     if value < low or (high is not None and value > high):
@@ -206,8 +215,12 @@ def query_choice(name: str, choices: tuple[str, ...], default: str | None = None
 
 
 def check_query(allowed: tuple[str, ...]) -> None:
-    """Refuse unknown or repeated query parameters, naming the first one."""
+    """Refuse unknown or repeated query parameters, or a NUL or lone surrogate in one,
+    naming the first one."""
     for key in request.args:
+        check_text(key, "a query parameter name")
+        for raw in request.args.getlist(key):
+            check_text(raw, f"query parameter {key!r}")
         if key not in allowed:
             raise InvalidInput(f"unknown query parameter {key!r}")
         if len(request.args.getlist(key)) > 1:

@@ -102,6 +102,8 @@ class GatewayConfig:
     sse_retry_ms: int = 2000
     cors_origins: tuple[str, ...] = ()  # exact origins; empty: no CORS headers at all
     holder_ttl_s: float = settings.HOLDER_TTL.default  # a launch warns when no live holder has its revision
+    auth_failures: int = settings.GATEWAY_AUTH_FAILURES.default
+    auth_window_s: float = settings.GATEWAY_AUTH_WINDOW.default
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], deployment: Deployment) -> GatewayConfig:
@@ -121,4 +123,6 @@ class GatewayConfig:
             sse_max_s=settings.SSE_MAX_SECONDS.read(env),
             cors_origins=parse_origins(settings.CORS_ORIGINS.read(env)),
             holder_ttl_s=settings.HOLDER_TTL.read(env),
+            auth_failures=settings.GATEWAY_AUTH_FAILURES.read(env),
+            auth_window_s=settings.GATEWAY_AUTH_WINDOW.read(env),
         )

@@ -14,7 +14,7 @@ from smithers.gateway.auth import mint, principal, requires
 from smithers.gateway.body import BodySchema, check_query, query_choice, read_body
 from smithers.gateway.services import services
 from smithers.shared.errors import InvalidInput
-from smithers.shared.grants import GrantKind, Scope, check_subject
+from smithers.shared.grants import TTL_LIMIT_S, GrantKind, Scope, check_subject
 from smithers.shared.store.grants import JTI
 
 bp = Blueprint("grants", __name__, url_prefix="/v1/grants")
@@ -35,7 +35,13 @@ ISSUE = BodySchema(
             "items": {"type": "string", "enum": [s.value for s in Scope]},
         },
         "kind": {"type": "string", "enum": [k.value for k in GrantKind]},
-        "ttl_s": {"type": "integer", "minimum": 1, "description": "Lifetime; bounded by the kind's maximum."},
+        "ttl_s": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": TTL_LIMIT_S,
+            "description": "Lifetime in seconds: at most the kind's maximum (SMITHERS_TOKEN_TTL_*_MAX,"
+            f" never above {TTL_LIMIT_S}, 365 days).",
+        },
         "note": {"type": "string", "maxLength": 1000},
     },
     required=("subject", "scopes"),

@@ -27,7 +27,7 @@ from smithers.shared.workflow import NODE_ID
 bp = Blueprint("history", __name__, url_prefix="/v1/runs")
 
 _NODE = {"type": "string", "pattern": NODE_ID.pattern, "description": "Rewind to before this node."}
-_CONFIRM = {"type": "boolean", "description": "Must be true: time travel changes history."}
+_CONFIRM = {"type": "boolean", "enum": [True], "description": "Must be true: time travel changes history."}
 _NEW_ID = {"type": "string", "pattern": runs_store.RUN_ID.pattern, "description": "The new run's id."}
 REWIND = BodySchema(
     "RewindRequest",

@@ -80,7 +80,7 @@ use a fetch-based SSE client."""
 
 
 def _paths() -> dict[str, Schema]:
-    auth = (400, 401, 403)
+    auth = (400, 401, 403, 429)  # 429: too many failed authentications from the address
     return {
         "/v1/runs": {
             "post": op(
@@ -345,7 +345,7 @@ def _paths() -> dict[str, Schema]:
                 "run:write",
                 {
                     "200": json_body(ref("TimeTravelResult"), "Done; audited before and after."),
-                    **errors(*auth, 404, 409, 413, 429, 503),
+                    **errors(*auth, 404, 409, 413, 503),
                 },
                 operationId="rewindRun",
                 description="Needs `run:write` and the run's launcher, or `admin` as well; `confirm: true`"
@@ -360,7 +360,7 @@ def _paths() -> dict[str, Schema]:
                 "run:write",
                 {
                     "201": json_body(ref("TimeTravelResult"), "Done; audited before and after."),
-                    **errors(*auth, 404, 409, 413, 429, 503),
+                    **errors(*auth, 404, 409, 413, 503),
                 },
                 operationId="replayRun",
                 description="Needs `run:write` and the run's launcher, or `admin` as well; `confirm: true`"
@@ -375,7 +375,7 @@ def _paths() -> dict[str, Schema]:
                 "run:write",
                 {
                     "201": json_body(ref("TimeTravelResult"), "Done; audited before and after."),
-                    **errors(*auth, 404, 409, 413, 429, 503),
+                    **errors(*auth, 404, 409, 413, 503),
                 },
                 operationId="forkRun",
                 description="Needs `run:write` and the run's launcher, or `admin` as well; `confirm: true`"

@@ -35,7 +35,8 @@ LAUNCH = BodySchema(
         "workflow": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": WORKFLOW_NAME.pattern},
         "input": {
             "type": "object",
-            "description": "The run input; keys that look like credentials are refused.",
+            "description": "The run input: a credential under a credential-like key, or a URL with a"
+            " password, is refused unless the workflow declares the key in `public_inputs`.",
         },
         "run_id": {
             "type": "string",
@@ -117,9 +118,12 @@ def _reread(run_id: str) -> RunRecord:
 def launch() -> tuple[Response, int, dict[str, str]]:
     """201 with a new run; 200 with the same run when its id and input are repeated."""
     body = read_body(LAUNCH)
-    run_input = operations.check_input(body.get("input", {}), services().store.limits.input_bytes)
-    refuse_secret_values(run_input, "input")
     svc = services()
+    entry = svc.registry.get(body["workflow"])
+    run_input = operations.check_input(
+        body.get("input", {}), entry.workflow.public_inputs, svc.store.limits.input_bytes
+    )
+    refuse_secret_values(run_input, "input")
     run, created = operations.launch(
         svc.store,
         svc.broker,
@@ -265,22 +269,21 @@ def rerun(run_id: str) -> tuple[Response, int, dict[str, str]]:
     old = _reread(run_id)
     entry = svc.registry.get(old.workflow)
     new_id = check_run_id(body["run_id"]) if "run_id" in body else operations.new_run_id()
-    with svc.store.write() as tx:
-        revisions.record(tx, [entry])
-        run, created = runs_store.launch(
-            tx,
-            run_id=new_id,
-            workflow=old.workflow,
-            workflow_version=entry.workflow.version,
-            module_revision=entry.revision,
-            deployment_version=svc.config.deployment_version,
-            run_input=old.input,
-            launched_by=principal().subject,
-            parent_run_id=old.run_id,
-            lineage={"rerun_of": old.run_id},
-        )
-        if not created and run.parent_run_id != old.run_id:
-            raise Conflict(f"run {new_id!r} already exists and is not a rerun of {old.run_id!r}")
+    run, created = runs_store.launch_once(
+        svc.store,
+        first=lambda tx: revisions.record(tx, [entry]),
+        run_id=new_id,
+        workflow=old.workflow,
+        workflow_version=entry.workflow.version,
+        module_revision=entry.revision,
+        deployment_version=svc.config.deployment_version,
+        run_input=old.input,
+        launched_by=principal().subject,
+        parent_run_id=old.run_id,
+        lineage={"rerun_of": old.run_id},
+    )
+    if not created and run.parent_run_id != old.run_id:  # nothing was written: it existed
+        raise Conflict(f"run {new_id!r} already exists and is not a rerun of {old.run_id!r}")
     if created:
         run = replace(run, last_seq=max(run.last_seq, 1))  # as in launch()
         if svc.broker is not None:

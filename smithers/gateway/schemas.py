@@ -368,13 +368,15 @@ def sandbox_schemas() -> dict[str, Schema]:
 
 ERROR_TEXT = {
     400: "Bad input: malformed JSON, an unknown or mistyped field (named), a credential-like"
-    " input key, a bad parameter.",
+    " input key, a bad parameter, a value strict JSON cannot hold (a non-finite number, an"
+    " integer past ±(2^63-1), a NUL or a lone surrogate in a string, key or query parameter).",
     401: "No bearer token, or one that is expired, revoked, tampered with or unknown.",
     403: "The token lacks the scope this operation needs (or is not the approval's owner).",
     404: "No such run, approval, workflow or grant.",
     409: "The request contradicts the current state.",
     413: "The request body is over the configured size.",
-    429: "Too many time-travel calls from this caller in the last minute.",
+    429: "Too many failed authentications from this address (`Retry-After` says when to retry),"
+    " or, for time travel, too many calls from this caller in the last minute.",
     503: "The store is unavailable.",
 }
 
@@ -410,7 +412,7 @@ CURSOR = {"type": "integer", "minimum": 0, "maximum": 2**62}
 LAST_EVENT_ID = param(
     "Last-Event-ID",
     "header",
-    {"type": "string", "pattern": r"^(\d{1,18})?$"},
+    {"type": "string", "pattern": r"^(\d{1,19})?$"},
     "Resume after this id (wins over the query); empty means no resume point.",
 )
 SSE: Schema = {

@@ -26,6 +26,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
 from smithers.gateway.config import GatewayConfig
+from smithers.gateway.httpworkers import WORKER_CLASSES as WORKER_PATHS
 from smithers.shared import settings as env_settings
 from smithers.shared.errors import InvalidInput
 from smithers.shared.logs import json_wanted, setup_logging, style_handler
@@ -105,7 +106,7 @@ def settings(options: ServerOptions) -> dict[str, Any]:
     values: dict[str, Any] = {
         "bind": [_bind(options.host, options.port)],
         "workers": options.workers,
-        "worker_class": options.worker_class,
+        "worker_class": WORKER_PATHS[options.worker_class],  # gunicorn's, with JSON errors
         "worker_connections": options.connections,
         "timeout": options.timeout_s,
         "graceful_timeout": options.graceful_timeout_s,

@@ -10,6 +10,7 @@ from flask import current_app
 
 from smithers.gateway.config import GatewayConfig
 from smithers.gateway.fanout import Fanout
+from smithers.gateway.limits import FailureLimiter
 from smithers.gateway.metrics import Metrics
 from smithers.shared.broker import Broker
 from smithers.shared.registry import Registry
@@ -30,6 +31,7 @@ class Services:
     control: ControlPlaneStore
     fanout: Fanout
     metrics: Metrics
+    limiter: FailureLimiter
 
     def close(self) -> None:
         """Stop the poller and close connections."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from smithers.shared import settings
+from smithers.shared import jsonsafe, settings
 from smithers.shared.errors import BundleRejected, InvalidInput, SmithersError
 
 __all__ = [
@@ -382,8 +382,15 @@ def _parse_manifest(data: bytes) -> dict[str, object]:
 
     try:
         parsed = json.loads(
-            data.decode("utf-8"), object_pairs_hook=no_duplicates, parse_constant=no_constants
+            data.decode("utf-8"),
+            object_pairs_hook=no_duplicates,
+            parse_constant=no_constants,
+            parse_int=jsonsafe.parse_int,
+            parse_float=jsonsafe.parse_float,
         )
+        jsonsafe.check_json(parsed, "manifest.json")  # storable on both stores: no NUL, no lone surrogate
+    except InvalidInput as exc:
+        raise BundleRejected(f"manifest.json: {exc.message}") from None
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BundleRejected(f"manifest.json: not valid JSON ({type(exc).__name__})") from None
     if not isinstance(parsed, dict):

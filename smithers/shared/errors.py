@@ -81,6 +81,10 @@ class RateLimited(SmithersError):
     code = "rate_limited"
     http_status = 429
 
+    def __init__(self, message: str, retry_after_s: int = 60) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s  # the Retry-After header of the 429
+
 
 class InvalidWorkflow(SmithersError):
     """A workflow definition that cannot be registered (cycle, unknown dependency, ...)."""

@@ -42,6 +42,7 @@ class GrantState(StrEnum):
     REVOKED = "revoked"
 
 
+TTL_LIMIT_S = 365 * 86400  # the most any kind's maximum may be (the documented bound of ttl_s)
 SUBJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:+-]{0,127}$")
 
 
@@ -63,6 +64,8 @@ class TtlPolicy:
             automation_default_s=settings.TOKEN_TTL_AUTOMATION_DEFAULT.read(env),
             automation_max_s=settings.TOKEN_TTL_AUTOMATION_MAX.read(env),
         )
+        if max(policy.person_max_s, policy.automation_max_s) > TTL_LIMIT_S:
+            raise InvalidInput(f"SMITHERS_TOKEN_TTL_*_MAX may be at most {TTL_LIMIT_S} seconds (365 days)")
         if policy.person_default_s > policy.person_max_s:
             raise InvalidInput("SMITHERS_TOKEN_TTL_PERSON_DEFAULT is above SMITHERS_TOKEN_TTL_PERSON_MAX")
         if policy.automation_default_s > policy.automation_max_s:

@@ -9,7 +9,9 @@ The records of the libraries go through the same handler: gunicorn's error and a
 logs (:func:`style_handler` on the handlers gunicorn makes) and a Celery worker's
 (:func:`route_celery_logs`: Celery's ``setup_logging`` signal, so Celery installs no
 handler of its own, and its redirection of ``print`` output to the log kept).
-Redaction (:class:`~smithers.shared.redaction.RedactingFilter`) is on every handler.
+Redaction is on every handler and runs last: :class:`~smithers.shared.redaction.RedactingFormatter`
+masks the finished line (message, arguments, traceback, stack and extra fields), and the
+JSON formatter also redacts each rendered value before it is escaped into the line.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 from smithers.shared import settings
-from smithers.shared.redaction import RedactingFilter
+from smithers.shared.redaction import RedactingFilter, RedactingFormatter, redact
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -36,7 +38,7 @@ class JsonFormatter(logging.Formatter):
         self.process = process
 
     def format(self, record: logging.LogRecord) -> str:
-        """Render the (already redacted) record as JSON."""
+        """Render the record as JSON; each value is redacted before it is escaped."""
         line = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
@@ -47,12 +49,15 @@ class JsonFormatter(logging.Formatter):
         }
         extra = getattr(record, "fields", None)
         if isinstance(extra, dict):
-            line.update(extra)
+            line.update({str(k): v for k, v in extra.items() if str(k) not in line})
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
             line["exception"] = record.exc_text
-        return json.dumps(line, default=str)
+        if record.stack_info:
+            line["stack"] = self.formatStack(record.stack_info)
+        rendered = json.loads(json.dumps(line, default=str))  # extra fields as JSON renders them
+        return json.dumps(redact(rendered, keys=True))
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -72,8 +77,9 @@ def json_wanted(env: Mapping[str, str], stream: Any) -> bool:
 
 
 def style_handler(handler: logging.Handler, process: str, json_lines: bool) -> logging.Handler:
-    """Give ``handler`` our format and the redacting filter (once); returns it."""
-    handler.setFormatter(JsonFormatter(process) if json_lines else logging.Formatter(TEXT_FORMAT))
+    """Give ``handler`` our format, redacted as a whole, and the redacting filter (once)."""
+    inner = JsonFormatter(process) if json_lines else logging.Formatter(TEXT_FORMAT)
+    handler.setFormatter(RedactingFormatter(inner))
     if not any(isinstance(f, RedactingFilter) for f in handler.filters):
         handler.addFilter(RedactingFilter())
     return handler

@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from smithers.shared import retention, settings, tracing
 from smithers.shared.broker import Broker
 from smithers.shared.errors import InvalidInput, NotFound, SmithersError
+from smithers.shared.jsonsafe import check_json
 from smithers.shared.limits import check_size
-from smithers.shared.redaction import sensitive_key
+from smithers.shared.redaction import sensitive_key, url_password
 from smithers.shared.registry import Registry
 from smithers.shared.revision import skeleton
 from smithers.shared.store import ApprovalRecord, RunRecord, Store, revisions, timetravel
@@ -33,43 +34,77 @@ def new_run_id() -> str:
     return "run-" + uuid.uuid4().hex[:20]
 
 
-def check_input(value: Any, max_bytes: int = settings.MAX_INPUT_BYTES.default) -> dict[str, Any]:
+def check_input(
+    value: Any, public: Iterable[str] = (), max_bytes: int = settings.MAX_INPUT_BYTES.default
+) -> dict[str, Any]:
     """Run input must be a JSON object of at most ``max_bytes`` (its compact JSON; over
-    it: 413) with no credential-like keys (at any depth).
+    it: 413) with no credential in it (at any depth).
 
-    A key such as ``token``, ``secret``, ``password``, ``api_key`` or ``private_key``
-    holding a string is refused; ``max_tokens: 100`` (a number) is not a credential.
+    Refused: a non-empty value (a string, or an object or list holding one) under a key
+    that names a credential (:func:`~smithers.shared.redaction.sensitive_key`: its last
+    word, after splitting camelCase, snake_case, kebab-case and dots, is ``token``,
+    ``secret``, ``password``, ``pwd``, ``passphrase``, ``auth``, ``apikey``...), and a URL
+    with a password in it. ``max_tokens: 100`` (a number) is not a credential;
+    ``secret_name`` or ``token_count`` (ending with another word) are not either.
+    ``public``: key names the workflow declares harmless (``Workflow(public_inputs=...)``).
+    Also strict JSON: :func:`smithers.shared.jsonsafe.check_json`.
     """
     if not isinstance(value, dict):
         raise InvalidInput(f"run input must be a JSON object, not {type(value).__name__}")
+    check_json(value, "input")
     check_size(value, max_bytes, "run input")
-    _check_keys(value, "input")
+    _check_keys(value, "input", frozenset(public))
     return value
 
 
-def _check_keys(value: Any, path: str) -> None:
-    if isinstance(value, Mapping):
+_HOW = (
+    "; pass secrets by name to the worker (Workflow.task(secrets=...)), never through run input."
+    " If the key holds no secret, declare it in Workflow(..., public_inputs=[{key!r}])"
+)
+
+
+def _check_keys(value: Any, path: str, public: frozenset[str]) -> None:
+    if isinstance(value, str):
+        if url_password(value):
+            raise InvalidInput(
+                f"{path} is a URL with a password in it" + _HOW.format(key=path.rsplit(".", 1)[-1])
+            )
+    elif isinstance(value, Mapping):
         for key, item in value.items():
-            if isinstance(key, str) and isinstance(item, str) and sensitive_key(key):
-                raise InvalidInput(
-                    f"{path}.{key} looks like a credential; pass secrets by name to the worker,"
-                    " never through run input"
-                )
-            _check_keys(item, f"{path}.{key}")
+            where = f"{path}.{key}"
+            if isinstance(key, str) and key not in public and sensitive_key(key) and _holds_value(item):
+                raise InvalidInput(f"{where} looks like a credential" + _HOW.format(key=key))
+            if key not in public:
+                _check_keys(item, where, public)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            _check_keys(item, f"{path}[{i}]")
+            _check_keys(item, f"{path}[{i}]", public)
+
+
+def _holds_value(value: Any) -> bool:
+    """A string, or an object or list with a string somewhere in it (a credential's shape)."""
+    if isinstance(value, str):
+        return bool(value)
+    if isinstance(value, Mapping):
+        return any(_holds_value(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_value(v) for v in value)
+    return False
 
 
 def parse_input(text: str) -> dict[str, Any]:
-    """Parse a JSON object given on a command line."""
+    """Parse a JSON object given on a command line (strict JSON; :func:`launch` checks
+    the rest)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInput(
             f"input is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
-    return check_input(value, Store.limits.input_bytes)
+    if not isinstance(value, dict):
+        raise InvalidInput(f"run input must be a JSON object, not {type(value).__name__}")
+    check_json(value, "input")
+    return value  # the launch (or fork) checks keys and size with the workflow's declarations
 
 
 def launch(
@@ -85,24 +120,24 @@ def launch(
 ) -> tuple[RunRecord, bool]:
     """Launch a run (idempotent by run id); returns ``(run, created)``."""
     entry = registry.get(workflow)
-    checked = check_input(run_input, store.limits.input_bytes)
+    checked = check_input(run_input, entry.workflow.public_inputs, store.limits.input_bytes)
     rid = runs_store.check_run_id(run_id) if run_id is not None else new_run_id()
     with tracing.span("smithers.launch", **{tracing.RUN_ID: rid, tracing.WORKFLOW: workflow}):
         traceparent = tracing.traceparent()  # the launch's own: the run's decisions are its children
-        with store.write() as tx:
-            revisions.record(tx, [entry])  # its graph stays readable after the module is gone
-            run, created = runs_store.launch(
-                tx,
-                run_id=rid,
-                workflow=workflow,
-                workflow_version=entry.workflow.version,
-                module_revision=entry.revision,
-                deployment_version=deployment_version,
-                run_input=checked,
-                launched_by=launched_by,
-                fresh=run_id is None,
-                traceparent=traceparent,
-            )
+        run, created = runs_store.launch_once(
+            store,
+            # its graph stays readable after the module is gone
+            first=lambda tx: revisions.record(tx, [entry]),
+            run_id=rid,
+            workflow=workflow,
+            workflow_version=entry.workflow.version,
+            module_revision=entry.revision,
+            deployment_version=deployment_version,
+            run_input=checked,
+            launched_by=launched_by,
+            fresh=run_id is None,
+            traceparent=traceparent,
+        )
     if created and broker is not None:
         broker.wake_soon(rid)  # best effort either way: the sweep finds a queued run
     return run, created
@@ -206,7 +241,9 @@ def time_travel(
         raise NotFound(f"run {run_id!r} not found")
     wf = workflow_of(store, registry, run)
     timetravel.reopened(wf, node_id)  # unknown node: refuse before writing anything
-    checked_input = check_input(new_input, store.limits.input_bytes) if action == "fork" else None
+    checked_input = (
+        check_input(new_input, wf.public_inputs, store.limits.input_bytes) if action == "fork" else None
+    )
     target = runs_store.check_run_id(new_run_id) if new_run_id else new_run_id_for(action)
     params = {
         "node_id": node_id,

@@ -24,9 +24,29 @@ _PATTERNS = [
     re.compile(r"\bAKIA[0-9A-Z]{16}\b"),  # AWS access key id
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
 ]
-_SENSITIVE_KEY = re.compile(
-    r"(?i)(^|_|-)(token|secret|password|passwd|api[_-]?key|private[_-]?key|credential|authorization)s?($|_|-)"
-)
+# Credential words, matched against a key's words after normalisation (see key_words):
+# ``accessToken``, ``client-secret``, ``GITHUB_TOKEN``, ``db.pwd`` and ``apiKey`` all hit.
+CREDENTIAL_WORDS = frozenset(
+    {
+        "token", "tokens", "secret", "secrets", "password", "passwords", "passwd", "pwd", "pass",
+        "passphrase", "apikey", "auth", "authorization", "credential", "credentials",
+        "privatekey", "bearer", "cookie",
+    }
+)  # fmt: skip
+# Words that, last in a key, make it describe a credential instead of holding one:
+# ``secret_name``, ``password_policy``, ``token_count``, ``private_key_path``. Any other
+# last word leaves a key with a credential word in it sensitive (``apiKey_x``).
+DESCRIPTOR_WORDS = frozenset(
+    {
+        "name", "names", "policy", "policies", "count", "counts", "path", "paths", "file", "files",
+        "dir", "id", "ids", "ref", "refs", "type", "types", "kind", "length", "len", "ttl",
+        "expiry", "expires", "expiration", "age", "version", "format", "hint", "label", "labels",
+        "field", "fields", "env", "var", "scope", "scopes", "limit", "limits", "max", "min",
+        "size", "rules", "strength", "required", "enabled", "header", "url", "endpoint", "usage",
+        "budget", "rotation", "provider", "store", "source", "location", "description",
+    }
+)  # fmt: skip
+_URL_PASSWORD = re.compile(r"\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@", re.IGNORECASE)
 _known: set[str] = set()
 _lock = threading.Lock()
 
@@ -40,9 +60,36 @@ def register_secret(value: str) -> None:
             _known.update(derived_forms(value))
 
 
+def key_words(key: str) -> list[str]:
+    """The lower-case words of a key: camelCase, snake_case, kebab-case, dots and spaces
+    split; ``api_key``/``apiKey`` and ``private_key`` joined to ``apikey``/``privatekey``."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", key)
+    spaced = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1 \2", spaced)
+    words = [w for w in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if w]
+    joined: list[str] = []
+    for word in words:
+        if word == "key" and joined and joined[-1] in ("api", "private", "access", "secret", "client"):
+            joined[-1] += "key"
+        else:
+            joined.append(word)
+    return joined
+
+
 def sensitive_key(key: str) -> bool:
-    """True for keys that look like they hold a credential (token, password, api_key...)."""
-    return bool(_SENSITIVE_KEY.search(key))
+    """True for keys that name a credential (``token``, ``accessToken``, ``db_password``,
+    ``apiKey``, ``pwd``, ``client-secret``...): one of its words (:func:`key_words`) is a
+    credential word and its last word is no descriptor (:data:`DESCRIPTOR_WORDS`):
+    ``secret_name``, ``password_policy``, ``token_count`` or ``private_key_path`` describe
+    a credential without holding one."""
+    words = key_words(key)
+    if not words or words[-1] in DESCRIPTOR_WORDS:
+        return False
+    return any(w in CREDENTIAL_WORDS or w in ("accesskey", "secretkey", "clientkey") for w in words)
+
+
+def url_password(text: str) -> bool:
+    """True when ``text`` holds a URL with a password in its userinfo (``scheme://u:p@host``)."""
+    return bool(_URL_PASSWORD.search(text))
 
 
 def redact_text(text: str) -> str:
@@ -54,26 +101,48 @@ def redact_text(text: str) -> str:
             text = text.replace(value, MASK)
     for pattern in _PATTERNS:
         text = pattern.sub(MASK, text)
-    return text
+    return _URL_PASSWORD.sub(rf"\1{MASK}@", text)
 
 
 def redact(value: Any, keys: bool = True) -> Any:
-    """Redact a JSON-like value: strings are scanned for secrets and token-like text;
-    with ``keys``, string values under credential-like keys are masked whole."""
+    """Redact a JSON-like value: strings, dict keys included, are scanned for secrets and
+    token-like text; with ``keys``, string values under credential-like keys are masked whole.
+
+    A key that held a secret becomes ``[redacted]`` (``[redacted]#2``... when several do)."""
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, dict):
-        return {
-            k: (
-                MASK
-                if keys and isinstance(k, str) and isinstance(v, str) and v and sensitive_key(k)
-                else redact(v, keys)
-            )
-            for k, v in value.items()
-        }
+        result: dict[Any, Any] = {}
+        for k, v in value.items():
+            key = _unique_key(redact_text(k), result) if isinstance(k, str) else k
+            masked = keys and isinstance(k, str) and isinstance(v, str) and v and sensitive_key(k)
+            result[key] = MASK if masked else redact(v, keys)
+        return result
     if isinstance(value, list | tuple):
         return [redact(v, keys) for v in value]
     return value
+
+
+def _unique_key(key: str, taken: dict[Any, Any]) -> str:
+    if key not in taken:
+        return key
+    n = 2
+    while f"{key}#{n}" in taken:
+        n += 1
+    return f"{key}#{n}"
+
+
+class RedactingFormatter(logging.Formatter):
+    """Wraps a formatter and redacts the whole line it renders: message, arguments,
+    traceback, stack and extra fields alike, after every one has been formatted."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The inner formatter's line, redacted."""
+        return redact_text(self.inner.format(record))
 
 
 class RedactingFilter(logging.Filter):

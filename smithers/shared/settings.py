@@ -340,6 +340,24 @@ GATEWAY_MAX_BODY = _gateway.add(
 GATEWAY_PAGE_MAX = _gateway.add(
     Setting("SMITHERS_GATEWAY_PAGE_MAX", 200, "Largest page a list endpoint returns.", count)
 )
+GATEWAY_AUTH_FAILURES = _gateway.add(
+    Setting(
+        "SMITHERS_GATEWAY_AUTH_FAILURES",
+        30,
+        "Failed authentications one source (client address) may make per"
+        " `SMITHERS_GATEWAY_AUTH_WINDOW` before it gets 429 (counted per gateway worker).",
+        count,
+    )
+)
+GATEWAY_AUTH_WINDOW = _gateway.add(
+    Setting(
+        "SMITHERS_GATEWAY_AUTH_WINDOW",
+        60.0,
+        "Seconds over which failed authentications are counted; also the interval per"
+        " which denied requests of one source and reason make one audit row with a count.",
+        positive,
+    )
+)
 CORS_ORIGINS = _gateway.add(
     Setting(
         "SMITHERS_CORS_ORIGINS",

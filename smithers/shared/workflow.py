@@ -100,12 +100,16 @@ def _refs(refs: Iterable[object] | None) -> tuple[str, ...]:
 class Workflow:
     """A named, versioned graph of nodes, built by a module at import time."""
 
-    def __init__(self, name: str, version: str = "1", description: str = "") -> None:
+    def __init__(
+        self, name: str, version: str = "1", description: str = "", public_inputs: Iterable[str] = ()
+    ) -> None:
         if not WORKFLOW_NAME.match(name):
             raise InvalidWorkflow(f"workflow name {name!r} must match {WORKFLOW_NAME.pattern}")
         self.name = name
         self.version = version
         self.description = description
+        # input keys that look like credentials but hold none (``secret_ref``): accepted
+        self.public_inputs: frozenset[str] = frozenset(public_inputs)
         self.nodes: dict[str, Node] = {}
         self.order: tuple[str, ...] = ()  # topological order, set by validate()
 

@@ -20,6 +20,7 @@ from smithers.shared.broker import Broker
 from smithers.shared.config import WorkerConfig
 from smithers.shared.context import StepContext
 from smithers.shared.errors import SmithersError
+from smithers.shared.jsonsafe import check_json
 from smithers.shared.limits import OutputTooLarge
 from smithers.shared.redaction import redact, redact_text
 from smithers.shared.registry import Registry
@@ -292,7 +293,8 @@ def _run_attempt(env: WorkerEnv, attempt_id: str, after: int | None) -> str:
                     heartbeat=hb.beat,
                 )
                 result = node.fn(ctx)
-            json.dumps(result)
+            check_json(result, "the step's output")  # storable on either store, or the step fails
+            json.dumps(result, allow_nan=False)
         except Exception as exc:
             failure: dict[str, Any] | None = _error(exc)
         else:

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 import schemathesis
+import sqlalchemy
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
@@ -22,19 +24,34 @@ from schemathesis.specs.openapi.checks import (
 
 from smithers.gateway.app import required_scope
 from smithers.gateway.openapi import document, render_markdown
-from tests.integration.gateway.support import ALL_SCOPES, ROOT, Gateway, make_gateway
+from smithers.shared.store import schema as s
+from tests.integration.gateway.support import ALL_SCOPES, ROOT, Gateway, make_gateway, module_database
 
 pytestmark = pytest.mark.timeout(300)
 API_MD = ROOT / "docs" / "api.md"
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Iterator[Gateway]:
-    url = f"sqlite:///{tmp_path_factory.mktemp('gw-openapi') / 'smithers.db'}"
-    with make_gateway(url, redis_server, sse_max_s=0.2, sse_keepalive_s=0.1) as gateway:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def gw(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_server: str
+) -> Iterator[Gateway]:
+    pg = request.getfixturevalue("pg_admin") if request.param == "postgres" else None
+    # the fuzzer's many unauthenticated probes (ignored_auth) must not get its address limited
+    with (
+        module_database(request.param, tmp_path_factory.mktemp("gw-openapi"), pg) as url,
+        make_gateway(url, redis_server, sse_max_s=0.2, sse_keepalive_s=0.1, auth_failures=10**6) as gateway,
+    ):
         run_id = gateway.launch("t-approval")
         gateway.seed_approval(run_id)
+        gateway.launch("t-chain", {"text": "é\u2028", "n": 2**62})
         yield gateway
+
+
+@pytest.fixture(scope="module")
+def real_ids(gw: Gateway) -> list[str]:
+    """Ids of runs that exist, so the fuzzer reaches past the 404s."""
+    with gw.store.read() as conn:
+        return [str(r) for r in conn.execute(sqlalchemy.select(s.runs.c.run_id)).scalars()]
 
 
 @pytest.fixture(scope="module")
@@ -108,11 +125,27 @@ CHECKS = [
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 @pytest.mark.parametrize(("path", "method"), OPERATIONS)
 def test_fuzz_no_server_error_no_undocumented_status(
-    api: Any, token: str, path: str, method: str, mode: GenerationMode
+    api: Any, token: str, real_ids: list[str], path: str, method: str, mode: GenerationMode
 ) -> None:
+    # NUL and any Unicode in generated strings (allow_x00, codec utf-8: schemathesis's
+    # defaults, set here so they stay on), and half the positive cases aimed at real runs
+    api.config.generation.update(allow_x00=True, codec="utf-8")
     operation = api[path][method]
 
-    @given(case=operation.as_strategy(mode))
+    def aim(pair: tuple[Any, str | None]) -> Any:
+        case, run_id = pair
+        # (positive cases only: a negative case's invalid id must stay invalid)
+        if (
+            mode is GenerationMode.POSITIVE
+            and run_id is not None
+            and "run_id" in (case.path_parameters or {})
+        ):
+            case.path_parameters["run_id"] = run_id
+        return case
+
+    cases = st.tuples(operation.as_strategy(mode), st.one_of(st.none(), st.sampled_from(real_ids))).map(aim)
+
+    @given(case=cases)
     @settings(
         max_examples=15,
         deadline=None,

@@ -31,7 +31,7 @@ def gw(
     pg = request.getfixturevalue("pg_admin") if request.param == "postgres" else None
     with (
         module_database(request.param, tmp_path_factory.mktemp("gw-runs"), pg) as url,
-        make_gateway(url, redis_server, max_body_bytes=64 * 1024) as gateway,
+        make_gateway(url, redis_server, max_body_bytes=64 * 1024, auth_failures=10**6) as gateway,
     ):
         yield gateway
 

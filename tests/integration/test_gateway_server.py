@@ -370,3 +370,54 @@ def test_metrics_survive_a_gunicorn_worker_that_exits(
         assert request(server.port, "GET", "/healthz")[0] == 200
     finally:
         directory.with_name(directory.name + "-moved").rename(directory)
+
+
+def raw_request(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes as they are; the status, headers and body of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
+def test_requests_gunicorn_refuses_get_the_json_shape_a_request_id_and_an_access_line(
+    tmp_path: Path, database_url: str, servers: list[Server], worker_class: str
+) -> None:
+    # given the gateway under gunicorn
+    env = base_env(database_url, None, SMITHERS_LOG_FORMAT="json")
+    server = start(env, tmp_path / "gateway.log", "--worker-class", worker_class)
+    servers.append(server)
+    big_header = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n"
+    long_line = b"GET /v1/runs?x=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    garbage = b"NOT HTTP AT ALL\r\n\r\n"
+
+    # when requests are refused before the app sees them
+    answers = {
+        431: raw_request(server.port, big_header),
+        414: raw_request(server.port, long_line),
+        400: raw_request(server.port, garbage),
+    }
+
+    # then each answer is JSON with a request id, and each has an access-log line
+    ids = {}
+    for status, (got, headers, body) in answers.items():
+        assert got == status, body
+        assert headers["Content-Type"] == "application/json"
+        assert set(json.loads(body)["error"]) == {"code", "message"}
+        ids[status] = headers["X-Request-ID"]
+    # and a lower-case auth scheme is accepted like any other
+    issued = smithers(env, "token", "issue", "--subject", "ops", "--scopes", "run:read", "--ttl", "15m")
+    token = issued.stdout.strip()
+    lower = f"GET /v1/runs HTTP/1.1\r\nHost: x\r\nAuthorization: bearer {token}\r\nConnection: close\r\n\r\n"
+    got, _, body = raw_request(server.port, lower.encode())
+    assert got == 200, body
+    server.stop()
+    access = [json.loads(x) for x in server.output().splitlines() if '"smithers.gateway.access"' in x]
+    logged = {line["status"]: line["request_id"] for line in access}
+    assert {s: logged.get(s) for s in ids} == ids

@@ -36,3 +36,34 @@ def test_a_secret_used_by_a_step_is_nowhere_in_the_store_or_the_logs(
     eng.stop_all()
     for log in eng.logs.glob("*.log"):
         assert SECRET not in log.read_text(errors="replace"), f"secret found in {log.name}"
+
+
+def test_a_secret_logged_every_way_or_used_as_an_output_key_is_nowhere(
+    engine_factory: Any, database_url: str
+) -> None:
+    # given a step that logs its secret as a message, an argument, a mapping argument,
+    # extra fields (key and value), a traceback (exception text), a stack, through
+    # Celery's task logger and print, and returns it as an output key
+    eng: Engine = engine_factory(database_url, SMITHERS_TEST_SECRET=SECRET)
+    eng.scheduler()
+    eng.worker()
+
+    # when it runs
+    run = eng.wait(eng.launch("t-secret-leaks"))
+
+    # then the output keys are masked, and no row and no log line holds the value
+    assert run.status is RunStatus.SUCCEEDED, run.error
+    assert run.output["leak_everywhere"] == {
+        "[redacted]": "the secret as a key",
+        "nested": {"k-[redacted]": 1},
+    }
+    with eng.store.read() as conn:
+        for table in s.metadata.sorted_tables:
+            for row in conn.execute(sqlalchemy.select(table)):
+                assert SECRET not in repr(tuple(row)), f"secret found in table {table.name}"
+    eng.stop_all()
+    text = "".join(log.read_text(errors="replace") for log in eng.logs.glob("*.log"))
+    for marker in ("message", "extra", "stack of", "exc_info", "task logger", "printed", "RuntimeError"):
+        assert marker in text, f"{marker!r} was never logged: the test would prove nothing"
+    assert SECRET not in text
+    assert SECRET.encode("unicode_escape").decode() not in text

@@ -153,6 +153,53 @@ def use_secret(ctx: StepContext) -> dict[str, Any]:
     return {"length": len(value), "echo": f"value was {value}"}
 
 
+# -- leaks: a step that logs its secret every way logging allows, and uses it as a key ---
+leaks = Workflow("t-secret-leaks")
+
+
+@leaks.task(secrets=["SMITHERS_TEST_SECRET"])
+def leak_everywhere(ctx: StepContext) -> dict[str, Any]:
+    import logging
+
+    from celery.utils.log import get_task_logger
+
+    value = ctx.secret("SMITHERS_TEST_SECRET")
+    log = logging.getLogger("tests.leaks")
+    log.warning("message %s", value)
+    log.warning("message " + value)
+    log.warning("mapping %(v)s", {"v": value})
+    log.warning("extra", extra={"fields": {"token": value, "note": f"was {value}", value: 1}})
+    log.warning("stack of %s", "the step", stack_info=True, extra={"fields": {"nested": [{"x": value}]}})
+    try:
+        raise RuntimeError(f"failed with {value}")
+    except RuntimeError:
+        log.exception("exception")
+        log.error("exc_info", exc_info=True)
+    get_task_logger("tests.leaks.task").warning("task logger %s", value)
+    print(f"printed {value}")
+    return {value: "the secret as a key", "nested": {f"k-{value}": 1}}
+
+
+# -- outputs strict JSON cannot hold: the step fails, naming the field ------------------
+bad_output = Workflow("t-bad-output")
+
+
+@bad_output.task()
+def unstorable(ctx: StepContext) -> dict[str, Any]:
+    kinds = {"nan": float("nan"), "inf": float("inf"), "nul": "a\x00b", "surrogate": "\ud800",
+             "big": 10**30, "nul_key": {"a\x00": 1}}  # fmt: skip
+    return {"value": kinds[str(ctx.input["kind"])]}
+
+
+# -- public inputs: keys that look like credentials but hold none, declared --------------
+public = Workflow("t-public-inputs", public_inputs=["github_token_ref", "auth"])
+
+
+@public.task()
+def echo_input(ctx: StepContext) -> dict[str, Any]:
+    return dict(ctx.input)
+
+
 # -- cache policies ----------------------------------------------------------------------
 def _cached_workflow(name: str, scope: str, version: str = "1", ttl_ms: int | None = None) -> Workflow:
     wf = Workflow(name)

@@ -70,3 +70,38 @@ def test_a_library_handler_gets_our_format_and_one_redactor() -> None:
     record = logging.LogRecord("gunicorn.error", logging.INFO, __file__, 1, "Listening at: %s", ("x",), None)
     handler.filter(record)
     assert json.loads(handler.format(record))["message"] == "Listening at: x"
+
+
+@pytest.mark.parametrize("json_lines", [True, False])
+def test_a_secret_logged_every_way_is_nowhere_in_the_line(json_lines: bool) -> None:
+    # given a handler styled as every one of ours is (gunicorn's error log included), and
+    # a secret registered with the redactor (and a token-like string it does not know)
+    from smithers.shared.redaction import register_secret
+
+    secret, token = "unit-secret-value-6f1d2", "ghp_" + "a1" * 12
+    register_secret(secret)
+    out = io.StringIO()
+    handler = style_handler(logging.StreamHandler(out), "test", json_lines)
+    logger = logging.getLogger("gunicorn.error.unit-test")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        # when it is logged every way the logging module allows
+        for value in (secret, token):
+            logger.warning("msg " + value)
+            logger.warning("args %s", value)
+            logger.warning("mapping %(v)s", {"v": value})
+            logger.warning("extra", extra={"fields": {"password": value, "k": [value], value: 1}})
+            logger.warning("stack", stack_info=True, extra={"fields": {"n": {"deep": value}}})
+            try:
+                raise RuntimeError(f"boom {value}")
+            except RuntimeError:
+                logger.exception("exception")
+                logger.error("exc_info", exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+    text = out.getvalue()
+
+    # then the lines were written, with neither value in them
+    assert text.count("RuntimeError") >= 4 and "Stack (most recent call last)" in text
+    assert secret not in text and token not in text

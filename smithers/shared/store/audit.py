@@ -23,6 +23,7 @@ class AuditRecord:
     target_id: str | None
     run_id: str | None
     detail: dict[str, Any]
+    count: int = 1  # like events folded onto this row (denied requests: per source, reason, interval)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -41,6 +42,7 @@ def audit_record(row: Row[Any]) -> AuditRecord:
         target_id=m["target_id"],
         run_id=m["run_id"],
         detail=m["detail"] or {},
+        count=int(m["count"] or 1),
     )
 
 

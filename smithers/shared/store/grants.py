@@ -247,10 +247,12 @@ class ControlPlaneStore:
         target_id: str | None = None,
         run_id: str | None = None,
         detail: dict[str, Any] | None = None,
+        dedupe_key: str | None = None,
     ) -> None:
         """Append one audit event (a denied request, a billing webhook, an IdP login...).
 
-        ``detail`` is redacted before it is written.
+        ``detail`` is redacted before it is written. ``dedupe_key``: count one more on
+        the row with that key instead of adding one (:meth:`Tx.audit`).
         """
         _check(ACTION, action, "audit action")
         with self.store.write() as tx:
@@ -261,6 +263,7 @@ class ControlPlaneStore:
                 target_id=target_id[:128] if target_id else target_id,
                 run_id=run_id,
                 detail=detail,
+                dedupe_key=dedupe_key,
             )
 
     def audit_log(

@@ -67,7 +67,19 @@ def _v5(conn: Connection) -> None:
     s.holders.create(conn, checkfirst=True)
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5}
+def _v6(conn: Connection) -> None:
+    """``audit_log.count`` and ``audit_log.dedupe_key`` (unique): denied requests of one
+    source and reason in one interval are one row with a count (smithers.gateway.app)."""
+    columns = {c["name"] for c in inspect(conn).get_columns("audit_log")}
+    for name in ("count", "dedupe_key"):
+        if name not in columns:
+            column = CreateColumn(s.audit_log.c[name]).compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE audit_log ADD COLUMN {column}"))
+    if "ux_audit_dedupe" not in {i["name"] for i in inspect(conn).get_indexes("audit_log")}:
+        next(i for i in s.audit_log.indexes if i.name == "ux_audit_dedupe").create(conn)
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6}
 
 
 def migrate(engine: Engine) -> int:

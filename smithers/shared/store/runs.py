@@ -5,16 +5,21 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 
 from smithers.shared.errors import Conflict, InvalidInput, NotFound
 from smithers.shared.status import NodeStatus, RunStatus
 from smithers.shared.store import schema as s
 from smithers.shared.store.records import RunRecord, run_record, run_record_from
 from smithers.shared.store.tx import Tx
+
+if TYPE_CHECKING:
+    from smithers.shared.store.store import Store
 
 RUN_ID = re.compile(r"^[a-z0-9_-]{1,64}$")
 
@@ -99,6 +104,26 @@ def launch(
     )
     tx.woken.add(run_id)
     return run_record_from(values), True
+
+
+def launch_once(
+    store: Store, first: Callable[[Tx], object] | None = None, **launch_args: Any
+) -> tuple[RunRecord, bool]:
+    """:func:`launch` in its own transaction, safe when clients launch one new run id at
+    once: on PostgreSQL the losers of the race hit the primary key when they commit; they
+    then launch again, find the winner's run and return it (``created`` False), or a
+    Conflict when its input differs. SQLite's BEGIN IMMEDIATE serialises them anyway.
+    ``first``: written in the same transaction before the launch (retried with it)."""
+    for attempt in (1, 2):
+        try:
+            with store.write() as tx:
+                if first is not None:
+                    first(tx)
+                return launch(tx, **launch_args)
+        except IntegrityError:
+            if attempt == 2 or launch_args.get("fresh"):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _locked(tx: Tx, run_id: str) -> RunRecord:

@@ -219,7 +219,12 @@ audit_log = Table(
     Column("target_id", String(128)),
     Column("run_id", RunId),
     Column("detail", Json, nullable=False),
+    # v6: a row can stand for many like events (denied requests of one source and reason
+    # in one interval): ``count`` of them, folded onto the row whose ``dedupe_key`` they share
+    Column("count", Integer, nullable=False, server_default="1"),
+    Column("dedupe_key", String(64)),
     Index("ix_audit_run", "run_id", "at"),
+    Index("ux_audit_dedupe", "dedupe_key", unique=True),
 )
 
 sandboxes = Table(

@@ -252,17 +252,30 @@ class Tx:
         target_id: str | None = None,
         run_id: str | None = None,
         detail: dict[str, Any] | None = None,
+        dedupe_key: str | None = None,
     ) -> None:
-        """Append an audit-log row (kept even when the run it names is deleted)."""
+        """Append an audit-log row (kept even when the run it names is deleted).
+
+        ``dedupe_key``: a row with the same key already there counts one more instead
+        (its ``count`` goes up; its other fields stay those of the first event)."""
+        values = dict(
+            at=self.now,
+            actor=actor,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            run_id=run_id,
+            detail=redact(detail or {}),
+            count=1,
+            dedupe_key=dedupe_key,
+        )
+        if dedupe_key is None:
+            self.conn.execute(s.audit_log.insert().values(values))
+            return
+        insert = postgresql.insert(s.audit_log) if self.postgres else sqlite.insert(s.audit_log)
         self.conn.execute(
-            s.audit_log.insert().values(
-                at=self.now,
-                actor=actor,
-                action=action,
-                target_type=target_type,
-                target_id=target_id,
-                run_id=run_id,
-                detail=redact(detail or {}),
+            insert.values(values).on_conflict_do_update(
+                index_elements=[s.audit_log.c.dedupe_key], set_={"count": s.audit_log.c.count + 1}
             )
         )
 

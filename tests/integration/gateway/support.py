@@ -227,6 +227,10 @@ class Gateway:
     def audit(self, action: str | None = None) -> list[AuditRecord]:
         return self.control.audit_log(action=action, limit=10_000)
 
+    def denied(self, status: int) -> int:
+        """How many requests were denied with ``status`` (audit rows fold like denials: their counts)."""
+        return sum(d.count for d in self.audit("request.denied") if d.detail["status"] == status)
+
     def count(self, table: sqlalchemy.Table) -> int:
         with self.store.read() as conn:
             return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
