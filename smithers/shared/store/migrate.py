@@ -56,7 +56,17 @@ def _v4(conn: Connection) -> None:
     conn.execute(text(f"ALTER TABLE runs ADD COLUMN {column}"))
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
+def _v6(conn: Connection) -> None:
+    """``approvals.spec``, ``approvals.payload``, ``approvals.escalated_at``: what an approval
+    declares for its approver, the decision's payload, the escalation event's time."""
+    present = {c["name"] for c in inspect(conn).get_columns("approvals")}
+    for name in ("spec", "payload", "escalated_at"):
+        if name not in present:  # absent unless _v1 created the current tables
+            column = CreateColumn(s.approvals.c[name]).compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE approvals ADD COLUMN {column}"))
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 6: _v6}
 
 
 def migrate(engine: Engine) -> int:
