@@ -96,6 +96,8 @@ class GatewayConfig:
     sse_buffer: int = 2048
     sse_retry_ms: int = 2000
     cors_origins: tuple[str, ...] = ()  # exact origins; empty: no CORS headers at all
+    session_ttl_s: int = settings.SESSION_TTL.default
+    session_secure: str = settings.SESSION_SECURE_COOKIE.default  # auto | true | false
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], deployment: Deployment) -> GatewayConfig:
@@ -114,4 +116,6 @@ class GatewayConfig:
             sse_keepalive_s=settings.SSE_KEEPALIVE_SECONDS.read(env),
             sse_max_s=settings.SSE_MAX_SECONDS.read(env),
             cors_origins=parse_origins(settings.CORS_ORIGINS.read(env)),
+            session_ttl_s=settings.SESSION_TTL.read(env),
+            session_secure=settings.SESSION_SECURE_COOKIE.read(env),
         )

@@ -159,7 +159,9 @@ class SetRun:
     error: Mapping[str, Any] | None = None
 
 
-Action = Dispatch | Redispatch | EndAttempt | SetNode | OpenApproval | EscalateApproval | ExpireApproval | SetRun
+Action = (
+    Dispatch | Redispatch | EndAttempt | SetNode | OpenApproval | EscalateApproval | ExpireApproval | SetRun
+)
 
 
 @dataclass(frozen=True)

@@ -211,7 +211,8 @@ def check_payload(spec: Mapping[str, Any] | None, approved: bool, payload: Any) 
     options = (spec or {}).get("options") or []
     if payload is None:
         if approved and (schema is not None or options):
-            raise InvalidInput("this approval needs a payload: " + ("one of the options" if options else "see its schema"))
+            wanted = "one of the options" if options else "see its schema"
+            raise InvalidInput(f"this approval needs a payload: {wanted}")
         return
     if len(json.dumps(payload)) > MAX_PAYLOAD_BYTES:
         raise InvalidInput(f"payload is over {MAX_PAYLOAD_BYTES} bytes")

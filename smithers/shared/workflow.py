@@ -311,7 +311,9 @@ class Workflow:
         for node in self.nodes.values():
             unknown = [n for n in (node.approval.show if node.approval else ()) if n not in self.nodes]
             if unknown:
-                raise InvalidWorkflow(f"workflow {self.name!r}: approval {node.id!r} shows unknown {unknown[0]!r}")
+                raise InvalidWorkflow(
+                    f"workflow {self.name!r}: approval {node.id!r} shows unknown {unknown[0]!r}"
+                )
 
     def dependents(self, node_id: str) -> tuple[str, ...]:
         """Nodes that list ``node_id`` in ``after`` (in topological order)."""

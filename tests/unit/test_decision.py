@@ -177,7 +177,14 @@ def test_an_approval_waits_and_the_run_says_waiting() -> None:
     wf.task("b", after=["ok"])(noop)
     build(wf)
     d = decide(wf, run_view(done("a")), {}, NOW)
-    empty = {"description": "", "show": [], "schema": None, "options": [], "default": None, "timeout_at": None}
+    empty = {
+        "description": "",
+        "show": [],
+        "schema": None,
+        "options": [],
+        "default": None,
+        "timeout_at": None,
+    }
     assert of(d, OpenApproval) == [OpenApproval("ok", 0, "alice", "bob", NOW + 60, empty)]
     assert of(d, SetRun) == [SetRun(RunStatus.WAITING)]
     assert d.wake_at == NOW + 60  # the escalation is announced on time
