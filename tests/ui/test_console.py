@@ -282,7 +282,10 @@ def test_without_approval_submit_no_button_and_a_forced_call_is_403(page: Any, l
             return [r.status, await r.json()];
         }"""
     )
-    assert forced == [403, {"error": {"code": "forbidden", "message": "this action needs the scope 'approval:submit'"}}]
+    assert forced == [
+        403,
+        {"error": {"code": "forbidden", "message": "this action needs the scope 'approval:submit'"}},
+    ]
     with live.store.read() as conn:
         assert [a.status for a in approvals(conn, run_id="rel-ro")] == [ApprovalStatus.PENDING]
         assert "approval.decided" not in [e.type for e in events_after(conn, "rel-ro")]
@@ -301,7 +304,9 @@ def test_keyboard_only_sign_in_and_navigation(page: Any, live: LiveGateway) -> N
     page.wait_for_function("() => document.activeElement.tagName === 'H1'")
     assert page.evaluate("() => document.activeElement.textContent") == "Runs"
     # the skip link is the first stop; from it, Tab reaches the main navigation
-    first = page.evaluate("() => document.querySelector('a[href], button, input, select, textarea').textContent")
+    first = page.evaluate(
+        "() => document.querySelector('a[href], button, input, select, textarea').textContent"
+    )
     assert first == "Skip to content"
     page.get_by_role("link", name="Skip to content").focus()
     order = []
