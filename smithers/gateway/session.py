@@ -17,6 +17,7 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import jwt
@@ -87,7 +88,7 @@ def create() -> tuple[Response, int]:
         target_id=sid,
         detail={"jti": who.jti, "scopes": claims["scopes"], "expires_at": expires_at},
     )
-    response = jsonify(session_json(who, expires_at, csrf))
+    response = jsonify(session_json(replace(who, session=claims), expires_at, csrf))
     response.set_cookie(
         SESSION_COOKIE,
         value,

@@ -58,3 +58,24 @@ review.sandbox("propose", SandboxSpec(command=("true",)))
 @review.task(after=["propose"])
 def apply(ctx: StepContext) -> dict[str, Any]:
     return {"applied": True}
+
+
+# -- an approval nobody answers: it escalates, then its declared default decides --------
+expiring = Workflow("t-expiring")
+
+
+@expiring.task()
+def ask(ctx: StepContext) -> str:
+    return "asked"
+
+
+expiring.approval(
+    "gate",
+    after=[ask],
+    owner="carol",
+    fallback_owner="dave",
+    escalate_after_s=1.0,
+    options=("retry", "give-up"),
+    timeout_s=2.5,
+    default="deny",
+)
