@@ -24,7 +24,7 @@ from smithers.gateway.services import services
 from smithers.shared import operations
 from smithers.shared.errors import InvalidInput
 from smithers.shared.grants import Scope
-from smithers.shared.redaction import redact_text
+from smithers.shared.redaction import redact, redact_text
 from smithers.shared.status import ApprovalStatus
 from smithers.shared.store import ApprovalRecord
 from smithers.shared.store.queries import approvals as approvals_query
@@ -137,6 +137,6 @@ def decide(run_id: str, node_id: str) -> Response:
         note=redact_text(note) if isinstance(note, str) else None,
         actor=principal().subject,
         iteration=body.get("iteration"),
-        payload=body.get("payload"),
+        payload=redact(body.get("payload")),  # then checked against the declaration
     )
     return jsonify(approval_json(record))

@@ -148,7 +148,14 @@ def test_the_payload_is_checked_by_the_gateway_and_becomes_the_output(
 ) -> None:
     gw, engine = console_gw
     launcher = gw.auth("run:write", "alice")
-    assert gw.client.post("/v1/runs", json={"workflow": "t-release", "run_id": "r1", "input": {"version": "2.0.0"}}, headers=launcher).status_code == 201  # fmt: skip
+    assert (
+        gw.client.post(
+            "/v1/runs",
+            json={"workflow": "t-release", "run_id": "r1", "input": {"version": "2.0.0"}},
+            headers=launcher,
+        ).status_code
+        == 201
+    )
     engine.wait("r1", until={RunStatus.WAITING})
 
     # the listing carries the declaration and the declared upstream output
@@ -170,7 +177,9 @@ def test_the_payload_is_checked_by_the_gateway_and_becomes_the_output(
         refused = gw.client.post(url, json={"approved": True, "payload": payload}, headers=carol)
         assert refused.status_code == 400 and refused.get_json()["error"]["message"] == message
     assert engine.run("r1").status is RunStatus.WAITING  # nothing was recorded
-    decided = gw.client.post(url, json={"approved": True, "payload": {"channel": "stable", "percent": 10}}, headers=carol)  # fmt: skip
+    decided = gw.client.post(
+        url, json={"approved": True, "payload": {"channel": "stable", "percent": 10}}, headers=carol
+    )
     assert decided.status_code == 200 and decided.get_json()["payload"] == {
         "channel": "stable",
         "percent": 10,
@@ -189,7 +198,12 @@ def test_an_unanswered_approval_escalates_once_then_its_default_decides(
     console_gw: tuple[Gateway, Engine],
 ) -> None:
     gw, engine = console_gw
-    assert gw.client.post("/v1/runs", json={"workflow": "t-expiring", "run_id": "x1"}, headers=gw.auth("run:write")).status_code == 201  # fmt: skip
+    assert (
+        gw.client.post(
+            "/v1/runs", json={"workflow": "t-expiring", "run_id": "x1"}, headers=gw.auth("run:write")
+        ).status_code
+        == 201
+    )
 
     # when nobody answers: one escalation event after 1 s, then the default (deny) at 2.5 s
     run = engine.wait("x1", timeout=30)
@@ -207,7 +221,9 @@ def test_an_unanswered_approval_escalates_once_then_its_default_decides(
     assert escalated.payload == {"fallback_owner": "dave"}
 
     # and the decided listing says who (the timeout), when and why
-    (item,) = gw.client.get("/v1/approvals?status=denied&run_id=x1", headers=gw.auth("approval:read")).get_json()["approvals"]  # fmt: skip
+    (item,) = gw.client.get(
+        "/v1/approvals?status=denied&run_id=x1", headers=gw.auth("approval:read")
+    ).get_json()["approvals"]
     assert item["decided_by"] == "smithers:timeout" and "default 'deny'" in item["note"]
     assert item["escalated_at"] is not None and item["escalated_at"] <= item["decided_at"]
     assert [a.detail["decided_by"] for a in gw.audit("approval.decided")] == ["smithers:timeout"]

@@ -254,8 +254,11 @@ def test_review_a_diff_from_the_inbox_and_the_run_goes_on(
 def test_without_approval_submit_no_button_and_a_forced_call_is_403(page: Any, live: LiveGateway) -> None:
     # given a run waiting for its approval
     launcher = live.token("alice", "run:read,run:write")
-    response = page.request.post("/v1/runs", data=json.dumps({"workflow": "t-release", "run_id": "rel-ro"}),
-                                 headers={"Authorization": f"Bearer {launcher}", "Content-Type": "application/json"})  # fmt: skip
+    response = page.request.post(
+        "/v1/runs",
+        data=json.dumps({"workflow": "t-release", "run_id": "rel-ro"}),
+        headers={"Authorization": f"Bearer {launcher}", "Content-Type": "application/json"},
+    )
     assert response.status == 201
     wait_for(lambda: run_status(live, "rel-ro") is RunStatus.WAITING)
 
@@ -319,7 +322,10 @@ def test_keyboard_only_sign_in_and_navigation(page: Any, live: LiveGateway) -> N
     page.keyboard.press("Enter")
     page.get_by_role("heading", name="Approval inbox").wait_for()
     assert unlabelled(page) == []
-    # focus is always visible: the stylesheet outlines :focus-visible
+    # focus moves to the new view's heading; the next Tab stop shows a visible focus ring
+    page.wait_for_function("() => document.activeElement.textContent === 'Approval inbox'")
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.textContent") == "Pending"
     outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
     assert outline != "none"
     assert page.problems == [], page.problems

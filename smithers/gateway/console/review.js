@@ -64,7 +64,7 @@ function filesOf(diff) {
 }
 
 function diffView(sandboxId, patch) {
-  const lines = (patch.diff || "").split("\n");
+  const lines = (patch.diff || "").replace(/\n$/, "").split("\n");
   return h(
     "figure",
     { class: "diff", id: `diff-${sandboxId}-${patch.path}` },

@@ -146,7 +146,7 @@ export async function runPage(app, root, runId) {
   const render = async () => {
     const data = await api("GET", `/v1/runs/${encodeURIComponent(runId)}`);
     const wf = workflows.find((w) => w.name === data.run.workflow);
-    head.replaceChildren(...runHeader(app, data.run, wf, render));
+    head.replaceChildren(...runHeader(app, data.run, wf, render).filter(Boolean));
     graph.replaceChildren(h("h2", { id: "graph-h" }, "Graph"), graphView(wf, data.nodes));
     const audit = await api("GET", `/v1/runs/${encodeURIComponent(runId)}/audit`).catch(() => null);
     const parts = [attemptsView(data.attempts), outputsView(data.outputs), auditView(audit)];
