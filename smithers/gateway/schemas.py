@@ -169,7 +169,15 @@ def component_schemas() -> dict[str, Schema]:
             "revision": STR,
             "nodes": {
                 "type": "array",
-                "items": obj({"id": STR, "kind": STR, "after": {"type": "array", "items": STR}}),
+                "items": obj(
+                    {
+                        "id": STR,
+                        "kind": STR,
+                        "after": {"type": "array", "items": STR},
+                        "loop": {**STR, "description": "The loop whose body this node is in."},
+                    },
+                    nullable=("loop",),
+                ),
             },
         }
     )

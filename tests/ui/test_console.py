@@ -329,3 +329,31 @@ def test_keyboard_only_sign_in_and_navigation(page: Any, live: LiveGateway) -> N
     outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
     assert outline != "none"
     assert page.problems == [], page.problems
+
+
+def test_the_graph_collapses_a_wide_fan_out_and_counts_loop_iterations(page: Any, live: LiveGateway) -> None:
+    # given a finished run with a 12-wide fan-out and a 3-iteration loop
+    token = live.token("alice", "run:read,run:write")
+    launched = page.request.post(
+        "/v1/runs",
+        data=json.dumps({"workflow": "t-shape", "run_id": "shape-1"}),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    assert launched.status == 201
+    wait_for(lambda: run_status(live, "shape-1") is RunStatus.SUCCEEDED, timeout=60)
+
+    # when its page is opened
+    sign_in(page, token)
+    page.goto("/ui/#/runs/shape-1")
+    page.get_by_text("run finished: stream complete").wait_for()
+    toggle = page.get_by_role("button", name="fan-out of 12 nodes: 12 succeeded")
+    toggle.wait_for()
+
+    # then the fan-out is one collapsed line until expanded, and the loop body counts 3
+    assert toggle.get_attribute("aria-expanded") == "false"
+    assert not page.locator('.node[data-node="leaf7"]').is_visible()
+    toggle.press("Enter")  # from the keyboard
+    page.wait_for_function("() => document.querySelector('.layer.wide button').ariaExpanded === 'true'")
+    assert page.locator('.node[data-node="leaf7"][data-status="succeeded"]').is_visible()
+    assert "\u00d73 iterations" in page.locator('.node[data-node="polish"]').inner_text()
+    assert page.problems == [], page.problems

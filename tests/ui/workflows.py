@@ -79,3 +79,28 @@ expiring.approval(
     timeout_s=2.5,
     default="deny",
 )
+
+
+# -- a wide fan-out and a loop, for the run page's graph --------------------------------
+shape = Workflow("t-shape")
+
+
+def _leaf(ctx: StepContext) -> int:
+    return int(ctx.node_id[4:])
+
+
+for k in range(12):
+    shape.task(f"leaf{k}")(_leaf)
+
+
+@shape.task(after=[f"leaf{k}" for k in range(12)])
+def gather(ctx: StepContext) -> int:
+    return len(ctx.outputs)
+
+
+@shape.task()
+def polish(ctx: StepContext) -> int:
+    return ctx.iteration
+
+
+shape.loop("refine", after=["gather"], body=["polish"], until=lambda ctx: False, max_iterations=3)

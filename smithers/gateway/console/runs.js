@@ -8,6 +8,7 @@ import { diffReview } from "./review.js";
 const STATUSES = ["", "queued", "running", "waiting", "succeeded", "failed", "cancelled"];
 const SINCE = [["", "any time"], ["3600", "last hour"], ["86400", "last day"], ["604800", "last week"]];
 const WIDE = 8; // a fan-out wider than this is shown collapsed, by state
+const expanded = new Set(); // fan-outs opened by the person, kept across live re-renders
 
 export async function dashboard(app, root, params) {
   const workflows = (await api("GET", "/v1/workflows")).workflows;
@@ -270,8 +271,18 @@ function graphView(wf, nodes) {
     list.push(n);
     byId.set(n.node_id, list);
   }
+  // a loop's body comes right after the loop (its nodes list only each other in after)
   const depth = new Map();
-  for (const n of wf.nodes) depth.set(n.id, Math.max(0, ...n.after.map((a) => (depth.get(a) ?? 0) + 1)));
+  const place = (n) => {
+    if (depth.has(n.id)) return depth.get(n.id);
+    depth.set(n.id, 0); // a guard: the graph has no cycles, the registry checked
+    const parents = n.after.map((a) => place(wf.nodes.find((m) => m.id === a)) + 1);
+    if (n.loop) parents.push(place(wf.nodes.find((m) => m.id === n.loop)) + 1);
+    const d = Math.max(0, ...parents);
+    depth.set(n.id, d);
+    return d;
+  };
+  wf.nodes.forEach(place);
   const layers = [];
   for (const n of wf.nodes) (layers[depth.get(n.id)] ||= []).push(n);
   return h(
@@ -285,10 +296,13 @@ function graphView(wf, nodes) {
         const st = latest(byId.get(n.id) || [])?.status || "pending";
         counts[st] = (counts[st] || 0) + 1;
       }
-      const list = h("div", { class: "cards", hidden: true }, cards);
-      const toggle = h("button", { type: "button", "aria-expanded": "false" }, `fan-out of ${layer.length} nodes: `, Object.entries(counts).map(([s, c]) => `${c} ${s}`).join(", "));
+      const key = `${wf.name}:${i}`;
+      const list = h("div", { class: "cards", hidden: !expanded.has(key) }, cards);
+      const toggle = h("button", { type: "button", "aria-expanded": String(expanded.has(key)) }, `fan-out of ${layer.length} nodes: `, Object.entries(counts).map(([s, c]) => `${c} ${s}`).join(", "));
       toggle.addEventListener("click", () => {
         list.hidden = !list.hidden;
+        if (list.hidden) expanded.delete(key);
+        else expanded.add(key);
         toggle.setAttribute("aria-expanded", String(!list.hidden));
       });
       return h("li", { class: "layer wide", "data-layer": i }, toggle, list);
