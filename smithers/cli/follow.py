@@ -67,6 +67,9 @@ def describe(ev: EventRecord, started: float) -> str | None:
     if t == "approval.requested":
         owner = f" (owner {p['owner']})" if p.get("owner") else ""
         return f"{at}  ? {node} waiting for approval{owner}"
+    if t == "approval.escalated":
+        fallback = p.get("fallback_owner")
+        return f"{at}  ? {node} escalated" + (f": {fallback} may decide now" if fallback else "")
     if t == "approval.decided":
         verdict = "approved" if p.get("approved") else "denied"
         return f"{at}  ! {node} {verdict} by {p.get('decided_by')}: {p.get('note') or ''}"

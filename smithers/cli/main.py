@@ -21,6 +21,7 @@ from smithers.cli import exitcodes
 from smithers.cli.childproc import watch_parent
 from smithers.cli.follow import follow
 from smithers.shared import operations
+from smithers.shared.approval import MAX_PAYLOAD_BYTES
 from smithers.shared.broker import Broker
 from smithers.shared.config import Deployment, resolve_deployment
 from smithers.shared.datadir import find_data_dir, read_record, where_looked
@@ -33,6 +34,7 @@ from smithers.shared.errors import (
     SmithersError,
     StoreUnavailable,
 )
+from smithers.shared.redaction import redact
 from smithers.shared.registry import Registry, load_registry
 from smithers.shared.store import Store
 from smithers.shared.store.queries import attempts_of, get_run, list_runs, nodes_of
@@ -198,6 +200,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
+    payload = None
+    if args.payload is not None:
+        if len(args.payload) > MAX_PAYLOAD_BYTES:
+            raise InvalidInput(f"--payload is over {MAX_PAYLOAD_BYTES} bytes")
+        try:
+            payload = json.loads(args.payload)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"--payload is not JSON: {exc.msg} at column {exc.colno}") from None
     dep = _deployment(args)
     store = _store(dep)
     record = operations.approve(
@@ -209,6 +219,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
         note=args.note,
         actor=_actor(args),
         iteration=args.iteration,
+        payload=redact(payload),
     )
     print(f"{record.node_id} of {record.run_id}: {record.status.value} by {record.decided_by}")
     return exitcodes.OK
@@ -323,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deny", action="store_true")
     p.add_argument("--note", default=None)
     p.add_argument("--iteration", type=int, default=None)
+    p.add_argument("--payload", default=None, help="the decision's payload (JSON), as the approval declares")
     p.add_argument("--as", dest="actor", default=None, help="the deciding subject (default cli:$USER)")
 
     p = add("cancel", cmd_cancel, "cancel a run")

@@ -18,7 +18,7 @@ def draft(ctx: StepContext) -> dict[str, Any]:
     return {"note": f"Release {ctx.input.get('version', '0.1.0')}: fixes and improvements."}
 
 
-wf.approval("review", after=[draft])
+wf.approval("review", after=[draft], description="Publish this release note?", show=[draft])
 
 
 @wf.task(after=["review"])

@@ -12,7 +12,19 @@ from flask import Flask, Response, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from smithers.gateway import approvals, events, grants, health, history, openapi, runs, sandboxes, workflows
+from smithers.gateway import (
+    approvals,
+    events,
+    grants,
+    health,
+    history,
+    openapi,
+    runs,
+    sandboxes,
+    session,
+    ui,
+    workflows,
+)
 from smithers.gateway.access import REQUEST_ID_KEY, ROUTE_KEY, AccessLog
 from smithers.gateway.auth import SCOPE_ATTR, configure_jwt, source
 from smithers.gateway.config import GatewayConfig
@@ -98,7 +110,20 @@ def create_app(
         limiter=FailureLimiter(config.auth_failures, config.auth_window_s),
     )
     configure_jwt(app, config.signing_key, config.issuer)
-    for module in (runs, events, approvals, workflows, grants, health, openapi, sandboxes, history):
+    blueprints = (
+        runs,
+        events,
+        approvals,
+        workflows,
+        grants,
+        health,
+        openapi,
+        sandboxes,
+        history,
+        session,
+        ui,
+    )
+    for module in blueprints:
         app.register_blueprint(module.bp)
     app.register_error_handler(Exception, handle_error)
     app.before_request(_note_route)

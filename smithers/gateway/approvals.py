@@ -1,5 +1,10 @@
 """Approvals: list them (approval:read) and decide one (approval:submit).
 
+Each listed approval carries what its workflow declared for the approver (``spec``:
+description, the upstream nodes to show, a payload schema or options, a default on
+timeout) and ``context``: the outputs of those upstream nodes, as stored (redacted).
+A decision's ``payload`` is checked against the declaration before it is recorded.
+
 The decider is the token's subject. Where an approval names an owner, only the owner
 decides, or the fallback owner once the escalation time has passed (enforced in
 :mod:`smithers.shared.store.approvals`); anyone else gets 403.
@@ -7,9 +12,11 @@ decides, or the fallback owner once the escalation time has passed (enforced in
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
+from sqlalchemy import Connection
 
 from smithers.gateway.auth import principal, requires
 from smithers.gateway.body import BodySchema, check_query, check_run_id, query_choice, query_int, read_body
@@ -17,20 +24,27 @@ from smithers.gateway.services import services
 from smithers.shared import operations
 from smithers.shared.errors import InvalidInput
 from smithers.shared.grants import Scope
-from smithers.shared.redaction import redact_text
+from smithers.shared.redaction import redact, redact_text
 from smithers.shared.status import ApprovalStatus
 from smithers.shared.store import ApprovalRecord
 from smithers.shared.store.queries import approvals as approvals_query
+from smithers.shared.store.queries import get_run, outputs_for
 from smithers.shared.workflow import NODE_ID
 
 bp = Blueprint("approvals", __name__)
 
 MAX_NOTE = 4000
+ORDERS = ("oldest", "urgent", "newest")
 DECISION = BodySchema(
     "DecisionRequest",
     {
         "approved": {"type": "boolean", "description": "true approves, false denies."},
         "note": {"type": "string", "nullable": True, "maxLength": MAX_NOTE},
+        "payload": {
+            "nullable": True,
+            "description": "The decision's payload: it must match the approval's declared"
+            " `spec.schema`, or be one of `spec.options`.",
+        },
         "iteration": {
             "type": "integer",
             "nullable": True,
@@ -44,23 +58,58 @@ DECISION = BodySchema(
 )
 
 
-def approval_json(record: ApprovalRecord) -> dict[str, Any]:
-    """The public shape of an approval."""
-    return {**record.to_json(), "status": record.status.value}
+def approval_json(record: ApprovalRecord, context: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The public shape of an approval (with ``context`` when it was loaded)."""
+    body = {**record.to_json(), "status": record.status.value}
+    if context is not None:
+        body["context"] = context
+    return body
+
+
+def _deadline(record: ApprovalRecord) -> float:
+    """When an approval next changes hands by itself: escalation or timeout."""
+    due = [record.escalate_at, (record.spec or {}).get("timeout_at")]
+    return min((d for d in due if d is not None), default=math.inf)
+
+
+def _context(conn: Connection, record: ApprovalRecord) -> dict[str, Any]:
+    """The declared upstream outputs of ``record``: its iteration's, else the first."""
+    shown = tuple((record.spec or {}).get("show") or ())
+    outputs = outputs_for(conn, record.run_id, shown)
+    found: dict[str, Any] = {}
+    for node in shown:
+        for key in ((node, record.iteration), (node, 0)):
+            if key in outputs:
+                found[node] = outputs[key]
+                break
+    return found
 
 
 @bp.get("/v1/approvals")
 @requires(Scope.APPROVAL_READ)
 def index() -> Response:
-    """Approvals by status (pending by default), oldest request first."""
-    check_query(("status", "run_id", "limit"))
+    """Approvals by status (pending by default), oldest request first or most urgent first."""
+    check_query(("status", "run_id", "limit", "order"))
     svc = services()
     status = query_choice("status", tuple(s.value for s in ApprovalStatus), "pending")
+    order = query_choice("order", ORDERS, "oldest")
     limit = query_int("limit", svc.config.page_max, 1, svc.config.page_max) or svc.config.page_max
     run_id = _run_filter()
     with svc.store.read() as conn:
         found = approvals_query(conn, status=status, run_id=run_id)
-    return jsonify({"approvals": [approval_json(a) for a in found[:limit]]})
+        if order == "urgent":
+            found.sort(key=lambda a: (_deadline(a), a.requested_at))
+        elif order == "newest":
+            found.sort(key=lambda a: a.decided_at or a.requested_at, reverse=True)
+        page = found[:limit]
+        runs = {r: get_run(conn, r) for r in {a.run_id for a in page}}
+        body = []
+        for a in page:
+            item = approval_json(a, _context(conn, a))
+            run = runs.get(a.run_id)
+            item["workflow"] = run.workflow if run is not None else None
+            body.append(item)
+    return jsonify({"approvals": body})
 
 
 def _run_filter() -> str | None:
@@ -88,5 +137,6 @@ def decide(run_id: str, node_id: str) -> Response:
         note=redact_text(note) if isinstance(note, str) else None,
         actor=principal().subject,
         iteration=body.get("iteration"),
+        payload=redact(body.get("payload")),  # then checked against the declaration
     )
     return jsonify(approval_json(record))

@@ -5,11 +5,20 @@ configured key, no leeway), it carries ``sub``, ``scopes``, ``exp`` and ``jti``,
 its grant row exists, names the same subject, and is neither revoked nor expired. The
 row is read on every request, so a revocation takes effect at once. The scopes a
 request may use are those in both the token and the row.
+
+The console may instead send a session cookie (:mod:`smithers.gateway.session`): a short
+JWT signed with a key derived from the signing key (so neither kind passes for the
+other), naming the same grant and at most its scopes. It is checked the same way (the
+grant row on every request, the same scope check), and an unsafe method also needs
+the session's CSRF token in ``X-CSRF-Token``. A request with an ``Authorization``
+header is judged by that header alone.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +34,7 @@ from flask_jwt_extended.exceptions import (
 )
 
 from smithers.gateway.services import services
-from smithers.shared.errors import RateLimited, Unauthorized
+from smithers.shared.errors import Forbidden, RateLimited, Unauthorized
 from smithers.shared.grants import Grant, Scope, effective_scopes, grant_problem, require_scope
 
 P = ParamSpec("P")
@@ -33,6 +42,11 @@ R = TypeVar("R")
 ALGORITHM = "HS256"
 SUBJECT_KEY = "smithers.subject"
 SCOPE_ATTR = "required_scope"
+ANY_SCOPE = "any"  # the SCOPE_ATTR of a view any valid credential may call
+SESSION_COOKIE = "smithers_session"
+SESSION_AUDIENCE = "smithers-console"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True)
@@ -42,6 +56,7 @@ class Principal:
     subject: str
     scopes: frozenset[Scope]
     jti: str
+    session: dict[str, Any] | None = None  # the session's claims, when the cookie was used
 
 
 def configure_jwt(app: Flask, key: str, issuer: str) -> JWTManager:
@@ -98,12 +113,31 @@ def mint_with_key(key: str, issuer: str, grant: Grant) -> str:
         return mint(grant)
 
 
-def authenticate(needed: Scope) -> Principal:
-    """Check the request's bearer token and scope; raise Unauthorized or Forbidden, or
-    RateLimited when the source failed authentication too often (the token unread)."""
+def session_key(key: str) -> bytes:
+    """The key session cookies are signed with: derived, so a bearer token is never a
+    valid session and a session never a valid bearer token."""
+    return hmac.new(key.encode(), b"smithers console session", hashlib.sha256).digest()
+
+
+def authenticate(needed: Scope | None) -> Principal:
+    """Check the request's bearer token or session cookie and, unless ``needed`` is None,
+    its scope; raise Unauthorized or Forbidden, or RateLimited when the source failed
+    authentication too often (the credential unread)."""
     wait = services().limiter.retry_after(source())
     if wait is not None:
         raise RateLimited(f"too many failed authentications from this address; retry in {wait} s", wait)
+    if "Authorization" not in request.headers and SESSION_COOKIE in request.cookies:
+        principal = _from_session(request.cookies[SESSION_COOKIE])
+    else:
+        principal = _from_bearer()
+    g.principal = principal
+    request.environ[SUBJECT_KEY] = principal.subject
+    if needed is not None:
+        require_scope(principal.scopes, needed)
+    return principal
+
+
+def _from_bearer() -> Principal:
     try:
         verify_jwt_in_request()
     except NoAuthorizationError:
@@ -124,15 +158,41 @@ def authenticate(needed: Scope) -> Principal:
         or int(claims["exp"]) != int(grant.expires_at)
     ):
         raise Unauthorized("invalid token")
-    principal = Principal(grant.subject, effective_scopes(grant, scopes_claim), grant.jti)
-    g.principal = principal
-    request.environ[SUBJECT_KEY] = principal.subject
-    require_scope(principal.scopes, needed)
-    return principal
+    return Principal(grant.subject, effective_scopes(grant, scopes_claim), grant.jti)
 
 
-def requires(scope: Scope) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Decorate a view: it runs only for a valid token holding ``scope``."""
+def _from_session(cookie: str) -> Principal:
+    config = services().config
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            cookie,
+            session_key(config.signing_key),
+            algorithms=[ALGORITHM],
+            audience=SESSION_AUDIENCE,
+            issuer=config.issuer,
+            options={"require": ["exp", "sub", "jti", "sid", "csrf", "scopes"]},
+            leeway=0,
+        )
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("session expired") from None
+    except jwt.PyJWTError:
+        raise Unauthorized("invalid session") from None
+    grant = services().control.get(str(claims["jti"]))
+    g.smithers_grant = grant
+    problem = grant_problem(grant, str(claims["sub"]), time.time())
+    if problem is not None or grant is None or not isinstance(claims["scopes"], list):
+        raise Unauthorized(problem or "invalid session")
+    if request.method not in SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(sent.encode(), str(claims["csrf"]).encode()):
+            g.principal = Principal(grant.subject, frozenset(), grant.jti, claims)
+            raise Forbidden(f"a session request that changes anything needs its {CSRF_HEADER} header")
+    return Principal(grant.subject, effective_scopes(grant, claims["scopes"]), grant.jti, claims)
+
+
+def requires(scope: Scope | None) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate a view: it runs only for a valid credential holding ``scope`` (any valid
+    credential when ``scope`` is None)."""
 
     def decorate(view: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(view)
@@ -140,7 +200,7 @@ def requires(scope: Scope) -> Callable[[Callable[P, R]], Callable[P, R]]:
             authenticate(scope)
             return view(*args, **kwargs)
 
-        setattr(wrapper, SCOPE_ATTR, scope)
+        setattr(wrapper, SCOPE_ATTR, ANY_SCOPE if scope is None else scope)
         return wrapper
 
     return decorate

@@ -104,6 +104,8 @@ class GatewayConfig:
     holder_ttl_s: float = settings.HOLDER_TTL.default  # a launch warns when no live holder has its revision
     auth_failures: int = settings.GATEWAY_AUTH_FAILURES.default
     auth_window_s: float = settings.GATEWAY_AUTH_WINDOW.default
+    session_ttl_s: int = settings.SESSION_TTL.default
+    session_secure: str = settings.SESSION_SECURE_COOKIE.default  # auto | true | false
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], deployment: Deployment) -> GatewayConfig:
@@ -125,4 +127,6 @@ class GatewayConfig:
             holder_ttl_s=settings.HOLDER_TTL.read(env),
             auth_failures=settings.GATEWAY_AUTH_FAILURES.read(env),
             auth_window_s=settings.GATEWAY_AUTH_WINDOW.read(env),
+            session_ttl_s=settings.SESSION_TTL.read(env),
+            session_secure=settings.SESSION_SECURE_COOKIE.read(env),
         )

@@ -16,6 +16,7 @@ from flask import Blueprint, Response, jsonify
 
 from smithers.gateway import approvals, grants, history, runs, sandboxes, workflows
 from smithers.gateway.apidoc import render_markdown
+from smithers.gateway.auth import ANY_SCOPE
 from smithers.gateway.schemas import (
     CURSOR,
     LAST_EVENT_ID,
@@ -62,6 +63,10 @@ bounded: people get 15 minutes by default and 12 hours at most, automation
 No scope implies another: a token that launches cannot approve, and `admin` does
 neither. A missing, expired, revoked or tampered token gets 401; a valid token without
 the scope gets 403. Both are written to the audit log.
+
+**Console sessions.** The console (`/ui/`) exchanges a token once, at `POST /v1/session`,
+for an HttpOnly, SameSite=Strict cookie with the same grant and scopes; requests with
+that cookie that change anything also send the session's `X-CSRF-Token`.
 
 **Requests.** Bodies are JSON objects up to `SMITHERS_GATEWAY_MAX_BODY` bytes (1 MiB;
 over it: 413); run input is also bounded by `SMITHERS_MAX_INPUT_BYTES` (1 MiB of
@@ -126,6 +131,16 @@ def _paths() -> dict[str, Schema]:
                         "Page size (default 50).",
                     ),
                     param("cursor", "query", STR, "`next_cursor` of the previous page."),
+                    param(
+                        "since", "query", {"type": "integer", "minimum": 0}, "Created at or after (epoch s)."
+                    ),
+                    param("until", "query", {"type": "integer", "minimum": 0}, "Created before (epoch s)."),
+                    param(
+                        "q",
+                        "query",
+                        {"type": "string", "pattern": runs.RUN_ID_SEARCH.pattern},
+                        "Only runs whose id contains this.",
+                    ),
                 ],
             ),
         },
@@ -258,6 +273,13 @@ def _paths() -> dict[str, Schema]:
                         {"type": "integer", "minimum": 1, "maximum": 200},
                         "At most this many.",
                     ),
+                    param(
+                        "order",
+                        "query",
+                        {"type": "string", "enum": list(approvals.ORDERS)},
+                        "`oldest` request first (default), most `urgent` first (the earliest escalation"
+                        " or timeout), or `newest` decision first.",
+                    ),
                 ],
             ),
         },
@@ -272,7 +294,9 @@ def _paths() -> dict[str, Schema]:
                 },
                 operationId="decideApproval",
                 description="The decider is the token's subject. Where the approval names an owner, only the"
-                " owner decides, or the fallback owner once the escalation time has passed (else 403).",
+                " owner decides, or the fallback owner once the escalation time has passed (else 403)."
+                " A `payload` must match what the approval declares (`spec.schema`, a JSON Schema subset,"
+                " or one of `spec.options`); approving such an approval needs one (else 400).",
                 requestBody=request_body(approvals.DECISION),
             ),
         },
@@ -454,6 +478,75 @@ def _paths() -> dict[str, Schema]:
                     **errors(*auth, 404, 413, 503),
                 },
                 operationId="revokeGrant",
+            ),
+        },
+        "/v1/session": {
+            "post": op(
+                "Start a console session",
+                ANY_SCOPE,
+                {
+                    "201": json_body(ref("Session"), "The session cookie was set; keep `csrf_token`."),
+                    **errors(400, 401, 403, 503),
+                },
+                operationId="createSession",
+                description="Exchange the bearer token in `Authorization` for `smithers_session`, an"
+                " HttpOnly, SameSite=Strict cookie (Secure over https or with"
+                " `SMITHERS_SESSION_SECURE_COOKIE=true`) naming the same grant and at most its scopes,"
+                " for `SMITHERS_SESSION_TTL` or until the grant expires. Requests with the cookie are"
+                " checked like the token (the grant row, the same scopes); those that change anything"
+                " also need `X-CSRF-Token`. Revoking the grant ends its sessions at once.",
+            ),
+            "get": op(
+                "Who is calling",
+                ANY_SCOPE,
+                {
+                    "200": json_body(ref("Session"), "Subject, scopes, expiry; the session's CSRF token."),
+                    **errors(400, 401, 503),
+                },
+                operationId="readSession",
+            ),
+            "delete": op(
+                "Sign out",
+                ANY_SCOPE,
+                {
+                    "200": json_body(ref("SignedOut"), "The session cookie was cleared."),
+                    **errors(400, 401, 403, 503),
+                },
+                operationId="endSession",
+                description="With the session cookie, `X-CSRF-Token` is needed (else 403).",
+            ),
+        },
+        "/ui": {
+            "get": op(
+                "The console (redirect)",
+                None,
+                {"308": {"description": "To `/ui/`."}},
+                operationId="consoleRedirect",
+            ),
+        },
+        "/ui/": {
+            "get": op(
+                "The console",
+                None,
+                {"200": {"description": "The console's page.", "content": {"text/html": {"schema": STR}}}},
+                operationId="console",
+                description="A browser UI on this API (docs/console.md); static files under a strict"
+                " Content-Security-Policy. It needs no credential; every call it makes does.",
+            ),
+        },
+        "/ui/{name}": {
+            "parameters": [param("name", "path", STR, "A console file (`app.js`, `app.css`, ...).")],
+            "get": op(
+                "A console file",
+                None,
+                {
+                    "200": {
+                        "description": "The file.",
+                        "content": {"text/javascript": {"schema": STR}, "text/css": {"schema": STR}},
+                    },
+                    **errors(404),
+                },
+                operationId="consoleFile",
             ),
         },
         "/healthz": {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import time
 from dataclasses import replace
 from typing import Any
@@ -21,13 +22,22 @@ from smithers.shared.redaction import redact_text
 from smithers.shared.status import RunStatus
 from smithers.shared.store import RunRecord, revisions
 from smithers.shared.store import runs as runs_store
-from smithers.shared.store.queries import attempts_of, get_run, list_runs, nodes_of, outputs_of
+from smithers.shared.store.queries import (
+    attempts_of,
+    get_run,
+    latest_feed_id,
+    list_runs,
+    nodes_of,
+    outputs_of,
+)
 from smithers.shared.workflow import WORKFLOW_NAME
 
 bp = Blueprint("runs", __name__, url_prefix="/v1/runs")
 
 RUN_ID_PATTERN = runs_store.RUN_ID.pattern
 STATUSES = tuple(s.value for s in RunStatus)
+MAX_TIME = 2**40  # epoch seconds: far beyond any creation time
+RUN_ID_SEARCH = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 LAUNCH = BodySchema(
     "LaunchRequest",
@@ -169,22 +179,36 @@ def _decode_cursor(text: str) -> tuple[float, str]:
 @bp.get("")
 @requires(Scope.RUN_READ)
 def index() -> Response:
-    """Run summaries (no input or output) newest first, filtered by status and workflow;
-    ``next_cursor`` pages on."""
-    check_query(("status", "workflow", "limit", "cursor"))
+    """Run summaries (no input or output) newest first, filtered by status, workflow,
+    creation time and part of the run id; ``next_cursor`` pages on."""
+    check_query(("status", "workflow", "limit", "cursor", "since", "until", "q"))
     svc = services()
     status = query_choice("status", STATUSES)
     workflow = request.args.get("workflow") or None
     limit = query_int("limit", 50, 1, svc.config.page_max) or 50
     cursor = request.args.get("cursor")
     before = _decode_cursor(cursor) if cursor else None
+    since = query_int("since", None, 0, MAX_TIME)
+    until = query_int("until", None, 0, MAX_TIME)
+    search = request.args.get("q") or None
+    if search is not None and not RUN_ID_SEARCH.fullmatch(search):
+        raise InvalidInput(f"q must match {RUN_ID_SEARCH.pattern} (a part of a run id)")
     with svc.store.read() as conn:
+        feed_id = latest_feed_id(conn)  # first: whatever changes after the page is streamed
         found = list_runs(
-            conn, status=status, workflow=workflow, before=before, limit=limit + 1, summary=True
+            conn,
+            status=status,
+            workflow=workflow,
+            before=before,
+            limit=limit + 1,
+            since=since,
+            until=until,
+            run_id_contains=search,
+            summary=True,
         )
     page = found[:limit]
     next_cursor = _encode_cursor(page[-1]) if len(found) > limit else None
-    return jsonify({"runs": [run_summary(r) for r in page], "next_cursor": next_cursor})
+    return jsonify({"runs": [run_summary(r) for r in page], "next_cursor": next_cursor, "feed_id": feed_id})
 
 
 @bp.get("/<run_id>")

@@ -126,9 +126,31 @@ def component_schemas() -> dict[str, Schema]:
             "decided_by": STR,
             "decided_at": NUM,
             "note": STR,
+            "spec": {
+                **obj(
+                    {
+                        "description": STR,
+                        "show": {"type": "array", "items": STR},
+                        "schema": {**OBJ, "nullable": True},
+                        "options": {"type": "array", "items": STR},
+                        "default": {"type": "string", "enum": ["approve", "deny"], "nullable": True},
+                        "timeout_at": {**NUM, "nullable": True},
+                    }
+                ),
+                "nullable": True,
+                "description": "What the workflow declared for the approver (null before schema v7).",
+            },
+            "payload": ANY,
+            "escalated_at": NUM,
+            "context": {**OBJ, "description": "Outputs of the declared upstream nodes (listings only)."},
+            "workflow": STR,
         },
-        nullable=("owner", "fallback_owner", "escalate_at", "decided_by", "decided_at", "note"),
-    )
+        nullable=(
+            "owner", "fallback_owner", "escalate_at", "decided_by", "decided_at", "note", "escalated_at",
+            "workflow",
+        ),
+        optional=("context", "workflow"),
+    )  # fmt: skip
     grant = obj(
         {
             "jti": STR,
@@ -154,7 +176,15 @@ def component_schemas() -> dict[str, Schema]:
             "revision": STR,
             "nodes": {
                 "type": "array",
-                "items": obj({"id": STR, "kind": STR, "after": {"type": "array", "items": STR}}),
+                "items": obj(
+                    {
+                        "id": STR,
+                        "kind": STR,
+                        "after": {"type": "array", "items": STR},
+                        "loop": {**STR, "description": "The loop whose body this node is in."},
+                    },
+                    nullable=("loop",),
+                ),
             },
         }
     )
@@ -186,9 +216,24 @@ def component_schemas() -> dict[str, Schema]:
             "required": [k for k in run["required"] if k not in ("input", "output")],
         },
         "RunPage": obj(
-            {"runs": {"type": "array", "items": ref("RunSummary")}, "next_cursor": STR},
+            {
+                "runs": {"type": "array", "items": ref("RunSummary")},
+                "next_cursor": STR,
+                "feed_id": {**INT, "description": "Follow `/v1/events` from here to see every change after."},
+            },
             nullable=("next_cursor",),
         ),
+        "Session": obj(
+            {
+                "subject": STR,
+                "scopes": {"type": "array", "items": STR},
+                "expires_at": NUM,
+                "csrf_token": {**STR, "description": "Send as `X-CSRF-Token` on unsafe session requests."},
+                "via": {"type": "string", "enum": ["session", "bearer"]},
+            },
+            nullable=("expires_at", "csrf_token"),
+        ),
+        "SignedOut": obj({"signed_out": BOOL}),
         "Node": node,
         "Attempt": attempt,
         "Output": obj({"node_id": STR, "iteration": INT, "value": ANY}),
@@ -441,5 +486,6 @@ def op(summary: str, scope: str | None, responses: dict[str, Schema], **extra: A
         op["security"] = []
     else:
         op["x-required-scope"] = scope
-        op["description"] = (extra.get("description", "") + f"\n\nScope: `{scope}`.").strip()
+        needed = "any valid credential" if scope == "any" else f"`{scope}`"
+        op["description"] = (extra.get("description", "") + f"\n\nScope: {needed}.").strip()
     return op

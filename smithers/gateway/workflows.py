@@ -31,7 +31,12 @@ def workflow_json(entry: Registered) -> dict[str, Any]:
         "module": entry.module,
         "revision": entry.revision,
         "nodes": [
-            {"id": node_id, "kind": wf.nodes[node_id].kind.value, "after": list(wf.nodes[node_id].after)}
+            {
+                "id": node_id,
+                "kind": wf.nodes[node_id].kind.value,
+                "after": list(wf.nodes[node_id].after),
+                "loop": wf.nodes[node_id].loop,
+            }
             for node_id in (wf.order or tuple(wf.nodes))
         ],
     }

@@ -128,6 +128,26 @@ class OpenApproval:
     owner: str | None
     fallback_owner: str | None
     escalate_at: float | None
+    spec: Mapping[str, Any] | None = None  # the declaration (smithers.shared.approval)
+
+
+@dataclass(frozen=True)
+class EscalateApproval:
+    """A pending approval passed its escalation time: note it and emit its event, once."""
+
+    node_id: str
+    iteration: int
+    fallback_owner: str | None
+
+
+@dataclass(frozen=True)
+class ExpireApproval:
+    """A pending approval passed its timeout: decide it by its declared default."""
+
+    node_id: str
+    iteration: int
+    approved: bool
+    note: str
 
 
 @dataclass(frozen=True)
@@ -139,7 +159,9 @@ class SetRun:
     error: Mapping[str, Any] | None = None
 
 
-Action = Dispatch | Redispatch | EndAttempt | SetNode | OpenApproval | SetRun
+Action = (
+    Dispatch | Redispatch | EndAttempt | SetNode | OpenApproval | EscalateApproval | ExpireApproval | SetRun
+)
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,15 @@ from smithers.shared.actions import (
     Decision,
     DecisionConfig,
     EndAttempt,
+    EscalateApproval,
+    ExpireApproval,
     Key,
     NodeView,
     OpenApproval,
     RunView,
     SetRun,
 )
+from smithers.shared.approval import TIMEOUT_ACTOR
 from smithers.shared.context import DecisionContext
 from smithers.shared.decision_steps import Steps
 from smithers.shared.policy import cache_key
@@ -124,18 +127,46 @@ class _Decider(Steps):
 
     def approval_decided(self, node: Node, st: NodeView) -> None:
         decision = st.decision
-        if decision is None or decision.get("status") == ApprovalStatus.PENDING:
+        if decision is None:
             return
+        if decision.get("status") == ApprovalStatus.PENDING:
+            decision = self.approval_waits(node, st, decision)
+            if decision is None:
+                return
         out = {
             "approved": decision.get("status") == ApprovalStatus.APPROVED,
             "note": decision.get("note"),
             "decided_by": decision.get("decided_by"),
         }
+        if decision.get("payload") is not None:
+            out["payload"] = decision["payload"]
         if out["approved"]:
             self.set_node(node, st.iteration, NodeStatus.SUCCEEDED, "node.succeeded", output=out)
         else:
             error = {"code": "denied", "message": f"approval denied by {out['decided_by']}"}
             self.set_node(node, st.iteration, NodeStatus.FAILED, "node.failed", output=out, error=error)
+
+    def approval_waits(self, node: Node, st: NodeView, row: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """A pending approval: announce its escalation once, and decide it by its declared
+        default once its timeout has passed (returned as the decided row)."""
+        escalate_at = row.get("escalate_at")
+        if escalate_at is not None and row.get("escalated_at") is None:
+            if escalate_at <= self.now:
+                self.actions.append(EscalateApproval(node.id, st.iteration, row.get("fallback_owner")))
+            else:
+                self.wakes.append(escalate_at)
+        spec = row.get("spec") or {}
+        timeout_at, default = spec.get("timeout_at"), spec.get("default")
+        if timeout_at is None or default is None:
+            return None
+        if timeout_at > self.now:
+            self.wakes.append(timeout_at)
+            return None
+        approved = default == "approve"
+        note = f"no decision within the approval's timeout; default {default!r}"
+        self.actions.append(ExpireApproval(node.id, st.iteration, approved, note))
+        status = ApprovalStatus.APPROVED if approved else ApprovalStatus.DENIED
+        return {**row, "status": status, "note": note, "decided_by": TIMEOUT_ACTOR, "payload": None}
 
     def review_decided(self, node: Node, st: NodeView) -> None:
         """A sandbox node held for diff review: accepted succeeds (output unchanged)."""
@@ -230,9 +261,20 @@ class _Decider(Steps):
                 iteration,
                 NodeStatus.WAITING,
                 "approval.requested",
-                payload={"owner": node.owner, "fallback_owner": node.fallback_owner},
+                payload={
+                    "owner": node.owner,
+                    "fallback_owner": node.fallback_owner,
+                    "escalate_at": escalate,
+                    "description": node.approval.description if node.approval else "",
+                },
             )
-            self.actions.append(OpenApproval(node.id, iteration, node.owner, node.fallback_owner, escalate))
+            spec = node.approval.to_json(self.now) if node.approval else None
+            self.actions.append(
+                OpenApproval(node.id, iteration, node.owner, node.fallback_owner, escalate, spec)
+            )
+            for due in (escalate, (spec or {}).get("timeout_at")):
+                if due is not None:
+                    self.wakes.append(due)
         elif node.kind is NodeKind.TIMER:
             due = self.now + node.seconds
             self.set_node(

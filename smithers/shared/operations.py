@@ -171,11 +171,12 @@ def approve(
     note: str | None,
     actor: str,
     iteration: int | None = None,
+    payload: Any = None,
 ) -> ApprovalRecord:
-    """Decide a pending approval (owner rules apply)."""
+    """Decide a pending approval (owner rules and its declared payload apply)."""
     with store.write() as tx:
         record = approvals_store.decide(
-            tx, run_id, node_id, iteration, approved=approved, note=note, actor=actor
+            tx, run_id, node_id, iteration, approved=approved, note=note, actor=actor, payload=payload
         )
     if broker is not None:
         broker.wake(run_id)

@@ -368,6 +368,23 @@ CORS_ORIGINS = _gateway.add(
         shown="none (no CORS headers)",
     )
 )
+SESSION_TTL = _gateway.add(
+    Setting(
+        "SMITHERS_SESSION_TTL",
+        3600,
+        "Lifetime of a console session (`POST /v1/session`), never past its token's expiry.",
+        duration,
+    )
+)
+SESSION_SECURE_COOKIE = _gateway.add(
+    Setting(
+        "SMITHERS_SESSION_SECURE_COOKIE",
+        "auto",
+        "`Secure` on the session cookie: `auto` (when the request came over https), `true`"
+        " (behind a TLS proxy that speaks plain HTTP to the gateway) or `false`.",
+        choice("auto", "true", "false"),
+    )
+)
 SSE_POLL_SECONDS = _gateway.add(
     Setting(
         "SMITHERS_SSE_POLL_SECONDS", 0.025, "Seconds between polls of the store for new events.", positive

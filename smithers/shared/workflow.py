@@ -27,6 +27,7 @@ from smithers.shared.errors import InvalidWorkflow
 from smithers.shared.policy import Backoff, CachePolicy, RetryPolicy
 
 if TYPE_CHECKING:
+    from smithers.shared.approval import ApprovalSpec
     from smithers.shared.context import DecisionContext, StepContext
     from smithers.shared.sandbox import SandboxSpec
 
@@ -77,6 +78,7 @@ class Node:
     seconds: float = 0.0
     sandbox: SandboxSpec | None = None
     on_reject: OnReject = "fail"  # a sandbox node whose patches are rejected: fail or skip
+    approval: ApprovalSpec | None = None  # what an approval shows and accepts
 
     @property
     def dispatched(self) -> bool:
@@ -204,10 +206,36 @@ class Workflow:
         fallback_owner: str | None = None,
         escalate_after_s: float | None = None,
         continue_on_fail: bool = False,
+        description: str = "",
+        show: Iterable[object] | None = None,
+        schema: Mapping[str, Any] | None = None,
+        options: Iterable[str] = (),
+        timeout_s: float | None = None,
+        default: str | None = None,
     ) -> Node:
-        """Declare an approval: waits for a person's approve or deny, with a note."""
+        """Declare an approval: waits for a person's approve or deny, with a note.
+
+        ``description`` and the outputs of the upstream nodes in ``show`` are what the
+        approver sees; ``schema`` (a JSON Schema subset) or ``options`` (strings) declare
+        the decision's payload, checked by the console and the gateway; after
+        ``timeout_s`` nobody answered and the approval is decided ``default``
+        ("approve" or "deny"). See :mod:`smithers.shared.approval`.
+        """
+        from smithers.shared.approval import make_spec  # noqa: PLC0415 (approval imports errors only)
+
         if fallback_owner and not owner:
             raise InvalidWorkflow(f"approval {id!r}: a fallback_owner needs an owner")
+        if escalate_after_s is not None and escalate_after_s <= 0:
+            raise InvalidWorkflow(f"approval {id!r}: escalate_after_s must be > 0")
+        spec = make_spec(
+            id,
+            description=description,
+            show=_refs(show),
+            schema=schema,
+            options=options,
+            timeout_s=timeout_s,
+            default=default,
+        )
         return self.add(
             Node(
                 id=id,
@@ -217,6 +245,7 @@ class Workflow:
                 fallback_owner=fallback_owner,
                 escalate_after_s=escalate_after_s,
                 continue_on_fail=continue_on_fail,
+                approval=spec,
             )
         )
 
@@ -283,6 +312,12 @@ class Workflow:
         from smithers.shared.graph import validate_graph  # noqa: PLC0415 (graph imports this module)
 
         self.nodes, self.order = validate_graph(self.name, self.nodes)
+        for node in self.nodes.values():
+            unknown = [n for n in (node.approval.show if node.approval else ()) if n not in self.nodes]
+            if unknown:
+                raise InvalidWorkflow(
+                    f"workflow {self.name!r}: approval {node.id!r} shows unknown {unknown[0]!r}"
+                )
 
     def dependents(self, node_id: str) -> tuple[str, ...]:
         """Nodes that list ``node_id`` in ``after`` (in topological order)."""

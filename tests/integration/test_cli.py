@@ -82,6 +82,16 @@ def test_approval_exits_three_then_approve_and_watch_finish_it(up: Path) -> None
     assert again.returncode == 7 and "already decided" in again.stderr
 
 
+def test_approve_checks_its_payload_against_the_declaration(up: Path) -> None:
+    assert smithers(up, "run", "approval-demo", "--run-id", "appr-p").returncode == 3
+    bad_json = smithers(up, "approve", "appr-p", "review", "--payload", "{oops")
+    assert bad_json.returncode == 2 and "--payload is not JSON" in bad_json.stderr
+    undeclared = smithers(up, "approve", "appr-p", "review", "--payload", '{"channel": "beta"}')
+    assert undeclared.returncode == 2 and "this approval declares no payload" in undeclared.stderr
+    assert "Traceback" not in bad_json.stderr + undeclared.stderr
+    assert smithers(up, "approve", "appr-p", "review", "--as", "carol").returncode == 0  # still pending
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [

@@ -68,6 +68,9 @@ def test_the_wheel_without_extras_runs_hello_on_the_embedded_default(tmp_path: P
     tops = {name.split("/")[0] for name in names + recorded}
     assert tops == {"smithers", record.split("/")[0]}, tops
     assert not tops & set(PROCESS_NAMES)
+    # the console ships its built files: installing and serving /ui/ needs no Node toolchain
+    shipped = {n.rsplit("/", 1)[1] for n in names if n.startswith("smithers/gateway/console/")}
+    assert {"index.html", "app.js", "app.css", "api.js", "schema.js"} <= shipped, shipped
     venv = tmp_path / "venv"
     install(venv, wheel)
     found = importable(venv, tmp_path, EXTRAS + PROCESS_NAMES)

@@ -11,6 +11,8 @@ from smithers.shared.actions import (
     DecisionConfig,
     Dispatch,
     EndAttempt,
+    EscalateApproval,
+    ExpireApproval,
     NodeView,
     OpenApproval,
     Redispatch,
@@ -175,8 +177,17 @@ def test_an_approval_waits_and_the_run_says_waiting() -> None:
     wf.task("b", after=["ok"])(noop)
     build(wf)
     d = decide(wf, run_view(done("a")), {}, NOW)
-    assert of(d, OpenApproval) == [OpenApproval("ok", 0, "alice", "bob", NOW + 60)]
+    empty = {
+        "description": "",
+        "show": [],
+        "schema": None,
+        "options": [],
+        "default": None,
+        "timeout_at": None,
+    }
+    assert of(d, OpenApproval) == [OpenApproval("ok", 0, "alice", "bob", NOW + 60, empty)]
     assert of(d, SetRun) == [SetRun(RunStatus.WAITING)]
+    assert d.wake_at == NOW + 60  # the escalation is announced on time
     approved = (
         ("ok", 0),
         NodeView(
@@ -189,6 +200,68 @@ def test_an_approval_waits_and_the_run_says_waiting() -> None:
     d2 = decide(wf, run_view(done("a"), approved, status=RunStatus.WAITING), {}, NOW)
     assert of(d2, SetNode)[0].output == {"approved": True, "note": "fine", "decided_by": "alice"}
     assert dispatched(d2) == [("b", 0)]
+
+
+def waiting_approval(**row: Any) -> tuple[tuple[str, int], NodeView]:
+    decision = {"status": "pending", "fallback_owner": "bob", "escalate_at": None, "escalated_at": None}
+    return (("ok", 0), NodeView("ok", 0, NodeStatus.WAITING, decision={**decision, **row}))
+
+
+def declared_approval() -> Workflow:
+    wf = Workflow("appr-spec")
+    wf.task("a")(noop)
+    wf.approval(
+        "ok",
+        after=["a"],
+        owner="alice",
+        fallback_owner="bob",
+        escalate_after_s=60,
+        description="Ship it?",
+        show=["a"],
+        schema={"type": "object", "properties": {"channel": {"enum": ["beta", "stable"]}}},
+        timeout_s=600,
+        default="deny",
+    )
+    wf.task("b", after=["ok"])(noop)
+    return build(wf)
+
+
+def test_an_approval_escalates_once_and_is_denied_by_default_after_its_timeout() -> None:
+    wf = declared_approval()
+    opened = of(decide(wf, run_view(done("a")), {}, NOW), OpenApproval)[0]
+    assert opened.spec is not None and opened.spec["timeout_at"] == NOW + 600
+    assert opened.spec["show"] == ["a"] and opened.spec["description"] == "Ship it?"
+    spec = dict(opened.spec)
+
+    # before the escalation time: nothing happens, the run wakes at that time
+    early = decide(wf, run_view(done("a"), waiting_approval(escalate_at=NOW + 60, spec=spec)), {}, NOW)
+    assert of(early, EscalateApproval) == [] and early.wake_at == NOW + 60
+    # past it: one escalation; once it is recorded, never again
+    late = decide(wf, run_view(done("a"), waiting_approval(escalate_at=NOW - 1, spec=spec)), {}, NOW)
+    assert of(late, EscalateApproval) == [EscalateApproval("ok", 0, "bob")]
+    assert late.wake_at == NOW + 600
+    again = waiting_approval(escalate_at=NOW - 1, escalated_at=NOW - 0.5, spec=spec)
+    assert of(decide(wf, run_view(done("a"), again), {}, NOW), EscalateApproval) == []
+
+    # past the timeout: the declared default decides, and the node fails as denied
+    expired = decide(wf, run_view(done("a"), again), {}, NOW + 601)
+    (expire,) = of(expired, ExpireApproval)
+    assert (expire.node_id, expire.iteration, expire.approved) == ("ok", 0, False)
+    assert "default 'deny'" in expire.note
+    (failed,) = [a for a in of(expired, SetNode) if a.node_id == "ok"]
+    assert failed.status is NodeStatus.FAILED and failed.output["decided_by"] == "smithers:timeout"
+
+
+def test_an_approval_payload_is_its_output() -> None:
+    wf = declared_approval()
+    approved = waiting_approval(status="approved", note=None, decided_by="alice", payload={"channel": "beta"})
+    d = decide(wf, run_view(done("a"), approved, status=RunStatus.WAITING), {}, NOW)
+    assert of(d, SetNode)[0].output == {
+        "approved": True,
+        "note": None,
+        "decided_by": "alice",
+        "payload": {"channel": "beta"},
+    }
 
 
 def branching() -> Workflow:

@@ -1,9 +1,13 @@
-"""Approval decisions: owner checks, the decision row, its event and audit entry."""
+"""Approval decisions: owner checks, the payload check, the decision row, its event and
+audit entry; the escalation and timeout the scheduler's decision asks for."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select, update
 
+from smithers.shared.approval import TIMEOUT_ACTOR, check_payload
 from smithers.shared.errors import Conflict, Forbidden, NotFound
 from smithers.shared.status import ApprovalStatus
 from smithers.shared.store import schema as s
@@ -33,11 +37,13 @@ def decide(
     approved: bool,
     note: str | None,
     actor: str,
+    payload: Any = None,
 ) -> ApprovalRecord:
     """Record a decision on a pending approval and wake the scheduler.
 
     ``iteration`` None picks the pending one (the newest iteration). The decision row,
-    its ``approval.decided`` event and the audit entry are one transaction.
+    its ``approval.decided`` event and the audit entry are one transaction. ``payload`` is
+    checked against the approval's stored declaration (schema or options) first.
     """
     if tx.lock_run(run_id) is None:
         raise NotFound(f"run {run_id!r} not found")
@@ -57,6 +63,7 @@ def decide(
             f"approval {node_id!r} belongs to {approval.owner!r}"
             + (f" (fallback {approval.fallback_owner!r} after escalation)" if approval.fallback_owner else "")
         )
+    check_payload(approval.spec, approved, payload)
     status = ApprovalStatus.APPROVED if approved else ApprovalStatus.DENIED
     tx.conn.execute(
         update(ap)
@@ -65,9 +72,11 @@ def decide(
             ap.c.node_id == node_id,
             ap.c.iteration == approval.iteration,
         )
-        .values(status=status.value, decided_by=actor, decided_at=tx.now, note=note)
+        .values(status=status.value, decided_by=actor, decided_at=tx.now, note=note, payload=payload)
     )
     detail = {"approved": approved, "note": note, "decided_by": actor}
+    if payload is not None:
+        detail["payload"] = payload
     tx.emit(run_id, "approval.decided", node_id=node_id, iteration=approval.iteration, payload=detail)
     tx.audit(
         "approval.decided",
@@ -82,3 +91,42 @@ def decide(
         select(ap).where(ap.c.run_id == run_id, ap.c.node_id == node_id, ap.c.iteration == approval.iteration)
     ).one()
     return approval_record(row)
+
+
+def _where(run_id: str, node_id: str, iteration: int) -> Any:
+    ap = s.approvals.c
+    return (ap.run_id == run_id) & (ap.node_id == node_id) & (ap.iteration == iteration)
+
+
+def escalate_approval(tx: Tx, run_id: str, node_id: str, iteration: int, fallback_owner: str | None) -> None:
+    """Mark a pending approval escalated and emit ``approval.escalated`` (inside the
+    decision's transaction, under the run's lock: at most once per approval)."""
+    tx.conn.execute(update(s.approvals).where(_where(run_id, node_id, iteration)).values(escalated_at=tx.now))
+    tx.emit(
+        run_id,
+        "approval.escalated",
+        node_id=node_id,
+        iteration=iteration,
+        payload={"fallback_owner": fallback_owner},
+    )
+
+
+def expire_approval(tx: Tx, run_id: str, node_id: str, iteration: int, approved: bool, note: str) -> None:
+    """Decide a pending approval by its declared default after its timeout: the row, its
+    ``approval.decided`` event and the audit entry, in the decision's transaction."""
+    status = ApprovalStatus.APPROVED if approved else ApprovalStatus.DENIED
+    tx.conn.execute(
+        update(s.approvals)
+        .where(_where(run_id, node_id, iteration))
+        .values(status=status.value, decided_by=TIMEOUT_ACTOR, decided_at=tx.now, note=note)
+    )
+    detail = {"approved": approved, "note": note, "decided_by": TIMEOUT_ACTOR, "timeout": True}
+    tx.emit(run_id, "approval.decided", node_id=node_id, iteration=iteration, payload=detail)
+    tx.audit(
+        "approval.decided",
+        actor=TIMEOUT_ACTOR,
+        target_type="approval",
+        target_id=f"{run_id}/{node_id}/{iteration}",
+        run_id=run_id,
+        detail=detail,
+    )

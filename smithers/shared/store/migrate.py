@@ -79,7 +79,17 @@ def _v6(conn: Connection) -> None:
         next(i for i in s.audit_log.indexes if i.name == "ux_audit_dedupe").create(conn)
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6}
+def _v7(conn: Connection) -> None:
+    """``approvals.spec``, ``approvals.payload``, ``approvals.escalated_at``: what an approval
+    declares for its approver, the decision's payload, the escalation event's time."""
+    present = {c["name"] for c in inspect(conn).get_columns("approvals")}
+    for name in ("spec", "payload", "escalated_at"):
+        if name not in present:  # absent unless _v1 created the current tables
+            column = CreateColumn(s.approvals.c[name]).compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE approvals ADD COLUMN {column}"))
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7}
 
 
 def migrate(engine: Engine) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from smithers.shared.status import RunStatus
 from smithers.shared.store import fast
@@ -39,12 +39,22 @@ def list_runs(
     before: tuple[float, str] | None = None,
     limit: int = 50,
     summary: bool = False,
+    since: float | None = None,
+    until: float | None = None,
+    run_id_contains: str | None = None,
 ) -> list[RunRecord]:
-    """Newest first; ``before`` is the (created_at, run_id) cursor of the last page.
+    """Newest first; ``before`` is the (created_at, run_id) cursor of the last page;
+    ``since``/``until`` bound the creation time, ``run_id_contains`` searches run ids.
     With ``summary`` the input and output columns are not read (records carry ``{}``
     and None): a page stays small however large the runs' data."""
     r = s.runs
     query = select(*(c for c in r.c if c.name not in _BULKY)) if summary else select(r)
+    if since is not None:
+        query = query.where(r.c.created_at >= since)
+    if until is not None:
+        query = query.where(r.c.created_at < until)
+    if run_id_contains:
+        query = query.where(r.c.run_id.contains(run_id_contains, autoescape=True))
     if status:
         query = query.where(r.c.status == status)
     if workflow:
@@ -122,6 +132,12 @@ def feed_after(conn: Connection, after_feed_id: int = 0, limit: int = 500) -> li
     e = s.events
     rows = conn.execute(select(e).where(e.c.feed_id > after_feed_id).order_by(e.c.feed_id).limit(limit))
     return [event_record(row) for row in rows]
+
+
+def latest_feed_id(conn: Connection) -> int:
+    """The newest numbered feed id (0 when none): a client that follows the feed from it
+    misses nothing committed after this read (later numberings take higher ids)."""
+    return int(conn.execute(select(func.max(s.events.c.feed_id))).scalar() or 0)
 
 
 def feed_id_of(ev: EventRecord) -> int:

@@ -121,6 +121,9 @@ class ApprovalRecord:
     decided_by: str | None
     decided_at: float | None
     note: str | None
+    spec: Mapping[str, Any] | None = None  # the declaration (smithers.shared.approval)
+    payload: Any = None
+    escalated_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -229,4 +232,7 @@ def approval_record(row: Row[Any]) -> ApprovalRecord:
         decided_by=m["decided_by"],
         decided_at=m["decided_at"],
         note=m["note"],
+        spec=m["spec"],
+        payload=m["payload"],
+        escalated_at=m["escalated_at"],
     )

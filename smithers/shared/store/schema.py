@@ -184,6 +184,11 @@ approvals = Table(
     Column("decided_by", String(128)),
     Column("decided_at", Float),
     Column("note", Text),
+    # v7: the declaration copied at request time (smithers.shared.approval), the decision's
+    # checked payload, and when the escalation event was emitted (once).
+    Column("spec", Json),
+    Column("payload", Json),
+    Column("escalated_at", Float),
     ForeignKeyConstraint(
         ["run_id", "node_id", "iteration"],
         ["nodes.run_id", "nodes.node_id", "nodes.iteration"],

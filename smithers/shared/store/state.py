@@ -15,6 +15,8 @@ from smithers.shared.actions import (
     Decision,
     Dispatch,
     EndAttempt,
+    EscalateApproval,
+    ExpireApproval,
     Key,
     NodeView,
     OpenApproval,
@@ -28,6 +30,7 @@ from smithers.shared.limits import OutputTooLarge, check_size
 from smithers.shared.status import AttemptState, NodeStatus, RunStatus
 from smithers.shared.store import fast
 from smithers.shared.store import schema as s
+from smithers.shared.store.approvals import escalate_approval, expire_approval
 from smithers.shared.store.sandboxes import review_decisions
 from smithers.shared.store.tx import Tx
 
@@ -320,8 +323,13 @@ def apply_decision(
                     fallback_owner=action.fallback_owner,
                     escalate_at=action.escalate_at,
                     requested_at=tx.now,
+                    spec=dict(action.spec) if action.spec is not None else None,
                 )
             )
+        elif isinstance(action, EscalateApproval):
+            escalate_approval(tx, run_id, action.node_id, action.iteration, action.fallback_owner)
+        elif isinstance(action, ExpireApproval):
+            expire_approval(tx, run_id, action.node_id, action.iteration, action.approved, action.note)
         elif isinstance(action, SetRun):
             terminal = action.status.terminal
             _set_run(tx, run_id, action)
