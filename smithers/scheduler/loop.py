@@ -225,11 +225,13 @@ class Scheduler:
             return due_runs(conn, time.time(), revisions=self.revisions)
 
     def announce(self, started_at: float) -> None:
-        """Refresh this process's holder rows, then mark (or clear) runs whose revision no
-        live scheduler or worker holds: one transaction."""
+        """Refresh this process's holder rows, then (once this scheduler has run for a
+        holder TTL) mark or clear runs whose revision no live scheduler or worker holds."""
         entries = [self.registry.get(name) for name in self.registry.names()]
         with self.store.write() as tx:
             revisions.hold(tx, self.process_id, "scheduler", entries, started_at)
+        if time.time() - started_at < self.config.holder_ttl_s:
+            return  # the deployment's other processes get one TTL to announce themselves
         with self.store.write() as tx:
             marked, cleared = revisions.check_unheld(tx, self.config.holder_ttl_s)
         for run_id in marked:

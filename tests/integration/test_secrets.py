@@ -44,7 +44,7 @@ def test_a_secret_logged_every_way_or_used_as_an_output_key_is_nowhere(
     # given a step that logs its secret as a message, an argument, a mapping argument,
     # extra fields (key and value), a traceback (exception text), a stack, through
     # Celery's task logger and print, and returns it as an output key
-    eng: Engine = engine_factory(database_url, SMITHERS_TEST_SECRET=SECRET)
+    eng: Engine = engine_factory(database_url, SMITHERS_SECRET_TEST=SECRET)
     eng.scheduler()
     eng.worker()
 

@@ -157,13 +157,13 @@ def use_secret(ctx: StepContext) -> dict[str, Any]:
 leaks = Workflow("t-secret-leaks")
 
 
-@leaks.task(secrets=["SMITHERS_TEST_SECRET"])
+@leaks.task(secrets=["SMITHERS_SECRET_TEST"])
 def leak_everywhere(ctx: StepContext) -> dict[str, Any]:
     import logging
 
     from celery.utils.log import get_task_logger
 
-    value = ctx.secret("SMITHERS_TEST_SECRET")
+    value = ctx.secret("SMITHERS_SECRET_TEST")
     log = logging.getLogger("tests.leaks")
     log.warning("message %s", value)
     log.warning("message " + value)

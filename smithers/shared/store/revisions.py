@@ -121,8 +121,8 @@ def missing_roles(conn: Connection, workflow: str, revision: str, now: float, tt
 
 
 def check_unheld(tx: Tx, ttl_s: float) -> tuple[list[str], list[str]]:
-    """Mark live runs whose revision lacks a live scheduler or worker holder
-    ``revision_unavailable`` (with a ``run.revision_unavailable`` event), and clear the
+    """Mark live runs whose revision lacks a live scheduler or worker holder (and that
+    have not changed for ``ttl_s``) ``revision_unavailable`` (with a ``run.revision_unavailable`` event), and clear the
     mark (``run.revision_available``) once both hold it again or the run is over.
     Returns (marked, cleared) run ids; at most ``MAX_CHECKED`` changes per call.
 
@@ -151,6 +151,8 @@ def check_unheld(tx: Tx, ttl_s: float) -> tuple[list[str], list[str]]:
         where = [r.c.workflow == wf, r.c.module_revision == rev]
         if is_live and missing and reason != UNAVAILABLE:
             where.append(live)
+            # a run that changed within the TTL is left alone: its holders may be starting
+            where.append(r.c.updated_at <= tx.now - ttl_s)
             where.append(or_(r.c.status_reason.is_(None), r.c.status_reason != UNAVAILABLE))
             target, values, event = marked, {"status_reason": UNAVAILABLE}, "run.revision_unavailable"
             payload: dict[str, Any] = {"revision": rev, "missing": missing}

@@ -480,7 +480,8 @@ def _set_node(tx: Tx, run_id: str, action: SetNode) -> None:
 def _set_run(tx: Tx, run_id: str, action: SetRun) -> None:
     values: dict[str, Any] = {"status": action.status.value, "updated_at": tx.now}
     if action.status.terminal:
-        values.update(finished_at=tx.now, output=action.output, error=action.error)
+        # an ended run waits for no holder: it is never shown revision_unavailable
+        values.update(finished_at=tx.now, output=action.output, error=action.error, status_reason=None)
     tx.set_run(run_id, values)
     payload: dict[str, Any] = {}
     if action.error:
