@@ -123,7 +123,8 @@ def missing_roles(conn: Connection, workflow: str, revision: str, now: float, tt
 def check_unheld(tx: Tx, ttl_s: float) -> tuple[list[str], list[str]]:
     """Mark live runs whose revision lacks a live scheduler or worker holder (and that
     have not changed for ``ttl_s``) ``revision_unavailable`` (with a
-    ``run.revision_unavailable`` event), and clear the mark (``run.revision_available``) once both hold it again or the run is over.
+    ``run.revision_unavailable`` event), and clear the mark (``run.revision_available``)
+    once both hold it again or the run is over.
     Returns (marked, cleared) run ids; at most ``MAX_CHECKED`` changes per call.
 
     One grouped read finds the (workflow, revision) pairs that need a change; only
