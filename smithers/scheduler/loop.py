@@ -233,7 +233,9 @@ class Scheduler:
         if time.time() - started_at < self.config.holder_ttl_s:
             return  # the deployment's other processes get one TTL to announce themselves
         with self.store.write() as tx:
-            marked, cleared = revisions.check_unheld(tx, self.config.holder_ttl_s)
+            marked, cleared = revisions.check_unheld(
+                tx, self.config.holder_ttl_s, settle_s=self.config.holder_ttl_s
+            )
         for run_id in marked:
             log.warning("run %s: no live scheduler or worker holds its workflow revision", run_id)
         if cleared:

@@ -267,6 +267,9 @@ def test_the_holder_check_marks_and_clears_once_per_change(database_url: str, tm
     # given: only a scheduler holds the revision
     with store.write() as tx:
         revisions.hold(tx, "sched-1", "scheduler", [entry], tx.now)
+    # when: the check runs with a settling time longer than the runs' age; then: no mark yet
+    with store.write() as tx:
+        assert revisions.check_unheld(tx, 30.0, settle_s=30.0) == ([], [])
     # when: the check runs twice
     with store.write() as tx:
         first = revisions.check_unheld(tx, 30.0)

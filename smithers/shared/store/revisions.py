@@ -120,9 +120,9 @@ def missing_roles(conn: Connection, workflow: str, revision: str, now: float, tt
     return [role for role in ROLES if role not in held]
 
 
-def check_unheld(tx: Tx, ttl_s: float) -> tuple[list[str], list[str]]:
+def check_unheld(tx: Tx, ttl_s: float, settle_s: float = 0.0) -> tuple[list[str], list[str]]:
     """Mark live runs whose revision lacks a live scheduler or worker holder (and that
-    have not changed for ``ttl_s``) ``revision_unavailable`` (with a
+    have not changed for ``settle_s``) ``revision_unavailable`` (with a
     ``run.revision_unavailable`` event), and clear the mark (``run.revision_available``)
     once both hold it again or the run is over.
     Returns (marked, cleared) run ids; at most ``MAX_CHECKED`` changes per call.
@@ -152,8 +152,8 @@ def check_unheld(tx: Tx, ttl_s: float) -> tuple[list[str], list[str]]:
         where = [r.c.workflow == wf, r.c.module_revision == rev]
         if is_live and missing and reason != UNAVAILABLE:
             where.append(live)
-            # a run that changed within the TTL is left alone: its holders may be starting
-            where.append(r.c.updated_at <= tx.now - ttl_s)
+            # a run that changed within settle_s is left alone: its holders may be starting
+            where.append(r.c.updated_at <= tx.now - settle_s)
             where.append(or_(r.c.status_reason.is_(None), r.c.status_reason != UNAVAILABLE))
             target, values, event = marked, {"status_reason": UNAVAILABLE}, "run.revision_unavailable"
             payload: dict[str, Any] = {"revision": rev, "missing": missing}
