@@ -37,7 +37,7 @@ images="$(bash .ci/build-images.sh)"
 echo "${images}"
 
 step "compose.yaml is valid"
-env -i PATH="${PATH}" POSTGRES_PASSWORD=check SMITHERS_JWT_SECRET=check SMITHERS_FLOWER_PASSWORD=check \
+env -i PATH="${PATH}" POSTGRES_PASSWORD=check SMITHERS_JWT_SECRET=check SMITHERS_FLOWER_PASSWORD=check DOCKER_GID=0 \
     docker-compose -f compose.yaml config -q
 
 if [ "${1:-}" = "--prepare" ]; then
