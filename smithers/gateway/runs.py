@@ -190,7 +190,7 @@ def index() -> Response:
     before = _decode_cursor(cursor) if cursor else None
     since = query_int("since", None, 0, MAX_TIME)
     until = query_int("until", None, 0, MAX_TIME)
-    search = request.args.get("q") or None
+    search = request.args.get("q")  # present but empty is refused, as the document says
     if search is not None and not RUN_ID_SEARCH.fullmatch(search):
         raise InvalidInput(f"q must match {RUN_ID_SEARCH.pattern} (a part of a run id)")
     with svc.store.read() as conn:

@@ -42,8 +42,14 @@ def create_app(env: WorkerEnv) -> Celery:
     app.conf.update(celery_settings(env.broker.broker_url, env.config.visibility_timeout_s))
     app.conf.worker_concurrency = env.config.concurrency
     # What a worker consumes when Celery's -Q does not say (-Q adds any other queue)
-    app.conf.task_queues = [Queue(q, routing_key=q) for q in env.config.queues]
     held = sorted({env.registry.get(name).revision for name in env.registry.names()})
+    # (and each one's queues for the revisions held: a worker started without -Q, such as
+    # Celery's in-process test worker, consumes them too)
+    app.conf.task_queues = [
+        Queue(name, routing_key=name)
+        for q in env.config.queues
+        for name in [q, *(revision_queue(q, rev) for rev in held if q in QUEUES)]
+    ]
 
     @celeryd_after_setup.connect(weak=False)
     def _revision_queues(sender: Any = None, instance: Any = None, **_: Any) -> None:

@@ -60,8 +60,22 @@ def token(gw: Gateway) -> str:
 
 
 @pytest.fixture(scope="module")
-def api(gw: Gateway) -> Any:
-    return schemathesis.openapi.from_wsgi("/v1/openapi.json", gw.app)
+def api(gw: Gateway, token: str) -> Any:
+    schema = schemathesis.openapi.from_wsgi("/v1/openapi.json", gw.app)
+
+    class Bearer:
+        """The token through schemathesis's auth hook, so that it knows the header is ours:
+        a negative case whose mutation was a missing Authorization header is not counted as
+        invalid data accepted once the header is set."""
+
+        def get(self, case: Any, ctx: Any) -> str:
+            return token
+
+        def set(self, case: Any, data: str, ctx: Any) -> None:
+            case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+
+    schema.auth()(Bearer)
+    return schema
 
 
 def _flask_path(rule: str) -> str:
@@ -156,7 +170,7 @@ def test_fuzz_no_server_error_no_undocumented_status(
         suppress_health_check=list(HealthCheck),
     )
     def run(case: Any) -> None:
-        case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, checks=CHECKS)
+        case.call_and_validate(checks=CHECKS)
 
     try:
         run()

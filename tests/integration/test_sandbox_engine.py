@@ -362,8 +362,8 @@ def test_attacks_fail_their_step_and_leave_no_record_running_on_postgres(
         assert "not allowed for injection" in errors["unlisted_secret"]
         assert nodes["allowed_secret"].status is NodeStatus.SUCCEEDED
         assert run.output["allowed_secret"]["outputs"] == {"len": len("injectable-9c1d")}  # type: ignore[index]
-        for node_id in ("nul", "surrogate"):
-            assert "NUL or a lone surrogate" in errors[node_id], errors[node_id]
+        for node_id, what in (("nul", "a NUL character"), ("surrogate", "a lone UTF-16 surrogate")):
+            assert f"contains {what}" in errors[node_id], errors[node_id]
             assert records[node_id].status is SandboxStatus.FAILED
         assert "exited with code 3" in errors["nul_log"] and "before\\0after" in errors["nul_log"]
         assert records["nul_log"].status is SandboxStatus.FAILED

@@ -38,13 +38,16 @@ def smithers(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def start_up(data: Path, log: Path) -> subprocess.Popen[bytes]:
+    started = log.read_text().count("children:") if log.exists() else 0  # earlier ups' lines
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "smithers", "up", "--data-dir", str(data), "--port", "0",
              "--sandbox", "off", "--store", "embedded-postgres"],
             cwd=ROOT, env=env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-    wait_for(lambda: proc.poll() is None and log.read_text().count("children:") >= 1, 90, log.read_text())
+    wait_for(
+        lambda: proc.poll() is None and log.read_text().count("children:") > started, 90, log.read_text()
+    )
     return proc
 
 
