@@ -24,8 +24,9 @@ from smithers.shared.actions import (
     SetRun,
 )
 from smithers.shared.approval import TIMEOUT_ACTOR
-from smithers.shared.context import DecisionContext
+from smithers.shared.context import DecisionContext, UpstreamOutputs
 from smithers.shared.decision_steps import Steps
+from smithers.shared.graph import output_iteration
 from smithers.shared.policy import cache_key
 from smithers.shared.status import ApprovalStatus, AttemptState, NodeStatus, RunStatus
 from smithers.shared.workflow import Node, NodeKind, Workflow
@@ -242,7 +243,17 @@ class _Decider(Steps):
         return any(node_id in targets for path, targets in branch.paths.items() if path != chosen)
 
     def upstream(self, node: Node, iteration: int) -> dict[str, Any]:
-        return {d: self.output((d, iteration)) for d in node.after}
+        """Every output ``node`` may read (each node it depends on, directly or not)."""
+        return {d: self.output((d, self.read_at(node, d, iteration))) for d in self.wf.upstream(node.id)}
+
+    def read_at(self, node: Node, dep: str, iteration: int) -> int:
+        return output_iteration(self.wf.nodes, node.id, dep, iteration)
+
+    def readable(self, node: Node, iteration: int) -> UpstreamOutputs:
+        """:meth:`upstream`, each output read when first used (a branch reads one or two)."""
+        return UpstreamOutputs(
+            self.wf.upstream(node.id), {}, lambda d: {d: self.output((d, self.read_at(node, d, iteration)))}
+        )
 
     def start(self, node: Node, iteration: int) -> None:
         if node.dispatched and node.cache is not None:
@@ -300,7 +311,10 @@ class _Decider(Steps):
 
     def start_branch(self, node: Node, iteration: int) -> None:
         assert node.choose is not None
-        ctx = DecisionContext(self.run.run_id, self.run.input, self.upstream(node, iteration), iteration)
+        parents = {d: self.output((d, iteration)) for d in node.after}
+        ctx = DecisionContext(
+            self.run.run_id, self.run.input, parents, iteration, self.readable(node, iteration), node.id
+        )
         try:
             path = node.choose(ctx)
         except Exception as exc:

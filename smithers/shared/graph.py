@@ -113,3 +113,34 @@ def _topological(where: str, nodes: Mapping[str, Node]) -> tuple[str, ...]:
         if nodes[n].kind is NodeKind.LOOP:
             result.extend(m for m in order if nodes[m].loop == n)
     return tuple(result)
+
+
+def ancestors(nodes: Mapping[str, Node], node_id: str) -> tuple[str, ...]:
+    """Every node ``node_id`` depends on, directly or not, sorted by id.
+
+    A loop body node depends on its loop's upstream nodes too (it sees their outputs);
+    a node after a loop depends on the loop, whose output holds the last pass's body
+    outputs, and not on the body nodes themselves.
+    """
+    node = nodes[node_id]
+    stack = list(node.after)
+    if node.loop is not None:
+        stack.extend(nodes[node.loop].after)
+    seen: set[str] = set()
+    while stack:
+        dep = stack.pop()
+        if dep in seen:
+            continue
+        seen.add(dep)
+        stack.extend(nodes[dep].after)
+        loop = nodes[dep].loop
+        if loop is not None:
+            stack.extend(nodes[loop].after)
+    return tuple(sorted(seen))
+
+
+def output_iteration(nodes: Mapping[str, Node], node_id: str, dep: str, iteration: int) -> int:
+    """The iteration at which ``node_id`` (running at ``iteration``) reads ``dep``'s output:
+    its own for a body node of the same loop, else 0 (loops do not nest)."""
+    loop = nodes[dep].loop
+    return iteration if loop is not None and loop == nodes[node_id].loop else 0

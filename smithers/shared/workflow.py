@@ -114,6 +114,7 @@ class Workflow:
         self.public_inputs: frozenset[str] = frozenset(public_inputs)
         self.nodes: dict[str, Node] = {}
         self.order: tuple[str, ...] = ()  # topological order, set by validate()
+        self._upstream: dict[str, tuple[str, ...]] = {}  # node -> its ancestors, computed once
 
     def add(self, node: Node) -> Node:
         """Add a node; a duplicate or malformed id is refused here."""
@@ -312,12 +313,22 @@ class Workflow:
         from smithers.shared.graph import validate_graph  # noqa: PLC0415 (graph imports this module)
 
         self.nodes, self.order = validate_graph(self.name, self.nodes)
+        self._upstream = {}
         for node in self.nodes.values():
             unknown = [n for n in (node.approval.show if node.approval else ()) if n not in self.nodes]
             if unknown:
                 raise InvalidWorkflow(
                     f"workflow {self.name!r}: approval {node.id!r} shows unknown {unknown[0]!r}"
                 )
+
+    def upstream(self, node_id: str) -> tuple[str, ...]:
+        """Every node ``node_id`` depends on, directly or not (its outputs are readable)."""
+        found = self._upstream.get(node_id)
+        if found is None:
+            from smithers.shared.graph import ancestors  # noqa: PLC0415 (graph imports this module)
+
+            found = self._upstream[node_id] = ancestors(self.nodes, node_id)
+        return found
 
     def dependents(self, node_id: str) -> tuple[str, ...]:
         """Nodes that list ``node_id`` in ``after`` (in topological order)."""

@@ -18,8 +18,9 @@ from typing import Any
 from smithers.shared import tracing
 from smithers.shared.broker import Broker
 from smithers.shared.config import WorkerConfig
-from smithers.shared.context import StepContext
+from smithers.shared.context import StepContext, UpstreamOutputs
 from smithers.shared.errors import SmithersError
+from smithers.shared.graph import output_iteration
 from smithers.shared.jsonsafe import check_json
 from smithers.shared.limits import OutputTooLarge
 from smithers.shared.redaction import redact, redact_text
@@ -202,6 +203,22 @@ def upstream_outputs(
     return ups, previous
 
 
+def _readable_outputs(
+    env: WorkerEnv, wf: Workflow, node: Node, c: Claim, parents: dict[str, Any]
+) -> UpstreamOutputs:
+    """Every output the step may read (``ctx.output``): the direct parents (read before
+    the step), the other nodes it depends on read together, in one query, on first use."""
+    names = wf.upstream(node.id)
+
+    def read(_name: str) -> dict[str, Any]:
+        missing = [n for n in names if n not in parents]
+        with env.store.read() as conn:
+            found = outputs_for(conn, c.run_id, missing)
+        return {n: found.get((n, output_iteration(wf.nodes, node.id, n, c.iteration))) for n in missing}
+
+    return UpstreamOutputs(names, parents, read)
+
+
 def _error(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, SmithersError):
         return {"code": exc.code, "type": type(exc).__name__, "message": redact_text(exc.message)}
@@ -269,7 +286,8 @@ def _run_attempt(env: WorkerEnv, attempt_id: str, after: int | None) -> str:
     if needed:
         with env.store.read() as conn:
             outputs = outputs_for(conn, c.run_id, needed)
-    ups, previous = upstream_outputs(wf, node, c, outputs)
+    parents, previous = upstream_outputs(wf, node, c, outputs)
+    readable = _readable_outputs(env, wf, node, c, parents)
     c = c.starting(time.time())  # a lazy claim's start: now, after the reads above
     lease = node.heartbeat_timeout_s or env.config.lease_s
     with Heartbeat(env, c, lease, auto=node.heartbeat_timeout_s is None) as hb:
@@ -278,7 +296,7 @@ def _run_attempt(env: WorkerEnv, attempt_id: str, after: int | None) -> str:
             if node.kind is NodeKind.SANDBOX:
                 if env.sandbox_runner is None:
                     raise SmithersError("this worker has no sandbox runtime (start it with --queues sandbox)")
-                result = env.sandbox_runner(env, c, node, ups, secrets)
+                result = env.sandbox_runner(env, c, node, parents, secrets)
             else:
                 assert node.fn is not None
                 ctx = StepContext(
@@ -287,7 +305,8 @@ def _run_attempt(env: WorkerEnv, attempt_id: str, after: int | None) -> str:
                     iteration=c.iteration,
                     attempt=c.number,
                     input=c.input,
-                    outputs=ups,
+                    outputs=parents,
+                    upstream=readable,
                     previous=previous,
                     secrets=secrets,
                     heartbeat=hb.beat,

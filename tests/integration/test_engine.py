@@ -11,7 +11,7 @@ import pytest
 from smithers.shared import operations
 from smithers.shared.errors import Forbidden
 from smithers.shared.status import RunStatus
-from smithers.shared.store.queries import attempts_of, nodes_of
+from smithers.shared.store.queries import attempts_of, nodes_of, outputs_for
 from tests.integration.conftest import Engine
 
 
@@ -31,6 +31,31 @@ def test_fan_out_and_fan_in_run_each_step_once(engine: Engine, tmp_path: Path) -
     seqs = [e.seq for e in engine.events(run_id)]
     assert seqs == list(range(1, len(seqs) + 1))  # gap-free, in order
     assert sum(1 for e in engine.events(run_id) if e.type == "node.succeeded" and e.node_id == "join") == 1
+
+
+def test_steps_and_branches_read_outputs_of_every_node_they_depend_on(engine: Engine) -> None:
+    # given origin -> middle -> parity (branch on origin) -> odd | even -> report -> loop -> done
+    run_id = engine.launch("t-lineage", {"seed": 1})
+
+    run = engine.wait(run_id)
+
+    # then the branch chose on a grandparent, the report read every ancestor by name (the
+    # skipped path as None) while ctx.outputs kept its direct parents, a loop body read a
+    # node upstream of its loop's upstream, and the node after the loop may not read the body
+    assert run.status is RunStatus.SUCCEEDED, run.error
+    with engine.store.read() as conn:
+        report = outputs_for(conn, run_id, ["report"])[("report", 0)]
+    assert report == {"origin": {"seed": 1}, "middle": 10, "even": None, "parents": ["even", "odd"]}
+    assert run.output == {
+        "done": {
+            "iterations": 3,
+            "seed": 1,
+            "body": "node 'done' does not depend on 'accumulate_step': its output is not readable",
+        }
+    }
+    with engine.store.read() as conn:
+        statuses = {n.node_id: n.status.value for n in nodes_of(conn, run_id)}
+    assert statuses["even"] == "skipped" and statuses["odd"] == "succeeded"
 
 
 def test_failed_attempts_are_retried_with_backoff(engine: Engine) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from smithers import CachePolicy, DecisionContext, StepContext, Workflow
+from smithers.shared.errors import InvalidInput
 
 
 def effect(ctx: StepContext, label: str | None = None) -> None:
@@ -248,3 +249,67 @@ sized = Workflow("t-sized")
 @sized.task()
 def text(ctx: StepContext) -> str:
     return "x" * int(ctx.input.get("size", 0))
+
+
+# -- lineage: steps and a branch read outputs of nodes they depend on indirectly --------
+lineage = Workflow("t-lineage")
+
+
+@lineage.task()
+def origin(ctx: StepContext) -> dict[str, int]:
+    return {"seed": int(ctx.input.get("seed", 1))}
+
+
+@lineage.task(after=[origin])
+def middle(ctx: StepContext) -> int:
+    return int(ctx.outputs["origin"]["seed"]) * 10
+
+
+def _by_origin(ctx: DecisionContext) -> str:
+    return "odd" if ctx.output("origin")["seed"] % 2 else "even"  # a grandparent
+
+
+lineage.branch("parity", after=[middle], choose=_by_origin, paths={"odd": ["odd"], "even": ["even"]})
+
+
+@lineage.task()
+def odd(ctx: StepContext) -> str:
+    return "odd"
+
+
+@lineage.task()
+def even(ctx: StepContext) -> str:
+    return "even"
+
+
+@lineage.task(after=["odd", "even"])
+def report(ctx: StepContext) -> dict[str, Any]:
+    return {
+        "origin": ctx.output("origin"),
+        "middle": ctx.output("middle"),
+        "even": ctx.output("even"),  # skipped: None
+        "parents": sorted(ctx.outputs),
+    }
+
+
+@lineage.task()
+def accumulate_step(ctx: StepContext) -> int:
+    return int(ctx.previous.get("accumulate_step", 0)) + int(ctx.output("origin")["seed"])
+
+
+def _accumulated(ctx: DecisionContext) -> bool:
+    return int(ctx.outputs["accumulate_step"]) >= 3
+
+
+lineage.loop("accumulate", after=["report"], body=["accumulate_step"], until=_accumulated, max_iterations=5)
+
+
+@lineage.task(after=["accumulate"])
+def done(ctx: StepContext) -> dict[str, Any]:
+    try:
+        ctx.output("accumulate_step")  # a loop body node: not upstream of a node after the loop
+        body = "readable"
+    except InvalidInput as exc:
+        body = exc.message
+    loop, origin = ctx.outputs["accumulate"], ctx.output("origin")
+    return {"iterations": loop["iterations"], "seed": origin["seed"], "body": body}

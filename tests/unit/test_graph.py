@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from smithers.shared.context import UpstreamOutputs
 from smithers.shared.errors import InvalidWorkflow
+from smithers.shared.graph import output_iteration
 from smithers.shared.registry import Registry
 from smithers.shared.workflow import Workflow
 
@@ -103,3 +107,39 @@ def test_same_workflow_name_twice_is_refused() -> None:
     reg.register(one, "m1")
     with pytest.raises(InvalidWorkflow, match="registered twice"):
         reg.register(two, "m2")
+
+
+def test_ancestors_follow_every_path_and_a_loop_body_sees_its_loops_upstream() -> None:
+    wf = Workflow("anc")
+    wf.task("a")(noop)
+    wf.task("b", after=["a"])(noop)
+    wf.task("c", after=["a"])(noop)
+    wf.task("d", after=["b", "c"])(noop)
+    wf.task("x")(noop)
+    wf.task("y", after=["x"])(noop)
+    wf.loop("l", after=["d"], body=["x", "y"], until=lambda ctx: True, max_iterations=2)
+    wf.task("z", after=["l"])(noop)
+    wf.validate()
+
+    assert wf.upstream("a") == ()
+    assert wf.upstream("d") == ("a", "b", "c")
+    assert wf.upstream("y") == ("a", "b", "c", "d", "x")  # body peer + the loop's upstream
+    assert wf.upstream("z") == ("a", "b", "c", "d", "l")  # the loop, not its body
+    assert output_iteration(wf.nodes, "y", "x", 3) == 3
+    assert output_iteration(wf.nodes, "y", "a", 3) == 0
+
+
+def test_upstream_outputs_read_the_rest_once_and_only_known_names() -> None:
+    reads: list[str] = []
+
+    def read(name: str) -> dict[str, Any]:
+        reads.append(name)
+        return {"a": 1, "b": 2, "zz": "not an ancestor"}
+
+    outs = UpstreamOutputs(("a", "b", "c"), {"c": 3}, read)
+
+    assert outs["c"] == 3 and reads == []
+    assert outs["a"] == 1 and outs["b"] == 2 and reads == ["a"]  # one read for the rest
+    assert sorted(outs) == ["a", "b", "c"] and len(outs) == 3
+    with pytest.raises(KeyError):
+        outs["zz"]
