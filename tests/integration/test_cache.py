@@ -74,3 +74,57 @@ def test_a_hit_survives_a_scheduler_restart(engine: Engine, tmp_path: Path) -> N
     engine.scheduler()
     finish(engine, "t-cache-wf-a", effects)
     assert runs_of(effects, "t-cache-wf-a:expensive:0") == 1
+
+
+def test_concurrent_writers_of_one_global_key_both_commit_into_one_row(database_url: str) -> None:
+    """Two transactions write the same global-scope key at once: the second one's
+    write reaches the server while the first's insert is still uncommitted. An UPDATE
+    then INSERT hits a unique violation here on PostgreSQL; the upsert waits for the
+    first commit and then updates, so both commit and one row (the last) remains."""
+    import threading
+
+    from sqlalchemy import select
+
+    from smithers.shared.store import Store
+    from smithers.shared.store import schema as s
+    from smithers.shared.store.attempts import CacheWrite, _write_cache
+
+    store = Store(database_url)
+    store.migrate()
+    cache = CacheWrite(scope="global", version="1", ttl_ms=None, workflow="w")
+    written = threading.Event()
+    errors: list[BaseException] = []
+    key = "k" * 64
+    row = select(s.cache_entries.c.key).where(s.cache_entries.c.key == key)
+
+    def first() -> None:
+        try:
+            with store.write() as tx:
+                _write_cache(tx, key, cache, "run-a", "expensive", {"v": "a"}, "att-a")
+                tx.execute(row)  # the deferred upsert goes to the server before this read
+                written.set()
+                time.sleep(0.5)  # hold the uncommitted row while the second writer arrives
+        except BaseException as exc:
+            errors.append(exc)
+            written.set()
+
+    def second() -> None:
+        written.wait(10)
+        try:
+            with store.write() as tx:
+                _write_cache(tx, key, cache, "run-b", "expensive", {"v": "b"}, "att-b")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    try:
+        assert errors == []
+        with store.read() as conn:
+            rows = conn.execute(select(s.cache_entries.c.run_id, s.cache_entries.c.value)).all()
+        assert [tuple(r) for r in rows] == [("run-b", {"v": "b"})]
+    finally:
+        store.close()

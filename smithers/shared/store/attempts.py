@@ -323,7 +323,8 @@ def complete(
 def _write_cache(
     tx: Tx, key: str, cache: CacheWrite, run_id: str, node_id: str, value: Any, attempt_id: str
 ) -> None:
-    """Insert or refresh a cache row (an expired row is replaced)."""
+    """Insert or refresh a cache row (an expired row is replaced) in one upsert, so two
+    runs writing the same key at once both commit (no unique violation)."""
     values = {
         "scope": cache.scope,
         "workflow": cache.workflow,
@@ -335,5 +336,4 @@ def _write_cache(
         "attempt_id": attempt_id,
         "expires_at": None if cache.ttl_ms is None else tx.now + cache.ttl_ms / 1000,
     }
-    if tx.update(s.cache_entries, {"key": key}, values) == 0:
-        tx.insert(s.cache_entries, {"key": key, **values})
+    tx.upsert(s.cache_entries, ("key",), {"key": key, **values}, update=tuple(values))
