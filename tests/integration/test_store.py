@@ -562,3 +562,26 @@ def test_run_row_changes_are_written_with_the_runs_seq_and_a_wake_up_wins(
             assert wake_at == pytest.approx(now)
     finally:
         store.close()
+
+
+def test_a_first_release_file_gets_the_cache_columns_it_lacked(database_url: str) -> None:
+    """The first release wrote schema version 1 without ``attempts.cache_key`` and
+    ``cache_entries.attempt_id`` (added later under the same version number): migration
+    8 adds them, so the scheduler's claim no longer fails on "no column named cache_key"."""
+    store, _ = launched_and_dispatched(database_url, "first-gen")
+    store.close()
+    engine = Store(database_url).engine
+    with engine.begin() as conn:  # the database as the first release left it
+        conn.exec_driver_sql("ALTER TABLE attempts DROP COLUMN cache_key")
+        conn.exec_driver_sql("ALTER TABLE cache_entries DROP COLUMN attempt_id")
+        conn.execute(s.schema_version.delete().where(s.schema_version.c.version >= 2))
+    engine.dispose()
+
+    store = Store(database_url)
+    assert store.migrate() == max(MIGRATIONS)
+    with store.read() as conn:
+        keys = conn.execute(select(s.attempts.c.run_id, s.attempts.c.cache_key)).all()
+        assert conn.execute(select(func.count()).select_from(s.cache_entries)).scalar_one() == 0
+    assert [tuple(k) for k in keys] == [("first-gen", None)]
+    assert store.migrate() == max(MIGRATIONS)  # idempotent
+    store.close()

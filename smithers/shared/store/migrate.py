@@ -89,7 +89,18 @@ def _v7(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE approvals ADD COLUMN {column}"))
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7}
+def _v8(conn: Connection) -> None:
+    """``attempts.cache_key`` and ``cache_entries.attempt_id``: the cache policy added them
+    to the tables while the schema was still version 1, so a file created by the first
+    release has version 1 without them (the scheduler then failed on every tick with
+    "no column named cache_key"). Both are nullable: added here when absent."""
+    for table, name in (("attempts", "cache_key"), ("cache_entries", "attempt_id")):
+        if name not in {c["name"] for c in inspect(conn).get_columns(table)}:
+            column = CreateColumn(s.metadata.tables[table].c[name]).compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column}"))
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8}
 
 
 def migrate(engine: Engine) -> int:

@@ -339,7 +339,13 @@ _EVENT_COLUMNS = "run_id, seq, feed_id, type, node_id, iteration, attempt_id, pa
 
 def _processor(conn: Connection, column: Any) -> Any:
     """The bind processor of ``column`` on this dialect (JSON encoding), or None."""
-    return column.type._cached_bind_processor(conn.dialect)
+    return _bind_processor(conn.dialect, column)
+
+
+@lru_cache(maxsize=128)
+def _bind_processor(dialect: Any, column: Any) -> Any:
+    # TypeEngine's public dialect_impl() and bind_processor() (variants resolved), cached
+    return column.type.dialect_impl(dialect).bind_processor(dialect)
 
 
 def _events_sql(
