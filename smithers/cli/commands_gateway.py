@@ -64,12 +64,18 @@ def _control(args: argparse.Namespace) -> ControlPlaneStore:
 
 def cmd_token_issue(args: argparse.Namespace) -> int:
     from smithers.gateway.auth import mint_with_key  # noqa: PLC0415
-    from smithers.gateway.config import key_dir, load_signing_key  # noqa: PLC0415
+    from smithers.gateway.config import key_dir, load_key_pair, load_signing_key  # noqa: PLC0415
 
     dep = _deployment(args)
     ttl = parse_duration(args.ttl, "--ttl") if args.ttl else None
+    key_pair = load_key_pair(os.environ)
+    if key_pair is not None and not key_pair.private_pem:
+        raise InvalidInput(
+            f"SMITHERS_JWT_ALGORITHM={key_pair.algorithm}: issuing a token needs the private key"
+            " (SMITHERS_JWT_PRIVATE_KEY_FILE); the public key only verifies"
+        )
     control = _control(args)  # first: no store, no key file made in a stray directory
-    key = load_signing_key(os.environ, key_dir(os.environ, dep))
+    key = "" if key_pair is not None else load_signing_key(os.environ, key_dir(os.environ, dep))
     grant = control.issue(
         subject=args.subject,
         scopes=args.scopes,
@@ -79,7 +85,7 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
         actor=_actor(),
         note=args.note,
     )
-    token = mint_with_key(key, "smithers", grant)
+    token = mint_with_key(key, "smithers", grant, key_pair)
     print(
         f"issued {grant.jti} to {grant.subject} ({','.join(s.value for s in grant.scopes)}),"
         f" expires {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(grant.expires_at))}",

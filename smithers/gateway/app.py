@@ -26,7 +26,7 @@ from smithers.gateway import (
     workflows,
 )
 from smithers.gateway.access import REQUEST_ID_KEY, ROUTE_KEY, AccessLog
-from smithers.gateway.auth import SCOPE_ATTR, configure_jwt, source
+from smithers.gateway.auth import SCOPE_ATTR, configure_auth, source
 from smithers.gateway.config import GatewayConfig
 from smithers.gateway.cors import install_cors
 from smithers.gateway.fanout import Fanout
@@ -109,7 +109,7 @@ def create_app(
         metrics=metrics,
         limiter=FailureLimiter(config.auth_failures, config.auth_window_s),
     )
-    configure_jwt(app, config.signing_key, config.issuer)
+    configure_auth(app, config)
     blueprints = (
         runs,
         events,

@@ -12,6 +12,14 @@ other), naming the same grant and at most its scopes. It is checked the same way
 grant row on every request, the same scope check), and an unsafe method also needs
 the session's CSRF token in ``X-CSRF-Token``. A request with an ``Authorization``
 header is judged by that header alone.
+
+The gateway's own tokens are HS256 by default; with a key pair (``SMITHERS_JWT_ALGORITHM``
+RS256, ES256 or EdDSA) they are verified with the public key, and only a process holding
+the private key mints them. A bearer token whose ``iss`` is a configured outside issuer
+(:mod:`smithers.gateway.issuers`) is verified with that issuer's JWKS instead; its claim
+maps to scopes, and the first request with it records its grant row (kind and issuer
+from the configuration, the lifetime capped by the kind's maximum), which every later
+request reads like any other: a revoked outside token is refused at once.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 import jwt
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 from flask_jwt_extended import JWTManager, create_access_token, get_jwt, verify_jwt_in_request
 from flask_jwt_extended.exceptions import (
     JWTExtendedException,
@@ -33,9 +41,12 @@ from flask_jwt_extended.exceptions import (
     RevokedTokenError,
 )
 
+from smithers.gateway.config import GatewayConfig, KeyPair
+from smithers.gateway.issuers import OutsideIssuer, OutsideTokens
 from smithers.gateway.services import services
-from smithers.shared.errors import Forbidden, RateLimited, Unauthorized
+from smithers.shared.errors import Conflict, Forbidden, InvalidInput, RateLimited, Unauthorized
 from smithers.shared.grants import Grant, Scope, effective_scopes, grant_problem, require_scope
+from smithers.shared.settings import format_duration
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -47,6 +58,8 @@ SESSION_COOKIE = "smithers_session"
 SESSION_AUDIENCE = "smithers-console"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+OUTSIDE = "smithers.outside"  # app.extensions: the OutsideTokens of the configured issuers
+MINTS = "smithers.mints"  # app.extensions: whether this app holds a key that signs tokens
 
 
 @dataclass(frozen=True)
@@ -59,12 +72,35 @@ class Principal:
     session: dict[str, Any] | None = None  # the session's claims, when the cookie was used
 
 
-def configure_jwt(app: Flask, key: str, issuer: str) -> JWTManager:
-    """Configure flask-jwt-extended on ``app`` and hook the grant-row check into it."""
+def configure_auth(app: Flask, config: GatewayConfig) -> None:
+    """Everything :func:`authenticate` needs on ``app``: the gateway's own tokens
+    (:func:`configure_jwt`) and the configured outside issuers."""
+    configure_jwt(app, config.signing_key, config.issuer, config.key_pair)
+    app.extensions[OUTSIDE] = OutsideTokens(
+        config.outside_issuers,
+        leeway_s=config.idp_leeway_s,
+        timeout_s=config.jwks_timeout_s,
+        cache_s=config.jwks_cache_s,
+        refresh_min_s=config.jwks_refresh_min_s,
+    )
+
+
+def configure_jwt(app: Flask, key: str, issuer: str, key_pair: KeyPair | None = None) -> JWTManager:
+    """Configure flask-jwt-extended on ``app`` and hook the grant-row check into it:
+    HS256 with ``key``, or ``key_pair``'s algorithm (minting only with its private key)."""
+    if key_pair is None:
+        keys: dict[str, Any] = {"JWT_SECRET_KEY": key, "JWT_ALGORITHM": ALGORITHM}
+        app.extensions[MINTS] = True
+    else:
+        keys = {
+            "JWT_ALGORITHM": key_pair.algorithm,
+            "JWT_PUBLIC_KEY": key_pair.public_pem,
+            "JWT_PRIVATE_KEY": key_pair.private_pem or None,
+        }
+        app.extensions[MINTS] = bool(key_pair.private_pem)
     app.config.update(
-        JWT_SECRET_KEY=key,
-        JWT_ALGORITHM=ALGORITHM,
-        JWT_DECODE_ALGORITHMS=[ALGORITHM],
+        **keys,
+        JWT_DECODE_ALGORITHMS=[keys["JWT_ALGORITHM"]],  # one algorithm: no HS256-with-public-key
         JWT_TOKEN_LOCATION=["headers"],
         JWT_IDENTITY_CLAIM="sub",
         JWT_ENCODE_ISSUER=issuer,
@@ -91,8 +127,23 @@ def _refused(_header: dict[str, Any], claims: dict[str, Any]) -> bool:
     return problem is not None
 
 
+def can_mint() -> bool:
+    """Whether the current app holds a key that signs tokens (not a public key alone)."""
+    return bool(current_app.extensions.get(MINTS))
+
+
+def require_minting() -> None:
+    """Raise Conflict when this gateway verifies with a public key only."""
+    if not can_mint():
+        raise Conflict(
+            "this gateway holds only the public key (SMITHERS_JWT_PUBLIC_KEY_FILE): issue tokens"
+            " where SMITHERS_JWT_PRIVATE_KEY_FILE is, with `smithers token issue`"
+        )
+
+
 def mint(grant: Grant) -> str:
     """The bearer token of ``grant`` (needs an app configured by :func:`configure_jwt`)."""
+    require_minting()
     token: str = create_access_token(
         identity=grant.subject,
         additional_claims={
@@ -105,17 +156,24 @@ def mint(grant: Grant) -> str:
     return token
 
 
-def mint_with_key(key: str, issuer: str, grant: Grant) -> str:
-    """The bearer token of ``grant`` outside the gateway (``smithers token issue``)."""
+def mint_with_key(key: str, issuer: str, grant: Grant, key_pair: KeyPair | None = None) -> str:
+    """The bearer token of ``grant`` outside the gateway (``smithers token issue``):
+    HS256 with ``key``, or signed with ``key_pair``'s private key."""
     app = Flask("smithers-token")
-    configure_jwt(app, key, issuer)
+    configure_jwt(app, key, issuer, key_pair)
     with app.app_context():
         return mint(grant)
 
 
 def session_key(key: str) -> bytes:
     """The key session cookies are signed with: derived, so a bearer token is never a
-    valid session and a session never a valid bearer token."""
+    valid session and a session never a valid bearer token. Conflict when there is no
+    secret (a key-pair gateway without SMITHERS_JWT_SECRET): sessions are off."""
+    if not key:
+        raise Conflict(
+            "console sessions are off on this gateway: they need SMITHERS_JWT_SECRET"
+            " (or a data directory's gateway.key) beside the key pair"
+        )
     return hmac.new(key.encode(), b"smithers console session", hashlib.sha256).digest()
 
 
@@ -137,7 +195,18 @@ def authenticate(needed: Scope | None) -> Principal:
     return principal
 
 
+def _bearer_token() -> str | None:
+    kind, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if kind == "Bearer" and token.strip() else None
+
+
 def _from_bearer() -> Principal:
+    outside: OutsideTokens | None = current_app.extensions.get(OUTSIDE)
+    token = _bearer_token()
+    if outside is not None and token is not None:
+        issuer = outside.claimed_issuer(token)
+        if issuer is not None:
+            return _from_outside(outside, issuer, token)
     try:
         verify_jwt_in_request()
     except NoAuthorizationError:
@@ -161,8 +230,74 @@ def _from_bearer() -> Principal:
     return Principal(grant.subject, effective_scopes(grant, scopes_claim), grant.jti)
 
 
+def _from_outside(outside: OutsideTokens, issuer: OutsideIssuer, token: str) -> Principal:
+    """A token of an outside issuer: verified, mapped, and its grant row recorded once."""
+    claims = outside.verify(issuer, token)
+    subject = issuer.subject(claims)
+    scopes = issuer.scopes(claims)
+    if not scopes:
+        raise Unauthorized(f"token's {issuer.claim!r} claim maps to no scope on this gateway")
+    control = services().control
+    jti = issuer.grant_id(claims, token)
+    now = time.time()
+    grant = control.get(jti)
+    if grant is None:
+        grant = _record_outside(issuer, claims, jti, subject, scopes, now - outside.leeway_s)
+    g.smithers_grant = grant
+    # the skew the signature check allowed applies to the row's expiry too
+    problem = grant_problem(grant, subject, now - outside.leeway_s)
+    if problem is not None:
+        raise Unauthorized(problem)
+    # the row's scopes, and of those only what the mapping still grants (a narrowed
+    # mapping takes effect at once, a widened one with the provider's next token)
+    return Principal(grant.subject, effective_scopes(grant, [s.value for s in scopes]), grant.jti)
+
+
+def _record_outside(
+    issuer: OutsideIssuer,
+    claims: dict[str, Any],
+    jti: str,
+    subject: str,
+    scopes: frozenset[Scope],
+    now: float,
+) -> Grant:
+    control = services().control
+    iat = claims.get("iat")
+    issued = float(int(min(float(iat), now))) if isinstance(iat, int | float) else float(int(now))
+    ceiling = control.policy.max_ttl(issuer.kind)
+    expires_at = min(float(claims["exp"]), issued + ceiling)  # the kind's ceiling, whatever exp says
+    if expires_at <= now:
+        raise Unauthorized(
+            f"token expired (a {issuer.kind.value} token lives at most {format_duration(ceiling)})"
+        )
+    outside_jti = claims.get("jti")
+    note = f"outside token jti {str(outside_jti)[:200]}" if isinstance(outside_jti, str) else None
+    try:
+        grant, _ = control.record_grant(
+            jti=jti,
+            subject=subject,
+            scopes=[s.value for s in scopes],
+            kind=issuer.kind,
+            issuer=issuer.issuer,
+            issued_at=issued,
+            expires_at=expires_at,
+            actor=issuer.actor,
+            note=note,
+        )
+    except Conflict:  # recorded meanwhile, or before with other claims: one jti, one token
+        existing = control.get(jti)
+        if existing is None or (existing.subject, existing.issuer) != (subject, issuer.issuer):
+            raise Unauthorized("token's jti was already used with other claims") from None
+        return existing
+    except InvalidInput as exc:
+        raise Unauthorized(f"token refused: {exc.message}") from None
+    return grant
+
+
 def _from_session(cookie: str) -> Principal:
     config = services().config
+    if not config.signing_key:
+        raise Unauthorized("console sessions are off on this gateway")
     try:
         claims: dict[str, Any] = jwt.decode(
             cookie,

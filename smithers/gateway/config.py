@@ -2,7 +2,11 @@
 
 The token signing key comes from ``SMITHERS_JWT_SECRET``, or the file named by
 ``SMITHERS_JWT_SECRET_FILE``, or (single node only) ``<data dir>/gateway.key``, created
-with mode 0600 on first use. It is never read from or written to the store.
+with mode 0600 on first use. It is never read from or written to the store. With
+``SMITHERS_JWT_ALGORITHM`` RS256, ES256 or EdDSA the gateway's own tokens are signed
+with the private key of ``SMITHERS_JWT_PRIVATE_KEY_FILE`` and verified with the public
+one, so a gateway given only ``SMITHERS_JWT_PUBLIC_KEY_FILE`` verifies but cannot mint;
+the secret then signs console sessions only, and is optional.
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from sqlalchemy.engine import make_url
 
 from smithers.gateway.cors import parse_origins
+from smithers.gateway.issuers import LEEWAY_LIMIT_S, OutsideIssuer, load_issuers
 from smithers.shared import settings
 from smithers.shared.config import Deployment
 from smithers.shared.errors import InvalidInput
@@ -40,8 +47,11 @@ def key_dir(env: Mapping[str, str], deployment: Deployment) -> Path | None:
     return None
 
 
-def load_signing_key(env: Mapping[str, str], data_dir: Path | None, *, create: bool = True) -> str:
-    """The HS256 signing key: from the environment, a file, or the data directory."""
+def load_signing_key(
+    env: Mapping[str, str], data_dir: Path | None, *, create: bool = True, required: bool = True
+) -> str:
+    """The HS256 signing key: from the environment, a file, or the data directory
+    (``""`` when there is none and it is not ``required``)."""
     key = settings.JWT_SECRET.read(env)
     source = settings.JWT_SECRET.name
     if not key and settings.JWT_SECRET_FILE.read(env):
@@ -55,6 +65,8 @@ def load_signing_key(env: Mapping[str, str], data_dir: Path | None, *, create: b
         path = data_dir / KEY_FILE
         source = str(path)
         key = _data_dir_key(path, create)
+    if not key and not required:
+        return ""
     if not key:
         raise InvalidInput(
             "no token signing key: set SMITHERS_JWT_SECRET or SMITHERS_JWT_SECRET_FILE"
@@ -79,6 +91,101 @@ def _data_dir_key(path: Path, create: bool) -> str:
     with os.fdopen(fd, "w") as out:
         out.write(secrets.token_urlsafe(48))
     return path.read_text().strip()
+
+
+RSA_MIN_BITS = 2048
+MAX_PEM_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """The PEM keys of an asymmetric algorithm: the private one only where tokens are issued."""
+
+    algorithm: str
+    private_pem: str = field(default="", repr=False)
+    public_pem: str = ""
+
+
+def _fits(key: object, algorithm: str) -> bool:
+    if algorithm == "RS256":
+        return isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey) and key.key_size >= RSA_MIN_BITS
+    if algorithm == "ES256":
+        return isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) and isinstance(
+            key.curve, ec.SECP256R1
+        )
+    return isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey)
+
+
+def _pem(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_PEM_BYTES + 1)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the {what} key file {path}: {exc.strerror}") from None
+    if len(data) > MAX_PEM_BYTES:
+        raise InvalidInput(f"the {what} key file {path} is over {MAX_PEM_BYTES} bytes")
+    return data
+
+
+def _public_bytes(key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def load_key_pair(env: Mapping[str, str]) -> KeyPair | None:
+    """The key pair SMITHERS_JWT_ALGORITHM and SMITHERS_JWT_{PRIVATE,PUBLIC}_KEY_FILE name,
+    checked (the key's type fits the algorithm, RSA at least 2048 bits, both halves one
+    pair), or None for HS256."""
+    algorithm = settings.JWT_ALGORITHM.read(env)
+    if algorithm == "HS256":
+        return None
+    private_path = settings.JWT_PRIVATE_KEY_FILE.read(env)
+    public_path = settings.JWT_PUBLIC_KEY_FILE.read(env)
+    if not private_path and not public_path:
+        raise InvalidInput(
+            f"SMITHERS_JWT_ALGORITHM={algorithm} needs SMITHERS_JWT_PUBLIC_KEY_FILE (to verify)"
+            " or SMITHERS_JWT_PRIVATE_KEY_FILE (to issue)"
+        )
+    wrong = f"does not hold a key for {algorithm} (RSA of {RSA_MIN_BITS}+ bits, EC P-256 or Ed25519)"
+    private_pem = derived = ""
+    if private_path:
+        try:
+            private = serialization.load_pem_private_key(_pem(private_path, "private"), password=None)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(f"{private_path} is not an unencrypted PEM private key: {exc}") from None
+        if not _fits(private, algorithm):
+            raise InvalidInput(f"the private key file {private_path} {wrong}")
+        assert isinstance(private, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey)
+        private_pem = private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+        derived = _public_bytes(private.public_key()).decode()
+    public_pem = derived
+    if public_path:
+        try:
+            public = serialization.load_pem_public_key(_pem(public_path, "public"))
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(f"{public_path} is not a PEM public key: {exc}") from None
+        if not _fits(public, algorithm):
+            raise InvalidInput(f"the public key file {public_path} {wrong}")
+        assert isinstance(public, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey)
+        public_pem = _public_bytes(public).decode()
+        if derived and derived != public_pem:
+            raise InvalidInput(f"{public_path} is not the public half of {private_path}")
+    return KeyPair(algorithm, private_pem, public_pem)
+
+
+def load_outside_issuers(env: Mapping[str, str], ttl: TtlPolicy) -> tuple[OutsideIssuer, ...]:
+    """The issuers of SMITHERS_IDP_ISSUERS_FILE (none when unset)."""
+    path = settings.IDP_ISSUERS_FILE.read(env)
+    return load_issuers(path, ttl) if path else ()
+
+
+def read_leeway(env: Mapping[str, str]) -> int:
+    """SMITHERS_IDP_LEEWAY, bounded: a wide skew would stretch every outside token."""
+    leeway = settings.IDP_LEEWAY.read(env)
+    if leeway > LEEWAY_LIMIT_S:
+        raise InvalidInput(f"SMITHERS_IDP_LEEWAY may be at most {LEEWAY_LIMIT_S} seconds (5m)")
+    return leeway
 
 
 @dataclass(frozen=True)
@@ -106,18 +213,33 @@ class GatewayConfig:
     auth_window_s: float = settings.GATEWAY_AUTH_WINDOW.default
     session_ttl_s: int = settings.SESSION_TTL.default
     session_secure: str = settings.SESSION_SECURE_COOKIE.default  # auto | true | false
+    key_pair: KeyPair | None = None  # None: HS256 tokens signed with signing_key
+    outside_issuers: tuple[OutsideIssuer, ...] = ()
+    idp_leeway_s: int = settings.IDP_LEEWAY.default
+    jwks_timeout_s: float = settings.IDP_JWKS_TIMEOUT.default
+    jwks_cache_s: int = settings.IDP_JWKS_CACHE.default
+    jwks_refresh_min_s: int = settings.IDP_JWKS_REFRESH_MIN.default
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], deployment: Deployment) -> GatewayConfig:
         """Read the deployment's URLs and SMITHERS_GATEWAY_* / SMITHERS_SSE_* tunables."""
         data_dir = key_dir(env, deployment)
+        key_pair = load_key_pair(env)
+        ttl = TtlPolicy.from_env(env)
         return cls(
             database_url=deployment.database_url,
             redis_url=deployment.redis_url,
-            signing_key=load_signing_key(env, data_dir),
+            # with a key pair the secret signs console sessions only (none: sessions are off)
+            signing_key=load_signing_key(env, data_dir, required=key_pair is None),
             deployment_version=deployment.deployment_version,
             workflows=deployment.workflows,
-            ttl=TtlPolicy.from_env(env),
+            ttl=ttl,
+            key_pair=key_pair,
+            outside_issuers=load_outside_issuers(env, ttl),
+            idp_leeway_s=read_leeway(env),
+            jwks_timeout_s=settings.IDP_JWKS_TIMEOUT.read(env),
+            jwks_cache_s=settings.IDP_JWKS_CACHE.read(env),
+            jwks_refresh_min_s=settings.IDP_JWKS_REFRESH_MIN.read(env),
             max_body_bytes=settings.GATEWAY_MAX_BODY.read(env),
             page_max=settings.GATEWAY_PAGE_MAX.read(env),
             sse_poll_s=settings.SSE_POLL_SECONDS.read(env),

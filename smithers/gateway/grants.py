@@ -10,7 +10,7 @@ import time
 
 from flask import Blueprint, Response, jsonify, request
 
-from smithers.gateway.auth import mint, principal, requires
+from smithers.gateway.auth import mint, principal, require_minting, requires
 from smithers.gateway.body import BodySchema, check_query, query_choice, read_body
 from smithers.gateway.services import services
 from smithers.shared.errors import InvalidInput
@@ -54,6 +54,7 @@ ISSUE = BodySchema(
 def issue() -> tuple[Response, int]:
     """Issue a grant and return it with its token."""
     body = read_body(ISSUE)
+    require_minting()  # before the row: a public-key-only gateway writes nothing
     svc = services()
     grant = svc.control.issue(
         subject=check_subject(body["subject"]),

@@ -44,25 +44,41 @@ class GrantState(StrEnum):
 
 TTL_LIMIT_S = 365 * 86400  # the most any kind's maximum may be (the documented bound of ttl_s)
 SUBJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:+-]{0,127}$")
+# what a long-lived automation grant carries only when configured to
+PRIVILEGED = frozenset({Scope.ADMIN, Scope.APPROVAL_SUBMIT})
+MAX_CLAIM_VALUES = 256  # of a groups/roles claim, the values looked at
+MAX_CLAIM_VALUE_CHARS = 256
 
 
 @dataclass(frozen=True)
 class TtlPolicy:
-    """Token lifetimes in seconds: a short default for people, a ceiling for automation."""
+    """The grant policy of each kind: token lifetimes in seconds (a short default and a
+    ceiling for people, longer for automation), and which privileged scopes
+    (:data:`PRIVILEGED`) an automation grant may carry (none unless configured)."""
 
     person_default_s: int = settings.TOKEN_TTL_PERSON_DEFAULT.default
     person_max_s: int = settings.TOKEN_TTL_PERSON_MAX.default
     automation_default_s: int = settings.TOKEN_TTL_AUTOMATION_DEFAULT.default
     automation_max_s: int = settings.TOKEN_TTL_AUTOMATION_MAX.default
+    automation_privileged: frozenset[Scope] = frozenset()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TtlPolicy:
-        """Read SMITHERS_TOKEN_TTL_{PERSON,AUTOMATION}_{DEFAULT,MAX} (durations: 15m, 30d)."""
+        """Read SMITHERS_TOKEN_TTL_{PERSON,AUTOMATION}_{DEFAULT,MAX} (durations: 15m, 30d)
+        and SMITHERS_TOKEN_AUTOMATION_PRIVILEGED_SCOPES."""
+        privileged = settings.TOKEN_AUTOMATION_PRIVILEGED.read(env)
+        allowed = frozenset(parse_scopes(privileged)) if privileged.strip() else frozenset()
+        if not allowed <= PRIVILEGED:
+            raise InvalidInput(
+                "SMITHERS_TOKEN_AUTOMATION_PRIVILEGED_SCOPES names only admin and approval:submit"
+                " (every other scope is allowed anyway)"
+            )
         policy = cls(
             person_default_s=settings.TOKEN_TTL_PERSON_DEFAULT.read(env),
             person_max_s=settings.TOKEN_TTL_PERSON_MAX.read(env),
             automation_default_s=settings.TOKEN_TTL_AUTOMATION_DEFAULT.read(env),
             automation_max_s=settings.TOKEN_TTL_AUTOMATION_MAX.read(env),
+            automation_privileged=allowed,
         )
         if max(policy.person_max_s, policy.automation_max_s) > TTL_LIMIT_S:
             raise InvalidInput(f"SMITHERS_TOKEN_TTL_*_MAX may be at most {TTL_LIMIT_S} seconds (365 days)")
@@ -91,6 +107,23 @@ class TtlPolicy:
                 f" not {format_duration(int(requested_s))}"
             )
         return int(requested_s)
+
+    def max_ttl(self, kind: GrantKind) -> int:
+        """The longest a grant of ``kind`` may live, in seconds."""
+        return self.person_max_s if kind is GrantKind.PERSON else self.automation_max_s
+
+    def check_kind(self, kind: GrantKind, scopes: Iterable[Scope]) -> None:
+        """Raise InvalidInput when an automation grant would carry a privileged scope
+        (``admin``, ``approval:submit``) that SMITHERS_TOKEN_AUTOMATION_PRIVILEGED_SCOPES
+        does not allow. A person's grant may carry any scope: its lifetime is short."""
+        if kind is not GrantKind.AUTOMATION:
+            return
+        refused = sorted(s.value for s in set(scopes) & PRIVILEGED if s not in self.automation_privileged)
+        if refused:
+            raise InvalidInput(
+                f"an automation grant may not carry {refused[0]!r} unless"
+                " SMITHERS_TOKEN_AUTOMATION_PRIVILEGED_SCOPES allows it"
+            )
 
 
 @dataclass(frozen=True)
@@ -176,3 +209,25 @@ def require_scope(granted: Iterable[Scope], needed: Scope) -> None:
     ``admin`` does not launch or approve, ``run:write`` does not approve."""
     if needed not in set(granted):
         raise Forbidden(f"this action needs the scope {needed.value!r}")
+
+
+def claim_values(value: object) -> list[str]:
+    """The values of a groups/roles claim: a list of strings, or one string of values
+    separated by spaces (as OAuth's ``scope``); at most :data:`MAX_CLAIM_VALUES` of them,
+    each at most :data:`MAX_CLAIM_VALUE_CHARS` characters (longer ones never match)."""
+    if isinstance(value, str):
+        items: list[object] = list(value.split())
+    elif isinstance(value, list):
+        items = list(value)
+    else:
+        return []
+    return [v for v in items[:MAX_CLAIM_VALUES] if isinstance(v, str) and len(v) <= MAX_CLAIM_VALUE_CHARS]
+
+
+def mapped_scopes(value: object, mapping: Mapping[str, Iterable[Scope]]) -> frozenset[Scope]:
+    """The scopes a claim's values map to: the union of ``mapping[v]`` for each value ``v``
+    (an unmapped value grants nothing)."""
+    found: set[Scope] = set()
+    for item in claim_values(value):
+        found.update(mapping.get(item, ()))
+    return frozenset(found)

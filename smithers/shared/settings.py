@@ -326,6 +326,36 @@ JWT_SECRET = _gateway.add(
 JWT_SECRET_FILE = _gateway.add(
     Setting("SMITHERS_JWT_SECRET_FILE", "", "A file holding the signing key (a mounted secret).", text)
 )
+JWT_ALGORITHM = _gateway.add(
+    Setting(
+        "SMITHERS_JWT_ALGORITHM",
+        "HS256",
+        "How the gateway's own tokens are signed: `HS256` (the shared secret above, for a single"
+        " node) or `RS256`, `ES256`, `EdDSA` (a key pair: whoever holds only the public key"
+        " verifies tokens but cannot mint one). With a key pair, `SMITHERS_JWT_SECRET` (or"
+        " `<data dir>/gateway.key`) signs console sessions only; without one sessions are off.",
+        choice("HS256", "RS256", "ES256", "EdDSA"),
+    )
+)
+JWT_PRIVATE_KEY_FILE = _gateway.add(
+    Setting(
+        "SMITHERS_JWT_PRIVATE_KEY_FILE",
+        "",
+        "PEM private key (RSA of 2048 bits or more, EC P-256, or Ed25519, matching"
+        " `SMITHERS_JWT_ALGORITHM`): where tokens are issued (`smithers token issue`,"
+        " `POST /v1/grants`). Leave it off the gateways that only verify.",
+        text,
+    )
+)
+JWT_PUBLIC_KEY_FILE = _gateway.add(
+    Setting(
+        "SMITHERS_JWT_PUBLIC_KEY_FILE",
+        "",
+        "PEM public key the gateway verifies its own tokens with (derived from the private key"
+        " when only that is given).",
+        text,
+    )
+)
 GATEWAY_WORKER_CLASS = _gateway.add(
     Setting(
         "SMITHERS_GATEWAY_WORKER_CLASS",
@@ -426,6 +456,67 @@ TOKEN_TTL_AUTOMATION_MAX = _tokens.add(
         "SMITHERS_TOKEN_TTL_AUTOMATION_MAX",
         30 * 86400,
         "An automation token, at most.",
+        duration,
+    )
+)
+TOKEN_AUTOMATION_PRIVILEGED = _tokens.add(
+    Setting(
+        "SMITHERS_TOKEN_AUTOMATION_PRIVILEGED_SCOPES",
+        "",
+        "Which of `admin` and `approval:submit` an automation grant may carry (comma-separated),"
+        " from `smithers token issue`, `POST /v1/grants` or an identity provider whose `kind` is"
+        " `automation`; a person's grant may carry any scope.",
+        text,
+        shown="neither",
+    )
+)
+
+_idp = section(
+    "Identity providers",
+    "JWTs from outside issuers (an OIDC provider, a CI system's workload identity), trusted as"
+    " `SMITHERS_IDP_ISSUERS_FILE` describes: issuer, audience, JWKS, which claim maps to which"
+    " scopes, and the kind of grant the issuer's tokens become (docs/operations.md, *Tokens from"
+    " an identity provider*). Every accepted token is recorded once as a grant row naming its"
+    " issuer, so it is listed, audited and revocable like the gateway's own.",
+)
+IDP_ISSUERS_FILE = _idp.add(
+    Setting(
+        "SMITHERS_IDP_ISSUERS_FILE",
+        "",
+        'A JSON file: `{"issuers": [...]}`, one object per trusted issuer.',
+        text,
+        shown="none (only the gateway's own tokens)",
+    )
+)
+IDP_LEEWAY = _idp.add(
+    Setting(
+        "SMITHERS_IDP_LEEWAY",
+        60,
+        "Clock skew allowed on an outside token's `exp`, `nbf` and `iat` (at most 5m).",
+        duration,
+    )
+)
+IDP_JWKS_TIMEOUT = _idp.add(
+    Setting(
+        "SMITHERS_IDP_JWKS_TIMEOUT",
+        5.0,
+        "Seconds a JWKS fetch may take (connect and read) before the token is refused.",
+        positive,
+    )
+)
+IDP_JWKS_CACHE = _idp.add(
+    Setting(
+        "SMITHERS_IDP_JWKS_CACHE",
+        600,
+        "How long a fetched JWKS (URL or file) is used before it is read again.",
+        duration,
+    )
+)
+IDP_JWKS_REFRESH_MIN = _idp.add(
+    Setting(
+        "SMITHERS_IDP_JWKS_REFRESH_MIN",
+        30,
+        "An unknown `kid` reads the JWKS again (a rotated key), at most once per this interval.",
         duration,
     )
 )

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy.exc import IntegrityError
 
 from smithers.shared.errors import Conflict, InvalidInput, NotFound
 from smithers.shared.grants import Grant, GrantKind, GrantState, Scope, TtlPolicy, check_subject, parse_scopes
@@ -82,15 +83,18 @@ class ControlPlaneStore:
     ) -> Grant:
         """Create a grant with a fresh ``jti``; the row and ``grant.issued`` are one transaction.
 
-        The lifetime is the kind's default, or ``ttl_s`` if within the kind's maximum.
+        The lifetime is the kind's default, or ``ttl_s`` if within the kind's maximum; an
+        automation grant carries a privileged scope only where the policy allows it.
         """
         now = time.time()
         issued = float(int(now))
         ttl = self.policy.ttl(kind, ttl_s)
+        parsed = parse_scopes(scopes)
+        self.policy.check_kind(kind, parsed)
         grant = Grant(
             jti=uuid.uuid4().hex,
             subject=check_subject(subject),
-            scopes=parse_scopes(scopes),
+            scopes=parsed,
             kind=kind,
             issuer=_check(ISSUER, issuer, "issuer"),
             issued_at=issued,
@@ -117,25 +121,35 @@ class ControlPlaneStore:
     ) -> tuple[Grant, bool]:
         """Write a grant normalized from an outside identity provider or billing system.
 
-        Idempotent by ``jti``: the same grant again returns ``(grant, False)``; the same
-        ``jti`` with other content is a Conflict. The lifetime must fit the policy of
-        ``kind``. The row and its ``grant.recorded`` audit entry are one transaction.
+        Idempotent by ``jti``: the same grant again returns ``(grant, False)``, also when
+        two writers record it at once; the same ``jti`` with other content is a Conflict.
+        The lifetime and the scopes must fit the policy of ``kind``. The row and its
+        ``grant.recorded`` audit entry are one transaction.
         """
         now = time.time()
         issued = float(issued_at if issued_at is not None else int(now))
         if expires_at <= issued:
             raise InvalidInput("a grant must expire after it is issued")
         self.policy.ttl(kind, expires_at - issued)
+        parsed = parse_scopes(scopes)
+        self.policy.check_kind(kind, parsed)
         grant = Grant(
             jti=_check(JTI, jti, "jti"),
             subject=check_subject(subject),
-            scopes=parse_scopes(scopes),
+            scopes=parsed,
             kind=kind,
             issuer=_check(ISSUER, issuer, "issuer"),
             issued_at=issued,
             expires_at=float(expires_at),
             note=_note(note),
         )
+        try:
+            return self._record(grant, actor)
+        except IntegrityError:  # another writer inserted this jti after our read: compare with it
+            return self._record(grant, actor)
+
+    def _record(self, grant: Grant, actor: str) -> tuple[Grant, bool]:
+        jti = grant.jti
         with self.store.write() as tx:
             row = tx.conn.execute(select(s.grants).where(s.grants.c.jti == jti)).first()
             if row is not None:
