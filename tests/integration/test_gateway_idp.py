@@ -724,3 +724,51 @@ def test_an_automation_grant_carries_admin_or_approval_submit_only_when_configur
     assert TtlPolicy.from_env(
         {"SMITHERS_TOKEN_AUTOMATION_PRIVILEGED_SCOPES": "admin,approval:submit"}
     ).automation_privileged == frozenset({Scope.ADMIN, Scope.APPROVAL_SUBMIT})
+
+
+def test_one_token_arriving_on_many_requests_at_once_is_one_grant(idp: Idp) -> None:
+    # given a new token whose first requests arrive together (a console opening its streams)
+    token = idp.token("RS256", groups=["viewers"])
+    barrier = threading.Barrier(8)
+    statuses: list[int] = []
+
+    def first_use() -> None:
+        client = idp.gw.app.test_client()
+        barrier.wait()
+        statuses.append(client.get("/v1/workflows", headers={"Authorization": f"Bearer {token}"}).status_code)
+
+    threads = [threading.Thread(target=first_use) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    # then every request got through and the token is one row with one audit entry
+    assert statuses == [200] * 8
+    recorded = [a for a in idp.gw.audit("grant.recorded") if a.target_id == _grant_id(token)]
+    assert len(recorded) == 1
+
+
+def test_record_grant_is_idempotent_under_concurrent_writers(idp: Idp) -> None:
+    now = time.time()
+    jti = "race-" + uuid.uuid4().hex[:20]
+    barrier = threading.Barrier(8)
+    results: list[bool] = []
+    errors: list[BaseException] = []
+
+    def record() -> None:
+        barrier.wait()
+        try:
+            _, created = idp.gw.control.record_grant(
+                jti=jti, subject="eve", scopes="run:read", kind=GrantKind.PERSON, issuer=CORP,
+                issued_at=now, expires_at=now + 600, actor="idp:corp",
+            )  # fmt: skip
+            results.append(created)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=record) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == [] and sorted(results) == [False] * 7 + [True]
