@@ -52,6 +52,7 @@ from smithers.shared.grants import (
 from smithers.shared.store.grants import ISSUER
 
 ALGORITHMS = ("RS256", "ES256", "EdDSA")
+PUBLIC_KTYS = frozenset({"RSA", "EC", "OKP"})
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 CLAIM = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}$")
 FIELDS = frozenset(
@@ -339,8 +340,9 @@ class Jwks:
 
 
 def _parse_jwks(raw: bytes) -> dict[str | None, jwt.PyJWK]:
-    """The signing keys of a JWKS document (``use`` absent or ``sig``); keys of a kind
-    PyJWT cannot use are left out, a document with none is an error."""
+    """The public signing keys of a JWKS document (RSA, EC or OKP; ``use`` absent or
+    ``sig``); keys of another kind, or that PyJWT cannot use, are left out, and a
+    document with none is an error."""
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -350,6 +352,8 @@ def _parse_jwks(raw: bytes) -> dict[str | None, jwt.PyJWK]:
     keys: dict[str | None, jwt.PyJWK] = {}
     for item in data["keys"][:MAX_JWKS_KEYS]:
         if not isinstance(item, dict) or item.get("use", "sig") != "sig":
+            continue
+        if item.get("kty") not in PUBLIC_KTYS:  # a symmetric ("oct") key is never a public key
             continue
         try:
             key = jwt.PyJWK(item)

@@ -50,7 +50,13 @@ DESCRIPTION = """Launch, follow and decide durable workflow runs.
 `smithers token issue --subject S --scopes a,b --ttl 15m` (or `POST /v1/grants`). Each
 token is a grant row: `smithers token revoke JTI` refuses it at once. Lifetimes are
 bounded: people get 15 minutes by default and 12 hours at most, automation
-(`--kind automation`) 1 day by default and 30 days at most (`SMITHERS_TOKEN_TTL_*`).
+(`--kind automation`) 1 day by default and 30 days at most (`SMITHERS_TOKEN_TTL_*`);
+an automation grant carries `admin` or `approval:submit` only where
+`SMITHERS_TOKEN_AUTOMATION_PRIVILEGED_SCOPES` allows it. Tokens are HS256 by default, or
+signed with a key pair (`SMITHERS_JWT_ALGORITHM`): a gateway holding only the public key
+verifies them and answers 409 to `POST /v1/grants`. JWTs of a configured identity
+provider (`SMITHERS_IDP_ISSUERS_FILE`: JWKS, issuer, audience, a claim mapped to scopes)
+are accepted too; each is recorded once as a grant row naming its issuer, and revocable.
 
 | scope | allows |
 |---|---|
@@ -445,7 +451,7 @@ def _paths() -> dict[str, Schema]:
                 "admin",
                 {
                     "201": json_body(ref("IssuedGrant"), "The grant and its token (shown only once)."),
-                    **errors(*auth, 413, 503),
+                    **errors(*auth, 409, 413, 503),
                 },
                 operationId="issueGrant",
                 requestBody=request_body(grants.ISSUE),
@@ -486,7 +492,7 @@ def _paths() -> dict[str, Schema]:
                 ANY_SCOPE,
                 {
                     "201": json_body(ref("Session"), "The session cookie was set; keep `csrf_token`."),
-                    **errors(400, 401, 403, 503),
+                    **errors(400, 401, 403, 409, 503),
                 },
                 operationId="createSession",
                 description="Exchange the bearer token in `Authorization` for `smithers_session`, an"

@@ -418,7 +418,7 @@ ERROR_TEXT = {
     401: "No bearer token, or one that is expired, revoked, tampered with or unknown.",
     403: "The token lacks the scope this operation needs (or is not the approval's owner).",
     404: "No such run, approval, workflow or grant.",
-    409: "The request contradicts the current state.",
+    409: "The request contradicts the current state (or this gateway holds no key to sign with).",
     413: "The request body is over the configured size.",
     429: "Too many failed authentications from this address (`Retry-After` says when to retry),"
     " or, for time travel, too many calls from this caller in the last minute.",

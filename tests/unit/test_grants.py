@@ -12,8 +12,10 @@ from smithers.shared.grants import (
     Scope,
     TtlPolicy,
     check_subject,
+    claim_values,
     effective_scopes,
     grant_problem,
+    mapped_scopes,
     parse_scopes,
     require_scope,
 )
@@ -141,3 +143,41 @@ def test_grant_json_never_holds_a_token() -> None:
     body = grant().to_json(1500)
     assert body["state"] == "active" and body["scopes"] == ["run:read", "run:write"]
     assert "token" not in body
+
+
+def test_an_automation_grant_carries_admin_or_approval_submit_only_when_allowed() -> None:
+    policy = TtlPolicy()
+    policy.check_kind(GrantKind.PERSON, tuple(Scope))  # a person may hold anything
+    policy.check_kind(GrantKind.AUTOMATION, (Scope.RUN_READ, Scope.RUN_WRITE, Scope.APPROVAL_READ))
+    for scope in (Scope.ADMIN, Scope.APPROVAL_SUBMIT):
+        with pytest.raises(InvalidInput, match=f"may not carry '{scope.value}'"):
+            policy.check_kind(GrantKind.AUTOMATION, (Scope.RUN_READ, scope))
+    allowed = TtlPolicy(automation_privileged=frozenset({Scope.APPROVAL_SUBMIT}))
+    allowed.check_kind(GrantKind.AUTOMATION, (Scope.APPROVAL_SUBMIT,))
+    with pytest.raises(InvalidInput, match="may not carry 'admin'"):
+        allowed.check_kind(GrantKind.AUTOMATION, (Scope.ADMIN, Scope.APPROVAL_SUBMIT))
+    assert (policy.max_ttl(GrantKind.PERSON), policy.max_ttl(GrantKind.AUTOMATION)) == (12 * 3600, 30 * 86400)
+
+
+def test_a_claim_maps_to_the_union_of_its_values_scopes() -> None:
+    mapping = {
+        "viewers": (Scope.RUN_READ,),
+        "approvers": (Scope.APPROVAL_READ, Scope.APPROVAL_SUBMIT),
+    }
+    assert mapped_scopes(["viewers", "approvers", "other"], mapping) == {
+        Scope.RUN_READ,
+        Scope.APPROVAL_READ,
+        Scope.APPROVAL_SUBMIT,
+    }
+    assert mapped_scopes("approvers  viewers", mapping) == {
+        Scope.RUN_READ,
+        Scope.APPROVAL_READ,
+        Scope.APPROVAL_SUBMIT,
+    }
+    assert mapped_scopes(["Viewers"], mapping) == frozenset()  # exact values only
+    assert mapped_scopes({"viewers": True}, mapping) == frozenset()  # neither list nor string
+    assert mapped_scopes(None, mapping) == frozenset()
+    assert mapped_scopes([1, None, ["viewers"], "viewers"], mapping) == {Scope.RUN_READ}
+    # bounded: only the first 256 values count, and a value over 256 characters never matches
+    assert mapped_scopes(["x"] * 256 + ["viewers"], mapping) == frozenset()
+    assert claim_values(["a" * 257, "b"]) == ["b"]
