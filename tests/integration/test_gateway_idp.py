@@ -33,8 +33,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from smithers.gateway.auth import SESSION_COOKIE, session_key
-from smithers.gateway.config import load_key_pair
+from smithers.gateway.config import GatewayConfig, load_key_pair
 from smithers.gateway.issuers import parse_issuers
+from smithers.shared.config import resolve_deployment
 from smithers.shared.errors import Conflict, InvalidInput
 from smithers.shared.grants import GrantKind, Scope, TtlPolicy
 from smithers.shared.store import schema as s
@@ -772,3 +773,50 @@ def test_record_grant_is_idempotent_under_concurrent_writers(idp: Idp) -> None:
     for thread in threads:
         thread.join(30)
     assert errors == [] and sorted(results) == [False] * 7 + [True]
+
+
+def test_the_gateway_config_reads_the_key_pair_and_the_issuers_from_the_environment(tmp_path: Path) -> None:
+    private, public = write_pair(tmp_path, "ES256")
+    issuers = tmp_path / "issuers.json"
+    issuers.write_text(json.dumps(issuers_config("https://idp.corp.test/keys", tmp_path / "jwks.json")))
+    cluster = {
+        "SMITHERS_DATABASE_URL": "postgresql+psycopg2://root@127.0.0.1/nothing",
+        "SMITHERS_REDIS_URL": "redis://127.0.0.1:1/0",
+    }
+    env = {
+        **cluster,
+        "SMITHERS_JWT_ALGORITHM": "ES256",
+        "SMITHERS_JWT_PUBLIC_KEY_FILE": str(public),
+        "SMITHERS_IDP_ISSUERS_FILE": str(issuers),
+        "SMITHERS_IDP_LEEWAY": "2m",
+        "SMITHERS_IDP_JWKS_TIMEOUT": "1.5",
+        "SMITHERS_IDP_JWKS_CACHE": "5m",
+        "SMITHERS_IDP_JWKS_REFRESH_MIN": "10s",
+    }
+    config = GatewayConfig.from_env(env, resolve_deployment(env))
+    # a verify-only cluster gateway needs no secret: its sessions are off
+    assert config.signing_key == "" and config.key_pair is not None and not config.key_pair.private_pem
+    assert [i.name for i in config.outside_issuers] == ["corp", "ci"]
+    assert config.outside_issuers[1].kind is GrantKind.AUTOMATION
+    assert (config.idp_leeway_s, config.jwks_timeout_s, config.jwks_cache_s, config.jwks_refresh_min_s) == (
+        120,
+        1.5,
+        300,
+        10,
+    )
+    # where the private key is, it signs, and it never shows in a repr (or a log line)
+    issuing = GatewayConfig.from_env(
+        {**env, "SMITHERS_JWT_PRIVATE_KEY_FILE": str(private)}, resolve_deployment(env)
+    )
+    assert issuing.key_pair is not None and "PRIVATE KEY" in issuing.key_pair.private_pem
+    assert "PRIVATE" not in repr(issuing)
+    # HS256 (the default) still needs its secret
+    with pytest.raises(InvalidInput, match="no token signing key"):
+        GatewayConfig.from_env(cluster, resolve_deployment(cluster))
+    # a file too big or not JSON is named
+    issuers.write_text("{not json")
+    with pytest.raises(InvalidInput, match="is not JSON"):
+        GatewayConfig.from_env(env, resolve_deployment(env))
+    issuers.write_text(" " * (1 << 20) + "{}")
+    with pytest.raises(InvalidInput, match="is over 1048576 bytes"):
+        GatewayConfig.from_env(env, resolve_deployment(env))
