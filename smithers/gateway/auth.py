@@ -197,7 +197,7 @@ def authenticate(needed: Scope | None) -> Principal:
 
 def _bearer_token() -> str | None:
     kind, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if kind == "Bearer" and token.strip() else None
+    return token.strip() if kind.lower() == "bearer" and token.strip() else None
 
 
 def _from_bearer() -> Principal:
@@ -242,7 +242,7 @@ def _from_outside(outside: OutsideTokens, issuer: OutsideIssuer, token: str) -> 
     now = time.time()
     grant = control.get(jti)
     if grant is None:
-        grant = _record_outside(issuer, claims, jti, subject, scopes, now - outside.leeway_s)
+        grant = _record_outside(issuer, claims, jti, subject, scopes, now, outside.leeway_s)
     g.smithers_grant = grant
     # the skew the signature check allowed applies to the row's expiry too
     problem = grant_problem(grant, subject, now - outside.leeway_s)
@@ -260,13 +260,14 @@ def _record_outside(
     subject: str,
     scopes: frozenset[Scope],
     now: float,
+    leeway_s: float,
 ) -> Grant:
     control = services().control
     iat = claims.get("iat")
     issued = float(int(min(float(iat), now))) if isinstance(iat, int | float) else float(int(now))
     ceiling = control.policy.max_ttl(issuer.kind)
     expires_at = min(float(claims["exp"]), issued + ceiling)  # the kind's ceiling, whatever exp says
-    if expires_at <= now:
+    if expires_at <= now - leeway_s:
         raise Unauthorized(
             f"token expired (a {issuer.kind.value} token lives at most {format_duration(ceiling)})"
         )

@@ -456,6 +456,9 @@ def test_a_person_token_lives_at_most_the_person_maximum(idp: Idp) -> None:
     assert get(idp, "/v1/runs", token).status_code == 200
     grant = idp.gw.control.get(_grant_id(token))
     assert grant is not None and grant.expires_at - grant.issued_at == PERSON_MAX
+    assert grant.issued_at == jwt.decode(token, options={"verify_signature": False})["iat"]
+    # the scheme is case-insensitive for outside tokens too
+    assert idp.gw.client.get("/v1/runs", headers={"Authorization": f"bearer {token}"}).status_code == 200
     # a token issued longer ago than that is refused, and nothing is recorded
     before = idp.grants()
     old = get(idp, "/v1/runs", idp.token(exp_in=3600, iat_ago=PERSON_MAX + LEEWAY + 60))
