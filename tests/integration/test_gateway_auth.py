@@ -1,25 +1,33 @@
 """Every gateway endpoint against every kind of credential, on SQLite and PostgreSQL.
 
 No token, a malformed header, expired, revoked, tampered payload, bad signature,
-another key's signature and an unknown grant all get 401; a valid token without the
-scope gets 403; only the right scope gets through. Every refusal is an audit event,
+another key's signature and an unknown grant all get 401, and so do an identity
+provider's tokens that are expired, mis-addressed, of an unknown key, unsigned or
+tampered with; a valid token without the scope gets 403 (the gateway's own or the
+provider's); only the right scope gets through. Every refusal is an audit event,
 and nothing else is written for it.
 """
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
 from werkzeug.test import TestResponse
 
 from smithers.gateway.app import required_scope
 from smithers.gateway.auth import SESSION_COOKIE
+from smithers.gateway.issuers import parse_issuers
 from smithers.shared.errors import InvalidInput
-from smithers.shared.grants import GrantKind, Scope
+from smithers.shared.grants import GrantKind, Scope, TtlPolicy
 from smithers.shared.status import RunStatus
 from smithers.shared.store import schema as s
 from tests.integration.gateway.support import ALL_SCOPES, Gateway, jti_of, make_gateway, module_database
@@ -32,11 +40,55 @@ def gw(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_server: str
 ) -> Iterator[Gateway]:
     pg = request.getfixturevalue("pg_admin") if request.param == "postgres" else None
+    tmp = tmp_path_factory.mktemp("gw-auth")
+    # an identity provider whose groups map one to one onto scopes (its JWKS a file)
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp / "jwks.json").write_text(
+        json.dumps({"keys": [{**ECAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "k1"}]})
+    )
+    idp = {
+        "name": "matrix",
+        "issuer": IDP,
+        "audience": "smithers",
+        "jwks_file": str(tmp / "jwks.json"),
+        "scopes": {f"g-{sc}": [sc] for sc in ALL_SCOPES},
+    }
     with (
-        module_database(request.param, tmp_path_factory.mktemp("gw-auth"), pg) as url,
-        make_gateway(url, redis_server, sse_max_s=1.0, auth_failures=10**6) as gateway,
+        module_database(request.param, tmp, pg) as url,
+        make_gateway(
+            url,
+            redis_server,
+            sse_max_s=1.0,
+            auth_failures=10**6,
+            outside_issuers=parse_issuers({"issuers": [idp]}, TtlPolicy()),
+        ) as gateway,
     ):
+        gateway.idp_key = key  # type: ignore[attr-defined]
         yield gateway
+
+
+IDP = "https://idp.matrix.test"
+
+
+def outside(gw: Gateway, scopes: str | tuple[str, ...], **change: Any) -> str:
+    """A token of the matrix's identity provider for alice, its groups naming ``scopes``."""
+    now = int(time.time())
+    held = (scopes,) if isinstance(scopes, str) else scopes
+    claims = {"iss": IDP, "aud": "smithers", "sub": "alice", "iat": now, "exp": now + 600}
+    claims |= {"jti": uuid.uuid4().hex, "groups": [f"g-{sc}" for sc in held]}
+    headers = {"kid": change.pop("kid", "k1")}
+    return jwt.encode({**claims, **change}, gw.idp_key, algorithm="ES256", headers=headers)  # type: ignore[attr-defined]
+
+
+def outside_unsigned(gw: Gateway, scope: str) -> str:
+    _, payload, _ = outside(gw, scope).split(".")
+    return jwt.utils.base64url_encode(b'{"alg":"none","kid":"k1"}').decode() + f".{payload}."
+
+
+def outside_tampered(gw: Gateway, scope: str) -> str:
+    head, payload, sig = outside(gw, scope).split(".")
+    flipped = "A" if sig[3] != "A" else "B"
+    return f"{head}.{payload}.{sig[:3]}{flipped}{sig[4:]}"
 
 
 @dataclass(frozen=True)
@@ -148,6 +200,11 @@ BAD_TOKENS: dict[str, Callable[[Gateway, str], str | None]] = {
     "alg none": lambda gw, scope: "Bearer " + gw.unsigned(scope),
     "other key": lambda gw, scope: "Bearer " + gw.foreign(scope),
     "unknown grant": lambda gw, scope: "Bearer " + gw.unknown_grant(scope),
+    "idp expired": lambda gw, scope: "Bearer " + outside(gw, scope, exp=int(time.time()) - 600),
+    "idp wrong audience": lambda gw, scope: "Bearer " + outside(gw, scope, aud="another-app"),
+    "idp unknown kid": lambda gw, scope: "Bearer " + outside(gw, scope, kid="k-unknown"),
+    "idp alg none": lambda gw, scope: "Bearer " + outside_unsigned(gw, scope),
+    "idp tampered": lambda gw, scope: "Bearer " + outside_tampered(gw, scope),
 }
 
 
@@ -214,24 +271,28 @@ def test_credentials_and_scopes(gw: Gateway, name: str) -> None:
         assert response.get_json()["error"]["code"] == "unauthorized", kind
         assert response.headers["WWW-Authenticate"].startswith("Bearer"), kind
 
-    # a valid token with every scope but this one: 403
+    # a valid token with every scope but this one, the gateway's own or the provider's: 403
     if ep.scope != "any":
         others = tuple(sc for sc in ALL_SCOPES if sc != ep.scope)
-        response = call(gw, ep, path, "Bearer " + gw.token(others))
-        assert response.status_code == 403, response.get_json()
-        assert response.get_json()["error"] == {
-            "code": "forbidden",
-            "message": f"this action needs the scope {ep.scope!r}",
-        }
+        for token in (gw.token(others), outside(gw, others)):
+            response = call(gw, ep, path, "Bearer " + token)
+            assert response.status_code == 403, response.get_json()
+            assert response.get_json()["error"] == {
+                "code": "forbidden",
+                "message": f"this action needs the scope {ep.scope!r}",
+            }
 
     # every refusal is audited, and nothing else was written
     # (folded per source, status, subject and reason in the interval: the counts add up)
     assert gw.denied(401) - denied_before[401] == len(BAD_TOKENS)
-    assert gw.denied(403) - denied_before[403] == (0 if ep.scope == "any" else 1)
+    assert gw.denied(403) - denied_before[403] == (0 if ep.scope == "any" else 2)
     assert gw.count(s.runs) == runs_before
 
-    # the right scope alone gets through
+    # the right scope alone gets through, from either issuer (on a fresh target: the
+    # first call may have deleted or cancelled it)
     response = call(gw, ep, path, "Bearer " + gw.token(held))
+    assert response.status_code in ep.ok, response.get_json()
+    response = call(gw, ep, fill(gw, ep), "Bearer " + outside(gw, held))
     assert response.status_code in ep.ok, response.get_json()
 
 
