@@ -174,10 +174,17 @@ def load_key_pair(env: Mapping[str, str]) -> KeyPair | None:
     return KeyPair(algorithm, private_pem, public_pem)
 
 
+OWN_ISSUER = "smithers"  # the iss of the gateway's own tokens
+
+
 def load_outside_issuers(env: Mapping[str, str], ttl: TtlPolicy) -> tuple[OutsideIssuer, ...]:
-    """The issuers of SMITHERS_IDP_ISSUERS_FILE (none when unset)."""
+    """The issuers of SMITHERS_IDP_ISSUERS_FILE (none when unset); none may claim the
+    gateway's own ``iss``, or its own tokens would be checked against a JWKS."""
     path = settings.IDP_ISSUERS_FILE.read(env)
-    return load_issuers(path, ttl) if path else ()
+    issuers = load_issuers(path, ttl) if path else ()
+    if any(i.issuer == OWN_ISSUER for i in issuers):
+        raise InvalidInput(f"SMITHERS_IDP_ISSUERS_FILE {path}: {OWN_ISSUER!r} is the gateway's own issuer")
+    return issuers
 
 
 def read_leeway(env: Mapping[str, str]) -> int:
@@ -198,7 +205,7 @@ class GatewayConfig:
     deployment_version: str = "dev"
     workflows: str = ""
     ttl: TtlPolicy = field(default_factory=TtlPolicy)
-    issuer: str = "smithers"
+    issuer: str = OWN_ISSUER
     max_body_bytes: int = settings.GATEWAY_MAX_BODY.default
     page_max: int = settings.GATEWAY_PAGE_MAX.default
     sse_poll_s: float = settings.SSE_POLL_SECONDS.default

@@ -816,6 +816,12 @@ def test_the_gateway_config_reads_the_key_pair_and_the_issuers_from_the_environm
     # HS256 (the default) still needs its secret
     with pytest.raises(InvalidInput, match="no token signing key"):
         GatewayConfig.from_env(cluster, resolve_deployment(cluster))
+    # no outside issuer may claim the gateway's own iss
+    own = issuers_config("https://idp.corp.test/keys", tmp_path / "jwks.json")
+    own["issuers"][0]["issuer"] = "smithers"
+    issuers.write_text(json.dumps(own))
+    with pytest.raises(InvalidInput, match="'smithers' is the gateway's own issuer"):
+        GatewayConfig.from_env(env, resolve_deployment(env))
     # a file too big or not JSON is named
     issuers.write_text("{not json")
     with pytest.raises(InvalidInput, match="is not JSON"):
