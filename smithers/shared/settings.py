@@ -165,6 +165,42 @@ MAX_LOST = _scheduler.add(
     )
 )
 
+_decisions = section(
+    "Decisions",
+    "Every process that commits a change that can move a run (a worker's step, a launch, an"
+    " approval, a cancel) decides what follows in the same transaction; the scheduler decides"
+    " what time and recovery drive, and the runs a writer leaves to it.",
+)
+DECIDE_MAX_NODES = _decisions.add(
+    Setting(
+        "SMITHERS_DECIDE_MAX_NODES",
+        500,
+        "A writer decides a run only while it has at most this many node executions; a wider"
+        " run (a wide fan-out, a long loop) is left to the scheduler, which batches its"
+        " decisions. 0: writers never decide, the scheduler decides every run.",
+        whole,
+    )
+)
+CHAIN_STEPS = _decisions.add(
+    Setting(
+        "SMITHERS_CHAIN_STEPS",
+        100,
+        "Steps a worker runs in place, one after another, for one delivered message, when each"
+        " step's commit makes exactly one step ready on its queue (0: every step goes through"
+        " the broker).",
+        whole,
+    )
+)
+CHAIN_SECONDS = _decisions.add(
+    Setting(
+        "SMITHERS_CHAIN_SECONDS",
+        10.0,
+        "Seconds a worker goes on running a chain in place for one delivered message; the next"
+        " step after that goes through the broker, so one run cannot hold a slot.",
+        positive,
+    )
+)
+
 _revisions = section(
     "Revisions",
     "Schedulers and workers announce the workflow revisions they hold with a heartbeat in the"
