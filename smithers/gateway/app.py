@@ -44,6 +44,7 @@ from smithers.shared.metrics import StoreCollector
 from smithers.shared.redaction import redact_text
 from smithers.shared.registry import Registry, load_registry
 from smithers.shared.store import Store
+from smithers.shared.store.advance import Decider
 from smithers.shared.store.grants import ControlPlaneStore
 
 log = logging.getLogger("smithers.gateway")
@@ -90,13 +91,16 @@ def create_app(
         store = GatewayStore(config.database_url)
         store.migrate()
     if broker is None and config.redis_url:
-        broker = Broker(config.redis_url)
+        broker = Broker(config.redis_url, config.broker_url)
     metrics = Metrics(StoreCollector(store, broker))
+    if registry is None:
+        registry = load_registry(config.workflows)
     app.extensions[EXTENSION] = Services(
         config=config,
         store=store,
         broker=broker,
-        registry=registry if registry is not None else load_registry(config.workflows),
+        registry=registry,
+        decider=Decider(registry, config.decision, config.decide_max_nodes),
         control=ControlPlaneStore(store, config.ttl),
         fanout=Fanout(
             store,

@@ -17,7 +17,8 @@ from sqlalchemy.engine import make_url
 
 from smithers.gateway.cors import parse_origins
 from smithers.shared import settings
-from smithers.shared.config import Deployment
+from smithers.shared.actions import DecisionConfig
+from smithers.shared.config import Deployment, decision_config
 from smithers.shared.errors import InvalidInput
 from smithers.shared.grants import TtlPolicy
 
@@ -106,6 +107,9 @@ class GatewayConfig:
     auth_window_s: float = settings.GATEWAY_AUTH_WINDOW.default
     session_ttl_s: int = settings.SESSION_TTL.default
     session_secure: str = settings.SESSION_SECURE_COOKIE.default  # auto | true | false
+    broker_url: str | None = None  # the step messages' broker (None: redis_url)
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
+    decide_max_nodes: int = settings.DECIDE_MAX_NODES.default
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], deployment: Deployment) -> GatewayConfig:
@@ -129,4 +133,7 @@ class GatewayConfig:
             auth_window_s=settings.GATEWAY_AUTH_WINDOW.read(env),
             session_ttl_s=settings.SESSION_TTL.read(env),
             session_secure=settings.SESSION_SECURE_COOKIE.read(env),
+            broker_url=deployment.broker_url,
+            decision=decision_config(env),
+            decide_max_nodes=settings.DECIDE_MAX_NODES.read(env),
         )

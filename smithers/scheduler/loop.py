@@ -161,17 +161,13 @@ class Scheduler:
 
     def _send(self, messages: list[Message], after: int | None) -> bool:
         """Publish step messages; True if they went out (a lost one is re-sent later)."""
-        try:
-            if tracing.enabled():
-                for run_id, group in _by_run(messages):
-                    with tracing.use(self._traced.get(run_id)):  # each publish: its decision's child
-                        self.broker.send_steps(group, after)
-            else:
-                self.broker.send_steps(messages, after)
-        except Exception as exc:
-            log.warning("%d step messages not sent (%s); they will be re-sent", len(messages), exc)
-            return False
-        return True
+        if not tracing.enabled():
+            return self.broker.try_send_steps(messages, after)
+        sent = True
+        for run_id, group in _by_run(messages):
+            with tracing.use(self._traced.get(run_id)):  # each publish: its decision's child
+                sent = self.broker.try_send_steps(group, after) and sent
+        return sent
 
     def _due(self, ids: set[str], now: float) -> list[str]:
         """Of ``ids`` and earlier deferred runs, those that may be decided now."""

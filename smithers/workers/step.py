@@ -13,7 +13,6 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from smithers.shared import tracing
@@ -28,7 +27,7 @@ from smithers.shared.limits import OutputTooLarge
 from smithers.shared.redaction import redact, redact_text
 from smithers.shared.registry import Registry
 from smithers.shared.store import Store
-from smithers.shared.store.advance import Advanced, advance
+from smithers.shared.store.advance import Advanced, Decider
 from smithers.shared.store.attempts import (
     CLAIM_AFTER_S,
     CacheWrite,
@@ -40,7 +39,6 @@ from smithers.shared.store.attempts import (
     revision_of,
 )
 from smithers.shared.store.queries import outputs_for
-from smithers.shared.store.state import Message
 from smithers.shared.store.tx import Tx
 from smithers.shared.workflow import Node, NodeKind, Workflow
 from smithers.workers.secrets import resolve_secrets
@@ -404,12 +402,12 @@ def _commit(
             started_at=c.started_at,
             run_id=c.run_id,
         )
-        if committed and env.config.decide_max_nodes > 0:
-            done = advance(
-                tx, c.run_id, partial(_holds, env.registry), env.config.decision,
-                max_nodes=env.config.decide_max_nodes,
-            )  # fmt: skip
-            follow = _claim_in_place(env, tx, done, chain)
+        if committed:
+            decider = Decider(env.registry, env.config.decision, env.config.decide_max_nodes)
+            entry = env.registry.find(c.workflow)
+            done = decider.after(tx, c.run_id, entry.workflow if entry is not None else None)
+            if done is not None:
+                follow = _claim_in_place(env, tx, done, chain)
         if tx.postgres and c.run_id in tx.woken:
             # The run row stays locked until COMMIT, so a scheduler woken now waits
             # for the commit before it reads the run: its wake-up overlaps the
@@ -420,16 +418,13 @@ def _commit(
     if not tx.postgres and tx.woken:
         env.broker.wake_soon(*tx.woken)
     if done is not None and done.messages:
-        _send(env, [m for m in done.messages if follow is None or m.attempt_id != follow.attempt_id])
+        env.broker.try_send_steps(
+            [m for m in done.messages if follow is None or m.attempt_id != follow.attempt_id]
+        )
     if not committed:
         log.warning("attempt %s of %s/%s: result refused (fenced out)", c.attempt_id, c.run_id, c.node_id)
         return "fenced", None
     return ("succeeded" if ok else "failed"), follow
-
-
-def _holds(registry: Registry, workflow: str, revision: str) -> Workflow | None:
-    entry = registry.find(workflow)
-    return entry.workflow if entry is not None and entry.revision == revision else None
 
 
 def _claim_in_place(env: WorkerEnv, tx: Tx, done: Advanced, chain: _Chain) -> Claim | None:
@@ -446,14 +441,3 @@ def _claim_in_place(env: WorkerEnv, tx: Tx, done: Advanced, chain: _Chain) -> Cl
         return None
     lease = node.heartbeat_timeout_s or env.config.lease_s
     return claim(tx, m.attempt_id, env.worker_id, lease, run_id=m.run_id)
-
-
-def _send(env: WorkerEnv, messages: list[Message]) -> None:
-    """Publish step messages after commit; one not sent is re-sent by the scheduler
-    (its attempt stays queued past the re-send delay)."""
-    if not messages:
-        return
-    try:
-        env.broker.send_steps(messages)
-    except Exception as exc:
-        log.warning("%d step messages not sent (%s); they will be re-sent", len(messages), exc)

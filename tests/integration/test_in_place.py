@@ -67,7 +67,9 @@ def test_a_chain_in_place_is_bounded_per_delivered_message(engine_factory: Any, 
     assert sorted(set(STEPS) - set(in_place(found))) == ["s0", "s4", "s8"]
 
 
-def test_writers_leave_decisions_to_the_scheduler_when_told_to(engine_factory: Any, database_url: str) -> None:
+def test_writers_leave_decisions_to_the_scheduler_when_told_to(
+    engine_factory: Any, database_url: str
+) -> None:
     # given writers that never decide (SMITHERS_DECIDE_MAX_NODES=0): the old division of labour
     eng: Engine = engine_factory(database_url, SMITHERS_DECIDE_MAX_NODES="0")
     eng.scheduler()
@@ -108,8 +110,10 @@ def test_kill_9_in_the_middle_of_an_in_place_chain_commits_every_step_once(
     node_done = [e.node_id for e in eng.events(run_id) if e.type == "node.succeeded"]
     assert sorted(node_done) == sorted(STEPS)
     lines = effects(fx)
-    assert sorted(x for x in lines if x.startswith("end:")) == sorted(f"end:{n}:0" for n in STEPS)
-    assert lines.count("start:s4:0") == 2  # the killed body and its re-run, nothing else twice
-    assert len(lines) == 2 * len(STEPS) + 1
+    for n in STEPS[:4] + STEPS[5:]:  # every other step's body ran once, s5 on in place again
+        assert (lines.count(f"start:{n}:0"), lines.count(f"end:{n}:0")) == (1, 1), lines
+    # the killed body, then its re-run: at least once more (a re-sent message may run
+    # it twice while the new worker starts; only one of them commits)
+    assert lines.count("start:s4:0") >= 2 and lines.count("end:s4:0") >= 1, lines
     seqs = [e.seq for e in eng.events(run_id)]
     assert seqs == list(range(1, len(seqs) + 1))

@@ -435,7 +435,8 @@ def test_a_partial_decision_names_every_output_a_branch_may_read_then_decides_wi
     # every node the branch depends on, at once (one query), not one per read
     assert asked == {("a", 0), ("b", 0)}
     d = decide(wf, view, {("a", 0): "left", ("b", 0): None}, NOW, partial=True)
-    assert [a for a in d.actions if isinstance(a, SetNode) and a.node_id == "pick"][0].output == {"path": "left"}
+    chosen = next(a for a in d.actions if isinstance(a, SetNode) and a.node_id == "pick")
+    assert chosen.output == {"path": "left"}
     assert decide(wf, view, {("a", 0): "left"}, NOW) == d  # complete outputs: an absent key is no output
 
 

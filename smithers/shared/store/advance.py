@@ -15,6 +15,7 @@ from typing import Any
 from smithers.shared import tracing
 from smithers.shared.actions import Decision, DecisionConfig, Key, MissingOutputs, RunView
 from smithers.shared.decision import decide
+from smithers.shared.registry import Registry
 from smithers.shared.store.queries import outputs_for
 from smithers.shared.store.state import Message, apply_and_tell, load_run_view
 from smithers.shared.store.tx import Tx
@@ -98,3 +99,27 @@ def advance(
     else:
         tx.wake(run_id)  # still due: the scheduler goes on with it
     return Advanced(True, messages, decision.wake_at, row.workflow, row.module_revision, trace)
+
+
+@dataclass(frozen=True)
+class Decider:
+    """What a writer needs to decide the runs it changes: the workflows it holds, the
+    decision's tunables and its cost bound (``SMITHERS_DECIDE_MAX_NODES``; 0: it never
+    decides, the scheduler does)."""
+
+    registry: Registry
+    config: DecisionConfig
+    max_nodes: int
+
+    def holds(self, workflow: str, revision: str) -> Workflow | None:
+        """The workflow if this process has ``workflow`` loaded at ``revision``."""
+        entry = self.registry.find(workflow)
+        return entry.workflow if entry is not None and entry.revision == revision else None
+
+    def after(self, tx: Tx, run_id: str, workflow: Workflow | None = None) -> Advanced | None:
+        """Decide ``run_id`` in ``tx`` after a change to it; None when writers do not
+        decide, or the run's ``workflow`` (when the caller knows it) can have more node
+        executions than the bound: the change itself woke the run for the scheduler."""
+        if self.max_nodes <= 0 or (workflow is not None and workflow.executions() > self.max_nodes):
+            return None
+        return advance(tx, run_id, self.holds, self.config, max_nodes=self.max_nodes)
