@@ -175,9 +175,10 @@ DECIDE_MAX_NODES = _decisions.add(
     Setting(
         "SMITHERS_DECIDE_MAX_NODES",
         500,
-        "A writer decides a run only while it has at most this many node executions; a wider"
-        " run (a wide fan-out, a long loop) is left to the scheduler, which batches its"
-        " decisions. 0: writers never decide, the scheduler decides every run.",
+        "A writer decides a run only when its workflow can have at most this many node"
+        " executions (a loop's body counts once per iteration); a wider run (a wide fan-out,"
+        " a long loop) is left to the scheduler, which batches its decisions. 0: writers"
+        " never decide, the scheduler decides every run.",
         whole,
     )
 )
