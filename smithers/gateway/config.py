@@ -20,6 +20,7 @@ from smithers.shared import settings
 from smithers.shared.config import Deployment
 from smithers.shared.errors import InvalidInput
 from smithers.shared.grants import TtlPolicy
+from smithers.shared.webhook import WebhookConfig
 
 KEY_FILE = "gateway.key"
 MIN_KEY_CHARS = 32
@@ -106,6 +107,7 @@ class GatewayConfig:
     auth_window_s: float = settings.GATEWAY_AUTH_WINDOW.default
     session_ttl_s: int = settings.SESSION_TTL.default
     session_secure: str = settings.SESSION_SECURE_COOKIE.default  # auto | true | false
+    webhooks: WebhookConfig = field(default_factory=WebhookConfig)  # /v1/control/*: secrets, bounds
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], deployment: Deployment) -> GatewayConfig:
@@ -129,4 +131,5 @@ class GatewayConfig:
             auth_window_s=settings.GATEWAY_AUTH_WINDOW.read(env),
             session_ttl_s=settings.SESSION_TTL.read(env),
             session_secure=settings.SESSION_SECURE_COOKIE.read(env),
+            webhooks=WebhookConfig.from_env(env),
         )
