@@ -360,3 +360,24 @@ def test_the_webhooks_take_no_bearer_token() -> None:
         }
         assert "x-required-scope" not in op
     assert Scope.ADMIN not in HOOKS.idp_scopes
+
+
+def test_failed_signatures_count_as_failed_authentications_of_the_source(gw: Gateway) -> None:
+    limited = create_app(
+        config(gw.svc.config.database_url, None, webhooks=HOOKS, auth_failures=3),
+        store=gw.store,
+        registry=registry(),
+    )
+    client = limited.test_client()
+    body = json.dumps({"type": "user.login", "data": {}}).encode()
+    forged = signed(OTHER_SECRET, body)
+    assert [client.post("/v1/control/idp", data=body, headers=forged).status_code for _ in range(3)] == [
+        401
+    ] * 3
+    before = rows(gw)
+    # then even a well-signed delivery from that address waits, unread
+    response = client.post("/v1/control/idp", data=body, headers=signed(IDP_SECRET, body))
+    assert response.status_code == 429
+    assert response.get_json()["error"]["code"] == "rate_limited"
+    assert int(response.headers["Retry-After"]) > 0
+    assert rows(gw) == before
