@@ -92,6 +92,7 @@ class GatewayConfig:
     deployment_version: str = "dev"
     workflows: str = ""
     ttl: TtlPolicy = field(default_factory=TtlPolicy)
+    webhooks: WebhookConfig = field(default_factory=WebhookConfig)  # /v1/control/*: secrets, bounds
     issuer: str = "smithers"
     max_body_bytes: int = settings.GATEWAY_MAX_BODY.default
     page_max: int = settings.GATEWAY_PAGE_MAX.default
@@ -107,7 +108,6 @@ class GatewayConfig:
     auth_window_s: float = settings.GATEWAY_AUTH_WINDOW.default
     session_ttl_s: int = settings.SESSION_TTL.default
     session_secure: str = settings.SESSION_SECURE_COOKIE.default  # auto | true | false
-    webhooks: WebhookConfig = field(default_factory=WebhookConfig)  # /v1/control/*: secrets, bounds
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], deployment: Deployment) -> GatewayConfig:
@@ -120,6 +120,7 @@ class GatewayConfig:
             deployment_version=deployment.deployment_version,
             workflows=deployment.workflows,
             ttl=TtlPolicy.from_env(env),
+            webhooks=WebhookConfig.from_env(env),
             max_body_bytes=settings.GATEWAY_MAX_BODY.read(env),
             page_max=settings.GATEWAY_PAGE_MAX.read(env),
             sse_poll_s=settings.SSE_POLL_SECONDS.read(env),
@@ -131,5 +132,4 @@ class GatewayConfig:
             auth_window_s=settings.GATEWAY_AUTH_WINDOW.read(env),
             session_ttl_s=settings.SESSION_TTL.read(env),
             session_secure=settings.SESSION_SECURE_COOKIE.read(env),
-            webhooks=WebhookConfig.from_env(env),
         )
