@@ -270,7 +270,7 @@ def test_every_bad_credential_is_refused_and_writes_nothing(gw: Gateway, source:
         "not v1": (good, {**signed(secret, good), "webhook-signature": "v2,abc"}, 401),
         "signed another body": (good + b" ", signed(secret, good), 401),
         "stale timestamp": (good, signed(secret, good, timestamp=now - 301), 401),
-        "future timestamp": (good, signed(secret, good, timestamp=now + 301), 401),
+        "future timestamp": (good, signed(secret, good, timestamp=now + 360), 401),  # slack: a slow run
         "timestamp not a number": (good, {**signed(secret, good), "webhook-timestamp": "soon"}, 401),
         "oversize body": (b" " * (MAX_BODY + 1), signed(secret, b" " * (MAX_BODY + 1)), 413),
         "malformed JSON": (b'{"type": ', signed(secret, b'{"type": '), 400),
