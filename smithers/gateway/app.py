@@ -14,6 +14,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from smithers.gateway import (
     approvals,
+    approver,
+    control,
     events,
     grants,
     health,
@@ -126,6 +128,8 @@ def create_app(
         history,
         session,
         ui,
+        control,
+        approver,
     )
     for module in blueprints:
         app.register_blueprint(module.bp)

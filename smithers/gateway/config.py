@@ -21,6 +21,7 @@ from smithers.shared.actions import DecisionConfig
 from smithers.shared.config import Deployment, decision_config
 from smithers.shared.errors import InvalidInput
 from smithers.shared.grants import TtlPolicy
+from smithers.shared.webhook import WebhookConfig
 
 KEY_FILE = "gateway.key"
 MIN_KEY_CHARS = 32
@@ -92,6 +93,7 @@ class GatewayConfig:
     deployment_version: str = "dev"
     workflows: str = ""
     ttl: TtlPolicy = field(default_factory=TtlPolicy)
+    webhooks: WebhookConfig = field(default_factory=WebhookConfig)  # /v1/control/*: secrets, bounds
     issuer: str = "smithers"
     max_body_bytes: int = settings.GATEWAY_MAX_BODY.default
     page_max: int = settings.GATEWAY_PAGE_MAX.default
@@ -122,6 +124,7 @@ class GatewayConfig:
             deployment_version=deployment.deployment_version,
             workflows=deployment.workflows,
             ttl=TtlPolicy.from_env(env),
+            webhooks=WebhookConfig.from_env(env),
             max_body_bytes=settings.GATEWAY_MAX_BODY.read(env),
             page_max=settings.GATEWAY_PAGE_MAX.read(env),
             sse_poll_s=settings.SSE_POLL_SECONDS.read(env),

@@ -467,6 +467,56 @@ TOKEN_TTL_AUTOMATION_MAX = _tokens.add(
     )
 )
 
+_webhooks = section(
+    "Control-plane webhooks",
+    "`POST /v1/control/idp` (identity-provider assertions) and `POST /v1/control/billing`"
+    " (billing events) take no bearer token: each delivery is signed as Standard Webhooks"
+    " signs it (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256"
+    " of id.timestamp.body>`). An endpoint without a secret answers 404. Secrets are"
+    " `whsec_<base64 of 24 to 64 bytes>`, the form identity and billing providers hand out;"
+    " several, separated by spaces or commas, are all accepted (a rotation).",
+)
+WEBHOOK_IDP_SECRETS = _webhooks.add(
+    Setting("SMITHERS_WEBHOOK_IDP_SECRETS", "", "The secrets of `POST /v1/control/idp`.", text)
+)
+WEBHOOK_BILLING_SECRETS = _webhooks.add(
+    Setting("SMITHERS_WEBHOOK_BILLING_SECRETS", "", "The secrets of `POST /v1/control/billing`.", text)
+)
+WEBHOOK_TOLERANCE = _webhooks.add(
+    Setting(
+        "SMITHERS_WEBHOOK_TOLERANCE",
+        300,
+        "How far a delivery's `webhook-timestamp` may be from the gateway's clock; a replay"
+        " of a remembered `webhook-id` is refused within it, a stale delivery after it.",
+        duration,
+    )
+)
+WEBHOOK_MAX_BODY = _webhooks.add(
+    Setting(
+        "SMITHERS_WEBHOOK_MAX_BODY",
+        64 * 1024,
+        "Largest delivery body, in bytes (over it: 413, never read).",
+        count,
+    )
+)
+WEBHOOK_IDP_SCOPES = _webhooks.add(
+    Setting(
+        "SMITHERS_WEBHOOK_IDP_SCOPES",
+        "run:read,run:write,approval:read,approval:submit",
+        "The scopes an identity-provider assertion may grant (others: 403); add `admin` only"
+        " if the provider is to hand it out.",
+        text,
+    )
+)
+WEBHOOK_BILLING_SCOPES = _webhooks.add(
+    Setting(
+        "SMITHERS_WEBHOOK_BILLING_SCOPES",
+        "run:read,run:write,approval:read",
+        "The scopes a billing event may grant (others: 403).",
+        text,
+    )
+)
+
 _flower = section(
     "Flower", "`smithers flower` always serves behind HTTP basic auth and refuses to start without it."
 )
