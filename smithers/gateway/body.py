@@ -155,6 +155,12 @@ def read_body(schema: BodySchema) -> dict[str, Any]:
         if schema.optional_body:
             return {}
         raise InvalidInput("a JSON object body is required")
+    return schema.validate(parse_json(raw))
+
+
+def parse_json(raw: bytes) -> Any:
+    """Strict JSON from a request body: no duplicate key, no NaN, integers within
+    ±(2^63-1), nested at most MAX_DEPTH, no NUL or lone surrogate (InvalidInput)."""
     try:
         value = json.loads(
             raw,
@@ -172,7 +178,7 @@ def read_body(schema: BodySchema) -> dict[str, Any]:
     if _depth(value) > MAX_DEPTH:
         raise InvalidInput(f"the request body is nested deeper than {MAX_DEPTH}")
     check_json(value, "body")
-    return schema.validate(value)
+    return value
 
 
 def _depth(value: Any, level: int = 0) -> int:

@@ -24,9 +24,11 @@ from sqlalchemy.engine import make_url
 from smithers.gateway.cors import parse_origins
 from smithers.gateway.issuers import LEEWAY_LIMIT_S, OutsideIssuer, load_issuers
 from smithers.shared import settings
-from smithers.shared.config import Deployment
+from smithers.shared.actions import DecisionConfig
+from smithers.shared.config import Deployment, decision_config
 from smithers.shared.errors import InvalidInput
 from smithers.shared.grants import TtlPolicy
+from smithers.shared.webhook import WebhookConfig
 
 KEY_FILE = "gateway.key"
 MIN_KEY_CHARS = 32
@@ -205,6 +207,7 @@ class GatewayConfig:
     deployment_version: str = "dev"
     workflows: str = ""
     ttl: TtlPolicy = field(default_factory=TtlPolicy)
+    webhooks: WebhookConfig = field(default_factory=WebhookConfig)  # /v1/control/*: secrets, bounds
     issuer: str = OWN_ISSUER
     max_body_bytes: int = settings.GATEWAY_MAX_BODY.default
     page_max: int = settings.GATEWAY_PAGE_MAX.default
@@ -220,6 +223,9 @@ class GatewayConfig:
     auth_window_s: float = settings.GATEWAY_AUTH_WINDOW.default
     session_ttl_s: int = settings.SESSION_TTL.default
     session_secure: str = settings.SESSION_SECURE_COOKIE.default  # auto | true | false
+    broker_url: str | None = None  # the step messages' broker (None: redis_url)
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
+    decide_max_nodes: int = settings.DECIDE_MAX_NODES.default
     key_pair: KeyPair | None = None  # None: HS256 tokens signed with signing_key
     outside_issuers: tuple[OutsideIssuer, ...] = ()
     idp_leeway_s: int = settings.IDP_LEEWAY.default
@@ -247,6 +253,7 @@ class GatewayConfig:
             jwks_timeout_s=settings.IDP_JWKS_TIMEOUT.read(env),
             jwks_cache_s=settings.IDP_JWKS_CACHE.read(env),
             jwks_refresh_min_s=settings.IDP_JWKS_REFRESH_MIN.read(env),
+            webhooks=WebhookConfig.from_env(env),
             max_body_bytes=settings.GATEWAY_MAX_BODY.read(env),
             page_max=settings.GATEWAY_PAGE_MAX.read(env),
             sse_poll_s=settings.SSE_POLL_SECONDS.read(env),
@@ -258,4 +265,7 @@ class GatewayConfig:
             auth_window_s=settings.GATEWAY_AUTH_WINDOW.read(env),
             session_ttl_s=settings.SESSION_TTL.read(env),
             session_secure=settings.SESSION_SECURE_COOKIE.read(env),
+            broker_url=deployment.broker_url,
+            decision=decision_config(env),
+            decide_max_nodes=settings.DECIDE_MAX_NODES.read(env),
         )

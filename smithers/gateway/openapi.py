@@ -33,6 +33,7 @@ from smithers.gateway.schemas import (
     param,
     ref,
     request_body,
+    webhook_op,
 )
 from smithers.shared.status import ApprovalStatus
 from smithers.shared.store.runs import RUN_ID
@@ -46,7 +47,8 @@ WORKFLOW_PARAM = param(
 VERSION = "1.0.0"
 DESCRIPTION = """Launch, follow and decide durable workflow runs.
 
-**Tokens.** Every `/v1` operation needs `Authorization: Bearer <token>`, a JWT from
+**Tokens.** Every `/v1` operation but the signed webhooks under `/v1/control` needs
+`Authorization: Bearer <token>`, a JWT from
 `smithers token issue --subject S --scopes a,b --ttl 15m` (or `POST /v1/grants`). Each
 token is a grant row: `smithers token revoke JTI` refuses it at once. Lifetimes are
 bounded: people get 15 minutes by default and 12 hours at most, automation
@@ -62,13 +64,21 @@ are accepted too; each is recorded once as a grant row naming its issuer, and re
 |---|---|
 | `run:read` | list and read runs, follow events, list workflows |
 | `run:write` | launch, cancel, resume, rerun |
-| `approval:read` | list approvals and sandbox diff reviews |
+| `approval:read` | list approvals and diff reviews; read the runs it holds a pending approval of |
 | `approval:submit` | decide approvals and diff reviews |
 | `admin` | delete runs, issue and revoke grants, migrate runs between revisions |
 
 No scope implies another: a token that launches cannot approve, and `admin` does
 neither. A missing, expired, revoked or tampered token gets 401; a valid token without
 the scope gets 403. Both are written to the audit log.
+
+**Webhooks.** `POST /v1/control/idp` and `POST /v1/control/billing` take no bearer
+token: the credential is the delivery's signature, as Standard Webhooks defines it
+(`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256 of
+"id.timestamp.body">` with the endpoint's `whsec_` secret). A missing or wrong signature,
+or a timestamp more than `SMITHERS_WEBHOOK_TOLERANCE` (5 minutes) from the gateway's clock,
+is a 401; an id already applied is a 409 (`webhook_replayed`). Each delivery is written as
+normalized grants and audit entries, never as its payload.
 
 **Console sessions.** The console (`/ui/`) exchanges a token once, at `POST /v1/session`,
 for an HttpOnly, SameSite=Strict cookie with the same grant and scopes; requests with
@@ -306,6 +316,34 @@ def _paths() -> dict[str, Schema]:
                 requestBody=request_body(approvals.DECISION),
             ),
         },
+        "/v1/runs/{run_id}/approval-context": {
+            "parameters": [RUN_ID_PARAM],
+            "get": op(
+                "Read what an approver decides on",
+                "approval:read",
+                {
+                    "200": json_body(ref("ApprovalContext"), "The run as its approver sees it."),
+                    **errors(*auth, 404, 503),
+                },
+                operationId="approvalContext",
+                description="For a token that holds a pending approval of the run (the approval names"
+                " no owner, or names the token's subject as its owner or fallback owner): the run's"
+                " summary and input, those pending approvals with their declaration, the outputs of"
+                " the nodes each shows (or, declaring none, comes after), and the run's events in seq"
+                " order, paged by `after_seq` (`next_after_seq` is the next page's). No `run:read`"
+                " needed; any other run, existing or not, is 403. With `run:read` as well: every"
+                " pending approval of any run (404 for a run that does not exist).",
+                parameters=[
+                    param("after_seq", "query", CURSOR, "Events after this seq (default 0)."),
+                    param(
+                        "limit",
+                        "query",
+                        {"type": "integer", "minimum": 1, "maximum": 200},
+                        "At most this many events (default 200).",
+                    ),
+                ],
+            ),
+        },
         "/v1/runs/{run_id}/sandboxes": {
             "parameters": [RUN_ID_PARAM],
             "get": op(
@@ -520,6 +558,28 @@ def _paths() -> dict[str, Schema]:
                 },
                 operationId="endSession",
                 description="With the session cookie, `X-CSRF-Token` is needed (else 403).",
+            ),
+        },
+        "/v1/control/idp": {
+            "post": webhook_op(
+                "An identity provider's signed assertion",
+                "idpWebhook",
+                "`grant.created` records a grant (`data`: `grant_id`, `subject`, `scopes`, `expires_at`;"
+                " optional `kind`, default `person`, `issued_at`, `note`) with issuer `webhook:idp`,"
+                " within the token lifetimes and `SMITHERS_WEBHOOK_IDP_SCOPES`; `grant.revoked`"
+                " revokes one (`grant_id`, optional `reason`); `subject.revoked` revokes every grant of"
+                " a deprovisioned subject (`subject`, optional `reason`). Other types are audited only.",
+            ),
+        },
+        "/v1/control/billing": {
+            "post": webhook_op(
+                "A billing system's signed event",
+                "billingWebhook",
+                "`subscription.active` records a grant as `grant.created` does (`kind` default"
+                " `automation`, issuer `webhook:billing`, scopes within `SMITHERS_WEBHOOK_BILLING_SCOPES`)"
+                " and revokes the subject's other billing grants (a plan that changed);"
+                " `subscription.ended` revokes the subject's billing grants (its other grants stay)."
+                " Other types (`invoice.paid`, ...) are audited only.",
             ),
         },
         "/ui": {

@@ -143,6 +143,7 @@ def launch() -> tuple[Response, int, dict[str, str]]:
         run_id=body.get("run_id"),
         launched_by=principal().subject,
         deployment_version=svc.config.deployment_version,
+        decider=svc.decider,
     )
     if created:
         # runs.launch reads the row back before its run.launched event is flushed (seq 1)
@@ -254,7 +255,7 @@ def cancel(run_id: str) -> Response:
     _run_id(run_id)
     read_body(_EMPTY)
     svc = services()
-    operations.cancel(svc.store, svc.broker, run_id, principal().subject)
+    operations.cancel(svc.store, svc.broker, run_id, principal().subject, svc.decider)
     return jsonify(run_json(_reread(run_id)))
 
 
@@ -265,7 +266,7 @@ def resume(run_id: str) -> Response:
     _run_id(run_id)
     read_body(_EMPTY)
     svc = services()
-    operations.resume(svc.store, svc.broker, run_id, principal().subject)
+    operations.resume(svc.store, svc.broker, run_id, principal().subject, svc.decider)
     return jsonify(run_json(_reread(run_id)))
 
 

@@ -75,5 +75,6 @@ def review(run_id: str, sandbox_id: str) -> Response:
         accept=bool(body["accept"]),
         note=redact_text(note) if isinstance(note, str) else None,
         actor=principal().subject,
+        decider=svc.decider,
     )
     return jsonify(sandbox_json(record))

@@ -334,6 +334,42 @@ def component_schemas() -> dict[str, Schema]:
                 },
             }
         ),
+        "ApprovalContext": obj(
+            {
+                "run": {"allOf": [ref("RunSummary"), obj({"input": OBJ})]},
+                "approvals": {"type": "array", "items": ref("Approval")},
+                "outputs": {"type": "array", "items": ref("Output")},
+                "events": {"type": "array", "items": ref("Event")},
+                "next_after_seq": {**INT, "description": "`after_seq` of the next page of events."},
+            },
+            nullable=("next_after_seq",),
+        ),
+        "WebhookEvent": {
+            "type": "object",
+            "required": ["type"],
+            "description": "A Standard Webhooks payload; fields not named here are ignored and never stored.",
+            "properties": {
+                "type": {"type": "string", "pattern": r"^[a-z][a-z0-9_.-]{0,63}$"},
+                "timestamp": {**STR, "description": "When the sender made it (informative)."},
+                "data": {
+                    **OBJ,
+                    "description": "What the type needs: `grant_id`, `subject`, `scopes`, `expires_at`"
+                    " (epoch seconds), `kind`, `issued_at`, `note`, `reason`.",
+                },
+            },
+        },
+        "WebhookResult": obj(
+            {
+                "webhook_id": STR,
+                "type": STR,
+                "effect": {
+                    "type": "string",
+                    "enum": ["grant_recorded", "unchanged", "grant_revoked", "subject_revoked", "ignored"],
+                },
+                "grants": {"type": "array", "items": STR, "description": "Grants recorded (or already so)."},
+                "revoked": {"type": "array", "items": STR, "description": "Grants revoked."},
+            }
+        ),
         "Approval": approval,
         "ApprovalList": obj({"approvals": {"type": "array", "items": ref("Approval")}}),
         "Workflow": workflow,
@@ -489,3 +525,47 @@ def op(summary: str, scope: str | None, responses: dict[str, Schema], **extra: A
         needed = "any valid credential" if scope == "any" else f"`{scope}`"
         op["description"] = (extra.get("description", "") + f"\n\nScope: {needed}.").strip()
     return op
+
+
+WEBHOOK_TEXT = {
+    400: "Malformed JSON, or a field of `data` missing or mistyped (named), or a lifetime over the"
+    " kind's maximum.",
+    401: "No signature headers, a malformed one, no signature matching the endpoint's secrets, or a"
+    " timestamp outside the tolerance (stale).",
+    403: "A scope this endpoint may not grant.",
+    404: "The endpoint has no secret configured, or `grant.revoked` names an unknown grant.",
+    409: "This `webhook-id` was already applied (`webhook_replayed`), or the grant id exists with"
+    " other content.",
+    413: "The body is over `SMITHERS_WEBHOOK_MAX_BODY` bytes.",
+    429: "Too many failed authentications from this address (`Retry-After`).",
+    503: "The store is unavailable.",
+}
+
+
+def webhook_op(summary: str, operation_id: str, description: str) -> Schema:
+    """A signed webhook: no bearer token; the three Standard Webhooks headers are its credential."""
+    headers = [
+        param("webhook-id", "header", {"type": "string", "pattern": r"^[A-Za-z0-9_.:=+/-]{1,128}$"},
+              "The delivery's id, the same on each retry; applied once.", required=True),
+        param("webhook-timestamp", "header", {"type": "string", "pattern": r"^\d{1,12}$"},
+              "When it was signed, in seconds since the epoch.", required=True),
+        param("webhook-signature", "header", {"type": "string", "maxLength": 2048},
+              "`v1,<base64 HMAC-SHA256>` of `{webhook-id}.{webhook-timestamp}.{body}`, keyed with"
+              " the decoded `whsec_` secret; several separated by spaces.", required=True),
+    ]  # fmt: skip
+    return op(
+        summary,
+        None,
+        {
+            "200": json_body(
+                ref("WebhookResult"), "Applied (or audited only, for a type it does not act on)."
+            ),
+            **{str(c): json_body(ref("Error"), text) for c, text in WEBHOOK_TEXT.items()},
+        },
+        operationId=operation_id,
+        description=description + "\n\nNo bearer token: the signature is the credential (a Standard"
+        " Webhooks signature with this endpoint's secret), and `x-signature` names the scheme.",
+        parameters=headers,
+        requestBody={"required": True, "content": {JSON: {"schema": ref("WebhookEvent")}}},
+        **{"x-signature": "standard-webhooks-v1"},
+    )

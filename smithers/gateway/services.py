@@ -15,6 +15,7 @@ from smithers.gateway.metrics import Metrics
 from smithers.shared.broker import Broker
 from smithers.shared.registry import Registry
 from smithers.shared.store import Store
+from smithers.shared.store.advance import Decider
 from smithers.shared.store.grants import ControlPlaneStore
 
 EXTENSION = "smithers"
@@ -32,6 +33,7 @@ class Services:
     fanout: Fanout
     metrics: Metrics
     limiter: FailureLimiter
+    decider: Decider | None = None  # the gateway decides the runs it changes (launch, approve, cancel)
 
     def close(self) -> None:
         """Stop the poller and close connections."""

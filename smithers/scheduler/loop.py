@@ -17,15 +17,16 @@ from smithers.shared import retention, tracing
 from smithers.shared.actions import DecisionConfig
 from smithers.shared.broker import Broker
 from smithers.shared.config import SchedulerConfig
-from smithers.shared.decision import decide
 from smithers.shared.errors import SmithersError
 from smithers.shared.registry import Registry
 from smithers.shared.store import Store, revisions
+from smithers.shared.store.advance import advance
 from smithers.shared.store.feed import number_now
 from smithers.shared.store.queries import due_runs
-from smithers.shared.store.state import LazyOutputs, Message, apply_decision, load_run_view, postpone
+from smithers.shared.store.state import Message, postpone
 from smithers.shared.store.timetravel import settle_leftovers
 from smithers.shared.store.tx import Tx
+from smithers.shared.workflow import Workflow
 
 log = logging.getLogger("smithers.scheduler")
 RETRY_UNKNOWN_WORKFLOW_S = 30.0
@@ -160,17 +161,13 @@ class Scheduler:
 
     def _send(self, messages: list[Message], after: int | None) -> bool:
         """Publish step messages; True if they went out (a lost one is re-sent later)."""
-        try:
-            if tracing.enabled():
-                for run_id, group in _by_run(messages):
-                    with tracing.use(self._traced.get(run_id)):  # each publish: its decision's child
-                        self.broker.send_steps(group, after)
-            else:
-                self.broker.send_steps(messages, after)
-        except Exception as exc:
-            log.warning("%d step messages not sent (%s); they will be re-sent", len(messages), exc)
-            return False
-        return True
+        if not tracing.enabled():
+            return self.broker.try_send_steps(messages, after)
+        sent = True
+        for run_id, group in _by_run(messages):
+            with tracing.use(self._traced.get(run_id)):  # each publish: its decision's child
+                sent = self.broker.try_send_steps(group, after) and sent
+        return sent
 
     def _due(self, ids: set[str], now: float) -> list[str]:
         """Of ``ids`` and earlier deferred runs, those that may be decided now."""
@@ -190,26 +187,22 @@ class Scheduler:
 
     def _decide(self, tx: Tx, run_id: str, messages: list[Message]) -> float | None:
         """Load, decide and apply one run inside ``tx``; returns when to look again."""
-        loaded = load_run_view(tx, run_id)
-        if loaded is None:
-            return None
-        view, row = loaded
-        if (row.workflow, row.module_revision) not in self.held:
+        done = advance(tx, run_id, self._holds, self.decision_config)
+        if not done.decided:
             # Another revision's run (or a workflow this process lacks): never decided
             # with this code. Its holders get the wake-up; if none is live, the holder
             # check marks the run revision_unavailable.
-            log.debug(
-                "run %s: revision %s of %r not held here", run_id, row.module_revision[:12], row.workflow
-            )
-            self._forward.setdefault(row.module_revision, set()).add(run_id)
+            log.debug("run %s: revision %s of %r not held here", run_id, done.revision[:12], done.workflow)
+            self._forward.setdefault(done.revision, set()).add(run_id)
             return None
-        wf = self.registry.get(row.workflow).workflow
-        # The launch's trace goes on here: the wake-up over Redis carried no context.
-        with tracing.span("smithers.decide", row.traceparent, **{tracing.RUN_ID: run_id}):
-            decision = decide(wf, view, LazyOutputs(tx.conn, run_id), tx.now, self.decision_config)
-            messages.extend(apply_decision(tx, run_id, decision, row.workflow, row.module_revision))
-            self._traced[run_id] = tracing.current()
-        return decision.wake_at
+        messages.extend(done.messages)
+        self._traced[run_id] = done.trace
+        return done.wake_at
+
+    def _holds(self, workflow: str, revision: str) -> Workflow | None:
+        if (workflow, revision) not in self.held:
+            return None
+        return self.registry.get(workflow).workflow
 
     def sweep(self) -> list[str]:
         """Run ids whose wake time has come (queued, finished steps, timers, leases).

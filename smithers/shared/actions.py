@@ -6,7 +6,7 @@ returns a :class:`Decision` whose actions the store applies in the same transact
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,17 @@ class RunView:
     nodes: Mapping[Key, NodeView]
     cancel_requested: bool = False
     reopened: bool = False  # a rewind or resume removed node rows (attempts stay)
+
+
+class MissingOutputs(BaseException):
+    """Raised by a partial decision (``decide(..., partial=True)``) that needs outputs it
+    was not given: the caller loads ``keys`` (an absent output as ``None``) and decides
+    again. A ``BaseException`` so a branch or loop predicate's ``except Exception``
+    cannot swallow it."""
+
+    def __init__(self, keys: Iterable[Key]) -> None:
+        self.keys = frozenset(keys)
+        super().__init__(sorted(self.keys))
 
 
 @dataclass(frozen=True)

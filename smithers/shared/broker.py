@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -201,6 +201,19 @@ class Broker:
                     "producer": producer,
                 }
                 self.celery.send_task(STEP_TASK, args=[step.attempt_id], **options)
+
+    def try_send_steps(self, steps: Sequence[StepMessage], after: int | None = None) -> bool:
+        """:meth:`send_steps`, best effort: True if they went out. A message not sent
+        leaves its attempt queued, and the decision re-sends it once the re-send delay
+        has passed (``SMITHERS_REDISPATCH_AFTER``)."""
+        if not steps:
+            return True
+        try:
+            self.send_steps(steps, after)
+        except Exception as exc:
+            log.warning("%d step messages not sent (%s); they will be re-sent", len(steps), exc)
+            return False
+        return True
 
     def ping(self) -> bool:
         """True when Redis answers."""

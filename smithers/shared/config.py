@@ -18,10 +18,11 @@ import json
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from smithers.shared import settings
+from smithers.shared.actions import DecisionConfig
 from smithers.shared.datadir import find_data_dir, read_record
 
 DB_FILE = "smithers.db"
@@ -132,6 +133,10 @@ class WorkerConfig:
     secrets_dir: Path | None = None
     holder_heartbeat_s: float = settings.HOLDER_HEARTBEAT.default
     secrets_allow: frozenset[str] = frozenset()
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
+    decide_max_nodes: int = settings.DECIDE_MAX_NODES.default
+    chain_steps: int = settings.CHAIN_STEPS.default
+    chain_s: float = settings.CHAIN_SECONDS.default
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], data_dir: Path | None = None) -> WorkerConfig:
@@ -148,4 +153,13 @@ class WorkerConfig:
             secrets_allow=frozenset(
                 name.strip() for name in settings.SECRETS_ALLOW.read(env).split(",") if name.strip()
             ),
+            decision=decision_config(env),
+            decide_max_nodes=settings.DECIDE_MAX_NODES.read(env),
+            chain_steps=settings.CHAIN_STEPS.read(env),
+            chain_s=settings.CHAIN_SECONDS.read(env),
         )
+
+
+def decision_config(env: Mapping[str, str]) -> DecisionConfig:
+    """The decision's tunables, the same in every process that decides."""
+    return DecisionConfig(settings.REDISPATCH_AFTER.read(env), settings.MAX_LOST.read(env))

@@ -1,9 +1,13 @@
-"""The scheduler's pure decision: given a run's state, what happens next.
+"""The pure decision: given a run's state, what happens next.
 
-``decide`` reads plain data (the workflow, a :class:`RunView`, a lazy mapping of
-outputs and the time) and returns a :class:`Decision`: a list of actions and the time
-the run next needs attention. It performs no I/O; the store applies the actions and
-their events in one transaction.
+``decide`` reads plain data (the workflow, a :class:`RunView`, the outputs it was given
+and the time) and returns a :class:`Decision`: a list of actions and the time the run
+next needs attention. It performs no I/O (an import contract keeps I/O modules out of
+it); the store applies the actions and their events in one transaction. A caller that
+cannot tell in advance which outputs a decision reads decides with ``partial=True``:
+an output it was not given raises :class:`MissingOutputs` naming every output that
+step needs, and the caller loads them and decides again
+(:func:`smithers.shared.store.state.decide_run`).
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ from smithers.shared.actions import (
     EscalateApproval,
     ExpireApproval,
     Key,
+    MissingOutputs,
     NodeView,
     OpenApproval,
     RunView,
     SetRun,
 )
 from smithers.shared.approval import TIMEOUT_ACTOR
-from smithers.shared.context import DecisionContext, UpstreamOutputs
+from smithers.shared.context import DecisionContext
 from smithers.shared.decision_steps import Steps
 from smithers.shared.graph import output_iteration
 from smithers.shared.policy import cache_key
@@ -38,9 +43,14 @@ def decide(
     outputs: Mapping[Key, Any],
     now: float,
     config: DecisionConfig | None = None,
+    *,
+    partial: bool = False,
 ) -> Decision:
-    """Decide the next step of ``run``; pure and deterministic for the same inputs."""
-    return _Decider(wf, run, outputs, now, config or DecisionConfig()).decide()
+    """Decide the next step of ``run``; pure and deterministic for the same inputs.
+
+    ``outputs``: the run's outputs by (node, iteration); a key it lacks is a node
+    without output, unless ``partial``, where it raises :class:`MissingOutputs`."""
+    return _Decider(wf, run, outputs, now, config or DecisionConfig(), partial).decide()
 
 
 def _settled(node: Node, status: NodeStatus) -> bool:
@@ -57,17 +67,26 @@ class _Decider(Steps):
         outputs: Mapping[Key, Any],
         now: float,
         config: DecisionConfig,
+        partial: bool,
     ) -> None:
         super().__init__(run, now, config)
         self.wf = wf
         self.outputs = outputs
+        self.partial = partial
 
     # -- helpers ---------------------------------------------------------------------
 
     def output(self, key: Key) -> Any:
-        if key in self.new_outputs:
-            return self.new_outputs[key]
-        return self.outputs.get(key)
+        return self.outputs_of([key])[key]
+
+    def outputs_of(self, keys: list[Key]) -> dict[Key, Any]:
+        """The outputs at ``keys`` (None: no output); a partial decision asks for every
+        one it was not given at once (:class:`MissingOutputs`)."""
+        if self.partial:
+            missing = [k for k in keys if k not in self.new_outputs and k not in self.outputs]
+            if missing:
+                raise MissingOutputs(missing)
+        return {k: self.new_outputs[k] if k in self.new_outputs else self.outputs.get(k) for k in keys}
 
     # -- the decision ----------------------------------------------------------------
 
@@ -244,16 +263,10 @@ class _Decider(Steps):
 
     def upstream(self, node: Node, iteration: int) -> dict[str, Any]:
         """Every output ``node`` may read (each node it depends on, directly or not)."""
-        return {d: self.output((d, self.read_at(node, d, iteration))) for d in self.wf.upstream(node.id)}
-
-    def read_at(self, node: Node, dep: str, iteration: int) -> int:
-        return output_iteration(self.wf.nodes, node.id, dep, iteration)
-
-    def readable(self, node: Node, iteration: int) -> UpstreamOutputs:
-        """:meth:`upstream`, each output read when first used (a branch reads one or two)."""
-        return UpstreamOutputs(
-            self.wf.upstream(node.id), {}, lambda d: {d: self.output((d, self.read_at(node, d, iteration)))}
-        )
+        names = self.wf.upstream(node.id)
+        keys = [(d, output_iteration(self.wf.nodes, node.id, d, iteration)) for d in names]
+        found = self.outputs_of(keys)
+        return {d: found[k] for d, k in zip(names, keys, strict=True)}
 
     def start(self, node: Node, iteration: int) -> None:
         if node.dispatched and node.cache is not None:
@@ -311,10 +324,9 @@ class _Decider(Steps):
 
     def start_branch(self, node: Node, iteration: int) -> None:
         assert node.choose is not None
-        parents = {d: self.output((d, iteration)) for d in node.after}
-        ctx = DecisionContext(
-            self.run.run_id, self.run.input, parents, iteration, self.readable(node, iteration), node.id
-        )
+        readable = self.upstream(node, iteration)  # plain data: every output it may read
+        parents = {d: readable[d] for d in node.after}
+        ctx = DecisionContext(self.run.run_id, self.run.input, parents, iteration, readable, node.id)
         try:
             path = node.choose(ctx)
         except Exception as exc:
@@ -348,7 +360,8 @@ class _Decider(Steps):
             return
         if not all(st is not None and _settled(m, st.status) for m, st in states):
             return
-        outs = {m.id: self.output((m.id, k)) for m, st in states if st and st.status is NodeStatus.SUCCEEDED}
+        found = self.outputs_of([(m.id, k) for m, st in states if st and st.status is NodeStatus.SUCCEEDED])
+        outs = {key[0]: value for key, value in found.items()}
         assert loop.until is not None
         try:
             done = bool(loop.until(DecisionContext(self.run.run_id, self.run.input, outs, k)))
@@ -403,11 +416,10 @@ class _Decider(Steps):
             new = RunStatus.RUNNING
         elif all(self.settled_at(n, 0) for n in top):
             leaves = [n for n in top if not self.wf.dependents(n.id)]
-            output = {
-                n.id: self.output((n.id, 0))
-                for n in leaves
-                if self.states[(n.id, 0)].status is NodeStatus.SUCCEEDED
-            }
+            found = self.outputs_of(
+                [(n.id, 0) for n in leaves if self.states[(n.id, 0)].status is NodeStatus.SUCCEEDED]
+            )
+            output = {key[0]: value for key, value in found.items()}
             self.actions.append(SetRun(RunStatus.SUCCEEDED, output=output))
             return
         else:

@@ -25,7 +25,9 @@ from smithers.shared.store import ApprovalRecord, RunRecord, Store, revisions, t
 from smithers.shared.store import approvals as approvals_store
 from smithers.shared.store import runs as runs_store
 from smithers.shared.store import sandboxes as sandboxes_store
+from smithers.shared.store.advance import Advanced, Decider
 from smithers.shared.store.queries import get_run
+from smithers.shared.store.tx import Tx
 from smithers.shared.workflow import Workflow
 
 
@@ -117,11 +119,21 @@ def launch(
     run_id: str | None,
     launched_by: str | None,
     deployment_version: str,
+    decider: Decider | None = None,
 ) -> tuple[RunRecord, bool]:
-    """Launch a run (idempotent by run id); returns ``(run, created)``."""
+    """Launch a run (idempotent by run id); returns ``(run, created)``. With a
+    ``decider`` the launch's transaction also makes the run's first decision, and its
+    first steps are sent after commit; without, the scheduler is woken for it."""
     entry = registry.get(workflow)
     checked = check_input(run_input, entry.workflow.public_inputs, store.limits.input_bytes)
     rid = runs_store.check_run_id(run_id) if run_id is not None else new_run_id()
+    decided: list[Advanced | None] = [None]
+
+    def then(tx: Tx, _run: RunRecord, created: bool) -> None:
+        if created and decider is not None and broker is not None:  # no broker: no one to send its steps
+            tx.flush()  # the run row and its run.launched event (seq 1, given) first: the decision's follow
+            decided[0] = decider.after(tx, rid, entry.workflow)
+
     with tracing.span("smithers.launch", **{tracing.RUN_ID: rid, tracing.WORKFLOW: workflow}):
         traceparent = tracing.traceparent()  # the launch's own: the run's decisions are its children
         run, created = runs_store.launch_once(
@@ -137,27 +149,55 @@ def launch(
             launched_by=launched_by,
             fresh=run_id is None,
             traceparent=traceparent,
+            then=then,
         )
-    if created and broker is not None:
-        broker.wake_soon(rid)  # best effort either way: the sweep finds a queued run
+    if created:
+        _follow(broker, decided[0], rid, soon=True)
+        if decided[0] is not None and decided[0].decided:  # it moved on: the run as committed
+            with store.read() as conn:
+                run = get_run(conn, rid) or run
     return run, created
 
 
-def cancel(store: Store, broker: Broker | None, run_id: str, actor: str | None) -> RunRecord:
-    """Ask for a run's cancellation."""
+def _decide(tx: Tx, decider: Decider | None, broker: Broker | None, run_id: str) -> Advanced | None:
+    """The run's decision after a change in ``tx``, if this process decides (it has a
+    ``decider``, and a broker to send the steps it makes ready)."""
+    return decider.after(tx, run_id) if decider is not None and broker is not None else None
+
+
+def _follow(broker: Broker | None, done: Advanced | None, run_id: str, *, soon: bool = False) -> None:
+    """After the commit of a change to ``run_id``: send the steps its decision made
+    ready, or, when this process did not decide it, wake a scheduler for it. Best
+    effort either way: the scheduler's sweep finds a run due and re-sends a lost step."""
+    if broker is None:
+        return
+    if done is not None and done.decided:
+        broker.try_send_steps(done.messages)
+    elif soon:
+        broker.wake_soon(run_id)
+    else:
+        broker.wake(run_id)
+
+
+def cancel(
+    store: Store, broker: Broker | None, run_id: str, actor: str | None, decider: Decider | None = None
+) -> RunRecord:
+    """Ask for a run's cancellation (decided at once with a ``decider``)."""
     with store.write() as tx:
         run = runs_store.request_cancel(tx, run_id, actor)
-    if broker is not None:
-        broker.wake(run_id)
+        done = _decide(tx, decider, broker, run_id)
+    _follow(broker, done, run_id)
     return run
 
 
-def resume(store: Store, broker: Broker | None, run_id: str, actor: str | None) -> RunRecord:
-    """Reopen a failed or cancelled run under the same id."""
+def resume(
+    store: Store, broker: Broker | None, run_id: str, actor: str | None, decider: Decider | None = None
+) -> RunRecord:
+    """Reopen a failed or cancelled run under the same id (decided at once with a ``decider``)."""
     with store.write() as tx:
         run = runs_store.resume(tx, run_id, actor)
-    if broker is not None:
-        broker.wake(run_id)
+        done = _decide(tx, decider, broker, run_id)
+    _follow(broker, done, run_id)
     return run
 
 
@@ -172,14 +212,16 @@ def approve(
     actor: str,
     iteration: int | None = None,
     payload: Any = None,
+    decider: Decider | None = None,
 ) -> ApprovalRecord:
-    """Decide a pending approval (owner rules and its declared payload apply)."""
+    """Decide a pending approval (owner rules and its declared payload apply); with a
+    ``decider`` the run moves on in the same transaction."""
     with store.write() as tx:
         record = approvals_store.decide(
             tx, run_id, node_id, iteration, approved=approved, note=note, actor=actor, payload=payload
         )
-    if broker is not None:
-        broker.wake(run_id)
+        done = _decide(tx, decider, broker, run_id)
+    _follow(broker, done, run_id)
     return record
 
 
@@ -193,14 +235,16 @@ def review(
     note: str | None,
     actor: str,
     by_node: bool = False,
+    decider: Decider | None = None,
 ) -> sandboxes_store.SandboxRecord:
     """Accept or reject a sandbox's pending patches (``sandbox`` may name its node
-    with ``by_node``); the decision, its event and audit row are one transaction."""
+    with ``by_node``); the decision, its event and audit row are one transaction (with
+    a ``decider``, so is the run's next move)."""
     with store.write() as tx:
         sandbox_id = sandboxes_store.resolve_sandbox(tx.conn, run_id, sandbox) if by_node else sandbox
         record = sandboxes_store.review(tx, run_id, sandbox_id, accept=accept, note=note, actor=actor)
-    if broker is not None:
-        broker.wake(run_id)
+        done = _decide(tx, decider, broker, run_id)
+    _follow(broker, done, run_id)
     return record
 
 

@@ -165,6 +165,43 @@ MAX_LOST = _scheduler.add(
     )
 )
 
+_decisions = section(
+    "Decisions",
+    "Every process that commits a change that can move a run (a worker's step, a launch, an"
+    " approval, a cancel) decides what follows in the same transaction; the scheduler decides"
+    " what time and recovery drive, and the runs a writer leaves to it.",
+)
+DECIDE_MAX_NODES = _decisions.add(
+    Setting(
+        "SMITHERS_DECIDE_MAX_NODES",
+        500,
+        "A writer decides a run only when its workflow can have at most this many node"
+        " executions (a loop's body counts once per iteration); a wider run (a wide fan-out,"
+        " a long loop) is left to the scheduler, which batches its decisions. 0: writers"
+        " never decide, the scheduler decides every run.",
+        whole,
+    )
+)
+CHAIN_STEPS = _decisions.add(
+    Setting(
+        "SMITHERS_CHAIN_STEPS",
+        100,
+        "Steps a worker runs in place, one after another, for one delivered message, when each"
+        " step's commit makes exactly one step ready on its queue (0: every step goes through"
+        " the broker).",
+        whole,
+    )
+)
+CHAIN_SECONDS = _decisions.add(
+    Setting(
+        "SMITHERS_CHAIN_SECONDS",
+        10.0,
+        "Seconds a worker goes on running a chain in place for one delivered message; the next"
+        " step after that goes through the broker, so one run cannot hold a slot.",
+        positive,
+    )
+)
+
 _revisions = section(
     "Revisions",
     "Schedulers and workers announce the workflow revisions they hold with a heartbeat in the"
@@ -518,6 +555,56 @@ IDP_JWKS_REFRESH_MIN = _idp.add(
         30,
         "An unknown `kid` reads the JWKS again (a rotated key), at most once per this interval.",
         duration,
+    )
+)
+
+_webhooks = section(
+    "Control-plane webhooks",
+    "`POST /v1/control/idp` (identity-provider assertions) and `POST /v1/control/billing`"
+    " (billing events) take no bearer token: each delivery is signed as Standard Webhooks"
+    " signs it (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256"
+    " of id.timestamp.body>`). An endpoint without a secret answers 404. Secrets are"
+    " `whsec_<base64 of 24 to 64 bytes>`, the form identity and billing providers hand out;"
+    " several, separated by spaces or commas, are all accepted (a rotation).",
+)
+WEBHOOK_IDP_SECRETS = _webhooks.add(
+    Setting("SMITHERS_WEBHOOK_IDP_SECRETS", "", "The secrets of `POST /v1/control/idp`.", text)
+)
+WEBHOOK_BILLING_SECRETS = _webhooks.add(
+    Setting("SMITHERS_WEBHOOK_BILLING_SECRETS", "", "The secrets of `POST /v1/control/billing`.", text)
+)
+WEBHOOK_TOLERANCE = _webhooks.add(
+    Setting(
+        "SMITHERS_WEBHOOK_TOLERANCE",
+        300,
+        "How far a delivery's `webhook-timestamp` may be from the gateway's clock; a replay"
+        " of a remembered `webhook-id` is refused within it, a stale delivery after it.",
+        duration,
+    )
+)
+WEBHOOK_MAX_BODY = _webhooks.add(
+    Setting(
+        "SMITHERS_WEBHOOK_MAX_BODY",
+        64 * 1024,
+        "Largest delivery body, in bytes (over it: 413, never read).",
+        count,
+    )
+)
+WEBHOOK_IDP_SCOPES = _webhooks.add(
+    Setting(
+        "SMITHERS_WEBHOOK_IDP_SCOPES",
+        "run:read,run:write,approval:read,approval:submit",
+        "The scopes an identity-provider assertion may grant (others: 403); add `admin` only"
+        " if the provider is to hand it out.",
+        text,
+    )
+)
+WEBHOOK_BILLING_SCOPES = _webhooks.add(
+    Setting(
+        "SMITHERS_WEBHOOK_BILLING_SCOPES",
+        "run:read,run:write,approval:read",
+        "The scopes a billing event may grant (others: 403).",
+        text,
     )
 )
 

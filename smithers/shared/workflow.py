@@ -115,6 +115,7 @@ class Workflow:
         self.nodes: dict[str, Node] = {}
         self.order: tuple[str, ...] = ()  # topological order, set by validate()
         self._upstream: dict[str, tuple[str, ...]] = {}  # node -> its ancestors, computed once
+        self._executions: int | None = None  # executions(), computed once
 
     def add(self, node: Node) -> Node:
         """Add a node; a duplicate or malformed id is refused here."""
@@ -313,7 +314,7 @@ class Workflow:
         from smithers.shared.graph import validate_graph  # noqa: PLC0415 (graph imports this module)
 
         self.nodes, self.order = validate_graph(self.name, self.nodes)
-        self._upstream = {}
+        self._upstream, self._executions = {}, None
         for node in self.nodes.values():
             unknown = [n for n in (node.approval.show if node.approval else ()) if n not in self.nodes]
             if unknown:
@@ -329,6 +330,17 @@ class Workflow:
 
             found = self._upstream[node_id] = ancestors(self.nodes, node_id)
         return found
+
+    def executions(self) -> int:
+        """The most node executions a run of this workflow can have: one per node, a
+        loop's body nodes once per iteration (what a decision's cost grows with)."""
+        if self._executions is None:
+            total = 0
+            for node in self.nodes.values():
+                loop = self.nodes.get(node.loop) if node.loop is not None else None
+                total += loop.max_iterations if loop is not None else 1
+            self._executions = total
+        return self._executions
 
     def dependents(self, node_id: str) -> tuple[str, ...]:
         """Nodes that list ``node_id`` in ``after`` (in topological order)."""

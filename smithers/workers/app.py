@@ -79,7 +79,8 @@ def create_app(env: WorkerEnv) -> Celery:
         if not isinstance(attempt_id, str) or len(attempt_id) > 64 or not isinstance(after, int | None):
             log.error("malformed step message dropped")
             return "malformed"
-        return run_attempt(env, attempt_id, after)
+        limits = self.request.timelimit or (None, None)  # (hard, soft) seconds of this message
+        return run_attempt(env, attempt_id, after, time_limited=any(x is not None for x in limits))
 
     return app
 

@@ -22,10 +22,12 @@ from smithers.shared.context import StepContext, UpstreamOutputs
 from smithers.shared.errors import SmithersError
 from smithers.shared.graph import output_iteration
 from smithers.shared.jsonsafe import check_json
+from smithers.shared.keys import STEPS_QUEUE, revision_queue
 from smithers.shared.limits import OutputTooLarge
 from smithers.shared.redaction import redact, redact_text
 from smithers.shared.registry import Registry
 from smithers.shared.store import Store
+from smithers.shared.store.advance import Advanced, Decider
 from smithers.shared.store.attempts import (
     CLAIM_AFTER_S,
     CacheWrite,
@@ -37,6 +39,7 @@ from smithers.shared.store.attempts import (
     revision_of,
 )
 from smithers.shared.store.queries import outputs_for
+from smithers.shared.store.tx import Tx
 from smithers.shared.workflow import Node, NodeKind, Workflow
 from smithers.workers.secrets import resolve_secrets
 
@@ -263,22 +266,51 @@ def holds(registry: Registry, workflow: str, revision: str) -> bool:
     return entry is not None and entry.revision == revision
 
 
-def run_attempt(env: WorkerEnv, attempt_id: str, after: int | None = None) -> str:
-    """Run one attempt end to end; returns what happened (for logs and tests)."""
+class _Chain:
+    """How far one delivered message may go on running steps in place: a number of
+    steps and a time (``SMITHERS_CHAIN_STEPS``, ``SMITHERS_CHAIN_SECONDS``), and none
+    when the message carries a Celery time limit (it covers the whole task)."""
+
+    def __init__(self, env: WorkerEnv, allowed: bool) -> None:
+        self.steps = env.config.chain_steps if allowed else 0
+        self.until = time.monotonic() + env.config.chain_s
+
+    def take(self) -> bool:
+        """True (and one step fewer left) if another step may run in place now."""
+        if self.steps <= 0 or time.monotonic() >= self.until:
+            return False
+        self.steps -= 1
+        return True
+
+
+def run_attempt(env: WorkerEnv, attempt_id: str, after: int | None = None, time_limited: bool = False) -> str:
+    """Run one attempt end to end, then each step its commit made ready here, in place
+    (bounded: :class:`_Chain`); returns what happened to the first (for logs and tests).
+
+    ``time_limited``: the message carries a Celery time limit, which would cover every
+    step run in place after it: then none is."""
+    chain = _Chain(env, not time_limited)
     with tracing.span("smithers.step", **{tracing.ATTEMPT_ID: attempt_id}):
-        return _run_attempt(env, attempt_id, after)
+        c = _start(env, attempt_id, after)
+        if c is None:
+            return "refused"
+        first, follow = _run_claimed(env, c, chain)
+    while follow is not None:
+        with tracing.span("smithers.step", **{tracing.ATTEMPT_ID: follow.attempt_id}):
+            _, follow = _run_claimed(env, follow, chain)
+    return first
 
 
-def _run_attempt(env: WorkerEnv, attempt_id: str, after: int | None) -> str:
-    c = _start(env, attempt_id, after)
-    if c is None:
-        return "refused"
+Outcome = tuple[str, Claim | None]  # what happened, and the step to run next in place
+
+
+def _run_claimed(env: WorkerEnv, c: Claim, chain: _Chain) -> Outcome:
     tracing.annotate(**_attributes(c))
     try:
         wf = env.registry.get(c.workflow).workflow
         node = wf.nodes[c.node_id]
     except (SmithersError, KeyError) as exc:
-        return _commit(env, c, ok=False, error=_error(exc))
+        return _commit(env, c, chain, ok=False, error=_error(exc))
     needed = set(node.after)
     if node.loop is not None:
         needed.update(wf.nodes[node.loop].after, wf.nodes[node.loop].body)
@@ -320,15 +352,15 @@ def _run_attempt(env: WorkerEnv, attempt_id: str, after: int | None) -> str:
             failure = None
     c = hb.claim  # the beater may have claimed it meanwhile
     if failure is not None:
-        return _commit(env, c, ok=False, error=failure)
+        return _commit(env, c, chain, ok=False, error=failure)
     cache = None
     if node.cache is not None:
         cache = CacheWrite(node.cache.scope, node.cache.version, node.cache.ttl_ms, wf.name)
     try:
-        return _commit(env, c, ok=True, output=redact(result, keys=False), cache=cache)
+        return _commit(env, c, chain, ok=True, output=redact(result, keys=False), cache=cache)
     except OutputTooLarge as exc:  # refused before anything was written: the step fails
         log.warning("attempt %s of %s/%s: %s", c.attempt_id, c.run_id, c.node_id, exc.message)
-        return _commit(env, c, ok=False, error=_error(exc))
+        return _commit(env, c, chain, ok=False, error=_error(exc))
 
 
 def _attributes(c: Claim) -> dict[str, Any]:
@@ -344,12 +376,19 @@ def _attributes(c: Claim) -> dict[str, Any]:
 def _commit(
     env: WorkerEnv,
     c: Claim,
+    chain: _Chain,
     *,
     ok: bool,
     output: Any = None,
     error: dict[str, Any] | None = None,
     cache: CacheWrite | None = None,
-) -> str:
+) -> Outcome:
+    """Commit the result fenced by the attempt and, in the same transaction under the
+    run's lock, decide what follows (:func:`~smithers.shared.store.advance.advance`);
+    when that makes exactly one step ready on a queue this worker consumes, claim it
+    there too and return it to run in place. The other messages go out after commit."""
+    follow: Claim | None = None
+    done = None
     with tracing.child_span("smithers.commit", **_attributes(c)), env.store.write() as tx:
         committed = complete(
             tx,
@@ -363,16 +402,42 @@ def _commit(
             started_at=c.started_at,
             run_id=c.run_id,
         )
-        if tx.postgres:
+        if committed:
+            decider = Decider(env.registry, env.config.decision, env.config.decide_max_nodes)
+            entry = env.registry.find(c.workflow)
+            done = decider.after(tx, c.run_id, entry.workflow if entry is not None else None)
+            if done is not None:
+                follow = _claim_in_place(env, tx, done, chain)
+        if tx.postgres and c.run_id in tx.woken:
             # The run row stays locked until COMMIT, so a scheduler woken now waits
             # for the commit before it reads the run: its wake-up overlaps the
             # commit's round trip and WAL flush instead of following them. (On SQLite
             # a commit is short and a scheduler that finds the write lock taken
             # polls for it: wake after.)
             tx.before_commit(lambda: env.broker.wake_soon(c.run_id))
-    if not tx.postgres:
-        env.broker.wake_soon(c.run_id)
+    if not tx.postgres and tx.woken:
+        env.broker.wake_soon(*tx.woken)
+    if done is not None and done.messages:
+        env.broker.try_send_steps(
+            [m for m in done.messages if follow is None or m.attempt_id != follow.attempt_id]
+        )
     if not committed:
         log.warning("attempt %s of %s/%s: result refused (fenced out)", c.attempt_id, c.run_id, c.node_id)
-        return "fenced"
-    return "succeeded" if ok else "failed"
+        return "fenced", None
+    return ("succeeded" if ok else "failed"), follow
+
+
+def _claim_in_place(env: WorkerEnv, tx: Tx, done: Advanced, chain: _Chain) -> Claim | None:
+    """The one step ``done`` made ready, claimed in ``tx`` to run here next, if this
+    worker consumes its queue and the chain's bound allows; else None."""
+    if len(done.messages) != 1 or STEPS_QUEUE not in env.config.queues:
+        return None
+    m = done.messages[0]
+    if m.time_limit is not None or m.queue != revision_queue(STEPS_QUEUE, done.revision):
+        return None
+    entry = env.registry.find(m.workflow)
+    node = entry.workflow.nodes.get(m.node_id) if entry is not None else None
+    if node is None or node.kind is not NodeKind.TASK or not chain.take():
+        return None
+    lease = node.heartbeat_timeout_s or env.config.lease_s
+    return claim(tx, m.attempt_id, env.worker_id, lease, run_id=m.run_id)

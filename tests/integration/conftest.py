@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 
 from smithers.shared import operations
+from smithers.shared.actions import DecisionConfig
 from smithers.shared.broker import Broker
 from smithers.shared.registry import Registry, load_registry
 from smithers.shared.status import RunStatus
 from smithers.shared.store import EventRecord, RunRecord, Store
+from smithers.shared.store.advance import Decider
 from smithers.shared.store.queries import events_after, get_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,8 +98,15 @@ class Engine:
         self.procs.clear()
 
     def launch(
-        self, workflow: str, run_input: dict[str, Any] | None = None, run_id: str | None = None
+        self,
+        workflow: str,
+        run_input: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        decide: bool = False,
     ) -> str:
+        """Launch a run; with ``decide``, as the gateway does: the launch makes the first
+        decision and sends the first steps (else a scheduler is woken for it)."""
+        decider = Decider(self.registry, DecisionConfig(), 500) if decide else None
         run, _ = operations.launch(
             self.store,
             self.broker,
@@ -107,6 +116,7 @@ class Engine:
             run_id=run_id,
             launched_by="test",
             deployment_version="test",
+            decider=decider,
         )
         return run.run_id
 

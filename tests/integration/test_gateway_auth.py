@@ -120,6 +120,12 @@ ENDPOINTS = {
         {"approved": True, "note": "fine"},
         rule="/v1/runs/<run_id>/approvals/<node_id>",
     ),
+    "approval context": Endpoint(
+        "GET",
+        "/v1/runs/{waiting}/approval-context",
+        "approval:read",
+        rule="/v1/runs/<run_id>/approval-context",
+    ),
     "list sandboxes": Endpoint(
         "GET", "/v1/runs/{run}/sandboxes", "approval:read", rule="/v1/runs/<run_id>/sandboxes"
     ),
@@ -187,7 +193,9 @@ ENDPOINTS = {
 }
 # the console's static files need no credential; every API call they make does
 CONSOLE = {"/ui", "/ui/", "/ui/<path:name>"}
-PUBLIC = {"/healthz", "/readyz", "/metrics", "/v1/openapi.json", "/static/<path:filename>", *CONSOLE}
+# signed webhooks: no bearer token, the signature is the credential (test_gateway_webhooks.py)
+SIGNED = {"/v1/control/idp", "/v1/control/billing"}
+PUBLIC = {"/healthz", "/readyz", "/metrics", "/v1/openapi.json", "/static/<path:filename>", *CONSOLE, *SIGNED}
 
 BAD_TOKENS: dict[str, Callable[[Gateway, str], str | None]] = {
     "no token": lambda gw, scope: None,

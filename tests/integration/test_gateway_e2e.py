@@ -17,8 +17,13 @@ from tests.integration.gateway.support import make_gateway
 pytestmark = pytest.mark.timeout(180)
 
 
+DECIDING = 500  # the gateway decides the runs it changes, as `smithers gateway` does
+
+
 def test_launch_follow_and_approve_over_rest(engine: Engine) -> None:
-    with make_gateway(engine.database_url, engine.redis_url, sse_keepalive_s=0.5, sse_max_s=60) as gw:
+    with make_gateway(
+        engine.database_url, engine.redis_url, sse_keepalive_s=0.5, sse_max_s=60, decide_max_nodes=DECIDING
+    ) as gw:
         # given a run launched over REST by automation that cannot approve
         bot = gw.auth("run:read,run:write", "ci-bot")
         launched = gw.client.post("/v1/runs", json={"workflow": "t-approval"}, headers=bot)
@@ -75,3 +80,39 @@ def test_launch_follow_and_approve_over_rest(engine: Engine) -> None:
         outputs = {o["node_id"]: o["value"] for o in detail["outputs"]}
         assert outputs["ship"] == {"by": "alice"}
         assert {a["node_id"] for a in detail["attempts"]} >= {"prepare", "ship"}
+
+
+def test_the_gateway_and_a_worker_move_runs_with_no_scheduler(engine_factory: Any, database_url: str) -> None:
+    # given a gateway and a step worker, and no scheduler at all
+    engine: Engine = engine_factory(database_url)
+    engine.worker()
+    with make_gateway(engine.database_url, engine.redis_url, decide_max_nodes=DECIDING) as gw:
+        writer = gw.auth("run:read,run:write", "ci-bot")
+
+        # when a run is launched over REST: the launch decides and sends its first step
+        launched = gw.client.post("/v1/runs", json={"workflow": "t-approval"}, headers=writer)
+        assert launched.status_code == 201 and launched.get_json()["status"] == "running"
+        run_id = launched.get_json()["run_id"]
+        # the worker's commit of that step decided the approval that follows
+        engine.wait_event(run_id, lambda e: e.type == "approval.requested", timeout=60)
+        # and the approval's decision over REST sends the step after it
+        decided = gw.client.post(
+            f"/v1/runs/{run_id}/approvals/gate",
+            json={"approved": True},
+            headers=gw.auth("approval:submit", "alice"),
+        )
+        assert decided.status_code == 200, decided.get_json()
+        run = engine.wait(run_id, timeout=60)
+        assert run.status.value == "succeeded", run.error
+
+        # and a cancel over REST ends a running run at once, its running step fenced out
+        slow = gw.client.post(
+            "/v1/runs",
+            json={"workflow": "t-long-chain", "input": {"slow": "s1", "slow_s": 5}},
+            headers=writer,
+        ).get_json()["run_id"]
+        engine.wait_event(slow, lambda e: e.type == "attempt.started" and e.node_id == "s1", timeout=60)
+        cancelled = gw.client.post(f"/v1/runs/{slow}/cancel", headers=writer)
+        assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"
+        engine.wait_event(slow, lambda e: e.type == "attempt.refused" and e.node_id == "s1", timeout=60)
+        assert engine.run(slow).status.value == "cancelled"

@@ -3,6 +3,7 @@ schemathesis finds no 5xx and no undocumented status, and docs/api.md is up to d
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,9 +26,15 @@ from schemathesis.specs.openapi.checks import (
 from smithers.gateway.app import required_scope
 from smithers.gateway.openapi import document, render_markdown
 from smithers.shared.store import schema as s
+from smithers.shared.webhook import WebhookConfig, parse_secrets
 from tests.integration.gateway.support import ALL_SCOPES, ROOT, Gateway, make_gateway, module_database
 
 pytestmark = pytest.mark.timeout(300)
+# the signed webhooks are on, so the fuzzer meets their signature check (it cannot sign)
+HOOKS = WebhookConfig(
+    idp_secrets=parse_secrets("whsec_" + base64.b64encode(b"i" * 32).decode(), "idp"),
+    billing_secrets=parse_secrets("whsec_" + base64.b64encode(b"b" * 32).decode(), "billing"),
+)
 API_MD = ROOT / "docs" / "api.md"
 
 
@@ -39,7 +46,9 @@ def gw(
     # the fuzzer's many unauthenticated probes (ignored_auth) must not get its address limited
     with (
         module_database(request.param, tmp_path_factory.mktemp("gw-openapi"), pg) as url,
-        make_gateway(url, redis_server, sse_max_s=0.2, sse_keepalive_s=0.1, auth_failures=10**6) as gateway,
+        make_gateway(
+            url, redis_server, sse_max_s=0.2, sse_keepalive_s=0.1, auth_failures=10**6, webhooks=HOOKS
+        ) as gateway,
     ):
         run_id = gateway.launch("t-approval")
         gateway.seed_approval(run_id)

@@ -14,16 +14,17 @@ import pytest
 from sqlalchemy import Connection, select
 
 from smithers.shared import StepContext, Workflow, operations
+from smithers.shared.actions import DecisionConfig
 from smithers.shared.broker import Broker
 from smithers.shared.config import WorkerConfig
-from smithers.shared.decision import decide
 from smithers.shared.registry import Registry
 from smithers.shared.status import AttemptState
 from smithers.shared.store import Store
 from smithers.shared.store import schema as s
+from smithers.shared.store.advance import decide_loaded
 from smithers.shared.store.attempts import CLAIM_AFTER_S, Claim, claim, complete, peek
 from smithers.shared.store.queries import attempts_of, events_after
-from smithers.shared.store.state import LazyOutputs, apply_decision, load_run_view
+from smithers.shared.store.state import apply_decision, load_run_view
 from smithers.workers.step import WorkerEnv, run_attempt
 
 SLOW_S = CLAIM_AFTER_S + 0.5
@@ -66,7 +67,7 @@ def dispatch(store: Store, reg: Registry, run_id: str) -> list[str]:
         loaded = load_run_view(tx, run_id)
         assert loaded is not None
         wf = reg.get("lazy").workflow
-        messages = apply_decision(tx, run_id, decide(wf, loaded[0], LazyOutputs(tx.conn, run_id), tx.now))
+        messages = apply_decision(tx, run_id, decide_loaded(tx, wf, loaded[0], DecisionConfig()))
     return [m.attempt_id for m in messages]
 
 
@@ -81,9 +82,12 @@ def queued(database_url: str, run_id: str) -> tuple[Store, str]:
 
 
 def worker_env(store: Store, redis_url: str) -> WorkerEnv:
-    """A worker's environment on ``store`` (migrated here), with a broker of its own."""
+    """A worker's environment on ``store`` (migrated here), with a broker of its own.
+    Its commits decide nothing (the tests here dispatch each step themselves, as a
+    scheduler would, to deliver it as a message)."""
     store.migrate()
-    return WorkerEnv(store, Broker(redis_url), registry(), WorkerConfig(lease_s=30), "w-test")
+    config = WorkerConfig(lease_s=30, decide_max_nodes=0)
+    return WorkerEnv(store, Broker(redis_url), registry(), config, "w-test")
 
 
 def types(store: Store, run_id: str) -> list[str]:
@@ -238,9 +242,7 @@ def test_a_step_message_sent_before_its_dispatch_commits_is_read_after_the_commi
             assert tx.publish_key() is None  # the lock has not reached the server yet
             loaded = load_run_view(tx, run_id)
             assert loaded is not None
-            [message] = apply_decision(
-                tx, run_id, decide(wf, loaded[0], LazyOutputs(tx.conn, run_id), tx.now)
-            )
+            [message] = apply_decision(tx, run_id, decide_loaded(tx, wf, loaded[0], DecisionConfig()))
             key = tx.publish_key()
             assert key is not None
             peeker = threading.Thread(target=read, args=(message.attempt_id, key))

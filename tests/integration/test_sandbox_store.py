@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from smithers.shared.decision import decide
+from smithers.shared.actions import DecisionConfig
 from smithers.shared.errors import Conflict, NotFound
 from smithers.shared.registry import Registry
 from smithers.shared.sandbox import SandboxSpec
@@ -19,10 +19,11 @@ from smithers.shared.status import NodeStatus, RunStatus
 from smithers.shared.store import Store
 from smithers.shared.store import sandboxes as sb
 from smithers.shared.store import schema as s
+from smithers.shared.store.advance import decide_loaded
 from smithers.shared.store.attempts import Claim, claim, complete
 from smithers.shared.store.queries import events_after, get_run, nodes_of, outputs_of
 from smithers.shared.store.runs import launch
-from smithers.shared.store.state import LazyOutputs, apply_decision, load_run_view
+from smithers.shared.store.state import apply_decision, load_run_view
 from smithers.shared.workflow import Workflow
 
 pytestmark = pytest.mark.timeout(60)
@@ -57,7 +58,7 @@ def step(store: Store, registry: Registry, run_id: str) -> list[str]:
         assert loaded is not None
         view, run = loaded
         wf = registry.get(run.workflow).workflow
-        messages = apply_decision(tx, run_id, decide(wf, view, LazyOutputs(tx.conn, run_id), tx.now))
+        messages = apply_decision(tx, run_id, decide_loaded(tx, wf, view, DecisionConfig()))
     return [m.attempt_id for m in messages]
 
 

@@ -14,19 +14,20 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
 from smithers.shared import operations
+from smithers.shared.actions import DecisionConfig
 from smithers.shared.broker import Broker
-from smithers.shared.decision import decide
 from smithers.shared.errors import Conflict, InvalidInput, StoreUnavailable, UnknownWorkflow
 from smithers.shared.keys import WAKE_KEY
 from smithers.shared.registry import Registry
 from smithers.shared.store import Store
 from smithers.shared.store import schema as s
+from smithers.shared.store.advance import decide_loaded
 from smithers.shared.store.attempts import claim, complete, heartbeat
 from smithers.shared.store.feed import number_now
 from smithers.shared.store.migrate import MIGRATIONS
 from smithers.shared.store.queries import events_after, feed_after, feed_id_of, get_run
 from smithers.shared.store.records import RunRecord
-from smithers.shared.store.state import LazyOutputs, apply_decision, load_run_view
+from smithers.shared.store.state import apply_decision, load_run_view
 from smithers.shared.workflow import Workflow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -246,7 +247,7 @@ def dispatch_solo(store: Store, run_id: str) -> str:
         loaded = load_run_view(tx, run_id)
         assert loaded is not None
         wf = registry().get("solo").workflow
-        messages = apply_decision(tx, run_id, decide(wf, loaded[0], LazyOutputs(tx.conn, run_id), tx.now))
+        messages = apply_decision(tx, run_id, decide_loaded(tx, wf, loaded[0], DecisionConfig()))
     return messages[0].attempt_id
 
 
@@ -392,7 +393,7 @@ def test_attempts_are_numbered_per_node_when_one_decision_dispatches_several(dat
         with store.write() as tx:
             loaded = load_run_view(tx, "p")
             assert loaded is not None
-            decision = decide(wf, loaded[0], LazyOutputs(tx.conn, "p"), tx.now)
+            decision = decide_loaded(tx, wf, loaded[0], DecisionConfig())
             return [m.attempt_id for m in apply_decision(tx, "p", decision)]
 
     def numbers() -> list[tuple[str, int]]:

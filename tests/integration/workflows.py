@@ -313,3 +313,21 @@ def done(ctx: StepContext) -> dict[str, Any]:
         body = exc.message
     loop, origin = ctx.outputs["accumulate"], ctx.output("origin")
     return {"iterations": loop["iterations"], "seed": origin["seed"], "body": body}
+
+
+# -- long chain: s0 -> ... -> s9; input['slow'] names a step whose first attempt sleeps slow_s
+long_chain = Workflow("t-long-chain")
+
+
+def _long_step(k: int) -> None:
+    @long_chain.task(f"s{k}", after=[f"s{k - 1}"] if k else [])
+    def step(ctx: StepContext) -> int:
+        effect(ctx, f"start:{ctx.node_id}")
+        if ctx.input.get("slow") == ctx.node_id and ctx.attempt == 1:
+            time.sleep(float(ctx.input.get("slow_s", 0)))
+        effect(ctx, f"end:{ctx.node_id}")
+        return int(ctx.outputs[f"s{k - 1}"]) + 1 if k else 0
+
+
+for _k in range(10):
+    _long_step(_k)

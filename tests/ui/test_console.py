@@ -294,6 +294,34 @@ def test_without_approval_submit_no_button_and_a_forced_call_is_403(page: Any, l
         assert "approval.decided" not in [e.type for e in events_after(conn, "rel-ro")]
 
 
+def test_an_approver_without_run_read_opens_the_run_from_the_inbox(page: Any, live: LiveGateway) -> None:
+    # given a run of carol's approval, waiting, launched by someone else
+    launcher = live.token("alice", "run:read,run:write")
+    response = page.request.post(
+        "/v1/runs",
+        data=json.dumps({"workflow": "t-release", "run_id": "rel-ap", "input": {"version": "2.4.0"}}),
+        headers={"Authorization": f"Bearer {launcher}", "Content-Type": "application/json"},
+    )
+    assert response.status == 201
+    wait_for(lambda: run_status(live, "rel-ap") is RunStatus.WAITING)
+
+    # when carol, with approval:read and approval:submit only, follows the run's link in the inbox
+    sign_in(page, live.token("carol", "approval:read,approval:submit"))
+    card = page.locator('article.approval[data-approval="rel-ap/ship"]')
+    card.get_by_role("link", name="rel-ap").click()
+
+    # then she sees the run's input, the build output she decides on and the events, not a 403
+    page.get_by_role("heading", name="Run rel-ap for your approval").wait_for()
+    assert page.url.endswith("#/approvals/runs/rel-ap")
+    shown = page.locator("main").inner_text()
+    assert '"version": "2.4.0"' in shown
+    assert "app-2.4.0.tar.gz" in shown
+    assert "approval.requested" in shown
+    assert "needs the scope" not in shown
+    assert unlabelled(page) == []
+    assert page.problems == []
+
+
 def test_keyboard_only_sign_in_and_navigation(page: Any, live: LiveGateway) -> None:
     token = live.token("carol", "run:read,approval:read,approval:submit")
     page.goto("/ui/")

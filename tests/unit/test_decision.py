@@ -13,6 +13,7 @@ from smithers.shared.actions import (
     EndAttempt,
     EscalateApproval,
     ExpireApproval,
+    MissingOutputs,
     NodeView,
     OpenApproval,
     Redispatch,
@@ -400,3 +401,53 @@ def test_attempt_numbers_follow_the_node_rows_current_attempt_unless_the_run_was
     assert [(a.node_id, a.number) for a in of(decide(wf, reopened, {}, NOW), Dispatch)] == [("a", None)]
     d = decide(wf, replace(run_view(done("a"), (key, b), done("c")), reopened=True), {}, NOW)
     assert [(a.node_id, a.number) for a in of(d, Dispatch)] == [("b", 4)]  # its row is there
+
+
+# -- partial decisions: the outputs a decision reads are named, then given -------------
+
+
+def branchy() -> Workflow:
+    wf = Workflow("branchy")
+    wf.task("a")(noop)
+    wf.task("b", after=["a"])(noop)
+    wf.task("l")(noop)
+    wf.task("r")(noop)
+    wf.branch("pick", after=["b"], paths={"left": ["l"], "right": ["r"]}, choose=lambda ctx: ctx.output("a"))
+    return build(wf)
+
+
+def test_a_partial_decision_that_reads_no_output_needs_none() -> None:
+    # a chain's next step: dispatched without reading any output
+    d = decide(diamond(), run_view(done("a")), {}, NOW, partial=True)
+
+    assert dispatched(d) == [("b", 0), ("c", 0)]
+
+
+def test_a_partial_decision_names_every_output_a_branch_may_read_then_decides_with_them() -> None:
+    wf, view = branchy(), run_view(done("a"), done("b"))
+    try:
+        decide(wf, view, {}, NOW, partial=True)
+    except MissingOutputs as need:
+        asked = need.keys
+    else:
+        raise AssertionError("the branch's outputs were not asked for")
+
+    # every node the branch depends on, at once (one query), not one per read
+    assert asked == {("a", 0), ("b", 0)}
+    d = decide(wf, view, {("a", 0): "left", ("b", 0): None}, NOW, partial=True)
+    chosen = next(a for a in d.actions if isinstance(a, SetNode) and a.node_id == "pick")
+    assert chosen.output == {"path": "left"}
+    assert decide(wf, view, {("a", 0): "left"}, NOW) == d  # complete outputs: an absent key is no output
+
+
+def test_a_partial_decision_asks_for_the_leaves_output_when_the_run_ends() -> None:
+    wf = diamond()
+    view = run_view(done("a"), done("b"), done("c"), done("d"))
+    try:
+        decide(wf, view, {}, NOW, partial=True)
+    except MissingOutputs as need:
+        assert need.keys == {("d", 0)}
+    else:
+        raise AssertionError("the run's output was not asked for")
+    d = decide(wf, view, {("d", 0): 7}, NOW, partial=True)
+    assert of(d, SetRun)[0].output == {"d": 7}

@@ -2,6 +2,7 @@
 
 import { ApiError, currentSession, signIn, signOut } from "./api.js";
 import { field, h, message } from "./dom.js";
+import { approvalContext } from "./context.js";
 import { inbox } from "./inbox.js";
 import { dashboard, runPage } from "./runs.js";
 
@@ -97,7 +98,9 @@ async function route() {
   main.replaceChildren(view);
   try {
     const run = /^\/runs\/([^/]+)$/.exec(path);
+    const held = /^\/approvals\/runs\/([^/]+)$/.exec(path);
     if (run) await gate("run:read", "Reading runs", view, () => runPage(app, view, decodeURIComponent(run[1])));
+    else if (held) await gate("approval:read", "A run you decide on", view, () => approvalContext(app, view, decodeURIComponent(held[1])));
     else if (path.startsWith("/approvals")) await gate("approval:read", "The approval inbox", view, () => inbox(app, view, params));
     else if (path === "/signin") location.hash = app.can("run:read") ? "#/runs" : "#/approvals";
     else await gate("run:read", "The run dashboard", view, () => dashboard(app, view, params));

@@ -70,6 +70,11 @@ function decidedCard(a) {
   );
 }
 
+// The whole run with run:read; else what an approver sees of it (its approval context).
+function runLink(app, runId) {
+  return app.can("run:read") ? `#/runs/${encodeURIComponent(runId)}` : `#/approvals/runs/${encodeURIComponent(runId)}`;
+}
+
 function pendingCard(app, a, reload) {
   const spec = a.spec || {};
   const now = Date.now() / 1000;
@@ -78,7 +83,7 @@ function pendingCard(app, a, reload) {
   const card = h(
     "article",
     { class: "approval", "data-approval": `${a.run_id}/${a.node_id}`, "aria-labelledby": headingId },
-    h("h3", { id: headingId }, h("a", { href: `#/runs/${encodeURIComponent(a.run_id)}` }, a.run_id), ` / ${a.node_id}`, a.iteration ? ` (iteration ${a.iteration})` : ""),
+    h("h3", { id: headingId }, h("a", { href: runLink(app, a.run_id) }, a.run_id), ` / ${a.node_id}`, a.iteration ? ` (iteration ${a.iteration})` : ""),
     spec.description ? h("p", { class: "description" }, spec.description) : null,
     h("dl", { class: "facts" }, [
       [h("dt", {}, "Workflow"), h("dd", {}, a.workflow || "—")],

@@ -126,22 +126,16 @@ class ControlPlaneStore:
         The lifetime and the scopes must fit the policy of ``kind``. The row and its
         ``grant.recorded`` audit entry are one transaction.
         """
-        now = time.time()
-        issued = float(issued_at if issued_at is not None else int(now))
-        if expires_at <= issued:
-            raise InvalidInput("a grant must expire after it is issued")
-        self.policy.ttl(kind, expires_at - issued)
-        parsed = parse_scopes(scopes)
-        self.policy.check_kind(kind, parsed)
-        grant = Grant(
-            jti=_check(JTI, jti, "jti"),
-            subject=check_subject(subject),
-            scopes=parsed,
+        grant = outside_grant(
+            self.policy,
+            jti=jti,
+            subject=subject,
+            scopes=scopes,
             kind=kind,
-            issuer=_check(ISSUER, issuer, "issuer"),
-            issued_at=issued,
-            expires_at=float(expires_at),
-            note=_note(note),
+            issuer=issuer,
+            expires_at=expires_at,
+            issued_at=issued_at,
+            note=note,
         )
         try:
             return self._record(grant, actor)
@@ -149,29 +143,8 @@ class ControlPlaneStore:
             return self._record(grant, actor)
 
     def _record(self, grant: Grant, actor: str) -> tuple[Grant, bool]:
-        jti = grant.jti
         with self.store.write() as tx:
-            row = tx.conn.execute(select(s.grants).where(s.grants.c.jti == jti)).first()
-            if row is not None:
-                existing = grant_record(row)
-                if (
-                    existing.subject,
-                    existing.scopes,
-                    existing.kind,
-                    existing.issuer,
-                    existing.expires_at,
-                ) != (
-                    grant.subject,
-                    grant.scopes,
-                    grant.kind,
-                    grant.issuer,
-                    grant.expires_at,
-                ):
-                    raise Conflict(f"grant {jti!r} already exists with other content")
-                return existing, False
-            self._insert(tx, grant)
-            self._audit_grant(tx, "grant.recorded", grant, actor)
-        return grant, True
+            return record_grant_in(tx, grant, actor)
 
     def revoke(self, jti: str, *, actor: str, reason: str | None = None) -> Grant:
         """Revoke a grant at once; revoking twice keeps the first revocation.
@@ -179,51 +152,15 @@ class ControlPlaneStore:
         The update and its ``grant.revoked`` audit entry are one transaction.
         """
         with self.store.write() as tx:
-            row = tx.conn.execute(select(s.grants).where(s.grants.c.jti == jti)).first()
-            if row is None:
-                raise NotFound(f"grant {jti!r} not found")
-            grant = grant_record(row)
-            if grant.revoked_at is not None:
-                return grant
-            tx.conn.execute(
-                update(s.grants).where(s.grants.c.jti == jti).values(revoked_at=tx.now, revoked_by=actor)
-            )
-            tx.audit(
-                "grant.revoked",
-                actor=actor,
-                target_type="grant",
-                target_id=jti,
-                detail={"subject": grant.subject, "reason": reason},
-            )
-            row = tx.conn.execute(select(s.grants).where(s.grants.c.jti == jti)).one()
-        return grant_record(row)
+            return revoke_in(tx, jti, actor=actor, reason=reason)
 
     def revoke_subject(self, subject: str, *, actor: str, reason: str | None = None) -> list[str]:
         """Revoke every unrevoked grant of ``subject`` (deprovisioned user, lapsed plan).
 
         Returns the revoked ``jti``s; all of them and their audit entries are one transaction.
         """
-        g = s.grants
         with self.store.write() as tx:
-            jtis = [
-                row[0]
-                for row in tx.conn.execute(
-                    select(g.c.jti).where(g.c.subject == subject, g.c.revoked_at.is_(None))
-                )
-            ]
-            if jtis:
-                tx.conn.execute(
-                    update(g).where(g.c.jti.in_(jtis)).values(revoked_at=tx.now, revoked_by=actor)
-                )
-            for jti in jtis:
-                tx.audit(
-                    "grant.revoked",
-                    actor=actor,
-                    target_type="grant",
-                    target_id=jti,
-                    detail={"subject": subject, "reason": reason},
-                )
-        return jtis
+            return revoke_subject_in(tx, subject, actor=actor, reason=reason)
 
     def get(self, jti: str) -> Grant | None:
         """The grant, or None (read on every request: built once, like the engine's hot paths)."""
@@ -328,3 +265,106 @@ class ControlPlaneStore:
                 "ttl_s": grant.expires_at - grant.issued_at,
             },
         )
+
+
+# -- the same, inside a caller's transaction (a webhook's delivery and its change) ---------
+
+
+def outside_grant(
+    policy: TtlPolicy,
+    *,
+    jti: str,
+    subject: str,
+    scopes: str | Iterable[str],
+    kind: GrantKind,
+    issuer: str,
+    expires_at: float,
+    issued_at: float | None = None,
+    note: str | None = None,
+) -> Grant:
+    """A grant from an outside identity provider or billing system, checked: its ids,
+    scopes, a lifetime within ``policy``'s maximum for ``kind``, and no privileged scope
+    on an automation grant the policy does not allow (InvalidInput)."""
+    issued = float(issued_at if issued_at is not None else int(time.time()))
+    if expires_at <= issued:
+        raise InvalidInput("a grant must expire after it is issued")
+    policy.ttl(kind, expires_at - issued)
+    parsed = parse_scopes(scopes)
+    policy.check_kind(kind, parsed)
+    return Grant(
+        jti=_check(JTI, jti, "jti"),
+        subject=check_subject(subject),
+        scopes=parsed,
+        kind=kind,
+        issuer=_check(ISSUER, issuer, "issuer"),
+        issued_at=issued,
+        expires_at=float(expires_at),
+        note=_note(note),
+    )
+
+
+def record_grant_in(tx: Tx, grant: Grant, actor: str) -> tuple[Grant, bool]:
+    """Insert ``grant`` with its ``grant.recorded`` audit entry in ``tx``; the same grant
+    again is ``(existing, False)``, the same ``jti`` with other content a Conflict."""
+    row = tx.conn.execute(select(s.grants).where(s.grants.c.jti == grant.jti)).first()
+    if row is not None:
+        existing = grant_record(row)
+        same = (existing.subject, existing.scopes, existing.kind, existing.issuer, existing.expires_at)
+        if same != (grant.subject, grant.scopes, grant.kind, grant.issuer, grant.expires_at):
+            raise Conflict(f"grant {grant.jti!r} already exists with other content")
+        return existing, False
+    ControlPlaneStore._insert(tx, grant)
+    ControlPlaneStore._audit_grant(tx, "grant.recorded", grant, actor)
+    return grant, True
+
+
+def revoke_in(tx: Tx, jti: str, *, actor: str, reason: str | None = None) -> Grant:
+    """Revoke one grant in ``tx`` (revoking twice keeps the first revocation), with its
+    ``grant.revoked`` audit entry; NotFound when there is no such grant."""
+    row = tx.conn.execute(select(s.grants).where(s.grants.c.jti == jti)).first()
+    if row is None:
+        raise NotFound(f"grant {jti!r} not found")
+    grant = grant_record(row)
+    if grant.revoked_at is not None:
+        return grant
+    tx.conn.execute(update(s.grants).where(s.grants.c.jti == jti).values(revoked_at=tx.now, revoked_by=actor))
+    tx.audit(
+        "grant.revoked",
+        actor=actor,
+        target_type="grant",
+        target_id=jti,
+        detail={"subject": grant.subject, "reason": reason},
+    )
+    row = tx.conn.execute(select(s.grants).where(s.grants.c.jti == jti)).one()
+    return grant_record(row)
+
+
+def revoke_subject_in(
+    tx: Tx,
+    subject: str,
+    *,
+    actor: str,
+    reason: str | None = None,
+    issuer: str | None = None,
+    keep: str | None = None,
+) -> list[str]:
+    """Revoke the unrevoked grants of ``subject`` in ``tx`` (only ``issuer``'s when given,
+    never ``keep``), each with its audit entry; returns their ``jti``s."""
+    g = s.grants
+    query = select(g.c.jti).where(g.c.subject == subject, g.c.revoked_at.is_(None))
+    if issuer is not None:
+        query = query.where(g.c.issuer == issuer)
+    if keep is not None:
+        query = query.where(g.c.jti != keep)
+    jtis = [row[0] for row in tx.conn.execute(query.order_by(g.c.jti))]
+    if jtis:
+        tx.conn.execute(update(g).where(g.c.jti.in_(jtis)).values(revoked_at=tx.now, revoked_by=actor))
+    for jti in jtis:
+        tx.audit(
+            "grant.revoked",
+            actor=actor,
+            target_type="grant",
+            target_id=jti,
+            detail={"subject": subject, "reason": reason},
+        )
+    return jtis

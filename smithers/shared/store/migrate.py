@@ -100,7 +100,15 @@ def _v8(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column}"))
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8}
+def _v10(conn: Connection) -> None:
+    """``webhook_deliveries``: the ids of signed control-plane webhooks, remembered so a
+    replay is refused on every gateway process (smithers.shared.store.webhooks)."""
+    s.webhook_deliveries.create(conn, checkfirst=True)
+
+
+MIGRATIONS: dict[int, Migration] = {
+    1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8, 10: _v10,
+}  # fmt: skip
 
 
 def migrate(engine: Engine) -> int:

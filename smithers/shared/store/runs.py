@@ -107,19 +107,26 @@ def launch(
 
 
 def launch_once(
-    store: Store, first: Callable[[Tx], object] | None = None, **launch_args: Any
+    store: Store,
+    first: Callable[[Tx], object] | None = None,
+    then: Callable[[Tx, RunRecord, bool], object] | None = None,
+    **launch_args: Any,
 ) -> tuple[RunRecord, bool]:
     """:func:`launch` in its own transaction, safe when clients launch one new run id at
     once: on PostgreSQL the losers of the race hit the primary key when they commit; they
     then launch again, find the winner's run and return it (``created`` False), or a
     Conflict when its input differs. SQLite's BEGIN IMMEDIATE serialises them anyway.
-    ``first``: written in the same transaction before the launch (retried with it)."""
+    ``first``: written in the same transaction before the launch (retried with it);
+    ``then``: called in it after the launch, with the run and whether it is new."""
     for attempt in (1, 2):
         try:
             with store.write() as tx:
                 if first is not None:
                     first(tx)
-                return launch(tx, **launch_args)
+                run, created = launch(tx, **launch_args)
+                if then is not None:
+                    then(tx, run, created)
+                return run, created
         except IntegrityError:
             if attempt == 2 or launch_args.get("fresh"):
                 raise

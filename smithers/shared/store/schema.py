@@ -232,6 +232,18 @@ audit_log = Table(
     Index("ux_audit_dedupe", "dedupe_key", unique=True),
 )
 
+# v10: the ids of signed control-plane webhook deliveries (smithers.shared.store.webhooks),
+# kept while their timestamp is within the tolerance, so a replay is refused
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("source", String(16), primary_key=True),
+    Column("webhook_id", String(128), primary_key=True),
+    Column("received_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_webhook_deliveries_expires", "expires_at"),
+)
+
 sandboxes = Table(
     "sandboxes",
     metadata,

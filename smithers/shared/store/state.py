@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, null, select, type_coerce, union_all, update
+from sqlalchemy import bindparam, func, null, select, type_coerce, union_all, update
 
 from smithers.shared.actions import (
     UNSET,
@@ -28,7 +27,6 @@ from smithers.shared.actions import (
 from smithers.shared.keys import queue_for, revision_queue
 from smithers.shared.limits import OutputTooLarge, check_size
 from smithers.shared.status import AttemptState, NodeStatus, RunStatus
-from smithers.shared.store import fast
 from smithers.shared.store import schema as s
 from smithers.shared.store.approvals import escalate_approval, expire_approval
 from smithers.shared.store.sandboxes import review_decisions
@@ -55,41 +53,6 @@ class Message:
         what Flower and the worker's log show for the message. Names only, no input."""
         node = f"{self.node_id}[{self.iteration}]" if self.iteration else self.node_id
         return f"{self.workflow}/{self.run_id}/{node}#{self.number}"
-
-
-_OUTPUT = select(s.outputs.c.value).where(
-    s.outputs.c.run_id == bindparam("b_run_id"),
-    s.outputs.c.node_id == bindparam("b_node_id"),
-    s.outputs.c.iteration == bindparam("b_iteration"),
-)
-_OUTPUT_KEYS = select(s.outputs.c.node_id, s.outputs.c.iteration).where(
-    s.outputs.c.run_id == bindparam("b_run_id")
-)
-
-
-class LazyOutputs(Mapping[Key, Any]):
-    """Outputs of a run, read on demand inside the transaction (a plain Mapping)."""
-
-    def __init__(self, conn: Connection, run_id: str) -> None:
-        self.conn = conn
-        self.run_id = run_id
-        self.cache: dict[Key, Any] = {}
-
-    def __getitem__(self, key: Key) -> Any:
-        if key not in self.cache:
-            params = {"b_run_id": self.run_id, "b_node_id": key[0], "b_iteration": key[1]}
-            row = fast.execute(self.conn, _OUTPUT, params).first()
-            if row is None:
-                raise KeyError(key)
-            self.cache[key] = row[0]
-        return self.cache[key]
-
-    def __iter__(self) -> Iterator[Key]:
-        rows = fast.execute(self.conn, _OUTPUT_KEYS, {"b_run_id": self.run_id})
-        return iter([(r[0], r[1]) for r in rows])
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
 
 
 _a = s.attempts
@@ -266,6 +229,14 @@ def apply_decision(
     revision, is recorded on each new attempt, and its messages go to that revision's
     queues (:func:`smithers.shared.keys.revision_queue`), which only its holders consume.
     """
+    return apply_and_tell(tx, run_id, decision, workflow, revision)[0]
+
+
+def apply_and_tell(
+    tx: Tx, run_id: str, decision: Decision, workflow: str = "", revision: str = ""
+) -> tuple[list[Message], bool]:
+    """:func:`apply_decision`, and whether the run is due again at once (a cache hit
+    frees its downstream nodes now; a zero-second timer or retry is due now)."""
     messages: list[Message] = []
     terminal = False
     cache_hit = False
@@ -335,7 +306,7 @@ def apply_decision(
             _set_run(tx, run_id, action)
     wake_at = tx.now if cache_hit else decision.wake_at  # a hit frees downstream nodes now
     tx.set_run(run_id, {"wake_at": None if terminal else wake_at, "updated_at": tx.now})
-    return messages
+    return messages, not terminal and wake_at is not None and wake_at <= tx.now
 
 
 def _time_limit(timeout_s: float | None) -> float | None:

@@ -243,6 +243,12 @@ class Tx:
         self._wake.add(run_id)
         self.woken.add(run_id)
 
+    def decided(self, run_id: str) -> None:
+        """The run is decided in this transaction: its wake time is the decision's, so a
+        wake-up noted earlier in it (by the change the decision follows) is withdrawn."""
+        self._wake.discard(run_id)
+        self.woken.discard(run_id)
+
     def audit(
         self,
         action: str,

@@ -47,7 +47,9 @@ def registry() -> Registry:
 
 
 def config(database_url: str, redis_url: str | None, **overrides: Any) -> GatewayConfig:
-    """A GatewayConfig with the test key and fast streams."""
+    """A GatewayConfig with the test key and fast streams. It decides no run (the
+    tests seed a run's states by hand, with no scheduler or worker): pass
+    ``decide_max_nodes`` to have it decide the runs it changes, as in production."""
     base = GatewayConfig(
         database_url=database_url,
         redis_url=redis_url,
@@ -56,6 +58,7 @@ def config(database_url: str, redis_url: str | None, **overrides: Any) -> Gatewa
         sse_poll_s=0.02,
         sse_keepalive_s=0.5,
         sse_max_s=10.0,
+        decide_max_nodes=0,
     )
     return replace(base, **overrides)
 
