@@ -14,14 +14,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from smithers.shared import operations
+from smithers.shared import operations, settings
 from smithers.shared.status import AttemptState, RunStatus
 from smithers.shared.store import AttemptRecord
 from smithers.shared.store.queries import attempts_of
 from tests.integration.conftest import Engine
 
-# the shipped sweep interval and re-send delay (the test engine's are shorter)
-DEFAULTS = {"SMITHERS_SWEEP_INTERVAL": "1", "SMITHERS_REDISPATCH_AFTER": "30"}
+# the shipped sweep interval, re-send delay and lease (the test engine's are shorter)
+DEFAULTS = {
+    "SMITHERS_SWEEP_INTERVAL": "1",
+    "SMITHERS_REDISPATCH_AFTER": "30",
+    "SMITHERS_LEASE_SECONDS": str(settings.LEASE_SECONDS.default),
+}
 
 
 def lines(path: Path) -> list[str]:
@@ -161,3 +165,30 @@ def test_a_short_retry_delay_is_kept(engine_factory: Any, database_url: str) -> 
         assert before.finished_at is not None and after.started_at is not None
         gaps.append(after.started_at - before.finished_at)
     assert all(0.19 <= g < 1.0 for g in gaps), gaps
+
+
+def test_a_killed_workers_step_is_dispatched_again_within_seconds(
+    engine_factory: Any, database_url: str, tmp_path: Path
+) -> None:
+    # given a step of 3 s running on a worker with the default lease
+    engine: Engine = engine_factory(database_url, **DEFAULTS)
+    engine.scheduler()
+    engine.worker("w1", concurrency=1)
+    effects = tmp_path / "effects.txt"
+    run_id = engine.launch("t-long", {"sleep": 3, "effects": str(effects)})
+    engine.wait_event(run_id, lambda e: e.type == "attempt.started")
+    time.sleep(1.0)  # its lease renewed at least once
+
+    # when the worker is killed -9 and another one starts
+    engine.kill9("w1")
+    killed = time.time()
+    engine.worker("w2", concurrency=1)
+    run = engine.wait(run_id, timeout=30)
+
+    # then the attempt was given up and the step dispatched again within the lease
+    # (4 s), not after the 30 s it used to take
+    assert run.status is RunStatus.SUCCEEDED
+    first, second = attempts(engine, run_id)
+    assert first.state is AttemptState.LOST and second.state is AttemptState.SUCCEEDED
+    assert second.dispatched_at - killed < settings.LEASE_SECONDS.default + 1.5
+    assert lines(effects) == ["start:0", "start:0", "end:0"]
