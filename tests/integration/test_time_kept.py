@@ -18,6 +18,7 @@ from smithers.shared import operations, settings
 from smithers.shared.status import AttemptState, RunStatus
 from smithers.shared.store import AttemptRecord
 from smithers.shared.store.queries import attempts_of
+from smithers.shared.store.state import HARD_LIMIT_GRACE_S
 from tests.integration.conftest import Engine
 
 # the shipped sweep interval, re-send delay and lease (the test engine's are shorter)
@@ -192,3 +193,31 @@ def test_a_killed_workers_step_is_dispatched_again_within_seconds(
     assert first.state is AttemptState.LOST and second.state is AttemptState.SUCCEEDED
     assert second.dispatched_at - killed < settings.LEASE_SECONDS.default + 1.5
     assert lines(effects) == ["start:0", "start:0", "end:0"]
+
+
+def test_a_step_deaf_to_the_interrupt_is_killed_by_celerys_hard_time_limit(
+    engine_factory: Any, database_url: str, tmp_path: Path
+) -> None:
+    # given one worker slot running a step with timeout_s=1 that blocks the interrupt
+    # signal and sleeps 30 s, and a quick run launched behind it
+    engine: Engine = engine_factory(database_url, **DEFAULTS)
+    engine.scheduler()
+    engine.worker(concurrency=1)
+    effects = tmp_path / "effects.txt"
+    deaf = engine.launch("t-deaf", {"sleep": 30, "effects": str(effects)})
+    engine.wait_event(deaf, lambda e: e.type == "attempt.started")
+    quick = engine.launch("t-quick", {"effects": str(effects)})
+
+    ran_deaf = engine.wait(deaf, timeout=30)
+    ran_quick = engine.wait(quick, timeout=30)
+
+    # then the scheduler timed the attempt out at its deadline, and Celery killed the
+    # pool process at the deadline plus the grace, so the next run got the slot (before:
+    # 30 s later)
+    assert ran_deaf.status is RunStatus.FAILED
+    assert ran_deaf.error is not None and ran_deaf.error["code"] == "timeout"
+    (attempt,) = attempts(engine, deaf)
+    assert attempt.state is AttemptState.TIMED_OUT and attempt.started_at is not None
+    assert ran_quick.status is RunStatus.SUCCEEDED and ran_quick.finished_at is not None
+    assert ran_quick.finished_at - attempt.started_at < 1.0 + HARD_LIMIT_GRACE_S + 5.0
+    assert lines(effects) == ["start:0", "quick_step:0"]

@@ -353,3 +353,18 @@ def long_step(ctx: StepContext) -> str:
     time.sleep(float(ctx.input.get("sleep", 60)))
     effect(ctx, "end")
     return "slept"
+
+
+deaf = Workflow("t-deaf")
+
+
+@deaf.task(timeout_s=1.0)
+def deaf_step(ctx: StepContext) -> str:
+    """Blocks the worker's interrupt signal, then sleeps: only a hard kill ends it."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+    effect(ctx, "start")
+    time.sleep(float(ctx.input.get("sleep", 30)))
+    effect(ctx, "end")
+    return "slept"
