@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 
+from smithers.scheduler.timers import HORIZONS, Timers
 from smithers.shared import retention, tracing
 from smithers.shared.actions import DecisionConfig
 from smithers.shared.broker import Broker
@@ -22,7 +23,7 @@ from smithers.shared.registry import Registry
 from smithers.shared.store import Store, revisions
 from smithers.shared.store.advance import advance
 from smithers.shared.store.feed import number_now
-from smithers.shared.store.queries import due_runs
+from smithers.shared.store.queries import wake_times
 from smithers.shared.store.state import Message, postpone
 from smithers.shared.store.timetravel import settle_leftovers
 from smithers.shared.store.tx import Tx
@@ -61,6 +62,8 @@ class Scheduler:
         self._deferred: dict[str, float] = {}  # run -> when it may be decided
         self._retention_at = 0.0  # when the next retention pass is due (time.time())
         self._traced: dict[str, Any] = {}  # run -> its decision's trace context (tracing on)
+        # Runs due before the next sweep, so a short backoff or lease is kept on time
+        self.timers = Timers(HORIZONS * config.sweep_interval_s)
 
     @cached_property
     def held(self) -> set[tuple[str, str]]:
@@ -150,6 +153,7 @@ class Scheduler:
                 done += 1
                 if wake_at is not None and wake_at <= tx.now:
                     again.append(run_id)
+                self.timers.decided(run_id, wake_at, tx.now)
                 if done >= MAX_BATCH or ended - began >= MAX_BATCH_S:
                     break
         if messages and not sent:
@@ -205,8 +209,9 @@ class Scheduler:
         return self.registry.get(workflow).workflow
 
     def sweep(self) -> list[str]:
-        """Run ids whose wake time has come (queued, finished steps, timers, leases).
-        On PostgreSQL it also numbers the feed's newly committed events, so they do not
+        """Run ids whose wake time has come (queued, finished steps, timers, leases);
+        those due within the timers' horizon are held, to be woken for on time. On
+        PostgreSQL it also numbers the feed's newly committed events, so they do not
         pile up while no one follows the feed (smithers.shared.store.feed)."""
         try:
             number_now(self.store)
@@ -214,8 +219,16 @@ class Scheduler:
             raise
         except Exception:  # a feed reader numbers before it reads anyway: carry on
             log.exception("numbering the event feed failed; trying again at the next sweep")
+        now = time.time()
         with self.store.read() as conn:
-            return due_runs(conn, time.time(), revisions=self.revisions)
+            found = wake_times(conn, now + self.timers.horizon_s, revisions=self.revisions)
+        due = []
+        for run_id, at in found:
+            if at <= now:
+                due.append(run_id)
+            else:
+                self.timers.hold(run_id, at, now)
+        return due
 
     def announce(self, started_at: float) -> None:
         """Refresh this process's holder rows, then (once this scheduler has run for a
@@ -281,14 +294,16 @@ class Scheduler:
                 last_announce = time.time()
             ids: set[str] = set()
             timeout = interval
-            if self._deferred:
-                timeout = max(0.001, min(interval, min(self._deferred.values()) - time.time()))
+            soonest = [t for t in (min(self._deferred.values(), default=None), self.timers.next_at()) if t]
+            if soonest:
+                timeout = max(0.001, min(interval, min(soonest) - time.time()))
             try:
                 ids = self.broker.wait(timeout, revisions=self.revisions)
             except redis.RedisError as exc:
                 log.warning("broker unavailable (%s); sweeping the store only", exc)
                 stop.wait(min(interval, 1.0))
             now = time.time()
+            ids.update(self.timers.pop_due(now))
             try:
                 if now - last_sweep >= interval:
                     ids.update(self.sweep())

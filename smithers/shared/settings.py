@@ -230,8 +230,9 @@ _worker = section("Worker", "`smithers worker` and `celery -A smithers.workers w
 LEASE_SECONDS = _worker.add(
     Setting(
         "SMITHERS_LEASE_SECONDS",
-        30.0,
-        "Seconds an attempt's lease lasts; a running step renews it, a dead worker's lapses.",
+        4.0,
+        "Seconds an attempt's lease lasts: a running step's worker renews it every third of"
+        " it, and a dead worker's step is given up and dispatched again when it lapses.",
         positive,
     )
 )

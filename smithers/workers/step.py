@@ -37,10 +37,13 @@ from smithers.shared.store.attempts import (
     heartbeat,
     peek,
     revision_of,
+    standing,
 )
 from smithers.shared.store.queries import outputs_for
 from smithers.shared.store.tx import Tx
 from smithers.shared.workflow import Node, NodeKind, Workflow
+from smithers.workers import interrupt
+from smithers.workers.interrupt import Interruptible, StepInterrupted
 from smithers.workers.secrets import resolve_secrets
 
 log = logging.getLogger("smithers.worker")
@@ -60,16 +63,24 @@ class WorkerEnv:
     sandbox_runner: SandboxRunner | None = None
 
 
+CHECK_EVERY_S = 0.5  # how often a claimed step's standing is read (cancelled? given up?)
+
+
 class Heartbeat:
-    """Claims a lazily started attempt once it runs past ``CLAIM_AFTER_S``, then extends
-    its lease while the step runs (both from the process's beater thread).
+    """Watches one running step from the process's beater thread: claims a lazily
+    started attempt once it runs past ``CLAIM_AFTER_S``, extends its lease (unless the
+    step heartbeats itself: ``auto`` False), reads every ``CHECK_EVERY_S`` whether the
+    attempt is still the worker's to run, and stops the step's body (:attr:`body`) at
+    its deadline, when its run's cancel is asked for, or once it was given up.
 
     ``claim`` is the attempt as the worker holds it: without a token until claimed.
     The lock makes a beat in flight and the end of the step exclusive, so the result is
     committed under the claim the beater may just have written.
     """
 
-    def __init__(self, env: WorkerEnv, c: Claim, lease_s: float, auto: bool) -> None:
+    def __init__(
+        self, env: WorkerEnv, c: Claim, lease_s: float, auto: bool, timeout_s: float | None = None
+    ) -> None:
         self.env = env
         self.claim = c
         self.lease_s = lease_s
@@ -77,6 +88,21 @@ class Heartbeat:
         self.auto = auto
         self.lock = threading.Lock()
         self.closed = False
+        self.body = Interruptible()
+        self.body.timeout_s = timeout_s
+        self._why = interrupt.LOST  # why it was fenced out
+        now = time.monotonic()
+        self._deadline = None if c.deadline_at is None else now + (c.deadline_at - time.time())
+        self._beat_at: float | None = None
+        self._check_at: float | None = None
+        if c.claim_token is None:
+            self._beat_at = now + min(CLAIM_AFTER_S, lease_s / 3)
+        else:
+            self._claimed(now)
+
+    def _claimed(self, now: float) -> None:
+        self._beat_at = now + self.lease_s / 3 if self.auto else None
+        self._check_at = now + CHECK_EVERY_S
 
     def beat(self) -> bool:
         """Claim the attempt or extend its lease now; False once it was given up (fenced out)."""
@@ -100,8 +126,11 @@ class Heartbeat:
                         alive = got is not None
                         if got is not None:
                             self.claim = got
+                            self._claimed(time.monotonic())
                     else:
                         alive = heartbeat(tx, self.claim.attempt_id, self.claim.claim_token, self.lease_s)
+                        if self.auto:
+                            self._beat_at = time.monotonic() + self.lease_s / 3
             except SmithersError as exc:
                 log.warning("heartbeat failed: %s", exc.message)
                 return True
@@ -109,15 +138,52 @@ class Heartbeat:
                 self.fenced.set()
             return alive
 
-    def next_due(self, now: float) -> float | None:
-        """When the beater should call :meth:`beat` next (None: never)."""
-        if self.claim.claim_token is None:
-            return now + min(CLAIM_AFTER_S, self.lease_s / 3)
-        return now + self.lease_s / 3 if self.auto else None
+    def _check(self) -> None:
+        """Read whether the claimed attempt is still ours (its run not cancelled)."""
+        self._check_at = time.monotonic() + CHECK_EVERY_S
+        token = self.claim.claim_token
+        if token is None:
+            return
+        try:
+            with self.env.store.read() as conn:
+                why = standing(conn, self.claim.attempt_id, token)
+        except SmithersError as exc:
+            log.warning("heartbeat check failed: %s", exc.message)
+            return
+        if why is not None:
+            self._why = why
+            self.fenced.set()
+
+    def tick(self, now: float) -> None:
+        """The beater's turn: stop the step at its deadline, else claim or beat or check
+        (whichever is due), and stop it once it is no longer ours."""
+        if self.closed:
+            return
+        if self._deadline is not None and now >= self._deadline:
+            self._deadline = None
+            self._stop(interrupt.TIMEOUT)
+            return
+        if self._beat_at is not None and now >= self._beat_at:
+            self.beat()
+        elif self._check_at is not None and now >= self._check_at:
+            self._check()
+        if self.fenced.is_set():
+            self._stop(self._why)
+
+    def _stop(self, reason: str) -> None:
+        if self.body.interrupt(reason):
+            c = self.claim
+            log.info("attempt %s of %s/%s: stopping its step (%s)", c.attempt_id, c.run_id, c.node_id, reason)
+
+    def next_due(self) -> float | None:
+        """When the beater should call :meth:`tick` next (None: never)."""
+        if self.closed:
+            return None
+        due = [t for t in (self._deadline, self._beat_at, self._check_at) if t is not None]
+        return min(due) if due else None
 
     def __enter__(self) -> Heartbeat:
-        if self.next_due(0.0) is not None:
-            _BEATER.add(self)
+        _BEATER.add(self)
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -127,7 +193,7 @@ class Heartbeat:
 
 
 class _Beater:
-    """One daemon thread per process claims and beats the attempts it runs.
+    """One daemon thread per process watches the steps it runs (:meth:`Heartbeat.tick`).
 
     Starting a thread per step cost more than the step's two transactions (measured:
     docs/benchmarks.md); this one starts with the first step after a fork and stays.
@@ -140,7 +206,7 @@ class _Beater:
         self._wakes_at = 0.0  # when the thread wakes next on its own
 
     def add(self, hb: Heartbeat) -> None:
-        due = hb.next_due(time.monotonic())
+        due = hb.next_due()
         if due is None:
             return
         with self._cond:
@@ -182,7 +248,11 @@ class _Beater:
                     self._wakes_at = 0.0
                     continue
             for hb in due:
-                if hb.beat() and not hb.closed:
+                try:
+                    hb.tick(now)
+                except Exception:  # one step's bad turn must not stop every step's heartbeats
+                    log.exception("heartbeat of attempt %s failed", hb.claim.attempt_id)
+                if not hb.closed:
                     self.add(hb)
 
 
@@ -321,8 +391,9 @@ def _run_claimed(env: WorkerEnv, c: Claim, chain: _Chain) -> Outcome:
     parents, previous = upstream_outputs(wf, node, c, outputs)
     readable = _readable_outputs(env, wf, node, c, parents)
     c = c.starting(time.time())  # a lazy claim's start: now, after the reads above
+    failure: dict[str, Any] | None
     lease = node.heartbeat_timeout_s or env.config.lease_s
-    with Heartbeat(env, c, lease, auto=node.heartbeat_timeout_s is None) as hb:
+    with Heartbeat(env, c, lease, auto=node.heartbeat_timeout_s is None, timeout_s=node.timeout_s) as hb:
         try:
             secrets = resolve_secrets(node.secrets, env.config.secrets_dir, allow=env.config.secrets_allow)
             if node.kind is NodeKind.SANDBOX:
@@ -343,11 +414,14 @@ def _run_claimed(env: WorkerEnv, c: Claim, chain: _Chain) -> Outcome:
                     secrets=secrets,
                     heartbeat=hb.beat,
                 )
-                result = node.fn(ctx)
+                with hb.body:  # stopped at its deadline, on cancel, or once given up
+                    result = node.fn(ctx)
             check_json(result, "the step's output")  # storable on either store, or the step fails
             json.dumps(result, allow_nan=False)
+        except StepInterrupted:
+            failure = hb.body.error()
         except Exception as exc:
-            failure: dict[str, Any] | None = _error(exc)
+            failure = _error(exc)
         else:
             failure = None
     c = hb.claim  # the beater may have claimed it meanwhile

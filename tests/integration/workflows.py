@@ -331,3 +331,57 @@ def _long_step(k: int) -> None:
 
 for _k in range(10):
     _long_step(_k)
+
+# -- time kept (docs/workflows.md, "Timeouts, heartbeats and cancel") ---------------------
+quick = Workflow("t-quick")
+
+
+@quick.task()
+def quick_step(ctx: StepContext) -> str:
+    effect(ctx)
+    return "done"
+
+
+silent = Workflow("t-silent")
+
+
+@silent.task(heartbeat_timeout_s=2.0)
+def silent_step(ctx: StepContext) -> int:
+    """Attempt 1 sleeps input['sleep'] seconds, heartbeating every input['beat'] seconds
+    if given (else silent); later attempts return at once."""
+    effect(ctx, f"start{ctx.attempt}")
+    if ctx.attempt == 1:
+        beat = ctx.input.get("beat")
+        ends = time.monotonic() + float(ctx.input.get("sleep", 8))
+        while time.monotonic() < ends:
+            time.sleep(min(float(beat or 60), max(ends - time.monotonic(), 0)))
+            if beat:
+                ctx.heartbeat()
+    effect(ctx, f"end{ctx.attempt}")
+    return ctx.attempt
+
+
+long = Workflow("t-long")
+
+
+@long.task()
+def long_step(ctx: StepContext) -> str:
+    effect(ctx, "start")
+    time.sleep(float(ctx.input.get("sleep", 60)))
+    effect(ctx, "end")
+    return "slept"
+
+
+deaf = Workflow("t-deaf")
+
+
+@deaf.task(timeout_s=1.0)
+def deaf_step(ctx: StepContext) -> str:
+    """Blocks the worker's interrupt signal, then sleeps: only a hard kill ends it."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+    effect(ctx, "start")
+    time.sleep(float(ctx.input.get("sleep", 30)))
+    effect(ctx, "end")
+    return "slept"

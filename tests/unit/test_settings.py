@@ -48,7 +48,7 @@ def test_the_readers_take_their_defaults_from_the_declarations() -> None:
     # given an empty environment, then every value is the declared default
     assert SchedulerConfig.from_env({}) == SchedulerConfig()
     worker = WorkerConfig.from_env({"SMITHERS_CONCURRENCY": "3"})
-    assert (worker.lease_s, worker.visibility_timeout_s, worker.concurrency) == (30.0, 3600.0, 3)
+    assert (worker.lease_s, worker.visibility_timeout_s, worker.concurrency) == (4.0, 3600.0, 3)
 
 
 @pytest.mark.parametrize(

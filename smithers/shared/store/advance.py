@@ -24,6 +24,10 @@ from smithers.shared.workflow import Workflow
 # (workflow name, module revision) -> the workflow if this process holds that revision
 Holds = Callable[[str, str], Workflow | None]
 MAX_ROUNDS = 20  # decisions in a row for a run due again at once (cache hits, 0 s timers)
+# A run due again sooner than this (a short retry delay, a deadline) gets a Redis wake-up:
+# the scheduler that takes it holds the time and wakes for it, instead of finding it at
+# its next sweep (smithers.scheduler.timers; two sweep intervals at the default).
+NEAR_WAKE_S = 2.0
 
 
 @dataclass
@@ -38,6 +42,7 @@ class Advanced:
     workflow: str = ""
     revision: str = ""
     trace: Any = None  # the decision's span context (tracing on), for the publishes
+    near: bool = False  # due again within NEAR_WAKE_S: send a wake-up after commit
 
 
 def decide_loaded(tx: Tx, wf: Workflow, view: RunView, config: DecisionConfig) -> Decision:
@@ -98,7 +103,10 @@ def advance(
             break
     else:
         tx.wake(run_id)  # still due: the scheduler goes on with it
-    return Advanced(True, messages, decision.wake_at, row.workflow, row.module_revision, trace)
+    near = decision.wake_at is not None and decision.wake_at < tx.now + NEAR_WAKE_S
+    if near:
+        tx.woken.add(run_id)  # a wake-up only: the run's wake time stays the decision's
+    return Advanced(True, messages, decision.wake_at, row.workflow, row.module_revision, trace, near)
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,15 @@ from smithers.shared.store.state import write_output
 from smithers.shared.store.tx import Tx
 
 CLAIM_AFTER_S = 0.25  # a step still running after this is claimed (lease, deadline)
+TIMEOUT_CODE = "timeout"  # the error code of an attempt that ran past its deadline
 
 _RUN_OF = select(s.attempts.c.run_id).where(s.attempts.c.attempt_id == bindparam("b_attempt_id"))
+_WITH_RUN_AND_NODE = s.attempts.join(s.runs, s.runs.c.run_id == s.attempts.c.run_id).outerjoin(
+    s.nodes,
+    (s.nodes.c.run_id == s.attempts.c.run_id)
+    & (s.nodes.c.node_id == s.attempts.c.node_id)
+    & (s.nodes.c.iteration == s.attempts.c.iteration),
+)
 _PEEK = (
     select(
         s.attempts,
@@ -43,14 +50,7 @@ _PEEK = (
         s.runs.c.cancel_requested,
         s.nodes.c.current_attempt_id,
     )
-    .select_from(
-        s.attempts.join(s.runs, s.runs.c.run_id == s.attempts.c.run_id).outerjoin(
-            s.nodes,
-            (s.nodes.c.run_id == s.attempts.c.run_id)
-            & (s.nodes.c.node_id == s.attempts.c.node_id)
-            & (s.nodes.c.iteration == s.attempts.c.iteration),
-        )
-    )
+    .select_from(_WITH_RUN_AND_NODE)
     .where(s.attempts.c.attempt_id == bindparam("b_attempt_id"))
 )
 _LOAD = _PEEK.where(s.runs.c.run_id == bindparam("b_run_id"))  # read with the run locked
@@ -121,6 +121,29 @@ def peek(conn: Connection, attempt_id: str, now: float, after: int | None = None
     return _claim_of(row, None, None if row.timeout_s is None else now + row.timeout_s, now)
 
 
+_STANDING = (
+    select(
+        s.attempts.c.state, s.attempts.c.claim_token, s.runs.c.cancel_requested, s.nodes.c.current_attempt_id
+    )
+    .select_from(_WITH_RUN_AND_NODE)
+    .where(s.attempts.c.attempt_id == bindparam("b_attempt_id"))
+)
+
+
+def standing(conn: Connection, attempt_id: str, token: str) -> str | None:
+    """Why a running attempt we claimed (``token``) is no longer ours to run, read-only:
+    ``"cancelled"`` (its run's cancel was asked for), ``"lost"`` (given up, taken over,
+    ended or no longer the node's current attempt); None while it still is ours. What a
+    worker's heartbeat thread asks while a step runs, to stop it early."""
+    row = conn.execute(_STANDING, {"b_attempt_id": attempt_id}).first()
+    if row is None:
+        return "lost"
+    if row.cancel_requested or row.state == AttemptState.CANCELLED:
+        return "cancelled"
+    ours = row.state == AttemptState.RUNNING and row.claim_token == token
+    return None if ours and row.current_attempt_id == attempt_id else "lost"
+
+
 _OWNER = (
     select(s.runs.c.workflow, s.runs.c.module_revision)
     .select_from(s.attempts.join(s.runs, s.runs.c.run_id == s.attempts.c.run_id))
@@ -174,8 +197,10 @@ def claim(
     node_key = {"run_id": att.run_id, "node_id": att.node_id, "iteration": att.iteration}
     tx.set(s.nodes, node_key, {"status": NodeStatus.RUNNING.value, "updated_at": tx.now})
     deadline = started["deadline_at"]
-    if deadline is not None:  # the scheduler looks again when the step's time is up
-        fast.defer(tx.conn, _WAKE_BY, {"b_run_id": att.run_id, "b_at": deadline})
+    # The scheduler looks again when the lease runs out (a dead worker's step is given up
+    # then, not at a later sweep) or the step's time is up, whichever comes first.
+    due = values["lease_expires_at"] if deadline is None else min(deadline, values["lease_expires_at"])
+    fast.defer(tx.conn, _WAKE_BY, {"b_run_id": att.run_id, "b_at": due})
     return _claim_of(att, started["claim_token"], deadline, started["started_at"])
 
 
@@ -263,8 +288,10 @@ def complete(
 
     Succeeds only for a running attempt we own (``token``) that is still the node's
     current attempt, or, with ``token=None`` (a lazy claim: ``worker`` and
-    ``started_at`` say who ran it since when), for an attempt still queued, current
-    and not cancelled; it is then claimed and finished here. Otherwise the result is
+    ``started_at`` say who ran it since when), for an attempt still queued and
+    current, it is then claimed and finished here; either way only while its run's
+    cancel was not asked for. A failure whose error code is ``timeout`` (a step its
+    worker stopped at its deadline) is recorded ``timed_out``. Otherwise the result is
     refused, an ``attempt.refused`` event records it, and False is returned. A
     sandbox attempt whose patches need review commits its output but leaves the node
     ``waiting`` (see :func:`smithers.shared.store.sandboxes.hold_for_review`). ``run_id`` is
@@ -276,16 +303,17 @@ def complete(
         return False
     att, current = loaded
     if token is None:
-        owned = current and att.state == AttemptState.QUEUED and not att.cancel_requested
+        owned = current and att.state == AttemptState.QUEUED
     else:
         owned = current and att.state == AttemptState.RUNNING and att.claim_token == token
     where = {"node_id": att.node_id, "iteration": att.iteration, "attempt_id": attempt_id}
-    if not owned:
+    if not owned or att.cancel_requested:
+        reason = "run cancelled" if att.cancel_requested else "fenced out"
         tx.emit(
             att.run_id,
             "attempt.refused",
             **where,
-            payload={"reason": "fenced out", "attempt_state": att.state, "ok": ok},
+            payload={"reason": reason, "attempt_state": att.state, "ok": ok},
         )
         return False
     values: dict[str, Any] = {"finished_at": tx.now}
@@ -314,8 +342,12 @@ def complete(
         if not held:
             tx.emit(att.run_id, "node.succeeded", node_id=att.node_id, iteration=att.iteration)
     else:
-        tx.set(a, {"attempt_id": attempt_id}, {**values, "state": AttemptState.FAILED.value, "error": error})
-        tx.emit(att.run_id, "attempt.failed", **where, payload={"number": att.number, **(error or {})})
+        # A step its worker stopped at its deadline is timed out, as if the scheduler had.
+        timed_out = (error or {}).get("code") == TIMEOUT_CODE
+        state = AttemptState.TIMED_OUT if timed_out else AttemptState.FAILED
+        tx.set(a, {"attempt_id": attempt_id}, {**values, "state": state.value, "error": error})
+        payload = {"number": att.number, **(error or {})}
+        tx.emit(att.run_id, f"attempt.{state.value}", **where, payload=payload)
     tx.wake(att.run_id)
     return True
 

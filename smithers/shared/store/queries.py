@@ -171,9 +171,18 @@ def due_runs(
 ) -> list[str]:
     """Runs whose ``wake_at`` has come: queued, changed by a worker, or with a timer due;
     only those of ``revisions`` when given (the module revisions a scheduler holds)."""
+    return [run_id for run_id, _ in wake_times(conn, now, limit, revisions)]
+
+
+def wake_times(
+    conn: Connection, until: float, limit: int = 500, revisions: Iterable[str] | None = None
+) -> list[tuple[str, float]]:
+    """(run id, ``wake_at``) of the runs due by ``until``, soonest first (a scheduler
+    reads a little ahead and wakes on time for each); only those of ``revisions`` when
+    given (the module revisions a scheduler holds)."""
     r = s.runs
-    query = select(r.c.run_id).where(r.c.wake_at <= now)
+    query = select(r.c.run_id, r.c.wake_at).where(r.c.wake_at <= until)
     if revisions is not None:
         query = query.where(r.c.module_revision.in_(sorted(set(revisions))))
     rows = conn.execute(query.order_by(r.c.wake_at).limit(limit))
-    return [row[0] for row in rows]
+    return [(row[0], float(row[1])) for row in rows]

@@ -309,8 +309,14 @@ def apply_and_tell(
     return messages, not terminal and wake_at is not None and wake_at <= tx.now
 
 
+# A step's worker stops it at its deadline (smithers.workers.interrupt); one that does
+# not stop (blocked in C, or deaf to the interrupt) is killed by Celery's hard time
+# limit this much later, which frees its slot.
+HARD_LIMIT_GRACE_S = 3.0
+
+
 def _time_limit(timeout_s: float | None) -> float | None:
-    return None if timeout_s is None else timeout_s + 30.0
+    return None if timeout_s is None else timeout_s + HARD_LIMIT_GRACE_S
 
 
 def _dispatch(
