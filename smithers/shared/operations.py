@@ -15,7 +15,7 @@ from typing import Any
 
 from smithers.shared import retention, settings, tracing
 from smithers.shared.broker import Broker
-from smithers.shared.errors import InvalidInput, NotFound, SmithersError
+from smithers.shared.errors import Conflict, InvalidInput, NotFound, SmithersError
 from smithers.shared.jsonsafe import check_json
 from smithers.shared.limits import check_size
 from smithers.shared.redaction import sensitive_key, url_password
@@ -161,6 +161,45 @@ def resume(store: Store, broker: Broker | None, run_id: str, actor: str | None) 
     return run
 
 
+def rerun(
+    store: Store,
+    broker: Broker | None,
+    registry: Registry,
+    run_id: str,
+    *,
+    rerun_id: str | None,
+    launched_by: str,
+    deployment_version: str,
+) -> tuple[RunRecord, bool]:
+    """A new run of ``run_id``'s workflow (its current revision here) with the same input,
+    its parent the old run; ``(run, created)``. The same ``new_run_id`` again returns the
+    same rerun (``rerun_id``); an id taken by anything else is a :class:`Conflict`."""
+    with store.read() as conn:
+        old = get_run(conn, run_id)
+    if old is None:
+        raise NotFound(f"run {run_id!r} not found")
+    entry = registry.get(old.workflow)
+    new_id = runs_store.check_run_id(rerun_id) if rerun_id is not None else new_run_id()
+    run, created = runs_store.launch_once(
+        store,
+        first=lambda tx: revisions.record(tx, [entry]),
+        run_id=new_id,
+        workflow=old.workflow,
+        workflow_version=entry.workflow.version,
+        module_revision=entry.revision,
+        deployment_version=deployment_version,
+        run_input=old.input,
+        launched_by=launched_by,
+        parent_run_id=old.run_id,
+        lineage={"rerun_of": old.run_id},
+    )
+    if not created and run.parent_run_id != old.run_id:  # nothing was written: it existed
+        raise Conflict(f"run {new_id!r} already exists and is not a rerun of {old.run_id!r}")
+    if created and broker is not None:
+        broker.wake(run.run_id)
+    return run, created
+
+
 def approve(
     store: Store,
     broker: Broker | None,
@@ -172,11 +211,21 @@ def approve(
     actor: str,
     iteration: int | None = None,
     payload: Any = None,
+    asserted_by: str | None = None,
 ) -> ApprovalRecord:
-    """Decide a pending approval (owner rules and its declared payload apply)."""
+    """Decide a pending approval (owner rules and its declared payload apply);
+    ``asserted_by``: the local operator who named ``actor`` (recorded as asserted)."""
     with store.write() as tx:
         record = approvals_store.decide(
-            tx, run_id, node_id, iteration, approved=approved, note=note, actor=actor, payload=payload
+            tx,
+            run_id,
+            node_id,
+            iteration,
+            approved=approved,
+            note=note,
+            actor=actor,
+            payload=payload,
+            asserted_by=asserted_by,
         )
     if broker is not None:
         broker.wake(run_id)
@@ -193,12 +242,16 @@ def review(
     note: str | None,
     actor: str,
     by_node: bool = False,
+    asserted_by: str | None = None,
 ) -> sandboxes_store.SandboxRecord:
     """Accept or reject a sandbox's pending patches (``sandbox`` may name its node
-    with ``by_node``); the decision, its event and audit row are one transaction."""
+    with ``by_node``); the decision, its event and audit row are one transaction.
+    ``asserted_by``: the local operator who named ``actor`` (recorded as asserted)."""
     with store.write() as tx:
         sandbox_id = sandboxes_store.resolve_sandbox(tx.conn, run_id, sandbox) if by_node else sandbox
-        record = sandboxes_store.review(tx, run_id, sandbox_id, accept=accept, note=note, actor=actor)
+        record = sandboxes_store.review(
+            tx, run_id, sandbox_id, accept=accept, note=note, actor=actor, asserted_by=asserted_by
+        )
     if broker is not None:
         broker.wake(run_id)
     return record
