@@ -355,7 +355,9 @@ def cmd_token(args: argparse.Namespace, api: Client) -> int:
     action = args.token_command
     if action == "issue":
         if args.issuer is not None:
-            raise InvalidInput("--issuer is the gateway's in remote mode (SMITHERS_ISSUER where it runs)")
+            raise InvalidInput(
+                "--issuer is not yours to choose in remote mode: the gateway names itself the issuer"
+            )
         ttl = int(parse_duration(args.ttl, "--ttl")) if args.ttl else None
         scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
         issued = api.issue_grant(args.subject, scopes, kind=args.kind, ttl_s=ttl, note=args.note)
