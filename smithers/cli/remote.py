@@ -54,13 +54,17 @@ def target(env: Mapping[str, str]) -> Target | None:
     """The remote target of this environment, or None for the local command line."""
     url = settings.GATEWAY_URL.read(env).strip()
     name = settings.PROFILE.read(env).strip() or None
+    token = settings.TOKEN.read(env).strip() or None
     if not url and name is None:
         return None
-    profile = profiles.load(env, name=name, url=url or None) if (name or url) else None
+    profile = None
+    if name is not None or token is None:  # the file is read only when it is needed
+        profile = profiles.load(env, name=name, url=url or None)
     if not url:
         assert profile is not None  # load raised for a named profile that is not there
         url = profile.url
-    token = settings.TOKEN.read(env).strip() or (profile.token if profile is not None else None)
+    if token is None and profile is not None:
+        token = profile.token or None
     return Target(url=url, token=token, profile=profile.name if profile is not None else None)
 
 
