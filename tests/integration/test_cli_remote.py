@@ -171,8 +171,12 @@ def test_as_is_recorded_as_asserted_by_a_local_operator(engine: Engine) -> None:
     claim = next(e for e in entries if e["type"] == "actor.asserted")
     assert claim["actor"] == "cli:opsperson"
     assert claim["detail"]["asserted_actor"] == "alice" and claim["detail"]["command"] == "approve"
-    # without --as nothing is marked: the operator decides as themself
+    # and the local watch resumes after a seq, as the remote one does
     engine.wait(run_id, timeout=60)
+    events = engine.events(run_id)
+    tail = smithers(local, "watch", run_id, "--after-seq", str(events[-2].seq))
+    assert tail.returncode == 0, tail.stderr
+    assert "run launched" not in tail.stdout and "run succeeded" in tail.stdout
 
 
 @pytest.fixture
