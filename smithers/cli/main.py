@@ -453,8 +453,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         where = remote.target(os.environ)
         if where is not None:
             return remote.dispatch(args, where)
-    if getattr(args, "actor", None):
-        _record_assertion(args)
+    if getattr(args, "actor", None) and (command != "db" or args.action == "prune"):
+        _record_assertion(args)  # (a restore makes the store: nothing to write it in before)
     return int(args.fn(args))
 
 
