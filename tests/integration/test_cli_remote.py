@@ -155,6 +155,10 @@ def test_as_is_recorded_as_asserted_by_a_local_operator(engine: Engine) -> None:
     local = {k: v for k, v in engine.env.items() if k not in ("SMITHERS_GATEWAY_URL", "SMITHERS_PROFILE")}
     local["USER"] = "opsperson"
 
+    # (the local inbox shows it)
+    inbox = smithers(local, "approvals", "--run", run_id)
+    assert inbox.returncode == 0 and "owner alice" in inbox.stdout, inbox.stderr
+
     # when the operator approves --as alice through the store
     done = smithers(local, "approve", run_id, "gate", "--as", "alice", "--note", "on her behalf")
     assert done.returncode == 0, done.stderr
@@ -177,6 +181,11 @@ def test_as_is_recorded_as_asserted_by_a_local_operator(engine: Engine) -> None:
     tail = smithers(local, "watch", run_id, "--after-seq", str(events[-2].seq))
     assert tail.returncode == 0, tail.stderr
     assert "run launched" not in tail.stdout and "run succeeded" in tail.stdout
+
+    # a local rerun is a new run of the same input, its parent this one
+    rerun = smithers(local, "rerun", run_id, "--run-id", "asserted-2", "--detach")
+    assert rerun.returncode == 0 and "run asserted-2 launched" in rerun.stdout, rerun.stderr
+    assert engine.run("asserted-2").parent_run_id == run_id
 
 
 @pytest.fixture
