@@ -81,7 +81,7 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
         scopes=args.scopes,
         kind=GrantKind(args.kind),
         ttl_s=ttl,
-        issuer=args.issuer,
+        issuer=args.issuer or "cli",
         actor=_actor(),
         note=args.note,
     )
@@ -131,7 +131,7 @@ def register(add: Add) -> None:
     issue.add_argument("--scopes", required=True, help="comma-separated: run:read,run:write,...")
     issue.add_argument("--ttl", default=None, help="lifetime such as 15m, 12h, 30d (default by --kind)")
     issue.add_argument("--kind", choices=[k.value for k in GrantKind], default=GrantKind.PERSON.value)
-    issue.add_argument("--issuer", default="cli")
+    issue.add_argument("--issuer", default=None, help="local mode: the issuer recorded (default cli)")
     issue.add_argument("--note", default=None)
     issue.set_defaults(token_fn=cmd_token_issue)
     revoke = sub.add_parser("revoke", help="revoke a grant by its jti")

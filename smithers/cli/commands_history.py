@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from smithers.cli import embedded_pg, exitcodes
 from smithers.cli.main import _actor, _broker, _deployment, _registry, _store
@@ -114,6 +115,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(trail, indent=2, default=str))
         return exitcodes.OK
+    print_trail(trail)
+    return exitcodes.OK
+
+
+def print_trail(trail: dict[str, Any]) -> None:
+    """A run's audit trail, one line per entry (the local and the remote ``audit``)."""
     if trail["run"]:
         r = trail["run"]
         print(
@@ -127,7 +134,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(
             f"{when}  {e['source']:<11} {e['type']}{node}{who}  {json.dumps(e['detail'], default=str)[:160]}"
         )
-    return exitcodes.OK
 
 
 def register(add: Add) -> None:
@@ -141,7 +147,9 @@ def register(add: Add) -> None:
         p.add_argument("run_id")
         p.add_argument("node_id")
         p.add_argument("--confirm", action="store_true", help="required: time travel changes history")
-        p.add_argument("--as", dest="actor", default=None)
+        p.add_argument(
+            "--as", dest="actor", default=None, help="local mode: the caller recorded, asserted by you"
+        )
         if name != "rewind":
             p.add_argument("--run-id", dest="new_run_id", default=None, help="id of the new run")
         if name == "fork":

@@ -6,11 +6,12 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 from smithers.cli import exitcodes
-from smithers.cli.main import _actor, _broker, _deployment, _store
+from smithers.cli.main import _actor, _broker, _deployment, _store, asserted_by
 from smithers.shared import operations
-from smithers.shared.store.sandboxes import SandboxRecord, sandboxes_of
+from smithers.shared.store.sandboxes import sandboxes_of
 
 Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
 
@@ -23,31 +24,37 @@ def cmd_sandboxes(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.to_json() for r in records], indent=2, default=str))
         return exitcodes.OK
-    if not records:
-        print(f"run {args.run_id} has no sandboxes")
-    for r in records:
-        print(_line(r))
-        for patch in (r.manifest or {}).get("patches", []):
-            print(f"    patch {patch.get('path')} ({patch.get('size')} bytes)")
-            if args.diff and patch.get("diff"):
-                for text in str(patch["diff"]).splitlines():
-                    print(f"      {text}")
-        for decision in r.reviews:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(decision.decided_at))
-            verdict = "accepted" if decision.accept else "rejected"
-            print(f"    {verdict} by {decision.actor} at {when}: {decision.note or ''}")
-        if r.error:
-            print(f"    error: {r.error.get('message', '')}")
+    print_sandboxes(args.run_id, [r.to_json() for r in records], diff=args.diff)
     return exitcodes.OK
 
 
-def _line(r: SandboxRecord) -> str:
-    it = f"[{r.iteration}]" if r.iteration else ""
-    review_status = r.review_status.value if r.review_status else "-"
-    sizes = f"request={r.request_bytes or 0}B result={r.result_bytes or 0}B"
+def print_sandboxes(run_id: str, records: list[dict[str, Any]], *, diff: bool) -> None:
+    """A run's sandboxes as JSON-ready dicts, a line each with its patches and reviews
+    (the local and the remote ``sandboxes``)."""
+    if not records:
+        print(f"run {run_id} has no sandboxes")
+    for r in records:
+        print(_line(r))
+        for patch in (r.get("manifest") or {}).get("patches", []):
+            print(f"    patch {patch.get('path')} ({patch.get('size')} bytes)")
+            if diff and patch.get("diff"):
+                for text in str(patch["diff"]).splitlines():
+                    print(f"      {text}")
+        for decision in r.get("reviews") or ():
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(decision["decided_at"]))
+            verdict = "accepted" if decision["accept"] else "rejected"
+            print(f"    {verdict} by {decision['actor']} at {when}: {decision.get('note') or ''}")
+        if r.get("error"):
+            print(f"    error: {r['error'].get('message', '')}")
+
+
+def _line(r: dict[str, Any]) -> str:
+    it = f"[{r['iteration']}]" if r.get("iteration") else ""
+    review_status = r.get("review_status") or "-"
+    sizes = f"request={r.get('request_bytes') or 0}B result={r.get('result_bytes') or 0}B"
     return (
-        f"{r.sandbox_id}  {r.node_id + it:<20} {r.status.value:<10} review={review_status:<10}"
-        f" {r.image} {sizes}"
+        f"{r['sandbox_id']}  {r['node_id'] + it:<20} {r['status']!s:<10} review={review_status!s:<10}"
+        f" {r['image']} {sizes}"
     )
 
 
@@ -63,6 +70,7 @@ def cmd_review(args: argparse.Namespace) -> int:
         note=args.note,
         actor=_actor(args),
         by_node=True,
+        asserted_by=asserted_by(args),
     )
     verdict = "accepted" if args.accept else "rejected"
     print(f"sandbox {record.sandbox_id} ({record.node_id}) of {record.run_id}: {verdict} by {_actor(args)}")
@@ -83,4 +91,6 @@ def register(add: Add) -> None:
     verdict.add_argument("--accept", dest="accept", action="store_true")
     verdict.add_argument("--reject", dest="accept", action="store_false")
     p.add_argument("--note", default=None)
-    p.add_argument("--as", dest="actor", default=None, help="the reviewer (default cli:$USER)")
+    p.add_argument(
+        "--as", dest="actor", default=None, help="local mode only: the reviewer, recorded as asserted by you"
+    )

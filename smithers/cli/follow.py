@@ -6,11 +6,11 @@ import json
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from smithers.cli import exitcodes
 from smithers.shared.status import RunStatus
-from smithers.shared.store import EventRecord, Store
+from smithers.shared.store import Store
 from smithers.shared.store.queries import approvals, events_after, get_run
 from smithers.shared.store.sandboxes import sandboxes_of
 
@@ -33,7 +33,22 @@ _SIMPLE = {
 }
 
 
-def describe(ev: EventRecord, started: float) -> str | None:
+class EventLike(Protocol):
+    """What :func:`describe` reads of an event: a store record or a client's event."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def node_id(self) -> str | None: ...
+    @property
+    def iteration(self) -> int | None: ...
+    @property
+    def payload(self) -> Any: ...
+    @property
+    def created_at(self) -> float: ...
+
+
+def describe(ev: EventLike, started: float) -> str | None:
     """A human line for an event, or None for events not worth a line."""
     p: dict[str, Any] = dict(ev.payload or {})
     at = f"{ev.created_at - started:7.2f}s"
@@ -85,9 +100,11 @@ def follow(
     timeout_s: float | None = None,
     poll_s: float = 0.1,
     stop: threading.Event | None = None,
+    after: int = 0,
 ) -> int:
-    """Print the run's events as they happen; return its exit code when it settles."""
-    last = 0
+    """Print the run's events after seq ``after`` as they happen; return its exit code
+    when it settles."""
+    last = after
     begin = time.time()
     started: float | None = None
     while True:
@@ -109,7 +126,7 @@ def follow(
         if events:
             continue
         if run.status.terminal:
-            return _final(run.status, run.output, out)
+            return final_code(run.status, run.output, out)
         if run.status is RunStatus.WAITING and not wait_approval:
             for ap in pending:
                 print(
@@ -133,7 +150,8 @@ def follow(
         time.sleep(poll_s)
 
 
-def _final(status: RunStatus, output: Any, out: TextIO) -> int:
+def final_code(status: RunStatus, output: Any, out: TextIO) -> int:
+    """Print a succeeded run's output; the exit code of a run that ended in ``status``."""
     if status is RunStatus.SUCCEEDED:
         print("output: " + json.dumps(output, sort_keys=True), file=out, flush=True)
         return exitcodes.OK

@@ -21,7 +21,6 @@ from smithers.cli import exitcodes
 from smithers.cli.childproc import watch_parent
 from smithers.cli.follow import follow
 from smithers.shared import operations, settings
-from smithers.shared.approval import MAX_PAYLOAD_BYTES
 from smithers.shared.broker import Broker
 from smithers.shared.config import Deployment, decision_config, resolve_deployment
 from smithers.shared.datadir import find_data_dir, read_record, where_looked
@@ -31,8 +30,10 @@ from smithers.shared.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    RateLimited,
     SmithersError,
     StoreUnavailable,
+    Unauthorized,
 )
 from smithers.shared.redaction import redact
 from smithers.shared.registry import Registry, load_registry
@@ -50,6 +51,8 @@ EXTENSIONS = (
     "smithers.cli.commands_sandbox",
     "smithers.cli.commands_ops",
     "smithers.cli.commands_revisions",
+    "smithers.cli.approvals",
+    "smithers.cli.commands_login",
 )
 
 
@@ -108,8 +111,45 @@ def decider(registry: Registry) -> Decider:
     return Decider(registry, decision_config(os.environ), settings.DECIDE_MAX_NODES.read(os.environ))
 
 
+def _operator() -> str:
+    """The local user running this command, as an actor: ``cli:$USER``."""
+    return f"cli:{os.environ.get('USER', 'unknown')}"
+
+
 def _actor(args: argparse.Namespace) -> str:
-    return getattr(args, "actor", None) or f"cli:{os.environ.get('USER', 'unknown')}"
+    return getattr(args, "actor", None) or _operator()
+
+
+def asserted_by(args: argparse.Namespace) -> str | None:
+    """The local operator who asserted another actor with ``--as`` (no token proves it),
+    or None. Decisions record it in their event and audit entry (``asserted``)."""
+    return _operator() if getattr(args, "actor", None) else None
+
+
+def _record_assertion(args: argparse.Namespace) -> None:
+    """One audit entry ``actor.asserted`` for a local command run ``--as`` someone: who
+    ran it, whom it named, through what (the store, not a token)."""
+    from smithers.shared.grants import TtlPolicy  # noqa: PLC0415
+    from smithers.shared.store.approvals import assertion  # noqa: PLC0415
+    from smithers.shared.store.grants import ControlPlaneStore  # noqa: PLC0415
+
+    store = _store(_deployment(args))
+    run_id = getattr(args, "run_id", None)
+    try:
+        ControlPlaneStore(store, TtlPolicy.from_env(os.environ)).record_event(
+            "actor.asserted",
+            actor=_operator(),
+            target_type="command",
+            target_id=str(args.command),
+            run_id=run_id if isinstance(run_id, str) else None,
+            detail={
+                "command": str(args.command),
+                "asserted_actor": str(args.actor),
+                **assertion(_operator()),
+            },
+        )
+    finally:
+        store.close()
 
 
 # -- commands ---------------------------------------------------------------------------
@@ -151,7 +191,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     store = _store(_deployment(args))
-    return follow(store, args.run_id, wait_approval=args.wait, timeout_s=args.timeout)
+    if args.after_seq:
+        with store.read() as conn:
+            run = get_run(conn, args.run_id)
+        if run is not None and args.after_seq > run.last_seq:
+            raise InvalidInput(
+                f"--after-seq {args.after_seq} is beyond the run's last event ({run.last_seq})"
+            )
+    return follow(store, args.run_id, wait_approval=args.wait, timeout_s=args.timeout, after=args.after_seq)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -207,14 +254,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    payload = None
-    if args.payload is not None:
-        if len(args.payload) > MAX_PAYLOAD_BYTES:
-            raise InvalidInput(f"--payload is over {MAX_PAYLOAD_BYTES} bytes")
-        try:
-            payload = json.loads(args.payload)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"--payload is not JSON: {exc.msg} at column {exc.colno}") from None
+    from smithers.cli.approvals import parse_payload  # noqa: PLC0415
+
+    payload = parse_payload(args.payload)
     dep = _deployment(args)
     store = _store(dep)
     record = operations.approve(
@@ -227,8 +269,10 @@ def cmd_approve(args: argparse.Namespace) -> int:
         actor=_actor(args),
         iteration=args.iteration,
         payload=redact(payload),
+        asserted_by=asserted_by(args),
     )
-    print(f"{record.node_id} of {record.run_id}: {record.status.value} by {record.decided_by}")
+    asserted = " (asserted with --as by a local operator)" if asserted_by(args) else ""
+    print(f"{record.node_id} of {record.run_id}: {record.status.value} by {record.decided_by}{asserted}")
     return exitcodes.OK
 
 
@@ -244,6 +288,25 @@ def cmd_resume(args: argparse.Namespace) -> int:
     store = _store(dep)
     run = operations.resume(store, _broker(dep, required=False), args.run_id, _actor(args))
     print(f"run {run.run_id}: resumed")
+    if args.detach:
+        return exitcodes.OK
+    return follow(store, run.run_id, wait_approval=args.wait, timeout_s=args.timeout)
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    dep = _deployment(args)
+    store = _store(dep)
+    run, created = operations.rerun(
+        store,
+        _broker(dep, required=dep.embedded),
+        _registry(dep),
+        args.run_id,
+        rerun_id=args.new_run_id,
+        launched_by=_actor(args),
+        deployment_version=dep.deployment_version,
+    )
+    verb = "launched" if created else "already exists"
+    print(f"run {run.run_id} {verb} ({run.workflow}, a rerun of {args.run_id})", flush=True)
     if args.detach:
         return exitcodes.OK
     return follow(store, run.run_id, wait_approval=args.wait, timeout_s=args.timeout)
@@ -316,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("watch", cmd_watch, "follow a run until it settles")
     p.add_argument("run_id")
+    p.add_argument(
+        "--after-seq", type=int, default=0, metavar="N", help="resume after event N (the last seq you saw)"
+    )
     _follow_opts(p)
 
     p = add("status", cmd_status, "show a run, its nodes and attempts")
@@ -342,13 +408,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--note", default=None)
     p.add_argument("--iteration", type=int, default=None)
     p.add_argument("--payload", default=None, help="the decision's payload (JSON), as the approval declares")
-    p.add_argument("--as", dest="actor", default=None, help="the deciding subject (default cli:$USER)")
+    p.add_argument(
+        "--as",
+        dest="actor",
+        default=None,
+        help="local mode only: the deciding subject, recorded as asserted by you (cli:$USER) with store"
+        " access; remotely the token's subject decides",
+    )
 
     p = add("cancel", cmd_cancel, "cancel a run")
     p.add_argument("run_id")
     p = add("resume", cmd_resume, "resume a failed or cancelled run under the same id")
     p.add_argument("run_id")
     p.add_argument("--detach", action="store_true")
+    _follow_opts(p)
+    p = add("rerun", cmd_rerun, "a new run of the same workflow with the same input (its parent this run)")
+    p.add_argument("run_id")
+    p.add_argument("--run-id", dest="new_run_id", default=None, help="choose the new run's id (idempotent)")
+    p.add_argument("--detach", action="store_true")
+    p.add_argument("--as", dest="actor", default=None, help="local mode: the launcher recorded, asserted")
     _follow_opts(p)
     p = add("delete", cmd_delete, "delete a run and its dependent rows (the audit entry stays)")
     p.add_argument("run_id")
@@ -364,10 +442,27 @@ _EXIT = [
     (NotFound, exitcodes.NOT_FOUND),
     (InvalidInput, exitcodes.BAD_INPUT),
     (Conflict, exitcodes.CONFLICT),
-    (Forbidden, exitcodes.CONFLICT),
+    (Forbidden, exitcodes.DENIED),
+    (Unauthorized, exitcodes.UNAUTHENTICATED),
+    (RateLimited, exitcodes.UNAVAILABLE),
     (StoreUnavailable, exitcodes.UNAVAILABLE),
     (BrokerUnavailable, exitcodes.UNAVAILABLE),
 ]
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Through the gateway when SMITHERS_GATEWAY_URL or SMITHERS_PROFILE is set (see
+    :mod:`smithers.cli.remote`), else on the store."""
+    command = str(args.command)
+    if command not in ("config", "login", "logout"):
+        from smithers.cli import remote  # noqa: PLC0415
+
+        where = remote.target(os.environ)
+        if where is not None:
+            return remote.dispatch(args, where)
+    if getattr(args, "actor", None) and (command != "db" or args.action == "prune"):
+        _record_assertion(args)  # (a restore makes the store: nothing to write it in before)
+    return int(args.fn(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -382,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     watch_parent(os.environ)  # a child of `smithers up` ends with it
     try:
-        code = int(args.fn(args))
+        code = _dispatch(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush
         return code
     except SmithersError as exc:

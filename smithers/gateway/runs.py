@@ -16,7 +16,7 @@ from smithers.gateway.auth import principal, requires
 from smithers.gateway.body import BodySchema, check_query, check_run_id, query_choice, query_int, read_body
 from smithers.gateway.services import services
 from smithers.shared import operations
-from smithers.shared.errors import Conflict, InvalidInput, NotFound
+from smithers.shared.errors import InvalidInput, NotFound
 from smithers.shared.grants import Scope
 from smithers.shared.redaction import redact_text
 from smithers.shared.status import RunStatus
@@ -291,28 +291,18 @@ def rerun(run_id: str) -> tuple[Response, int, dict[str, str]]:
     _run_id(run_id)
     body = read_body(RERUN)
     svc = services()
-    old = _reread(run_id)
-    entry = svc.registry.get(old.workflow)
-    new_id = check_run_id(body["run_id"]) if "run_id" in body else operations.new_run_id()
-    run, created = runs_store.launch_once(
+    run, created = operations.rerun(
         svc.store,
-        first=lambda tx: revisions.record(tx, [entry]),
-        run_id=new_id,
-        workflow=old.workflow,
-        workflow_version=entry.workflow.version,
-        module_revision=entry.revision,
-        deployment_version=svc.config.deployment_version,
-        run_input=old.input,
+        svc.broker,
+        svc.registry,
+        run_id,
+        rerun_id=check_run_id(body["run_id"]) if "run_id" in body else None,
         launched_by=principal().subject,
-        parent_run_id=old.run_id,
-        lineage={"rerun_of": old.run_id},
+        deployment_version=svc.config.deployment_version,
+        decider=svc.decider,
     )
-    if not created and run.parent_run_id != old.run_id:  # nothing was written: it existed
-        raise Conflict(f"run {new_id!r} already exists and is not a rerun of {old.run_id!r}")
     if created:
         run = replace(run, last_seq=max(run.last_seq, 1))  # as in launch()
-        if svc.broker is not None:
-            svc.broker.wake(run.run_id)
     return jsonify(run_json(run)), 201 if created else 200, {"Location": f"/v1/runs/{run.run_id}"}
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from smithers.shared import retention, settings, tracing
 from smithers.shared.broker import Broker
-from smithers.shared.errors import InvalidInput, NotFound, SmithersError
+from smithers.shared.errors import Conflict, InvalidInput, NotFound, SmithersError
 from smithers.shared.jsonsafe import check_json
 from smithers.shared.limits import check_size
 from smithers.shared.redaction import sensitive_key, url_password
@@ -127,12 +127,7 @@ def launch(
     entry = registry.get(workflow)
     checked = check_input(run_input, entry.workflow.public_inputs, store.limits.input_bytes)
     rid = runs_store.check_run_id(run_id) if run_id is not None else new_run_id()
-    decided: list[Advanced | None] = [None]
-
-    def then(tx: Tx, _run: RunRecord, created: bool) -> None:
-        if created and decider is not None and broker is not None:  # no broker: no one to send its steps
-            tx.flush()  # the run row and its run.launched event (seq 1, given) first: the decision's follow
-            decided[0] = decider.after(tx, rid, entry.workflow)
+    first = _FirstDecision(decider, broker, rid, entry.workflow)
 
     with tracing.span("smithers.launch", **{tracing.RUN_ID: rid, tracing.WORKFLOW: workflow}):
         traceparent = tracing.traceparent()  # the launch's own: the run's decisions are its children
@@ -149,14 +144,34 @@ def launch(
             launched_by=launched_by,
             fresh=run_id is None,
             traceparent=traceparent,
-            then=then,
+            then=first.then,
         )
     if created:
-        _follow(broker, decided[0], rid, soon=True)
-        if decided[0] is not None and decided[0].decided:  # it moved on: the run as committed
-            with store.read() as conn:
-                run = get_run(conn, rid) or run
+        _follow(broker, first.done, rid, soon=True)
+        run = first.reread(store, run)
     return run, created
+
+
+class _FirstDecision:
+    """A new run's first decision, made in its launch's transaction (:meth:`then`)."""
+
+    def __init__(self, decider: Decider | None, broker: Broker | None, run_id: str, wf: Workflow) -> None:
+        self.decider = decider if broker is not None else None  # no broker: no one to send its steps
+        self.run_id = run_id
+        self.wf = wf
+        self.done: Advanced | None = None
+
+    def then(self, tx: Tx, _run: RunRecord, created: bool) -> None:
+        if created and self.decider is not None:
+            tx.flush()  # the run row and its run.launched event (seq 1, given) first: the decision's follow
+            self.done = self.decider.after(tx, self.run_id, self.wf)
+
+    def reread(self, store: Store, run: RunRecord) -> RunRecord:
+        """``run`` as committed, if its first decision moved it on (else as launched)."""
+        if self.done is None or not self.done.decided:
+            return run
+        with store.read() as conn:
+            return get_run(conn, self.run_id) or run
 
 
 def _decide(tx: Tx, decider: Decider | None, broker: Broker | None, run_id: str) -> Advanced | None:
@@ -203,6 +218,50 @@ def resume(
     return run
 
 
+def rerun(
+    store: Store,
+    broker: Broker | None,
+    registry: Registry,
+    run_id: str,
+    *,
+    rerun_id: str | None,
+    launched_by: str,
+    deployment_version: str,
+    decider: Decider | None = None,
+) -> tuple[RunRecord, bool]:
+    """A new run of ``run_id``'s workflow (its current revision here) with the same input,
+    its parent the old run; ``(run, created)``. The same ``new_run_id`` again returns the
+    same rerun (``rerun_id``); an id taken by anything else is a :class:`Conflict`. With
+    a ``decider`` its first decision is made as a launch's is."""
+    with store.read() as conn:
+        old = get_run(conn, run_id)
+    if old is None:
+        raise NotFound(f"run {run_id!r} not found")
+    entry = registry.get(old.workflow)
+    new_id = runs_store.check_run_id(rerun_id) if rerun_id is not None else new_run_id()
+    first = _FirstDecision(decider, broker, new_id, entry.workflow)
+    run, created = runs_store.launch_once(
+        store,
+        first=lambda tx: revisions.record(tx, [entry]),
+        run_id=new_id,
+        workflow=old.workflow,
+        workflow_version=entry.workflow.version,
+        module_revision=entry.revision,
+        deployment_version=deployment_version,
+        run_input=old.input,
+        launched_by=launched_by,
+        parent_run_id=old.run_id,
+        lineage={"rerun_of": old.run_id},
+        then=first.then,
+    )
+    if not created and run.parent_run_id != old.run_id:  # nothing was written: it existed
+        raise Conflict(f"run {new_id!r} already exists and is not a rerun of {old.run_id!r}")
+    if created:
+        _follow(broker, first.done, run.run_id)
+        run = first.reread(store, run)
+    return run, created
+
+
 def approve(
     store: Store,
     broker: Broker | None,
@@ -215,12 +274,22 @@ def approve(
     iteration: int | None = None,
     payload: Any = None,
     decider: Decider | None = None,
+    asserted_by: str | None = None,
 ) -> ApprovalRecord:
     """Decide a pending approval (owner rules and its declared payload apply); with a
-    ``decider`` the run moves on in the same transaction."""
+    ``decider`` the run moves on in the same transaction. ``asserted_by``: the local
+    operator who named ``actor`` (recorded as asserted)."""
     with store.write() as tx:
         record = approvals_store.decide(
-            tx, run_id, node_id, iteration, approved=approved, note=note, actor=actor, payload=payload
+            tx,
+            run_id,
+            node_id,
+            iteration,
+            approved=approved,
+            note=note,
+            actor=actor,
+            payload=payload,
+            asserted_by=asserted_by,
         )
         done = _decide(tx, decider, broker, run_id)
     _follow(broker, done, run_id)
@@ -238,13 +307,17 @@ def review(
     actor: str,
     by_node: bool = False,
     decider: Decider | None = None,
+    asserted_by: str | None = None,
 ) -> sandboxes_store.SandboxRecord:
     """Accept or reject a sandbox's pending patches (``sandbox`` may name its node
     with ``by_node``); the decision, its event and audit row are one transaction (with
-    a ``decider``, so is the run's next move)."""
+    a ``decider``, so is the run's next move). ``asserted_by``: the local operator who
+    named ``actor`` (recorded as asserted)."""
     with store.write() as tx:
         sandbox_id = sandboxes_store.resolve_sandbox(tx.conn, run_id, sandbox) if by_node else sandbox
-        record = sandboxes_store.review(tx, run_id, sandbox_id, accept=accept, note=note, actor=actor)
+        record = sandboxes_store.review(
+            tx, run_id, sandbox_id, accept=accept, note=note, actor=actor, asserted_by=asserted_by
+        )
         done = _decide(tx, decider, broker, run_id)
     _follow(broker, done, run_id)
     return record

@@ -620,6 +620,40 @@ FLOWER_PASSWORD_FILE = _flower.add(
     Setting("SMITHERS_FLOWER_PASSWORD_FILE", "", "A file holding the password (a mounted secret).", text)
 )
 
+_remote = section(
+    "Remote command line",
+    "With `SMITHERS_GATEWAY_URL` (or `SMITHERS_PROFILE`) set, every client command of `smithers`"
+    " goes through the gateway's REST API with a bearer token instead of opening the store:"
+    " the actor is the token's subject, scopes apply, and `--as` is refused. `smithers login URL`"
+    " keeps named profiles (URL and token) in `$XDG_CONFIG_HOME/smithers/profiles.json`"
+    " (default `~/.config`), created 0600.",
+)
+GATEWAY_URL = _remote.add(
+    Setting(
+        "SMITHERS_GATEWAY_URL",
+        "",
+        "The gateway to talk to (`https://smithers.example:8080`); set, the command line is remote.",
+        text,
+    )
+)
+TOKEN = _remote.add(
+    Setting(
+        "SMITHERS_TOKEN",
+        "",
+        "The bearer token of the remote command line (else the profile's, from `smithers login`).",
+        text,
+    )
+)
+PROFILE = _remote.add(
+    Setting(
+        "SMITHERS_PROFILE",
+        "",
+        "A profile saved by `smithers login --profile NAME`: its URL and token (set, the command"
+        " line is remote).",
+        text,
+    )
+)
+
 _lifecycle = section(
     "Data lifecycle",
     "How much the store and the logs keep: retention of finished runs, the largest run"

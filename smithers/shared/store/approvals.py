@@ -14,6 +14,14 @@ from smithers.shared.store import schema as s
 from smithers.shared.store.records import ApprovalRecord, approval_record
 from smithers.shared.store.tx import Tx
 
+ASSERTED_VIA = "local store access"
+
+
+def assertion(operator: str) -> dict[str, str]:
+    """The marker of an actor asserted by ``operator`` through the store, not proven by a
+    token: ``{"by": operator, "via": "local store access"}``."""
+    return {"by": operator, "via": ASSERTED_VIA}
+
 
 def may_decide(approval: ApprovalRecord, actor: str, now: float) -> bool:
     """Owner rule: no owner -> anyone with the scope; else the owner, or the fallback
@@ -38,12 +46,15 @@ def decide(
     note: str | None,
     actor: str,
     payload: Any = None,
+    asserted_by: str | None = None,
 ) -> ApprovalRecord:
     """Record a decision on a pending approval and wake the scheduler.
 
     ``iteration`` None picks the pending one (the newest iteration). The decision row,
     its ``approval.decided`` event and the audit entry are one transaction. ``payload`` is
     checked against the approval's stored declaration (schema or options) first.
+    ``asserted_by`` names the local operator who asserted ``actor`` without a token
+    (``smithers approve --as`` with store access): the event and the audit entry say so.
     """
     if tx.lock_run(run_id) is None:
         raise NotFound(f"run {run_id!r} not found")
@@ -74,9 +85,11 @@ def decide(
         )
         .values(status=status.value, decided_by=actor, decided_at=tx.now, note=note, payload=payload)
     )
-    detail = {"approved": approved, "note": note, "decided_by": actor}
+    detail: dict[str, Any] = {"approved": approved, "note": note, "decided_by": actor}
     if payload is not None:
         detail["payload"] = payload
+    if asserted_by is not None:
+        detail["asserted"] = assertion(asserted_by)
     tx.emit(run_id, "approval.decided", node_id=node_id, iteration=approval.iteration, payload=detail)
     tx.audit(
         "approval.decided",

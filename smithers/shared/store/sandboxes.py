@@ -30,6 +30,7 @@ from smithers.shared.errors import Conflict, InvalidInput, NotFound
 from smithers.shared.redaction import redact, redact_text
 from smithers.shared.status import AttemptState, NodeStatus
 from smithers.shared.store import schema as s
+from smithers.shared.store.approvals import assertion
 from smithers.shared.store.tx import Tx
 
 MAX_NOTE = 4000
@@ -326,7 +327,9 @@ def hold_for_review(tx: Tx, run_id: str, attempt_id: str) -> str | None:
     return str(row.sandbox_id)
 
 
-def _decide(tx: Tx, row: Row[Any], *, accept: bool, note: str | None, actor: str) -> None:
+def _decide(
+    tx: Tx, row: Row[Any], *, accept: bool, note: str | None, actor: str, asserted_by: str | None = None
+) -> None:
     status = ReviewStatus.ACCEPTED if accept else ReviewStatus.REJECTED
     tx.conn.execute(
         s.sandbox_reviews.insert().values(
@@ -343,7 +346,14 @@ def _decide(tx: Tx, row: Row[Any], *, accept: bool, note: str | None, actor: str
         .where(s.sandboxes.c.sandbox_id == row.sandbox_id)
         .values(review_status=status.value)
     )
-    detail = {"sandbox_id": row.sandbox_id, "accepted": accept, "note": note, "decided_by": actor}
+    detail: dict[str, Any] = {
+        "sandbox_id": row.sandbox_id,
+        "accepted": accept,
+        "note": note,
+        "decided_by": actor,
+    }
+    if asserted_by is not None:
+        detail["asserted"] = assertion(asserted_by)
     tx.emit(row.run_id, "sandbox.reviewed", **_where(row), payload=detail)
     tx.audit(
         "sandbox.reviewed",
@@ -356,7 +366,14 @@ def _decide(tx: Tx, row: Row[Any], *, accept: bool, note: str | None, actor: str
 
 
 def review(
-    tx: Tx, run_id: str, sandbox_id: str, *, accept: bool, note: str | None, actor: str
+    tx: Tx,
+    run_id: str,
+    sandbox_id: str,
+    *,
+    accept: bool,
+    note: str | None,
+    actor: str,
+    asserted_by: str | None = None,
 ) -> SandboxRecord:
     """Accept or reject a sandbox's pending patches and wake the scheduler.
 
@@ -390,7 +407,14 @@ def review(
     ).first()
     if node is None or node.status != NodeStatus.WAITING.value or node.current_attempt_id != row.attempt_id:
         raise Conflict(f"sandbox {sandbox_id!r}: node {row.node_id!r} is no longer waiting for this review")
-    _decide(tx, row, accept=accept, note=None if note is None else redact_text(note), actor=actor)
+    _decide(
+        tx,
+        row,
+        accept=accept,
+        note=None if note is None else redact_text(note),
+        actor=actor,
+        asserted_by=asserted_by,
+    )
     tx.wake(run_id)
     return get_sandbox(tx.conn, run_id, sandbox_id)
 
