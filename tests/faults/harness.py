@@ -52,7 +52,7 @@ class Bounds:
     engine with 3 s leases, meant to be tightened (issue 23, item 3)."""
 
     p90_extra_s: float = 60.0
-    gateway_healthy_s: float = 30.0
+    gateway_healthy_s: float = 45.0
     moving_s: float = 60.0
     memory_growth_pct: float = 25.0
     memory_growth_kb: int = 30_000
