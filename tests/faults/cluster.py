@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,7 @@ class Cluster:
     token: str = ""
     restarts: dict[str, int] = field(default_factory=dict)
     expected_down: set[str] = field(default_factory=set)
+    closing: threading.Event = field(default_factory=threading.Event)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -168,6 +170,7 @@ class Cluster:
 
     def stop(self) -> None:
         """Stop everything this cluster started, by PID; safe to call twice."""
+        self.closing.set()
         try:
             if self.engine is not None:
                 self.engine.stop_all()
@@ -209,7 +212,7 @@ class Cluster:
         deadline = time.monotonic() + give_up_s
         last = "never answered"
         tries = 0
-        while time.monotonic() < deadline and tries < 1000:
+        while time.monotonic() < deadline and tries < 1000 and not self.closing.is_set():
             tries += 1
             try:
                 status, body = self.request(

@@ -31,6 +31,7 @@ from tests.faults.workflows import expected
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 LATE = {"attempt.refused", "attempt.claim_refused"}
+SSE_BUDGET_S = 900.0
 
 
 @dataclass(frozen=True)
@@ -508,9 +509,17 @@ class Round:
         return problems
 
     def _sse_all(self, ids: list[str]) -> dict[str, tuple[list[dict[str, Any]], str | None]]:
+        """Every run's events over SSE, four streams at a time, within a time budget."""
+        deadline = time.monotonic() + SSE_BUDGET_S
+
+        def read(run_id: str) -> tuple[list[dict[str, Any]], str | None]:
+            if time.monotonic() > deadline:
+                return [], f"not read: the {SSE_BUDGET_S:.0f}s budget for reading streams was spent"
+            return self.cluster.sse_events(run_id)
+
         out: dict[str, tuple[list[dict[str, Any]], str | None]] = {}
         with ThreadPoolExecutor(max_workers=4) as pool:
-            for run_id, got in zip(ids, pool.map(self.cluster.sse_events, ids), strict=True):
+            for run_id, got in zip(ids, pool.map(read, ids), strict=True):
                 out[run_id] = got
         return out
 

@@ -240,16 +240,34 @@ def _free_subnet() -> int:
     raise ServiceError("no free 10.213.x.0/24 subnet")
 
 
+def remove_stale_netns() -> None:
+    """Remove the namespaces (and veths) of harness processes that died without cleaning
+    up (``smithers-f-<pid>-<i>`` whose pid is gone)."""
+    listed = _ip("netns", "list", check=False).stdout.split()
+    for name in listed:
+        parts = name.split("-")
+        if not name.startswith(NETNS_PREFIX + "-") or len(parts) != 4 or not parts[2].isdigit():
+            continue
+        try:
+            os.kill(int(parts[2]), 0)
+        except ProcessLookupError:
+            _ip("link", "del", f"sfh{parts[2]}x{parts[3]}"[:15], check=False)
+            _ip("netns", "del", name, check=False)
+        except PermissionError:
+            continue
+
+
 class Netns:
     """A network namespace joined to this host by a veth pair: the host end is
     ``host_addr``, the namespace end ``ns_addr`` (a /30 of 10.213.x.y). ``cut()`` sets the
     link down (a partition: packets vanish, connections stall), ``heal()`` sets it up."""
 
     def __init__(self, index: int = 0) -> None:
-        tag = f"{os.getpid() % 100000}{index}"
-        self.name = f"{NETNS_PREFIX}-{tag}"
-        self.host_if = f"sfh{tag}"[:15]
-        self.ns_if = f"sfw{tag}"[:15]
+        remove_stale_netns()
+        pid = os.getpid()
+        self.name = f"{NETNS_PREFIX}-{pid}-{index}"
+        self.host_if = f"sfh{pid}x{index}"[:15]
+        self.ns_if = f"sfw{pid}x{index}"[:15]
         self.subnet = _free_subnet()
         self.host_addr = f"10.213.{self.subnet}.{4 * index + 1}"
         self.ns_addr = f"10.213.{self.subnet}.{4 * index + 2}"

@@ -25,9 +25,9 @@ from tests.faults.services import Netns, PrivatePostgres, RedisServer, netns_una
 from tests.integration.conftest import ROOT, Engine
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
-LEASE_S = 2.0
-STEP_S = 6.0  # longer than the lease, shorter than the cut
-CUT_S = 9.0
+LEASE_S = 3.0
+STEP_S = 7.0  # longer than the lease, shorter than the cut
+CUT_S = 10.0
 
 
 class Site:
