@@ -36,7 +36,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--drain", type=float, default=None, help="seconds the runs may take to finish after")
     p.add_argument("--sample-memory", type=float, default=None, help="seconds between RSS samples (0: off)")
     p.add_argument("--lease", type=float, default=3.0, help="SMITHERS_LEASE_SECONDS of the processes")
-    p.add_argument("--redispatch-after", type=float, default=3.0, help="SMITHERS_REDISPATCH_AFTER")
+    p.add_argument(
+        "--redispatch-after",
+        type=float,
+        default=None,
+        help="SMITHERS_REDISPATCH_AFTER (short 3 s, soak 30 s)",
+    )
     p.add_argument("--no-netns", action="store_true", help="run both workers on this host's network")
     p.add_argument("--p90-extra-max", type=float, default=Bounds.p90_extra_s)
     p.add_argument("--gateway-healthy-max", type=float, default=Bounds.gateway_healthy_s)
@@ -73,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     if netns and (why := netns_unavailable()):
         print(f"note: one worker on its own network namespace is off ({why}); no network cuts")
         netns = False
-    settings = Settings(lease_s=args.lease, redispatch_after_s=args.redispatch_after)
+    settings = Settings(
+        lease_s=args.lease, redispatch_after_s=args.redispatch_after or profile.redispatch_after_s
+    )
     bounds = Bounds(
         p90_extra_s=args.p90_extra_max,
         gateway_healthy_s=args.gateway_healthy_max,

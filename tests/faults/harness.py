@@ -70,6 +70,10 @@ class Profile:
     drain_s: float  # how long the runs may take to finish once launching stopped
     sample_memory_s: float = 0.0  # 0: no memory sampling
     memory_min_samples: int = 8
+    # SMITHERS_REDISPATCH_AFTER of the processes: short in the short profile (a flushed
+    # message is re-sent within seconds), the engine's default in the soak, where a
+    # backlog builds up and a short one re-sends every waiting message again and again
+    redispatch_after_s: float = 3.0
 
     @property
     def duration_s(self) -> float:
@@ -77,7 +81,15 @@ class Profile:
 
 
 SHORT = Profile("short", runs=140, rate=2.0, fault_every_s=6.0, drain_s=150.0)
-SOAK = Profile("soak", runs=10_000, rate=5.0, fault_every_s=20.0, drain_s=900.0, sample_memory_s=10.0)
+SOAK = Profile(
+    "soak",
+    runs=10_000,
+    rate=3.0,
+    fault_every_s=20.0,
+    drain_s=900.0,
+    sample_memory_s=10.0,
+    redispatch_after_s=30.0,
+)
 
 
 def make_schedule(seed: int, profile: Profile, store_kind: str, netns: bool, lease_s: float) -> list[Fault]:
@@ -182,7 +194,7 @@ class Round:
         self.seed = seed
         self.profile = profile
         self.workdir = workdir
-        self.settings = settings or Settings()
+        self.settings = settings or Settings(redispatch_after_s=profile.redispatch_after_s)
         self.bounds = bounds or Bounds()
         self.cluster = Cluster(store_kind, workdir, self.settings, use_netns=netns)
         self.report = Report(store_kind, seed, profile.name)
@@ -197,6 +209,8 @@ class Round:
         self.last_restart: dict[str, float] = {}
         self.memory: dict[tuple[str, int], list[int]] = defaultdict(list)
         self.next_sample = 0.0
+        self.t0 = 0.0
+        self.last_end = 0.0
         self.log = log
 
     # -- the round ------------------------------------------------------------------------
@@ -428,6 +442,7 @@ class Round:
             if run is not None and run.finished_at is not None:
                 span = (float(run.created_at), float(run.finished_at))
                 faulted = any(span[0] <= end + 1.0 and span[1] >= begin for begin, end in self.windows)
+                self.last_end = max(self.last_end, span[1])
                 latencies[launch.workflow + ("-fail" if launch.run_input.get("fail") else "")].append(
                     (span[1] - span[0], faulted)
                 )
@@ -543,7 +558,11 @@ class Round:
         f = r.figures
         f["runs launched"] = len(self.launches)
         f["faults"] = len(r.schedule)
-        f["steps committed"] = counts["attempt.succeeded"] + counts["attempt.failed"]
+        steps = counts["attempt.succeeded"] + counts["attempt.failed"]
+        f["steps committed"] = steps
+        spans = [v for values in latencies.values() for v in values]
+        if self.t0 and spans:
+            f["steps/s (first launch to last run end)"] = round(steps / max(1.0, self.last_end - self.t0), 1)
         f["step bodies re-executed"] = sum(n - 1 for n in executions.values() if n > 1)
         f["re-sends (attempt.redispatched)"] = counts["attempt.redispatched"]
         f["late results refused (attempt.refused)"] = counts["attempt.refused"]
