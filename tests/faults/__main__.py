@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             print("interrupted", file=sys.stderr)
             return 130
         report.figures["wall time (s)"] = round(time.monotonic() - began, 1)
+        report.replay = replay(args)
         for line in report.lines():
             print(line, flush=True)
         reports.append(report)
@@ -117,6 +118,20 @@ def main(argv: list[str] | None = None) -> int:
     failed = sum(r.failed for r in reports)
     print(f"{passed} passed, {failed} failed")
     return 0 if failed == 0 else 1
+
+
+def replay(args: argparse.Namespace) -> str:
+    """The options besides --store, --seed and --soak that shaped this round."""
+    out = ""
+    for name in ("runs", "rate", "fault_every", "drain", "sample_memory", "redispatch_after"):
+        value = getattr(args, name)
+        if value is not None:
+            out += f" --{name.replace('_', '-')} {value:g}"
+    if args.lease != 3.0:
+        out += f" --lease {args.lease:g}"
+    if args.no_netns:
+        out += " --no-netns"
+    return out
 
 
 def _say(line: str) -> None:

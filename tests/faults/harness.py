@@ -32,6 +32,7 @@ from tests.faults.workflows import expected
 TERMINAL = ("succeeded", "failed", "cancelled")
 LATE = {"attempt.refused", "attempt.claim_refused"}
 SSE_BUDGET_S = 900.0
+BASELINE_WINDOW_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ SHORT = Profile("short", runs=140, rate=2.0, fault_every_s=6.0, drain_s=150.0)
 SOAK = Profile(
     "soak",
     runs=10_000,
-    rate=3.0,
+    rate=2.0,
     fault_every_s=20.0,
     drain_s=900.0,
     sample_memory_s=10.0,
@@ -140,6 +141,7 @@ class Report:
     passed: int = 0
     failures: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
+    replay: str = ""  # the command line's other options, for the line that reproduces it
 
     @property
     def failed(self) -> int:
@@ -159,10 +161,9 @@ class Report:
         if len(self.failures) > 60:
             out.append(f"... and {len(self.failures) - 60} more failures")
         if self.failures:
-            out.append(
-                f"reproduce: python -m tests.faults --store {self.store_kind} --seed {self.seed}"
-                + (" --soak" if self.profile == "soak" else "")
-            )
+            soak = " --soak" if self.profile == "soak" else ""
+            command = f"python -m tests.faults --store {self.store_kind} --seed {self.seed}"
+            out.append(f"reproduce: {command}{soak}{self.replay}")
             out.append("fault schedule:")
             out += [f"   {f}" for f in self.schedule]
         out.append(f"{self.store_kind}: {self.passed} passed, {self.failed} failed")
@@ -432,7 +433,7 @@ class Round:
         executions = self._executions()
         sse = self._sse_all([la.run_id for la in accepted])
         counts: Counter[str] = Counter()
-        latencies: dict[str, list[tuple[float, bool]]] = defaultdict(list)
+        latencies: dict[str, list[tuple[float, float, bool]]] = defaultdict(list)
         for launch in accepted:
             problems = self._check_run(launch, data[launch.run_id], sse.get(launch.run_id), executions)
             r.check(not problems, f"run {launch.run_id} ({launch.workflow}): " + "; ".join(problems))
@@ -444,7 +445,7 @@ class Round:
                 faulted = any(span[0] <= end + 1.0 and span[1] >= begin for begin, end in self.windows)
                 self.last_end = max(self.last_end, span[1])
                 latencies[launch.workflow + ("-fail" if launch.run_input.get("fail") else "")].append(
-                    (span[1] - span[0], faulted)
+                    (span[0], span[1] - span[0], faulted)
                 )
         by_worker = Counter(
             str(a.worker).split("@")[0]
@@ -551,7 +552,7 @@ class Round:
     def _figures(
         self,
         counts: Counter[str],
-        latencies: dict[str, list[tuple[float, bool]]],
+        latencies: dict[str, list[tuple[float, float, bool]]],
         executions: Counter[tuple[str, str, int]],
     ) -> None:
         r, b = self.report, self.bounds
@@ -570,10 +571,21 @@ class Round:
         f["claims refused"] = counts["attempt.claim_refused"]
         f["restarts after an unplanned exit"] = dict(self.unplanned)
         extras: list[float] = []
-        for key, values in latencies.items():
-            clean = [v for v, faulted in values if not faulted]
-            base = statistics.median(clean) if clean else percentile([v for v, _ in values], 0.1)
-            extras += [max(0.0, v - base) for v, faulted in values if faulted]
+        for values in latencies.values():
+            clean = [(t, v) for t, v, faulted in values if not faulted]
+            overall = (
+                statistics.median(v for _, v in clean)
+                if clean
+                else percentile([v for _, v, _ in values], 0.1)
+            )
+            for t, v, faulted in values:
+                if not faulted:
+                    continue
+                # against untouched runs of its shape launched near it (a backlog moves
+                # every run's time), else against all untouched runs of its shape
+                near = [u for tu, u in clean if abs(tu - t) <= BASELINE_WINDOW_S]
+                base = statistics.median(near) if len(near) >= 3 else overall
+                extras.append(max(0.0, v - base))
         p90 = percentile(extras, 0.9)
         f["faulted runs"] = len(extras)
         f["extra time of faulted runs p90 / max (s)"] = f"{p90:.1f} / {max(extras, default=0.0):.1f}"
