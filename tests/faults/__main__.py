@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 
 from tests.faults.cluster import Settings
-from tests.faults.harness import SHORT, SOAK, Bounds, Report, Round
+from tests.faults.harness import Round
+from tests.faults.report import Report
+from tests.faults.schedule import SHORT, SOAK, Bounds
 from tests.faults.services import ServiceError, netns_unavailable, postgres_available
 
 

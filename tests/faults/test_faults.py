@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import missing, redis_binary
-from tests.faults.harness import SHORT, Round
+from tests.faults.harness import Round
+from tests.faults.schedule import SHORT
 from tests.faults.services import netns_unavailable, postgres_available
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]

@@ -8,7 +8,8 @@ import itertools
 import subprocess
 import sys
 
-from tests.faults.harness import SHORT, Fault, Report, make_schedule
+from tests.faults.report import Report
+from tests.faults.schedule import SHORT, Fault, make_schedule
 from tests.integration.conftest import ROOT
 
 
