@@ -53,12 +53,16 @@ class Engine:
         self.logs = workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        """Start ``smithers <args>`` in its own process group, logging to logs/<name>.log."""
+    def start(
+        self, name: str, *args: str, prefix: tuple[str, ...] = (), env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``smithers <args>`` in its own process group, logging to logs/<name>.log;
+        ``prefix`` runs it under another command (``ip netns exec NS``), ``env`` overrides
+        some of the engine's variables for this process only."""
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, "-m", "smithers", *args],
-            env=self.env,
+            [*prefix, sys.executable, "-m", "smithers", *args],
+            env={**self.env, **(env or {})},
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -71,10 +75,24 @@ class Engine:
         return self.start(name, "scheduler")
 
     def worker(
-        self, name: str = "worker", queues: str = "steps", concurrency: int = 2
+        self,
+        name: str = "worker",
+        queues: str = "steps",
+        concurrency: int = 2,
+        prefix: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         return self.start(
-            name, "worker", "--queues", queues, "--concurrency", str(concurrency), "--name", name
+            name,
+            "worker",
+            "--queues",
+            queues,
+            "--concurrency",
+            str(concurrency),
+            "--name",
+            name,
+            prefix=prefix,
+            env=env,
         )
 
     def kill9(self, name: str) -> None:
