@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from functools import cached_property
 from typing import Any
 
@@ -23,7 +24,7 @@ from smithers.shared.registry import Registry
 from smithers.shared.store import Store, revisions
 from smithers.shared.store.advance import advance
 from smithers.shared.store.feed import number_now
-from smithers.shared.store.queries import wake_times
+from smithers.shared.store.queries import queued_before, wake_times
 from smithers.shared.store.state import Message, postpone
 from smithers.shared.store.timetravel import settle_leftovers
 from smithers.shared.store.tx import Tx
@@ -34,6 +35,7 @@ RETRY_UNKNOWN_WORKFLOW_S = 30.0
 MIN_BATCHED_COST_S = 0.005  # decisions cheaper than this are never delayed
 MAX_BATCH_DELAY_S = 0.25
 BATCH_SPACING = 4  # an expensive run is decided again after 4x its last decision's cost
+EPOCH_MARGIN_S = 1.0  # queued attempts dispatched this soon after a new epoch are re-sent too
 MAX_BATCH = 64  # runs decided in one transaction
 MAX_BATCH_S = 0.005  # ... or this much work, whichever comes first
 RETENTION_EVERY_S = 300.0  # between retention passes once nothing old is left
@@ -52,6 +54,7 @@ class Scheduler:
         self.registry = registry
         self.config = config
         self.decision_config = DecisionConfig(config.redispatch_after_s, config.max_lost)
+        self._seen_epoch: float | None = None  # the broker epoch last seen (Broker.epoch)
         self.process_id = f"scheduler:{socket.gethostname()}:{os.getpid()}"
         self._forward: dict[str, set[str]] = {}  # revision -> runs woken here but not held
         # Adaptive batching: a run is decided again no sooner than BATCH_SPACING times
@@ -220,8 +223,11 @@ class Scheduler:
         except Exception:  # a feed reader numbers before it reads anyway: carry on
             log.exception("numbering the event feed failed; trying again at the next sweep")
         now = time.time()
+        lost_before = self._epoch()
         with self.store.read() as conn:
             found = wake_times(conn, now + self.timers.horizon_s, revisions=self.revisions)
+            if lost_before is not None:  # the broker lost its messages: their runs now
+                found += [(run_id, now) for run_id in queued_before(conn, lost_before, self.revisions)]
         due = []
         for run_id, at in found:
             if at <= now:
@@ -229,6 +235,25 @@ class Scheduler:
             else:
                 self.timers.hold(run_id, at, now)
         return due
+
+    def _epoch(self) -> float | None:
+        """Look at the broker's epoch (:meth:`Broker.epoch`): when it is new (a FLUSHALL,
+        a restart, a failed send), the time before which queued attempts may have lost
+        their message; they are sent again at once (``DecisionConfig.intact_since``),
+        while a message merely waiting in a busy queue is never sent twice."""
+        try:
+            epoch = self.broker.epoch()
+        except redis.RedisError:
+            return None  # the broker is away: its epoch is read when it is back
+        if epoch is None or epoch == self._seen_epoch:
+            return None
+        first, self._seen_epoch = self._seen_epoch is None, epoch
+        # A margin for the clocks of other hosts: a re-send too many is harmless (fenced).
+        since = epoch + EPOCH_MARGIN_S
+        self.decision_config = replace(self.decision_config, intact_since=since)
+        if not first:
+            log.warning("the broker lost its messages (new epoch); sending queued steps again")
+        return since
 
     def announce(self, started_at: float) -> None:
         """Refresh this process's holder rows, then (once this scheduler has run for a

@@ -74,8 +74,12 @@ class MissingOutputs(BaseException):
 class DecisionConfig:
     """Tunables of the decision, from the scheduler's configuration."""
 
-    redispatch_after_s: float = 30.0
+    redispatch_after_s: float = 300.0
     max_lost: int = 5
+    # Since when the broker is known to hold every message sent (its epoch): a queued
+    # attempt dispatched before it may have lost its message and is sent again at once.
+    # 0: unknown (only ``redispatch_after_s`` re-sends)
+    intact_since: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,11 @@ the store records every run's ``wake_at`` and the scheduler's sweep finds it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -17,7 +19,7 @@ import redis
 from celery import Celery
 from kombu import Queue
 
-from smithers.shared.keys import AFTER_HEADER, QUEUES, STEP_TASK, WAKE_KEY, wake_key
+from smithers.shared.keys import AFTER_HEADER, EPOCH_KEY, QUEUES, STEP_TASK, WAKE_KEY, wake_key
 
 log = logging.getLogger("smithers.broker")
 SOCKET_TIMEOUT_S = 5.0  # Redis replies: longer is a lost connection
@@ -204,16 +206,41 @@ class Broker:
 
     def try_send_steps(self, steps: Sequence[StepMessage], after: int | None = None) -> bool:
         """:meth:`send_steps`, best effort: True if they went out. A message not sent
-        leaves its attempt queued, and the decision re-sends it once the re-send delay
-        has passed (``SMITHERS_REDISPATCH_AFTER``)."""
+        leaves its attempt queued; the broker's epoch is dropped (:meth:`forget_epoch`),
+        so the next scheduler sweep sends it again (else the re-send delay,
+        ``SMITHERS_REDISPATCH_AFTER``, does)."""
         if not steps:
             return True
         try:
             self.send_steps(steps, after)
         except Exception as exc:
             log.warning("%d step messages not sent (%s); they will be re-sent", len(steps), exc)
+            self.forget_epoch()
             return False
         return True
+
+    def epoch(self) -> float | None:
+        """When the broker's current contents began (the time the first process to look
+        after a FLUSHALL or a restart wrote it), or None when step messages go to
+        another broker (``SMITHERS_BROKER_URL``: its own durability applies). One round
+        trip; raises on a Redis error."""
+        if self.broker_url != self.redis_url:
+            return None
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(EPOCH_KEY, repr(time.time()), nx=True)
+            pipe.get(EPOCH_KEY)
+            _, value = pipe.execute()
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+
+    def forget_epoch(self) -> None:
+        """Start a new epoch: step messages may have been lost (a send failed), so the
+        next scheduler to look sends every queued attempt dispatched before now again."""
+        # Redis away: it comes back empty (a new epoch) or with the messages
+        with contextlib.suppress(redis.RedisError):
+            self.redis.delete(EPOCH_KEY)
 
     def ping(self) -> bool:
         """True when Redis answers."""

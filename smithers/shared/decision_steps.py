@@ -110,7 +110,7 @@ class Steps:
             return
         if a.state is AttemptState.QUEUED:
             due = a.dispatched_at + self.config.redispatch_after_s
-            if self.now >= due:
+            if self.now >= due or a.dispatched_at < self.config.intact_since:
                 self.actions.append(Redispatch(a.attempt_id, node.id, st.iteration))
                 due = self.now + self.config.redispatch_after_s
             self.wakes.append(due)

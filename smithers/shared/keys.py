@@ -5,6 +5,10 @@ from __future__ import annotations
 from smithers.shared.workflow import NodeKind
 
 WAKE_KEY = "smithers:wake"  # a Redis list of run ids the scheduler should look at
+# When the broker's current contents began: a FLUSHALL or a restart of a Redis without
+# persistence removes it, and the next scheduler to look writes a new one (see
+# smithers.shared.broker.Broker.epoch)
+EPOCH_KEY = "smithers:broker-epoch"
 STEPS_QUEUE = "steps"
 SANDBOX_QUEUE = "sandbox"
 QUEUES = (STEPS_QUEUE, SANDBOX_QUEUE)

@@ -150,9 +150,11 @@ SWEEP_INTERVAL = _scheduler.add(
 REDISPATCH_AFTER = _scheduler.add(
     Setting(
         "SMITHERS_REDISPATCH_AFTER",
-        30.0,
-        "Seconds after which a dispatched step nobody claimed is sent again (at least 1,"
-        " well above a worker's lazy claim).",
+        300.0,
+        "Seconds after which a dispatched step nobody claimed is sent again, whatever the"
+        " broker says (at least 1). A step whose message the broker lost (a FLUSHALL, a"
+        " restart, a failed send) is sent again at the next sweep, so this only bounds"
+        " other losses; a message merely waiting in a busy queue is not sent twice before it.",
         at_least(1.0),
     )
 )

@@ -42,7 +42,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--redispatch-after",
         type=float,
         default=None,
-        help="SMITHERS_REDISPATCH_AFTER (short 3 s, soak 30 s)",
+        help="SMITHERS_REDISPATCH_AFTER (default the engine's, 300 s)",
     )
     p.add_argument("--no-netns", action="store_true", help="run both workers on this host's network")
     p.add_argument("--p90-extra-max", type=float, default=Bounds.p90_extra_s)

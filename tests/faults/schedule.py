@@ -46,10 +46,11 @@ class Profile:
     drain_s: float  # how long the runs may take to finish once launching stopped
     sample_memory_s: float = 0.0  # 0: no memory sampling
     memory_min_samples: int = 8
-    # SMITHERS_REDISPATCH_AFTER of the processes: short in the short profile (a flushed
-    # message is re-sent within seconds), the engine's default in the soak, where a
-    # backlog builds up and a short one re-sends every waiting message again and again
-    redispatch_after_s: float = 3.0
+    # SMITHERS_REDISPATCH_AFTER of the processes: the engine's default. A message lost
+    # with the broker (flush, restart) is re-sent at the next sweep (the broker epoch,
+    # docs/architecture.md "Lost messages"); a short delay would re-send every message
+    # merely waiting in a backlog again and again
+    redispatch_after_s: float = 300.0
 
     @property
     def duration_s(self) -> float:
@@ -64,7 +65,7 @@ SOAK = Profile(
     fault_every_s=20.0,
     drain_s=900.0,
     sample_memory_s=10.0,
-    redispatch_after_s=30.0,
+    redispatch_after_s=300.0,
 )
 
 

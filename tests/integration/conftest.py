@@ -39,7 +39,7 @@ class Engine:
             "SMITHERS_REDIS_URL": redis_url,
             "SMITHERS_WORKFLOWS": TEST_WORKFLOWS,
             "SMITHERS_SWEEP_INTERVAL": "0.5",
-            "SMITHERS_REDISPATCH_AFTER": "3",
+            "SMITHERS_REDISPATCH_AFTER": "60",  # lost messages: the broker epoch re-sends them
             "SMITHERS_LEASE_SECONDS": "3",
             "SMITHERS_SANDBOX_ROOT": str(workdir / "sandbox"),
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),

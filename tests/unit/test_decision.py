@@ -164,11 +164,23 @@ def test_a_step_past_its_deadline_times_out_and_counts_as_a_failure() -> None:
 
 def test_a_queued_attempt_whose_message_was_lost_is_sent_again() -> None:
     wf = diamond()
+    config = DecisionConfig(redispatch_after_s=30)
     stale = running("b", state=AttemptState.QUEUED, dispatched_at=NOW - 31)
-    d = decide(wf, run_view(done("a"), stale, done("c")), {}, NOW)
+    d = decide(wf, run_view(done("a"), stale, done("c")), {}, NOW, config)
     assert of(d, Redispatch) == [Redispatch("att-b", "b", 0)]
     fresh = running("b", state=AttemptState.QUEUED, dispatched_at=NOW - 1)
-    assert of(decide(wf, run_view(done("a"), fresh, done("c")), {}, NOW), Redispatch) == []
+    assert of(decide(wf, run_view(done("a"), fresh, done("c")), {}, NOW, config), Redispatch) == []
+
+
+def test_a_queued_attempt_sent_before_the_broker_lost_its_messages_is_sent_again_at_once() -> None:
+    # given a message sent 10 s ago, waiting in a busy queue: not sent again...
+    wf = diamond()
+    waiting = running("b", state=AttemptState.QUEUED, dispatched_at=NOW - 10)
+    view = run_view(done("a"), waiting, done("c"))
+    assert of(decide(wf, view, {}, NOW, DecisionConfig(intact_since=NOW - 20)), Redispatch) == []
+    # ...until the broker's epoch says its contents began after it was sent (a flush)
+    lost = decide(wf, view, {}, NOW, DecisionConfig(intact_since=NOW - 2))
+    assert of(lost, Redispatch) == [Redispatch("att-b", "b", 0)]
 
 
 def test_an_approval_waits_and_the_run_says_waiting() -> None:

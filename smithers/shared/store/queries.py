@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select
 
-from smithers.shared.status import RunStatus
+from smithers.shared.status import AttemptState, RunStatus
 from smithers.shared.store import fast
 from smithers.shared.store import schema as s
 from smithers.shared.store.records import (
@@ -172,6 +172,23 @@ def due_runs(
     """Runs whose ``wake_at`` has come: queued, changed by a worker, or with a timer due;
     only those of ``revisions`` when given (the module revisions a scheduler holds)."""
     return [run_id for run_id, _ in wake_times(conn, now, limit, revisions)]
+
+
+def queued_before(
+    conn: Connection, before: float, revisions: Iterable[str] | None = None, limit: int = 10_000
+) -> list[str]:
+    """Runs with a queued attempt dispatched before ``before`` (its message may have
+    been lost with the broker's contents); only those of ``revisions`` when given."""
+    a, r = s.attempts, s.runs
+    query = (
+        select(a.c.run_id)
+        .distinct()
+        .select_from(a.join(r, r.c.run_id == a.c.run_id))
+        .where(a.c.state == AttemptState.QUEUED.value, a.c.dispatched_at < before)
+    )
+    if revisions is not None:
+        query = query.where(r.c.module_revision.in_(sorted(set(revisions))))
+    return [row[0] for row in conn.execute(query.limit(limit))]
 
 
 def wake_times(
