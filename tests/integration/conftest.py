@@ -16,6 +16,7 @@ import pytest
 from smithers.shared import operations
 from smithers.shared.actions import DecisionConfig
 from smithers.shared.broker import Broker
+from smithers.shared.keys import EPOCH_KEY
 from smithers.shared.registry import Registry, load_registry
 from smithers.shared.status import RunStatus
 from smithers.shared.store import EventRecord, RunRecord, Store
@@ -71,8 +72,17 @@ class Engine:
         self.procs[name] = proc
         return proc
 
-    def scheduler(self, name: str = "scheduler") -> subprocess.Popen[bytes]:
-        return self.start(name, "scheduler")
+    def scheduler(self, name: str = "scheduler", wait: bool = True) -> subprocess.Popen[bytes]:
+        """Start a scheduler; with ``wait``, until its first sweep wrote the broker's
+        epoch (a fresh Redis has none: a step sent before it would be taken as lost
+        with an earlier broker and sent twice, docs/architecture.md "Lost messages")."""
+        proc = self.start(name, "scheduler")
+        deadline = time.time() + 60
+        while wait and self.broker.redis.get(EPOCH_KEY) is None:
+            if proc.poll() is not None or time.time() > deadline:
+                raise AssertionError(f"scheduler {name} did not start; logs in {self.logs}")
+            time.sleep(0.05)
+        return proc
 
     def worker(
         self,
