@@ -186,7 +186,11 @@ class Broker:
         """
         headers = None if after is None else {AFTER_HEADER: after}
         queues = self.celery.amqp.queues
-        with self.celery.producer_or_acquire() as producer, producer.batch():
+        steps = list(steps)
+        with (
+            self.celery.producer_or_acquire() as producer,
+            producer.batch() if len(steps) > 1 else contextlib.nullcontext(),  # one: no pipeline to build
+        ):
             declared: set[str] = set()
             for step in steps:
                 if step.queue not in declared:  # once a batch, not once a message

@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from smithers.shared import retention, settings, tracing
@@ -160,16 +161,23 @@ class _FirstDecision:
         self.run_id = run_id
         self.wf = wf
         self.done: Advanced | None = None
+        self.events = 0
 
     def then(self, tx: Tx, _run: RunRecord, created: bool) -> None:
         if created and self.decider is not None:
             tx.flush()  # the run row and its run.launched event (seq 1, given) first: the decision's follow
             self.done = self.decider.after(tx, self.run_id, self.wf)
+            self.events = tx.pending_events(self.run_id)  # the decision's, after run.launched
 
     def reread(self, store: Store, run: RunRecord) -> RunRecord:
-        """``run`` as committed, if its first decision moved it on (else as launched)."""
-        if self.done is None or not self.done.decided:
+        """``run`` as committed, if its first decision moved it on (else as launched):
+        its status and last seq from the decision, or read again if it ended (its
+        output and end time are then the store's)."""
+        done = self.done
+        if done is None or not done.decided:
             return run
+        if done.status is None or not done.status.terminal:
+            return replace(run, status=done.status or run.status, last_seq=1 + self.events)
         with store.read() as conn:
             return get_run(conn, self.run_id) or run
 

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smithers.shared import tracing
-from smithers.shared.actions import Decision, DecisionConfig, Key, MissingOutputs, RunView
+from smithers.shared.actions import Decision, DecisionConfig, Key, MissingOutputs, RunView, SetRun
 from smithers.shared.decision import decide
 from smithers.shared.registry import Registry
+from smithers.shared.status import RunStatus
 from smithers.shared.store.queries import outputs_for
 from smithers.shared.store.state import Message, apply_and_tell, load_run_view
 from smithers.shared.store.tx import Tx
@@ -43,6 +44,7 @@ class Advanced:
     revision: str = ""
     trace: Any = None  # the decision's span context (tracing on), for the publishes
     near: bool = False  # due again within NEAR_WAKE_S: send a wake-up after commit
+    status: RunStatus | None = None  # the run's status once decided, if the decision set it
 
 
 def decide_loaded(tx: Tx, wf: Workflow, view: RunView, config: DecisionConfig) -> Decision:
@@ -82,6 +84,7 @@ def advance(
     """
     messages: list[Message] = []
     trace = None
+    status: RunStatus | None = None
     for _ in range(MAX_ROUNDS):
         loaded = load_run_view(tx, run_id)
         if loaded is None:
@@ -98,6 +101,9 @@ def advance(
             tx.decided(run_id)
             sent, again = apply_and_tell(tx, run_id, decision, row.workflow, row.module_revision)
             messages.extend(sent)
+            for action in decision.actions:
+                if isinstance(action, SetRun):
+                    status = action.status
             trace = tracing.current()
         if not again:
             break
@@ -106,7 +112,7 @@ def advance(
     near = decision.wake_at is not None and decision.wake_at < tx.now + NEAR_WAKE_S
     if near:
         tx.woken.add(run_id)  # a wake-up only: the run's wake time stays the decision's
-    return Advanced(True, messages, decision.wake_at, row.workflow, row.module_revision, trace, near)
+    return Advanced(True, messages, decision.wake_at, row.workflow, row.module_revision, trace, near, status)
 
 
 @dataclass(frozen=True)

@@ -243,6 +243,10 @@ class Tx:
         self._wake.add(run_id)
         self.woken.add(run_id)
 
+    def pending_events(self, run_id: str) -> int:
+        """How many events of ``run_id`` this transaction has queued and not yet written."""
+        return len(self._events.get(run_id, ()))
+
     def decided(self, run_id: str) -> None:
         """The run is decided in this transaction: its wake time is the decision's, so a
         wake-up noted earlier in it (by the change the decision follows) is withdrawn."""
