@@ -261,6 +261,12 @@ class Scheduler:
         entries = [self.registry.get(name) for name in self.registry.names()]
         with self.store.write() as tx:
             revisions.hold(tx, self.process_id, "scheduler", entries, started_at)
+            dead = revisions.reap(tx, self.config.holder_ttl_s)
+        if dead:
+            # A worker that died may have taken delivered, unstarted step messages with it
+            # (Redis gives them back only after the visibility timeout): send them again.
+            log.warning("workers %s stopped announcing: their step messages are sent again", ", ".join(dead))
+            self.broker.forget_epoch()
         if time.time() - started_at < self.config.holder_ttl_s:
             return  # the deployment's other processes get one TTL to announce themselves
         with self.store.write() as tx:

@@ -35,13 +35,22 @@ class Holders:
         self._thread.start()
 
     def announce(self, env: WorkerEnv, started_at: float) -> None:
-        """Refresh this worker's holder rows (one transaction); a store outage is logged."""
+        """Refresh this worker's holder rows (one transaction); a store outage is logged.
+
+        An earlier worker of the same id that died without leaving may have taken step
+        messages with it (delivered, not yet started: Redis gives them back only after
+        the visibility timeout): the broker's epoch is dropped, so a scheduler sends every
+        queued step again at its next sweep (docs/architecture.md, "Lost messages")."""
         entries = [env.registry.get(name) for name in env.registry.names()]
         try:
             with env.store.write() as tx:
-                revisions.hold(tx, env.worker_id, "worker", entries, started_at)
+                restarted = revisions.hold(tx, env.worker_id, "worker", entries, started_at)
         except SmithersError as exc:
             log.warning("could not announce held revisions: %s", exc.message)
+            return
+        if restarted:
+            log.warning("worker %s died before this start: its step messages are sent again", env.worker_id)
+            env.broker.forget_epoch()
 
     def _loop(self, env: WorkerEnv, started_at: float) -> None:
         while not self._stop.wait(env.config.holder_heartbeat_s):

@@ -8,9 +8,15 @@ from typing import Any
 
 import redis
 
+from smithers.shared.broker import Broker
+from smithers.shared.config import WorkerConfig
 from smithers.shared.keys import EPOCH_KEY
+from smithers.shared.registry import load_registry
 from smithers.shared.status import RunStatus
-from tests.integration.conftest import Engine
+from smithers.shared.store import Store, revisions
+from smithers.workers.holders import Holders
+from smithers.workers.step import WorkerEnv
+from tests.integration.conftest import ROOT, TEST_WORKFLOWS, Engine
 
 
 def resends(eng: Engine, run_ids: list[str]) -> int:
@@ -48,3 +54,30 @@ def test_messages_waiting_are_not_resent_and_messages_flushed_are(
     eng.worker()
     for run_id in run_ids:
         assert eng.wait(run_id, timeout=90).status is RunStatus.SUCCEEDED
+
+
+def test_a_worker_that_died_without_leaving_drops_the_broker_epoch(database_url: str, redis_url: str) -> None:
+    # given a worker announced under its id, and a broker epoch
+    store = Store(database_url)
+    store.migrate()
+    broker = Broker(redis_url)
+    env = WorkerEnv(store, broker, load_registry(TEST_WORKFLOWS, str(ROOT)), WorkerConfig(), "w-1")
+    try:
+        assert broker.epoch() is not None
+        Holders().announce(env, started_at=100.0)
+        Holders().announce(env, started_at=100.0)  # the same process again: nothing lost
+        assert broker.redis.get(EPOCH_KEY) is not None
+
+        # when a new process of that id starts while the old one's rows are still there
+        Holders().announce(env, started_at=200.0)
+
+        # then the epoch is gone: the next sweep sends every queued step again
+        assert broker.redis.get(EPOCH_KEY) is None
+        # and a worker not seen for the holder TTL is reaped, once, by whichever scheduler looks
+        with store.write() as tx:
+            assert revisions.reap(tx, 0.0) == ["w-1"]
+        with store.write() as tx:
+            assert revisions.reap(tx, 0.0) == []
+    finally:
+        broker.close()
+        store.close()

@@ -206,6 +206,7 @@ def test_cli_launch_warns_without_holders_and_migrate_is_checked(
         SMITHERS_REDIS_URL=redis_url,
         SMITHERS_WORKFLOWS="revflow",
         PYTHONPATH=os.pathsep.join([str(v1), str(ROOT)]),
+        SMITHERS_DECIDE_MAX_NODES="0",  # the launch decides nothing: the test sets the run's nodes
     )
     store = Store(database_url)
     store.migrate()

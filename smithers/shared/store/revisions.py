@@ -56,11 +56,19 @@ def record(tx: Tx, entries: Iterable[Registered]) -> None:
         )
 
 
-def hold(tx: Tx, process_id: str, role: str, entries: Iterable[Registered], started_at: float) -> None:
+def hold(tx: Tx, process_id: str, role: str, entries: Iterable[Registered], started_at: float) -> bool:
     """Announce (or refresh) that ``process_id`` holds the entries' revisions now; one
-    transaction with the graphs' :func:`record`."""
+    transaction with the graphs' :func:`record`. True if rows of an earlier process of
+    that id started at another time are still there: it died without leaving (a clean
+    stop removes them, :func:`leave`)."""
     items = list(entries)
     record(tx, items)
+    h = s.holders
+    earlier = tx.conn.execute(
+        select(h.c.started_at)
+        .where(h.c.process_id == process_id[:200], h.c.started_at != started_at)
+        .limit(1)
+    ).first()
     for entry in items:
         tx.upsert(
             s.holders,
@@ -73,8 +81,25 @@ def hold(tx: Tx, process_id: str, role: str, entries: Iterable[Registered], star
                 "started_at": started_at,
                 "last_seen": tx.now,
             },
-            update=("role", "last_seen"),
+            update=("role", "started_at", "last_seen"),
         )
+    return earlier is not None
+
+
+def reap(tx: Tx, ttl_s: float, role: str = "worker") -> list[str]:
+    """Remove the rows of ``role`` processes not seen for ``ttl_s`` (they died without
+    leaving); the process ids removed, each once whichever scheduler reaps them."""
+    h = s.holders
+    dead = [
+        str(r[0])
+        for r in tx.conn.execute(
+            select(h.c.process_id).where(h.c.role == role).group_by(h.c.process_id)
+            .having(func.max(h.c.last_seen) < tx.now - ttl_s)
+        )
+    ]  # fmt: skip
+    if dead:
+        tx.conn.execute(delete(h).where(h.c.process_id.in_(dead), h.c.last_seen < tx.now - ttl_s))
+    return dead
 
 
 def leave(tx: Tx, process_id: str) -> None:
