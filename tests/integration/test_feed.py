@@ -11,7 +11,7 @@ from smithers.shared.store import Store
 from smithers.shared.store import schema as s
 from smithers.shared.store.feed import number_now
 from smithers.shared.store.migrate import MIGRATIONS
-from tests.integration.test_pipeline import launch
+from tests.integration.test_driver import launch
 
 
 def feed(store: Store) -> list[tuple[str, int, int | None]]:

@@ -21,11 +21,10 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import BigInteger, Connection, bindparam, func, select, update
 
 from smithers.shared.keys import SANDBOX_QUEUE
 from smithers.shared.status import AttemptState, NodeStatus
-from smithers.shared.store import fast
 from smithers.shared.store import schema as s
 from smithers.shared.store.sandboxes import hold_for_review
 from smithers.shared.store.state import write_output
@@ -62,6 +61,8 @@ _WAKE_BY = (
     )
     .values(wake_at=bindparam("b_at"))
 )
+# PostgreSQL: wait for a dispatching transaction's publish lock (Tx.publish_key)
+_AFTER = select(func.pg_advisory_xact_lock_shared(bindparam("b_key", type_=BigInteger)))
 
 
 @dataclass(frozen=True)
@@ -108,12 +109,11 @@ def peek(conn: Connection, attempt_id: str, now: float, after: int | None = None
 
     ``after`` is the publish key of the transaction that dispatched the attempt when
     its message was sent before that transaction committed (PostgreSQL,
-    :meth:`smithers.shared.store.tx.Tx.publish_key`): the read waits for the transaction to end,
-    in the same round trip."""
-    first = None
+    :meth:`smithers.shared.store.tx.Tx.publish_key`): the read waits for the transaction to end."""
     if after is not None and conn.dialect.name == "postgresql":
-        first = ("SELECT pg_advisory_xact_lock_shared(%s)", [after])
-    row = fast.execute(conn, _PEEK, {"b_attempt_id": attempt_id}, first=first).first()  # attempt, run, node
+        # on an autocommit reader the shared lock is let go at once: it was only waited for
+        conn.execute(_AFTER, {"b_key": after})
+    row = conn.execute(_PEEK, {"b_attempt_id": attempt_id}).first()  # attempt, run, node
     if row is None or row.state != AttemptState.QUEUED:
         return None
     if row.cancel_requested or row.current_attempt_id != attempt_id:
@@ -131,7 +131,7 @@ _OWNER = (
 def revision_of(conn: Connection, attempt_id: str) -> tuple[str, str] | None:
     """(workflow, module revision) of the attempt's run now, or None (read-only): what a
     worker must hold to run it."""
-    row = fast.execute(conn, _OWNER, {"b_attempt_id": attempt_id}).first()
+    row = conn.execute(_OWNER, {"b_attempt_id": attempt_id}).first()
     return None if row is None else (row[0], row[1])
 
 
@@ -175,7 +175,7 @@ def claim(
     tx.set(s.nodes, node_key, {"status": NodeStatus.RUNNING.value, "updated_at": tx.now})
     deadline = started["deadline_at"]
     if deadline is not None:  # the scheduler looks again when the step's time is up
-        fast.defer(tx.conn, _WAKE_BY, {"b_run_id": att.run_id, "b_at": deadline})
+        tx.execute(_WAKE_BY, {"b_run_id": att.run_id, "b_at": deadline})
     return _claim_of(att, started["claim_token"], deadline, started["started_at"])
 
 
@@ -185,8 +185,7 @@ def _load(tx: Tx, attempt_id: str, run_id: str | None = None) -> tuple[Any, bool
     is gone (or the attempt is not of ``run_id``).
 
     The run is locked first and the rest read after, in one joined statement: what
-    the attempt and node rows say is then what holds until commit. On a pipelined
-    PostgreSQL transaction the lock travels with that read: one round trip.
+    the attempt and node rows say is then what holds until commit.
     """
     if run_id is None:
         row = tx.execute(_RUN_OF, {"b_attempt_id": attempt_id}).first()

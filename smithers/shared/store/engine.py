@@ -10,7 +10,7 @@ from smithers.shared.store.sqlite import make_sqlite_engine
 
 
 def make_engine(url: str, max_connections: int = 16) -> Engine:
-    """Create the engine for ``sqlite:///path`` or ``postgresql+psycopg2://...``, its
+    """Create the engine for ``sqlite:///path`` or ``postgresql+psycopg://...``, its
     pool holding up to ``max_connections`` (8 kept open, the rest opened on demand)."""
     if url.startswith("sqlite"):
         return make_sqlite_engine(url, max_connections)

@@ -13,10 +13,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
-from smithers.shared import settings, tracing
+from smithers.shared import tracing
 from smithers.shared.errors import SmithersError, StoreUnavailable
 from smithers.shared.limits import SizeLimits
-from smithers.shared.store import fast
 from smithers.shared.store.engine import make_engine
 from smithers.shared.store.migrate import migrate
 from smithers.shared.store.tx import Tx
@@ -34,8 +33,6 @@ class Store:
     more than a small transaction itself (docs/benchmarks.md). On PostgreSQL a write
     connection idle for ``PING_AFTER_S`` is pinged first and replaced if the server
     dropped it; one that fails mid-use is invalidated and replaced on the next write.
-    PostgreSQL write transactions on it are pipelined (:class:`smithers.shared.store.fast.Pipeline`):
-    writes nobody reads back travel with the next statement or with ``COMMIT``.
     With ``pooled_writes`` (many short-lived greenlets) writes use the pool instead, and
     with ``pooled_writes`` or ``pooled_reads`` reads do; otherwise each thread also keeps
     a read connection.
@@ -43,9 +40,6 @@ class Store:
 
     pooled_writes = False
     pooled_reads = False
-    # PostgreSQL: the threads' own connections PREPARE the hot statements (off with
-    # SMITHERS_PG_PREPARE=0, e.g. behind PgBouncer in transaction pooling mode).
-    prepare = settings.PG_PREPARE.read(os.environ)
     # the largest run input, step output and event payload (smithers.shared.limits)
     limits = SizeLimits.from_env(os.environ)
     PING_AFTER_S = 5.0
@@ -83,7 +77,7 @@ class Store:
     def _own(self, kind: str) -> Connection:
         """This thread's own ``writer`` or ``reader`` connection, opened on first use;
         those of threads that have ended are closed then. On
-        PostgreSQL it is in DBAPI autocommit mode and is pinged first after
+        PostgreSQL a reader is in DBAPI autocommit mode; either is pinged first after
         ``PING_AFTER_S`` idle, replaced if the server dropped it."""
         conn: Connection | None = getattr(self._local, kind, None)
         now = time.monotonic()
@@ -106,17 +100,14 @@ class Store:
                 conn = conn.execution_options(smithers_write=True, smithers_writer=True)
             else:
                 conn = conn.execution_options(smithers_reader=True)  # SQLite: no BEGIN
-            if self.postgres:
-                # Writes: pipelined transactions with our own BEGIN and COMMIT
-                # (fast.Pipeline). Reads: one round trip a statement, no BEGIN and
-                # ROLLBACK around it (in READ COMMITTED every statement takes its own
-                # snapshot anyway). Set on the driver, not as SQLAlchemy's isolation
-                # level, which would be reset with a round trip (failing on a dropped
-                # connection) at check-in; _close turns it off before the connection
-                # goes back to the pool.
+            if self.postgres and kind == "reader":
+                # Reads: one round trip a statement, no BEGIN and ROLLBACK around it
+                # (in READ COMMITTED every statement takes its own snapshot anyway).
+                # Set on the driver (psycopg's public ``autocommit``), not as
+                # SQLAlchemy's isolation level, which would be reset with a round
+                # trip (failing on a dropped connection) at check-in; _close turns
+                # it off before the connection goes back to the pool.
                 conn.connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
-                if self.prepare:
-                    fast.enable_prepare(conn)
             setattr(self._local, kind, conn)
             with self._owned_lock:
                 ended = [c for t, c in self._owned if not t.is_alive()]
@@ -161,22 +152,9 @@ class Store:
                 writer = self.write_connection()
                 try:
                     with writer.begin():
-                        if self.postgres:
-                            fast.begin_pipeline(writer)
-                        try:
-                            tx = Tx(writer, self.postgres, limits=self.limits)
-                            yield tx
-                            tx.finish()
-                        except BaseException:
-                            if self.postgres:
-                                try:
-                                    fast.end_pipeline(writer, commit=False)
-                                except DBAPIError:  # cannot roll back: drop the connection
-                                    self._drop("writer", writer)
-                            raise
-                        if self.postgres:
-                            fast.end_pipeline(writer, commit=True)
-                            fast.prepare_queued(writer)
+                        tx = Tx(writer, self.postgres, limits=self.limits)
+                        yield tx
+                        tx.finish()
                 except DBAPIError as exc:
                     if exc.connection_invalidated or isinstance(exc, InterfaceError):
                         self._drop("writer", writer)  # the server dropped it: a new one next time
@@ -207,7 +185,6 @@ class Store:
                 finally:
                     if not reader.invalidated:
                         reader.rollback()  # ends SQLAlchemy's transaction; sends nothing
-                        fast.prepare_queued(reader)
         except SmithersError:
             raise
         except OperationalError as exc:
