@@ -21,11 +21,12 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from smithers.shared.keys import SANDBOX_QUEUE
 from smithers.shared.status import AttemptState, NodeStatus
 from smithers.shared.store import schema as s
+from smithers.shared.store.engine import dialect_of
 from smithers.shared.store.sandboxes import hold_for_review
 from smithers.shared.store.state import write_output
 from smithers.shared.store.tx import Tx
@@ -61,8 +62,6 @@ _WAKE_BY = (
     )
     .values(wake_at=bindparam("b_at"))
 )
-# PostgreSQL: wait for a dispatching transaction's publish lock (Tx.publish_key)
-_AFTER = select(func.pg_advisory_xact_lock_shared(bindparam("b_key", type_=BigInteger)))
 
 
 @dataclass(frozen=True)
@@ -110,9 +109,8 @@ def peek(conn: Connection, attempt_id: str, now: float, after: int | None = None
     ``after`` is the publish key of the transaction that dispatched the attempt when
     its message was sent before that transaction committed (PostgreSQL,
     :meth:`smithers.shared.store.tx.Tx.publish_key`): the read waits for the transaction to end."""
-    if after is not None and conn.dialect.name == "postgresql":
-        # on an autocommit reader the shared lock is let go at once: it was only waited for
-        conn.execute(_AFTER, {"b_key": after})
+    if after is not None:
+        dialect_of(conn).wait_for(conn, after)
     row = conn.execute(_PEEK, {"b_attempt_id": attempt_id}).first()  # attempt, run, node
     if row is None or row.state != AttemptState.QUEUED:
         return None

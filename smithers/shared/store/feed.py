@@ -23,33 +23,10 @@ never hand out an id twice.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, bindparam, func, select, text
-
 from smithers.shared.store.store import Store
 from smithers.shared.store.tx import Tx
 
-# pg_advisory_xact_lock key of the numbering transaction (an arbitrary constant).
-FEED_LOCK_ID = 0x5F33D_F33D
 BATCH = 5000  # events numbered per transaction at most
-
-_LOCK = select(func.pg_advisory_xact_lock(bindparam("b_key", type_=BigInteger)))
-_NUMBER = text("""WITH q AS (
-    SELECT run_id, seq, row_number() OVER (ORDER BY at, run_id, seq) AS rn
-    FROM (
-        SELECT run_id, seq, max(created_at) OVER (PARTITION BY run_id ORDER BY seq) AS at
-        FROM events WHERE feed_id IS NULL
-    ) AS u
-    ORDER BY at, run_id, seq
-    LIMIT :b_limit
-), n AS (
-    SELECT count(*) AS c FROM q
-), f AS (
-    UPDATE counters SET value = value + n.c FROM n
-    WHERE counters.name = 'events' AND n.c > 0
-    RETURNING counters.value - n.c AS base
-)
-UPDATE events SET feed_id = f.base + q.rn FROM q, f
-WHERE events.run_id = q.run_id AND events.seq = q.seq""")
 
 
 def number_feed(tx: Tx, limit: int = BATCH) -> None:
@@ -58,14 +35,11 @@ def number_feed(tx: Tx, limit: int = BATCH) -> None:
     ``seq`` order (``created_at`` can go back within a run: it is taken when a
     transaction starts, before the run's lock); the ordering key is therefore the
     latest ``created_at`` so far in the run."""
-    if not tx.postgres:
-        return
-    tx.execute(_LOCK, {"b_key": FEED_LOCK_ID})
-    tx.execute(_NUMBER, {"b_limit": limit})
+    tx.dialect.number_feed(tx.conn, limit)
 
 
 def number_now(store: Store, limit: int = BATCH) -> None:
     """:func:`number_feed` in a transaction of its own (before reading the feed)."""
-    if store.postgres:
+    if not store.dialect.numbers_feed_on_write:
         with store.write() as tx:
             number_feed(tx, limit)

@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
@@ -16,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 from smithers.shared import tracing
 from smithers.shared.errors import SmithersError, StoreUnavailable
 from smithers.shared.limits import SizeLimits
-from smithers.shared.store.engine import make_engine
+from smithers.shared.store.engine import Dialect, dialect_for
 from smithers.shared.store.migrate import migrate
 from smithers.shared.store.tx import Tx
 
@@ -48,8 +47,8 @@ class Store:
         self.url = url
         # max_connections: at most this many open at once (a thread keeps two: size it
         # for the threads that write and read, e.g. a worker's pool of threads)
-        self.engine: Engine = make_engine(url, max_connections)
-        self.postgres = self.engine.dialect.name == "postgresql"
+        self.dialect: Dialect = dialect_for(url)
+        self.engine: Engine = self.dialect.make_engine(url, max_connections)
         self._pid = os.getpid()
         self._local = threading.local()
         self._owned: list[tuple[threading.Thread, Connection]] = []  # threads' own connections
@@ -83,7 +82,7 @@ class Store:
         now = time.monotonic()
         if (
             conn is not None
-            and self.postgres
+            and self.dialect.ping_after_idle
             and not conn.closed
             and not conn.invalidated
             and now - getattr(self._local, f"{kind}_used", now) > self.PING_AFTER_S
@@ -100,21 +99,21 @@ class Store:
                 conn = conn.execution_options(smithers_write=True, smithers_writer=True)
             else:
                 conn = conn.execution_options(smithers_reader=True)  # SQLite: no BEGIN
-            if self.postgres and kind == "reader":
+            if kind == "reader" and self.dialect.autocommit_reads:
                 # Reads: one round trip a statement, no BEGIN and ROLLBACK around it
                 # (in READ COMMITTED every statement takes its own snapshot anyway).
                 # Set on the driver (psycopg's public ``autocommit``), not as
                 # SQLAlchemy's isolation level, which would be reset with a round
                 # trip (failing on a dropped connection) at check-in; _close turns
                 # it off before the connection goes back to the pool.
-                conn.connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
+                self.dialect.set_autocommit(conn, True)
             setattr(self._local, kind, conn)
             with self._owned_lock:
                 ended = [c for t, c in self._owned if not t.is_alive()]
                 self._owned = [(t, c) for t, c in self._owned if t.is_alive()]
                 self._owned.append((threading.current_thread(), conn))
             for old in ended:
-                _close(old)
+                _close(self.dialect, old)
         return conn
 
     def _drop(self, kind: str, conn: Connection) -> None:
@@ -145,14 +144,14 @@ class Store:
         try:
             if self.pooled_writes:
                 with self.engine.connect().execution_options(smithers_write=True) as conn, conn.begin():
-                    tx = Tx(conn, self.postgres, limits=self.limits)
+                    tx = Tx(conn, self.dialect, limits=self.limits)
                     yield tx
                     tx.finish()
             else:
                 writer = self.write_connection()
                 try:
                     with writer.begin():
-                        tx = Tx(writer, self.postgres, limits=self.limits)
+                        tx = Tx(writer, self.dialect, limits=self.limits)
                         yield tx
                         tx.finish()
                 except DBAPIError as exc:
@@ -195,18 +194,16 @@ class Store:
         with self._owned_lock:
             writers, self._owned = self._owned, []
         for _, conn in writers:
-            _close(conn)
+            _close(self.dialect, conn)
         self._local = threading.local()
         self.engine.dispose()
 
 
-def _close(conn: Connection) -> None:
+def _close(dialect: Dialect, conn: Connection) -> None:
     """Close a write connection (back to the pool, out of autocommit), even one the
     server already dropped."""
     try:
-        dbapi_conn: Any = conn.connection.dbapi_connection
-        if conn.dialect.name == "postgresql" and dbapi_conn is not None and not dbapi_conn.closed:
-            dbapi_conn.autocommit = False
+        dialect.set_autocommit(conn, False)
         conn.close()
     except Exception:  # raw driver errors too: the connection is gone either way
         with contextlib.suppress(Exception):

@@ -10,7 +10,6 @@ after they commit (:mod:`smithers.shared.store.feed`), so writers do not queue o
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +17,6 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     Connection,
     CursorResult,
     Insert,
@@ -26,21 +24,19 @@ from sqlalchemy import (
     Table,
     Update,
     bindparam,
-    func,
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from smithers.shared.limits import SizeLimits, check_size
 from smithers.shared.redaction import redact
 from smithers.shared.store import schema as s
+from smithers.shared.store.engine import Dialect
 
 # Statements are built once: building a Core statement per call costs more than
 # running it on SQLite (see docs/benchmarks.md).
 RUN_BY_ID = select(s.runs).where(s.runs.c.run_id == bindparam("b_run_id"))
-_RUN_FOR_UPDATE = RUN_BY_ID.with_for_update()
-_HOLD_RUN = select(s.runs.c.run_id).where(s.runs.c.run_id == bindparam("b_run_id")).with_for_update()
+_HOLD_RUN = select(s.runs.c.run_id).where(s.runs.c.run_id == bindparam("b_run_id"))
 _NEXT_FEED = (
     update(s.counters)
     .where(s.counters.c.name == "events")
@@ -48,7 +44,6 @@ _NEXT_FEED = (
     .returning(s.counters.c.value)
 )
 _INSERT_EVENTS = s.events.insert()
-_PUBLISH_LOCK = select(func.pg_advisory_xact_lock(bindparam("b_key", type_=BigInteger)))
 
 
 @lru_cache(maxsize=512)
@@ -85,12 +80,11 @@ def _insert_statement(table: Table) -> Insert:
 
 
 @lru_cache(maxsize=64)
-def _upsert_statement(postgres: bool, table: Table, keys: tuple[str, ...], update: tuple[str, ...]) -> Insert:
+def _upsert_statement(
+    dialect: Dialect, table: Table, keys: tuple[str, ...], update: tuple[str, ...]
+) -> Insert:
     """``INSERT ... ON CONFLICT (keys) DO UPDATE SET update`` (SQLite and PostgreSQL alike)."""
-    insert = postgresql.insert(table) if postgres else sqlite.insert(table)
-    return insert.on_conflict_do_update(
-        index_elements=[table.c[k] for k in keys], set_={u: insert.excluded[u] for u in update}
-    )
+    return dialect.upsert(table, keys, lambda excluded: {u: excluded[u] for u in update})
 
 
 @dataclass
@@ -108,7 +102,7 @@ class Tx:
     """One write transaction: the connection, the time, and the events to append."""
 
     conn: Connection
-    postgres: bool
+    dialect: Dialect
     now: float = field(default_factory=time.time)
     _events: dict[str, list[_Pending]] = field(default_factory=dict)
     _wake: set[str] = field(default_factory=set)
@@ -123,9 +117,8 @@ class Tx:
         transaction ends, so messages naming its rows can go out before it commits:
         see :meth:`publish_key`. Nothing on SQLite: no key there, and messages go out
         after the commit."""
-        if self.postgres and self._publish_key is None:
-            self._publish_key = secrets.randbits(63)
-            self.conn.execute(_PUBLISH_LOCK, {"b_key": self._publish_key})
+        if self._publish_key is None:
+            self._publish_key = self.dialect.publish_lock(self.conn)
 
     def publish_key(self) -> int | None:
         """The key of :meth:`publish_lock` (None without it). A worker handed it waits
@@ -153,7 +146,7 @@ class Tx:
         On SQLite the whole database is already write-locked by BEGIN IMMEDIATE.
         """
         self._write_run_values(run_id)
-        query = _RUN_FOR_UPDATE if self.postgres else RUN_BY_ID
+        query = self.dialect.lock_run(RUN_BY_ID)
         row: Row[*tuple[Any, ...]] | None = self.conn.execute(query, {"b_run_id": run_id}).first()
         return row
 
@@ -162,8 +155,7 @@ class Tx:
         so whatever is read next is read under the lock. SQLite: BEGIN IMMEDIATE
         already holds the database."""
         self._write_run_values(run_id)
-        if self.postgres:
-            self.conn.execute(_HOLD_RUN, {"b_run_id": run_id})
+        self.dialect.hold(self.conn, _HOLD_RUN, {"b_run_id": run_id})
 
     def execute(self, stmt: Any, params: dict[str, Any] | None = None) -> CursorResult[*tuple[Any, ...]]:
         """Run a (prebuilt) statement: ``Connection.execute``."""
@@ -233,16 +225,15 @@ class Tx:
         the first insert's time)."""
         if update is None:
             update = tuple(k for k in values if k not in keys and k != "created_at")
-        stmt = _upsert_statement(self.postgres, table, keys, tuple(sorted(update)))
+        stmt = _upsert_statement(self.dialect, table, keys, tuple(sorted(update)))
         self.conn.execute(stmt, values)
 
     def add_to_counter(self, name: str, n: int) -> None:
         """Add ``n`` to the row ``name`` of ``counters`` (created at ``n``)."""
-        insert = postgresql.insert(s.counters) if self.postgres else sqlite.insert(s.counters)
-        stmt = insert.values(name=name, value=n).on_conflict_do_update(
-            index_elements=[s.counters.c.name], set_={"value": s.counters.c.value + insert.excluded.value}
+        stmt = self.dialect.upsert(
+            s.counters, ("name",), lambda excluded: {"value": s.counters.c.value + excluded.value}
         )
-        self.conn.execute(stmt)
+        self.conn.execute(stmt, {"name": name, "value": n})
 
     def wake(self, run_id: str) -> None:
         """Mark the run as needing the scheduler now (also noted for a Redis wake-up).
@@ -287,12 +278,8 @@ class Tx:
         if dedupe_key is None:
             self.conn.execute(s.audit_log.insert().values(values))
             return
-        insert = postgresql.insert(s.audit_log) if self.postgres else sqlite.insert(s.audit_log)
-        self.conn.execute(
-            insert.values(values).on_conflict_do_update(
-                index_elements=[s.audit_log.c.dedupe_key], set_={"count": s.audit_log.c.count + 1}
-            )
-        )
+        stmt = self.dialect.upsert(s.audit_log, ("dedupe_key",), lambda _: {"count": s.audit_log.c.count + 1})
+        self.conn.execute(stmt, values)
 
     def flush(self) -> None:
         """Write run rows (:meth:`set_run`, wake-ups), allocate seq and feed ids and
@@ -317,7 +304,7 @@ class Tx:
             last: int = self.conn.execute(_next_seq_statement(tuple(sorted(v))), params).scalar_one()
             seqs[run_id] = int(last) - len(pending)
         feed: int | None = None  # PostgreSQL: numbered after commit (smithers.shared.store.feed)
-        if not self.postgres:
+        if self.dialect.numbers_feed_on_write:
             feed = int(self.conn.execute(_NEXT_FEED, {"b_n": total}).scalar_one()) - total
         rows = []
         for run_id, pending in self._events.items():
