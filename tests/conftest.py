@@ -20,7 +20,7 @@ import sqlalchemy
 from smithers.cli.embedded import free_port
 
 CI = os.environ.get("CI") == "true"
-PG_ADMIN = os.environ.get("SMITHERS_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN = os.environ.get("SMITHERS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
 def missing(what: str) -> None:

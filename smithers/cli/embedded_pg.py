@@ -78,7 +78,7 @@ class EmbeddedPostgres:
     @property
     def url(self) -> str:
         """The store URL: the ``smithers`` database over the socket."""
-        return f"postgresql+psycopg2://postgres@/{DATABASE}?host={self.socket_dir}&port={PORT}"
+        return f"postgresql+psycopg://postgres@/{DATABASE}?host={self.socket_dir}&port={PORT}"
 
     def _private_dir(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """``smithers gateway``: the app under gunicorn, over TLS when given a certificate.
 
 Worker classes: ``gevent`` (the default: one greenlet per open event stream, so a
-worker holds thousands; psycopg2 is made cooperative with psycogreen) or ``gthread``
+worker holds thousands; psycopg 3 cooperates with gevent by itself) or ``gthread``
 (one OS thread per open stream, bounded by ``--threads``). docs/benchmarks.md has the
 measurements behind the default. Each worker builds its own app after the fork: its own
 store connections and its own event poller.
@@ -160,10 +160,6 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Any:
         """Build the app in the worker (after gevent patched the standard library)."""
-        if self.options.worker_class == "gevent" and self.config.database_url.startswith("postgres"):
-            from psycogreen.gevent import patch_psycopg  # type: ignore[import-untyped]  # noqa: PLC0415
-
-            patch_psycopg()
         setup_logging("gateway")
         from smithers.gateway.app import create_app  # noqa: PLC0415
 

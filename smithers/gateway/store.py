@@ -31,7 +31,8 @@ class GatewayStore(Store):
         super().__init__(url)
         self._writer = threading.Lock()
         self._connection: Connection | None = None
-        self.pooled_writes = self.postgres  # a greenlet each: the pool (with its pre-ping)
+        # a greenlet each: the pool (with its pre-ping), unless writers queue anyway
+        self.pooled_writes = not self.dialect.one_writer
         self.pooled_reads = True  # not a connection per request greenlet
 
     def write_connection(self) -> Connection:
@@ -58,7 +59,7 @@ class GatewayStore(Store):
     @contextmanager
     def write(self) -> Iterator[Tx]:
         """A write transaction, behind this process's other writers on SQLite."""
-        if self.postgres:
+        if not self.dialect.one_writer:
             with super().write() as tx:
                 yield tx
             return

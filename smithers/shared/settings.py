@@ -45,7 +45,7 @@ DATABASE_URL = _deployment.add(
     Setting(
         "SMITHERS_DATABASE_URL",
         "",
-        "The store, an SQLAlchemy URL: `postgresql+psycopg2://user@host/db` or `sqlite:///path`.",
+        "The store, an SQLAlchemy URL: `postgresql+psycopg://user@host/db` or `sqlite:///path`.",
         text,
         shown="`sqlite:///<data dir>/smithers.db`",
     )

@@ -7,8 +7,7 @@ that returns at once. On (:func:`configure` finds ``OTEL_EXPORTER_OTLP_ENDPOINT`
 and Flask, Celery and redis-py are instrumented (leave some out with
 ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=redis``). The store's write transactions are
 spans of their own (``smithers.transaction``) rather than SQLAlchemy's instrumentation:
-the hot path's statements run on the DBAPI cursor (smithers.shared.store.fast), which it
-would not see, and opentelemetry-instrumentation-sqlalchemy 0.66b1 refuses SQLAlchemy 2.1.
+opentelemetry-instrumentation-sqlalchemy 0.66b1 refuses SQLAlchemy 2.1.
 
 How one trace follows a run across processes: the launch's W3C ``traceparent`` is stored
 on the run row, since the scheduler is woken over a Redis list that carries no context;

@@ -91,7 +91,7 @@ def app_from_env(environ: Mapping[str, str]) -> Celery:
     The queues are Celery's ``-Q`` (default ``steps``); a worker consuming ``sandbox``
     gets its sandbox runtime when Celery starts it. Under ``--pool gevent`` (the
     standard library already patched by Celery) the store takes a pooled connection
-    per transaction instead of one per thread, and psycopg2 is made cooperative.
+    per transaction instead of one per thread (psycopg 3 cooperates with gevent by itself).
     """
     setup_logging("worker", settings.LOG_LEVEL.read(environ))
     dep = resolve_deployment(environ)
@@ -161,10 +161,6 @@ def _open_store(database_url: str, concurrency: int) -> Store:
     if _gevent_patched():
         # a greenlet per task: connections from the pool, not one per (green) thread
         store.pooled_writes = store.pooled_reads = True
-        if store.postgres:
-            from psycogreen.gevent import patch_psycopg  # type: ignore[import-untyped]  # noqa: PLC0415
-
-            patch_psycopg()
     return store
 
 

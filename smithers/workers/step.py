@@ -482,14 +482,14 @@ def _commit(
             done = decider.after(tx, c.run_id, entry.workflow if entry is not None else None)
             if done is not None:
                 follow = _claim_in_place(env, tx, done, chain)
-        if tx.postgres and c.run_id in tx.woken:
+        if tx.dialect.wake_before_commit and c.run_id in tx.woken:
             # The run row stays locked until COMMIT, so a scheduler woken now waits
             # for the commit before it reads the run: its wake-up overlaps the
             # commit's round trip and WAL flush instead of following them. (On SQLite
             # a commit is short and a scheduler that finds the write lock taken
             # polls for it: wake after.)
             tx.before_commit(lambda: env.broker.wake_soon(c.run_id))
-    if not tx.postgres and tx.woken:
+    if not tx.dialect.wake_before_commit and tx.woken:
         env.broker.wake_soon(*tx.woken)
     if done is not None and done.messages:
         env.broker.try_send_steps(

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESS_NAMES = ["shared", "gateway", "scheduler", "workers", "examples", "cli"]
-EXTRAS = ["psycopg2", "psycopg", "psycogreen", "docker", "flower"]  # what the extras bring
+EXTRAS = ["psycopg", "psycopg2", "psycogreen", "docker", "flower"]  # what the extras bring
 
 
 def build_wheel(tmp_path: Path) -> Path:

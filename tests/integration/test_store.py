@@ -425,7 +425,7 @@ def test_attempts_are_numbered_per_node_when_one_decision_dispatches_several(dat
 def _locked_elsewhere(store: Store, run_id: str) -> bool:
     """Whether another connection finds the run row (PostgreSQL) or the database
     (SQLite) locked for writing right now, without waiting."""
-    if store.postgres:
+    if store.dialect.name == "postgresql":
         with store.engine.connect() as conn:
             try:
                 conn.exec_driver_sql(f"SELECT 1 FROM runs WHERE run_id = '{run_id}' FOR UPDATE NOWAIT")

@@ -75,7 +75,7 @@ def test_up_on_the_embedded_postgres_survives_crashes_and_backs_up(where: Path) 
     data, log = where / "data", where / "up.log"
     proc = start_up(data, log)
     try:
-        assert "store postgresql+psycopg2://postgres@/smithers?host=" in log.read_text()
+        assert "store postgresql+psycopg://postgres@/smithers?host=" in log.read_text()
         assert (data / "postgres" / "PG_VERSION").is_file()  # the cluster lives in the data directory
         run_hello(data, "before-crash")
 

@@ -25,8 +25,8 @@ from sqlalchemy import Connection, bindparam, select, update
 
 from smithers.shared.keys import SANDBOX_QUEUE
 from smithers.shared.status import AttemptState, NodeStatus
-from smithers.shared.store import fast
 from smithers.shared.store import schema as s
+from smithers.shared.store.engine import dialect_of
 from smithers.shared.store.sandboxes import hold_for_review
 from smithers.shared.store.state import write_output
 from smithers.shared.store.tx import Tx
@@ -108,12 +108,10 @@ def peek(conn: Connection, attempt_id: str, now: float, after: int | None = None
 
     ``after`` is the publish key of the transaction that dispatched the attempt when
     its message was sent before that transaction committed (PostgreSQL,
-    :meth:`smithers.shared.store.tx.Tx.publish_key`): the read waits for the transaction to end,
-    in the same round trip."""
-    first = None
-    if after is not None and conn.dialect.name == "postgresql":
-        first = ("SELECT pg_advisory_xact_lock_shared(%s)", [after])
-    row = fast.execute(conn, _PEEK, {"b_attempt_id": attempt_id}, first=first).first()  # attempt, run, node
+    :meth:`smithers.shared.store.tx.Tx.publish_key`): the read waits for the transaction to end."""
+    if after is not None:
+        dialect_of(conn).wait_for(conn, after)
+    row = conn.execute(_PEEK, {"b_attempt_id": attempt_id}).first()  # attempt, run, node
     if row is None or row.state != AttemptState.QUEUED:
         return None
     if row.cancel_requested or row.current_attempt_id != attempt_id:
@@ -154,7 +152,7 @@ _OWNER = (
 def revision_of(conn: Connection, attempt_id: str) -> tuple[str, str] | None:
     """(workflow, module revision) of the attempt's run now, or None (read-only): what a
     worker must hold to run it."""
-    row = fast.execute(conn, _OWNER, {"b_attempt_id": attempt_id}).first()
+    row = conn.execute(_OWNER, {"b_attempt_id": attempt_id}).first()
     return None if row is None else (row[0], row[1])
 
 
@@ -200,7 +198,7 @@ def claim(
     # The scheduler looks again when the lease runs out (a dead worker's step is given up
     # then, not at a later sweep) or the step's time is up, whichever comes first.
     due = values["lease_expires_at"] if deadline is None else min(deadline, values["lease_expires_at"])
-    fast.defer(tx.conn, _WAKE_BY, {"b_run_id": att.run_id, "b_at": due})
+    tx.execute(_WAKE_BY, {"b_run_id": att.run_id, "b_at": due})
     return _claim_of(att, started["claim_token"], deadline, started["started_at"])
 
 
@@ -210,8 +208,7 @@ def _load(tx: Tx, attempt_id: str, run_id: str | None = None) -> tuple[Any, bool
     is gone (or the attempt is not of ``run_id``).
 
     The run is locked first and the rest read after, in one joined statement: what
-    the attempt and node rows say is then what holds until commit. On a pipelined
-    PostgreSQL transaction the lock travels with that read: one round trip.
+    the attempt and node rows say is then what holds until commit.
     """
     if run_id is None:
         row = tx.execute(_RUN_OF, {"b_attempt_id": attempt_id}).first()

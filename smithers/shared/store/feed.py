@@ -23,32 +23,10 @@ never hand out an id twice.
 
 from __future__ import annotations
 
-from smithers.shared.store import fast
 from smithers.shared.store.store import Store
 from smithers.shared.store.tx import Tx
 
-# pg_advisory_xact_lock key of the numbering transaction (an arbitrary constant).
-FEED_LOCK_ID = 0x5F33D_F33D
 BATCH = 5000  # events numbered per transaction at most
-
-_NUMBER = """SELECT pg_advisory_xact_lock(%s);
-WITH q AS (
-    SELECT run_id, seq, row_number() OVER (ORDER BY at, run_id, seq) AS rn
-    FROM (
-        SELECT run_id, seq, max(created_at) OVER (PARTITION BY run_id ORDER BY seq) AS at
-        FROM events WHERE feed_id IS NULL
-    ) AS u
-    ORDER BY at, run_id, seq
-    LIMIT %s
-), n AS (
-    SELECT count(*) AS c FROM q
-), f AS (
-    UPDATE counters SET value = value + n.c FROM n
-    WHERE counters.name = 'events' AND n.c > 0
-    RETURNING counters.value - n.c AS base
-)
-UPDATE events SET feed_id = f.base + q.rn FROM q, f
-WHERE events.run_id = q.run_id AND events.seq = q.seq"""
 
 
 def number_feed(tx: Tx, limit: int = BATCH) -> None:
@@ -56,19 +34,12 @@ def number_feed(tx: Tx, limit: int = BATCH) -> None:
     (PostgreSQL; nothing to do on SQLite). A run's events take increasing ids in
     ``seq`` order (``created_at`` can go back within a run: it is taken when a
     transaction starts, before the run's lock); the ordering key is therefore the
-    latest ``created_at`` so far in the run. On a pipelined connection it goes out
-    with ``COMMIT``, in one round trip."""
-    if not tx.postgres:
-        return
-    args = (FEED_LOCK_ID, limit)
-    if fast.pipelined(tx.conn):
-        fast.defer_text(tx.conn, _NUMBER, args)
-    else:
-        tx.conn.exec_driver_sql(_NUMBER, args)
+    latest ``created_at`` so far in the run."""
+    tx.dialect.number_feed(tx.conn, limit)
 
 
 def number_now(store: Store, limit: int = BATCH) -> None:
     """:func:`number_feed` in a transaction of its own (before reading the feed)."""
-    if store.postgres:
+    if not store.dialect.numbers_feed_on_write:
         with store.write() as tx:
             number_feed(tx, limit)

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from sqlalchemy import Connection, Engine, exists, inspect, select, text, update
 from sqlalchemy.schema import CreateColumn
 
+from smithers.shared.errors import StoreUnavailable
 from smithers.shared.store import schema as s
-from smithers.shared.store.postgres import MIGRATION_LOCK_ID
+from smithers.shared.store.engine import dialect_of
 
 Migration = Callable[[Connection], None]
 
@@ -41,7 +42,7 @@ def _v3(conn: Connection) -> None:
     be NULL there, and a partial index finds the unnumbered events. SQLite keeps
     numbering as it writes, so its column stays NOT NULL (changing it would mean
     rebuilding the table); the index is created there too, and stays empty."""
-    if conn.dialect.name == "postgresql":
+    if not dialect_of(conn).numbers_feed_on_write:
         conn.execute(text("ALTER TABLE events ALTER COLUMN feed_id DROP NOT NULL"))
     if "ix_events_unnumbered" not in {i["name"] for i in inspect(conn).get_indexes("events")}:
         index = next(i for i in s.events.indexes if i.name == "ix_events_unnumbered")
@@ -106,17 +107,64 @@ def _v10(conn: Connection) -> None:
     s.webhook_deliveries.create(conn, checkfirst=True)
 
 
+def _v11(conn: Connection) -> None:
+    """``events.feed_id`` nullable everywhere, as a new store has it: _v3 left it NOT NULL
+    on SQLite files from before it (an upgraded file and a new one differed). SQLite
+    cannot change a column's constraint, so the table is rebuilt: renamed, created
+    anew with its indexes, copied, dropped. Nothing references ``events``."""
+    if next(c for c in inspect(conn).get_columns("events") if c["name"] == "feed_id")["nullable"]:
+        return  # PostgreSQL since _v3, and every store created since
+    for index in inspect(conn).get_indexes("events"):
+        if index["name"]:  # named ones move with the renamed table: free their names
+            conn.execute(text(f"DROP INDEX {index['name']}"))
+    conn.execute(text("ALTER TABLE events RENAME TO events_old"))
+    s.events.create(conn)
+    names = ", ".join(c.name for c in s.events.columns)
+    conn.execute(text(f"INSERT INTO events ({names}) SELECT {names} FROM events_old"))  # noqa: S608
+    conn.execute(text("DROP TABLE events_old"))
+
+
 MIGRATIONS: dict[int, Migration] = {
-    1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8, 10: _v10,
-}  # fmt: skip
+    1: _v1,
+    2: _v2,
+    3: _v3,
+    4: _v4,
+    5: _v5,
+    6: _v6,
+    7: _v7,
+    8: _v8,
+    10: _v10,
+    11: _v11,
+}
+
+
+def _refuse_unknown(conn: Connection, current: int) -> None:
+    """Raise :class:`StoreUnavailable`, saying what to do, for a schema this release
+    cannot bring up to date: one newer than it knows, or tables of ours with no
+    ``schema_version`` (every release had it: not a database a release made)."""
+    newest = max(MIGRATIONS)
+    if current > newest:
+        raise StoreUnavailable(
+            f"the store's schema is version {current}, newer than this release of smithers knows"
+            f" (up to {newest}): a newer release migrated it. Run that release (or a newer one)"
+            " here; an older release must not write to it (restore a backup taken before the"
+            " upgrade to go back)"
+        )
+    if current == 0:
+        ours = sorted(set(inspect(conn).get_table_names()) & set(s.metadata.tables))
+        if ours:
+            raise StoreUnavailable(
+                f"the store has smithers tables ({', '.join(ours[:5])}) but no schema_version"
+                " table, so no release of smithers made it and it cannot be migrated: point"
+                " SMITHERS_DATABASE_URL at an empty database, or restore a backup"
+                " (smithers db restore)"
+            )
 
 
 def migrate(engine: Engine) -> int:
     """Bring the schema to the newest version; return that version. Atomic per call."""
-    postgres = engine.dialect.name == "postgresql"
     with engine.connect().execution_options(smithers_write=True) as conn, conn.begin():
-        if postgres:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_ID})
+        dialect_of(conn).migration_lock(conn)
         current = 0
         if inspect(conn).has_table("schema_version"):
             current = (
@@ -125,6 +173,7 @@ def migrate(engine: Engine) -> int:
                 ).scalar()
                 or 0
             )
+        _refuse_unknown(conn, current)
         for version in sorted(MIGRATIONS):
             if version > current:
                 MIGRATIONS[version](conn)

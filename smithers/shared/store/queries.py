@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, select
 
 from smithers.shared.status import AttemptState, RunStatus
-from smithers.shared.store import fast
 from smithers.shared.store import schema as s
 from smithers.shared.store.records import (
     ApprovalRecord,
@@ -107,7 +106,7 @@ def outputs_for(conn: Connection, run_id: str, node_ids: Iterable[str]) -> dict[
     if len(names) <= 4:  # the usual one or two parents: a prebuilt statement each
         out: dict[tuple[str, int], Any] = {}
         for name in names:
-            for row in fast.execute(conn, _NODE_OUTPUTS, {"b_run_id": run_id, "b_node_id": name}):
+            for row in conn.execute(_NODE_OUTPUTS, {"b_run_id": run_id, "b_node_id": name}):
                 out[(row[0], row[1])] = row[2]
         return out
     o = s.outputs

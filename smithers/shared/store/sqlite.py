@@ -15,10 +15,12 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Insert, Select, Table, create_engine, event
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import make_url
 
 from smithers.shared.errors import StoreUnavailable
@@ -240,3 +242,59 @@ def begin_immediate(dbapi_conn: Any, timeout_s: float = BUSY_TIMEOUT_MS / 1000, 
     finally:
         if toggle:
             dbapi_conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+
+class SqliteDialect:
+    """Every SQLite difference the store makes (its PostgreSQL twin:
+    :class:`smithers.shared.store.postgres.PostgresDialect`)."""
+
+    name = "sqlite"
+    # feed ids come from the counters row as events are written: BEGIN IMMEDIATE
+    # serializes writers, so they are handed out in commit order (smithers.shared.store.tx)
+    numbers_feed_on_write = True
+    # a commit is short and a scheduler woken early would only poll for the write lock
+    wake_before_commit = False
+    # the thread's read connection never sends BEGIN (see _on_begin): nothing to set
+    autocommit_reads = False
+    # one write transaction at a time in the whole database (queue writers in-process)
+    one_writer = True
+    # a file: no server to drop an idle connection
+    ping_after_idle = False
+
+    def make_engine(self, url: str, max_connections: int) -> Engine:
+        return make_sqlite_engine(url, max_connections)
+
+    def insert_or_ignore(self, table: Table, index: tuple[str, ...]) -> Insert:
+        """``INSERT ... ON CONFLICT (index) DO NOTHING`` (its row count says which)."""
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=[table.c[k] for k in index])
+
+    def upsert(self, table: Table, index: tuple[str, ...], set_: Callable[[Any], dict[str, Any]]) -> Insert:
+        """``INSERT ... ON CONFLICT (index) DO UPDATE SET set_(excluded)``: ``set_`` is
+        given the row that was not inserted (``excluded``)."""
+        insert = sqlite.insert(table)
+        return insert.on_conflict_do_update(
+            index_elements=[table.c[k] for k in index], set_=set_(insert.excluded)
+        )
+
+    def lock_run(self, stmt: Select[Any]) -> Select[Any]:
+        """``stmt`` unchanged: BEGIN IMMEDIATE already holds the whole database."""
+        return stmt
+
+    def hold(self, conn: Connection, stmt: Select[Any], params: dict[str, Any]) -> None:
+        """Nothing: BEGIN IMMEDIATE already holds the whole database."""
+
+    def publish_lock(self, conn: Connection) -> int | None:
+        """None: messages go out after the commit."""
+        return None
+
+    def wait_for(self, conn: Connection, key: int) -> None:
+        """Nothing to wait for (no :meth:`publish_lock` here)."""
+
+    def set_autocommit(self, conn: Connection, on: bool) -> None:
+        """Nothing: see :attr:`autocommit_reads`."""
+
+    def migration_lock(self, conn: Connection) -> None:
+        """Nothing: the migration's BEGIN IMMEDIATE already keeps other processes out."""
+
+    def number_feed(self, conn: Connection, limit: int) -> None:
+        """Nothing: events are numbered as they are written."""

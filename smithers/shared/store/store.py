@@ -8,16 +8,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
-from smithers.shared import settings, tracing
+from smithers.shared import tracing
 from smithers.shared.errors import SmithersError, StoreUnavailable
 from smithers.shared.limits import SizeLimits
-from smithers.shared.store import fast
-from smithers.shared.store.engine import make_engine
+from smithers.shared.store.engine import Dialect, dialect_for
 from smithers.shared.store.migrate import migrate
 from smithers.shared.store.tx import Tx
 
@@ -34,8 +32,6 @@ class Store:
     more than a small transaction itself (docs/benchmarks.md). On PostgreSQL a write
     connection idle for ``PING_AFTER_S`` is pinged first and replaced if the server
     dropped it; one that fails mid-use is invalidated and replaced on the next write.
-    PostgreSQL write transactions on it are pipelined (:class:`smithers.shared.store.fast.Pipeline`):
-    writes nobody reads back travel with the next statement or with ``COMMIT``.
     With ``pooled_writes`` (many short-lived greenlets) writes use the pool instead, and
     with ``pooled_writes`` or ``pooled_reads`` reads do; otherwise each thread also keeps
     a read connection.
@@ -43,9 +39,6 @@ class Store:
 
     pooled_writes = False
     pooled_reads = False
-    # PostgreSQL: the threads' own connections PREPARE the hot statements (off with
-    # SMITHERS_PG_PREPARE=0, e.g. behind PgBouncer in transaction pooling mode).
-    prepare = settings.PG_PREPARE.read(os.environ)
     # the largest run input, step output and event payload (smithers.shared.limits)
     limits = SizeLimits.from_env(os.environ)
     PING_AFTER_S = 5.0
@@ -54,8 +47,8 @@ class Store:
         self.url = url
         # max_connections: at most this many open at once (a thread keeps two: size it
         # for the threads that write and read, e.g. a worker's pool of threads)
-        self.engine: Engine = make_engine(url, max_connections)
-        self.postgres = self.engine.dialect.name == "postgresql"
+        self.dialect: Dialect = dialect_for(url)
+        self.engine: Engine = self.dialect.make_engine(url, max_connections)
         self._pid = os.getpid()
         self._local = threading.local()
         self._owned: list[tuple[threading.Thread, Connection]] = []  # threads' own connections
@@ -83,13 +76,13 @@ class Store:
     def _own(self, kind: str) -> Connection:
         """This thread's own ``writer`` or ``reader`` connection, opened on first use;
         those of threads that have ended are closed then. On
-        PostgreSQL it is in DBAPI autocommit mode and is pinged first after
+        PostgreSQL a reader is in DBAPI autocommit mode; either is pinged first after
         ``PING_AFTER_S`` idle, replaced if the server dropped it."""
         conn: Connection | None = getattr(self._local, kind, None)
         now = time.monotonic()
         if (
             conn is not None
-            and self.postgres
+            and self.dialect.ping_after_idle
             and not conn.closed
             and not conn.invalidated
             and now - getattr(self._local, f"{kind}_used", now) > self.PING_AFTER_S
@@ -106,24 +99,21 @@ class Store:
                 conn = conn.execution_options(smithers_write=True, smithers_writer=True)
             else:
                 conn = conn.execution_options(smithers_reader=True)  # SQLite: no BEGIN
-            if self.postgres:
-                # Writes: pipelined transactions with our own BEGIN and COMMIT
-                # (fast.Pipeline). Reads: one round trip a statement, no BEGIN and
-                # ROLLBACK around it (in READ COMMITTED every statement takes its own
-                # snapshot anyway). Set on the driver, not as SQLAlchemy's isolation
-                # level, which would be reset with a round trip (failing on a dropped
-                # connection) at check-in; _close turns it off before the connection
-                # goes back to the pool.
-                conn.connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
-                if self.prepare:
-                    fast.enable_prepare(conn)
+            if kind == "reader" and self.dialect.autocommit_reads:
+                # Reads: one round trip a statement, no BEGIN and ROLLBACK around it
+                # (in READ COMMITTED every statement takes its own snapshot anyway).
+                # Set on the driver (psycopg's public ``autocommit``), not as
+                # SQLAlchemy's isolation level, which would be reset with a round
+                # trip (failing on a dropped connection) at check-in; _close turns
+                # it off before the connection goes back to the pool.
+                self.dialect.set_autocommit(conn, True)
             setattr(self._local, kind, conn)
             with self._owned_lock:
                 ended = [c for t, c in self._owned if not t.is_alive()]
                 self._owned = [(t, c) for t, c in self._owned if t.is_alive()]
                 self._owned.append((threading.current_thread(), conn))
             for old in ended:
-                _close(old)
+                _close(self.dialect, old)
         return conn
 
     def _drop(self, kind: str, conn: Connection) -> None:
@@ -154,29 +144,16 @@ class Store:
         try:
             if self.pooled_writes:
                 with self.engine.connect().execution_options(smithers_write=True) as conn, conn.begin():
-                    tx = Tx(conn, self.postgres, limits=self.limits)
+                    tx = Tx(conn, self.dialect, limits=self.limits)
                     yield tx
                     tx.finish()
             else:
                 writer = self.write_connection()
                 try:
                     with writer.begin():
-                        if self.postgres:
-                            fast.begin_pipeline(writer)
-                        try:
-                            tx = Tx(writer, self.postgres, limits=self.limits)
-                            yield tx
-                            tx.finish()
-                        except BaseException:
-                            if self.postgres:
-                                try:
-                                    fast.end_pipeline(writer, commit=False)
-                                except DBAPIError:  # cannot roll back: drop the connection
-                                    self._drop("writer", writer)
-                            raise
-                        if self.postgres:
-                            fast.end_pipeline(writer, commit=True)
-                            fast.prepare_queued(writer)
+                        tx = Tx(writer, self.dialect, limits=self.limits)
+                        yield tx
+                        tx.finish()
                 except DBAPIError as exc:
                     if exc.connection_invalidated or isinstance(exc, InterfaceError):
                         self._drop("writer", writer)  # the server dropped it: a new one next time
@@ -207,7 +184,6 @@ class Store:
                 finally:
                     if not reader.invalidated:
                         reader.rollback()  # ends SQLAlchemy's transaction; sends nothing
-                        fast.prepare_queued(reader)
         except SmithersError:
             raise
         except OperationalError as exc:
@@ -218,18 +194,16 @@ class Store:
         with self._owned_lock:
             writers, self._owned = self._owned, []
         for _, conn in writers:
-            _close(conn)
+            _close(self.dialect, conn)
         self._local = threading.local()
         self.engine.dispose()
 
 
-def _close(conn: Connection) -> None:
+def _close(dialect: Dialect, conn: Connection) -> None:
     """Close a write connection (back to the pool, out of autocommit), even one the
     server already dropped."""
     try:
-        dbapi_conn: Any = conn.connection.dbapi_connection
-        if conn.dialect.name == "postgresql" and dbapi_conn is not None and not dbapi_conn.closed:
-            dbapi_conn.autocommit = False
+        dialect.set_autocommit(conn, False)
         conn.close()
     except Exception:  # raw driver errors too: the connection is gone either way
         with contextlib.suppress(Exception):

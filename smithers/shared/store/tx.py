@@ -10,26 +10,33 @@ after they commit (:mod:`smithers.shared.store.feed`), so writers do not queue o
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Insert, Row, Table, Update, bindparam, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Insert,
+    Row,
+    Table,
+    Update,
+    bindparam,
+    select,
+    update,
+)
 
 from smithers.shared.limits import SizeLimits, check_size
 from smithers.shared.redaction import redact
-from smithers.shared.store import fast
 from smithers.shared.store import schema as s
+from smithers.shared.store.engine import Dialect
 
 # Statements are built once: building a Core statement per call costs more than
 # running it on SQLite (see docs/benchmarks.md).
 RUN_BY_ID = select(s.runs).where(s.runs.c.run_id == bindparam("b_run_id"))
-_RUN_FOR_UPDATE = RUN_BY_ID.with_for_update()
-_HOLD_RUN = select(s.runs.c.run_id).where(s.runs.c.run_id == bindparam("b_run_id")).with_for_update()
+_HOLD_RUN = select(s.runs.c.run_id).where(s.runs.c.run_id == bindparam("b_run_id"))
 _NEXT_FEED = (
     update(s.counters)
     .where(s.counters.c.name == "events")
@@ -73,12 +80,11 @@ def _insert_statement(table: Table) -> Insert:
 
 
 @lru_cache(maxsize=64)
-def _upsert_statement(postgres: bool, table: Table, keys: tuple[str, ...], update: tuple[str, ...]) -> Insert:
+def _upsert_statement(
+    dialect: Dialect, table: Table, keys: tuple[str, ...], update: tuple[str, ...]
+) -> Insert:
     """``INSERT ... ON CONFLICT (keys) DO UPDATE SET update`` (SQLite and PostgreSQL alike)."""
-    insert = postgresql.insert(table) if postgres else sqlite.insert(table)
-    return insert.on_conflict_do_update(
-        index_elements=[table.c[k] for k in keys], set_={u: insert.excluded[u] for u in update}
-    )
+    return dialect.upsert(table, keys, lambda excluded: {u: excluded[u] for u in update})
 
 
 @dataclass
@@ -96,7 +102,7 @@ class Tx:
     """One write transaction: the connection, the time, and the events to append."""
 
     conn: Connection
-    postgres: bool
+    dialect: Dialect
     now: float = field(default_factory=time.time)
     _events: dict[str, list[_Pending]] = field(default_factory=dict)
     _wake: set[str] = field(default_factory=set)
@@ -107,22 +113,18 @@ class Tx:
     limits: SizeLimits = field(default_factory=SizeLimits)
 
     def publish_lock(self) -> None:
-        """PostgreSQL: take an advisory lock (on a random key, queued with the first
-        statement) held until this transaction ends, so messages naming its rows can
-        go out before it commits: see :meth:`publish_key`. Call it before anything
-        else in the transaction. Nothing on SQLite or outside a pipelined transaction
-        (pooled connections): no key then, and messages go out after the commit."""
-        if self.postgres and fast.pipelined(self.conn) and self._publish_key is None:
-            assert not fast.begun(self.conn), "publish_lock() must come before any statement is sent"
-            self._publish_key = secrets.randbits(63)
-            fast.defer_text(self.conn, "SELECT pg_advisory_xact_lock(%s)", [self._publish_key])
+        """PostgreSQL: take an advisory lock (on a random key) held until this
+        transaction ends, so messages naming its rows can go out before it commits:
+        see :meth:`publish_key`. Nothing on SQLite: no key there, and messages go out
+        after the commit."""
+        if self._publish_key is None:
+            self._publish_key = self.dialect.publish_lock(self.conn)
 
     def publish_key(self) -> int | None:
-        """The key of :meth:`publish_lock` once the server holds the lock (anything was
-        sent since), else None. A worker handed it waits for the lock before it reads
-        the attempt (:func:`smithers.shared.store.attempts.peek`), which is therefore what this
-        transaction committed, or nothing if it rolled back."""
-        return self._publish_key if self._publish_key is not None and fast.begun(self.conn) else None
+        """The key of :meth:`publish_lock` (None without it). A worker handed it waits
+        for the lock before it reads the attempt (:func:`smithers.shared.store.attempts.peek`),
+        which is therefore what this transaction committed, or nothing if it rolled back."""
+        return self._publish_key
 
     def before_commit(self, fn: Callable[[], None]) -> None:
         """Call ``fn`` when the transaction's work is done and ``COMMIT`` is about to be
@@ -144,20 +146,20 @@ class Tx:
         On SQLite the whole database is already write-locked by BEGIN IMMEDIATE.
         """
         self._write_run_values(run_id)
-        query = _RUN_FOR_UPDATE if self.postgres else RUN_BY_ID
-        return fast.execute(self.conn, query, {"b_run_id": run_id}).first()  # type: ignore[no-any-return]
+        query = self.dialect.lock_run(RUN_BY_ID)
+        row: Row[*tuple[Any, ...]] | None = self.conn.execute(query, {"b_run_id": run_id}).first()
+        return row
 
     def hold_run(self, run_id: str) -> None:
         """Lock the run row until commit without reading it. PostgreSQL: ``FOR UPDATE``,
-        queued for the next round trip on a pipelined transaction, so whatever is read
-        next is read under the lock. SQLite: BEGIN IMMEDIATE already holds the database."""
+        so whatever is read next is read under the lock. SQLite: BEGIN IMMEDIATE
+        already holds the database."""
         self._write_run_values(run_id)
-        if self.postgres:
-            fast.defer(self.conn, _HOLD_RUN, {"b_run_id": run_id})
+        self.dialect.hold(self.conn, _HOLD_RUN, {"b_run_id": run_id})
 
-    def execute(self, stmt: Any, params: dict[str, Any] | None = None) -> fast.Result:
-        """Run a prebuilt statement on the fast path (:mod:`smithers.shared.store.fast`)."""
-        return fast.execute(self.conn, stmt, params)
+    def execute(self, stmt: Any, params: dict[str, Any] | None = None) -> CursorResult[*tuple[Any, ...]]:
+        """Run a (prebuilt) statement: ``Connection.execute``."""
+        return self.conn.execute(stmt, params)
 
     def emit(
         self,
@@ -187,12 +189,11 @@ class Tx:
 
         The statement is built once per shape and cached.
         """
-        return int(fast.execute(self.conn, *_update_call(table, where, values)).rowcount)
+        return int(self.conn.execute(*_update_call(table, where, values)).rowcount)
 
     def set(self, table: Table, where: dict[str, Any], values: dict[str, Any]) -> None:
-        """:meth:`update` when the row count is not needed: on a pipelined connection
-        it travels with the next round trip (:func:`smithers.shared.store.fast.defer`)."""
-        fast.defer(self.conn, *_update_call(table, where, values))
+        """:meth:`update` when the row count is not needed."""
+        self.conn.execute(*_update_call(table, where, values))
 
     def set_run(self, run_id: str, values: dict[str, Any]) -> None:
         """Set columns of a run row this transaction holds (:meth:`lock_run`,
@@ -209,8 +210,8 @@ class Tx:
             self.set(s.runs, {"run_id": run_id}, values)
 
     def insert(self, table: Table, values: dict[str, Any]) -> None:
-        """``INSERT INTO table`` one row (statement cached per table; deferred like :meth:`set`)."""
-        fast.defer(self.conn, _insert_statement(table), values, keys=tuple(sorted(values)))
+        """``INSERT INTO table`` one row (statement cached per table)."""
+        self.conn.execute(_insert_statement(table), values)
 
     def upsert(
         self,
@@ -221,19 +222,18 @@ class Tx:
     ) -> None:
         """Insert one row, or update the row with the same ``keys``: its columns named
         in ``update``, by default every non-key value but ``created_at`` (which keeps
-        the first insert's time). Deferred like :meth:`set`."""
+        the first insert's time)."""
         if update is None:
             update = tuple(k for k in values if k not in keys and k != "created_at")
-        stmt = _upsert_statement(self.postgres, table, keys, tuple(sorted(update)))
-        fast.defer(self.conn, stmt, values, keys=tuple(sorted(values)))
+        stmt = _upsert_statement(self.dialect, table, keys, tuple(sorted(update)))
+        self.conn.execute(stmt, values)
 
     def add_to_counter(self, name: str, n: int) -> None:
         """Add ``n`` to the row ``name`` of ``counters`` (created at ``n``)."""
-        insert = postgresql.insert(s.counters) if self.postgres else sqlite.insert(s.counters)
-        stmt = insert.values(name=name, value=n).on_conflict_do_update(
-            index_elements=[s.counters.c.name], set_={"value": s.counters.c.value + insert.excluded.value}
+        stmt = self.dialect.upsert(
+            s.counters, ("name",), lambda excluded: {"value": s.counters.c.value + excluded.value}
         )
-        self.conn.execute(stmt)
+        self.conn.execute(stmt, {"name": name, "value": n})
 
     def wake(self, run_id: str) -> None:
         """Mark the run as needing the scheduler now (also noted for a Redis wake-up).
@@ -282,17 +282,12 @@ class Tx:
         if dedupe_key is None:
             self.conn.execute(s.audit_log.insert().values(values))
             return
-        insert = postgresql.insert(s.audit_log) if self.postgres else sqlite.insert(s.audit_log)
-        self.conn.execute(
-            insert.values(values).on_conflict_do_update(
-                index_elements=[s.audit_log.c.dedupe_key], set_={"count": s.audit_log.c.count + 1}
-            )
-        )
+        stmt = self.dialect.upsert(s.audit_log, ("dedupe_key",), lambda _: {"count": s.audit_log.c.count + 1})
+        self.conn.execute(stmt, values)
 
     def flush(self) -> None:
         """Write run rows (:meth:`set_run`, wake-ups), allocate seq and feed ids and
-        insert the queued events (called before commit; on a pipelined connection
-        the inserts go with COMMIT)."""
+        insert the queued events (called before commit)."""
         values, self._run_values = self._run_values, {}
         for run_id in self._wake:  # a wake-up wins over a wake time set in the same transaction
             values.setdefault(run_id, {})["wake_at"] = self.now
@@ -303,11 +298,6 @@ class Tx:
         total = sum(len(v) for v in self._events.values())
         if not total:
             return
-        if fast.pipelined(self.conn):
-            sql, args = _events_sql(self._events, values, self.now, self.conn)
-            fast.defer_text(self.conn, sql, args)
-            self._events.clear()
-            return
         seqs: dict[str, int] = {}
         for run_id, pending in self._events.items():
             if pending[0].seq is not None:
@@ -315,11 +305,11 @@ class Tx:
             v = values.get(run_id, {})
             params = {f"v_{k}": x for k, x in v.items()}
             params.update(b_run_id=run_id, b_n=len(pending))
-            last = fast.execute(self.conn, _next_seq_statement(tuple(sorted(v))), params).scalar_one()
+            last: int = self.conn.execute(_next_seq_statement(tuple(sorted(v))), params).scalar_one()
             seqs[run_id] = int(last) - len(pending)
         feed: int | None = None  # PostgreSQL: numbered after commit (smithers.shared.store.feed)
-        if not self.postgres:
-            feed = int(fast.execute(self.conn, _NEXT_FEED, {"b_n": total}).scalar_one()) - total
+        if self.dialect.numbers_feed_on_write:
+            feed = int(self.conn.execute(_NEXT_FEED, {"b_n": total}).scalar_one()) - total
         rows = []
         for run_id, pending in self._events.items():
             for ev in pending:
@@ -340,77 +330,5 @@ class Tx:
                         "created_at": self.now,
                     }
                 )
-        fast.execute_many(self.conn, _INSERT_EVENTS, rows)
+        self.conn.execute(_INSERT_EVENTS, rows)
         self._events.clear()
-
-
-_EVENT_COLUMNS = "run_id, seq, feed_id, type, node_id, iteration, attempt_id, payload, created_at"
-
-
-def _processor(conn: Connection, column: Any) -> Any:
-    """The bind processor of ``column`` on this dialect (JSON encoding), or None."""
-    return _bind_processor(conn.dialect, column)
-
-
-@lru_cache(maxsize=128)
-def _bind_processor(dialect: Any, column: Any) -> Any:
-    # TypeEngine's public dialect_impl() and bind_processor() (variants resolved), cached
-    return column.type.dialect_impl(dialect).bind_processor(dialect)
-
-
-def _events_sql(
-    events: dict[str, list[_Pending]], values: dict[str, dict[str, Any]], now: float, conn: Connection
-) -> tuple[str, list[Any]]:
-    """One PostgreSQL statement that allocates every run's ``seq`` and inserts the
-    events, and sets the run row's other columns in ``values`` (:meth:`Tx.set_run`,
-    ``wake_at`` of a wake-up) in the same ``UPDATE``; their feed ids are given after
-    commit (:mod:`smithers.shared.store.feed`).
-
-    It is queued in front of ``COMMIT`` on a pipelined connection. Every run row was
-    already locked earlier in the transaction.
-    """
-    ctes: list[str] = []
-    selects: list[str] = []
-    cte_args: list[Any] = []
-    select_args: list[Any] = []
-    encode = _processor(conn, s.events.c.payload)
-    # Only generated names (r0, r1, ...), column names of the runs table and
-    # placeholders are put into the text; every value, numbers included, is a bound
-    # parameter.
-    for k, (run_id, pending) in enumerate(events.items()):
-        n = len(pending)
-        rows = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * n)
-        if pending[0].seq is None:
-            sets = ""
-            cte_args.append(n)
-            for name, value in values.get(run_id, {}).items():
-                column = s.runs.c[name]
-                process = _processor(conn, column)
-                sets += f", {column.name} = %s" + ("::jsonb" if isinstance(column.type, JSON) else "")
-                cte_args.append(process(value) if process is not None else value)
-            ctes.append(
-                f"r{k} AS (UPDATE runs SET next_seq = next_seq + %s{sets} "  # noqa: S608
-                "WHERE run_id = %s RETURNING next_seq)"
-            )
-            cte_args.append(run_id)
-            seq, source = f"r{k}.next_seq - %s + v.i", f"r{k}, "
-            select_args += [run_id, n, now]
-        else:
-            seq, source = "v.i", ""
-            select_args += [run_id, now]
-        selects.append(
-            f"SELECT %s, {seq}, NULL::bigint, v.t, v.n, v.it::integer, v.a, "  # noqa: S608
-            f"v.p::jsonb, %s::double precision FROM {source}(VALUES {rows}) AS v(i, t, n, it, a, p)"
-        )
-        for i, ev in enumerate(pending, start=1):
-            select_args += [
-                i if ev.seq is None else ev.seq,
-                ev.type,
-                ev.node_id,
-                ev.iteration,
-                ev.attempt_id,
-                encode(ev.payload),
-            ]
-    with_ = f"WITH {', '.join(ctes)} " if ctes else ""
-    sql = f"{with_}INSERT INTO events ({_EVENT_COLUMNS}) {' UNION ALL '.join(selects)}"
-    return sql, cte_args + select_args

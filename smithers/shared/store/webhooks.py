@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import delete
-from sqlalchemy.dialects import postgresql, sqlite
 
 from smithers.shared.errors import Conflict
 from smithers.shared.grants import TtlPolicy
@@ -43,13 +42,12 @@ def claim(tx: Tx, delivery: Delivery, tolerance_s: float) -> bool:
     is already remembered. On PostgreSQL a second claim of an id another transaction holds
     waits for that one to end (the unique key), then succeeds only if it rolled back."""
     d = s.webhook_deliveries
-    insert = postgresql.insert(d) if tx.postgres else sqlite.insert(d)
-    stmt = insert.values(
+    stmt = tx.dialect.insert_or_ignore(d, ("source", "webhook_id")).values(
         source=delivery.source.value,
         webhook_id=delivery.webhook_id,
         received_at=tx.now,
         expires_at=delivery.timestamp + tolerance_s,
-    ).on_conflict_do_nothing(index_elements=[d.c.source, d.c.webhook_id])
+    )
     return tx.conn.execute(stmt).rowcount == 1
 
 

@@ -1,0 +1,162 @@
+"""The store on its drivers: PostgreSQL through psycopg 3 and SQLAlchemy Core's public
+``Connection.execute`` (no layer of our own under it).
+
+What the removed pipelining layer (tests/integration/test_pipeline.py) promised and
+still holds: a failed write fails its transaction and leaves the connection usable, a
+raised error rolls back what was sent, the server keeps no transaction open between
+ours; hot statements are prepared on the server (psycopg's ``prepare_threshold``), or
+not with ``SMITHERS_PG_PREPARE=0``; and a step's commit costs a bounded number of
+statements (each one round trip).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event, exc, select
+
+from smithers.shared.store import Store
+from smithers.shared.store import schema as s
+from smithers.shared.store.attempts import complete, peek
+from smithers.shared.store.postgres import normalise_url
+from smithers.shared.store.runs import launch as create_run
+from smithers.shared.store.tx import Tx
+
+
+@pytest.fixture
+def store(pg_url: str) -> Iterator[Store]:
+    st = Store(pg_url)
+    st.migrate()
+    yield st
+    st.close()
+
+
+def launch(tx: Tx, run_id: str) -> None:
+    create_run(
+        tx,
+        run_id=run_id,
+        workflow="wf",
+        workflow_version="1",
+        module_revision="rev",
+        deployment_version="v",
+        run_input={"n": 1},
+        launched_by="t",
+    )
+
+
+def run_ids(store: Store) -> set[str]:
+    with store.read() as conn:
+        return {r[0] for r in conn.execute(select(s.runs.c.run_id))}
+
+
+def backend_in_transaction(store: Store) -> str:
+    """The server's view of the other connections of this database between transactions."""
+    with store.read() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT state FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).all()
+    return ",".join(sorted(str(r[0]) for r in rows))
+
+
+def test_every_postgres_url_a_user_may_write_runs_on_psycopg_3(pg_url: str) -> None:
+    rest = pg_url.split("://", 1)[1]
+    for scheme in ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg"):
+        assert normalise_url(f"{scheme}://{rest}") == f"postgresql+psycopg://{rest}"
+        st = Store(f"{scheme}://{rest}")
+        assert st.engine.dialect.driver == "psycopg"
+        with st.read() as conn:
+            assert conn.exec_driver_sql("SELECT 1").scalar_one() == 1
+        st.close()
+    assert normalise_url("sqlite:///x.db") == "sqlite:///x.db"
+    assert normalise_url("postgresql+asyncpg://h/db") == "postgresql+asyncpg://h/db"  # not ours to change
+
+
+def test_a_failing_write_fails_its_transaction_and_nothing_of_it_is_kept(store: Store) -> None:
+    with store.write() as tx:
+        launch(tx, "r1")
+    # given a transaction whose second write breaks a key
+    with pytest.raises(exc.IntegrityError), store.write() as tx:
+        launch(tx, "r2")
+        tx.insert(s.counters, {"name": "events", "value": 0})  # duplicate primary key
+    # then neither write is kept, the server holds no open transaction, and the
+    # connection works for the next one
+    assert run_ids(store) == {"r1"}
+    assert "idle in transaction" not in backend_in_transaction(store)
+    with store.write() as tx:
+        launch(tx, "r3")
+    assert run_ids(store) == {"r1", "r3"}
+
+
+def test_an_error_raised_mid_transaction_rolls_back_what_was_sent(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.write() as tx:
+        launch(tx, "r1")
+        assert tx.lock_run("r1") is not None
+        raise RuntimeError("caller failed")
+    assert run_ids(store) == set()
+    assert "idle in transaction" not in backend_in_transaction(store)
+    with store.write() as tx:
+        launch(tx, "r2")
+    assert run_ids(store) == {"r2"}
+
+
+def prepared_on(conn: Any) -> set[str]:
+    return {str(r[0]) for r in conn.exec_driver_sql("SELECT statement FROM pg_prepared_statements").all()}
+
+
+def test_hot_statements_are_prepared_on_the_server_after_a_few_uses(store: Store) -> None:
+    # given the same prebuilt statements run a few times on this thread's connections
+    for i in range(6):
+        with store.write() as tx:
+            launch(tx, f"r{i}")
+        with store.read() as conn:
+            conn.execute(select(s.runs.c.status).where(s.runs.c.run_id == "r0")).first()
+    # then the server holds them prepared on both connections
+    with store.write() as tx:
+        assert any(q.startswith("INSERT INTO runs") for q in prepared_on(tx.conn))
+    with store.read() as conn:
+        assert any(q.startswith("SELECT runs.status") for q in prepared_on(conn))
+    assert run_ids(store) == {f"r{i}" for i in range(6)}
+
+
+def test_prepare_can_be_switched_off(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMITHERS_PG_PREPARE", "0")
+    st = Store(pg_url)
+    st.migrate()
+    for i in range(8):
+        with st.write() as tx:
+            launch(tx, f"r{i}")
+    with st.write() as tx:
+        assert prepared_on(tx.conn) == set()
+    st.close()
+
+
+def test_a_step_commit_is_a_bounded_number_of_statements(database_url: str) -> None:
+    # given a dispatched step (tests/integration/test_lazy_claim.py's workflow)
+    from tests.integration.test_lazy_claim import queued
+
+    store, attempt_id = queued(database_url, "count-1")
+    with store.read() as conn:
+        c = peek(conn, attempt_id, time.time())
+    assert c is not None
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        statements.append(sql.split(None, 2)[0].upper())
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        # when its result commits (a lazy claim and the commit in one transaction)
+        with store.write() as tx:
+            assert complete(
+                tx, attempt_id, None, ok=True, output=7, worker="w1", started_at=c.started_at, run_id=c.run_id
+            )
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+    # then it took one transaction of a handful of statements, each one round trip
+    # (BEGIN and COMMIT are the driver's: not counted here)
+    assert 3 <= len(statements) <= 16, statements
+    store.close()
