@@ -28,7 +28,8 @@ def _actor() -> str:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    """Check the options and the key, migrate, then become ``python -m smithers.gateway``."""
+    """Check the options and the key, migrate, then serve (gevent workers: become
+    ``python -m smithers.gateway``, whose fresh interpreter patches the standard library first)."""
     from smithers.gateway.config import GatewayConfig  # noqa: PLC0415 (keeps other commands light)
     from smithers.gateway.server import options_from  # noqa: PLC0415
 
@@ -46,13 +47,21 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         env["SMITHERS_REDIS_URL"] = dep.redis_url
     if dep.data_dir is not None:
         env["SMITHERS_DATA_DIR"] = str(dep.data_dir)
-    argv = [sys.executable, "-m", "smithers.gateway", "--host", options.host, "--port", str(options.port)]
-    argv += ["--workers", str(options.workers), "--worker-class", options.worker_class]
-    argv += ["--threads", str(options.threads)]
+    server_argv = ["--host", options.host, "--port", str(options.port)]
+    server_argv += ["--workers", str(options.workers), "--worker-class", options.worker_class]
+    server_argv += ["--threads", str(options.threads)]
     if options.tls:
-        argv += ["--certfile", str(options.certfile), "--keyfile", str(options.keyfile)]
+        server_argv += ["--certfile", str(options.certfile), "--keyfile", str(options.keyfile)]
+    if options.worker_class != "gevent":
+        # Served from this interpreter: a restarted gateway answers in about half the time
+        # a second interpreter importing everything again took (docs/operations.md).
+        from smithers.gateway.server import main as serve  # noqa: PLC0415
+
+        os.environ.update(env)
+        return serve(server_argv)
     sys.stdout.flush()
     sys.stderr.flush()
+    argv = [sys.executable, "-m", "smithers.gateway", *server_argv]
     os.execve(sys.executable, argv, env)  # noqa: S606 (a fresh interpreter: gevent patches first)
 
 

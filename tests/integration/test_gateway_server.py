@@ -166,8 +166,10 @@ def test_gateway_and_tokens_from_the_command_line(
     text = stream.read().decode()  # ends by itself: the run is terminal
     conn.close()
     store.close()
-    assert re.findall(r"^id: (\d+)$", text, re.M) == ["1", "2", "3"]
-    assert 'event: end\ndata: {"reason": "terminal", "last_id": 3}' in text
+    # run.launched, the launch's first decision (attempt.queued, run.running), then ours
+    assert re.findall(r"^id: (\d+)$", text, re.M) == ["1", "2", "3", "4", "5"]
+    assert '"type":"attempt.queued"' in text
+    assert 'event: end\ndata: {"reason": "terminal", "last_id": 5}' in text
 
     # revoking with the CLI refuses the token at once; the list shows it
     listing = smithers(env, "token", "list").stdout
