@@ -106,8 +106,14 @@ def _v10(conn: Connection) -> None:
     s.webhook_deliveries.create(conn, checkfirst=True)
 
 
+def _v12(conn: Connection) -> None:
+    """``signals``: signals sent to runs, kept until a signal node takes them
+    (smithers.shared.store.signals)."""
+    s.signals.create(conn, checkfirst=True)
+
+
 MIGRATIONS: dict[int, Migration] = {
-    1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8, 10: _v10,
+    1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8, 10: _v10, 12: _v12,
 }  # fmt: skip
 
 
