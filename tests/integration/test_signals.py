@@ -144,3 +144,35 @@ def test_the_timeout_fails_the_run_and_local_operations_check_like_rest(engine: 
         operations.signal(
             engine.store, None, Registry(), started, "never", signal_id="x", payload=None, sender="op"
         )
+
+
+def test_a_rewound_signal_node_takes_its_signal_again(engine: Engine) -> None:
+    run_id = engine.launch("t-signal")
+    record, created = operations.signal(
+        engine.store,
+        engine.broker,
+        engine.registry,
+        run_id,
+        "ci.done",
+        signal_id="s-1",
+        payload={"status": "green"},
+        sender="op",
+    )
+    assert created and record.consumed_node is None  # kept: no decider here, the scheduler takes it on
+    assert engine.wait(run_id, timeout=60).status is RunStatus.SUCCEEDED
+    before = engine.events(run_id)[-1].seq  # the run has ended: nothing after it yet
+    operations.time_travel(
+        engine.store,
+        engine.broker,
+        engine.registry,
+        action="rewind",
+        run_id=run_id,
+        node_id="ci",
+        caller="op",
+        confirm=True,
+    )
+    engine.wait_event(run_id, lambda e: e.type == "signal.consumed" and e.seq > before, timeout=60)
+    done = engine.wait(run_id, timeout=60)
+    assert done.status is RunStatus.SUCCEEDED, done.error
+    consumed = [e for e in engine.events(run_id) if e.type == "signal.consumed"]
+    assert [e.payload["signal_id"] for e in consumed] == ["s-1", "s-1"]
