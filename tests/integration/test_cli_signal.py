@@ -5,6 +5,7 @@ an idempotent repeat, and the run finishing with the payload."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,10 @@ def test_signal_locally_and_remotely(engine: Engine, tmp_path: Path, redis_url: 
     assert after_ci(engine, run_id) == {"status": "green", "sender": "deployer", "signal_id": "cli-1"}
     again = smithers(local, *args)
     assert again.returncode == 0 and "already sent" in again.stdout, again.stderr
+    watched = smithers(local, "watch", run_id)
+    assert watched.returncode == 0, watched.stderr
+    assert re.search(r"\? ci\s+waiting for signal ci\.done", watched.stdout), watched.stdout
+    assert "signal ci.done (cli-1) from deployer" in watched.stdout
 
     # remotely the token's subject sends it
     gateway = LiveGateway(base_env(engine.database_url, redis_url), tmp_path).start()
