@@ -47,6 +47,12 @@ def parse_payload(text: str | None) -> Any:
         raise InvalidInput(f"--payload is not JSON: {exc.msg} at column {exc.colno}") from None
 
 
+def signal_line(run_id: str, name: str, signal_id: str, sender: str | None, created: bool) -> str:
+    """What ``smithers signal`` prints, locally and remotely."""
+    said = "sent" if created else "already sent (the first delivery)"
+    return f"signal {name} ({signal_id}) to {run_id}: {said} by {sender}"
+
+
 def approval_line(a: ApprovalLike) -> str:
     """One approval: run, node, owner, when requested, who decided."""
     it = f"[{a.iteration}]" if a.iteration else ""

@@ -82,6 +82,10 @@ def describe(ev: EventLike, started: float) -> str | None:
     if t == "approval.requested":
         owner = f" (owner {p['owner']})" if p.get("owner") else ""
         return f"{at}  ? {node} waiting for approval{owner}"
+    if t == "signal.waiting":
+        return f"{at}  ? {node} waiting for signal {p.get('name')} (smithers signal RUN {p.get('name')})"
+    if t == "signal.received":
+        return f"{at}  ! signal {p.get('name')} ({p.get('signal_id')}) from {p.get('sender')}"
     if t == "approval.escalated":
         fallback = p.get("fallback_owner")
         return f"{at}  ? {node} escalated" + (f": {fallback} may decide now" if fallback else "")

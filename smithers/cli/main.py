@@ -276,6 +276,26 @@ def cmd_approve(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
+def cmd_signal(args: argparse.Namespace) -> int:
+    from smithers.cli.approvals import parse_payload, signal_line  # noqa: PLC0415
+
+    payload = parse_payload(args.payload)
+    dep = _deployment(args)
+    store = _store(dep)
+    record, created = operations.signal(
+        store,
+        _broker(dep, required=False),
+        _registry(dep, required=False),
+        args.run_id,
+        args.name,
+        signal_id=args.signal_id,
+        payload=payload,
+        sender=_actor(args),
+    )
+    print(signal_line(record.run_id, record.name, record.signal_id, record.sender, created))
+    return exitcodes.OK
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
     dep = _deployment(args)
     run = operations.cancel(_store(dep), _broker(dep, required=False), args.run_id, _actor(args))
@@ -414,6 +434,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="local mode only: the deciding subject, recorded as asserted by you (cli:$USER) with store"
         " access; remotely the token's subject decides",
+    )
+
+    p = add("signal", cmd_signal, "send a signal to a run (a signal node waiting for NAME takes it)")
+    p.add_argument("run_id")
+    p.add_argument("name")
+    p.add_argument(
+        "--id", dest="signal_id", default=None, help="the signal's id: the same id again is not sent twice"
+    )
+    p.add_argument(
+        "--payload", default=None, help="the signal's payload (JSON), as the node's schema declares"
+    )
+    p.add_argument(
+        "--as", dest="actor", default=None, help="local mode only: the sender recorded (default cli:$USER)"
     )
 
     p = add("cancel", cmd_cancel, "cancel a run")

@@ -269,6 +269,14 @@ def cmd_approve(args: argparse.Namespace, api: Client) -> int:
     return exitcodes.OK
 
 
+def cmd_signal(args: argparse.Namespace, api: Client) -> int:
+    from smithers.cli.approvals import parse_payload, signal_line  # noqa: PLC0415
+
+    sent = api.send_signal(args.run_id, args.name, parse_payload(args.payload), signal_id=args.signal_id)
+    print(signal_line(sent.run_id, sent.name, sent.signal_id, sent.sender, sent.created))
+    return exitcodes.OK
+
+
 def cmd_cancel(args: argparse.Namespace, api: Client) -> int:
     run = api.cancel_run(args.run_id)
     print(f"run {run.run_id}: cancellation requested")
@@ -428,6 +436,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Client], int]] = {
     "approvals": cmd_approvals,
     "approve": cmd_approve,
     "deny": cmd_approve,
+    "signal": cmd_signal,
     "cancel": cmd_cancel,
     "resume": cmd_resume,
     "rerun": cmd_rerun,

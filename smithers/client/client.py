@@ -38,6 +38,7 @@ from smithers.client.types import (
     RunPage,
     Sandbox,
     Session,
+    Signal,
     TimeTravelResult,
     Workflow,
     WorkflowMigration,
@@ -335,6 +336,21 @@ class Client:
                 body[key] = value
         path = f"/v1/runs/{_seg(run_id)}/approvals/{_seg(node_id)}"
         return Approval.from_json(self._json("POST", path, json=body))
+
+    @operation("sendSignal")
+    def send_signal(
+        self, run_id: str, name: str, payload: Any = None, *, signal_id: str | None = None
+    ) -> Signal:
+        """Send the signal ``name`` to a run (``run:write``); with ``signal_id`` it is
+        idempotent (``created`` False on a repeat with the same payload)."""
+        body: dict[str, Any] = {}
+        if signal_id is not None:
+            body["signal_id"] = signal_id
+        if payload is not None:
+            body["payload"] = payload
+        path = f"/v1/runs/{_seg(run_id)}/signals/{_seg(name)}"
+        response = self.request("POST", path, json=body, ok=(200, 201))
+        return Signal.from_json(response.json(), created=response.status_code == 201)
 
     def approve(self, run_id: str, node_id: str, *, note: str | None = None, payload: Any = None) -> Approval:
         """:meth:`decide_approval` with ``approved=True``."""

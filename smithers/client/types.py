@@ -408,6 +408,39 @@ class Workflow:
 
 
 @dataclass(frozen=True)
+class Signal:
+    """A signal sent to a run; ``created`` False: a repeat of its ``signal_id`` (the first
+    delivery came back)."""
+
+    run_id: str
+    name: str
+    signal_id: str
+    payload: Any
+    sender: str | None
+    received_at: float
+    consumed_node: str | None = None
+    consumed_iteration: int | None = None
+    consumed_at: float | None = None
+    created: bool = True
+
+    @classmethod
+    def from_json(cls, data: Json, *, created: bool = True) -> Signal:
+        """Build from a ``Signal`` body."""
+        return cls(
+            run_id=str(data["run_id"]),
+            name=str(data["name"]),
+            signal_id=str(data["signal_id"]),
+            payload=data.get("payload"),
+            sender=_str(data.get("sender")),
+            received_at=float(data.get("received_at") or 0.0),
+            consumed_node=_str(data.get("consumed_node")),
+            consumed_iteration=_int(data.get("consumed_iteration")),
+            consumed_at=_float(data.get("consumed_at")),
+            created=created,
+        )
+
+
+@dataclass(frozen=True)
 class Approval:
     """A pending or decided approval; ``context`` holds the declared upstream outputs
     (listings only)."""

@@ -24,6 +24,7 @@ from smithers.gateway import (
     runs,
     sandboxes,
     session,
+    signals,
     ui,
     workflows,
 )
@@ -130,6 +131,7 @@ def create_app(
         ui,
         control,
         approver,
+        signals,
     )
     for module in blueprints:
         app.register_blueprint(module.bp)

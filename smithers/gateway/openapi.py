@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from smithers.gateway import approvals, grants, history, runs, sandboxes, workflows
+from smithers.gateway import approvals, grants, history, runs, sandboxes, signals, workflows
 from smithers.gateway.apidoc import render_markdown
 from smithers.gateway.auth import ANY_SCOPE
 from smithers.gateway.schemas import (
@@ -37,7 +37,7 @@ from smithers.gateway.schemas import (
 )
 from smithers.shared.status import ApprovalStatus
 from smithers.shared.store.runs import RUN_ID
-from smithers.shared.workflow import WORKFLOW_NAME
+from smithers.shared.workflow import SIGNAL_NAME, WORKFLOW_NAME
 
 bp = Blueprint("openapi", __name__)
 WORKFLOW_PARAM = param(
@@ -314,6 +314,37 @@ def _paths() -> dict[str, Schema]:
                 " A `payload` must match what the approval declares (`spec.schema`, a JSON Schema subset,"
                 " or one of `spec.options`); approving such an approval needs one (else 400).",
                 requestBody=request_body(approvals.DECISION),
+            ),
+        },
+        "/v1/runs/{run_id}/signals/{name}": {
+            "parameters": [
+                RUN_ID_PARAM,
+                param(
+                    "name",
+                    "path",
+                    {"type": "string", "pattern": SIGNAL_NAME.pattern},
+                    "The signal's name, as a signal node of the run's workflow declares it.",
+                ),
+            ],
+            "post": op(
+                "Send a signal to a run",
+                "run:write",
+                {
+                    "201": json_body(
+                        ref("Signal"), "The signal was kept (and taken, if a node waited for it)."
+                    ),
+                    "200": json_body(
+                        ref("Signal"), "The same `signal_id` and payload again: the first delivery."
+                    ),
+                    **errors(*auth, 404, 409, 413, 503),
+                },
+                operationId="sendSignal",
+                description="Kept for the run's signal node waiting for `name`, or for the first one the run"
+                " reaches later (in arrival order). The sender is the token's subject (stored, audited)."
+                " The `payload` is checked against the node's declared schema (400 naming the field)."
+                " 404: no such run, or no node of its workflow waits for `name`; 409: the `signal_id`"
+                " was sent with another payload, or the run has ended.",
+                requestBody=request_body(signals.SIGNAL),
             ),
         },
         "/v1/runs/{run_id}/approval-context": {

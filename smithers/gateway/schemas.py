@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from smithers.gateway import approvals, grants, history, runs, sandboxes, workflows
+from smithers.gateway import approvals, grants, history, runs, sandboxes, signals, workflows
 from smithers.gateway.body import BodySchema
 from smithers.shared.status import ApprovalStatus, AttemptState, NodeStatus, RunStatus
 from smithers.shared.store.runs import RUN_ID
@@ -371,6 +371,20 @@ def component_schemas() -> dict[str, Schema]:
             }
         ),
         "Approval": approval,
+        "Signal": obj(
+            {
+                "run_id": STR,
+                "name": STR,
+                "signal_id": STR,
+                "payload": {"nullable": True, "description": "As stored (redacted)."},
+                "sender": STR,
+                "received_at": NUM,
+                "consumed_node": STR,
+                "consumed_iteration": INT,
+                "consumed_at": NUM,
+            },
+            nullable=("sender", "consumed_node", "consumed_iteration", "consumed_at"),
+        ),
         "ApprovalList": obj({"approvals": {"type": "array", "items": ref("Approval")}}),
         "Workflow": workflow,
         "WorkflowList": obj({"workflows": {"type": "array", "items": ref("Workflow")}}),
@@ -394,6 +408,7 @@ def component_schemas() -> dict[str, Schema]:
         runs.MIGRATE,
         workflows.MIGRATE_ALL,
         approvals.DECISION,
+        signals.SIGNAL,
         grants.ISSUE,
         sandboxes.REVIEW,
         history.REWIND,
@@ -453,7 +468,7 @@ ERROR_TEXT = {
     " integer past ±(2^63-1), a NUL or a lone surrogate in a string, key or query parameter).",
     401: "No bearer token, or one that is expired, revoked, tampered with or unknown.",
     403: "The token lacks the scope this operation needs (or is not the approval's owner).",
-    404: "No such run, approval, workflow or grant.",
+    404: "No such run, approval, workflow, signal name or grant.",
     409: "The request contradicts the current state (or this gateway holds no key to sign with).",
     413: "The request body is over the configured size.",
     429: "Too many failed authentications from this address (`Retry-After` says when to retry),"

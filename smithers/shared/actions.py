@@ -48,6 +48,17 @@ class NodeView:
 
 
 @dataclass(frozen=True)
+class SignalView:
+    """A signal sent to the run and not yet taken by a signal node."""
+
+    signal_id: str
+    name: str
+    payload: Any
+    sender: str | None
+    received_at: float
+
+
+@dataclass(frozen=True)
 class RunView:
     """A run's state as loaded (under its row lock) by the scheduler."""
 
@@ -57,6 +68,8 @@ class RunView:
     nodes: Mapping[Key, NodeView]
     cancel_requested: bool = False
     reopened: bool = False  # a rewind or resume removed node rows (attempts stay)
+    # the signals not yet taken, per name in arrival order (loaded for a workflow with signal nodes)
+    signals: Mapping[str, tuple[SignalView, ...]] = field(default_factory=dict)
 
 
 class MissingOutputs(BaseException):
@@ -166,6 +179,17 @@ class ExpireApproval:
 
 
 @dataclass(frozen=True)
+class ConsumeSignal:
+    """A signal node takes a signal: mark it taken by (node, iteration) and emit
+    ``signal.consumed``."""
+
+    signal_id: str
+    name: str
+    node_id: str
+    iteration: int
+
+
+@dataclass(frozen=True)
 class SetRun:
     """Change the run's status (and record its output or error when it ends)."""
 
@@ -175,7 +199,15 @@ class SetRun:
 
 
 Action = (
-    Dispatch | Redispatch | EndAttempt | SetNode | OpenApproval | EscalateApproval | ExpireApproval | SetRun
+    Dispatch
+    | Redispatch
+    | EndAttempt
+    | SetNode
+    | OpenApproval
+    | EscalateApproval
+    | ExpireApproval
+    | ConsumeSignal
+    | SetRun
 )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from smithers.shared.actions import (
+    ConsumeSignal,
     Decision,
     DecisionConfig,
     EndAttempt,
@@ -73,6 +74,7 @@ class _Decider(Steps):
         self.wf = wf
         self.outputs = outputs
         self.partial = partial
+        self.taken: set[str] = set()  # signals taken by this decision
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -144,6 +146,51 @@ class _Decider(Steps):
             self.approval_decided(node, st)
         elif st.status is NodeStatus.WAITING and node.kind is NodeKind.SANDBOX:
             self.review_decided(node, st)
+        elif st.status is NodeStatus.WAITING and node.kind is NodeKind.SIGNAL:
+            self.signal_waits(node, st.iteration, st.next_at)
+
+    def signal_waits(self, node: Node, iteration: int, timeout_at: float | None) -> None:
+        """A signal node: take the first signal of its name not yet taken, else fail
+        past its timeout, else wait (woken at the timeout, or by a delivery)."""
+        assert node.signal is not None
+        for sig in self.run.signals.get(node.signal, ()):
+            if sig.signal_id in self.taken:
+                continue
+            self.taken.add(sig.signal_id)
+            self.actions.append(ConsumeSignal(sig.signal_id, node.signal, node.id, iteration))
+            out = {
+                "signal_id": sig.signal_id,
+                "payload": sig.payload,
+                "sender": sig.sender,
+                "received_at": sig.received_at,
+            }
+            self.set_node(
+                node,
+                iteration,
+                NodeStatus.SUCCEEDED,
+                "node.succeeded",
+                payload={"signal_id": sig.signal_id},
+                output=out,
+            )
+            return
+        if timeout_at is not None and timeout_at <= self.now:
+            error = {
+                "code": "signal_timeout",
+                "message": f"no signal {node.signal!r} within {node.signal_timeout_s}s",
+            }
+            self.set_node(node, iteration, NodeStatus.FAILED, "node.failed", error=error)
+            return
+        if (node.id, iteration) not in self.states:  # starting
+            self.set_node(
+                node,
+                iteration,
+                NodeStatus.WAITING,
+                "signal.waiting",
+                payload={"name": node.signal, "timeout_at": timeout_at},
+                next_at=timeout_at,
+            )
+        if timeout_at is not None:
+            self.wakes.append(timeout_at)
 
     def approval_decided(self, node: Node, st: NodeView) -> None:
         decision = st.decision
@@ -299,6 +346,9 @@ class _Decider(Steps):
             for due in (escalate, (spec or {}).get("timeout_at")):
                 if due is not None:
                     self.wakes.append(due)
+        elif node.kind is NodeKind.SIGNAL:
+            timeout = node.signal_timeout_s
+            self.signal_waits(node, iteration, None if timeout is None else self.now + timeout)
         elif node.kind is NodeKind.TIMER:
             due = self.now + node.seconds
             self.set_node(

@@ -26,6 +26,7 @@ from smithers.shared.store import ApprovalRecord, RunRecord, Store, revisions, t
 from smithers.shared.store import approvals as approvals_store
 from smithers.shared.store import runs as runs_store
 from smithers.shared.store import sandboxes as sandboxes_store
+from smithers.shared.store import signals as signals_store
 from smithers.shared.store.advance import Advanced, Decider
 from smithers.shared.store.queries import get_run
 from smithers.shared.store.tx import Tx
@@ -302,6 +303,37 @@ def approve(
         done = _decide(tx, decider, broker, run_id)
     _follow(broker, done, run_id)
     return record
+
+
+def signal(
+    store: Store,
+    broker: Broker | None,
+    registry: Registry,
+    run_id: str,
+    name: str,
+    *,
+    signal_id: str | None,
+    payload: Any,
+    sender: str | None,
+    decider: Decider | None = None,
+) -> tuple[signals_store.SignalRecord, bool]:
+    """Send the signal ``name`` to a run; ``(record, created)``. Idempotent by
+    ``signal_id`` (the first delivery comes back); the payload is checked against the
+    signal node's schema. With a ``decider`` a waiting node takes it in the same
+    transaction, so the run moves on at once."""
+    with store.read() as conn:
+        run = get_run(conn, run_id)
+    if run is None:
+        raise NotFound(f"run {run_id!r} not found")
+    wf = workflow_of(store, registry, run)
+    with store.write() as tx:
+        record, created = signals_store.deliver(
+            tx, wf, run_id, name, signal_id=signal_id, payload=payload, sender=sender
+        )
+        done = _decide(tx, decider, broker, run_id) if created else None
+    if created:
+        _follow(broker, done, run_id)
+    return record, created
 
 
 def review(

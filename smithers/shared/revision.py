@@ -36,6 +36,10 @@ def graph_of(wf: Workflow) -> dict[str, Any]:
             item["max_iterations"] = node.max_iterations
         if node.kind is NodeKind.TIMER:
             item["seconds"] = node.seconds
+        if node.kind is NodeKind.SIGNAL:
+            item["signal"] = node.signal
+            item["schema"] = dict(node.signal_schema) if node.signal_schema is not None else None
+            item["timeout_s"] = node.signal_timeout_s
         if node.kind in (NodeKind.TASK, NodeKind.SANDBOX):
             item["function"] = _name(node.fn) if node.fn is not None else None
         nodes.append(item)
@@ -61,6 +65,9 @@ def skeleton(graph: Mapping[str, Any]) -> Workflow:
             body=tuple(item.get("body", ())),
             max_iterations=int(item.get("max_iterations", 1)),
             seconds=float(item.get("seconds", 0.0)),
+            signal=item.get("signal"),
+            signal_schema=item.get("schema"),
+            signal_timeout_s=item.get("timeout_s"),
         )
         wf.nodes[node.id] = node
         order.append(node.id)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
-from smithers.shared.errors import InvalidWorkflow
+from smithers.shared.errors import InvalidInput, InvalidWorkflow
 from smithers.shared.policy import Backoff, CachePolicy, RetryPolicy
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from smithers.shared.sandbox import SandboxSpec
 
 NODE_ID = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+SIGNAL_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 WORKFLOW_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,127}$")
 
 StepFn = Callable[["StepContext"], Any]
@@ -50,6 +51,7 @@ class NodeKind(StrEnum):
     BRANCH = "branch"
     LOOP = "loop"
     TIMER = "timer"
+    SIGNAL = "signal"
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,9 @@ class Node:
     sandbox: SandboxSpec | None = None
     on_reject: OnReject = "fail"  # a sandbox node whose patches are rejected: fail or skip
     approval: ApprovalSpec | None = None  # what an approval shows and accepts
+    signal: str | None = None  # the name a signal node waits for
+    signal_schema: Mapping[str, Any] | None = None  # its payload's schema (smithers.shared.approval)
+    signal_timeout_s: float | None = None  # fails with signal_timeout past it
 
     @property
     def dispatched(self) -> bool:
@@ -309,6 +314,64 @@ class Workflow:
             raise InvalidWorkflow(f"timer {id!r}: seconds must be >= 0")
         return self.add(Node(id=id, kind=NodeKind.TIMER, after=_refs(after), seconds=seconds))
 
+    def signal(
+        self,
+        id: str,
+        *,
+        name: str,
+        after: Iterable[object] | None = None,
+        schema: Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
+        continue_on_fail: bool = False,
+    ) -> Node:
+        """Declare a node that waits for the signal ``name`` sent to the run
+        (``POST /v1/runs/{run_id}/signals/{name}``, ``smithers signal``).
+
+        A signal sent before the run reaches the node is kept: the node takes the first
+        one not yet taken, in arrival order. Its output is ``{"signal_id", "payload",
+        "sender", "received_at"}``; ``schema`` (the JSON Schema subset of
+        :mod:`smithers.shared.approval`) checks the payload when it is sent. With
+        ``timeout_s`` the node fails with ``signal_timeout`` if no signal came (no retry).
+        """
+        from smithers.shared.approval import MAX_SCHEMA_BYTES, check_schema  # noqa: PLC0415
+
+        where = f"signal {id!r}"
+        if not isinstance(name, str) or not SIGNAL_NAME.match(name):
+            raise InvalidWorkflow(f"{where}: name must match {SIGNAL_NAME.pattern}")
+        if timeout_s is not None and timeout_s <= 0:
+            raise InvalidWorkflow(f"{where}: timeout_s must be > 0")
+        if schema is not None:
+            if len(repr(schema)) > MAX_SCHEMA_BYTES:
+                raise InvalidWorkflow(f"{where}: schema is over {MAX_SCHEMA_BYTES} bytes")
+            try:
+                check_schema(schema)
+            except InvalidInput as exc:
+                raise InvalidWorkflow(f"{where}: {exc.message}") from None
+        return self.add(
+            Node(
+                id=id,
+                kind=NodeKind.SIGNAL,
+                after=_refs(after),
+                continue_on_fail=continue_on_fail,
+                signal=name,
+                signal_schema=dict(schema) if schema is not None else None,
+                signal_timeout_s=timeout_s,
+            )
+        )
+
+    def waits_for_signals(self) -> bool:
+        """True when a node of this workflow waits for a signal (its decisions read them)."""
+        return any(node.kind is NodeKind.SIGNAL for node in self.nodes.values())
+
+    def signal_node(self, name: str) -> Node | None:
+        """The first node that waits for the signal ``name`` (its schema checks the
+        payload), or None when no node of this workflow does."""
+        for node_id in self.order or tuple(self.nodes):
+            node = self.nodes[node_id]
+            if node.kind is NodeKind.SIGNAL and node.signal == name:
+                return node
+        return None
+
     def validate(self) -> None:
         """Check the graph and compute its topological order; raise naming the node."""
         from smithers.shared.graph import validate_graph  # noqa: PLC0415 (graph imports this module)
@@ -320,6 +383,12 @@ class Workflow:
             if unknown:
                 raise InvalidWorkflow(
                     f"workflow {self.name!r}: approval {node.id!r} shows unknown {unknown[0]!r}"
+                )
+            first = self.signal_node(node.signal) if node.signal is not None else None
+            if first is not None and first.signal_schema != node.signal_schema:
+                raise InvalidWorkflow(
+                    f"workflow {self.name!r}: signal nodes {first.id!r} and {node.id!r} wait for"
+                    f" {node.signal!r} with different schemas"
                 )
 
     def upstream(self, node_id: str) -> tuple[str, ...]:

@@ -126,6 +126,14 @@ ENDPOINTS = {
         "approval:read",
         rule="/v1/runs/<run_id>/approval-context",
     ),
+    "signal": Endpoint(
+        "POST",
+        "/v1/runs/{run}/signals/ci.done",
+        "run:write",
+        {"signal_id": "s-1", "payload": {"ok": True}},
+        ok=(404,),  # t-chain waits for no signal: the point is that the credential got through
+        rule="/v1/runs/<run_id>/signals/<name>",
+    ),
     "list sandboxes": Endpoint(
         "GET", "/v1/runs/{run}/sandboxes", "approval:read", rule="/v1/runs/<run_id>/sandboxes"
     ),

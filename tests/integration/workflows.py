@@ -98,6 +98,33 @@ def ship(ctx: StepContext) -> dict[str, Any]:
     return {"by": ctx.outputs["gate"]["decided_by"]}
 
 
+signalled = Workflow("t-signal")
+CI_RESULT = {
+    "type": "object",
+    "properties": {"status": {"enum": ["green", "red"]}, "url": {"type": "string"}},
+    "required": ["status"],
+}
+
+
+@signalled.task()
+def before_ci(ctx: StepContext) -> str:
+    time.sleep(float(ctx.input.get("sleep", 0)))
+    return "ready"
+
+
+signalled.signal("ci", name="ci.done", after=[before_ci], schema=CI_RESULT)
+
+
+@signalled.task(after=["ci"])
+def after_ci(ctx: StepContext) -> dict[str, Any]:
+    got = ctx.outputs["ci"]
+    return {"status": got["payload"]["status"], "sender": got["sender"], "signal_id": got["signal_id"]}
+
+
+signal_timeout = Workflow("t-signal-timeout")
+signal_timeout.signal("wait", name="never", timeout_s=1.0)
+
+
 # -- branch, loop, timer ---------------------------------------------------------------
 control = Workflow("t-control")
 

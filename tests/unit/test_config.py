@@ -11,7 +11,7 @@ from smithers.shared.errors import InvalidInput
 def test_scheduler_tunables_are_read_and_checked() -> None:
     config = SchedulerConfig.from_env({"SMITHERS_REDISPATCH_AFTER": "2.5", "SMITHERS_SWEEP_INTERVAL": "0.5"})
     assert config.redispatch_after_s == 2.5 and config.sweep_interval_s == 0.5
-    assert SchedulerConfig.from_env({}).redispatch_after_s == 30.0
+    assert SchedulerConfig.from_env({}).redispatch_after_s == 300.0
 
 
 @pytest.mark.parametrize(

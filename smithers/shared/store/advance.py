@@ -9,7 +9,7 @@ time and recovery drive. The messages it returns go out after the commit.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from smithers.shared import tracing
@@ -17,6 +17,7 @@ from smithers.shared.actions import Decision, DecisionConfig, Key, MissingOutput
 from smithers.shared.decision import decide
 from smithers.shared.registry import Registry
 from smithers.shared.status import RunStatus
+from smithers.shared.store import signals as signals_store
 from smithers.shared.store.queries import outputs_for
 from smithers.shared.store.state import Message, apply_and_tell, load_run_view
 from smithers.shared.store.tx import Tx
@@ -54,6 +55,8 @@ def decide_loaded(tx: Tx, wf: Workflow, view: RunView, config: DecisionConfig) -
     branch, a cached node's key, a loop's condition or the run's result read theirs
     once."""
     outputs: dict[Key, Any] = {}
+    if wf.waits_for_signals():
+        view = replace(view, signals=signals_store.pending(tx.conn, view.run_id))
     while True:
         try:
             return decide(wf, view, outputs, tx.now, config, partial=True)

@@ -124,6 +124,12 @@ def _v11(conn: Connection) -> None:
     conn.execute(text("DROP TABLE events_old"))
 
 
+def _v12(conn: Connection) -> None:
+    """``signals``: signals sent to runs, kept until a signal node takes them
+    (smithers.shared.store.signals)."""
+    s.signals.create(conn, checkfirst=True)
+
+
 MIGRATIONS: dict[int, Migration] = {
     1: _v1,
     2: _v2,
@@ -135,6 +141,7 @@ MIGRATIONS: dict[int, Migration] = {
     8: _v8,
     10: _v10,
     11: _v11,
+    12: _v12,
 }
 
 

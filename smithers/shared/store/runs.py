@@ -200,6 +200,7 @@ _OWNED = (
     s.sandbox_reviews,
     s.sandboxes,
     s.approvals,
+    s.signals,
     s.outputs,
     s.events,
     s.attempts,

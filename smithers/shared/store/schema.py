@@ -197,6 +197,25 @@ approvals = Table(
     Index("ix_approvals_status", "status"),
 )
 
+# v12: signals sent to a run (smithers.shared.store.signals); ``id`` orders arrivals, a
+# signal node takes the first one of its name not yet consumed.
+signals = Table(
+    "signals",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("run_id", RunId, _run_fk(), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("signal_id", String(128), nullable=False),
+    Column("payload", Json),
+    Column("sender", String(128)),
+    Column("received_at", Float, nullable=False),
+    Column("consumed_node", String(64)),
+    Column("consumed_iteration", Integer),
+    Column("consumed_at", Float),
+    Index("ux_signals_run_signal", "run_id", "signal_id", unique=True),
+    Index("ix_signals_run_name", "run_id", "name", "id"),
+)
+
 grants = Table(
     "grants",
     metadata,

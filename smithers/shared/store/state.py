@@ -11,6 +11,7 @@ from sqlalchemy import bindparam, func, null, select, type_coerce, union_all, up
 from smithers.shared.actions import (
     UNSET,
     AttemptView,
+    ConsumeSignal,
     Decision,
     Dispatch,
     EndAttempt,
@@ -30,6 +31,7 @@ from smithers.shared.status import AttemptState, NodeStatus, RunStatus
 from smithers.shared.store import schema as s
 from smithers.shared.store.approvals import escalate_approval, expire_approval
 from smithers.shared.store.sandboxes import review_decisions
+from smithers.shared.store.signals import consume
 from smithers.shared.store.tx import Tx
 
 
@@ -301,6 +303,8 @@ def apply_and_tell(
             escalate_approval(tx, run_id, action.node_id, action.iteration, action.fallback_owner)
         elif isinstance(action, ExpireApproval):
             expire_approval(tx, run_id, action.node_id, action.iteration, action.approved, action.note)
+        elif isinstance(action, ConsumeSignal):
+            consume(tx, run_id, action)
         elif isinstance(action, SetRun):
             terminal = action.status.terminal
             _set_run(tx, run_id, action)

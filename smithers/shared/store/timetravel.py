@@ -107,7 +107,8 @@ def rewind(tx: Tx, wf: Workflow, run_id: str, node_id: str, audit_id: int) -> di
 
     Their node rows, outputs and approvals are removed, live attempts are cancelled
     (a late result is refused), their cache rows are deleted and the patches of their
-    sandbox steps are withdrawn (``reverted``).
+    sandbox steps are withdrawn (``reverted``). The signals their signal nodes took are
+    kept again: a signal node run again takes the same signal.
     """
     run = tx.lock_run(run_id)
     if run is None:
@@ -132,6 +133,12 @@ def rewind(tx: Tx, wf: Workflow, run_id: str, node_id: str, audit_id: int) -> di
         .where(sb.c.run_id == run_id, sb.c.node_id.in_(nodes), sb.c.review_status == "accepted")
         .values(review_status="reverted")
     ).rowcount
+    sg = s.signals
+    tx.conn.execute(
+        update(sg)
+        .where(sg.c.run_id == run_id, sg.c.consumed_node.in_(nodes))
+        .values(consumed_node=None, consumed_iteration=None, consumed_at=None)
+    )
     removed = tx.conn.execute(
         delete(s.nodes).where(s.nodes.c.run_id == run_id, s.nodes.c.node_id.in_(nodes))
     ).rowcount
