@@ -75,7 +75,8 @@ def test_the_client_drives_a_run_end_to_end_on_a_live_gateway(
         launched = bot.launch_run("t-approval", {"n": 1}, run_id="client-1")
         again = bot.launch_run("t-approval", {"n": 1}, run_id="client-1")
         assert launched.created and not again.created and again.run.run_id == "client-1"
-        assert launched.run.status is RunStatus.RUNNING and launched.run.launched_by == "ci-bot"  # the launch decided its first step
+        # the launch decided its first step: the run is running
+        assert launched.run.status is RunStatus.RUNNING and launched.run.launched_by == "ci-bot"
         stream = bot.follow_run("client-1", timeout_s=90)
         seen: list[Event] = []
         for ev in stream:
