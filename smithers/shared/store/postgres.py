@@ -84,7 +84,7 @@ class PostgresDialect:
         return make_postgres_engine(url, max_connections)
 
     def insert_or_ignore(self, table: Table, index: tuple[str, ...]) -> Insert:
-        """``INSERT ... ON CONFLICT (index) DO NOTHING`` (its row count says which)."""
+        """``INSERT ... ON CONFLICT (index) DO NOTHING`` (add RETURNING to learn whether it inserted)."""
         return postgresql.insert(table).on_conflict_do_nothing(index_elements=[table.c[k] for k in index])
 
     def upsert(self, table: Table, index: tuple[str, ...], set_: Callable[[Any], dict[str, Any]]) -> Insert:

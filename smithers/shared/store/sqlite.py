@@ -265,7 +265,7 @@ class SqliteDialect:
         return make_sqlite_engine(url, max_connections)
 
     def insert_or_ignore(self, table: Table, index: tuple[str, ...]) -> Insert:
-        """``INSERT ... ON CONFLICT (index) DO NOTHING`` (its row count says which)."""
+        """``INSERT ... ON CONFLICT (index) DO NOTHING`` (add RETURNING to learn whether it inserted)."""
         return sqlite.insert(table).on_conflict_do_nothing(index_elements=[table.c[k] for k in index])
 
     def upsert(self, table: Table, index: tuple[str, ...], set_: Callable[[Any], dict[str, Any]]) -> Insert:

@@ -48,7 +48,8 @@ def claim(tx: Tx, delivery: Delivery, tolerance_s: float) -> bool:
         received_at=tx.now,
         expires_at=delivery.timestamp + tolerance_s,
     )
-    return tx.conn.execute(stmt).rowcount == 1
+    # RETURNING says whether the row went in (psycopg 3 gives no row count here)
+    return tx.conn.execute(stmt.returning(d.c.webhook_id)).first() is not None
 
 
 def prune(tx: Tx) -> int:
