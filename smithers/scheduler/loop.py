@@ -223,11 +223,17 @@ class Scheduler:
         except Exception:  # a feed reader numbers before it reads anyway: carry on
             log.exception("numbering the event feed failed; trying again at the next sweep")
         now = time.time()
-        lost_before = self._epoch()
+        epoch = self._new_epoch()
         with self.store.read() as conn:
             found = wake_times(conn, now + self.timers.horizon_s, revisions=self.revisions)
-            if lost_before is not None:  # the broker lost its messages: their runs now
-                found += [(run_id, now) for run_id in queued_before(conn, lost_before, self.revisions)]
+            if epoch is not None:  # the broker lost its messages: their runs now
+                since = epoch + EPOCH_MARGIN_S  # other hosts' clocks: a re-send too many is harmless
+                found += [(run_id, now) for run_id in queued_before(conn, since, self.revisions)]
+        if epoch is not None:  # taken only once those runs were found (the store may be down)
+            if self._seen_epoch is not None:
+                log.warning("the broker lost its messages (new epoch); sending queued steps again")
+            self._seen_epoch = epoch
+            self.decision_config = replace(self.decision_config, intact_since=epoch + EPOCH_MARGIN_S)
         due = []
         for run_id, at in found:
             if at <= now:
@@ -236,24 +242,17 @@ class Scheduler:
                 self.timers.hold(run_id, at, now)
         return due
 
-    def _epoch(self) -> float | None:
-        """Look at the broker's epoch (:meth:`Broker.epoch`): when it is new (a FLUSHALL,
-        a restart, a failed send), the time before which queued attempts may have lost
-        their message; they are sent again at once (``DecisionConfig.intact_since``),
-        while a message merely waiting in a busy queue is never sent twice."""
+    def _new_epoch(self) -> float | None:
+        """The broker's epoch (:meth:`Broker.epoch`) if this scheduler has not seen it yet:
+        a FLUSHALL, a restart or a failed send began a new one, and queued attempts
+        dispatched before it may have lost their message; they are sent again at once
+        (``DecisionConfig.intact_since``), while a message merely waiting in a busy queue
+        is never sent twice. None when it is the one already seen, or the broker is away."""
         try:
             epoch = self.broker.epoch()
         except redis.RedisError:
             return None  # the broker is away: its epoch is read when it is back
-        if epoch is None or epoch == self._seen_epoch:
-            return None
-        first, self._seen_epoch = self._seen_epoch is None, epoch
-        # A margin for the clocks of other hosts: a re-send too many is harmless (fenced).
-        since = epoch + EPOCH_MARGIN_S
-        self.decision_config = replace(self.decision_config, intact_since=since)
-        if not first:
-            log.warning("the broker lost its messages (new epoch); sending queued steps again")
-        return since
+        return None if epoch is None or epoch == self._seen_epoch else epoch
 
     def announce(self, started_at: float) -> None:
         """Refresh this process's holder rows, then (once this scheduler has run for a

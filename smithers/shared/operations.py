@@ -196,7 +196,8 @@ def _follow(broker: Broker | None, done: Advanced | None, run_id: str, *, soon: 
     if broker is None:
         return
     if done is not None and done.decided:
-        broker.try_send_steps(done.messages)
+        with tracing.use(done.trace):  # each publish: its decision's child
+            broker.try_send_steps(done.messages)
         if done.near:  # due again in a moment (a short timer): a scheduler keeps that time
             broker.wake_soon(run_id)
     elif soon:

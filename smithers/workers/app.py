@@ -80,7 +80,14 @@ def create_app(env: WorkerEnv) -> Celery:
             log.error("malformed step message dropped")
             return "malformed"
         limits = self.request.timelimit or (None, None)  # (hard, soft) seconds of this message
-        return run_attempt(env, attempt_id, after, time_limited=any(x is not None for x in limits))
+        try:
+            return run_attempt(env, attempt_id, after, time_limited=any(x is not None for x in limits))
+        except Exception:
+            # The message is acknowledged with the failure (a store outage, say) and its
+            # attempt stays queued: a new broker epoch has a scheduler send it again once
+            # the store is back, instead of after SMITHERS_REDISPATCH_AFTER.
+            env.broker.forget_epoch()
+            raise
 
     return app
 

@@ -492,9 +492,10 @@ def _commit(
     if not tx.dialect.wake_before_commit and tx.woken:
         env.broker.wake_soon(*tx.woken)
     if done is not None and done.messages:
-        env.broker.try_send_steps(
-            [m for m in done.messages if follow is None or m.attempt_id != follow.attempt_id]
-        )
+        with tracing.use(done.trace):  # each publish: its decision's child
+            env.broker.try_send_steps(
+                [m for m in done.messages if follow is None or m.attempt_id != follow.attempt_id]
+            )
     if not committed:
         log.warning("attempt %s of %s/%s: result refused (fenced out)", c.attempt_id, c.run_id, c.node_id)
         return "fenced", None

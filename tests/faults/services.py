@@ -127,7 +127,7 @@ class PrivatePostgres:
         self.initialised = False
 
     def url(self, host: str = "127.0.0.1") -> str:
-        return f"postgresql+psycopg2://postgres@{host}:{self.port}/{self.database}"
+        return f"postgresql+psycopg://postgres@{host}:{self.port}/{self.database}"
 
     def _run(self, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

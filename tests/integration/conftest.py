@@ -40,7 +40,9 @@ class Engine:
             "SMITHERS_REDIS_URL": redis_url,
             "SMITHERS_WORKFLOWS": TEST_WORKFLOWS,
             "SMITHERS_SWEEP_INTERVAL": "0.5",
-            "SMITHERS_REDISPATCH_AFTER": "60",  # lost messages: the broker epoch re-sends them
+            # a backstop in tests: the broker epoch re-sends lost messages (test_lost_messages
+            # proves it with 60 s); a short delay also covers stalls a loaded machine shows
+            "SMITHERS_REDISPATCH_AFTER": "5",
             "SMITHERS_LEASE_SECONDS": "3",
             "SMITHERS_SANDBOX_ROOT": str(workdir / "sandbox"),
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
