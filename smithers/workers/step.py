@@ -62,6 +62,16 @@ class WorkerEnv:
     worker_id: str
     sandbox_runner: SandboxRunner | None = None
 
+    @property
+    def decider(self) -> Decider:
+        """How this worker decides the runs its commits change (built once)."""
+        found: Decider | None = self.__dict__.get("_decider")
+        if found is None:
+            found = self.__dict__["_decider"] = Decider(
+                self.registry, self.config.decision, self.config.decide_max_nodes
+            )
+        return found
+
 
 CHECK_EVERY_S = 0.5  # how often a claimed step's standing is read (cancelled? given up?)
 
@@ -477,9 +487,8 @@ def _commit(
             run_id=c.run_id,
         )
         if committed:
-            decider = Decider(env.registry, env.config.decision, env.config.decide_max_nodes)
             entry = env.registry.find(c.workflow)
-            done = decider.after(tx, c.run_id, entry.workflow if entry is not None else None)
+            done = env.decider.after(tx, c.run_id, entry.workflow if entry is not None else None)
             if done is not None:
                 follow = _claim_in_place(env, tx, done, chain)
         if tx.dialect.wake_before_commit and c.run_id in tx.woken:
