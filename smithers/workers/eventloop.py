@@ -8,6 +8,11 @@ threads and one loop. The step's thread keeps its heartbeat, fencing and commit 
 sync step's (:mod:`smithers.workers.step`); a stop (timeout, cancel, given up) cancels
 the coroutine's task (:meth:`Interruptible.cancel_with`): no signal, no raise in a thread.
 
+Under gevent (``--pool gevent``) an async step fails at once with an error that says
+so: a loop shared by greenlets hung in tests now and then (its thread is a greenlet;
+an ``epoll`` selector taken before the patch blocks the process), and no fix was
+verified; the threads pool gives the same concurrency for async steps.
+
 A coroutine that blocks (``time.sleep``, a blocking HTTP client) stalls every async
 step of its process: blocking work belongs in ``await asyncio.to_thread(...)``. One
 that ignores its cancel is waited for :data:`GRACE_S`, then left to the loop and its
@@ -27,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from smithers.shared.errors import SmithersError
 from smithers.shared.store.state import HARD_LIMIT_GRACE_S
 from smithers.workers.interrupt import Interruptible, StepInterrupted
 
@@ -75,6 +81,15 @@ class _Loop:
 _LOOP = _Loop()
 
 
+def gevent_patched() -> bool:
+    """True under gevent's patching of the standard library (``--pool gevent``)."""
+    try:
+        from gevent import monkey  # type: ignore[import-untyped]  # noqa: PLC0415 (optional)
+    except ImportError:
+        return False
+    return bool(monkey.is_module_patched("socket"))
+
+
 def is_async(fn: Callable[..., Any] | None) -> bool:
     """True if calling ``fn`` makes a coroutine (``async def``, or a partial of one)."""
     return fn is not None and inspect.iscoroutinefunction(fn)
@@ -110,6 +125,12 @@ def run(awaitable: Awaitable[T], body: Interruptible) -> T:
     sync step's body raises it. An exception of the coroutine is raised as it is, its
     traceback through the coroutine's frames. The task runs in a copy of this thread's
     context (tracing spans started in the coroutine are the step span's children)."""
+    if gevent_patched():
+        _close(awaitable)
+        raise SmithersError(
+            "async def steps run on the threads or prefork pool, not gevent"
+            " (start this worker with --pool threads)"
+        )
     loop = _LOOP.get()
     done: concurrent.futures.Future[T] = concurrent.futures.Future()
     task = _Task()

@@ -1,7 +1,7 @@
 """``async def`` steps with a real scheduler and a real Celery worker on the threads
-pool, on SQLite and PostgreSQL: many at once on one process's event loop, run in place
-along a chain, stopped at their timeout and on cancel, kept alive by their heartbeats,
-failed with their traceback."""
+pool, on SQLite and PostgreSQL: many at once on one
+process's event loop, run in place along a chain, stopped at their timeout and on
+cancel, kept alive by their heartbeats, failed with their traceback."""
 
 from __future__ import annotations
 
@@ -20,14 +20,20 @@ from tests.integration.conftest import ROOT, Engine
 WORKFLOWS = "tests.integration.async_workflows"
 
 
-def engine_of(engine_factory: Any, database_url: str, concurrency: int = 4, scheduler: bool = True) -> Engine:
-    """An engine on the async workflows: a threads-pool worker (one process) of
-    ``concurrency`` threads, and a scheduler."""
+def engine_of(
+    engine_factory: Any,
+    database_url: str,
+    concurrency: int = 4,
+    scheduler: bool = True,
+    pool: str = "threads",
+) -> Engine:
+    """An engine on the async workflows: a worker on ``pool`` (threads), one process
+    of ``concurrency`` threads, and a scheduler."""
     eng: Engine = engine_factory(database_url, SMITHERS_WORKFLOWS=WORKFLOWS)
     eng.registry = load_registry(WORKFLOWS, str(ROOT))
     if scheduler:
         eng.scheduler()
-    eng.start("worker", "worker", "--pool", "threads", "--concurrency", str(concurrency), "--name", "aworker")
+    eng.start("worker", "worker", "--pool", pool, "--concurrency", str(concurrency), "--name", "aworker")
     return eng
 
 
