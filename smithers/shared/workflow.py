@@ -17,6 +17,7 @@ error naming the node.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -102,6 +103,16 @@ def _ref(ref: object) -> str:
 
 def _refs(refs: Iterable[object] | None) -> tuple[str, ...]:
     return tuple(_ref(r) for r in (refs or ()))
+
+
+def _decided_in_place(what: str, name: str, fn: Callable[..., Any]) -> None:
+    """A branch's ``choose`` and a loop's ``until`` run inside a decision (no event
+    loop, no waiting): an ``async def`` is refused here rather than read as truthy."""
+    if inspect.iscoroutinefunction(fn):
+        raise InvalidWorkflow(
+            f"{what}: {name} must be a plain function (it runs in the decision);"
+            " do the awaiting in an async task before it and read its output"
+        )
 
 
 class Workflow:
@@ -271,6 +282,7 @@ class Workflow:
         """
         if not paths:
             raise InvalidWorkflow(f"branch {id!r} needs at least one path")
+        _decided_in_place(f"branch {id!r}", "choose", choose)
         return self.add(
             Node(
                 id=id,
@@ -297,6 +309,7 @@ class Workflow:
         """
         if max_iterations < 1:
             raise InvalidWorkflow(f"loop {id!r}: max_iterations must be >= 1")
+        _decided_in_place(f"loop {id!r}", "until", until)
         return self.add(
             Node(
                 id=id,

@@ -12,6 +12,10 @@ raises :class:`StepInterrupted` in the step's thread:
   API, which raises when that thread next runs Python bytecode: a call blocked in C
   (a ``time.sleep``) ends first.
 
+An ``async def`` step's coroutine runs on the process's event loop
+(:mod:`smithers.workers.eventloop`): its stop cancels its asyncio task instead
+(:meth:`Interruptible.cancel_with`), and no thread is raised in.
+
 A step past its timeout that never returns to Python bytecode, or catches
 :class:`StepInterrupted` and carries on, is ended by Celery's hard time limit at its
 deadline plus :data:`smithers.shared.store.state.HARD_LIMIT_GRACE_S` (prefork: the pool
@@ -24,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType, TracebackType
 
 SIGNAL = signal.SIGUSR2  # SIGUSR1 is billiard's soft time limit in a pool child
@@ -60,6 +65,7 @@ class Interruptible:
         self._main = False
         self._active = False
         self._sent = False  # a StepInterrupted is on its way to the thread
+        self._cancel: Callable[[], None] | None = None  # a coroutine's stop (cancel_with)
 
     def error(self) -> dict[str, str]:
         """The attempt's error for the stop that happened (``reason`` is set)."""
@@ -73,7 +79,13 @@ class Interruptible:
         with self._lock:
             if self.reason is None:
                 self.reason = reason
-            if not self._active or self._sent:
+            if self._sent:
+                return False
+            if self._cancel is not None:
+                self._sent = True
+                self._cancel()
+                return True
+            if not self._active:
                 return False
             self._sent = True
             if self._main:
@@ -81,6 +93,16 @@ class Interruptible:
             else:
                 _async_raise(self._thread, StepInterrupted)
             return True
+
+    def cancel_with(self, cancel: Callable[[], None] | None) -> None:
+        """From now on a stop calls ``cancel`` (it cancels a coroutine's task; it must
+        not block) instead of raising in a thread; None: no more. Raises
+        :class:`StepInterrupted` (and attaches nothing) if a stop was asked for already."""
+        with self._lock:
+            if cancel is not None and self.reason is not None:
+                self._sent = True
+                raise StepInterrupted(self.reason)
+            self._cancel = cancel
 
     def __enter__(self) -> Interruptible:
         main = threading.current_thread() is threading.main_thread()

@@ -42,7 +42,7 @@ from smithers.shared.store.attempts import (
 from smithers.shared.store.queries import outputs_for
 from smithers.shared.store.tx import Tx
 from smithers.shared.workflow import Node, NodeKind, Workflow
-from smithers.workers import interrupt
+from smithers.workers import eventloop, interrupt
 from smithers.workers.interrupt import Interruptible, StepInterrupted
 from smithers.workers.secrets import resolve_secrets
 
@@ -105,6 +105,7 @@ class Heartbeat:
         self._deadline = None if c.deadline_at is None else now + (c.deadline_at - time.time())
         self._beat_at: float | None = None
         self._check_at: float | None = None
+        self._asked = False  # a beat asked for by soon()
         if c.claim_token is None:
             self._beat_at = now + min(CLAIM_AFTER_S, lease_s / 3)
         else:
@@ -148,6 +149,17 @@ class Heartbeat:
                 self.fenced.set()
             return alive
 
+    def soon(self) -> bool:
+        """:meth:`beat` without waiting for it (a coroutine's ``ctx.heartbeat()``: its
+        event loop must not wait on the store): the beater thread beats at once.
+        False once the attempt was given up."""
+        if self.fenced.is_set():
+            return False
+        self._asked = True
+        if not self.closed:
+            _BEATER.add(self)  # due now: the beater is woken
+        return True
+
     def _check(self) -> None:
         """Read whether the claimed attempt is still ours (its run not cancelled)."""
         self._check_at = time.monotonic() + CHECK_EVERY_S
@@ -173,7 +185,8 @@ class Heartbeat:
             self._deadline = None
             self._stop(interrupt.TIMEOUT)
             return
-        if self._beat_at is not None and now >= self._beat_at:
+        if self._asked or (self._beat_at is not None and now >= self._beat_at):
+            self._asked = False
             self.beat()
         elif self._check_at is not None and now >= self._check_at:
             self._check()
@@ -189,6 +202,8 @@ class Heartbeat:
         """When the beater should call :meth:`tick` next (None: never)."""
         if self.closed:
             return None
+        if self._asked:
+            return time.monotonic()
         due = [t for t in (self._deadline, self._beat_at, self._check_at) if t is not None]
         return min(due) if due else None
 
@@ -422,10 +437,10 @@ def _run_claimed(env: WorkerEnv, c: Claim, chain: _Chain) -> Outcome:
                     upstream=readable,
                     previous=previous,
                     secrets=secrets,
-                    heartbeat=hb.beat,
+                    heartbeat=eventloop.heartbeat(hb.beat, hb.soon),
                 )
-                with hb.body:  # stopped at its deadline, on cancel, or once given up
-                    result = node.fn(ctx)
+                # stopped at its deadline, on cancel, or once given up; a coroutine on the loop
+                result = eventloop.call(node.fn, ctx, hb.body)
             check_json(result, "the step's output")  # storable on either store, or the step fails
             json.dumps(result, allow_nan=False)
         except StepInterrupted:
