@@ -1,8 +1,8 @@
 """Dynamic fan-out with a real scheduler and Celery worker, on SQLite and PostgreSQL: a
 map over twenty items runs one attempt per item, never more than its concurrency at
 once though the worker has more slots; a failing item retries alone; the fan-in gets the
-results in index order; an item's cached output is reused by a later run whose list
-holds it; a list over max_width fails the run with a clear error.
+results in index order; one item is rewound alone; a list over max_width fails the run
+with a clear error; an item's cached output is reused by a later run whose list holds it.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from smithers.shared import operations
+from smithers.shared.errors import InvalidInput
 from smithers.shared.registry import load_registry
 from smithers.shared.status import AttemptState, RunStatus
 from smithers.shared.store.queries import attempts_of
@@ -30,6 +32,13 @@ def fanout_engine(engine_factory: Any, database_url: str) -> Engine:
     return engine
 
 
+def rewind(engine: Engine, run_id: str, node_id: str, item: int) -> dict[str, Any]:
+    return operations.time_travel(
+        engine.store, engine.broker, engine.registry, action="rewind", run_id=run_id,
+        node_id=node_id, item=item, caller="test", confirm=True,
+    )  # fmt: skip
+
+
 def notes(path: Path) -> list[tuple[str, int, int, float]]:
     rows = [line.split() for line in path.read_text().splitlines()]
     return [(what, int(index), int(attempt), float(t)) for what, index, attempt, t in rows]
@@ -45,9 +54,10 @@ def most_at_once(rows: list[tuple[str, int, int, float]]) -> int:
     return peak
 
 
-def test_a_map_runs_each_item_within_its_concurrency_and_retries_a_failing_item_alone(
+def test_a_map_runs_each_item_alone_within_its_concurrency_in_order_and_per_item(
     engine_factory: Any, database_url: str, tmp_path: Path
 ) -> None:
+    """One engine per store for every case: its start dominates the test's time."""
     # given a map over 20 items, 3 at a time, whose item 7 fails its first attempt
     engine = fanout_engine(engine_factory, database_url)
     effects = tmp_path / "effects.txt"
@@ -76,6 +86,26 @@ def test_a_map_runs_each_item_within_its_concurrency_and_retries_a_failing_item_
     started = [e for e in engine.events(run_id) if e.type == "map.started"]
     assert [e.payload for e in started] == [{"width": 20, "concurrency": 3}]
 
+    # when item 4 alone is rewound (time travel per item)
+    ran_before = len(rows)
+    done = rewind(engine, run_id, "square", 4)
+    assert done["item"] == 4 and done["reopened"] == ["square", "total"]
+    again = engine.wait(run_id, timeout=60)
+
+    # then only item 4 and the fan-in ran again, and the results are the same, in order
+    assert again.status is RunStatus.SUCCEEDED, again.error
+    assert again.output == run.output
+    assert {(what, i) for what, i, _, _ in notes(effects)[ran_before:]} == {("start", 4), ("end", 4)}
+    with engine.store.read() as conn:
+        after = [a for a in attempts_of(conn, run_id) if a.node_id == "square"]
+    assert len(after) == len(items) + 1
+    assert sorted(a.number for a in after if a.iteration == 5) == [1, 2]
+    # an item of a node that is no map, or past the map's width, is refused
+    with pytest.raises(InvalidInput, match="is not a map"):
+        rewind(engine, run_id, "total", 0)
+    with pytest.raises(InvalidInput, match="has no item 20"):
+        rewind(engine, run_id, "square", 20)
+
     # and a run whose list is over max_width fails clearly, running no item
     wide = engine.wait(engine.launch("t-map", {"n": 31}), timeout=60)
     assert wide.status is RunStatus.FAILED
@@ -85,14 +115,9 @@ def test_a_map_runs_each_item_within_its_concurrency_and_retries_a_failing_item_
     with engine.store.read() as conn:
         assert [a for a in attempts_of(conn, wide.run_id) if a.node_id == "square"] == []
 
-
-def test_an_item_cached_by_an_earlier_run_is_not_run_again(
-    engine_factory: Any, database_url: str, tmp_path: Path
-) -> None:
-    # given a run that shouted two words (workflow-scoped cache per item)
-    engine = fanout_engine(engine_factory, database_url)
-    effects, words = tmp_path / "effects.txt", tmp_path / "words.txt"
-    given = {"words": str(words), "effects": str(effects)}
+    # given a run of another map that shouted two words (workflow-scoped cache per item)
+    shouts, words = tmp_path / "shouts.txt", tmp_path / "words.txt"
+    given = {"words": str(words), "effects": str(shouts)}
     words.write_text("ab cd")
     first = engine.launch("t-map-cached", given)
     assert engine.wait(first, timeout=60).status is RunStatus.SUCCEEDED
@@ -105,7 +130,7 @@ def test_an_item_cached_by_an_earlier_run_is_not_run_again(
     # then only the new word ran; the fan-in has every result in its list's order
     assert run.status is RunStatus.SUCCEEDED, run.error
     assert run.output == {"shout": ["EF", "AB", "CD"]}
-    ran = sorted(what for what, *_ in notes(effects) if what.startswith("shout:"))
+    ran = sorted(what for what, *_ in notes(shouts) if what.startswith("shout:"))
     assert ran == ["shout:ab", "shout:cd", "shout:ef"]
     cached = [e for e in engine.events(second) if e.type == "attempt.cached"]
     assert sorted(e.iteration for e in cached) == [2, 3]
