@@ -31,7 +31,7 @@ from smithers.shared.actions import (
 )
 from smithers.shared.approval import TIMEOUT_ACTOR
 from smithers.shared.context import DecisionContext
-from smithers.shared.decision_map import Maps
+from smithers.shared.decision_map import Maps, is_map
 from smithers.shared.graph import output_iteration
 from smithers.shared.policy import cache_key
 from smithers.shared.status import ApprovalStatus, AttemptState, NodeStatus, RunStatus
@@ -124,7 +124,7 @@ class _Decider(Maps):
 
     def advance(self, node: Node, st: NodeView) -> None:
         """Move a started node execution forward: attempts, backoff, timers, approvals."""
-        if node.map is not None and st.iteration == 0:
+        if is_map(node, st.iteration):
             return  # the map itself: driven by visit(); its items are tasks
         if st.status in (NodeStatus.QUEUED, NodeStatus.RUNNING) and node.dispatched:
             self.watch_attempt(node, st)
@@ -454,7 +454,9 @@ class _Decider(Maps):
             if node is None:
                 continue
             if st.status in (NodeStatus.QUEUED, NodeStatus.BACKOFF) or (
-                st.status is NodeStatus.RUNNING and node.kind is not NodeKind.LOOP
+                st.status is NodeStatus.RUNNING
+                and node.kind is not NodeKind.LOOP
+                and not is_map(node, st.iteration)
             ):
                 active = True
             elif st.status is NodeStatus.WAITING:

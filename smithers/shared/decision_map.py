@@ -22,6 +22,12 @@ from smithers.shared.workflow import Node, Workflow
 _IN_FLIGHT = (NodeStatus.QUEUED, NodeStatus.RUNNING, NodeStatus.BACKOFF)
 
 
+def is_map(node: Node, iteration: int) -> bool:
+    """True for a map node's own execution: it is driven by the decision, and active
+    only through its items (each at another iteration)."""
+    return node.map is not None and iteration == 0
+
+
 class Maps(Steps):
     """What the decision does with map nodes; :class:`smithers.shared.decision._Decider`
     provides the workflow and the output reads."""

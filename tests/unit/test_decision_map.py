@@ -260,3 +260,23 @@ def test_a_decision_is_linear_in_the_width() -> None:
     # four times the items: about four times the time (quadratic would be sixteen)
     assert large < small * 9, (small, large)
     assert large < 0.5
+
+
+def test_a_failure_elsewhere_stops_the_map_and_the_run_fails() -> None:
+    # given a map one item at a time beside a task that fails
+    wf = Workflow("fan")
+    wf.task("fetch")(noop)
+    wf.map("each", over="fetch", concurrency=1)(noop)
+    wf.task("other", after=["fetch"])(noop)
+    Registry().register(wf)
+    sim = Sim(wf, [1, 2, 3])
+    assert dispatched(sim.decide()) == [("each", 1), ("other", 0)]
+
+    # when the task fails and the map's first item succeeds
+    sim.finish("other", 0, ok=False)
+    sim.finish("each", 1, "one")
+    d = sim.decide()
+
+    # then no further item starts and the run fails (the map holds nothing in flight)
+    assert dispatched(d) == []
+    assert sim.status is RunStatus.FAILED and sim.error["node_id"] == "other"
