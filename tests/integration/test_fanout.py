@@ -7,17 +7,20 @@ with a clear error; an item's cached output is reused by a later run whose list 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from smithers.shared import operations
-from smithers.shared.errors import InvalidInput
+from smithers.gateway.app import create_app
+from smithers.gateway.store import GatewayStore
 from smithers.shared.registry import load_registry
 from smithers.shared.status import AttemptState, RunStatus
 from smithers.shared.store.queries import attempts_of
 from tests.integration.conftest import ROOT, Engine
+from tests.integration.gateway.support import Gateway, config
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -32,11 +35,17 @@ def fanout_engine(engine_factory: Any, database_url: str) -> Engine:
     return engine
 
 
-def rewind(engine: Engine, run_id: str, node_id: str, item: int) -> dict[str, Any]:
-    return operations.time_travel(
-        engine.store, engine.broker, engine.registry, action="rewind", run_id=run_id,
-        node_id=node_id, item=item, caller="test", confirm=True,
-    )  # fmt: skip
+@contextmanager
+def gateway(engine: Engine) -> Iterator[Gateway]:
+    """An in-process gateway holding the fan-out workflows."""
+    store = GatewayStore(engine.database_url)
+    gw = Gateway(
+        create_app(config(engine.database_url, engine.redis_url), store=store, registry=engine.registry)
+    )
+    try:
+        yield gw
+    finally:
+        gw.close()
 
 
 def notes(path: Path) -> list[tuple[str, int, int, float]]:
@@ -86,10 +95,22 @@ def test_a_map_runs_each_item_alone_within_its_concurrency_in_order_and_per_item
     started = [e for e in engine.events(run_id) if e.type == "map.started"]
     assert [e.payload for e in started] == [{"width": 20, "concurrency": 3}]
 
-    # when item 4 alone is rewound (time travel per item)
+    # when item 4 alone is rewound over REST (time travel per item)
     ran_before = len(rows)
-    done = rewind(engine, run_id, "square", 4)
-    assert done["item"] == 4 and done["reopened"] == ["square", "total"]
+    with gateway(engine) as gw:
+        url, launcher = f"/v1/runs/{run_id}/rewind", gw.auth("run:write", "test")
+        # bad items are refused with a clear JSON error, before anything changes
+        for body, message in (
+            ({"node_id": "total", "item": 0}, "'total' is not a map"),
+            ({"node_id": "square", "item": 20}, "has no item 20 (width 20)"),
+            ({"node_id": "square", "item": -1}, "'item' must be >= 0"),
+            ({"node_id": "square", "item": "4"}, "'item'"),
+        ):
+            bad = gw.client.post(url, json={**body, "confirm": True}, headers=launcher)
+            assert bad.status_code == 400 and message in bad.get_json()["error"]["message"], bad.get_json()
+        done = gw.client.post(url, json={"node_id": "square", "item": 4, "confirm": True}, headers=launcher)
+        assert done.status_code == 200, done.get_json()
+        assert done.get_json()["item"] == 4 and done.get_json()["reopened"] == ["square", "total"]
     again = engine.wait(run_id, timeout=60)
 
     # then only item 4 and the fan-in ran again, and the results are the same, in order
@@ -100,11 +121,6 @@ def test_a_map_runs_each_item_alone_within_its_concurrency_in_order_and_per_item
         after = [a for a in attempts_of(conn, run_id) if a.node_id == "square"]
     assert len(after) == len(items) + 1
     assert sorted(a.number for a in after if a.iteration == 5) == [1, 2]
-    # an item of a node that is no map, or past the map's width, is refused
-    with pytest.raises(InvalidInput, match="is not a map"):
-        rewind(engine, run_id, "total", 0)
-    with pytest.raises(InvalidInput, match="has no item 20"):
-        rewind(engine, run_id, "square", 20)
 
     # and a run whose list is over max_width fails clearly, running no item
     wide = engine.wait(engine.launch("t-map", {"n": 31}), timeout=60)
