@@ -99,6 +99,7 @@ def cmd_time_travel(args: argparse.Namespace) -> int:
         confirm=args.confirm,
         new_run_id=getattr(args, "new_run_id", None),
         new_input=new_input,
+        item=getattr(args, "item", None),
     )
     print(json.dumps(result, sort_keys=True))
     return exitcodes.OK
@@ -150,7 +151,11 @@ def register(add: Add) -> None:
         p.add_argument(
             "--as", dest="actor", default=None, help="local mode: the caller recorded, asserted by you"
         )
-        if name != "rewind":
+        if name == "rewind":
+            p.add_argument(
+                "--item", type=int, default=None, help="a map node's item index: reopen that item alone"
+            )
+        else:
             p.add_argument("--run-id", dest="new_run_id", default=None, help="id of the new run")
         if name == "fork":
             p.add_argument("--input", required=True, help="the new run input, a JSON object")

@@ -324,7 +324,7 @@ def cmd_time_travel(args: argparse.Namespace, api: Client) -> int:
     if not args.confirm:
         raise InvalidInput("time travel changes history: pass --confirm")
     if args.command == "rewind":
-        result = api.rewind(args.run_id, args.node_id)
+        result = api.rewind(args.run_id, args.node_id, item=args.item)
     elif args.command == "replay":
         result = api.replay(args.run_id, args.node_id, new_run_id=args.new_run_id)
     else:

@@ -391,9 +391,13 @@ class Client:
         return TimeTravelResult.from_json(response.json())
 
     @operation("rewindRun")
-    def rewind(self, run_id: str, node_id: str) -> TimeTravelResult:
-        """Reopen ``node_id`` and everything downstream of it; the run resumes from there."""
-        return self._travel(run_id, "rewind", {"node_id": node_id})
+    def rewind(self, run_id: str, node_id: str, *, item: int | None = None) -> TimeTravelResult:
+        """Reopen ``node_id`` and everything downstream of it; the run resumes from there.
+        With ``item``, of the map ``node_id`` only that item runs again."""
+        body: dict[str, Any] = {"node_id": node_id}
+        if item is not None:
+            body["item"] = item
+        return self._travel(run_id, "rewind", body)
 
     @operation("replayRun")
     def replay(self, run_id: str, node_id: str, *, new_run_id: str | None = None) -> TimeTravelResult:

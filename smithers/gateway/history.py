@@ -29,9 +29,15 @@ bp = Blueprint("history", __name__, url_prefix="/v1/runs")
 _NODE = {"type": "string", "pattern": NODE_ID.pattern, "description": "Rewind to before this node."}
 _CONFIRM = {"type": "boolean", "enum": [True], "description": "Must be true: time travel changes history."}
 _NEW_ID = {"type": "string", "pattern": runs_store.RUN_ID.pattern, "description": "The new run's id."}
+_ITEM = {
+    "type": "integer",
+    "minimum": 0,
+    "maximum": 1_000_000,
+    "description": "With a map node: reopen only this item (by index), the map and what follows it.",
+}
 REWIND = BodySchema(
     "RewindRequest",
-    {"node_id": _NODE, "confirm": _CONFIRM},
+    {"node_id": _NODE, "confirm": _CONFIRM, "item": _ITEM},
     required=("node_id", "confirm"),
     description="Reopen a node and everything downstream of it; the run resumes from there.",
 )
@@ -91,6 +97,7 @@ def _travel(run_id: str, action: str) -> tuple[dict[str, Any], int]:
         confirm=body["confirm"] is True,
         new_run_id=body.get("run_id"),
         new_input=body.get("input"),
+        item=body.get("item"),
     )
     return result, 200 if action == "rewind" else 201
 

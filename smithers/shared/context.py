@@ -16,7 +16,9 @@ class StepContext:
     ``outputs`` holds the outputs of the node's direct upstream nodes by node id (for a
     body node of a loop: its upstream body nodes in the same iteration, plus the loop's
     own upstream nodes); ``output(name)`` reads the output of any node it depends on,
-    directly or not; ``previous`` holds the body outputs of the previous iteration.
+    directly or not; ``previous`` holds the body outputs of the previous iteration. An
+    item of a map node (:mod:`smithers.shared.fanout`) reads its item as ``item`` and its
+    place in the list as ``index``; both are None for other nodes.
     """
 
     run_id: str
@@ -29,6 +31,8 @@ class StepContext:
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     heartbeat: Callable[[], bool] = field(default=lambda: True, repr=False)
     upstream: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    item: Any = None
+    index: int | None = None
 
     def output(self, name: str) -> Any:
         """The output of ``name``, a node this one depends on directly or not (``None``

@@ -31,7 +31,7 @@ from smithers.shared.actions import (
 )
 from smithers.shared.approval import TIMEOUT_ACTOR
 from smithers.shared.context import DecisionContext
-from smithers.shared.decision_steps import Steps
+from smithers.shared.decision_map import Maps, is_map
 from smithers.shared.graph import output_iteration
 from smithers.shared.policy import cache_key
 from smithers.shared.status import ApprovalStatus, AttemptState, NodeStatus, RunStatus
@@ -60,7 +60,7 @@ def _settled(node: Node, status: NodeStatus) -> bool:
     )
 
 
-class _Decider(Steps):
+class _Decider(Maps):
     def __init__(
         self,
         wf: Workflow,
@@ -124,6 +124,8 @@ class _Decider(Steps):
 
     def advance(self, node: Node, st: NodeView) -> None:
         """Move a started node execution forward: attempts, backoff, timers, approvals."""
+        if is_map(node, st.iteration):
+            return  # the map itself: driven by visit(); its items are tasks
         if st.status in (NodeStatus.QUEUED, NodeStatus.RUNNING) and node.dispatched:
             self.watch_attempt(node, st)
         elif st.status is NodeStatus.BACKOFF:
@@ -278,6 +280,8 @@ class _Decider(Steps):
             st = self.states.get((node.id, iteration))
         if st is not None and node.kind is NodeKind.LOOP and st.status is NodeStatus.RUNNING:
             self.drive_loop(node, st.current_iteration)
+        elif st is not None and node.map is not None and st.status is NodeStatus.RUNNING:
+            self.drive_map(node, st)
 
     def maybe_start(self, node: Node, iteration: int) -> None:
         deps = [(self.wf.nodes[d], self.states.get((d, iteration))) for d in node.after]
@@ -316,7 +320,9 @@ class _Decider(Steps):
         return {d: found[k] for d, k in zip(names, keys, strict=True)}
 
     def start(self, node: Node, iteration: int) -> None:
-        if node.dispatched and node.cache is not None:
+        if node.map is not None:
+            self.start_map(node)
+        elif node.dispatched and node.cache is not None:
             resolved = {"input": self.run.input, "upstream": self.upstream(node, iteration)}
             key = cache_key(
                 node.cache, run_id=self.run.run_id, workflow=self.wf.name, node_id=node.id,
@@ -448,7 +454,9 @@ class _Decider(Steps):
             if node is None:
                 continue
             if st.status in (NodeStatus.QUEUED, NodeStatus.BACKOFF) or (
-                st.status is NodeStatus.RUNNING and node.kind is not NodeKind.LOOP
+                st.status is NodeStatus.RUNNING
+                and node.kind is not NodeKind.LOOP
+                and not is_map(node, st.iteration)
             ):
                 active = True
             elif st.status is NodeStatus.WAITING:

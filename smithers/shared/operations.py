@@ -389,8 +389,10 @@ def time_travel(
     new_run_id: str | None = None,
     new_input: Any = None,
     per_minute: int = TIME_TRAVEL_PER_MINUTE,
+    item: int | None = None,
 ) -> dict[str, Any]:
-    """Rewind, replay or fork a run at ``node_id``, audited before and after.
+    """Rewind, replay or fork a run at ``node_id``, audited before and after; a rewind
+    with ``item`` reopens only that item of the map ``node_id`` (and what follows it).
 
     Returns ``{"audit_id", "run_id", ...}``; the affected run is woken.
     """
@@ -402,6 +404,8 @@ def time_travel(
         raise NotFound(f"run {run_id!r} not found")
     wf = workflow_of(store, registry, run)
     timetravel.reopened(wf, node_id)  # unknown node: refuse before writing anything
+    if item is not None and action != "rewind":
+        raise InvalidInput("item is for rewind only: replay and fork reopen the whole map")
     checked_input = (
         check_input(new_input, wf.public_inputs, store.limits.input_bytes) if action == "fork" else None
     )
@@ -410,6 +414,7 @@ def time_travel(
         "node_id": node_id,
         "new_run_id": target if action != "rewind" else None,
         "input_hash": runs_store.input_hash(checked_input) if checked_input is not None else None,
+        **({"item": item} if item is not None else {}),
     }
     with store.write() as tx:
         audit_id = timetravel.begin(
@@ -418,7 +423,7 @@ def time_travel(
     try:
         with store.write() as tx:
             if action == "rewind":
-                result = timetravel.rewind(tx, wf, run_id, node_id, audit_id)
+                result = timetravel.rewind(tx, wf, run_id, node_id, audit_id, item)
                 woken = run_id
             else:
                 created = timetravel.branch_off(

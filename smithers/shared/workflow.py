@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -30,6 +30,7 @@ from smithers.shared.policy import Backoff, CachePolicy, RetryPolicy
 if TYPE_CHECKING:
     from smithers.shared.approval import ApprovalSpec
     from smithers.shared.context import DecisionContext, StepContext
+    from smithers.shared.fanout import MapSpec, PickFn
     from smithers.shared.sandbox import SandboxSpec
 
 NODE_ID = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
@@ -85,6 +86,7 @@ class Node:
     signal: str | None = None  # the name a signal node waits for
     signal_schema: Mapping[str, Any] | None = None  # its payload's schema (smithers.shared.approval)
     signal_timeout_s: float | None = None  # fails with signal_timeout past it
+    map: MapSpec | None = None  # a task run once per item of a list (smithers.shared.fanout)
 
     @property
     def dispatched(self) -> bool:
@@ -178,6 +180,62 @@ class Workflow:
                 )
             )
             fn.__smithers_node__ = node_id  # type: ignore[attr-defined]
+            return fn
+
+        return register
+
+    def map(
+        self,
+        id: str | None = None,
+        *,
+        over: object,
+        key: str | None = None,
+        pick: PickFn | None = None,
+        max_width: int = 1_000,
+        concurrency: int | None = None,
+        after: Iterable[object] | None = None,
+        retries: int = 0,
+        backoff: Backoff = "exponential",
+        retry_delay_s: float = 1.0,
+        max_retry_delay_s: float = 60.0,
+        timeout_s: float | None = None,
+        heartbeat_timeout_s: float | None = None,
+        continue_on_fail: bool = False,
+        cache: CachePolicy | None = None,
+        secrets: Iterable[str] = (),
+    ) -> Callable[[StepFn], StepFn]:
+        """Decorator: a task run once per item of the list in ``over``'s output
+        (``output[key]``, or ``pick(output)``), each item reading ``ctx.item`` and
+        ``ctx.index``; the node's output is the list of the items' outputs in index order.
+
+        More than ``max_width`` items fails the node (``map_too_wide``); at most
+        ``concurrency`` items are in flight at once. Retries, timeouts and the cache key
+        apply to each item alone. See :mod:`smithers.shared.fanout`.
+        """
+        from smithers.shared.fanout import make_spec  # noqa: PLC0415 (fanout imports errors only)
+
+        source = _ref(over)
+        declared = self.task(
+            id,
+            after=(source, *(r for r in _refs(after) if r != source)),
+            retries=retries,
+            backoff=backoff,
+            retry_delay_s=retry_delay_s,
+            max_retry_delay_s=max_retry_delay_s,
+            timeout_s=timeout_s,
+            heartbeat_timeout_s=heartbeat_timeout_s,
+            continue_on_fail=continue_on_fail,
+            cache=cache,
+            secrets=secrets,
+        )
+
+        def register(fn: StepFn) -> StepFn:
+            node_id = id or str(getattr(fn, "__name__", ""))
+            spec = make_spec(
+                node_id, source, key=key, pick=pick, max_width=max_width, concurrency=concurrency
+            )
+            declared(fn)
+            self.nodes[node_id] = replace(self.nodes[node_id], map=spec)
             return fn
 
         return register
@@ -397,6 +455,11 @@ class Workflow:
                 raise InvalidWorkflow(
                     f"workflow {self.name!r}: approval {node.id!r} shows unknown {unknown[0]!r}"
                 )
+            if node.map is not None and node.loop is not None:
+                raise InvalidWorkflow(
+                    f"workflow {self.name!r}: map {node.id!r} is in the body of loop {node.loop!r};"
+                    " a map does not run inside a loop"
+                )
             first = self.signal_node(node.signal) if node.signal is not None else None
             if first is not None and first.signal_schema != node.signal_schema:
                 raise InvalidWorkflow(
@@ -415,12 +478,14 @@ class Workflow:
 
     def executions(self) -> int:
         """The most node executions a run of this workflow can have: one per node, a
-        loop's body nodes once per iteration (what a decision's cost grows with)."""
+        loop's body nodes once per iteration, a map once plus once per item up to its
+        ``max_width`` (what a decision's cost grows with)."""
         if self._executions is None:
             total = 0
             for node in self.nodes.values():
                 loop = self.nodes.get(node.loop) if node.loop is not None else None
                 total += loop.max_iterations if loop is not None else 1
+                total += node.map.max_width if node.map is not None else 0
             self._executions = total
         return self._executions
 

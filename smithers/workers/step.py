@@ -19,7 +19,8 @@ from smithers.shared import tracing
 from smithers.shared.broker import Broker
 from smithers.shared.config import WorkerConfig
 from smithers.shared.context import StepContext, UpstreamOutputs
-from smithers.shared.errors import SmithersError
+from smithers.shared.errors import InvalidInput, SmithersError
+from smithers.shared.fanout import item_index, items_of
 from smithers.shared.graph import output_iteration
 from smithers.shared.jsonsafe import check_json
 from smithers.shared.keys import STEPS_QUEUE, revision_queue
@@ -288,7 +289,7 @@ def upstream_outputs(
     wf: Workflow, node: Node, c: Claim, outputs: dict[tuple[str, int], Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(outputs of the node's upstream, body outputs of the previous loop iteration)."""
-    ups = {d: outputs.get((d, c.iteration)) for d in node.after}
+    ups = {d: outputs.get((d, output_iteration(wf.nodes, node.id, d, c.iteration))) for d in node.after}
     previous: dict[str, Any] = {}
     if node.loop is not None:
         loop = wf.nodes[node.loop]
@@ -315,6 +316,16 @@ def _readable_outputs(
         return {n: found.get((n, output_iteration(wf.nodes, node.id, n, c.iteration))) for n in missing}
 
     return UpstreamOutputs(names, parents, read)
+
+
+def _item(node: Node, parents: dict[str, Any], index: int | None) -> Any:
+    """The item a map node's execution runs (None for the map's other nodes)."""
+    if node.map is None or index is None:
+        return None
+    items = items_of(node.map, parents.get(node.map.over))
+    if index >= len(items):
+        raise InvalidInput(f"map {node.id!r} has no item {index} (its list has {len(items)})")
+    return items[index]
 
 
 def _error(exc: BaseException) -> dict[str, Any]:
@@ -427,10 +438,11 @@ def _run_claimed(env: WorkerEnv, c: Claim, chain: _Chain) -> Outcome:
                 result = env.sandbox_runner(env, c, node, parents, secrets)
             else:
                 assert node.fn is not None
+                index = item_index(c.iteration) if node.map is not None else None
                 ctx = StepContext(
                     run_id=c.run_id,
                     node_id=c.node_id,
-                    iteration=c.iteration,
+                    iteration=c.iteration if index is None else 0,
                     attempt=c.number,
                     input=c.input,
                     outputs=parents,
@@ -438,6 +450,8 @@ def _run_claimed(env: WorkerEnv, c: Claim, chain: _Chain) -> Outcome:
                     previous=previous,
                     secrets=secrets,
                     heartbeat=eventloop.heartbeat(hb.beat, hb.soon),
+                    item=_item(node, parents, index),
+                    index=index,
                 )
                 # stopped at its deadline, on cancel, or once given up; a coroutine on the loop
                 result = eventloop.call(node.fn, ctx, hb.body)

@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import ColumnElement, Connection, Table, and_, delete, func, or_, select, update
 
 from smithers.shared.errors import Conflict, InvalidInput, NotFound, RateLimited
+from smithers.shared.fanout import item_iteration
 from smithers.shared.status import AttemptState, NodeStatus, RunStatus
 from smithers.shared.store import schema as s
 from smithers.shared.store.records import RunRecord, run_record
@@ -96,25 +97,56 @@ def settle_leftovers(tx: Tx) -> int:
     return int(result.rowcount)
 
 
-def _attempt_ids(conn: Connection, run_id: str, nodes: Iterable[str]) -> list[str]:
+def _attempt_ids(conn: Connection, run_id: str, nodes: Iterable[str], item: int | None = None) -> list[str]:
     a = s.attempts
-    rows = conn.execute(select(a.c.attempt_id).where(a.c.run_id == run_id, a.c.node_id.in_(list(nodes))))
+    rows = conn.execute(select(a.c.attempt_id).where(a.c.run_id == run_id, _rows(a, list(nodes), item)))
     return [r[0] for r in rows]
 
 
-def rewind(tx: Tx, wf: Workflow, run_id: str, node_id: str, audit_id: int) -> dict[str, Any]:
+def _rows(table: Table, nodes: list[str], item: int | None) -> ColumnElement[bool]:
+    """The rows of ``nodes``; with ``item``, of the map ``nodes[0]`` (what it reopens
+    comes first: the rest is downstream of it) only the map itself and that item's
+    execution (:mod:`smithers.shared.fanout`), its other items kept."""
+    if item is None:
+        return table.c.node_id.in_(nodes)
+    mapped = and_(table.c.node_id == nodes[0], table.c.iteration.in_([0, item_iteration(item)]))
+    return or_(table.c.node_id.in_(nodes[1:]), mapped)
+
+
+def _check_item(tx: Tx, wf: Workflow, run_id: str, node_id: str, item: int) -> None:
+    node = wf.nodes.get(node_id)
+    if node is None or node.map is None:
+        raise InvalidInput(f"node {node_id!r} is not a map: only a map's item can be rewound alone")
+    if isinstance(item, bool) or not isinstance(item, int) or item < 0:
+        raise InvalidInput("item must be an integer >= 0")
+    n = s.nodes
+    width = tx.conn.execute(
+        select(n.c.current_iteration).where(n.c.run_id == run_id, n.c.node_id == node_id, n.c.iteration == 0)
+    ).scalar()
+    if width is None or item >= width:
+        raise InvalidInput(f"map {node_id!r} of run {run_id!r} has no item {item} (width {width or 0})")
+
+
+def rewind(
+    tx: Tx, wf: Workflow, run_id: str, node_id: str, audit_id: int, item: int | None = None
+) -> dict[str, Any]:
     """Reopen ``node_id`` and everything downstream; the run becomes queued again.
 
     Their node rows, outputs and approvals are removed, live attempts are cancelled
     (a late result is refused), their cache rows are deleted and the patches of their
     sandbox steps are withdrawn (``reverted``). The signals their signal nodes took are
-    kept again: a signal node run again takes the same signal.
+    kept again: a signal node run again takes the same signal. With ``item`` (a map
+    node's item index) only that item of the map runs again; the map's other items keep
+    their outputs and the map collects them again with the new one.
     """
     run = tx.lock_run(run_id)
     if run is None:
         raise NotFound(f"run {run_id!r} not found")
+    if item is not None:
+        _check_item(tx, wf, run_id, node_id, item)
     nodes = reopened(wf, node_id)
-    attempt_ids = _attempt_ids(tx.conn, run_id, nodes)
+    assert item is None or nodes[0] == node_id  # a map is in no loop: it comes first
+    attempt_ids = _attempt_ids(tx.conn, run_id, nodes, item)
     a = s.attempts
     tx.conn.execute(
         update(a)
@@ -140,7 +172,7 @@ def rewind(tx: Tx, wf: Workflow, run_id: str, node_id: str, audit_id: int) -> di
         .values(consumed_node=None, consumed_iteration=None, consumed_at=None)
     )
     removed = tx.conn.execute(
-        delete(s.nodes).where(s.nodes.c.run_id == run_id, s.nodes.c.node_id.in_(nodes))
+        delete(s.nodes).where(s.nodes.c.run_id == run_id, _rows(s.nodes, nodes, item))
     ).rowcount
     tx.update(
         s.runs,
@@ -157,6 +189,7 @@ def rewind(tx: Tx, wf: Workflow, run_id: str, node_id: str, audit_id: int) -> di
     )
     result = {
         "node_id": node_id,
+        **({"item": item} if item is not None else {}),
         "reopened": nodes,
         "node_rows_removed": int(removed),
         "cache_rows_removed": int(removed_cache),
