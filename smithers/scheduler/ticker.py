@@ -70,7 +70,7 @@ class Ticker:
             state = rows.get((workflow, sch.id))
             if state is None:
                 with self.store.write() as tx:
-                    state = schedules_store.seen(tx, workflow, sch)
+                    state = schedules_store.seen(tx, workflow, sch, self.clock())
             if state.paused:
                 continue
             launched += self._fire(workflow, sch, state)

@@ -79,16 +79,18 @@ def _get(tx: Tx, workflow: str, schedule_id: str) -> ScheduleState | None:
     return _state(row) if row is not None else None
 
 
-def seen(tx: Tx, workflow: str, schedule: Schedule) -> ScheduleState:
-    """The schedule's row, created now (its ticks count from ``tx.now``) if it has none;
-    a changed cron or time zone (an explicit id kept across an edit) is recorded."""
+def seen(tx: Tx, workflow: str, schedule: Schedule, now: float | None = None) -> ScheduleState:
+    """The schedule's row, created if it has none, its ticks counted from ``now`` (the
+    scheduler's clock; default ``tx.now``); a changed cron or time zone (an explicit id
+    kept across an edit) is recorded."""
+    at = tx.now if now is None else now
     values = {
         "workflow": workflow,
         "schedule_id": schedule.id,
         "cron": schedule.cron,
         "tz": schedule.tz,
-        "done_until": tx.now,
-        "created_at": tx.now,
+        "done_until": at,
+        "created_at": at,
     }
     tx.upsert(_sc, ("workflow", "schedule_id"), values, update=("cron", "tz"))
     found = _get(tx, workflow, schedule.id)
@@ -133,15 +135,16 @@ def _forward(workflow: str, schedule_id: str, until: float) -> Any:
 def fired(
     tx: Tx, workflow: str, schedule: Schedule, tick: float, run_id: str, *, launched: bool, at_iso: str | None
 ) -> bool:
-    """Record that ``tick`` launched ``run_id``; True if this call moved the schedule on
-    (the tick is then counted). ``launched``: this scheduler's launch created the run
-    (another scheduler's found it): only that one audits it, so a tick has one audit row
-    however many schedulers fired it. Atomic with the caller's transaction."""
-    stmt = _forward(workflow, schedule.id, tick).values(
-        done_until=tick, last_tick=tick, last_run_id=run_id, fired=_sc.c.fired + 1
-    )
-    moved = int(tx.conn.execute(stmt).rowcount) == 1
+    """Record that ``tick`` launched ``run_id``; True if this call moved ``done_until`` on.
+    ``launched``: this scheduler's launch created the run (another's found it): only
+    that one counts and audits it, so a tick has one count and one audit row however
+    many schedulers fired it. Atomic with the caller's transaction."""
+    moved = int(tx.conn.execute(_forward(workflow, schedule.id, tick).values(done_until=tick)).rowcount) == 1
     if launched:
+        key = (_sc.c.workflow == workflow, _sc.c.schedule_id == schedule.id)
+        tx.conn.execute(update(_sc).where(*key).values(fired=_sc.c.fired + 1))
+        latest = or_(_sc.c.last_tick.is_(None), _sc.c.last_tick < tick)
+        tx.conn.execute(update(_sc).where(*key, latest).values(last_tick=tick, last_run_id=run_id))
         tx.audit(
             "schedule.fired",
             actor=f"schedule:{global_id(workflow, schedule.id)}",
