@@ -40,9 +40,9 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     broker = _broker(dep, required=True)
     assert broker is not None
     store = _store(dep, create=True)
-    Scheduler(store, broker, _registry(dep), SchedulerConfig.from_env(os.environ)).run_forever(
-        _stop_on_signals()
-    )
+    config = SchedulerConfig.from_env(os.environ)
+    scheduler = Scheduler(store, broker, _registry(dep), config, deployment_version=dep.deployment_version)
+    scheduler.run_forever(_stop_on_signals())
     return exitcodes.OK
 
 

@@ -53,6 +53,7 @@ EXTENSIONS = (
     "smithers.cli.commands_revisions",
     "smithers.cli.approvals",
     "smithers.cli.commands_login",
+    "smithers.cli.commands_schedules",
 )
 
 

@@ -3,7 +3,7 @@
 With ``SMITHERS_GATEWAY_URL`` (or ``SMITHERS_PROFILE``) set, ``run``, ``watch``,
 ``status``, ``runs``, ``approvals``, ``approve``, ``deny``, ``cancel``, ``resume``,
 ``rerun``, ``delete``, ``audit``, ``rewind``, ``replay``, ``fork``, ``sandboxes``,
-``review``, ``token``, ``workflows``, ``revisions`` and ``metrics`` call the REST API
+``review``, ``token``, ``workflows``, ``revisions``, ``schedules`` and ``metrics`` call the REST API
 with a bearer token (:mod:`smithers.client`) and never open the store: the actor is the
 token's subject, so ``--as`` is refused; the gateway's refusals become the exit codes
 of :mod:`smithers.cli.exitcodes`. The commands that need the store or the broker
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from smithers.cli import exitcodes, profiles
+from smithers.cli.commands_schedules import remote_schedules
 from smithers.cli.follow import describe, final_code
 from smithers.client import Client, RunDetail
 from smithers.shared import settings
@@ -451,4 +452,5 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Client], int]] = {
     "workflows": cmd_workflows,
     "revisions": cmd_revisions,
     "metrics": cmd_metrics,
+    "schedules": remote_schedules,
 }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from smithers.client.client import EXCLUDED, Client, operations
 from smithers.client.errors import ApiError, GatewayUnavailable
+from smithers.client.schedules import Schedule
 from smithers.client.stream import EventStream
 from smithers.client.types import (
     Approval,
@@ -67,6 +68,7 @@ __all__ = [
     "RunRevision",
     "Sandbox",
     "SandboxReview",
+    "Schedule",
     "Session",
     "Signal",
     "StreamEnd",

@@ -22,6 +22,7 @@ from urllib.parse import quote
 import httpx
 
 from smithers.client.errors import GatewayUnavailable, error_from
+from smithers.client.schedules import Schedule
 from smithers.client.stream import EventStream
 from smithers.client.types import (
     Approval,
@@ -416,6 +417,24 @@ class Client:
         if new_run_id is not None:
             body["run_id"] = new_run_id
         return self._travel(run_id, "fork", body)
+
+    # -- schedules --------------------------------------------------------------------------
+
+    @operation("listSchedules")
+    def list_schedules(self, *, workflow: str | None = None) -> list[Schedule]:
+        """The declared cron schedules (of ``workflow``) with their state (``run:read``)."""
+        body = self._json("GET", "/v1/schedules", params=_query(workflow=workflow))
+        return [Schedule.from_json(s) for s in body["schedules"]]
+
+    @operation("pauseSchedule")
+    def pause_schedule(self, schedule_id: str) -> Schedule:
+        """Pause ``workflow:schedule_id`` (``run:write``)."""
+        return Schedule.from_json(self._json("POST", f"/v1/schedules/{_seg(schedule_id)}/pause"))
+
+    @operation("resumeSchedule")
+    def resume_schedule(self, schedule_id: str) -> Schedule:
+        """Resume ``workflow:schedule_id`` from its next tick (``run:write``)."""
+        return Schedule.from_json(self._json("POST", f"/v1/schedules/{_seg(schedule_id)}/resume"))
 
     # -- workflows --------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from smithers.gateway import (
     openapi,
     runs,
     sandboxes,
+    schedules,
     session,
     signals,
     ui,
@@ -132,6 +133,7 @@ def create_app(
         control,
         approver,
         signals,
+        schedules,
     )
     for module in blueprints:
         app.register_blueprint(module.bp)

@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from smithers.gateway import approvals, grants, history, runs, sandboxes, signals, workflows
+from smithers.gateway import approvals, grants, history, runs, sandboxes, schedules, signals, workflows
 from smithers.gateway.apidoc import render_markdown
 from smithers.gateway.auth import ANY_SCOPE
 from smithers.gateway.schemas import (
@@ -62,8 +62,8 @@ are accepted too; each is recorded once as a grant row naming its issuer, and re
 
 | scope | allows |
 |---|---|
-| `run:read` | list and read runs, follow events, list workflows |
-| `run:write` | launch, cancel, resume, rerun |
+| `run:read` | list and read runs, follow events, list workflows and cron schedules |
+| `run:write` | launch, cancel, resume, rerun; pause and resume cron schedules |
 | `approval:read` | list approvals and diff reviews; read the runs it holds a pending approval of |
 | `approval:submit` | decide approvals and diff reviews |
 | `admin` | delete runs, issue and revoke grants, migrate runs between revisions |
@@ -692,10 +692,10 @@ def document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
-        "paths": _paths(),
+        "paths": {**_paths(), **schedules.paths()},
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
-            "schemas": component_schemas(),
+            "schemas": {**component_schemas(), **schedules.SCHEMAS},
         },
     }
 

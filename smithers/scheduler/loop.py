@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 
+from smithers.scheduler.ticker import Ticker
 from smithers.scheduler.timers import HORIZONS, Timers
 from smithers.shared import retention, tracing
 from smithers.shared.actions import DecisionConfig
@@ -48,8 +49,17 @@ class Scheduler:
     created in the same transaction that marks its node queued, so a second scheduler
     sees the node taken and never dispatches it again."""
 
-    def __init__(self, store: Store, broker: Broker, registry: Registry, config: SchedulerConfig) -> None:
+    def __init__(
+        self,
+        store: Store,
+        broker: Broker,
+        registry: Registry,
+        config: SchedulerConfig,
+        *,
+        deployment_version: str = "",
+    ) -> None:
         self.store = store
+        self.deployment_version = deployment_version  # recorded on the runs its schedules launch
         self.broker = broker
         self.registry = registry
         self.config = config
@@ -72,6 +82,22 @@ class Scheduler:
     def held(self) -> set[tuple[str, str]]:
         """What this process holds: it decides only runs of these (workflow, revision)s."""
         return {(name, self.registry.get(name).revision) for name in self.registry.names()}
+
+    @cached_property
+    def ticker(self) -> Ticker:
+        """Fires the cron ticks of this process's workflows (smithers.scheduler.ticker)."""
+        return Ticker(self.store, self.broker, self.registry, deployment_version=self.deployment_version)
+
+    def fire_schedules(self) -> list[str]:
+        """Launch the runs of due cron ticks; their ids (those launched here). A failure
+        is logged and the ticks stay due (store outages propagate)."""
+        try:
+            return self.ticker.tick()
+        except SmithersError:
+            raise
+        except Exception:
+            log.exception("firing cron schedules failed; trying again at the next look")
+            return []
 
     @cached_property
     def revisions(self) -> set[str]:
@@ -324,7 +350,8 @@ class Scheduler:
                 last_announce = time.time()
             ids: set[str] = set()
             timeout = interval
-            soonest = [t for t in (min(self._deferred.values(), default=None), self.timers.next_at()) if t]
+            deferred = min(self._deferred.values(), default=None)
+            soonest = [t for t in (deferred, self.timers.next_at(), self.ticker.next_at()) if t]
             if soonest:
                 timeout = max(0.001, min(interval, min(soonest) - time.time()))
             try:
@@ -335,9 +362,13 @@ class Scheduler:
             now = time.time()
             ids.update(self.timers.pop_due(now))
             try:
-                if now - last_sweep >= interval:
+                swept = now - last_sweep >= interval
+                if swept:
                     ids.update(self.sweep())
                     last_sweep = now
+                tick_at = self.ticker.next_at()
+                if swept or (tick_at is not None and tick_at <= now):  # a pause or resume: at a sweep
+                    ids.update(self.fire_schedules())
                 if self.config.retention_days and now >= self._retention_at:
                     self._retention_at = now + self.retain(stop)
                 due = self._due(ids, time.time())

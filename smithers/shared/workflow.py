@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from smithers.shared.context import DecisionContext, StepContext
     from smithers.shared.fanout import MapSpec, PickFn
     from smithers.shared.sandbox import SandboxSpec
+    from smithers.shared.schedule import Schedule
 
 NODE_ID = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 SIGNAL_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
@@ -134,6 +135,7 @@ class Workflow:
         self.order: tuple[str, ...] = ()  # topological order, set by validate()
         self._upstream: dict[str, tuple[str, ...]] = {}  # node -> its ancestors, computed once
         self._executions: int | None = None  # executions(), computed once
+        self.schedules: list[Schedule] = []  # cron schedules (smithers.shared.schedule)
 
     def add(self, node: Node) -> Node:
         """Add a node; a duplicate or malformed id is refused here."""
@@ -429,6 +431,28 @@ class Workflow:
                 signal_timeout_s=timeout_s,
             )
         )
+
+    def schedule(
+        self,
+        cron: str,
+        *,
+        tz: str = "UTC",
+        input: Mapping[str, Any] | None = None,
+        catch_up: int = 0,
+        id: str | None = None,
+    ) -> Schedule:
+        """Declare a cron schedule: each tick of ``cron`` (read in ``tz``, an IANA time
+        zone) launches one run with ``input``, however many schedulers run; ticks missed
+        while every scheduler was down are skipped, or the latest ``catch_up`` of them
+        fire. ``id`` names it in ``smithers schedules`` (default: derived from the cron,
+        the time zone and the input). See :mod:`smithers.shared.schedule`."""
+        from smithers.shared.schedule import Schedule  # noqa: PLC0415 (schedule imports errors only)
+
+        made = Schedule(cron, tz=tz, input=dict(input or {}), catch_up=catch_up, id=id or "")
+        if any(s.id == made.id for s in self.schedules):
+            raise InvalidWorkflow(f"workflow {self.name!r}: duplicate schedule id {made.id!r}")
+        self.schedules.append(made)
+        return made
 
     def waits_for_signals(self) -> bool:
         """True when a node of this workflow waits for a signal (its decisions read them)."""

@@ -130,6 +130,12 @@ def _v12(conn: Connection) -> None:
     s.signals.create(conn, checkfirst=True)
 
 
+def _v13(conn: Connection) -> None:
+    """``schedules``: each cron schedule's pause flag and latest tick dealt with
+    (smithers.shared.store.schedules)."""
+    s.schedules.create(conn, checkfirst=True)
+
+
 MIGRATIONS: dict[int, Migration] = {
     1: _v1,
     2: _v2,
@@ -142,6 +148,7 @@ MIGRATIONS: dict[int, Migration] = {
     10: _v10,
     11: _v11,
     12: _v12,
+    13: _v13,
 }
 
 

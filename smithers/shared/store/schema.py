@@ -216,6 +216,26 @@ signals = Table(
     Index("ix_signals_run_name", "run_id", "name", "id"),
 )
 
+# v13: the state of each declared cron schedule (smithers.shared.store.schedules): paused
+# or not, and how far its ticks were dealt with (fired or skipped), so every scheduler agrees.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("workflow", String(128), primary_key=True),
+    Column("schedule_id", String(64), primary_key=True),
+    Column("cron", String(200), nullable=False),
+    Column("tz", String(64), nullable=False),
+    Column("paused", Boolean, nullable=False, server_default=false()),
+    Column("paused_by", String(128)),
+    Column("changed_at", Float),
+    Column("done_until", Float),  # every tick up to it was fired or skipped
+    Column("last_tick", Float),  # the latest tick that launched a run, and that run
+    Column("last_run_id", RunId),
+    Column("fired", BigInteger, nullable=False, server_default="0"),
+    Column("skipped", BigInteger, nullable=False, server_default="0"),
+    Column("created_at", Float, nullable=False),
+)
+
 grants = Table(
     "grants",
     metadata,
