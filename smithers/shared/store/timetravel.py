@@ -16,6 +16,7 @@ from sqlalchemy import Connection, delete, func, select, update
 
 from smithers.shared.errors import Conflict, InvalidInput, NotFound, RateLimited
 from smithers.shared.status import AttemptState, NodeStatus, RunStatus
+from smithers.shared.store import children
 from smithers.shared.store import schema as s
 from smithers.shared.store.records import RunRecord, run_record
 from smithers.shared.store.runs import input_hash
@@ -108,7 +109,8 @@ def rewind(tx: Tx, wf: Workflow, run_id: str, node_id: str, audit_id: int) -> di
     Their node rows, outputs and approvals are removed, live attempts are cancelled
     (a late result is refused), their cache rows are deleted and the patches of their
     sandbox steps are withdrawn (``reverted``). The signals their signal nodes took are
-    kept again: a signal node run again takes the same signal.
+    kept again: a signal node run again takes the same signal. The live child runs of
+    their child nodes are asked to cancel; a child node run again launches a new child.
     """
     run = tx.lock_run(run_id)
     if run is None:
@@ -139,6 +141,9 @@ def rewind(tx: Tx, wf: Workflow, run_id: str, node_id: str, audit_id: int) -> di
         .where(sg.c.run_id == run_id, sg.c.consumed_node.in_(nodes))
         .values(consumed_node=None, consumed_iteration=None, consumed_at=None)
     )
+    # child runs of reopened child nodes are discarded: a live one is asked to cancel,
+    # and the node run again launches a new child (smithers.shared.child)
+    cancelled = children.cancel_live(tx, run_id, nodes)
     removed = tx.conn.execute(
         delete(s.nodes).where(s.nodes.c.run_id == run_id, s.nodes.c.node_id.in_(nodes))
     ).rowcount
@@ -162,7 +167,8 @@ def rewind(tx: Tx, wf: Workflow, run_id: str, node_id: str, audit_id: int) -> di
         "cache_rows_removed": int(removed_cache),
         "patches_reverted": int(reverted),
     }
-    tx.emit(run_id, "run.rewound", payload={**result, "audit_id": audit_id})
+    detail = {**result, "audit_id": audit_id, **({"children_cancelled": cancelled} if cancelled else {})}
+    tx.emit(run_id, "run.rewound", payload=detail)
     tx.wake(run_id)
     return result
 
