@@ -128,6 +128,8 @@ def advance(
     else:
         tx.wake(run_id)  # still due: the scheduler goes on with it
     related.extend(_parent(row, status))
+    if related:
+        tx.flush()  # this run's row as decided: what the related runs' decisions read of it
     for other in dict.fromkeys(related):
         tx.wake(other)  # withdrawn if decided below; kept for the scheduler if not
         if depth < MAX_DEPTH:

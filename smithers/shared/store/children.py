@@ -146,6 +146,7 @@ def launch(tx: Tx, parent_run_id: str, action: LaunchChild) -> str | None:
         {"run_id": cid},
         {"parent_node_id": action.node_id, "parent_iteration": action.iteration, "parent_epoch": epoch},
     )
+    tx.flush()  # the child's run.launched (its seq 1, given) before its decision's events
     tx.emit(
         parent_run_id,
         "child.launched",
