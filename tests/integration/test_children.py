@@ -139,6 +139,14 @@ def test_a_failing_child_fails_the_node_and_a_cancel_reaches_the_child(
         statuses = {n.node_id: n.status for n in nodes_of(conn, failing)}
     assert statuses == {"prepare": NodeStatus.SUCCEEDED, "sub": NodeStatus.FAILED}
 
+    # given a child node naming a workflow no process registered: the launch fails the node
+    orphan = engine.launch("t-child-orphan", decide=True)
+    lost = engine.wait(orphan, timeout=30)
+    assert lost.status is RunStatus.FAILED and lost.error is not None
+    assert (lost.error["node_id"], lost.error["code"]) == ("lost", "unknown_workflow")
+    with engine.store.read() as conn:
+        assert children.links(conn, orphan) == []
+
     # given a child whose step is running
     slow = engine.launch("t-child-parent", {"sleep": 4}, decide=True)
     slow_kid = child_run_id(slow, "sub", 0)

@@ -445,3 +445,7 @@ child_parent.child("sub", workflow="t-child-double", input=_sub_input, after=[pr
 @child_parent.task("report", after=["sub"])
 def child_report(ctx: StepContext) -> dict[str, Any]:
     return {"got": ctx.outputs["sub"]["double"]["doubled"]}
+
+
+child_orphan = Workflow("t-child-orphan")
+child_orphan.child("lost", workflow="t-no-such-workflow")
