@@ -139,6 +139,18 @@ def test_a_failing_child_fails_the_node_and_a_cancel_reaches_the_child(
         statuses = {n.node_id: n.status for n in nodes_of(conn, failing)}
     assert statuses == {"prepare": NodeStatus.SUCCEEDED, "sub": NodeStatus.FAILED}
 
+    # when the failed parent resumes: its child node launches a new child (the next epoch)
+    operations.resume(engine.store, engine.broker, failing, "op", decider=_decider(engine))
+    again = engine.wait(failing, timeout=60)
+    second = child_run_id(failing, "sub", 0, epoch=1)
+    assert again.status is RunStatus.FAILED and again.error is not None
+    assert again.error["child_run_id"] == second
+    with engine.store.read() as conn:
+        assert [(c.run_id, c.epoch, c.status) for c in children.links(conn, failing)] == [
+            (kid, 0, "failed"),
+            (second, 1, "failed"),
+        ]
+
     # given a child node naming a workflow no process registered: the launch fails the node
     orphan = engine.launch("t-child-orphan", decide=True)
     lost = engine.wait(orphan, timeout=30)
