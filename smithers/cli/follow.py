@@ -84,6 +84,8 @@ def describe(ev: EventLike, started: float) -> str | None:
         return f"{at}  ? {node} waiting for approval{owner}"
     if t == "signal.waiting":
         return f"{at}  ? {node} waiting for signal {p.get('name')} (smithers signal RUN {p.get('name')})"
+    if t == "child.launched":
+        return f"{at}  → {node} launched child run {p.get('child_run_id')} ({p.get('workflow')})"
     if t == "signal.received":
         return f"{at}  ! signal {p.get('name')} ({p.get('signal_id')}) from {p.get('sender')}"
     if t == "approval.escalated":

@@ -54,6 +54,8 @@ class Run:
     status_reason: str | None
     input: dict[str, Any] | None = None
     output: Any = None
+    parent_node_id: str | None = None  # a child run: the parent's node that launched it
+    parent_iteration: int | None = None
 
     @classmethod
     def from_json(cls, data: Json) -> Run:
@@ -76,6 +78,8 @@ class Run:
             status_reason=_str(data.get("status_reason")),
             input=_dict(data.get("input")),
             output=data.get("output"),
+            parent_node_id=_str(data.get("parent_node_id")),
+            parent_iteration=_int(data.get("parent_iteration")),
         )
 
 

@@ -22,6 +22,7 @@ from smithers.shared.redaction import redact_text
 from smithers.shared.status import RunStatus
 from smithers.shared.store import RunRecord, revisions
 from smithers.shared.store import runs as runs_store
+from smithers.shared.store.children import links as child_links
 from smithers.shared.store.queries import (
     attempts_of,
     get_run,
@@ -225,6 +226,7 @@ def show(run_id: str) -> Response:
         attempts = attempts_of(conn, run_id)
         outputs = outputs_of(conn, run_id)
         graph = revisions.stored_graph(conn, run.workflow, run.module_revision)
+        children = child_links(conn, run_id)
         missing = revisions.missing_roles(
             conn, run.workflow, run.module_revision, time.time(), services().config.holder_ttl_s
         )
@@ -244,6 +246,7 @@ def show(run_id: str) -> Response:
                 {"node_id": node, "iteration": it, "value": value}
                 for (node, it), value in sorted(outputs.items())
             ],
+            "children": [c.to_json() for c in children],
         }
     )
 

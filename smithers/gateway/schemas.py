@@ -55,7 +55,13 @@ def component_schemas() -> dict[str, Schema]:
             "output": ANY,
             "error": OBJ,
             "launched_by": STR,
-            "parent_run_id": STR,
+            "parent_run_id": {
+                **STR,
+                "description": "The run this one is a rerun, replay or child of (a child has"
+                " parent_node_id).",
+            },
+            "parent_node_id": {**STR, "description": "A child run: the parent's node that launched it."},
+            "parent_iteration": {**INT, "description": "A child run: that node execution's iteration."},
             "last_seq": {**INT, "description": "The seq of the run's newest event."},
             "status_reason": {
                 **STR,
@@ -63,7 +69,15 @@ def component_schemas() -> dict[str, Schema]:
                 " scheduler or worker holds its module revision; null otherwise.",
             },
         },
-        nullable=("finished_at", "error", "launched_by", "parent_run_id", "status_reason"),
+        nullable=(
+            "finished_at",
+            "error",
+            "launched_by",
+            "parent_run_id",
+            "status_reason",
+            "parent_node_id",
+            "parent_iteration",
+        ),
     )
     node = obj(
         {
@@ -244,6 +258,25 @@ def component_schemas() -> dict[str, Schema]:
                 "attempts": {"type": "array", "items": ref("Attempt")},
                 "outputs": {"type": "array", "items": ref("Output")},
                 "revision": ref("RunRevision"),
+                "children": {
+                    "type": "array",
+                    "items": ref("ChildRun"),
+                    "description": "The child runs its child nodes launched (every epoch).",
+                },
+            }
+        ),
+        "ChildRun": obj(
+            {
+                "run_id": STR,
+                "workflow": STR,
+                "status": {"type": "string", "enum": [s.value for s in RunStatus]},
+                "node_id": STR,
+                "iteration": INT,
+                "epoch": {
+                    **INT,
+                    "description": "0 for the node execution's first child; one more each time a"
+                    " rewind or resume ran the node again.",
+                },
             }
         ),
         "RunRevision": obj(

@@ -59,6 +59,17 @@ class SignalView:
 
 
 @dataclass(frozen=True)
+class ChildView:
+    """The current child run of a child node execution (its latest epoch)."""
+
+    run_id: str
+    status: RunStatus
+    cancel_requested: bool = False
+    output: Any = None
+    error: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class RunView:
     """A run's state as loaded (under its row lock) by the scheduler."""
 
@@ -70,6 +81,8 @@ class RunView:
     reopened: bool = False  # a rewind or resume removed node rows (attempts stay)
     # the signals not yet taken, per name in arrival order (loaded for a workflow with signal nodes)
     signals: Mapping[str, tuple[SignalView, ...]] = field(default_factory=dict)
+    # each child node execution's current child run (loaded for a workflow with child nodes)
+    children: Mapping[Key, ChildView] = field(default_factory=dict)
 
 
 class MissingOutputs(BaseException):
@@ -190,6 +203,26 @@ class ConsumeSignal:
 
 
 @dataclass(frozen=True)
+class LaunchChild:
+    """Launch the child run of a child node execution, or find the one it has: the
+    store derives its id (:func:`smithers.shared.child.child_run_id`)."""
+
+    node_id: str
+    iteration: int
+    workflow: str
+    input: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class CancelChild:
+    """Ask a child run to cancel (its parent was cancelled)."""
+
+    node_id: str
+    iteration: int
+    child_run_id: str
+
+
+@dataclass(frozen=True)
 class SetRun:
     """Change the run's status (and record its output or error when it ends)."""
 
@@ -207,6 +240,8 @@ Action = (
     | EscalateApproval
     | ExpireApproval
     | ConsumeSignal
+    | LaunchChild
+    | CancelChild
     | SetRun
 )
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from smithers.shared import child
 from smithers.shared.actions import (
     ConsumeSignal,
     Decision,
@@ -119,6 +120,8 @@ class _Decider(Maps):
                 continue
             if state.attempt is not None and state.attempt.state.live:
                 self.actions.append(EndAttempt(state.attempt.attempt_id, AttemptState.CANCELLED, None))
+            if node.kind is NodeKind.CHILD:
+                child.cancel(self, node, state)
             self.set_node(node, key[1], NodeStatus.CANCELLED, "node.cancelled")
         self.actions.append(SetRun(RunStatus.CANCELLED))
 
@@ -150,6 +153,8 @@ class _Decider(Maps):
             self.review_decided(node, st)
         elif st.status is NodeStatus.WAITING and node.kind is NodeKind.SIGNAL:
             self.signal_waits(node, st.iteration, st.next_at)
+        elif st.status is NodeStatus.RUNNING and node.kind is NodeKind.CHILD:
+            child.waits(self, node, st)
 
     def signal_waits(self, node: Node, iteration: int, timeout_at: float | None) -> None:
         """A signal node: take the first signal of its name not yet taken, else fail
@@ -352,6 +357,8 @@ class _Decider(Maps):
             for due in (escalate, (spec or {}).get("timeout_at")):
                 if due is not None:
                     self.wakes.append(due)
+        elif node.kind is NodeKind.CHILD:
+            child.start(self, node, iteration)
         elif node.kind is NodeKind.SIGNAL:
             timeout = node.signal_timeout_s
             self.signal_waits(node, iteration, None if timeout is None else self.now + timeout)

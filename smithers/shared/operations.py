@@ -20,7 +20,7 @@ from smithers.shared.errors import Conflict, InvalidInput, NotFound, SmithersErr
 from smithers.shared.jsonsafe import check_json
 from smithers.shared.limits import check_size
 from smithers.shared.redaction import sensitive_key, url_password
-from smithers.shared.registry import Registry
+from smithers.shared.registry import Registered, Registry
 from smithers.shared.revision import skeleton
 from smithers.shared.store import ApprovalRecord, RunRecord, Store, revisions, timetravel
 from smithers.shared.store import approvals as approvals_store
@@ -135,8 +135,9 @@ def launch(
         traceparent = tracing.traceparent()  # the launch's own: the run's decisions are its children
         run, created = runs_store.launch_once(
             store,
-            # its graph stays readable after the module is gone
-            first=lambda tx: revisions.record(tx, [entry]),
+            # its graph stays readable after the module is gone; so do its child workflows'
+            # (a child node launches the newest revision of its workflow the store knows)
+            first=lambda tx: revisions.record(tx, [entry, *child_entries(registry, entry.workflow)]),
             run_id=rid,
             workflow=workflow,
             workflow_version=entry.workflow.version,
@@ -152,6 +153,20 @@ def launch(
         _follow(broker, first.done, rid, soon=True)
         run = first.reread(store, run)
     return run, created
+
+
+def child_entries(registry: Registry, wf: Workflow) -> list[Registered]:
+    """The registered workflows ``wf``'s child nodes launch, and theirs (each once)."""
+    found: dict[str, Registered] = {}
+    todo = [wf]
+    while todo:
+        for node in todo.pop().nodes.values():
+            name = node.child_workflow
+            entry = registry.find(name) if name is not None and name not in found else None
+            if entry is not None and name is not None:
+                found[name] = entry
+                todo.append(entry.workflow)
+    return list(found.values())
 
 
 class _FirstDecision:

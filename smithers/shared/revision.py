@@ -40,6 +40,8 @@ def graph_of(wf: Workflow) -> dict[str, Any]:
             item["signal"] = node.signal
             item["schema"] = dict(node.signal_schema) if node.signal_schema is not None else None
             item["timeout_s"] = node.signal_timeout_s
+        if node.kind is NodeKind.CHILD:
+            item["workflow"] = node.child_workflow
         if node.kind in (NodeKind.TASK, NodeKind.SANDBOX):
             item["function"] = _name(node.fn) if node.fn is not None else None
         nodes.append(item)
@@ -68,6 +70,7 @@ def skeleton(graph: Mapping[str, Any]) -> Workflow:
             signal=item.get("signal"),
             signal_schema=item.get("schema"),
             signal_timeout_s=item.get("timeout_s"),
+            child_workflow=item.get("workflow"),
         )
         wf.nodes[node.id] = node
         order.append(node.id)

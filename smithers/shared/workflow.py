@@ -41,6 +41,7 @@ WORKFLOW_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,127}$")
 StepFn = Callable[["StepContext"], Any]
 ChooseFn = Callable[["DecisionContext"], str]
 UntilFn = Callable[["DecisionContext"], bool]
+ChildInputFn = Callable[["DecisionContext"], Any]
 NodeRef = "str | Callable[..., Any]"
 OnReject = Literal["fail", "skip"]
 
@@ -55,6 +56,7 @@ class NodeKind(StrEnum):
     LOOP = "loop"
     TIMER = "timer"
     SIGNAL = "signal"
+    CHILD = "child"
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,8 @@ class Node:
     signal_schema: Mapping[str, Any] | None = None  # its payload's schema (smithers.shared.approval)
     signal_timeout_s: float | None = None  # fails with signal_timeout past it
     map: MapSpec | None = None  # a task run once per item of a list (smithers.shared.fanout)
+    child_workflow: str | None = None  # the workflow a child node launches (smithers.shared.child)
+    child_input: ChildInputFn | None = None  # its input from the parent's; None: the parent's input
 
     @property
     def dispatched(self) -> bool:
@@ -453,6 +457,44 @@ class Workflow:
             raise InvalidWorkflow(f"workflow {self.name!r}: duplicate schedule id {made.id!r}")
         self.schedules.append(made)
         return made
+
+    def child(
+        self,
+        id: str,
+        *,
+        workflow: str,
+        input: ChildInputFn | None = None,
+        after: Iterable[object] | None = None,
+        continue_on_fail: bool = False,
+    ) -> Node:
+        """Declare a child workflow node: it launches a run of the registered workflow
+        ``workflow`` and waits for it to end (see :mod:`smithers.shared.child`).
+
+        ``input(ctx)`` (a :class:`DecisionContext` with the node's upstream outputs)
+        returns the child's input, a JSON object; without it the child gets the parent's
+        input. The node's output is the child run's output; a child that fails or is
+        cancelled fails the node (``child_failed``). The child's run id is derived from
+        the parent's (run, node, iteration), so deciding the node again finds the same child.
+        """
+        if not isinstance(workflow, str) or not WORKFLOW_NAME.match(workflow):
+            raise InvalidWorkflow(f"child {id!r}: workflow must match {WORKFLOW_NAME.pattern}")
+        if input is not None and not callable(input):
+            raise InvalidWorkflow(f"child {id!r}: input must be a function of the context or None")
+        return self.add(
+            Node(
+                id=id,
+                kind=NodeKind.CHILD,
+                after=_refs(after),
+                continue_on_fail=continue_on_fail,
+                child_workflow=workflow,
+                child_input=input,
+            )
+        )
+
+    def launches_children(self) -> bool:
+        """True when a node of this workflow is a child workflow node (its decisions read
+        the children's states)."""
+        return any(node.kind is NodeKind.CHILD for node in self.nodes.values())
 
     def waits_for_signals(self) -> bool:
         """True when a node of this workflow waits for a signal (its decisions read them)."""

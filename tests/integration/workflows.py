@@ -412,3 +412,40 @@ def deaf_step(ctx: StepContext) -> str:
     time.sleep(float(ctx.input.get("sleep", 30)))
     effect(ctx, "end")
     return "slept"
+
+
+# -- child workflows: t-child-parent runs t-child-double as its node "sub" --------------
+child_double = Workflow("t-child-double")
+
+
+@child_double.task()
+def double(ctx: StepContext) -> dict[str, Any]:
+    time.sleep(float(ctx.input.get("sleep", 0)))
+    if ctx.input.get("fail"):
+        raise RuntimeError("the child's step failed")
+    return {"doubled": ctx.input["n"] * 2}
+
+
+child_parent = Workflow("t-child-parent")
+
+
+@child_parent.task()
+def prepare(ctx: StepContext) -> dict[str, Any]:
+    return {"n": int(ctx.input.get("n", 1))}
+
+
+def _sub_input(ctx: DecisionContext) -> dict[str, Any]:
+    keep = {k: ctx.input[k] for k in ("sleep", "fail") if k in ctx.input}
+    return {"n": ctx.outputs["prepare"]["n"], **keep}
+
+
+child_parent.child("sub", workflow="t-child-double", input=_sub_input, after=[prepare])
+
+
+@child_parent.task("report", after=["sub"])
+def child_report(ctx: StepContext) -> dict[str, Any]:
+    return {"got": ctx.outputs["sub"]["double"]["doubled"]}
+
+
+child_orphan = Workflow("t-child-orphan")
+child_orphan.child("lost", workflow="t-no-such-workflow")

@@ -150,10 +150,10 @@ export async function runPage(app, root, runId) {
     head.replaceChildren(...runHeader(app, data.run, wf, render).filter(Boolean));
     graph.replaceChildren(h("h2", { id: "graph-h" }, "Graph"), graphView(wf, data.nodes));
     const audit = await api("GET", `/v1/runs/${encodeURIComponent(runId)}/audit`).catch(() => null);
-    const parts = [attemptsView(data.attempts), outputsView(data.outputs), auditView(audit)];
+    const parts = [childrenView(data.children || []), attemptsView(data.attempts), outputsView(data.outputs), auditView(audit)];
     if (app.can("approval:read")) parts.push(await diffReview(app, runId, render));
     else parts.push(needs("approval:read", "Seeing this run's diff reviews"));
-    details.replaceChildren(...parts);
+    details.replaceChildren(...parts.filter(Boolean));
   };
   await render();
   const stream = new EventStream(
@@ -181,15 +181,56 @@ function runHeader(app, run, wf, refresh) {
     ["Revision", run.module_revision],
     ["Deployment", run.deployment_version],
     ["Launched by", run.launched_by || "—"],
+    run.parent_run_id ? [run.parent_node_id ? "Parent run" : "Rerun of", parentLink(run)] : null,
     ["Created", time(run.created_at)],
     ["Updated", time(run.updated_at)],
   ];
   return [
     h("h1", {}, "Run ", h("code", {}, run.run_id), " ", badge(run.status)),
-    h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+    h("dl", { class: "facts" }, facts.filter(Boolean).map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
     run.error ? h("div", { class: "error-box", role: "alert" }, h("strong", {}, "Error: "), json(run.error)) : null,
     actions(app, run, wf, refresh),
   ];
+}
+
+const runLink = (runId) => h("a", { href: `#/runs/${encodeURIComponent(runId)}` }, runId);
+
+// A child run links to its parent's node execution; a rerun or replay to its source.
+function parentLink(run) {
+  const link = runLink(run.parent_run_id);
+  if (!run.parent_node_id) return link;
+  const at = run.parent_iteration ? `${run.parent_node_id}[${run.parent_iteration}]` : run.parent_node_id;
+  return h("span", {}, link, " at node ", h("code", {}, at));
+}
+
+// The child runs the run's child nodes launched, each linked (every epoch).
+function childrenView(children) {
+  if (!children.length) return null;
+  return h(
+    "section",
+    { "aria-labelledby": "children-h" },
+    h("h2", { id: "children-h" }, "Child runs"),
+    h(
+      "table",
+      {},
+      h("thead", {}, h("tr", {}, ["Node", "Epoch", "Run", "Workflow", "Status"].map((c) => h("th", { scope: "col" }, c)))),
+      h(
+        "tbody",
+        {},
+        children.map((c) =>
+          h(
+            "tr",
+            {},
+            h("td", {}, h("code", {}, c.iteration ? `${c.node_id}[${c.iteration}]` : c.node_id)),
+            h("td", {}, String(c.epoch)),
+            h("td", {}, runLink(c.run_id)),
+            h("td", {}, c.workflow),
+            h("td", {}, badge(c.status)),
+          ),
+        ),
+      ),
+    ),
+  );
 }
 
 function actions(app, run, wf, refresh) {

@@ -13,10 +13,20 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from smithers.shared import tracing
-from smithers.shared.actions import Decision, DecisionConfig, Key, MissingOutputs, RunView, SetRun
+from smithers.shared.actions import (
+    CancelChild,
+    Decision,
+    DecisionConfig,
+    Key,
+    LaunchChild,
+    MissingOutputs,
+    RunView,
+    SetRun,
+)
 from smithers.shared.decision import decide
 from smithers.shared.registry import Registry
 from smithers.shared.status import RunStatus
+from smithers.shared.store import children as children_store
 from smithers.shared.store import signals as signals_store
 from smithers.shared.store.queries import outputs_for
 from smithers.shared.store.state import Message, apply_and_tell, load_run_view
@@ -57,6 +67,8 @@ def decide_loaded(tx: Tx, wf: Workflow, view: RunView, config: DecisionConfig) -
     outputs: dict[Key, Any] = {}
     if wf.waits_for_signals():
         view = replace(view, signals=signals_store.pending(tx.conn, view.run_id))
+    if wf.launches_children():
+        view = replace(view, children=children_store.current(tx.conn, view.run_id))
     while True:
         try:
             return decide(wf, view, outputs, tx.now, config, partial=True)
@@ -77,6 +89,7 @@ def advance(
     config: DecisionConfig,
     *,
     max_nodes: int | None = None,
+    depth: int = 0,
 ) -> Advanced:
     """Lock ``run_id``, decide it and apply the decision in ``tx``.
 
@@ -88,6 +101,7 @@ def advance(
     messages: list[Message] = []
     trace = None
     status: RunStatus | None = None
+    related: list[str] = []  # children launched or asked to cancel, a child's parent
     for _ in range(MAX_ROUNDS):
         loaded = load_run_view(tx, run_id)
         if loaded is None:
@@ -104,6 +118,7 @@ def advance(
             tx.decided(run_id)
             sent, again = apply_and_tell(tx, run_id, decision, row.workflow, row.module_revision)
             messages.extend(sent)
+            related.extend(_children(tx, run_id, decision))
             for action in decision.actions:
                 if isinstance(action, SetRun):
                     status = action.status
@@ -112,10 +127,42 @@ def advance(
             break
     else:
         tx.wake(run_id)  # still due: the scheduler goes on with it
+    related.extend(_parent(row, status))
+    if related:
+        tx.flush()  # this run's row as decided: what the related runs' decisions read of it
+    for other in dict.fromkeys(related):
+        tx.wake(other)  # withdrawn if decided below; kept for the scheduler if not
+        if depth < MAX_DEPTH:
+            messages.extend(advance(tx, other, holds, config, max_nodes=max_nodes, depth=depth + 1).messages)
     near = decision.wake_at is not None and decision.wake_at < tx.now + NEAR_WAKE_S
     if near:
         tx.woken.add(run_id)  # a wake-up only: the run's wake time stays the decision's
     return Advanced(True, messages, decision.wake_at, row.workflow, row.module_revision, trace, near, status)
+
+
+MAX_DEPTH = 8  # parent <-> child hops one transaction decides (nesting deeper: the scheduler)
+
+
+def _children(tx: Tx, run_id: str, decision: Decision) -> list[str]:
+    """The children ``decision`` launched (still queued) or asked to cancel: decided next."""
+    found: list[str] = []
+    current = None
+    for action in decision.actions:
+        if isinstance(action, CancelChild):
+            found.append(action.child_run_id)
+        elif isinstance(action, LaunchChild):
+            current = current if current is not None else children_store.current(tx.conn, run_id)
+            child = current.get((action.node_id, action.iteration))
+            if child is not None and child.status is RunStatus.QUEUED:
+                found.append(child.run_id)
+    return found
+
+
+def _parent(row: Any, status: RunStatus | None) -> list[str]:
+    """The parent of a child run that has just ended (its node is done)."""
+    if status is not None and status.terminal and row.parent_node_id is not None:
+        return [str(row.parent_run_id)]
+    return []
 
 
 @dataclass(frozen=True)

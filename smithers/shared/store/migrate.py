@@ -136,6 +136,19 @@ def _v13(conn: Connection) -> None:
     s.schedules.create(conn, checkfirst=True)
 
 
+def _v15(conn: Connection) -> None:
+    """``runs.parent_node_id``, ``parent_iteration``, ``parent_epoch`` and the index
+    ``ix_runs_parent``: a child run's link to the node execution that launched it
+    (smithers.shared.store.children)."""
+    present = {c["name"] for c in inspect(conn).get_columns("runs")}
+    for name in ("parent_node_id", "parent_iteration", "parent_epoch"):
+        if name not in present:  # absent unless _v1 created the current tables
+            column = CreateColumn(s.runs.c[name]).compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE runs ADD COLUMN {column}"))
+    if "ix_runs_parent" not in {i["name"] for i in inspect(conn).get_indexes("runs")}:
+        next(i for i in s.runs.indexes if i.name == "ix_runs_parent").create(conn)
+
+
 MIGRATIONS: dict[int, Migration] = {
     1: _v1,
     2: _v2,
@@ -149,6 +162,7 @@ MIGRATIONS: dict[int, Migration] = {
     11: _v11,
     12: _v12,
     13: _v13,
+    15: _v15,
 }
 
 

@@ -32,6 +32,8 @@ class RunRecord:
     parent_run_id: str | None
     last_seq: int
     status_reason: str | None = None  # "revision_unavailable": no live process holds its revision
+    parent_node_id: str | None = None  # a child run: the parent's node that launched it
+    parent_iteration: int | None = None  # and its iteration (smithers.shared.child)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (status as its string value)."""
@@ -155,6 +157,8 @@ def run_record_from(m: Mapping[Any, Any]) -> RunRecord:
         parent_run_id=m["parent_run_id"],
         last_seq=int(m["next_seq"]),
         status_reason=m.get("status_reason"),
+        parent_node_id=m.get("parent_node_id"),
+        parent_iteration=m.get("parent_iteration"),
     )
 
 

@@ -80,9 +80,16 @@ runs = Table(
     # Why a live run cannot move (``revision_unavailable``: no live process holds its
     # module revision; smithers.shared.store.revisions), NULL when nothing is wrong.
     Column("status_reason", String(32)),
+    # A child run's link to its parent's node execution (smithers.shared.store.children):
+    # parent_run_id is also a rerun's source; parent_node_id is set only on a child.
+    # parent_epoch counts the node execution's earlier children (smithers.shared.child).
+    Column("parent_node_id", String(64)),
+    Column("parent_iteration", Integer),
+    Column("parent_epoch", Integer),
     Index("ix_runs_wake_at", "wake_at"),
     Index("ix_runs_status", "status"),
     Index("ix_runs_workflow_created", "workflow", "created_at"),
+    Index("ix_runs_parent", "parent_run_id", "parent_node_id"),
 )
 
 nodes = Table(

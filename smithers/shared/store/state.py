@@ -11,6 +11,7 @@ from sqlalchemy import bindparam, func, null, select, type_coerce, union_all, up
 from smithers.shared.actions import (
     UNSET,
     AttemptView,
+    CancelChild,
     ConsumeSignal,
     Decision,
     Dispatch,
@@ -18,6 +19,7 @@ from smithers.shared.actions import (
     EscalateApproval,
     ExpireApproval,
     Key,
+    LaunchChild,
     NodeView,
     OpenApproval,
     Redispatch,
@@ -28,6 +30,7 @@ from smithers.shared.actions import (
 from smithers.shared.keys import queue_for, revision_queue
 from smithers.shared.limits import OutputTooLarge, check_size
 from smithers.shared.status import AttemptState, NodeStatus, RunStatus
+from smithers.shared.store import children
 from smithers.shared.store import schema as s
 from smithers.shared.store.approvals import escalate_approval, expire_approval
 from smithers.shared.store.sandboxes import review_decisions
@@ -68,6 +71,8 @@ _RUN_COLUMNS = (
     _r.c.cancel_requested,
     _r.c.reopened,
     _r.c.traceparent,  # the launch's trace, continued by the decision (smithers.shared.tracing)
+    _r.c.parent_run_id,  # with parent_node_id: a child run, whose end decides its parent
+    _r.c.parent_node_id,
 )
 _NODE_COLUMNS = (
     _n.c.node_id,
@@ -303,14 +308,26 @@ def apply_and_tell(
             escalate_approval(tx, run_id, action.node_id, action.iteration, action.fallback_owner)
         elif isinstance(action, ExpireApproval):
             expire_approval(tx, run_id, action.node_id, action.iteration, action.approved, action.note)
-        elif isinstance(action, ConsumeSignal):
-            consume(tx, run_id, action)
+        elif isinstance(action, (ConsumeSignal, LaunchChild, CancelChild)):
+            cache_hit |= _apply_link(tx, run_id, action)  # True: a child node failed, decide again
         elif isinstance(action, SetRun):
             terminal = action.status.terminal
             _set_run(tx, run_id, action)
     wake_at = tx.now if cache_hit else decision.wake_at  # a hit frees downstream nodes now
     tx.set_run(run_id, {"wake_at": None if terminal else wake_at, "updated_at": tx.now})
     return messages, not terminal and wake_at is not None and wake_at <= tx.now
+
+
+def _apply_link(tx: Tx, run_id: str, action: ConsumeSignal | LaunchChild | CancelChild) -> bool:
+    """Apply an action that links the run to a signal or a child run; True when the
+    decision must be made again at once (a child that could not be launched failed its node)."""
+    if isinstance(action, ConsumeSignal):
+        consume(tx, run_id, action)
+    elif isinstance(action, LaunchChild):
+        return children.launch(tx, run_id, action) is None
+    else:
+        children.cancel(tx, run_id, action)
+    return False
 
 
 # A step's worker stops it at its deadline (smithers.workers.interrupt); one that does

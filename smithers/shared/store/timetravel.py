@@ -17,6 +17,7 @@ from sqlalchemy import ColumnElement, Connection, Table, and_, delete, func, or_
 from smithers.shared.errors import Conflict, InvalidInput, NotFound, RateLimited
 from smithers.shared.fanout import item_iteration
 from smithers.shared.status import AttemptState, NodeStatus, RunStatus
+from smithers.shared.store import children
 from smithers.shared.store import schema as s
 from smithers.shared.store.records import RunRecord, run_record
 from smithers.shared.store.runs import input_hash
@@ -137,7 +138,8 @@ def rewind(
     sandbox steps are withdrawn (``reverted``). The signals their signal nodes took are
     kept again: a signal node run again takes the same signal. With ``item`` (a map
     node's item index) only that item of the map runs again; the map's other items keep
-    their outputs and the map collects them again with the new one.
+    their outputs and the map collects them again with the new one. The live child runs
+    of their child nodes are asked to cancel; a child node run again launches a new child.
     """
     run = tx.lock_run(run_id)
     if run is None:
@@ -171,6 +173,9 @@ def rewind(
         .where(sg.c.run_id == run_id, sg.c.consumed_node.in_(nodes))
         .values(consumed_node=None, consumed_iteration=None, consumed_at=None)
     )
+    # child runs of reopened child nodes are discarded: a live one is asked to cancel,
+    # and the node run again launches a new child (smithers.shared.child)
+    cancelled = children.cancel_live(tx, run_id, nodes)
     removed = tx.conn.execute(
         delete(s.nodes).where(s.nodes.c.run_id == run_id, _rows(s.nodes, nodes, item))
     ).rowcount
@@ -195,7 +200,8 @@ def rewind(
         "cache_rows_removed": int(removed_cache),
         "patches_reverted": int(reverted),
     }
-    tx.emit(run_id, "run.rewound", payload={**result, "audit_id": audit_id})
+    detail = {**result, "audit_id": audit_id, **({"children_cancelled": cancelled} if cancelled else {})}
+    tx.emit(run_id, "run.rewound", payload=detail)
     tx.wake(run_id)
     return result
 
