@@ -54,6 +54,7 @@ class Run:
     status_reason: str | None
     input: dict[str, Any] | None = None
     output: Any = None
+    priority: int = 0  # 0..9, higher first
 
     @classmethod
     def from_json(cls, data: Json) -> Run:
@@ -76,6 +77,7 @@ class Run:
             status_reason=_str(data.get("status_reason")),
             input=_dict(data.get("input")),
             output=data.get("output"),
+            priority=int(data.get("priority") or 0),
         )
 
 

@@ -412,3 +412,7 @@ def deaf_step(ctx: StepContext) -> str:
     time.sleep(float(ctx.input.get("sleep", 30)))
     effect(ctx, "end")
     return "slept"
+
+
+# -- routing and flow control (docs/workflows.md, "Routing and flow control") -------------
+from tests.integration.flow_workflows import gpu, per_customer, ranked, rated  # noqa: E402, F401

@@ -130,6 +130,16 @@ def _v12(conn: Connection) -> None:
     s.signals.create(conn, checkfirst=True)
 
 
+def _v17(conn: Connection) -> None:
+    """Flow control (smithers.shared.store.flow): ``runs.priority`` and the
+    ``flow_gates`` and ``flow_slots`` tables."""
+    if "priority" not in {c["name"] for c in inspect(conn).get_columns("runs")}:
+        column = CreateColumn(s.runs.c.priority).compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE runs ADD COLUMN {column}"))
+    s.flow_gates.create(conn, checkfirst=True)
+    s.flow_slots.create(conn, checkfirst=True)
+
+
 MIGRATIONS: dict[int, Migration] = {
     1: _v1,
     2: _v2,
@@ -142,6 +152,7 @@ MIGRATIONS: dict[int, Migration] = {
     10: _v10,
     11: _v11,
     12: _v12,
+    17: _v17,
 }
 
 

@@ -32,6 +32,7 @@ class RunRecord:
     parent_run_id: str | None
     last_seq: int
     status_reason: str | None = None  # "revision_unavailable": no live process holds its revision
+    priority: int = 0  # 0..9, higher first (smithers.shared.flow)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (status as its string value)."""
@@ -155,6 +156,7 @@ def run_record_from(m: Mapping[Any, Any]) -> RunRecord:
         parent_run_id=m["parent_run_id"],
         last_seq=int(m["next_seq"]),
         status_reason=m.get("status_reason"),
+        priority=int(m.get("priority") or 0),
     )
 
 
