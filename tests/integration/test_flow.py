@@ -115,9 +115,9 @@ def test_one_run_per_customer_at_a_time_across_a_kill_9(
     b1 = launch(engine, "t-per-customer", {**common, "customer": "b"})
     engine.wait(b1, timeout=60)  # b is not held back by a
     engine.wait_event(a2, lambda e: e.type == "run.throttled")
-    # when the worker is killed -9 mid-step and another one starts
-    engine.kill9("worker")
+    # when the worker is killed -9 mid-step (another one started meanwhile)
     engine.worker("w2", concurrency=3, env={"T_WORKER": "w2"})
+    engine.kill9("worker")
     for run_id in (a1, a2, a3, b1):
         assert engine.wait(run_id, timeout=60).status is RunStatus.SUCCEEDED
     # then a1's step was tried again on w2 (its lease lapsed) and a's runs never
