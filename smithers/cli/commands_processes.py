@@ -30,6 +30,7 @@ from smithers.shared.errors import InvalidInput
 from smithers.shared.logs import setup_logging
 from smithers.shared.registry import Registry
 from smithers.shared.store import Store
+from smithers.shared.workflow import QUEUE_NAME
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
@@ -61,9 +62,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     assert dep.redis_url is not None
     config = WorkerConfig.from_env(os.environ, dep.data_dir)
     queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
-    unknown = [q for q in queues if q not in ("steps", "sandbox")]
+    unknown = [q for q in queues if not QUEUE_NAME.match(q)]
     if unknown:
-        raise InvalidInput(f"unknown queue(s) {', '.join(unknown)}; use steps and/or sandbox")
+        raise InvalidInput(
+            f"bad queue name(s) {', '.join(unknown)}: steps, sandbox or a node's own queue"
+            f" (wf.task(queue=...)), matching {QUEUE_NAME.pattern}"
+        )
     concurrency = args.concurrency or config.concurrency
     if not args.concurrency and settings.CONCURRENCY.given(os.environ) is None:
         concurrency = POOL_CONCURRENCY.get(args.pool, concurrency)
@@ -195,7 +199,11 @@ def register(add: Callable[[str, Callable[[argparse.Namespace], int], str], argp
     p = add("scheduler", cmd_scheduler, "run the scheduler process")
     p.add_argument("--log-level", default="INFO")
     p = add("worker", cmd_worker, "run a Celery worker")
-    p.add_argument("--queues", default="steps", help="steps, sandbox or steps,sandbox")
+    p.add_argument(
+        "--queues",
+        default="steps",
+        help="steps, sandbox, any node's own queue (wf.task(queue=...)); comma-separated",
+    )
     p.add_argument(
         "--pool",
         choices=("prefork", "threads", "gevent"),

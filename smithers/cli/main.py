@@ -177,6 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         launched_by=_actor(args),
         deployment_version=dep.deployment_version,
         decider=decider(registry),
+        priority=args.priority,
     )
     print(f"run {run.run_id} {'launched' if created else 'already exists'} ({run.workflow})", flush=True)
     warning = (
@@ -394,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workflow")
     p.add_argument("--input", default="{}", help="run input, a JSON object")
     p.add_argument("--run-id", default=None, help="choose the run id (makes the launch idempotent)")
+    p.add_argument("--priority", type=int, default=None, help="0..9, higher first (default 0)")
     p.add_argument("--detach", action="store_true", help="print the run id and exit")
     p.add_argument("--as", dest="actor", default=None, help="launcher recorded on the run")
     _follow_opts(p)

@@ -160,7 +160,9 @@ def _waiting(api: Client, run_id: str) -> int:
 def cmd_run(args: argparse.Namespace, api: Client) -> int:
     from smithers.shared.operations import parse_input  # noqa: PLC0415 (plain JSON parsing)
 
-    launched = api.launch_run(args.workflow, parse_input(args.input), run_id=args.run_id)
+    launched = api.launch_run(
+        args.workflow, parse_input(args.input), run_id=args.run_id, priority=args.priority
+    )
     run = launched.run
     print(
         f"run {run.run_id} {'launched' if launched.created else 'already exists'} ({run.workflow})",

@@ -163,12 +163,20 @@ class Client:
 
     @operation("launchRun")
     def launch_run(
-        self, workflow: str, input: Mapping[str, Any] | None = None, *, run_id: str | None = None
+        self,
+        workflow: str,
+        input: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        priority: int | None = None,
     ) -> Launched:
-        """Launch a run; with ``run_id`` the launch is idempotent (``created`` False on a repeat)."""
+        """Launch a run; with ``run_id`` the launch is idempotent (``created`` False on a
+        repeat); ``priority`` 0..9, higher first."""
         body: dict[str, Any] = {"workflow": workflow, "input": dict(input or {})}
         if run_id is not None:
             body["run_id"] = run_id
+        if priority is not None:
+            body["priority"] = priority
         response = self.request("POST", "/v1/runs", json=body, ok=(200, 201))
         return Launched.from_json(response.json(), created=response.status_code == 201)
 

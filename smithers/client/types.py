@@ -56,6 +56,7 @@ class Run:
     output: Any = None
     parent_node_id: str | None = None  # a child run: the parent's node that launched it
     parent_iteration: int | None = None
+    priority: int = 0  # 0..9, higher first
 
     @classmethod
     def from_json(cls, data: Json) -> Run:
@@ -80,6 +81,7 @@ class Run:
             output=data.get("output"),
             parent_node_id=_str(data.get("parent_node_id")),
             parent_iteration=_int(data.get("parent_iteration")),
+            priority=int(data.get("priority") or 0),
         )
 
 

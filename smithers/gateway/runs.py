@@ -54,6 +54,13 @@ LAUNCH = BodySchema(
             "pattern": RUN_ID_PATTERN,
             "description": "Choose the run id: launching it again with the same input returns the same run.",
         },
+        "priority": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 9,
+            "description": "0..9, higher first (default 0): the order of its steps' messages on"
+            " the broker and its place in line at a concurrency limit.",
+        },
     },
     required=("workflow",),
     description="Launch a run of a registered workflow.",
@@ -145,6 +152,7 @@ def launch() -> tuple[Response, int, dict[str, str]]:
         launched_by=principal().subject,
         deployment_version=svc.config.deployment_version,
         decider=svc.decider,
+        priority=body.get("priority"),
     )
     if created:
         # runs.launch reads the row back before its run.launched event is flushed (seq 1)

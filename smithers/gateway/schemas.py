@@ -68,6 +68,7 @@ def component_schemas() -> dict[str, Schema]:
                 "description": "Why a live run cannot move: `revision_unavailable` while no live"
                 " scheduler or worker holds its module revision; null otherwise.",
             },
+            "priority": {**INT, "description": "0..9, higher first (the launch's `priority`)."},
         },
         nullable=(
             "finished_at",

@@ -67,6 +67,7 @@ class Scheduler:
         self._seen_epoch: float | None = None  # the broker epoch last seen (Broker.epoch)
         self.process_id = f"scheduler:{socket.gethostname()}:{os.getpid()}"
         self._forward: dict[str, set[str]] = {}  # revision -> runs woken here but not held
+        self._gated: list[str] = []  # runs of a batch at flow gates, decided at its end
         # Adaptive batching: a run is decided again no sooner than BATCH_SPACING times
         # its last decision's cost, so a wide fan-out (an expensive decision, many
         # completions) is decided once per batch of completions while a chain (a cheap
@@ -157,6 +158,7 @@ class Scheduler:
         done = 0
         sent = False
         self._traced = {}
+        self._gated = []
 
         def send_early() -> None:
             # PostgreSQL: the messages go out before COMMIT, carrying the key of the
@@ -185,6 +187,14 @@ class Scheduler:
                 self.timers.decided(run_id, wake_at, tx.now)
                 if done >= MAX_BATCH or ended - began >= MAX_BATCH_S:
                     break
+            # Runs at flow gates last: every run lock of the batch is taken before any
+            # gate's (smithers.shared.store.flow, lock order); their rows are held already.
+            gated, self._gated = self._gated, []
+            for run_id in sorted(gated):
+                wake_at = self._decide(tx, run_id, messages, gate=True)
+                if wake_at is not None and wake_at <= tx.now:
+                    again.append(run_id)
+                self.timers.decided(run_id, wake_at, tx.now)
         if messages and not sent:
             self._send(messages, None)
         forward, self._forward = self._forward, {}
@@ -218,9 +228,13 @@ class Scheduler:
             self._cost = {k: v for k, v in self._cost.items() if now - v[0] < 60}
         return sorted(ready)
 
-    def _decide(self, tx: Tx, run_id: str, messages: list[Message]) -> float | None:
-        """Load, decide and apply one run inside ``tx``; returns when to look again."""
-        done = advance(tx, run_id, self._holds, self.decision_config)
+    def _decide(self, tx: Tx, run_id: str, messages: list[Message], *, gate: bool = False) -> float | None:
+        """Load, decide and apply one run inside ``tx``; returns when to look again.
+        A run at flow gates is put aside (``_gated``) unless ``gate``."""
+        done = advance(tx, run_id, self._holds, self.decision_config, gate=gate)
+        if done.gated:
+            self._gated.append(run_id)
+            return None
         if not done.decided:
             # Another revision's run (or a workflow this process lacks): never decided
             # with this code. Its holders get the wake-up; if none is live, the holder

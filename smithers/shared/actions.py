@@ -122,6 +122,7 @@ class Dispatch:
     cache_key: str | None = None  # look the output up first; dispatch on a miss
     cache_scope: str | None = None
     number: int | None = None  # the new attempt's number; None: count the attempts so far
+    queue: str | None = None  # the node's own queue (None: its kind's)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ log = logging.getLogger("smithers.broker")
 SOCKET_TIMEOUT_S = 5.0  # Redis replies: longer is a lost connection
 MAX_BLOCK_S = SOCKET_TIMEOUT_S - 1  # a BLPOP's longest wait, under the socket timeout
 _T = TypeVar("_T")
+MAX_STEP_PRIORITY = 9  # kombu's message priorities: 0..9
 MAX_HANDED_ON = 10_000  # wake-ups kept for a revision's schedulers (the sweep finds the rest)
 
 
@@ -74,6 +75,8 @@ class StepMessage(Protocol):
     def time_limit(self) -> float | None: ...
     @property
     def label(self) -> str: ...
+    @property
+    def priority(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class Step:
     queue: str
     time_limit: float | None = None
     label: str = ""
+    priority: int | None = None  # a run's 0..9, higher first; None: the broker's default
 
 
 class Broker:
@@ -206,7 +210,16 @@ class Broker:
                     "headers": headers,
                     "producer": producer,
                 }
+                if step.priority is not None:
+                    options["priority"] = self._message_priority(step.priority)
                 self.celery.send_task(STEP_TASK, args=[step.attempt_id], **options)
+
+    def _message_priority(self, priority: int) -> int:
+        """The message priority of a run's ``priority`` (0..9, higher first). kombu's
+        Redis transport serves the lowest number first, from one list per priority step
+        (0, 3, 6, 9: run priorities 7-9, 4-6, 1-3 and 0 share one); an AMQP broker
+        serves the highest first (on a queue declared with ``x-max-priority``)."""
+        return (MAX_STEP_PRIORITY - priority) if self.broker_url.startswith(REDIS_SCHEMES) else priority
 
     def try_send_steps(self, steps: Sequence[StepMessage], after: int | None = None) -> bool:
         """:meth:`send_steps`, best effort: True if they went out. A message not sent

@@ -91,6 +91,7 @@ class Steps:
                 cache_key,
                 scope,
                 number=self._number(key),
+                queue=node.queue,
             )
         )
         old = self.states.get(key) or NodeView(node.id, iteration, NodeStatus.QUEUED)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from smithers.shared import retention, settings, tracing
+from smithers.shared import flow, retention, settings, tracing
 from smithers.shared.broker import Broker
 from smithers.shared.errors import Conflict, InvalidInput, NotFound, SmithersError
 from smithers.shared.jsonsafe import check_json
@@ -122,12 +122,17 @@ def launch(
     launched_by: str | None,
     deployment_version: str,
     decider: Decider | None = None,
+    priority: int | None = None,
 ) -> tuple[RunRecord, bool]:
     """Launch a run (idempotent by run id); returns ``(run, created)``. With a
     ``decider`` the launch's transaction also makes the run's first decision, and its
-    first steps are sent after commit; without, the scheduler is woken for it."""
+    first steps are sent after commit; without, the scheduler is woken for it.
+    ``priority``: 0..9, higher first (smithers.shared.flow); a workflow with flow limits
+    needs its key fields in the input."""
     entry = registry.get(workflow)
     checked = check_input(run_input, entry.workflow.public_inputs, store.limits.input_bytes)
+    flow.check_input(entry.workflow.flow, checked)
+    rank = flow.check_priority(priority)
     rid = runs_store.check_run_id(run_id) if run_id is not None else new_run_id()
     first = _FirstDecision(decider, broker, rid, entry.workflow)
 
@@ -147,6 +152,7 @@ def launch(
             launched_by=launched_by,
             fresh=run_id is None,
             traceparent=traceparent,
+            priority=rank,
             then=first.then,
         )
     if created:

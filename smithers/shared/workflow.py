@@ -25,6 +25,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
 from smithers.shared.errors import InvalidInput, InvalidWorkflow
+from smithers.shared.flow import FlowPolicy, make_policy
 from smithers.shared.policy import Backoff, CachePolicy, RetryPolicy
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 NODE_ID = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 SIGNAL_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 WORKFLOW_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,127}$")
+QUEUE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")  # a node's own queue (smithers.shared.flow)
 
 StepFn = Callable[["StepContext"], Any]
 ChooseFn = Callable[["DecisionContext"], str]
@@ -92,6 +94,7 @@ class Node:
     map: MapSpec | None = None  # a task run once per item of a list (smithers.shared.fanout)
     child_workflow: str | None = None  # the workflow a child node launches (smithers.shared.child)
     child_input: ChildInputFn | None = None  # its input from the parent's; None: the parent's input
+    queue: str | None = None  # a task's own Celery queue (None: its kind's, smithers.shared.keys)
 
     @property
     def dispatched(self) -> bool:
@@ -126,10 +129,21 @@ class Workflow:
     """A named, versioned graph of nodes, built by a module at import time."""
 
     def __init__(
-        self, name: str, version: str = "1", description: str = "", public_inputs: Iterable[str] = ()
+        self,
+        name: str,
+        version: str = "1",
+        description: str = "",
+        public_inputs: Iterable[str] = (),
+        *,
+        concurrency: int | None = None,
+        concurrency_key: str | None = None,
+        rate_limit: str | None = None,
+        rate_key: str | None = None,
     ) -> None:
         if not WORKFLOW_NAME.match(name):
             raise InvalidWorkflow(f"workflow name {name!r} must match {WORKFLOW_NAME.pattern}")
+        # runs at once and starts per period, per input key (smithers.shared.flow)
+        self.flow: FlowPolicy | None = make_policy(name, concurrency, concurrency_key, rate_limit, rate_key)
         self.name = name
         self.version = version
         self.description = description
@@ -166,8 +180,16 @@ class Workflow:
         continue_on_fail: bool = False,
         cache: CachePolicy | None = None,
         secrets: Iterable[str] = (),
+        queue: str | None = None,
     ) -> Callable[[StepFn], StepFn]:
-        """Decorator: declare a Python function as a task node (id defaults to its name)."""
+        """Decorator: declare a Python function as a task node (id defaults to its name).
+
+        ``queue``: the Celery queue its steps go to (default ``steps``), for workers
+        started with ``--queues`` naming it (GPU hosts, credentialed hosts)."""
+        if queue is not None and (not isinstance(queue, str) or not QUEUE_NAME.match(queue)):
+            raise InvalidWorkflow(f"task {id!r}: queue must match {QUEUE_NAME.pattern}")
+        if queue == "sandbox":
+            raise InvalidWorkflow(f"task {id!r}: the sandbox queue is for sandbox nodes")
 
         def register(fn: StepFn) -> StepFn:
             node_id = id or str(getattr(fn, "__name__", ""))
@@ -183,6 +205,7 @@ class Workflow:
                     continue_on_fail=continue_on_fail,
                     cache=cache,
                     secrets=tuple(secrets),
+                    queue=queue,
                 )
             )
             fn.__smithers_node__ = node_id  # type: ignore[attr-defined]

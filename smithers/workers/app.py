@@ -27,6 +27,7 @@ from smithers.shared.keys import AFTER_HEADER, QUEUES, STEP_TASK, revision_queue
 from smithers.shared.logs import json_wanted, route_celery_logs, setup_logging
 from smithers.shared.registry import Registry, load_registry
 from smithers.shared.store import Store
+from smithers.shared.workflow import QUEUE_NAME
 from smithers.workers.holders import HOLDERS as _HOLDERS
 from smithers.workers.step import WorkerEnv, run_attempt
 
@@ -48,7 +49,7 @@ def create_app(env: WorkerEnv) -> Celery:
     app.conf.task_queues = [
         Queue(name, routing_key=name)
         for q in env.config.queues
-        for name in [q, *(revision_queue(q, rev) for rev in held if q in QUEUES)]
+        for name in [q, *(revision_queue(q, rev) for rev in held if _plain(q))]
     ]
 
     @celeryd_after_setup.connect(weak=False)
@@ -59,7 +60,7 @@ def create_app(env: WorkerEnv) -> Celery:
             return
         queues = instance.app.amqp.queues
         for name in sorted(queues.consume_from or queues):
-            if name in QUEUES:
+            if _plain(name):
                 for revision in held:
                     queue = revision_queue(name, revision)
                     queues.select_add(Queue(queue, routing_key=queue))
@@ -125,6 +126,11 @@ def app_from_env(environ: Mapping[str, str]) -> Celery:
             old.close()
 
     return create_app(env)
+
+
+def _plain(queue: str) -> bool:
+    """True for a queue of ours or a node's own (``gpu``), not a revision's (``steps.<12 hex>``)."""
+    return queue in QUEUES or QUEUE_NAME.match(queue) is not None
 
 
 def _queues(value: str | Sequence[str] | None) -> set[str]:

@@ -23,7 +23,7 @@ from smithers.shared.errors import InvalidInput, SmithersError
 from smithers.shared.fanout import item_index, items_of
 from smithers.shared.graph import output_iteration
 from smithers.shared.jsonsafe import check_json
-from smithers.shared.keys import STEPS_QUEUE, revision_queue
+from smithers.shared.keys import SANDBOX_QUEUE, revision_queue
 from smithers.shared.limits import OutputTooLarge
 from smithers.shared.redaction import redact, redact_text
 from smithers.shared.registry import Registry
@@ -543,10 +543,11 @@ def _commit(
 def _claim_in_place(env: WorkerEnv, tx: Tx, done: Advanced, chain: _Chain) -> Claim | None:
     """The one step ``done`` made ready, claimed in ``tx`` to run here next, if this
     worker consumes its queue and the chain's bound allows; else None."""
-    if len(done.messages) != 1 or STEPS_QUEUE not in env.config.queues:
+    if len(done.messages) != 1:
         return None
     m = done.messages[0]
-    if m.time_limit is not None or m.queue != revision_queue(STEPS_QUEUE, done.revision):
+    consumed = {revision_queue(q, done.revision) for q in env.config.queues if q != SANDBOX_QUEUE}
+    if m.time_limit is not None or m.queue not in consumed:  # a node's own queue too (smithers.shared.flow)
         return None
     entry = env.registry.find(m.workflow)
     node = entry.workflow.nodes.get(m.node_id) if entry is not None else None

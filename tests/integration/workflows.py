@@ -449,3 +449,5 @@ def child_report(ctx: StepContext) -> dict[str, Any]:
 
 child_orphan = Workflow("t-child-orphan")
 child_orphan.child("lost", workflow="t-no-such-workflow")
+# -- routing and flow control (docs/workflows.md, "Routing and flow control") -------------
+from tests.integration.flow_workflows import gpu, per_customer, ranked, rated  # noqa: E402, F401

@@ -27,6 +27,7 @@ from smithers.shared.decision import decide
 from smithers.shared.registry import Registry
 from smithers.shared.status import RunStatus
 from smithers.shared.store import children as children_store
+from smithers.shared.store import flow as flow_store
 from smithers.shared.store import signals as signals_store
 from smithers.shared.store.queries import outputs_for
 from smithers.shared.store.state import Message, apply_and_tell, load_run_view
@@ -56,6 +57,7 @@ class Advanced:
     trace: Any = None  # the decision's span context (tracing on), for the publishes
     near: bool = False  # due again within NEAR_WAKE_S: send a wake-up after commit
     status: RunStatus | None = None  # the run's status once decided, if the decision set it
+    gated: bool = False  # not decided: it must pass its flow gates, with ``gate`` (below)
 
 
 def decide_loaded(tx: Tx, wf: Workflow, view: RunView, config: DecisionConfig) -> Decision:
@@ -90,6 +92,7 @@ def advance(
     *,
     max_nodes: int | None = None,
     depth: int = 0,
+    gate: bool = True,
 ) -> Advanced:
     """Lock ``run_id``, decide it and apply the decision in ``tx``.
 
@@ -97,6 +100,12 @@ def advance(
     run of another revision is never decided with this code. ``max_nodes`` bounds the
     decision's cost: a run with more node executions is left for the scheduler (its
     wake time is set to now), which batches wide runs' decisions.
+
+    A queued run of a workflow with flow limits (:mod:`smithers.shared.flow`) is first
+    admitted at its gates, or left queued until the time they give; ``gate`` False
+    returns such a run undecided (``gated``), for a caller that locks other runs after
+    it in ``tx`` (the scheduler's batch): gate locks come after every run lock. A run
+    that ends frees its slot in ``tx``.
     """
     messages: list[Message] = []
     trace = None
@@ -112,28 +121,35 @@ def advance(
             if wf is not None:
                 tx.wake(run_id)
             return Advanced(False, messages, workflow=row.workflow, revision=row.module_revision)
+        if wf.flow is not None and view.status is RunStatus.QUEUED and not view.cancel_requested:
+            if not gate:
+                return Advanced(
+                    False, messages, workflow=row.workflow, revision=row.module_revision, gated=True
+                )
+            admission = flow_store.admit(tx, run_id, row.workflow, wf.flow, view.input, row.priority or 0)
+            if not admission.admitted:
+                return _held_back(tx, run_id, admission.wake_at, messages, row)
         # The launch's trace goes on here: a wake-up over Redis carries no context.
         with tracing.span("smithers.decide", row.traceparent, **{tracing.RUN_ID: run_id}):
             decision = decide_loaded(tx, wf, view, config)
             tx.decided(run_id)
-            sent, again = apply_and_tell(tx, run_id, decision, row.workflow, row.module_revision)
+            sent, again = apply_and_tell(
+                tx, run_id, decision, row.workflow, row.module_revision, row.priority or 0
+            )
             messages.extend(sent)
             related.extend(_children(tx, run_id, decision))
             for action in decision.actions:
                 if isinstance(action, SetRun):
                     status = action.status
+                    if wf.flow is not None and status.terminal:  # its slot, in the same transaction
+                        flow_store.release(tx, run_id, wf.flow)
             trace = tracing.current()
         if not again:
             break
     else:
         tx.wake(run_id)  # still due: the scheduler goes on with it
     related.extend(_parent(row, status))
-    if related:
-        tx.flush()  # this run's row as decided: what the related runs' decisions read of it
-    for other in dict.fromkeys(related):
-        tx.wake(other)  # withdrawn if decided below; kept for the scheduler if not
-        if depth < MAX_DEPTH:
-            messages.extend(advance(tx, other, holds, config, max_nodes=max_nodes, depth=depth + 1).messages)
+    _decide_related(tx, related, holds, config, max_nodes, depth, messages)
     near = decision.wake_at is not None and decision.wake_at < tx.now + NEAR_WAKE_S
     if near:
         tx.woken.add(run_id)  # a wake-up only: the run's wake time stays the decision's
@@ -141,6 +157,25 @@ def advance(
 
 
 MAX_DEPTH = 8  # parent <-> child hops one transaction decides (nesting deeper: the scheduler)
+
+
+def _decide_related(
+    tx: Tx,
+    related: list[str],
+    holds: Holds,
+    config: DecisionConfig,
+    max_nodes: int | None,
+    depth: int,
+    messages: list[Message],
+) -> None:
+    """Decide, in ``tx``, the runs a decision moved: children it launched or asked to
+    cancel, the parent of a child that ended (bounded by ``MAX_DEPTH``)."""
+    if related:
+        tx.flush()  # this run's row as decided: what the related runs' decisions read of it
+    for other in dict.fromkeys(related):
+        tx.wake(other)  # withdrawn if decided below; kept for the scheduler if not
+        if depth < MAX_DEPTH:
+            messages.extend(advance(tx, other, holds, config, max_nodes=max_nodes, depth=depth + 1).messages)
 
 
 def _children(tx: Tx, run_id: str, decision: Decision) -> list[str]:
@@ -163,6 +198,16 @@ def _parent(row: Any, status: RunStatus | None) -> list[str]:
     if status is not None and status.terminal and row.parent_node_id is not None:
         return [str(row.parent_run_id)]
     return []
+
+
+def _held_back(tx: Tx, run_id: str, wake_at: float | None, messages: list[Message], row: Any) -> Advanced:
+    """A queued run its gates did not admit: it stays queued until ``wake_at``."""
+    tx.decided(run_id)
+    tx.set_run(run_id, {"wake_at": wake_at, "updated_at": tx.now})
+    near = wake_at is not None and wake_at < tx.now + NEAR_WAKE_S
+    if near:
+        tx.woken.add(run_id)
+    return Advanced(True, messages, wake_at, row.workflow, row.module_revision, near=near)
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,16 @@ def _v15(conn: Connection) -> None:
         next(i for i in s.runs.indexes if i.name == "ix_runs_parent").create(conn)
 
 
+def _v17(conn: Connection) -> None:
+    """Flow control (smithers.shared.store.flow): ``runs.priority`` and the
+    ``flow_gates`` and ``flow_slots`` tables."""
+    if "priority" not in {c["name"] for c in inspect(conn).get_columns("runs")}:
+        column = CreateColumn(s.runs.c.priority).compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE runs ADD COLUMN {column}"))
+    s.flow_gates.create(conn, checkfirst=True)
+    s.flow_slots.create(conn, checkfirst=True)
+
+
 MIGRATIONS: dict[int, Migration] = {
     1: _v1,
     2: _v2,
@@ -163,6 +173,7 @@ MIGRATIONS: dict[int, Migration] = {
     12: _v12,
     13: _v13,
     15: _v15,
+    17: _v17,
 }
 
 

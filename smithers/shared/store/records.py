@@ -34,6 +34,7 @@ class RunRecord:
     status_reason: str | None = None  # "revision_unavailable": no live process holds its revision
     parent_node_id: str | None = None  # a child run: the parent's node that launched it
     parent_iteration: int | None = None  # and its iteration (smithers.shared.child)
+    priority: int = 0  # 0..9, higher first (smithers.shared.flow)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (status as its string value)."""
@@ -159,6 +160,7 @@ def run_record_from(m: Mapping[Any, Any]) -> RunRecord:
         status_reason=m.get("status_reason"),
         parent_node_id=m.get("parent_node_id"),
         parent_iteration=m.get("parent_iteration"),
+        priority=int(m.get("priority") or 0),
     )
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from smithers.shared.errors import Conflict, InvalidInput, NotFound
 from smithers.shared.status import NodeStatus, RunStatus
 from smithers.shared.store import schema as s
+from smithers.shared.store.flow import release
 from smithers.shared.store.records import RunRecord, run_record, run_record_from
 from smithers.shared.store.tx import Tx
 
@@ -51,6 +52,7 @@ def launch(
     lineage: dict[str, Any] | None = None,
     fresh: bool = False,
     traceparent: str | None = None,
+    priority: int = 0,
 ) -> tuple[RunRecord, bool]:
     """Create a queued run, or return the existing one launched with the same input.
 
@@ -59,7 +61,8 @@ def launch(
     transaction. ``fresh``: the id was just generated (:func:`smithers.shared.operations.new_run_id`,
     80 random bits), so no run can have it and it is not looked up first (one round
     trip fewer on PostgreSQL). ``traceparent``: the launch's trace context, which the
-    run's decisions continue (smithers.shared.tracing).
+    run's decisions continue (smithers.shared.tracing). ``priority``: 0..9, higher
+    first (smithers.shared.flow).
     """
     digest = input_hash(run_input)
     existing = None if fresh else tx.lock_run(run_id)
@@ -85,6 +88,7 @@ def launch(
         parent_run_id=parent_run_id,
         lineage=lineage,
         traceparent=traceparent,
+        priority=priority,
         finished_at=None,
         output=None,
         error=None,
@@ -229,6 +233,7 @@ def delete_run(
         run_id=run_id,
         detail={"workflow": run.workflow, "status": run.status.value, "module_revision": run.module_revision},
     )
+    release(tx, run_id)  # a slot it holds goes to the next in line (smithers.shared.store.flow)
     found = tx.conn.execute(select(s.sandboxes.c.bundle_path).where(s.sandboxes.c.run_id == run_id))
     bundles = tuple(str(path) for path in list[Any](found.scalars()))
     rows = 0

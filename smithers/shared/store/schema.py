@@ -86,6 +86,8 @@ runs = Table(
     Column("parent_node_id", String(64)),
     Column("parent_iteration", Integer),
     Column("parent_epoch", Integer),
+    # v17: the launch's priority, 0..9, higher first (smithers.shared.flow)
+    Column("priority", Integer, nullable=False, server_default=text("0")),
     Index("ix_runs_wake_at", "wake_at"),
     Index("ix_runs_status", "status"),
     Index("ix_runs_workflow_created", "workflow", "created_at"),
@@ -382,4 +384,32 @@ holders = Table(
     Column("started_at", Float, nullable=False),
     Column("last_seen", Float, nullable=False),
     Index("ix_holders_revision", "revision", "last_seen"),
+)
+
+# v17: flow control (smithers.shared.flow, smithers.shared.store.flow). A gate per
+# (workflow, kind, key value): ``held`` counts the concurrency slots held (its row is the
+# lock every admission and release takes), ``starts`` the latest start times of a rate.
+flow_gates = Table(
+    "flow_gates",
+    metadata,
+    Column("workflow", String(128), primary_key=True),
+    Column("kind", String(16), primary_key=True),  # concurrency | rate
+    Column("key", String(200), primary_key=True),
+    Column("held", Integer, nullable=False),
+    Column("starts", Json),
+    Column("updated_at", Float, nullable=False),
+)
+
+# A run waiting at a gate or holding a concurrency slot: one row per run, removed in the
+# transaction that ends it (its slot then goes to the first in line).
+flow_slots = Table(
+    "flow_slots",
+    metadata,
+    Column("run_id", RunId, _run_fk(), primary_key=True),
+    Column("workflow", String(128), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("state", String(16), nullable=False),  # waiting | held
+    Column("priority", Integer, nullable=False),
+    Column("since", Float, nullable=False),
+    Index("ix_flow_slots_line", "workflow", "key", "state"),
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import bindparam, func, null, select, type_coerce, union_all, update
@@ -51,6 +51,7 @@ class Message:
     iteration: int = 0
     number: int = 0
     workflow: str = ""
+    priority: int = 0  # the run's, 0..9 higher first (smithers.shared.flow)
 
     @property
     def label(self) -> str:
@@ -73,6 +74,7 @@ _RUN_COLUMNS = (
     _r.c.traceparent,  # the launch's trace, continued by the decision (smithers.shared.tracing)
     _r.c.parent_run_id,  # with parent_node_id: a child run, whose end decides its parent
     _r.c.parent_node_id,
+    _r.c.priority,  # its flow gates' line and its step messages' priority (smithers.shared.flow)
 )
 _NODE_COLUMNS = (
     _n.c.node_id,
@@ -240,10 +242,11 @@ def apply_decision(
 
 
 def apply_and_tell(
-    tx: Tx, run_id: str, decision: Decision, workflow: str = "", revision: str = ""
+    tx: Tx, run_id: str, decision: Decision, workflow: str = "", revision: str = "", priority: int = 0
 ) -> tuple[list[Message], bool]:
     """:func:`apply_decision`, and whether the run is due again at once (a cache hit
-    frees its downstream nodes now; a zero-second timer or retry is due now)."""
+    frees its downstream nodes now; a zero-second timer or retry is due now). The
+    messages carry the run's ``priority``."""
     messages: list[Message] = []
     terminal = False
     cache_hit = False
@@ -258,7 +261,7 @@ def apply_and_tell(
             if message is None:
                 cache_hit = True
             else:
-                messages.append(message)
+                messages.append(replace(message, priority=priority) if priority else message)
         elif isinstance(action, Redispatch):
             row = tx.conn.execute(
                 update(s.attempts)
@@ -284,6 +287,7 @@ def apply_and_tell(
                         action.iteration,
                         int(row[2]),
                         workflow,
+                        priority,
                     )
                 )
         elif isinstance(action, EndAttempt):
@@ -345,7 +349,7 @@ def _dispatch(
 ) -> Message | None:
     """Create attempt ``number`` and queue the node; on a cache hit, finish it from the cache."""
     attempt_id = str(uuid.uuid4())
-    queue = queue_for(action.kind)
+    queue = action.queue or queue_for(action.kind)
     hit = None
     if action.cache_key is not None:
         hit = tx.execute(_CACHE_LOOKUP, {"b_key": action.cache_key}).first()
