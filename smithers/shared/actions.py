@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from smithers.shared.budget import Budget, Spent
 from smithers.shared.status import AttemptState, NodeStatus, RunStatus
 from smithers.shared.workflow import NodeKind
 
@@ -70,6 +71,9 @@ class RunView:
     reopened: bool = False  # a rewind or resume removed node rows (attempts stay)
     # the signals not yet taken, per name in arrival order (loaded for a workflow with signal nodes)
     signals: Mapping[str, tuple[SignalView, ...]] = field(default_factory=dict)
+    # the run's ceilings (None: none) and, when it has some, what it spent so far
+    budget: Budget | None = None
+    spent: Spent = field(default_factory=Spent)
 
 
 class MissingOutputs(BaseException):
@@ -190,6 +194,26 @@ class ConsumeSignal:
 
 
 @dataclass(frozen=True)
+class ParkOnBudget:
+    """A step the budget no longer covers: open (or open again) its approval that asks
+    to raise the ceilings, with ``spec`` (smithers.shared.budget.raise_spec)."""
+
+    node_id: str
+    iteration: int
+    spec: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class SetBudget:
+    """Set the run's ceilings (an approval raised them), with its ``budget.raised`` event."""
+
+    budget: Budget
+    node_id: str
+    iteration: int
+    by: str | None
+
+
+@dataclass(frozen=True)
 class SetRun:
     """Change the run's status (and record its output or error when it ends)."""
 
@@ -207,6 +231,8 @@ Action = (
     | EscalateApproval
     | ExpireApproval
     | ConsumeSignal
+    | ParkOnBudget
+    | SetBudget
     | SetRun
 )
 

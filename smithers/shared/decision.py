@@ -31,6 +31,7 @@ from smithers.shared.actions import (
 )
 from smithers.shared.approval import TIMEOUT_ACTOR
 from smithers.shared.context import DecisionContext
+from smithers.shared.decision_budget import budget_decided
 from smithers.shared.decision_steps import Steps
 from smithers.shared.graph import output_iteration
 from smithers.shared.policy import cache_key
@@ -148,6 +149,8 @@ class _Decider(Steps):
             self.review_decided(node, st)
         elif st.status is NodeStatus.WAITING and node.kind is NodeKind.SIGNAL:
             self.signal_waits(node, st.iteration, st.next_at)
+        elif st.status is NodeStatus.OVER_BUDGET:
+            budget_decided(self, node, st)
 
     def signal_waits(self, node: Node, iteration: int, timeout_at: float | None) -> None:
         """A signal node: take the first signal of its name not yet taken, else fail
@@ -451,7 +454,7 @@ class _Decider(Steps):
                 st.status is NodeStatus.RUNNING and node.kind is not NodeKind.LOOP
             ):
                 active = True
-            elif st.status is NodeStatus.WAITING:
+            elif st.status in (NodeStatus.WAITING, NodeStatus.OVER_BUDGET):
                 if node.kind is NodeKind.TIMER:
                     active = True
                 else:

@@ -16,6 +16,7 @@ from typing import Any
 
 from smithers.shared import retention, settings, tracing
 from smithers.shared.broker import Broker
+from smithers.shared.budget import Budget
 from smithers.shared.errors import Conflict, InvalidInput, NotFound, SmithersError
 from smithers.shared.jsonsafe import check_json
 from smithers.shared.limits import check_size
@@ -122,12 +123,15 @@ def launch(
     launched_by: str | None,
     deployment_version: str,
     decider: Decider | None = None,
+    budget: Any = None,
 ) -> tuple[RunRecord, bool]:
     """Launch a run (idempotent by run id); returns ``(run, created)``. With a
     ``decider`` the launch's transaction also makes the run's first decision, and its
-    first steps are sent after commit; without, the scheduler is woken for it."""
+    first steps are sent after commit; without, the scheduler is woken for it.
+    ``budget``: ceilings overriding the workflow's, by name (smithers.shared.budget)."""
     entry = registry.get(workflow)
     checked = check_input(run_input, entry.workflow.public_inputs, store.limits.input_bytes)
+    ceilings = launch_budget(entry.workflow, budget)
     rid = runs_store.check_run_id(run_id) if run_id is not None else new_run_id()
     first = _FirstDecision(decider, broker, rid, entry.workflow)
 
@@ -146,12 +150,22 @@ def launch(
             launched_by=launched_by,
             fresh=run_id is None,
             traceparent=traceparent,
+            budget=None if ceilings is None else ceilings.to_json(),
             then=first.then,
         )
     if created:
         _follow(broker, first.done, rid, soon=True)
         run = first.reread(store, run)
     return run, created
+
+
+def launch_budget(wf: Workflow, override: Any) -> Budget | None:
+    """A run's ceilings: the workflow's, with those the launch names replaced (a null
+    removes one); raises InvalidInput for a malformed override."""
+    if override is None:
+        return wf.budget
+    found = (wf.budget or Budget()).merged(override)
+    return None if found.empty else found
 
 
 class _FirstDecision:

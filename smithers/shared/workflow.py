@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
+from smithers.shared.budget import Budget
 from smithers.shared.errors import InvalidInput, InvalidWorkflow
 from smithers.shared.policy import Backoff, CachePolicy, RetryPolicy
 
@@ -108,7 +109,12 @@ class Workflow:
     """A named, versioned graph of nodes, built by a module at import time."""
 
     def __init__(
-        self, name: str, version: str = "1", description: str = "", public_inputs: Iterable[str] = ()
+        self,
+        name: str,
+        version: str = "1",
+        description: str = "",
+        public_inputs: Iterable[str] = (),
+        budget: Budget | None = None,
     ) -> None:
         if not WORKFLOW_NAME.match(name):
             raise InvalidWorkflow(f"workflow name {name!r} must match {WORKFLOW_NAME.pattern}")
@@ -117,6 +123,10 @@ class Workflow:
         self.description = description
         # input keys that look like credentials but hold none (``secret_ref``): accepted
         self.public_inputs: frozenset[str] = frozenset(public_inputs)
+        # ceilings on what a run may spend (smithers.shared.budget); a launch may override them
+        if budget is not None and not isinstance(budget, Budget):
+            raise InvalidWorkflow(f"workflow {name!r}: budget must be a smithers.Budget")
+        self.budget = budget
         self.nodes: dict[str, Node] = {}
         self.order: tuple[str, ...] = ()  # topological order, set by validate()
         self._upstream: dict[str, tuple[str, ...]] = {}  # node -> its ancestors, computed once

@@ -18,6 +18,7 @@ from smithers.shared.decision import decide
 from smithers.shared.registry import Registry
 from smithers.shared.status import RunStatus
 from smithers.shared.store import signals as signals_store
+from smithers.shared.store import spend as spend_store
 from smithers.shared.store.queries import outputs_for
 from smithers.shared.store.state import Message, apply_and_tell, load_run_view
 from smithers.shared.store.tx import Tx
@@ -57,6 +58,8 @@ def decide_loaded(tx: Tx, wf: Workflow, view: RunView, config: DecisionConfig) -
     outputs: dict[Key, Any] = {}
     if wf.waits_for_signals():
         view = replace(view, signals=signals_store.pending(tx.conn, view.run_id))
+    if view.budget is not None:  # a run with ceilings: what it spent so far
+        view = replace(view, spent=spend_store.totals(tx.conn, view.run_id))
     while True:
         try:
             return decide(wf, view, outputs, tx.now, config, partial=True)

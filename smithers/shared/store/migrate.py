@@ -130,6 +130,15 @@ def _v12(conn: Connection) -> None:
     s.signals.create(conn, checkfirst=True)
 
 
+def _v14(conn: Connection) -> None:
+    """Budgets (smithers.shared.budget): ``runs.budget`` (the run's ceilings) and the
+    ``spend`` table (what each attempt reported spending)."""
+    if "budget" not in {c["name"] for c in inspect(conn).get_columns("runs")}:
+        column = CreateColumn(s.runs.c.budget).compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE runs ADD COLUMN {column}"))
+    s.spend.create(conn, checkfirst=True)
+
+
 MIGRATIONS: dict[int, Migration] = {
     1: _v1,
     2: _v2,
@@ -142,6 +151,7 @@ MIGRATIONS: dict[int, Migration] = {
     10: _v10,
     11: _v11,
     12: _v12,
+    14: _v14,
 }
 
 

@@ -51,6 +51,7 @@ def launch(
     lineage: dict[str, Any] | None = None,
     fresh: bool = False,
     traceparent: str | None = None,
+    budget: dict[str, Any] | None = None,
 ) -> tuple[RunRecord, bool]:
     """Create a queued run, or return the existing one launched with the same input.
 
@@ -59,7 +60,8 @@ def launch(
     transaction. ``fresh``: the id was just generated (:func:`smithers.shared.operations.new_run_id`,
     80 random bits), so no run can have it and it is not looked up first (one round
     trip fewer on PostgreSQL). ``traceparent``: the launch's trace context, which the
-    run's decisions continue (smithers.shared.tracing).
+    run's decisions continue (smithers.shared.tracing). ``budget``: the run's spending
+    ceilings (smithers.shared.budget), None for none.
     """
     digest = input_hash(run_input)
     existing = None if fresh else tx.lock_run(run_id)
@@ -85,6 +87,7 @@ def launch(
         parent_run_id=parent_run_id,
         lineage=lineage,
         traceparent=traceparent,
+        budget=budget,
         finished_at=None,
         output=None,
         error=None,

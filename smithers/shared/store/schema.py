@@ -80,6 +80,8 @@ runs = Table(
     # Why a live run cannot move (``revision_unavailable``: no live process holds its
     # module revision; smithers.shared.store.revisions), NULL when nothing is wrong.
     Column("status_reason", String(32)),
+    # v14: the run's spending ceilings {"tokens", "cost"} (smithers.shared.budget), NULL: none
+    Column("budget", Json),
     Index("ix_runs_wake_at", "wake_at"),
     Index("ix_runs_status", "status"),
     Index("ix_runs_workflow_created", "workflow", "created_at"),
@@ -214,6 +216,22 @@ signals = Table(
     Column("consumed_at", Float),
     Index("ux_signals_run_signal", "run_id", "signal_id", unique=True),
     Index("ix_signals_run_name", "run_id", "name", "id"),
+)
+
+# v14: what each attempt reported spending (smithers.shared.store.spend); only attempts
+# that reported have a row. Rows stay when a rewind or resume discards their node rows.
+spend = Table(
+    "spend",
+    metadata,
+    Column("attempt_id", String(36), primary_key=True),
+    Column("run_id", RunId, _run_fk(), nullable=False),
+    Column("node_id", String(64), nullable=False),
+    Column("iteration", Integer, nullable=False),
+    Column("tokens_in", BigInteger, nullable=False),
+    Column("tokens_out", BigInteger, nullable=False),
+    Column("cost", Float, nullable=False),
+    Column("reported_at", Float, nullable=False),
+    Index("ix_spend_run", "run_id"),
 )
 
 grants = Table(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +21,14 @@ from smithers.shared.actions import (
     Key,
     NodeView,
     OpenApproval,
+    ParkOnBudget,
     Redispatch,
     RunView,
+    SetBudget,
     SetNode,
     SetRun,
 )
+from smithers.shared.budget import Budget
 from smithers.shared.keys import queue_for, revision_queue
 from smithers.shared.limits import OutputTooLarge, check_size
 from smithers.shared.status import AttemptState, NodeStatus, RunStatus
@@ -32,6 +36,7 @@ from smithers.shared.store import schema as s
 from smithers.shared.store.approvals import escalate_approval, expire_approval
 from smithers.shared.store.sandboxes import review_decisions
 from smithers.shared.store.signals import consume
+from smithers.shared.store.spend import budget_action
 from smithers.shared.store.tx import Tx
 
 
@@ -68,6 +73,7 @@ _RUN_COLUMNS = (
     _r.c.cancel_requested,
     _r.c.reopened,
     _r.c.traceparent,  # the launch's trace, continued by the decision (smithers.shared.tracing)
+    _r.c.budget,  # the run's ceilings (smithers.shared.budget)
 )
 _NODE_COLUMNS = (
     _n.c.node_id,
@@ -135,7 +141,8 @@ def load_run_view(tx: Tx, run_id: str) -> tuple[RunView, Any] | None:
     if run is None:
         return None
     approvals = {}
-    if any(r.kind == "approval" for r in rows):
+    parked = NodeStatus.OVER_BUDGET.value  # its decision is its budget approval's
+    if any(r.kind == "approval" or r.node_status == parked for r in rows):
         approvals = {
             (r.node_id, r.iteration): r._mapping for r in tx.conn.execute(_APPROVALS, {"b_run_id": run_id})
         }
@@ -159,7 +166,9 @@ def load_run_view(tx: Tx, run_id: str) -> tuple[RunView, Any] | None:
                 error=r.attempt_error,
             )
         key = (r.node_id, r.iteration)
-        decision = reviews.get(r.current_attempt_id) if r.kind == "sandbox" else approvals.get(key)
+        decision: Mapping[Any, Any] | None = approvals.get(key)
+        if r.kind == "sandbox" and r.node_status != parked:
+            decision = reviews.get(r.current_attempt_id)
         views[key] = NodeView(
             node_id=key[0],
             iteration=key[1],
@@ -179,6 +188,7 @@ def load_run_view(tx: Tx, run_id: str) -> tuple[RunView, Any] | None:
         nodes=views,
         cancel_requested=bool(run.cancel_requested),
         reopened=bool(run.reopened),
+        budget=Budget.from_json(run.budget),
     )
     return view, run
 
@@ -255,32 +265,7 @@ def apply_and_tell(
             else:
                 messages.append(message)
         elif isinstance(action, Redispatch):
-            row = tx.conn.execute(
-                update(s.attempts)
-                .where(s.attempts.c.attempt_id == action.attempt_id)
-                .values(dispatched_at=tx.now)
-                .returning(s.attempts.c.queue, s.attempts.c.timeout_s, s.attempts.c.number)
-            ).first()
-            if row is not None:
-                tx.emit(
-                    run_id,
-                    "attempt.redispatched",
-                    node_id=action.node_id,
-                    iteration=action.iteration,
-                    attempt_id=action.attempt_id,
-                )
-                messages.append(
-                    Message(
-                        action.attempt_id,
-                        revision_queue(row[0], revision),
-                        _time_limit(row[1]),
-                        run_id,
-                        action.node_id,
-                        action.iteration,
-                        int(row[2]),
-                        workflow,
-                    )
-                )
+            messages.extend(_redispatch(tx, run_id, action, workflow, revision))
         elif isinstance(action, EndAttempt):
             _end_attempt(tx, run_id, action)
         elif isinstance(action, SetNode):
@@ -305,12 +290,36 @@ def apply_and_tell(
             expire_approval(tx, run_id, action.node_id, action.iteration, action.approved, action.note)
         elif isinstance(action, ConsumeSignal):
             consume(tx, run_id, action)
+        elif isinstance(action, ParkOnBudget | SetBudget):
+            budget_action(tx, run_id, action)
         elif isinstance(action, SetRun):
             terminal = action.status.terminal
             _set_run(tx, run_id, action)
     wake_at = tx.now if cache_hit else decision.wake_at  # a hit frees downstream nodes now
     tx.set_run(run_id, {"wake_at": None if terminal else wake_at, "updated_at": tx.now})
     return messages, not terminal and wake_at is not None and wake_at <= tx.now
+
+
+def _redispatch(tx: Tx, run_id: str, action: Redispatch, workflow: str, revision: str) -> list[Message]:
+    """Send a queued attempt again (its message is the one to send; none if it is gone)."""
+    row = tx.conn.execute(
+        update(s.attempts)
+        .where(s.attempts.c.attempt_id == action.attempt_id)
+        .values(dispatched_at=tx.now)
+        .returning(s.attempts.c.queue, s.attempts.c.timeout_s, s.attempts.c.number)
+    ).first()
+    if row is None:
+        return []
+    tx.emit(
+        run_id,
+        "attempt.redispatched",
+        node_id=action.node_id,
+        iteration=action.iteration,
+        attempt_id=action.attempt_id,
+    )
+    queue, limit, number = revision_queue(row[0], revision), _time_limit(row[1]), int(row[2])
+    where = (run_id, action.node_id, action.iteration)
+    return [Message(action.attempt_id, queue, limit, *where, number, workflow)]
 
 
 # A step's worker stops it at its deadline (smithers.workers.interrupt); one that does
