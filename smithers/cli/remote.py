@@ -157,9 +157,10 @@ def _waiting(api: Client, run_id: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace, api: Client) -> int:
-    from smithers.shared.operations import parse_input  # noqa: PLC0415 (plain JSON parsing)
+    from smithers.shared.operations import parse_budget, parse_input  # noqa: PLC0415 (plain JSON parsing)
 
-    launched = api.launch_run(args.workflow, parse_input(args.input), run_id=args.run_id)
+    budget = parse_budget(args.budget)
+    launched = api.launch_run(args.workflow, parse_input(args.input), run_id=args.run_id, budget=budget)
     run = launched.run
     print(
         f"run {run.run_id} {'launched' if launched.created else 'already exists'} ({run.workflow})",

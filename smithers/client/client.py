@@ -162,12 +162,20 @@ class Client:
 
     @operation("launchRun")
     def launch_run(
-        self, workflow: str, input: Mapping[str, Any] | None = None, *, run_id: str | None = None
+        self,
+        workflow: str,
+        input: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        budget: Mapping[str, Any] | None = None,
     ) -> Launched:
-        """Launch a run; with ``run_id`` the launch is idempotent (``created`` False on a repeat)."""
+        """Launch a run; with ``run_id`` the launch is idempotent (``created`` False on a repeat);
+        ``budget``: spending ceilings overriding the workflow's (``{"tokens": N, "cost": X}``)."""
         body: dict[str, Any] = {"workflow": workflow, "input": dict(input or {})}
         if run_id is not None:
             body["run_id"] = run_id
+        if budget is not None:
+            body["budget"] = dict(budget)
         response = self.request("POST", "/v1/runs", json=body, ok=(200, 201))
         return Launched.from_json(response.json(), created=response.status_code == 201)
 

@@ -22,6 +22,7 @@ from smithers.shared.redaction import redact_text
 from smithers.shared.status import RunStatus
 from smithers.shared.store import RunRecord, revisions
 from smithers.shared.store import runs as runs_store
+from smithers.shared.store import spend as spend_store
 from smithers.shared.store.queries import (
     attempts_of,
     get_run,
@@ -52,6 +53,12 @@ LAUNCH = BodySchema(
             "type": "string",
             "pattern": RUN_ID_PATTERN,
             "description": "Choose the run id: launching it again with the same input returns the same run.",
+        },
+        "budget": {
+            "type": "object",
+            "description": "Spending ceilings for this run, overriding the workflow's by name:"
+            " `tokens` (in + out, an integer) and `cost` (a number); null removes that ceiling."
+            " Once the run's spending reaches one, the next step waits for an approval that raises it.",
         },
     },
     required=("workflow",),
@@ -144,6 +151,7 @@ def launch() -> tuple[Response, int, dict[str, str]]:
         launched_by=principal().subject,
         deployment_version=svc.config.deployment_version,
         decider=svc.decider,
+        budget=body.get("budget"),
     )
     if created:
         # runs.launch reads the row back before its run.launched event is flushed (seq 1)
@@ -224,6 +232,7 @@ def show(run_id: str) -> Response:
         nodes = nodes_of(conn, run_id)
         attempts = attempts_of(conn, run_id)
         outputs = outputs_of(conn, run_id)
+        spending = spend_store.spending(conn, run_id)
         graph = revisions.stored_graph(conn, run.workflow, run.module_revision)
         missing = revisions.missing_roles(
             conn, run.workflow, run.module_revision, time.time(), services().config.holder_ttl_s
@@ -244,6 +253,7 @@ def show(run_id: str) -> Response:
                 {"node_id": node, "iteration": it, "value": value}
                 for (node, it), value in sorted(outputs.items())
             ],
+            "spending": spending,
         }
     )
 

@@ -168,6 +168,20 @@ def launch_budget(wf: Workflow, override: Any) -> Budget | None:
     return None if found.empty else found
 
 
+def parse_budget(text: str | None) -> dict[str, Any] | None:
+    """The ``--budget`` of ``smithers run``: a JSON object of ceilings (checked at launch)."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput(f"--budget is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput('--budget must be a JSON object, e.g. {"tokens": 100000, "cost": 5}')
+    Budget().merged(value)  # refuse a bad ceiling before anything is sent or written
+    return value
+
+
 class _FirstDecision:
     """A new run's first decision, made in its launch's transaction (:meth:`then`)."""
 
@@ -276,6 +290,7 @@ def rerun(
         launched_by=launched_by,
         parent_run_id=old.run_id,
         lineage={"rerun_of": old.run_id},
+        budget=entry.workflow.budget.to_json() if entry.workflow.budget else None,  # the workflow's ceilings
         then=first.then,
     )
     if not created and run.parent_run_id != old.run_id:  # nothing was written: it existed

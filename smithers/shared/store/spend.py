@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, literal, select, update
 
 from smithers.shared.actions import ParkOnBudget, SetBudget
-from smithers.shared.budget import SpendMeter, Spent
+from smithers.shared.budget import Budget, SpendMeter, Spent
 from smithers.shared.status import ApprovalStatus
 from smithers.shared.store import schema as s
 from smithers.shared.store.tx import Tx
@@ -98,6 +98,18 @@ def by_node(conn: Connection, run_id: str) -> list[dict[str, Any]]:
         }
         for r in conn.execute(query)
     ]
+
+
+def spending(conn: Connection, run_id: str) -> dict[str, Any]:
+    """The run's ceilings, its totals and its spending per node execution (for the
+    gateway and the CLI): ``{"ceilings": {...} | None, "spent": {...}, "by_node": [...]}``."""
+    raw = conn.execute(select(s.runs.c.budget).where(s.runs.c.run_id == run_id)).scalar()
+    ceilings = Budget.from_json(raw)
+    return {
+        "ceilings": None if ceilings is None else ceilings.to_json(),
+        "spent": totals(conn, run_id).to_json(),
+        "by_node": by_node(conn, run_id),
+    }
 
 
 def by_workflow(conn: Connection) -> list[tuple[str, int, int, float]]:
