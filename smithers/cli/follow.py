@@ -84,6 +84,15 @@ def describe(ev: EventLike, started: float) -> str | None:
         return f"{at}  ? {node} waiting for approval{owner}"
     if t == "signal.waiting":
         return f"{at}  ? {node} waiting for signal {p.get('name')} (smithers signal RUN {p.get('name')})"
+    if t == "budget.exceeded":
+        spent = p.get("spent") or {}
+        over = ", ".join(p.get("exceeded") or ())
+        return (
+            f"{at}  $ {node} parked: the run's {over} ceiling is spent ({spent.get('tokens')} tokens,"
+            f" cost {spent.get('cost')}); raise it with smithers approve RUN {node} --payload '{{...}}'"
+        )
+    if t == "budget.raised":
+        return f"{at}  $ ceilings raised by {p.get('by')}: {p.get('ceilings')}"
     if t == "signal.received":
         return f"{at}  ! signal {p.get('name')} ({p.get('signal_id')}) from {p.get('sender')}"
     if t == "approval.escalated":

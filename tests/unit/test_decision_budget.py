@@ -167,3 +167,17 @@ def test_cancel_ends_a_parked_step() -> None:
     d = decide(chain(retries=2), replace(v, cancel_requested=True), {}, NOW)
     assert [(a.node_id, a.status) for a in of(d, SetNode)] == [("a", NodeStatus.CANCELLED)]
     assert [a.status for a in of(d, SetRun)] == [RunStatus.CANCELLED]
+
+
+def test_a_launch_overrides_the_workflows_ceilings_by_name() -> None:
+    from smithers.shared.operations import launch_budget, parse_budget
+
+    wf = Workflow("w", budget=Budget(tokens=100, cost=2.0))
+    assert launch_budget(wf, None) == Budget(tokens=100, cost=2.0)
+    assert launch_budget(wf, {"cost": 0.5}) == Budget(tokens=100, cost=0.5)
+    assert launch_budget(wf, {"tokens": None, "cost": None}) is None
+    assert launch_budget(Workflow("v"), {"tokens": 7}) == Budget(tokens=7)
+    assert parse_budget('{"tokens": 5}') == {"tokens": 5}
+    for bad in ("[1]", "{", '{"tokens": -1}', '{"euros": 1}'):
+        with pytest.raises(InvalidInput):
+            parse_budget(bad)

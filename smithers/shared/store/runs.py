@@ -204,6 +204,7 @@ _OWNED = (
     s.sandboxes,
     s.approvals,
     s.signals,
+    s.spend,
     s.outputs,
     s.events,
     s.attempts,
