@@ -204,6 +204,16 @@ class ParkOnBudget:
 
 
 @dataclass(frozen=True)
+class SettleBudgetApproval:
+    """A parked step whose approval is still pending is covered again (another step's
+    approval raised the ceilings): decide its approval approved, by ``smithers:budget``."""
+
+    node_id: str
+    iteration: int
+    note: str
+
+
+@dataclass(frozen=True)
 class SetBudget:
     """Set the run's ceilings (an approval raised them), with its ``budget.raised`` event."""
 
@@ -232,6 +242,7 @@ Action = (
     | ExpireApproval
     | ConsumeSignal
     | ParkOnBudget
+    | SettleBudgetApproval
     | SetBudget
     | SetRun
 )

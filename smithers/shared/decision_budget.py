@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from smithers.shared.actions import NodeView, ParkOnBudget, SetBudget
+from smithers.shared.actions import NodeView, ParkOnBudget, SetBudget, SettleBudgetApproval
 from smithers.shared.budget import BUDGET_DENIED, Budget, exceeded, raise_spec
 from smithers.shared.errors import InvalidInput
 from smithers.shared.status import ApprovalStatus, NodeStatus
@@ -46,9 +46,17 @@ def parks(
 def budget_decided(steps: Steps, node: Node, st: NodeView) -> None:
     """A parked step: once its approval is decided, approved sets the new ceilings (the
     payload's) and dispatches it again (parked anew if they still do not cover it);
-    denied fails it with ``budget_exceeded``."""
+    denied fails it with ``budget_exceeded``. Still pending but covered again (another
+    step's approval raised the ceilings), its approval is settled and it is dispatched."""
     row = st.decision
-    if row is None or row.get("status") not in (ApprovalStatus.APPROVED, ApprovalStatus.DENIED):
+    if row is None:
+        return
+    if row.get("status") == ApprovalStatus.PENDING:
+        if not exceeded(steps.budget, steps.run.spent):  # raised meanwhile for another step
+            steps.actions.append(SettleBudgetApproval(node.id, st.iteration, "the ceilings were raised"))
+            steps.dispatch(node, st.iteration, str((row.get("spec") or {}).get("reason") or "start"))
+        return
+    if row.get("status") not in (ApprovalStatus.APPROVED, ApprovalStatus.DENIED):
         return
     by = row.get("decided_by")
     spec = row.get("spec") or {}

@@ -44,3 +44,22 @@ def think(ctx: StepContext) -> dict[str, int]:
 def report(ctx: StepContext) -> str:
     ctx.spend(cost=0.1)
     return f"the answer is {ctx.outputs['think']['answer']}"
+
+
+fan = Workflow("t-budget-fan", budget=Budget(tokens=100))
+
+
+@fan.task()
+def gather(ctx: StepContext) -> str:
+    ctx.spend(tokens_in=100)
+    return "sources"
+
+
+@fan.task(after=[gather])
+def left(ctx: StepContext) -> str:
+    return "left"
+
+
+@fan.task(after=[gather])
+def right(ctx: StepContext) -> str:
+    return "right"

@@ -174,6 +174,20 @@ def test_cache_hits_cost_nothing_and_a_rewind_keeps_what_was_spent(
     again = spending(engine, second)["spent"]
     assert again["cost"] == pytest.approx(0.2) and again["attempts"] == 2
 
+    # given two steps parked at once, when one approval raises the ceilings, then both run
+    fan = launch(engine, decider, "t-budget-fan")
+    assert engine.wait(fan, timeout=60, until={RunStatus.WAITING}).status is RunStatus.WAITING
+    with engine.store.read() as conn:
+        assert sorted(a.node_id for a in approvals(conn, status="pending", run_id=fan)) == ["left", "right"]
+    operations.approve(
+        engine.store, engine.broker, fan, "left", approved=True, note=None, actor="alice",
+        payload={"tokens": 500}, decider=decider,
+    )  # fmt: skip
+    assert engine.wait(fan, timeout=60).status is RunStatus.SUCCEEDED
+    with engine.store.read() as conn:
+        decided = {a.node_id: a.decided_by for a in approvals(conn, status="approved", run_id=fan)}
+    assert decided == {"left": "alice", "right": "smithers:budget"}
+
 
 def _count(engine: Engine, run_id: str, event: str, node_id: str) -> int:
     return sum(1 for e in engine.events(run_id) if e.type == event and e.node_id == node_id)

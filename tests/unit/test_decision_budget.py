@@ -18,6 +18,7 @@ from smithers.shared.actions import (
     SetBudget,
     SetNode,
     SetRun,
+    SettleBudgetApproval,
 )
 from smithers.shared.approval import check_payload
 from smithers.shared.budget import Budget, SpendMeter, Spent, exceeded
@@ -181,3 +182,18 @@ def test_a_launch_overrides_the_workflows_ceilings_by_name() -> None:
     for bad in ("[1]", "{", '{"tokens": -1}', '{"euros": 1}'):
         with pytest.raises(InvalidInput):
             parse_budget(bad)
+
+
+def test_one_raise_releases_every_step_it_covers() -> None:
+    wf = Workflow("fan", budget=Budget(tokens=100))
+    wf.task("a")(noop)
+    wf.task("b", after=["a"])(noop)
+    wf.task("c", after=["a"])(noop)
+    Registry().register(wf)
+    spec = {"reason": "start"}
+    b = NodeView("b", 0, NodeStatus.OVER_BUDGET, decision={"status": "approved", "spec": spec,
+                 "decided_by": "alice", "payload": {"tokens": 500}})  # fmt: skip
+    c = NodeView("c", 0, NodeStatus.OVER_BUDGET, decision={"status": "pending", "spec": spec})
+    d = decide(wf, view(NodeView("a", 0, NodeStatus.SUCCEEDED), b, c, spent=Spent(100)), {}, NOW)
+    assert [a.node_id for a in of(d, Dispatch)] == ["b", "c"]
+    assert [(a.node_id, a.note) for a in of(d, SettleBudgetApproval)] == [("c", "the ceilings were raised")]

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, literal, select, update
 
-from smithers.shared.actions import ParkOnBudget, SetBudget
+from smithers.shared.actions import ParkOnBudget, SetBudget, SettleBudgetApproval
 from smithers.shared.budget import Budget, SpendMeter, Spent
 from smithers.shared.status import ApprovalStatus
 from smithers.shared.store import schema as s
@@ -123,12 +123,40 @@ def by_workflow(conn: Connection) -> list[tuple[str, int, int, float]]:
     return [(row[0], int(row[1]), int(row[2]), float(row[3])) for row in conn.execute(query)]
 
 
-def budget_action(tx: Tx, run_id: str, action: ParkOnBudget | SetBudget) -> None:
+BudgetAction = ParkOnBudget | SettleBudgetApproval | SetBudget
+BUDGET_ACTOR = "smithers:budget"  # who settles a parked step's approval the ceilings cover again
+
+
+def budget_action(tx: Tx, run_id: str, action: BudgetAction) -> None:
     """Apply a budget action of a decision (in its transaction)."""
     if isinstance(action, ParkOnBudget):
         park(tx, run_id, action)
+    elif isinstance(action, SettleBudgetApproval):
+        settle(tx, run_id, action)
     else:
         set_budget(tx, run_id, action)
+
+
+def settle(tx: Tx, run_id: str, action: SettleBudgetApproval) -> None:
+    """Decide a parked step's pending approval approved by ``smithers:budget`` (the
+    ceilings cover it again), with its ``approval.decided`` event and audit entry."""
+    ap = s.approvals
+    tx.conn.execute(
+        update(ap)
+        .where(ap.c.run_id == run_id, ap.c.node_id == action.node_id, ap.c.iteration == action.iteration)
+        .values(status=ApprovalStatus.APPROVED.value, decided_by=BUDGET_ACTOR, decided_at=tx.now)
+        .values(note=action.note)
+    )
+    detail = {"approved": True, "note": action.note, "decided_by": BUDGET_ACTOR}
+    tx.emit(run_id, "approval.decided", node_id=action.node_id, iteration=action.iteration, payload=detail)
+    tx.audit(
+        "approval.decided",
+        actor=BUDGET_ACTOR,
+        target_type="approval",
+        target_id=f"{run_id}/{action.node_id}/{action.iteration}",
+        run_id=run_id,
+        detail=detail,
+    )
 
 
 def park(tx: Tx, run_id: str, action: ParkOnBudget) -> None:

@@ -27,6 +27,7 @@ from smithers.shared.actions import (
     SetBudget,
     SetNode,
     SetRun,
+    SettleBudgetApproval,
 )
 from smithers.shared.budget import Budget
 from smithers.shared.keys import queue_for, revision_queue
@@ -290,7 +291,7 @@ def apply_and_tell(
             expire_approval(tx, run_id, action.node_id, action.iteration, action.approved, action.note)
         elif isinstance(action, ConsumeSignal):
             consume(tx, run_id, action)
-        elif isinstance(action, ParkOnBudget | SetBudget):
+        elif isinstance(action, ParkOnBudget | SettleBudgetApproval | SetBudget):
             budget_action(tx, run_id, action)
         elif isinstance(action, SetRun):
             terminal = action.status.terminal
