@@ -8,9 +8,11 @@ their common code in ``smithers.shared`` and the command line in ``smithers.cli`
 from __future__ import annotations
 
 from smithers.shared import CachePolicy, DecisionContext, RetryPolicy, StepContext, Workflow
+from smithers.shared.budget import Budget
 from smithers.shared.sandbox import SandboxSpec, VolumeMount
 
 __all__ = [
+    "Budget",
     "CachePolicy",
     "DecisionContext",
     "RetryPolicy",

@@ -86,6 +86,8 @@ def describe(ev: EventLike, started: float) -> str | None:
         return f"{at}  ? {node} waiting for signal {p.get('name')} (smithers signal RUN {p.get('name')})"
     if t == "child.launched":
         return f"{at}  → {node} launched child run {p.get('child_run_id')} ({p.get('workflow')})"
+    if t.startswith("budget."):
+        return _budget(t, at, node, p)
     if t == "signal.received":
         return f"{at}  ! signal {p.get('name')} ({p.get('signal_id')}) from {p.get('sender')}"
     if t == "approval.escalated":
@@ -94,6 +96,20 @@ def describe(ev: EventLike, started: float) -> str | None:
     if t == "approval.decided":
         verdict = "approved" if p.get("approved") else "denied"
         return f"{at}  ! {node} {verdict} by {p.get('decided_by')}: {p.get('note') or ''}"
+    return f"{at}  · {node} {t}"
+
+
+def _budget(t: str, at: str, node: str, p: dict[str, Any]) -> str:
+    """A budget event's line (smithers.shared.budget)."""
+    if t == "budget.exceeded":
+        spent = p.get("spent") or {}
+        over = ", ".join(p.get("exceeded") or ())
+        return (
+            f"{at}  $ {node} parked: the run's {over} ceiling is spent ({spent.get('tokens')} tokens,"
+            f" cost {spent.get('cost')}); raise it with smithers approve RUN {node} --payload '{{...}}'"
+        )
+    if t == "budget.raised":
+        return f"{at}  $ ceilings raised by {p.get('by')}: {p.get('ceilings')}"
     return f"{at}  · {node} {t}"
 
 

@@ -38,6 +38,7 @@ from smithers.shared.errors import (
 from smithers.shared.redaction import redact
 from smithers.shared.registry import Registry, load_registry
 from smithers.shared.store import Store
+from smithers.shared.store import spend as spend_store
 from smithers.shared.store.advance import Decider
 from smithers.shared.store.queries import attempts_of, get_run, list_runs, nodes_of
 
@@ -160,6 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     dep = _deployment(args)
     registry = _registry(dep)
     run_input = operations.parse_input(args.input)
+    budget = operations.parse_budget(args.budget)
     registry.get(args.workflow)  # unknown workflow: refuse before touching anything
     if args.run_id is not None:
         from smithers.shared.store.runs import check_run_id  # noqa: PLC0415
@@ -178,6 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         deployment_version=dep.deployment_version,
         decider=decider(registry),
         priority=args.priority,
+        budget=budget,
     )
     print(f"run {run.run_id} {'launched' if created else 'already exists'} ({run.workflow})", flush=True)
     warning = (
@@ -211,6 +214,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             raise NotFound(f"run {args.run_id!r} not found")
         nodes = nodes_of(conn, args.run_id)
         attempts = attempts_of(conn, args.run_id)
+        spending = spend_store.spending(conn, args.run_id)
     report = revisions_cli.revision_report(store, run)
     if args.json:
         print(
@@ -220,6 +224,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "revision": report,
                     "nodes": [n.to_json() for n in nodes],
                     "attempts": [a.to_json() for a in attempts],
+                    "spending": spending,
                 },
                 indent=2,
                 default=str,
@@ -236,6 +241,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         rev = ran.get(n.current_attempt_id or "")
         on = f"  revision {rev[:12]}" if rev else ""
         print(f"  {n.node_id + it:<28} {n.status.value:<10} failures={n.failures}{on}")
+    spent, ceilings = spending["spent"], spending["ceilings"] or {}
+    if spent["attempts"] or ceilings:
+        limit = ", ".join(f"{k} {v}" for k, v in ceilings.items() if v is not None) or "none"
+        print(f"  spent {spent['tokens']} tokens, cost {spent['cost']:g}  (ceilings: {limit})")
     if run.error:
         print(f"  error: {run.error.get('message', run.error)}")
     return exitcodes.OK
@@ -396,6 +405,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", default="{}", help="run input, a JSON object")
     p.add_argument("--run-id", default=None, help="choose the run id (makes the launch idempotent)")
     p.add_argument("--priority", type=int, default=None, help="0..9, higher first (default 0)")
+    p.add_argument(
+        "--budget",
+        default=None,
+        help='spending ceilings overriding the workflow\'s, a JSON object: {"tokens": N, "cost": X}',
+    )
     p.add_argument("--detach", action="store_true", help="print the run id and exit")
     p.add_argument("--as", dest="actor", default=None, help="launcher recorded on the run")
     _follow_opts(p)

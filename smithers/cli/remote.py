@@ -158,10 +158,11 @@ def _waiting(api: Client, run_id: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace, api: Client) -> int:
-    from smithers.shared.operations import parse_input  # noqa: PLC0415 (plain JSON parsing)
+    from smithers.shared.operations import parse_budget, parse_input  # noqa: PLC0415 (plain JSON parsing)
 
+    budget = parse_budget(args.budget)
     launched = api.launch_run(
-        args.workflow, parse_input(args.input), run_id=args.run_id, priority=args.priority
+        args.workflow, parse_input(args.input), run_id=args.run_id, priority=args.priority, budget=budget
     )
     run = launched.run
     print(

@@ -169,14 +169,18 @@ class Client:
         *,
         run_id: str | None = None,
         priority: int | None = None,
+        budget: Mapping[str, Any] | None = None,
     ) -> Launched:
         """Launch a run; with ``run_id`` the launch is idempotent (``created`` False on a
-        repeat); ``priority`` 0..9, higher first."""
+        repeat); ``priority`` 0..9, higher first; ``budget``: spending ceilings overriding
+        the workflow's (``{"tokens": N, "cost": X}``)."""
         body: dict[str, Any] = {"workflow": workflow, "input": dict(input or {})}
         if run_id is not None:
             body["run_id"] = run_id
         if priority is not None:
             body["priority"] = priority
+        if budget is not None:
+            body["budget"] = dict(budget)
         response = self.request("POST", "/v1/runs", json=body, ok=(200, 201))
         return Launched.from_json(response.json(), created=response.status_code == 201)
 

@@ -22,6 +22,7 @@ from smithers.shared.redaction import redact_text
 from smithers.shared.status import RunStatus
 from smithers.shared.store import RunRecord, revisions
 from smithers.shared.store import runs as runs_store
+from smithers.shared.store import spend as spend_store
 from smithers.shared.store.children import links as child_links
 from smithers.shared.store.queries import (
     attempts_of,
@@ -60,6 +61,12 @@ LAUNCH = BodySchema(
             "maximum": 9,
             "description": "0..9, higher first (default 0): the order of its steps' messages on"
             " the broker and its place in line at a concurrency limit.",
+        },
+        "budget": {
+            "type": "object",
+            "description": "Spending ceilings for this run, overriding the workflow's by name:"
+            " `tokens` (in + out, an integer) and `cost` (a number); null removes that ceiling."
+            " Once the run's spending reaches one, the next step waits for an approval that raises it.",
         },
     },
     required=("workflow",),
@@ -153,6 +160,7 @@ def launch() -> tuple[Response, int, dict[str, str]]:
         deployment_version=svc.config.deployment_version,
         decider=svc.decider,
         priority=body.get("priority"),
+        budget=body.get("budget"),
     )
     if created:
         # runs.launch reads the row back before its run.launched event is flushed (seq 1)
@@ -233,6 +241,7 @@ def show(run_id: str) -> Response:
         nodes = nodes_of(conn, run_id)
         attempts = attempts_of(conn, run_id)
         outputs = outputs_of(conn, run_id)
+        spending = spend_store.spending(conn, run_id)
         graph = revisions.stored_graph(conn, run.workflow, run.module_revision)
         children = child_links(conn, run_id)
         missing = revisions.missing_roles(
@@ -255,6 +264,7 @@ def show(run_id: str) -> Response:
                 for (node, it), value in sorted(outputs.items())
             ],
             "children": [c.to_json() for c in children],
+            "spending": spending,
         }
     )
 

@@ -259,6 +259,7 @@ def component_schemas() -> dict[str, Schema]:
                 "attempts": {"type": "array", "items": ref("Attempt")},
                 "outputs": {"type": "array", "items": ref("Output")},
                 "revision": ref("RunRevision"),
+                "spending": ref("RunSpending"),
                 "children": {
                     "type": "array",
                     "items": ref("ChildRun"),
@@ -277,6 +278,43 @@ def component_schemas() -> dict[str, Schema]:
                     **INT,
                     "description": "0 for the node execution's first child; one more each time a"
                     " rewind or resume ran the node again.",
+                },
+            }
+        ),
+        "RunSpending": obj(
+            {
+                "ceilings": {
+                    **obj({"tokens": {**INT, "nullable": True}, "cost": {**NUM, "nullable": True}}),
+                    "nullable": True,
+                    "description": "The run's spending ceilings (the workflow's, the launch's, or as an"
+                    " approval raised them); null: none.",
+                },
+                "spent": {
+                    **obj(
+                        {
+                            "tokens_in": INT,
+                            "tokens_out": INT,
+                            "tokens": {**INT, "description": "tokens_in + tokens_out"},
+                            "cost": NUM,
+                            "attempts": {**INT, "description": "Attempts that reported spending."},
+                            "cached_attempts": {**INT, "description": "Cache hits: they cost nothing."},
+                        }
+                    ),
+                    "description": "Summed over every attempt that ran: failed ones, retries and ones"
+                    " a rewind discarded included.",
+                },
+                "by_node": {
+                    "type": "array",
+                    "items": obj(
+                        {
+                            "node_id": STR,
+                            "iteration": INT,
+                            "tokens_in": INT,
+                            "tokens_out": INT,
+                            "cost": NUM,
+                            "attempts": INT,
+                        }
+                    ),
                 },
             }
         ),

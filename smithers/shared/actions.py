@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from smithers.shared.budget import Budget, Spent
 from smithers.shared.status import AttemptState, NodeStatus, RunStatus
 from smithers.shared.workflow import NodeKind
 
@@ -83,6 +84,9 @@ class RunView:
     signals: Mapping[str, tuple[SignalView, ...]] = field(default_factory=dict)
     # each child node execution's current child run (loaded for a workflow with child nodes)
     children: Mapping[Key, ChildView] = field(default_factory=dict)
+    # the run's ceilings (None: none) and, when it has some, what it spent so far
+    budget: Budget | None = None
+    spent: Spent = field(default_factory=Spent)
 
 
 class MissingOutputs(BaseException):
@@ -224,6 +228,36 @@ class CancelChild:
 
 
 @dataclass(frozen=True)
+class ParkOnBudget:
+    """A step the budget no longer covers: open (or open again) its approval that asks
+    to raise the ceilings, with ``spec`` (smithers.shared.budget.raise_spec)."""
+
+    node_id: str
+    iteration: int
+    spec: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class SettleBudgetApproval:
+    """A parked step whose approval is still pending is covered again (another step's
+    approval raised the ceilings): decide its approval approved, by ``smithers:budget``."""
+
+    node_id: str
+    iteration: int
+    note: str
+
+
+@dataclass(frozen=True)
+class SetBudget:
+    """Set the run's ceilings (an approval raised them), with its ``budget.raised`` event."""
+
+    budget: Budget
+    node_id: str
+    iteration: int
+    by: str | None
+
+
+@dataclass(frozen=True)
 class SetRun:
     """Change the run's status (and record its output or error when it ends)."""
 
@@ -243,6 +277,9 @@ Action = (
     | ConsumeSignal
     | LaunchChild
     | CancelChild
+    | ParkOnBudget
+    | SettleBudgetApproval
+    | SetBudget
     | SetRun
 )
 

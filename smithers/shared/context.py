@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from smithers.shared.budget import SpendMeter
 from smithers.shared.errors import InvalidInput
 
 
@@ -33,11 +34,19 @@ class StepContext:
     upstream: Mapping[str, Any] = field(default_factory=dict, repr=False)
     item: Any = None
     index: int | None = None
+    meter: SpendMeter = field(default_factory=SpendMeter, repr=False)
 
     def output(self, name: str) -> Any:
         """The output of ``name``, a node this one depends on directly or not (``None``
         if it was skipped); read from the store on first use if it is not a parent."""
         return _output(self.node_id, name, self.outputs, self.upstream)
+
+    def spend(self, tokens_in: int = 0, tokens_out: int = 0, cost: float = 0.0) -> None:
+        """Report what this attempt spent (model tokens in and out, a cost in the
+        deployment's currency); reports add up. Stored with the attempt when it commits,
+        whether it succeeds or fails, and checked against the run's budget before the
+        next step is dispatched (smithers.shared.budget)."""
+        self.meter.add(tokens_in, tokens_out, cost)
 
     def secret(self, name: str) -> str:
         """The value of a secret the node declared; injected by the worker, never stored."""

@@ -32,6 +32,7 @@ from smithers.shared.actions import (
 )
 from smithers.shared.approval import TIMEOUT_ACTOR
 from smithers.shared.context import DecisionContext
+from smithers.shared.decision_budget import budget_decided
 from smithers.shared.decision_map import Maps, is_map
 from smithers.shared.graph import output_iteration
 from smithers.shared.policy import cache_key
@@ -155,6 +156,8 @@ class _Decider(Maps):
             self.signal_waits(node, st.iteration, st.next_at)
         elif st.status is NodeStatus.RUNNING and node.kind is NodeKind.CHILD:
             child.waits(self, node, st)
+        elif st.status is NodeStatus.OVER_BUDGET:
+            budget_decided(self, node, st)
 
     def signal_waits(self, node: Node, iteration: int, timeout_at: float | None) -> None:
         """A signal node: take the first signal of its name not yet taken, else fail
@@ -466,7 +469,7 @@ class _Decider(Maps):
                 and not is_map(node, st.iteration)
             ):
                 active = True
-            elif st.status is NodeStatus.WAITING:
+            elif st.status in (NodeStatus.WAITING, NodeStatus.OVER_BUDGET):
                 if node.kind is NodeKind.TIMER:
                     active = True
                 else:

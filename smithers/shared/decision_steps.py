@@ -22,6 +22,7 @@ from smithers.shared.actions import (
     RunView,
     SetNode,
 )
+from smithers.shared.decision_budget import parks
 from smithers.shared.policy import retry_delay
 from smithers.shared.status import AttemptState, NodeStatus
 from smithers.shared.workflow import Node
@@ -39,6 +40,7 @@ class Steps:
         self.actions: list[Action] = []
         self.wakes: list[float] = []
         self.failure: Mapping[str, Any] | None = None
+        self.budget = run.budget  # the run's ceilings; an approval may raise them in this decision
 
     def set_node(self, node: Node, iteration: int, status: NodeStatus, event: str, **kw: Any) -> None:
         action = SetNode(node.id, iteration, node.kind, status, event, **kw)
@@ -77,6 +79,8 @@ class Steps:
         lost: int | None = None,
         cache_key: str | None = None,
     ) -> None:
+        if self.budget is not None and parks(self, node, iteration, reason, failures, lost):
+            return
         scope = node.cache.scope if cache_key is not None and node.cache is not None else None
         key = (node.id, iteration)
         self.actions.append(

@@ -35,6 +35,7 @@ from smithers.shared.keys import QUEUES, WAKE_KEY, revision_queue
 from smithers.shared.status import ApprovalStatus, AttemptState, RunStatus
 from smithers.shared.store import Store
 from smithers.shared.store import schema as s
+from smithers.shared.store import spend as spend_store
 from smithers.shared.store.sandboxes import ReviewStatus, SandboxStatus
 
 log = logging.getLogger("smithers.metrics")
@@ -65,6 +66,7 @@ def collect(store: Store, broker: Broker | None, now: float | None = None) -> li
             families += _cache(conn, now)
             families += _approvals(conn, now)
             families += _sandboxes(conn)
+            families += _spend(conn)
             families += _retention(conn)
         store_up.add_metric([], 1)
     except (SmithersError, OSError) as exc:
@@ -193,6 +195,21 @@ def _steps(conn: Connection) -> list[Metric]:
     for queue, state, n in conn.execute(select(a.queue, a.state, func.count()).group_by(a.queue, a.state)):
         states.add_metric([str(queue), str(state)], _count(n))
     return [run_time, waited, states]
+
+
+def _spend(conn: Connection) -> list[Metric]:
+    """What steps reported spending (ctx.spend), per workflow, summed over stored runs."""
+    tokens = CounterMetricFamily(
+        "smithers_spend_tokens", "Tokens steps reported spending, by workflow and direction.",
+        labels=["workflow", "direction"],
+    )  # fmt: skip
+    cost = CounterMetricFamily("smithers_spend_cost", "Cost steps reported spending, by workflow.",
+                               labels=["workflow"])  # fmt: skip
+    for workflow, tokens_in, tokens_out, spent in spend_store.by_workflow(conn):
+        tokens.add_metric([workflow, "in"], tokens_in)
+        tokens.add_metric([workflow, "out"], tokens_out)
+        cost.add_metric([workflow], spent)
+    return [tokens, cost]
 
 
 def _cache(conn: Connection, now: float) -> list[Metric]:

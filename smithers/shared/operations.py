@@ -16,6 +16,7 @@ from typing import Any
 
 from smithers.shared import flow, retention, settings, tracing
 from smithers.shared.broker import Broker
+from smithers.shared.budget import Budget
 from smithers.shared.errors import Conflict, InvalidInput, NotFound, SmithersError
 from smithers.shared.jsonsafe import check_json
 from smithers.shared.limits import check_size
@@ -123,16 +124,19 @@ def launch(
     deployment_version: str,
     decider: Decider | None = None,
     priority: int | None = None,
+    budget: Any = None,
 ) -> tuple[RunRecord, bool]:
     """Launch a run (idempotent by run id); returns ``(run, created)``. With a
     ``decider`` the launch's transaction also makes the run's first decision, and its
     first steps are sent after commit; without, the scheduler is woken for it.
     ``priority``: 0..9, higher first (smithers.shared.flow); a workflow with flow limits
-    needs its key fields in the input."""
+    needs its key fields in the input. ``budget``: ceilings overriding the workflow's, by
+    name (smithers.shared.budget)."""
     entry = registry.get(workflow)
     checked = check_input(run_input, entry.workflow.public_inputs, store.limits.input_bytes)
     flow.check_input(entry.workflow.flow, checked)
     rank = flow.check_priority(priority)
+    ceilings = launch_budget(entry.workflow, budget)
     rid = runs_store.check_run_id(run_id) if run_id is not None else new_run_id()
     first = _FirstDecision(decider, broker, rid, entry.workflow)
 
@@ -153,6 +157,7 @@ def launch(
             fresh=run_id is None,
             traceparent=traceparent,
             priority=rank,
+            budget=None if ceilings is None else ceilings.to_json(),
             then=first.then,
         )
     if created:
@@ -173,6 +178,29 @@ def child_entries(registry: Registry, wf: Workflow) -> list[Registered]:
                 found[name] = entry
                 todo.append(entry.workflow)
     return list(found.values())
+
+
+def launch_budget(wf: Workflow, override: Any) -> Budget | None:
+    """A run's ceilings: the workflow's, with those the launch names replaced (a null
+    removes one); raises InvalidInput for a malformed override."""
+    if override is None:
+        return wf.budget
+    found = (wf.budget or Budget()).merged(override)
+    return None if found.empty else found
+
+
+def parse_budget(text: str | None) -> dict[str, Any] | None:
+    """The ``--budget`` of ``smithers run``: a JSON object of ceilings (checked at launch)."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput(f"--budget is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput('--budget must be a JSON object, e.g. {"tokens": 100000, "cost": 5}')
+    Budget().merged(value)  # refuse a bad ceiling before anything is sent or written
+    return value
 
 
 class _FirstDecision:
@@ -283,6 +311,7 @@ def rerun(
         launched_by=launched_by,
         parent_run_id=old.run_id,
         lineage={"rerun_of": old.run_id},
+        budget=entry.workflow.budget.to_json() if entry.workflow.budget else None,  # the workflow's ceilings
         then=first.then,
     )
     if not created and run.parent_run_id != old.run_id:  # nothing was written: it existed

@@ -35,6 +35,9 @@ class NodeStatus(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
+    # the run's budget no longer covers its next attempt: it waits for an approval that
+    # raises the ceilings (smithers.shared.budget)
+    OVER_BUDGET = "over_budget"
 
     @property
     def terminal(self) -> bool:

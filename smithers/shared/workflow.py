@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
+from smithers.shared.budget import Budget
 from smithers.shared.errors import InvalidInput, InvalidWorkflow
 from smithers.shared.flow import FlowPolicy, make_policy
 from smithers.shared.policy import Backoff, CachePolicy, RetryPolicy
@@ -139,6 +140,7 @@ class Workflow:
         concurrency_key: str | None = None,
         rate_limit: str | None = None,
         rate_key: str | None = None,
+        budget: Budget | None = None,
     ) -> None:
         if not WORKFLOW_NAME.match(name):
             raise InvalidWorkflow(f"workflow name {name!r} must match {WORKFLOW_NAME.pattern}")
@@ -149,6 +151,10 @@ class Workflow:
         self.description = description
         # input keys that look like credentials but hold none (``secret_ref``): accepted
         self.public_inputs: frozenset[str] = frozenset(public_inputs)
+        # ceilings on what a run may spend (smithers.shared.budget); a launch may override them
+        if budget is not None and not isinstance(budget, Budget):
+            raise InvalidWorkflow(f"workflow {name!r}: budget must be a smithers.Budget")
+        self.budget = budget
         self.nodes: dict[str, Node] = {}
         self.order: tuple[str, ...] = ()  # topological order, set by validate()
         self._upstream: dict[str, tuple[str, ...]] = {}  # node -> its ancestors, computed once

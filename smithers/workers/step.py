@@ -17,6 +17,7 @@ from typing import Any
 
 from smithers.shared import tracing
 from smithers.shared.broker import Broker
+from smithers.shared.budget import SpendMeter
 from smithers.shared.config import WorkerConfig
 from smithers.shared.context import StepContext, UpstreamOutputs
 from smithers.shared.errors import InvalidInput, SmithersError
@@ -28,6 +29,7 @@ from smithers.shared.limits import OutputTooLarge
 from smithers.shared.redaction import redact, redact_text
 from smithers.shared.registry import Registry
 from smithers.shared.store import Store
+from smithers.shared.store import spend as spend_store
 from smithers.shared.store.advance import Advanced, Decider
 from smithers.shared.store.attempts import (
     CLAIM_AFTER_S,
@@ -428,6 +430,7 @@ def _run_claimed(env: WorkerEnv, c: Claim, chain: _Chain) -> Outcome:
     readable = _readable_outputs(env, wf, node, c, parents)
     c = c.starting(time.time())  # a lazy claim's start: now, after the reads above
     failure: dict[str, Any] | None
+    meter = SpendMeter()  # what the step reports spending (ctx.spend), committed with its result
     lease = node.heartbeat_timeout_s or env.config.lease_s
     with Heartbeat(env, c, lease, auto=node.heartbeat_timeout_s is None, timeout_s=node.timeout_s) as hb:
         try:
@@ -452,6 +455,7 @@ def _run_claimed(env: WorkerEnv, c: Claim, chain: _Chain) -> Outcome:
                     heartbeat=eventloop.heartbeat(hb.beat, hb.soon),
                     item=_item(node, parents, index),
                     index=index,
+                    meter=meter,
                 )
                 # stopped at its deadline, on cancel, or once given up; a coroutine on the loop
                 result = eventloop.call(node.fn, ctx, hb.body)
@@ -465,15 +469,15 @@ def _run_claimed(env: WorkerEnv, c: Claim, chain: _Chain) -> Outcome:
             failure = None
     c = hb.claim  # the beater may have claimed it meanwhile
     if failure is not None:
-        return _commit(env, c, chain, ok=False, error=failure)
+        return _commit(env, c, chain, ok=False, error=failure, meter=meter)
     cache = None
     if node.cache is not None:
         cache = CacheWrite(node.cache.scope, node.cache.version, node.cache.ttl_ms, wf.name)
     try:
-        return _commit(env, c, chain, ok=True, output=redact(result, keys=False), cache=cache)
+        return _commit(env, c, chain, ok=True, output=redact(result, keys=False), cache=cache, meter=meter)
     except OutputTooLarge as exc:  # refused before anything was written: the step fails
         log.warning("attempt %s of %s/%s: %s", c.attempt_id, c.run_id, c.node_id, exc.message)
-        return _commit(env, c, chain, ok=False, error=_error(exc))
+        return _commit(env, c, chain, ok=False, error=_error(exc), meter=meter)
 
 
 def _attributes(c: Claim) -> dict[str, Any]:
@@ -495,6 +499,7 @@ def _commit(
     output: Any = None,
     error: dict[str, Any] | None = None,
     cache: CacheWrite | None = None,
+    meter: SpendMeter | None = None,
 ) -> Outcome:
     """Commit the result fenced by the attempt and, in the same transaction under the
     run's lock, decide what follows (:func:`~smithers.shared.store.advance.advance`);
@@ -503,6 +508,8 @@ def _commit(
     follow: Claim | None = None
     done = None
     with tracing.child_span("smithers.commit", **_attributes(c)), env.store.write() as tx:
+        if meter is not None:  # spent, whether the result is accepted or refused
+            spend_store.record(tx, c.attempt_id, meter)
         committed = complete(
             tx,
             c.attempt_id,

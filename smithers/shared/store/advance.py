@@ -29,6 +29,7 @@ from smithers.shared.status import RunStatus
 from smithers.shared.store import children as children_store
 from smithers.shared.store import flow as flow_store
 from smithers.shared.store import signals as signals_store
+from smithers.shared.store import spend as spend_store
 from smithers.shared.store.queries import outputs_for
 from smithers.shared.store.state import Message, apply_and_tell, load_run_view
 from smithers.shared.store.tx import Tx
@@ -71,6 +72,8 @@ def decide_loaded(tx: Tx, wf: Workflow, view: RunView, config: DecisionConfig) -
         view = replace(view, signals=signals_store.pending(tx.conn, view.run_id))
     if wf.launches_children():
         view = replace(view, children=children_store.current(tx.conn, view.run_id))
+    if view.budget is not None:  # a run with ceilings: what it spent so far
+        view = replace(view, spent=spend_store.totals(tx.conn, view.run_id))
     while True:
         try:
             return decide(wf, view, outputs, tx.now, config, partial=True)

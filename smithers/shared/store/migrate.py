@@ -159,6 +159,15 @@ def _v17(conn: Connection) -> None:
     s.flow_slots.create(conn, checkfirst=True)
 
 
+def _v14(conn: Connection) -> None:
+    """Budgets (smithers.shared.budget): ``runs.budget`` (the run's ceilings) and the
+    ``spend`` table (what each attempt reported spending)."""
+    if "budget" not in {c["name"] for c in inspect(conn).get_columns("runs")}:
+        column = CreateColumn(s.runs.c.budget).compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE runs ADD COLUMN {column}"))
+    s.spend.create(conn, checkfirst=True)
+
+
 MIGRATIONS: dict[int, Migration] = {
     1: _v1,
     2: _v2,
@@ -172,6 +181,7 @@ MIGRATIONS: dict[int, Migration] = {
     11: _v11,
     12: _v12,
     13: _v13,
+    14: _v14,
     15: _v15,
     17: _v17,
 }

@@ -53,6 +53,7 @@ def launch(
     fresh: bool = False,
     traceparent: str | None = None,
     priority: int = 0,
+    budget: dict[str, Any] | None = None,
 ) -> tuple[RunRecord, bool]:
     """Create a queued run, or return the existing one launched with the same input.
 
@@ -62,7 +63,8 @@ def launch(
     80 random bits), so no run can have it and it is not looked up first (one round
     trip fewer on PostgreSQL). ``traceparent``: the launch's trace context, which the
     run's decisions continue (smithers.shared.tracing). ``priority``: 0..9, higher
-    first (smithers.shared.flow).
+    first (smithers.shared.flow). ``budget``: the run's spending ceilings
+    (smithers.shared.budget), None for none.
     """
     digest = input_hash(run_input)
     existing = None if fresh else tx.lock_run(run_id)
@@ -89,6 +91,7 @@ def launch(
         lineage=lineage,
         traceparent=traceparent,
         priority=priority,
+        budget=budget,
         finished_at=None,
         output=None,
         error=None,
@@ -205,6 +208,7 @@ _OWNED = (
     s.sandboxes,
     s.approvals,
     s.signals,
+    s.spend,
     s.outputs,
     s.events,
     s.attempts,

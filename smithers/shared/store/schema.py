@@ -88,6 +88,8 @@ runs = Table(
     Column("parent_epoch", Integer),
     # v17: the launch's priority, 0..9, higher first (smithers.shared.flow)
     Column("priority", Integer, nullable=False, server_default=text("0")),
+    # v14: the run's spending ceilings {"tokens", "cost"} (smithers.shared.budget), NULL: none
+    Column("budget", Json),
     Index("ix_runs_wake_at", "wake_at"),
     Index("ix_runs_status", "status"),
     Index("ix_runs_workflow_created", "workflow", "created_at"),
@@ -243,6 +245,22 @@ schedules = Table(
     Column("fired", BigInteger, nullable=False, server_default="0"),
     Column("skipped", BigInteger, nullable=False, server_default="0"),
     Column("created_at", Float, nullable=False),
+)
+
+# v14: what each attempt reported spending (smithers.shared.store.spend); only attempts
+# that reported have a row. Rows stay when a rewind or resume discards their node rows.
+spend = Table(
+    "spend",
+    metadata,
+    Column("attempt_id", String(36), primary_key=True),
+    Column("run_id", RunId, _run_fk(), nullable=False),
+    Column("node_id", String(64), nullable=False),
+    Column("iteration", Integer, nullable=False),
+    Column("tokens_in", BigInteger, nullable=False),
+    Column("tokens_out", BigInteger, nullable=False),
+    Column("cost", Float, nullable=False),
+    Column("reported_at", Float, nullable=False),
+    Index("ix_spend_run", "run_id"),
 )
 
 grants = Table(

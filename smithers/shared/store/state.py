@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,11 +23,15 @@ from smithers.shared.actions import (
     LaunchChild,
     NodeView,
     OpenApproval,
+    ParkOnBudget,
     Redispatch,
     RunView,
+    SetBudget,
     SetNode,
     SetRun,
+    SettleBudgetApproval,
 )
+from smithers.shared.budget import Budget
 from smithers.shared.keys import queue_for, revision_queue
 from smithers.shared.limits import OutputTooLarge, check_size
 from smithers.shared.status import AttemptState, NodeStatus, RunStatus
@@ -35,6 +40,7 @@ from smithers.shared.store import schema as s
 from smithers.shared.store.approvals import escalate_approval, expire_approval
 from smithers.shared.store.sandboxes import review_decisions
 from smithers.shared.store.signals import consume
+from smithers.shared.store.spend import budget_action
 from smithers.shared.store.tx import Tx
 
 
@@ -75,6 +81,7 @@ _RUN_COLUMNS = (
     _r.c.parent_run_id,  # with parent_node_id: a child run, whose end decides its parent
     _r.c.parent_node_id,
     _r.c.priority,  # its flow gates' line and its step messages' priority (smithers.shared.flow)
+    _r.c.budget,  # the run's ceilings (smithers.shared.budget)
 )
 _NODE_COLUMNS = (
     _n.c.node_id,
@@ -142,7 +149,8 @@ def load_run_view(tx: Tx, run_id: str) -> tuple[RunView, Any] | None:
     if run is None:
         return None
     approvals = {}
-    if any(r.kind == "approval" for r in rows):
+    parked = NodeStatus.OVER_BUDGET.value  # its decision is its budget approval's
+    if any(r.kind == "approval" or r.node_status == parked for r in rows):
         approvals = {
             (r.node_id, r.iteration): r._mapping for r in tx.conn.execute(_APPROVALS, {"b_run_id": run_id})
         }
@@ -166,7 +174,9 @@ def load_run_view(tx: Tx, run_id: str) -> tuple[RunView, Any] | None:
                 error=r.attempt_error,
             )
         key = (r.node_id, r.iteration)
-        decision = reviews.get(r.current_attempt_id) if r.kind == "sandbox" else approvals.get(key)
+        decision: Mapping[Any, Any] | None = approvals.get(key)
+        if r.kind == "sandbox" and r.node_status != parked:
+            decision = reviews.get(r.current_attempt_id)
         views[key] = NodeView(
             node_id=key[0],
             iteration=key[1],
@@ -186,6 +196,7 @@ def load_run_view(tx: Tx, run_id: str) -> tuple[RunView, Any] | None:
         nodes=views,
         cancel_requested=bool(run.cancel_requested),
         reopened=bool(run.reopened),
+        budget=Budget.from_json(run.budget),
     )
     return view, run
 
@@ -263,33 +274,7 @@ def apply_and_tell(
             else:
                 messages.append(replace(message, priority=priority) if priority else message)
         elif isinstance(action, Redispatch):
-            row = tx.conn.execute(
-                update(s.attempts)
-                .where(s.attempts.c.attempt_id == action.attempt_id)
-                .values(dispatched_at=tx.now)
-                .returning(s.attempts.c.queue, s.attempts.c.timeout_s, s.attempts.c.number)
-            ).first()
-            if row is not None:
-                tx.emit(
-                    run_id,
-                    "attempt.redispatched",
-                    node_id=action.node_id,
-                    iteration=action.iteration,
-                    attempt_id=action.attempt_id,
-                )
-                messages.append(
-                    Message(
-                        action.attempt_id,
-                        revision_queue(row[0], revision),
-                        _time_limit(row[1]),
-                        run_id,
-                        action.node_id,
-                        action.iteration,
-                        int(row[2]),
-                        workflow,
-                        priority,
-                    )
-                )
+            messages.extend(_redispatch(tx, run_id, action, workflow, revision, priority))
         elif isinstance(action, EndAttempt):
             _end_attempt(tx, run_id, action)
         elif isinstance(action, SetNode):
@@ -314,6 +299,8 @@ def apply_and_tell(
             expire_approval(tx, run_id, action.node_id, action.iteration, action.approved, action.note)
         elif isinstance(action, (ConsumeSignal, LaunchChild, CancelChild)):
             cache_hit |= _apply_link(tx, run_id, action)  # True: a child node failed, decide again
+        elif isinstance(action, ParkOnBudget | SettleBudgetApproval | SetBudget):
+            budget_action(tx, run_id, action)
         elif isinstance(action, SetRun):
             terminal = action.status.terminal
             _set_run(tx, run_id, action)
@@ -332,6 +319,30 @@ def _apply_link(tx: Tx, run_id: str, action: ConsumeSignal | LaunchChild | Cance
     else:
         children.cancel(tx, run_id, action)
     return False
+
+
+def _redispatch(
+    tx: Tx, run_id: str, action: Redispatch, workflow: str, revision: str, priority: int
+) -> list[Message]:
+    """Send a queued attempt again (its message is the one to send; none if it is gone)."""
+    row = tx.conn.execute(
+        update(s.attempts)
+        .where(s.attempts.c.attempt_id == action.attempt_id)
+        .values(dispatched_at=tx.now)
+        .returning(s.attempts.c.queue, s.attempts.c.timeout_s, s.attempts.c.number)
+    ).first()
+    if row is None:
+        return []
+    tx.emit(
+        run_id,
+        "attempt.redispatched",
+        node_id=action.node_id,
+        iteration=action.iteration,
+        attempt_id=action.attempt_id,
+    )
+    queue, limit, number = revision_queue(row[0], revision), _time_limit(row[1]), int(row[2])
+    where = (run_id, action.node_id, action.iteration)
+    return [Message(action.attempt_id, queue, limit, *where, number, workflow, priority)]
 
 
 # A step's worker stops it at its deadline (smithers.workers.interrupt); one that does

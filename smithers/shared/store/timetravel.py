@@ -247,6 +247,7 @@ def branch_off(
             "launched_by": caller,
             "parent_run_id": source_id,
             "lineage": lineage,
+            "budget": source.budget,  # its ceilings; its spending starts again from nothing
             "finished_at": None,
             "output": None,
             "error": None,
