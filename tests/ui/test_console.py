@@ -385,3 +385,36 @@ def test_the_graph_collapses_a_wide_fan_out_and_counts_loop_iterations(page: Any
     assert page.locator('.node[data-node="leaf7"][data-status="succeeded"]').is_visible()
     assert "\u00d73 iterations" in page.locator('.node[data-node="polish"]').inner_text()
     assert page.problems == [], page.problems
+
+
+def test_a_parent_run_and_its_child_run_link_to_each_other(page: Any, live: LiveGateway) -> None:
+    # given a finished parent run whose node "sub" ran a child run
+    token = live.token("alice", "run:read,run:write")
+    launched = page.request.post(
+        "/v1/runs",
+        data=json.dumps({"workflow": "t-family", "run_id": "family-1"}),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    assert launched.status == 201
+    wait_for(lambda: run_status(live, "family-1") is RunStatus.SUCCEEDED, timeout=60)
+    shown = page.request.get("/v1/runs/family-1", headers={"Authorization": f"Bearer {token}"}).json()
+    (kid,) = shown["children"]
+    assert kid["workflow"] == "t-kid" and kid["node_id"] == "sub"
+    with live.store.read() as conn:
+        assert outputs_of(conn, "family-1")[("report", 0)] == {"answer": 42}
+
+    # when the parent's page is opened, its child runs table links the child
+    sign_in(page, token)
+    page.goto("/ui/#/runs/family-1")
+    page.get_by_role("heading", name="Child runs").wait_for()
+    page.get_by_role("link", name=kid["run_id"]).click()
+
+    # then the child's page names its parent's node and links back to the parent
+    page.wait_for_url(f"**/ui/#/runs/{kid['run_id']}")
+    parent = page.locator("dd", has_text="at node")
+    parent.wait_for()
+    assert parent.locator("code").inner_text() == "sub"
+    parent.get_by_role("link", name="family-1").click()
+    page.wait_for_url("**/ui/#/runs/family-1")
+    page.get_by_role("heading", name="Child runs").wait_for()
+    assert page.problems == [], page.problems

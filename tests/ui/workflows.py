@@ -104,3 +104,21 @@ def polish(ctx: StepContext) -> int:
 
 
 shape.loop("refine", after=["gather"], body=["polish"], until=lambda ctx: False, max_iterations=3)
+
+
+# -- a parent run whose node "sub" runs t-kid as a child run ---------------------------
+kid = Workflow("t-kid", description="Counts one up: a child run of t-family.")
+
+
+@kid.task()
+def count(ctx: StepContext) -> dict[str, Any]:
+    return {"n": int(ctx.input.get("n", 0)) + 1}
+
+
+family = Workflow("t-family", description="Runs t-kid as its node sub, then reports.")
+family.child("sub", workflow="t-kid", input=lambda ctx: {"n": 41})
+
+
+@family.task(after=["sub"])
+def report(ctx: StepContext) -> dict[str, Any]:
+    return {"answer": ctx.outputs["sub"]["count"]["n"]}  # the child run output: {leaf: output}
