@@ -146,6 +146,23 @@ ENDPOINTS = {
         rule="/v1/runs/<run_id>/sandboxes/<sandbox_id>/review",
     ),
     "workflows": Endpoint("GET", "/v1/workflows", "run:read"),
+    "list schedules": Endpoint("GET", "/v1/schedules", "run:read"),
+    "pause schedule": Endpoint(
+        "POST",
+        "/v1/schedules/t-chain:nope/pause",
+        "run:write",
+        {},
+        ok=(404,),  # t-chain declares no schedule: the point is that the credential got through
+        rule="/v1/schedules/<schedule_id>/pause",
+    ),
+    "resume schedule": Endpoint(
+        "POST",
+        "/v1/schedules/t-chain:nope/resume",
+        "run:write",
+        {},
+        ok=(404,),
+        rule="/v1/schedules/<schedule_id>/resume",
+    ),
     "revisions": Endpoint(
         "GET", "/v1/workflows/t-chain/revisions", "run:read", ok=(200,), rule="/v1/workflows/<name>/revisions"
     ),
