@@ -8,19 +8,21 @@ discarded attempts spent; the gateway shows the spending and the metrics export 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 from smithers.shared import operations
 from smithers.shared.actions import DecisionConfig
+from smithers.shared.budget import SpendMeter
 from smithers.shared.errors import InvalidInput
 from smithers.shared.metrics import collect
 from smithers.shared.registry import load_registry
 from smithers.shared.status import NodeStatus, RunStatus
 from smithers.shared.store import spend as spend_store
 from smithers.shared.store.advance import Decider
-from smithers.shared.store.queries import approvals, nodes_of
+from smithers.shared.store.queries import approvals, attempts_of, nodes_of
 from tests.integration.conftest import ROOT, TEST_WORKFLOWS, Engine
 from tests.integration.gateway.support import make_gateway
 
@@ -191,3 +193,28 @@ def test_cache_hits_cost_nothing_and_a_rewind_keeps_what_was_spent(
 
 def _count(engine: Engine, run_id: str, event: str, node_id: str) -> int:
     return sum(1 for e in engine.events(run_id) if e.type == event and e.node_id == node_id)
+
+
+def test_reports_of_one_attempt_committed_at_once_add_up_in_one_row(
+    engine_factory: Any, database_url: str
+) -> None:
+    # given a run's first attempt (no worker: the launch decides and queues it)
+    engine: Engine = engine_factory(database_url, SMITHERS_WORKFLOWS=MODULES)
+    engine.registry = load_registry(MODULES, str(ROOT))
+    run_id = launch(engine, Decider(engine.registry, DecisionConfig(), 500), "t-budget")
+    with engine.store.read() as conn:
+        attempt_id = attempts_of(conn, run_id)[0].attempt_id
+
+    # when eight commits of that attempt's result (redeliveries) report spending at once
+    def report(i: int) -> None:
+        meter = SpendMeter()
+        meter.add(tokens_in=i, tokens_out=1, cost=0.5)
+        with engine.store.write() as tx:
+            spend_store.record(tx, attempt_id, meter)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(report, range(1, 9)))
+    # then none failed and their reports add up in the attempt's one row
+    spent = spending(engine, run_id)["spent"]
+    assert (spent["tokens_in"], spent["tokens_out"], spent["attempts"]) == (36, 8, 1)
+    assert spent["cost"] == pytest.approx(4.0)

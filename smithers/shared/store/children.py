@@ -140,11 +140,7 @@ def launch(tx: Tx, parent_run_id: str, action: LaunchChild) -> str | None:
         parent_run_id=parent_run_id,
         lineage={"child_of": link},
         traceparent=parent.traceparent,
-    )
-    tx.set(
-        _r,
-        {"run_id": cid},
-        {"parent_node_id": action.node_id, "parent_iteration": action.iteration, "parent_epoch": epoch},
+        child_of=(action.node_id, action.iteration, epoch),
     )
     tx.flush()  # the child's run.launched (its seq 1, given) before its decision's events
     tx.emit(

@@ -54,6 +54,7 @@ def launch(
     traceparent: str | None = None,
     priority: int = 0,
     budget: dict[str, Any] | None = None,
+    child_of: tuple[str, int, int] | None = None,
 ) -> tuple[RunRecord, bool]:
     """Create a queued run, or return the existing one launched with the same input.
 
@@ -64,7 +65,8 @@ def launch(
     trip fewer on PostgreSQL). ``traceparent``: the launch's trace context, which the
     run's decisions continue (smithers.shared.tracing). ``priority``: 0..9, higher
     first (smithers.shared.flow). ``budget``: the run's spending ceilings
-    (smithers.shared.budget), None for none.
+    (smithers.shared.budget), None for none. ``child_of``: the parent's (node, iteration,
+    epoch) that launched this child run (smithers.shared.store.children).
     """
     digest = input_hash(run_input)
     existing = None if fresh else tx.lock_run(run_id)
@@ -92,6 +94,9 @@ def launch(
         traceparent=traceparent,
         priority=priority,
         budget=budget,
+        parent_node_id=None if child_of is None else child_of[0],
+        parent_iteration=None if child_of is None else child_of[1],
+        parent_epoch=None if child_of is None else child_of[2],
         finished_at=None,
         output=None,
         error=None,

@@ -39,18 +39,6 @@ def record(tx: Tx, attempt_id: str, meter: SpendMeter) -> None:
     when the attempt is gone (its run was deleted)."""
     if not meter.reported:
         return
-    added = tx.conn.execute(
-        update(_sp)
-        .where(_sp.c.attempt_id == attempt_id)
-        .values(
-            tokens_in=_sp.c.tokens_in + meter.tokens_in,
-            tokens_out=_sp.c.tokens_out + meter.tokens_out,
-            cost=_sp.c.cost + meter.cost,
-            reported_at=tx.now,
-        )
-    ).rowcount
-    if added:  # the same attempt reported before (a redelivered message ran it again)
-        return
     source = select(
         _a.c.attempt_id,
         _a.c.run_id,
@@ -63,7 +51,19 @@ def record(tx: Tx, attempt_id: str, meter: SpendMeter) -> None:
     ).where(_a.c.attempt_id == attempt_id)
     columns = ["attempt_id", "run_id", "node_id", "iteration", "tokens_in", "tokens_out", "cost"]
     columns.append("reported_at")
-    tx.conn.execute(_sp.insert().from_select(columns, source))
+    # one upsert: the same attempt reported before (a redelivered message ran it again)
+    # adds to its row, and two such commits at once cannot both insert it
+    stmt = tx.dialect.upsert(
+        _sp,
+        ("attempt_id",),
+        lambda excluded: {
+            "tokens_in": _sp.c.tokens_in + excluded.tokens_in,
+            "tokens_out": _sp.c.tokens_out + excluded.tokens_out,
+            "cost": _sp.c.cost + excluded.cost,
+            "reported_at": excluded.reported_at,
+        },
+    )
+    tx.conn.execute(stmt.from_select(columns, source))
 
 
 def totals(conn: Connection, run_id: str) -> Spent:
