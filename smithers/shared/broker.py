@@ -60,6 +60,8 @@ def celery_settings(broker_url: str, visibility_timeout_s: float = 3600.0) -> di
     if broker_url.startswith(REDIS_SCHEMES):
         settings["broker_transport_options"] = {"visibility_timeout": visibility_timeout_s}
         settings["broker_heartbeat"] = 0
+    else:  # RabbitMQ orders a queue's messages by priority only when it was declared so
+        settings["task_queue_max_priority"] = MAX_STEP_PRIORITY
     return settings
 
 

@@ -134,6 +134,7 @@ class Engine:
         run_input: dict[str, Any] | None = None,
         run_id: str | None = None,
         decide: bool = False,
+        priority: int = 0,
     ) -> str:
         """Launch a run; with ``decide``, as the gateway does: the launch makes the first
         decision and sends the first steps (else a scheduler is woken for it)."""
@@ -148,6 +149,7 @@ class Engine:
             launched_by="test",
             deployment_version="test",
             decider=decider,
+            priority=priority,
         )
         return run.run_id
 

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -117,3 +118,24 @@ def test_a_run_on_rabbitmq_steps_while_wake_ups_stay_on_redis(
     assert run.output == {"join": sum(k + 1 for k in range(6))}
     r = redis.Redis.from_url(eng.redis_url)
     assert not [k for k in r.scan_iter() if k in (b"steps", b"sandbox") or k.startswith(b"_kombu")]
+
+
+def test_run_priority_orders_a_backlog_on_rabbitmq(
+    engine_factory: Any, sqlite_url: str, rabbitmq_url: str, tmp_path: Path
+) -> None:
+    # given a backlog on RabbitMQ and no worker: three runs of priority 0, then one of 9
+    eng: Engine = engine_factory(sqlite_url, SMITHERS_BROKER_URL=rabbitmq_url)
+    eng.broker.close()
+    eng.broker = Broker(eng.redis_url, rabbitmq_url)  # the launches send, as the gateway's do
+    log = tmp_path / "rank.log"
+    low = [eng.launch("t-ranked", {"log": str(log)}, decide=True) for _ in range(3)]
+    high = eng.launch("t-ranked", {"log": str(log)}, decide=True, priority=9)
+
+    # when a worker taking one step at a time starts
+    eng.worker(concurrency=1)
+    for run_id in [*low, high]:
+        assert eng.wait(run_id, timeout=60).status is RunStatus.SUCCEEDED, f"logs in {eng.logs}"
+
+    # then the priority 9 run's step ran first: its queue was declared with x-max-priority
+    rows = sorted((line.split() for line in log.read_text().splitlines()), key=lambda f: float(f[3]))
+    assert rows[0][1] == high and sorted(f[1] for f in rows[1:]) == sorted(low)
