@@ -19,6 +19,7 @@ from smithers.cli import commands_revisions as revisions_cli
 from smithers.cli import exitcodes
 from smithers.cli.childproc import watch_parent
 from smithers.cli.follow import follow
+from smithers.cli.profiles import target
 from smithers.shared import operations, settings
 from smithers.shared.broker import Broker
 from smithers.shared.config import Deployment, decision_config, resolve_deployment
@@ -546,10 +547,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     :mod:`smithers.cli.remote`), else on the store."""
     command = str(args.command)
     if command not in ("config", "login", "logout"):
-        from smithers.cli import remote  # noqa: PLC0415
-
-        where = remote.target(os.environ)
+        where = target(os.environ)
         if where is not None:
+            from smithers.cli import remote  # noqa: PLC0415 (the HTTP client: remote mode only)
+
             return remote.dispatch(args, where)
     if getattr(args, "actor", None) and (command != "db" or args.action == "prune"):
         _record_assertion(args)  # (a restore makes the store: nothing to write it in before)
