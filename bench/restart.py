@@ -20,6 +20,9 @@ and gunicorn serving a one-line WSGI app with the same worker class and worker c
 import time goes: the packages by self time, and how many modules were imported more
 than once across the process's interpreters (an exec'd second interpreter shows there).
 
+``--root DIR`` runs another checkout's code (``git archive COMMIT | tar -x -C DIR``) with this
+environment, to compare two commits in one run.
+
 ``--worker-pools prefork,gevent`` also times ``smithers worker --pool P`` (SQLite store,
 concurrency 2) from spawn to Celery's "ready" log line.
 
@@ -208,7 +211,7 @@ def bench_store(kind: str, args: argparse.Namespace, workdir: Path, redis_url: s
         "SMITHERS_REDIS_URL": redis_url,
         "SMITHERS_JWT_SECRET": SECRET,
         "SMITHERS_LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": str(args.root),
     }
     smithers = str(Path(sys.executable).with_name("smithers"))
     options = ["--host", "127.0.0.1", "--workers", str(args.workers), "--worker-class", args.worker_class]
@@ -264,7 +267,7 @@ def bench_worker(args: argparse.Namespace, workdir: Path, redis_url: str) -> dic
         **os.environ,
         "SMITHERS_DATABASE_URL": url,
         "SMITHERS_REDIS_URL": redis_url,
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": str(args.root),
     }
     smithers = str(Path(sys.executable).with_name("smithers"))
     result: dict[str, Any] = {}
@@ -358,6 +361,13 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--importtime", action="store_true")
     p.add_argument("--no-yardsticks", action="store_true")
+    p.add_argument(
+        "--root",
+        type=Path,
+        default=ROOT,
+        help="the checkout whose smithers the processes run (first on PYTHONPATH): an older commit's"
+        " `git archive` to compare with",
+    )
     p.add_argument(
         "--worker-pools",
         default="",
