@@ -6,19 +6,23 @@
 
 Whole-process figures: each start spawns the console script (``.venv/bin/smithers gateway``,
 what an operator or a supervisor runs) on a free loopback port, polls ``GET /healthz``
-every 10 ms until it answers 200, then stops the gateway (SIGTERM to its process group)
-and waits for it before the next start. The store is a SQLite file, or a PostgreSQL
-database this script creates and drops; the schema is migrated before the first start,
-so every start meets an existing store, as a restart does.
+every 10 ms until it answers 200, reads the CPU its process group had used by then
+(from /proc: steadier than seconds on a shared machine), then stops it (SIGINT to its
+process group, gunicorn's quick shutdown) and waits before the next start. The store is
+a SQLite file, or a PostgreSQL database this script creates and drops; the schema is
+migrated before the first start, so every start meets an existing store, as a restart
+does. A private Redis on a free port serves as the broker.
 
 Yardsticks, in the same run and measured the same way: ``python -m http.server`` (an
 interpreter that serves HTTP and imports nothing else: the floor of any Python gateway)
 and gunicorn serving a one-line WSGI app with the same worker class and worker count
 (the floor of this server design).
 
-``--importtime`` also runs one start under ``python -X importtime`` and prints where the
-import time goes: the packages by self time, and how many modules were imported more
-than once across the process's interpreters (an exec'd second interpreter shows there).
+``--importtime`` also runs one start with ``PYTHONPROFILEIMPORTTIME=1`` (``-X importtime``
+that an exec'd interpreter inherits) and prints where the import time goes: self time
+per top-level package over the whole process tree, the interpreters started, and how
+many modules more than one process imported (a second interpreter, or gunicorn
+workers importing what their master did not).
 
 ``--root DIR`` runs another checkout's code (``git archive COMMIT | tar -x -C DIR``) with this
 environment, to compare two commits in one run.
