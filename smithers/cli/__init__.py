@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from smithers.cli.main import main
+from smithers.cli.entry import main
 
 __all__ = ["main"]

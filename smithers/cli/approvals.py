@@ -13,7 +13,8 @@ from smithers.cli import exitcodes
 from smithers.shared.approval import MAX_PAYLOAD_BYTES
 from smithers.shared.errors import InvalidInput
 
-Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+# add(name, fn) -> the sub-command's parser (its help in smithers.cli.main.COMMANDS)
+Add = Callable[[str, Callable[[argparse.Namespace], int]], argparse.ArgumentParser]
 ORDERS = ("oldest", "urgent", "newest")
 STATUSES = ("pending", "approved", "denied")
 
@@ -87,14 +88,14 @@ def register(add: Add) -> None:
     """Add ``approvals`` and ``deny``."""
     from smithers.cli.main import cmd_approve  # noqa: PLC0415
 
-    p = add("approvals", cmd_approvals, "list approvals (pending by default), oldest request first")
+    p = add("approvals", cmd_approvals)
     p.add_argument("--status", choices=STATUSES, default="pending")
     p.add_argument("--run", default=None, help="only this run's")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--order", choices=ORDERS, default="oldest")
     p.add_argument("--json", action="store_true")
 
-    p = add("deny", cmd_approve, "deny a pending approval (as `approve --deny`)")
+    p = add("deny", cmd_approve)
     p.add_argument("run_id")
     p.add_argument("node_id")
     p.add_argument("--note", default=None)

@@ -19,6 +19,7 @@ import ctypes
 import ctypes.util
 import os
 import pwd
+import selectors
 import signal
 import subprocess
 import sys
@@ -140,8 +141,11 @@ def watch_parent(env: MutableMapping[str, str]) -> None:
         return  # not ours (a stale variable)
 
     def wait() -> None:
-        with contextlib.suppress(OSError):
-            while os.read(fd, 1):
+        # a selector first: in a process gevent patched (the gateway, a gevent worker)
+        # this thread is a greenlet, and a bare read would block every other greenlet
+        with contextlib.suppress(OSError), selectors.DefaultSelector() as readable:
+            readable.register(fd, selectors.EVENT_READ)
+            while readable.select() and os.read(fd, 1):
                 pass
         os.kill(os.getpid(), signal.SIGTERM)
 

@@ -10,13 +10,15 @@ import time
 from collections.abc import Callable
 
 from smithers.cli import exitcodes
+from smithers.cli.entry import gevent_patched
 from smithers.cli.main import _deployment, _store
 from smithers.shared.errors import InvalidInput
 from smithers.shared.grants import GrantKind
 from smithers.shared.settings import parse_duration
 from smithers.shared.store.grants import ControlPlaneStore
 
-Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+# add(name, fn) -> the sub-command's parser (its help in smithers.cli.main.COMMANDS)
+Add = Callable[[str, Callable[[argparse.Namespace], int]], argparse.ArgumentParser]
 
 
 def _actor() -> str:
@@ -28,8 +30,11 @@ def _actor() -> str:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    """Check the options and the key, migrate, then serve (gevent workers: become
-    ``python -m smithers.gateway``, whose fresh interpreter patches the standard library first)."""
+    """Check the options and the key, migrate, then serve from this process: the console
+    script patched the standard library for gevent workers before importing anything
+    (:mod:`smithers.cli.entry`). When the patching does not match the worker class (a
+    caller other than the console script, an abbreviated option), it becomes
+    ``python -m smithers.gateway``: a fresh interpreter that patches only for gevent."""
     from smithers.gateway.config import GatewayConfig  # noqa: PLC0415 (keeps other commands light)
     from smithers.gateway.server import options_from  # noqa: PLC0415
 
@@ -52,17 +57,17 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     server_argv += ["--threads", str(options.threads)]
     if options.tls:
         server_argv += ["--certfile", str(options.certfile), "--keyfile", str(options.keyfile)]
-    if options.worker_class != "gevent":
-        # Served from this interpreter: a restarted gateway answers in about half the time
-        # a second interpreter importing everything again took (docs/operations.md).
-        from smithers.gateway.server import main as serve  # noqa: PLC0415
+    if (options.worker_class == "gevent") != gevent_patched():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        argv = [sys.executable, "-m", "smithers.gateway", *server_argv]
+        os.execve(sys.executable, argv, env)  # noqa: S606 (a fresh interpreter: gevent patches first)
+    # Served from this interpreter: a restarted gateway answers in about half the time
+    # a second interpreter importing everything again took (docs/benchmarks.md, "Restart").
+    from smithers.gateway.server import main as serve  # noqa: PLC0415
 
-        os.environ.update(env)
-        return serve(server_argv)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    argv = [sys.executable, "-m", "smithers.gateway", *server_argv]
-    os.execve(sys.executable, argv, env)  # noqa: S606 (a fresh interpreter: gevent patches first)
+    os.environ.update(env)
+    return serve(server_argv)
 
 
 def _control(args: argparse.Namespace) -> ControlPlaneStore:
@@ -131,9 +136,9 @@ def register(add: Add) -> None:
     """Add the ``gateway`` and ``token`` sub-commands."""
     from smithers.gateway.server import add_options  # noqa: PLC0415
 
-    add_options(add("gateway", cmd_gateway, "serve the REST API and event streams (gunicorn)"))
+    add_options(add("gateway", cmd_gateway))
 
-    p = add("token", cmd_token, "issue, revoke and list bearer grants")
+    p = add("token", cmd_token)
     sub = p.add_subparsers(dest="token_command", required=True)
     issue = sub.add_parser("issue", help="issue a grant and print its token alone on stdout")
     issue.add_argument("--subject", required=True)

@@ -17,7 +17,8 @@ from smithers.shared import operations
 from smithers.shared.config import Deployment
 from smithers.shared.errors import Conflict, InvalidInput, NotFound
 
-Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+# add(name, fn) -> the sub-command's parser (its help in smithers.cli.main.COMMANDS)
+Add = Callable[[str, Callable[[argparse.Namespace], int]], argparse.ArgumentParser]
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -139,12 +140,8 @@ def print_trail(trail: dict[str, Any]) -> None:
 
 def register(add: Add) -> None:
     """Add ``rewind``, ``replay``, ``fork``, ``audit`` and ``db``."""
-    for name, help_text in (
-        ("rewind", "reopen a node and everything downstream of it; the run resumes from there"),
-        ("replay", "a new run from this run's state up to a node (same input)"),
-        ("fork", "a new run from this run's state up to a node, with new input"),
-    ):
-        p = add(name, cmd_time_travel, help_text)
+    for name in ("rewind", "replay", "fork"):
+        p = add(name, cmd_time_travel)
         p.add_argument("run_id")
         p.add_argument("node_id")
         p.add_argument("--confirm", action="store_true", help="required: time travel changes history")
@@ -159,14 +156,10 @@ def register(add: Add) -> None:
             p.add_argument("--run-id", dest="new_run_id", default=None, help="id of the new run")
         if name == "fork":
             p.add_argument("--input", required=True, help="the new run input, a JSON object")
-    p = add("audit", cmd_audit, "a run's whole audit trail in time order")
+    p = add("audit", cmd_audit)
     p.add_argument("run_id")
     p.add_argument("--json", action="store_true")
-    p = add(
-        "db",
-        cmd_db,
-        "back up or restore the store (SQLite online backup, pg_dump/pg_restore), or prune old runs",
-    )
+    p = add("db", cmd_db)
     p.add_argument("action", choices=["backup", "restore", "prune"])
     p.add_argument("path", nargs="?", default=None, help="the backup file (backup, restore)")
     p.add_argument("--older-than", default=None, help="prune: finished runs older than this (30d, 12h, 90m)")

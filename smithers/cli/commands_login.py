@@ -13,7 +13,8 @@ from smithers.cli import exitcodes, profiles
 from smithers.client import Client
 from smithers.shared.errors import InvalidInput
 
-Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+# add(name, fn) -> the sub-command's parser (its help in smithers.cli.main.COMMANDS)
+Add = Callable[[str, Callable[[argparse.Namespace], int]], argparse.ArgumentParser]
 MAX_TOKEN_CHARS = 16_384
 
 
@@ -58,8 +59,8 @@ def cmd_logout(args: argparse.Namespace) -> int:
 
 def register(add: Add) -> None:
     """Add ``login`` and ``logout``."""
-    p = add("login", cmd_login, "keep a gateway URL and token as a named profile (remote command line)")
+    p = add("login", cmd_login)
     p.add_argument("url", help="the gateway, e.g. https://smithers.example:8080")
     p.add_argument("--profile", default="default", help="the profile's name (default: default)")
-    p = add("logout", cmd_logout, "forget a saved gateway profile")
+    p = add("logout", cmd_logout)
     p.add_argument("--profile", default="default")

@@ -21,7 +21,8 @@ from smithers.shared import settings
 from smithers.shared.errors import BrokerUnavailable, InvalidInput
 from smithers.shared.redaction import sensitive_key
 
-Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+# add(name, fn) -> the sub-command's parser (its help in smithers.cli.main.COMMANDS)
+Add = Callable[[str, Callable[[argparse.Namespace], int]], argparse.ArgumentParser]
 
 MIN_PASSWORD_CHARS = 12
 _URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")  # user:password@ in a URL
@@ -139,10 +140,10 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def register(add: Add) -> None:
     """Add the ``config``, ``flower`` and ``metrics`` sub-commands."""
-    p = add("config", cmd_config, "the SMITHERS_* settings: each one's value here, or its default")
+    p = add("config", cmd_config)
     p.add_argument("--markdown", action="store_true", help="print the reference (docs/configuration.md)")
 
-    p = add("flower", cmd_flower, "Celery Flower on the deployment's queues and workers (basic auth)")
+    p = add("flower", cmd_flower)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5555)
     p.add_argument("--url-prefix", default=None, help="serve under this path (behind a proxy)")
@@ -151,6 +152,6 @@ def register(add: Add) -> None:
     p.add_argument("--purge-offline-workers", type=int, default=None, metavar="SECONDS")
     p.add_argument("--log-level", default="INFO")
 
-    p = add("metrics", cmd_metrics, "Prometheus metrics from the store and the queues (print, or --port)")
+    p = add("metrics", cmd_metrics)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=None, help="serve /metrics here instead of printing once")

@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from smithers.cli import exitcodes
+from smithers.cli.entry import gevent_patched
 from smithers.cli.follow import follow
 from smithers.cli.main import (
     _actor,
@@ -80,9 +81,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         )
         if value
     ]
-    if args.pool == "gevent":
-        # gevent patches the standard library before anything imports it: a fresh
-        # interpreter running Celery's own command on the same app (smithers.workers)
+    if args.pool == "gevent" and not gevent_patched():
+        # gevent patches the standard library before anything imports it, which the
+        # console script did (smithers.cli.entry) unless this came another way: then a
+        # fresh interpreter running Celery's own command on the same app (smithers.workers)
         argv = [sys.executable, "-m", "celery", "-A", "smithers.workers", "worker", "--pool=gevent"]
         argv += [
             f"--queues={','.join(queues)}",
@@ -171,9 +173,9 @@ def _up_run(
     return follow(store, run.run_id, wait_approval=args.wait, timeout_s=args.timeout, stop=stop)
 
 
-def register(add: Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]) -> None:
+def register(add: Callable[[str, Callable[[argparse.Namespace], int]], argparse.ArgumentParser]) -> None:
     """Add ``up``, ``scheduler`` and ``worker``."""
-    p = add("up", cmd_up, "run scheduler, worker and gateway on one node (SQLite + embedded broker)")
+    p = add("up", cmd_up)
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--concurrency", type=int, default=None)
@@ -196,9 +198,9 @@ def register(add: Callable[[str, Callable[[argparse.Namespace], int], str], argp
     )
     _follow_opts(p)
 
-    p = add("scheduler", cmd_scheduler, "run the scheduler process")
+    p = add("scheduler", cmd_scheduler)
     p.add_argument("--log-level", default="INFO")
-    p = add("worker", cmd_worker, "run a Celery worker")
+    p = add("worker", cmd_worker)
     p.add_argument(
         "--queues",
         default="steps",

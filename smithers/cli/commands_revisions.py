@@ -123,10 +123,8 @@ def cmd_revisions(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
-def register(add: Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]) -> None:
+def register(add: Callable[[str, Callable[[argparse.Namespace], int]], argparse.ArgumentParser]) -> None:
     """Add ``revisions``."""
-    p = add(
-        "revisions", cmd_revisions, "list a workflow's stored revisions and the live processes holding each"
-    )
+    p = add("revisions", cmd_revisions)
     p.add_argument("workflow")
     p.add_argument("--json", action="store_true")

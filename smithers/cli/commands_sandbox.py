@@ -13,7 +13,8 @@ from smithers.cli.main import _actor, _broker, _deployment, _store, asserted_by
 from smithers.shared import operations
 from smithers.shared.store.sandboxes import sandboxes_of
 
-Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+# add(name, fn) -> the sub-command's parser (its help in smithers.cli.main.COMMANDS)
+Add = Callable[[str, Callable[[argparse.Namespace], int]], argparse.ArgumentParser]
 
 
 def cmd_sandboxes(args: argparse.Namespace) -> int:
@@ -79,12 +80,12 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 def register(add: Add) -> None:
     """Add the sandbox sub-commands to the ``smithers`` parser."""
-    p = add("sandboxes", cmd_sandboxes, "list a run's sandboxes, their patches and reviews")
+    p = add("sandboxes", cmd_sandboxes)
     p.add_argument("run_id")
     p.add_argument("--diff", action="store_true", help="print each patch")
     p.add_argument("--json", action="store_true")
 
-    p = add("review", cmd_review, "accept or reject the patches of a sandbox step")
+    p = add("review", cmd_review)
     p.add_argument("run_id")
     p.add_argument("sandbox", help="the sandbox id, or the node id of the sandbox waiting for review")
     verdict = p.add_mutually_exclusive_group(required=True)

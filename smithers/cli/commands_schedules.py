@@ -14,7 +14,8 @@ from smithers.shared.errors import InvalidInput
 if TYPE_CHECKING:
     from smithers.client import Client
 
-Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+# add(name, fn) -> the sub-command's parser (its help in smithers.cli.main.COMMANDS)
+Add = Callable[[str, Callable[[argparse.Namespace], int]], argparse.ArgumentParser]
 
 
 def schedule_line(s: dict[str, Any]) -> str:
@@ -72,7 +73,7 @@ def remote_schedules(args: argparse.Namespace, api: Client) -> int:
 
 def register(add: Add) -> None:
     """Add ``schedules``."""
-    p = add("schedules", cmd_schedules, "list cron schedules, or pause / resume one (WORKFLOW:SCHEDULE_ID)")
+    p = add("schedules", cmd_schedules)
     p.add_argument("action", nargs="?", choices=("list", "pause", "resume"), default="list")
     p.add_argument("schedule_id", nargs="?", default=None, help="pause, resume: WORKFLOW:SCHEDULE_ID")
     p.add_argument("--workflow", default=None, help="list: only this workflow's")

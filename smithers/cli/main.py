@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import os
 import signal
@@ -20,6 +19,7 @@ from smithers.cli import commands_revisions as revisions_cli
 from smithers.cli import exitcodes
 from smithers.cli.childproc import watch_parent
 from smithers.cli.follow import follow
+from smithers.cli.profiles import target
 from smithers.shared import operations, settings
 from smithers.shared.broker import Broker
 from smithers.shared.config import Deployment, decision_config, resolve_deployment
@@ -43,19 +43,53 @@ from smithers.shared.store.advance import Decider
 from smithers.shared.store.queries import attempts_of, get_run, list_runs, nodes_of
 
 Handler = Callable[[argparse.Namespace], int]
-# Modules that add sub-commands: each defines ``register(add)`` where
-# ``add(name, fn, help) -> argparse.ArgumentParser`` creates a sub-command.
-EXTENSIONS = (
-    "smithers.cli.commands_processes",
-    "smithers.cli.commands_history",
-    "smithers.cli.commands_gateway",
-    "smithers.cli.commands_sandbox",
-    "smithers.cli.commands_ops",
-    "smithers.cli.commands_revisions",
-    "smithers.cli.approvals",
-    "smithers.cli.commands_login",
-    "smithers.cli.commands_schedules",
-)
+# The sub-commands other modules add, by module and in the order ``smithers --help``
+# lists them, with their help. Each module defines ``register(add)``, where
+# ``add(name, fn) -> argparse.ArgumentParser`` creates one of its sub-commands (its help
+# from here), and is imported only when one of its commands runs: ``smithers --help``
+# lists them all from this table alone (tests/unit/test_cli_commands.py checks that each
+# module adds exactly these).
+COMMANDS: dict[str, dict[str, str]] = {
+    "smithers.cli.commands_processes": {
+        "up": "run scheduler, worker and gateway on one node (SQLite + embedded broker)",
+        "scheduler": "run the scheduler process",
+        "worker": "run a Celery worker",
+    },
+    "smithers.cli.commands_history": {
+        "rewind": "reopen a node and everything downstream of it; the run resumes from there",
+        "replay": "a new run from this run's state up to a node (same input)",
+        "fork": "a new run from this run's state up to a node, with new input",
+        "audit": "a run's whole audit trail in time order",
+        "db": "back up or restore the store (SQLite online backup, pg_dump/pg_restore), or prune old runs",
+    },
+    "smithers.cli.commands_gateway": {
+        "gateway": "serve the REST API and event streams (gunicorn)",
+        "token": "issue, revoke and list bearer grants",
+    },
+    "smithers.cli.commands_sandbox": {
+        "sandboxes": "list a run's sandboxes, their patches and reviews",
+        "review": "accept or reject the patches of a sandbox step",
+    },
+    "smithers.cli.commands_ops": {
+        "config": "the SMITHERS_* settings: each one's value here, or its default",
+        "flower": "Celery Flower on the deployment's queues and workers (basic auth)",
+        "metrics": "Prometheus metrics from the store and the queues (print, or --port)",
+    },
+    "smithers.cli.commands_revisions": {
+        "revisions": "list a workflow's stored revisions and the live processes holding each",
+    },
+    "smithers.cli.approvals": {
+        "approvals": "list approvals (pending by default), oldest request first",
+        "deny": "deny a pending approval (as `approve --deny`)",
+    },
+    "smithers.cli.commands_login": {
+        "login": "keep a gateway URL and token as a named profile (remote command line)",
+        "logout": "forget a saved gateway profile",
+    },
+    "smithers.cli.commands_schedules": {
+        "schedules": "list cron schedules, or pause / resume one (WORKFLOW:SCHEDULE_ID)",
+    },
+}
 
 
 def _deployment(args: argparse.Namespace) -> Deployment:
@@ -389,13 +423,17 @@ def _follow_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=None, help="stop following after N seconds (exit 8)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every sub-command."""
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser of every sub-command. Given the command line ``argv``, only
+    the module of the command it names is imported; every other command of
+    :data:`COMMANDS` is there by name and help alone (enough for ``smithers --help``)."""
     parser = argparse.ArgumentParser(prog="smithers", description="Durable workflow engine.")
     sub = parser.add_subparsers(dest="command", required=True)
+    helps = {name: text for commands in COMMANDS.values() for name, text in commands.items()}
 
-    def add(name: str, fn: Handler, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
+    def add(name: str, fn: Handler, help: str | None = None) -> argparse.ArgumentParser:
+        text = help if help is not None else helps[name]
+        p = sub.add_parser(name, help=text, description=text)
         _common(p)
         p.set_defaults(fn=fn)
         return p
@@ -482,9 +520,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     add("workflows", cmd_workflows, "list registered workflows")
     add("migrate", cmd_migrate, "create or upgrade the store schema")
-    for name in EXTENSIONS:
-        if importlib.util.find_spec(name) is not None:
-            importlib.import_module(name).register(add)
+    named = next((arg for arg in argv if not arg.startswith("-")), None) if argv is not None else None
+    for module, commands in COMMANDS.items():
+        if argv is None or named in commands:
+            importlib.import_module(module).register(add)
+        else:
+            for name, text in commands.items():
+                sub.add_parser(name, help=text, description=text, add_help=False)
     return parser
 
 
@@ -505,10 +547,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     :mod:`smithers.cli.remote`), else on the store."""
     command = str(args.command)
     if command not in ("config", "login", "logout"):
-        from smithers.cli import remote  # noqa: PLC0415
-
-        where = remote.target(os.environ)
+        where = target(os.environ)
         if where is not None:
+            from smithers.cli import remote  # noqa: PLC0415 (the HTTP client: remote mode only)
+
             return remote.dispatch(args, where)
     if getattr(args, "actor", None) and (command != "db" or args.action == "prune"):
         _record_assertion(args)  # (a restore makes the store: nothing to write it in before)
@@ -523,8 +565,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     a command killed by SIGPIPE, and no traceback either (the recipe of the Python docs,
     "Note on SIGPIPE": stdout is pointed at /dev/null so the exit flush cannot fail).
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     watch_parent(os.environ)  # a child of `smithers up` ends with it
     try:
         code = _dispatch(args)

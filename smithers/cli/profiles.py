@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from smithers.shared import settings
 from smithers.shared.errors import InvalidInput
 
 PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -135,3 +136,30 @@ def _write(env: Mapping[str, str], data: dict[str, Any]) -> Path:
 
 def _same_url(a: Any, b: str) -> bool:
     return isinstance(a, str) and a.rstrip("/") == b.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Target:
+    """The gateway the command line talks to, and the token it sends."""
+
+    url: str
+    token: str | None
+    profile: str | None
+
+
+def target(env: Mapping[str, str]) -> Target | None:
+    """The remote target of this environment, or None for the local command line."""
+    url = settings.GATEWAY_URL.read(env).strip()
+    name = settings.PROFILE.read(env).strip() or None
+    token = settings.TOKEN.read(env).strip() or None
+    if not url and name is None:
+        return None
+    profile = None
+    if name is not None or token is None:  # the file is read only when it is needed
+        profile = load(env, name=name, url=url or None)
+    if not url:
+        assert profile is not None  # load raised for a named profile that is not there
+        url = profile.url
+    if token is None and profile is not None:
+        token = profile.token or None
+    return Target(url=url, token=token, profile=profile.name if profile is not None else None)

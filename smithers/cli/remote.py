@@ -17,15 +17,14 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
-from smithers.cli import exitcodes, profiles
+from smithers.cli import exitcodes
 from smithers.cli.commands_schedules import remote_schedules
 from smithers.cli.follow import describe, final_code
+from smithers.cli.profiles import Target
 from smithers.client import Client, RunDetail
-from smithers.shared import settings
 from smithers.shared.errors import Forbidden, InvalidInput, Unauthorized
 from smithers.shared.status import RunStatus
 
@@ -40,33 +39,6 @@ STORE_ONLY = {
     "flower": "watches the broker's queues",
 }
 LOCAL_ANYWHERE = {"config", "login", "logout"}  # read or write this machine only
-
-
-@dataclass(frozen=True)
-class Target:
-    """The gateway the command line talks to, and the token it sends."""
-
-    url: str
-    token: str | None
-    profile: str | None
-
-
-def target(env: Mapping[str, str]) -> Target | None:
-    """The remote target of this environment, or None for the local command line."""
-    url = settings.GATEWAY_URL.read(env).strip()
-    name = settings.PROFILE.read(env).strip() or None
-    token = settings.TOKEN.read(env).strip() or None
-    if not url and name is None:
-        return None
-    profile = None
-    if name is not None or token is None:  # the file is read only when it is needed
-        profile = profiles.load(env, name=name, url=url or None)
-    if not url:
-        assert profile is not None  # load raised for a named profile that is not there
-        url = profile.url
-    if token is None and profile is not None:
-        token = profile.token or None
-    return Target(url=url, token=token, profile=profile.name if profile is not None else None)
 
 
 def client_for(where: Target) -> Client:

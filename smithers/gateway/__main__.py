@@ -1,4 +1,7 @@
-"""``python -m smithers.gateway``: what ``smithers gateway`` runs, in a fresh interpreter.
+"""``python -m smithers.gateway``: gunicorn on the app, configured from ``SMITHERS_*`` alone.
+
+``smithers gateway`` serves in its own process (the console script patched first,
+:mod:`smithers.cli.entry`); it becomes this module only when called some other way.
 
 With gevent workers the standard library is patched here, before anything imports
 ``ssl`` or ``socket``, as gevent asks; then gunicorn starts (see :mod:`smithers.gateway.server`).

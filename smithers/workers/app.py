@@ -189,12 +189,14 @@ def _sandbox_runner(env: WorkerEnv) -> Any:
 def start_worker(
     env: WorkerEnv, loglevel: str = "INFO", pool: str = "prefork", options: Sequence[str] = ()
 ) -> None:
-    """Run a Celery worker consuming ``env.config.queues`` on ``pool`` (``prefork`` or
-    ``threads``; ``gevent`` must patch the standard library before anything imports
-    it, so ``smithers worker`` starts it as ``celery -A smithers.workers``), with more
-    of Celery's worker ``options`` (``--autoscale=10,2``, ...); blocks."""
-    if pool not in POOLS[:2]:
-        raise InvalidInput(f"pool {pool!r}: start_worker runs prefork or threads")
+    """Run a Celery worker consuming ``env.config.queues`` on ``pool`` (``prefork``,
+    ``threads``, or ``gevent`` once gevent patched the standard library, before
+    anything imported it: ``smithers worker --pool gevent`` patches first thing), with
+    more of Celery's worker ``options`` (``--autoscale=10,2``, ...); blocks."""
+    if pool not in POOLS or (pool == "gevent" and not _gevent_patched()):
+        raise InvalidInput(
+            f"pool {pool!r}: start_worker runs prefork, threads, or gevent in a process gevent patched"
+        )
     app = create_app(env)
     quiet = ["--quiet"] if json_wanted(os.environ, sys.stderr) else []  # no text banner among JSON
     argv = [

@@ -132,8 +132,11 @@ def test_gateway_and_tokens_from_the_command_line(
     token = issued.stdout.strip()
     assert issued.stdout == token + "\n" and JWT.match(token)  # the token alone on stdout
 
-    # then the API answers with it
+    # then the API answers with it, from the process the user started: no second
+    # interpreter was exec'd to patch for gevent (smithers.cli.entry)
     assert request(server.port, "GET", "/healthz")[0] == 200
+    cmdline = Path(f"/proc/{server.proc.pid}/cmdline").read_bytes().split(b"\0")
+    assert cmdline[1:4] == [b"-m", b"smithers", b"gateway"], cmdline
     assert request(server.port, "GET", "/readyz")[0] == 200
     status, headers, body = request(server.port, "POST", "/v1/runs", token, b'{"workflow": "t-chain"}')
     assert status == 201, body

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +32,7 @@ def test_an_io_bound_pool_runs_as_many_sleeping_steps_at_once_as_its_concurrency
     # given one worker process with a pool of 8 threads (or greenlets)
     eng: Engine = engine_factory(database_url)
     eng.scheduler()
-    eng.start("worker", "worker", "--pool", pool, "--concurrency", "8", "--name", f"{pool}-worker")
+    worker = eng.start("worker", "worker", "--pool", pool, "--concurrency", "8", "--name", f"{pool}-worker")
 
     # when a run makes 8 steps ready at once, each waiting 2 s
     run_id = eng.launch("t-wide", {"sleep": 2.0})
@@ -42,6 +43,9 @@ def test_an_io_bound_pool_runs_as_many_sleeping_steps_at_once_as_its_concurrency
     assert run.status is RunStatus.SUCCEEDED
     latest_start, earliest_finish = _overlap(eng, run_id)
     assert latest_start < earliest_finish
+    # in the process that was started: gevent patched first thing, no Celery exec'd
+    cmdline = Path(f"/proc/{worker.pid}/cmdline").read_bytes().split(b"\0")
+    assert cmdline[1:4] == [b"-m", b"smithers", b"worker"], cmdline
 
 
 def test_the_plain_celery_command_runs_a_workflow(engine_factory: Any, database_url: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from smithers.cli import profiles, remote
+from smithers.cli import profiles
 from smithers.client.errors import ApiError, GatewayUnavailable, error_from
 from smithers.client.stream import frames
 from smithers.shared.errors import (
@@ -90,14 +90,14 @@ def test_profiles_are_written_0600_whatever_the_umask(tmp_path: Path) -> None:
 
 
 def test_the_remote_target_of_an_environment(tmp_path: Path) -> None:
-    assert remote.target({}) is None  # local mode
+    assert profiles.target({}) is None  # local mode
     env = {"XDG_CONFIG_HOME": str(tmp_path)}
-    direct = remote.target({**env, "SMITHERS_GATEWAY_URL": "https://gw", "SMITHERS_TOKEN": "t"})
-    assert direct == remote.Target("https://gw", "t", None)
+    direct = profiles.target({**env, "SMITHERS_GATEWAY_URL": "https://gw", "SMITHERS_TOKEN": "t"})
+    assert direct == profiles.Target("https://gw", "t", None)
     profiles.save(env, profiles.Profile("prod", "https://gw", "from-file"))
-    by_name = remote.target({**env, "SMITHERS_PROFILE": "prod"})
-    assert by_name == remote.Target("https://gw", "from-file", "prod")
-    by_url = remote.target({**env, "SMITHERS_GATEWAY_URL": "https://gw"})
+    by_name = profiles.target({**env, "SMITHERS_PROFILE": "prod"})
+    assert by_name == profiles.Target("https://gw", "from-file", "prod")
+    by_url = profiles.target({**env, "SMITHERS_GATEWAY_URL": "https://gw"})
     assert by_url is not None and by_url.token == "from-file"
-    elsewhere = remote.target({**env, "SMITHERS_GATEWAY_URL": "https://other"})
+    elsewhere = profiles.target({**env, "SMITHERS_GATEWAY_URL": "https://other"})
     assert elsewhere is not None and elsewhere.token is None
