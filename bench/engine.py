@@ -152,22 +152,29 @@ class Engine:
     """A scheduler and a step worker as processes on one store and Redis, and a launcher."""
 
     def __init__(
-        self, database_url: str, redis_url: str, workdir: Path, concurrency: int, writers_decide: bool = True
+        self,
+        database_url: str,
+        redis_url: str,
+        workdir: Path,
+        concurrency: int,
+        decide_max_nodes: int = 500,
+        workflows: str = "bench.workflows",
     ) -> None:
         env = {
             **os.environ,
             "SMITHERS_DATABASE_URL": database_url,
             "SMITHERS_REDIS_URL": redis_url,
-            "SMITHERS_WORKFLOWS": "bench.workflows",
+            "SMITHERS_WORKFLOWS": workflows,
             "PYTHONPATH": str(ROOT),
         }
-        if not writers_decide:
-            env["SMITHERS_DECIDE_MAX_NODES"] = "0"
+        env["SMITHERS_DECIDE_MAX_NODES"] = str(decide_max_nodes)  # 0: the scheduler decides every run
         self.store = Store(database_url)
         self.store.migrate()
         self.broker = Broker(redis_url)
-        self.registry = load_registry("bench.workflows", str(ROOT))
-        self.decider = Decider(self.registry, decision_config(env), 500) if writers_decide else None
+        self.registry = load_registry(workflows, str(ROOT))
+        self.decider = (
+            Decider(self.registry, decision_config(env), decide_max_nodes) if decide_max_nodes else None
+        )
         smithers = [sys.executable, "-m", "smithers"]
         worker = [*smithers, "worker", "--concurrency", str(concurrency), "--log-level", "WARNING"]
         self.procs = {
@@ -202,13 +209,20 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str]:
 
 
 @contextmanager
-def private_engine(database_url: str | None, concurrency: int, prefix: str) -> Iterator[Engine]:
+def private_engine(
+    database_url: str | None,
+    concurrency: int,
+    prefix: str,
+    decide_max_nodes: int = 500,
+    workflows: str = "bench.workflows",
+) -> Iterator[Engine]:
     """An :class:`Engine` on ``database_url`` (default: a SQLite file in a new temp dir)
     and a private Redis, both stopped when the block ends."""
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
     server, redis_url = start_redis()
     try:
-        engine = Engine(database_url or f"sqlite:///{workdir / 'bench.db'}", redis_url, workdir, concurrency)
+        url = database_url or f"sqlite:///{workdir / 'bench.db'}"
+        engine = Engine(url, redis_url, workdir, concurrency, decide_max_nodes, workflows)
         try:
             yield engine
         finally:
@@ -352,7 +366,9 @@ def main() -> None:
     )
     engine = raw = None
     try:
-        engine = Engine(args.database_url, redis_url, workdir, args.concurrency, not args.scheduler_decides)
+        engine = Engine(
+            args.database_url, redis_url, workdir, args.concurrency, 0 if args.scheduler_decides else 500
+        )
         wait_runs(engine.store, [engine.launch("b-one")], 60)  # warm-up: imported and connected
         raw = RawCelery(redis_url, workdir, args.concurrency)
         chain_s, hop_p50, hop_p99 = engine_hop(engine)

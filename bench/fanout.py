@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/fanout.py [--widths 100,500,2000,10000] [--min-steps 2000]
                                      [--database-url URL] [--concurrency 2]
+                                     [--decide-max-nodes 500]
 
 Starts a private Redis, a scheduler and a step worker like bench/engine.py, warms them
-up, then for each width runs ``b-wide<width>`` (bench/workflows.py: a first step,
-``width`` one-step leaves, a fan-in) one run after another until at least
+up, then for each width runs ``b-wide<width>`` (a first step,
+``width`` one-step leaves, a fan-in; bench/wide.py) one run after another until at least
 ``--min-steps`` steps have completed, and prints the wall time, steps/s and the CPU
 per completed step of each process: the scheduler, the worker (its Celery parent and
 prefork children), the launcher (this process: its launches and its polls of the
@@ -30,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.engine import Engine, cpu_now, private_engine, wait_runs  # noqa: E402
 
+WORKFLOWS = "bench.workflows,bench.wide"
 PROCESSES = {"scheduler": "scheduler", "worker": "worker", "bench": "launcher", "redis": "redis"}
 
 
@@ -62,13 +64,21 @@ def main() -> None:
     parser.add_argument("--min-steps", type=int, default=2000, help="steps measured at each width")
     parser.add_argument("--database-url", default=None, help="default: a SQLite file in a temp dir")
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument(
+        "--decide-max-nodes",
+        type=int,
+        default=500,
+        help="SMITHERS_DECIDE_MAX_NODES (0: the scheduler decides all)",
+    )
     args = parser.parse_args()
     widths = [int(w) for w in args.widths.split(",") if w.strip()]
     unknown = [w for w in widths if w not in (100, 500, 2000, 10000)]
     if not widths or unknown:
-        parser.error(f"widths must be among 100, 500, 2000, 10000 (bench/workflows.py); got {args.widths}")
+        parser.error(f"widths must be among 100, 500, 2000, 10000 (bench/wide.py); got {args.widths}")
     postgres = (args.database_url or "").startswith("postgresql")
-    with private_engine(args.database_url, args.concurrency, "smithers-bench-fanout-") as engine:
+    with private_engine(
+        args.database_url, args.concurrency, "smithers-bench-fanout-", args.decide_max_nodes, WORKFLOWS
+    ) as engine:
         wait_runs(engine.store, [engine.launch("b-one") for _ in range(20)], 60)  # warm-up
         wait_runs(engine.store, [engine.launch("b-wide100")], 120)
         results = {w: one_width(engine, w, args.min_steps, postgres) for w in widths}

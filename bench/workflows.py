@@ -42,31 +42,3 @@ for i in range(1000):
 @wide.task(after=[f"w{i:04d}" for i in range(1000)])
 def gather(ctx: StepContext) -> int:
     return len(ctx.outputs)
-
-
-def fan_out_in(name: str, width: int) -> Workflow:
-    """A run of ``width`` one-step leaves between a first step and a fan-in (width + 2 steps)."""
-    wf = Workflow(name)
-
-    @wf.task()
-    def fan(ctx: StepContext) -> int:
-        return 1
-
-    for i in range(width):
-
-        @wf.task(f"w{i:05d}", after=[fan])
-        def leaf(ctx: StepContext) -> int:
-            return 1
-
-    @wf.task(after=[f"w{i:05d}" for i in range(width)])
-    def gather(ctx: StepContext) -> int:
-        return len(ctx.outputs)
-
-    return wf
-
-
-# bench/fanout.py's widths (the registry finds module-level workflows only)
-wide100 = fan_out_in("b-wide100", 100)
-wide500 = fan_out_in("b-wide500", 500)
-wide2000 = fan_out_in("b-wide2000", 2000)
-wide10000 = fan_out_in("b-wide10000", 10000)

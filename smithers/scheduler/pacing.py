@@ -12,7 +12,7 @@ run's cost for a minute and, past 10,000 entries, rebuilt the map on every wake-
 from __future__ import annotations
 
 MIN_BATCHED_COST_S = 0.005  # decisions cheaper than this are never delayed
-MAX_BATCH_DELAY_S = 0.25
+MAX_BATCH_DELAY_S = 2.0  # past this (decisions over 0.5 s) a run takes more than a fifth
 BATCH_SPACING = 4  # an expensive run is decided again after 4x its last decision's cost
 PRUNE_EVERY_S = 1.0  # between passes that forget costs too old to delay anything
 

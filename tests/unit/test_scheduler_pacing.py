@@ -1,9 +1,19 @@
-"""The scheduler's pacing: an expensive run waits for a batch, a cheap one never does,
-and the map stays small however many runs were decided."""
+"""The scheduler's pacing of expensive decisions: an expensive run waits for a batch, a
+cheap one never does, and the map stays small however many runs were decided (one test
+uses a SQLite file for the transaction a batch runs in)."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from smithers.scheduler.loop import Scheduler
 from smithers.scheduler.pacing import MAX_BATCH_DELAY_S, Pacing
+from smithers.shared.config import SchedulerConfig
+from smithers.shared.registry import Registry
+from smithers.shared.store import Store
 
 NOW = 1000.0
 
@@ -58,3 +68,21 @@ def test_many_decided_runs_leave_only_the_ones_that_can_still_wait() -> None:
 
     # then nothing is held for them
     assert len(pacing) == 0
+
+
+def test_a_decision_that_waited_for_a_lock_is_not_counted_as_expensive(tmp_path: Path) -> None:
+    # A decision woken before a worker's commit waits for the run's row lock: wall
+    # time, not work. Only the CPU it took counts towards pacing.
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    store.migrate()
+    broker: Any = SimpleNamespace(send_steps=lambda *a: None)
+    sched = Scheduler(store, broker, Registry(), SchedulerConfig())
+
+    def waits_for_a_lock(tx: Any, run_id: str, messages: list[Any]) -> None:
+        time.sleep(0.05)
+
+    sched._decide = waits_for_a_lock  # type: ignore[method-assign]
+    sched.process("r1")
+    assert len(sched.pacing) == 0
+    assert sched.pacing.due({"r1"}, time.time()) == ["r1"]
+    store.close()
