@@ -12,7 +12,9 @@ process, Redis and, on PostgreSQL, every ``postgres`` process) and in total, and
 resident memory (RSS) of each process at the window's end. ``--scheduler-decides``
 leaves every decision to the scheduler (SMITHERS_DECIDE_MAX_NODES=0), the division of
 labour whose pacing map once grew with the runs decided. The yardstick is the first
-window, measured in the same run; the last line is machine-readable: the first and last
+window, measured in the same run, and, after each window, the CPU a fixed pure-Python
+loop takes in this process (``python loop``: on a shared machine it tells a slower
+machine from a slower engine); the last line is machine-readable: the first and last
 windows' runs/s, total CPU per run (ms) and RSS (MB) of each process, and the last
 over the first.
 """
@@ -77,6 +79,16 @@ def memory(procs: dict[str, subprocess.Popen[bytes]], redis_pid: int | None) -> 
     return found
 
 
+def yardstick_ms() -> float:
+    """CPU (ms) of a fixed pure-Python loop in this process: how fast the shared machine
+    runs Python just now, so a slower window can be told from a slower engine."""
+    t0 = time.process_time()
+    total = 0
+    for i in range(2_000_000):
+        total += i
+    return (time.process_time() - t0) * 1000
+
+
 def window(engine: Engine, n: int, postgres: bool) -> tuple[float, dict[str, float]]:
     """Launch ``n`` one-step runs one after another and wait for them: (runs/s, ms of
     CPU per run by process and ``total``)."""
@@ -106,23 +118,25 @@ def main() -> None:
         parser.error("--window must be at least 1 and at most --runs")
     postgres = (args.database_url or "").startswith("postgresql")
     max_nodes = 0 if args.scheduler_decides else 500
-    rows: list[tuple[float, dict[str, float], dict[str, float]]] = []
+    rows: list[tuple[float, dict[str, float], dict[str, float], float]] = []
     with private_engine(args.database_url, args.concurrency, "smithers-bench-soak-", max_nodes) as engine:
         redis_pid = _redis_pid(engine)
         wait_runs(engine.store, [engine.launch("b-one") for _ in range(20)], 60)  # warm-up
-        print("window | runs done | runs/s | cpu per run (ms) | RSS (MB)", flush=True)
+        print("window | runs done | runs/s | cpu per run (ms) | RSS (MB) | python loop (ms)", flush=True)
         for w in range(args.runs // args.window):
             rate, per_run = window(engine, args.window, postgres)
             mem = memory(engine.procs, redis_pid)
-            rows.append((rate, per_run, mem))
+            loop_ms = yardstick_ms()  # after the window's CPU was read: not in it
+            rows.append((rate, per_run, mem, loop_ms))
             print(
                 f"{w + 1} | {(w + 1) * args.window} | {rate:.0f} | "
                 + " ".join(f"{k} {v:.3f}" for k, v in per_run.items())
                 + " | "
-                + " ".join(f"{k} {v:.1f}" for k, v in mem.items()),
+                + " ".join(f"{k} {v:.1f}" for k, v in mem.items())
+                + f" | {loop_ms:.0f}",
                 flush=True,
             )
-    (rate0, cpu0, mem0), (rate1, cpu1, mem1) = rows[0], rows[-1]
+    (rate0, cpu0, mem0, loop0), (rate1, cpu1, mem1, loop1) = rows[0], rows[-1]
     fields = [f"runs_per_s_first={rate0:.0f}", f"runs_per_s_last={rate1:.0f}"]
     fields += [f"cpu_ms_first={cpu0['total']:.3f}", f"cpu_ms_last={cpu1['total']:.3f}"]
     fields += [
@@ -134,6 +148,7 @@ def main() -> None:
         f"runs_per_s_last_vs_first={rate1 / rate0:.2f}",
         f"cpu_last_vs_first={cpu1['total'] / cpu0['total']:.2f}",
     ]
+    fields += [f"python_loop_ms_first={loop0:.0f} python_loop_ms_last={loop1:.0f}"]
     print(" ".join(fields))
 
 
