@@ -82,6 +82,15 @@ def proc_cpu(match: Callable[[str, list[str]], bool]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def pid_cpu(pid: int) -> float:
+    """CPU seconds used so far by one process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def group_cpu(pgid: int) -> float:
     """CPU seconds used so far by the live processes of a process group (from /proc)."""
     return proc_cpu(lambda _comm, fields: int(fields[2]) == pgid)
@@ -187,6 +196,12 @@ class Engine:
     def launch(self, name: str) -> str:
         """Launch a run of workflow ``name``; its id."""
         return launch_run(self.store, self.broker, self.registry, name, self.decider)
+
+    def cpu(self) -> dict[str, float]:
+        """:func:`cpu_now` with ``redis`` the CPU of this engine's Redis server alone (on a
+        shared host other ``redis-server`` processes come and go)."""
+        server = int(self.broker.redis.info("server")["process_id"])  # type: ignore[index]
+        return cpu_now(self.procs) | {"redis": pid_cpu(server)}
 
     def close(self) -> None:
         for p in self.procs.values():

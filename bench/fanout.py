@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.engine import Engine, cpu_now, private_engine, wait_runs  # noqa: E402
+from bench.engine import Engine, private_engine, wait_runs  # noqa: E402
 
 WORKFLOWS = "bench.workflows,bench.wide"
 PROCESSES = {"scheduler": "scheduler", "worker": "worker", "bench": "launcher", "redis": "redis"}
@@ -40,12 +40,12 @@ def one_width(engine: Engine, width: int, min_steps: int, postgres: bool) -> dic
     process, ``total`` and ``steps_per_s``."""
     steps_per_run = width + 2
     runs = max(1, math.ceil(min_steps / steps_per_run))
-    before = cpu_now(engine.procs)
+    before = engine.cpu()
     t0 = time.time()
     for _ in range(runs):
         wait_runs(engine.store, [engine.launch(f"b-wide{width}")], 3600)
     wall = time.time() - t0
-    after = cpu_now(engine.procs)
+    after = engine.cpu()
     steps = runs * steps_per_run
     names = {**PROCESSES, **({"postgres": "postgres"} if postgres else {})}
     per_step = {label: (after[key] - before[key]) * 1000 / steps for key, label in names.items()}

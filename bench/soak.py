@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.engine import Engine, cpu_now, private_engine, wait_runs  # noqa: E402
+from bench.engine import Engine, private_engine, wait_runs  # noqa: E402
 
 LABELS = {
     "scheduler": "scheduler",
@@ -92,11 +92,11 @@ def yardstick_ms() -> float:
 def window(engine: Engine, n: int, postgres: bool) -> tuple[float, dict[str, float]]:
     """Launch ``n`` one-step runs one after another and wait for them: (runs/s, ms of
     CPU per run by process and ``total``)."""
-    before = cpu_now(engine.procs)
+    before = engine.cpu()
     t0 = time.time()
     ids = [engine.launch("b-one") for _ in range(n)]
     t1 = wait_runs(engine.store, ids, 3600)
-    after = cpu_now(engine.procs)
+    after = engine.cpu()
     per_run = {
         label: (after[key] - before[key]) * 1000 / n
         for key, label in LABELS.items()
@@ -154,7 +154,7 @@ def main() -> None:
 
 def _redis_pid(engine: Engine) -> int:
     """The Redis server's pid (it says)."""
-    return int(engine.broker.redis.info("server")["process_id"])
+    return int(engine.broker.redis.info("server")["process_id"])  # type: ignore[index]
 
 
 if __name__ == "__main__":
