@@ -12,8 +12,8 @@ process, Redis and, on PostgreSQL, every ``postgres`` process) and in total, and
 resident memory (RSS) of each process at the window's end. ``--scheduler-decides``
 leaves every decision to the scheduler (SMITHERS_DECIDE_MAX_NODES=0), the division of
 labour whose pacing map once grew with the runs decided. The yardstick is the first
-window, measured in the same run, and, after each window, the CPU a fixed pure-Python
-loop takes in this process (``python loop``: on a shared machine it tells a slower
+window, measured in the same run, and, after each window, the wall time a fixed
+pure-Python loop takes in this process (``python loop``: on a shared machine it tells a slower
 machine from a slower engine); the last line is machine-readable: the first and last
 windows' runs/s, total CPU per run (ms) and RSS (MB) of each process, and the last
 over the first.
@@ -80,13 +80,14 @@ def memory(procs: dict[str, subprocess.Popen[bytes]], redis_pid: int | None) -> 
 
 
 def yardstick_ms() -> float:
-    """CPU (ms) of a fixed pure-Python loop in this process: how fast the shared machine
-    runs Python just now, so a slower window can be told from a slower engine."""
-    t0 = time.process_time()
+    """Wall time (ms) of a fixed pure-Python loop in this process: how fast the shared
+    machine runs Python just now (its cores are shared with other jobs), so a slower
+    window can be told from a slower engine."""
+    t0 = time.perf_counter()
     total = 0
     for i in range(2_000_000):
         total += i
-    return (time.process_time() - t0) * 1000
+    return (time.perf_counter() - t0) * 1000
 
 
 def window(engine: Engine, n: int, postgres: bool) -> tuple[float, dict[str, float]]:
