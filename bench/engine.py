@@ -82,6 +82,15 @@ def proc_cpu(match: Callable[[str, list[str]], bool]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def pid_cpu(pid: int) -> float:
+    """CPU seconds used so far by one process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def group_cpu(pgid: int) -> float:
     """CPU seconds used so far by the live processes of a process group (from /proc)."""
     return proc_cpu(lambda _comm, fields: int(fields[2]) == pgid)
@@ -152,22 +161,29 @@ class Engine:
     """A scheduler and a step worker as processes on one store and Redis, and a launcher."""
 
     def __init__(
-        self, database_url: str, redis_url: str, workdir: Path, concurrency: int, writers_decide: bool = True
+        self,
+        database_url: str,
+        redis_url: str,
+        workdir: Path,
+        concurrency: int,
+        decide_max_nodes: int = 500,
+        workflows: str = "bench.workflows",
     ) -> None:
         env = {
             **os.environ,
             "SMITHERS_DATABASE_URL": database_url,
             "SMITHERS_REDIS_URL": redis_url,
-            "SMITHERS_WORKFLOWS": "bench.workflows",
+            "SMITHERS_WORKFLOWS": workflows,
             "PYTHONPATH": str(ROOT),
         }
-        if not writers_decide:
-            env["SMITHERS_DECIDE_MAX_NODES"] = "0"
+        env["SMITHERS_DECIDE_MAX_NODES"] = str(decide_max_nodes)  # 0: the scheduler decides every run
         self.store = Store(database_url)
         self.store.migrate()
         self.broker = Broker(redis_url)
-        self.registry = load_registry("bench.workflows", str(ROOT))
-        self.decider = Decider(self.registry, decision_config(env), 500) if writers_decide else None
+        self.registry = load_registry(workflows, str(ROOT))
+        self.decider = (
+            Decider(self.registry, decision_config(env), decide_max_nodes) if decide_max_nodes else None
+        )
         smithers = [sys.executable, "-m", "smithers"]
         worker = [*smithers, "worker", "--concurrency", str(concurrency), "--log-level", "WARNING"]
         self.procs = {
@@ -180,6 +196,12 @@ class Engine:
     def launch(self, name: str) -> str:
         """Launch a run of workflow ``name``; its id."""
         return launch_run(self.store, self.broker, self.registry, name, self.decider)
+
+    def cpu(self) -> dict[str, float]:
+        """:func:`cpu_now` with ``redis`` the CPU of this engine's Redis server alone (on a
+        shared host other ``redis-server`` processes come and go)."""
+        server = int(self.broker.redis.info("server")["process_id"])  # type: ignore[index]
+        return cpu_now(self.procs) | {"redis": pid_cpu(server)}
 
     def close(self) -> None:
         for p in self.procs.values():
@@ -202,13 +224,20 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str]:
 
 
 @contextmanager
-def private_engine(database_url: str | None, concurrency: int, prefix: str) -> Iterator[Engine]:
+def private_engine(
+    database_url: str | None,
+    concurrency: int,
+    prefix: str,
+    decide_max_nodes: int = 500,
+    workflows: str = "bench.workflows",
+) -> Iterator[Engine]:
     """An :class:`Engine` on ``database_url`` (default: a SQLite file in a new temp dir)
     and a private Redis, both stopped when the block ends."""
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
     server, redis_url = start_redis()
     try:
-        engine = Engine(database_url or f"sqlite:///{workdir / 'bench.db'}", redis_url, workdir, concurrency)
+        url = database_url or f"sqlite:///{workdir / 'bench.db'}"
+        engine = Engine(url, redis_url, workdir, concurrency, decide_max_nodes, workflows)
         try:
             yield engine
         finally:
@@ -352,7 +381,9 @@ def main() -> None:
     )
     engine = raw = None
     try:
-        engine = Engine(args.database_url, redis_url, workdir, args.concurrency, not args.scheduler_decides)
+        engine = Engine(
+            args.database_url, redis_url, workdir, args.concurrency, 0 if args.scheduler_decides else 500
+        )
         wait_runs(engine.store, [engine.launch("b-one")], 60)  # warm-up: imported and connected
         raw = RawCelery(redis_url, workdir, args.concurrency)
         chain_s, hop_p50, hop_p99 = engine_hop(engine)

@@ -67,7 +67,7 @@ def main() -> None:
             return now["bench"], now["postgres"] if postgres else 0.0
 
         def decide_all(ids: list[str]) -> None:
-            scheduler._cost.clear()  # never defer: every run is decided now
+            # process_many decides every run now: pacing applies only to wake-ups
             for i in range(0, len(ids), args.batch):
                 scheduler.process_many(ids[i : i + args.batch])
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 
+from smithers.scheduler.pacing import Pacing
 from smithers.scheduler.ticker import Ticker
 from smithers.scheduler.timers import HORIZONS, Timers
 from smithers.shared import retention, tracing
@@ -33,9 +34,6 @@ from smithers.shared.workflow import Workflow
 
 log = logging.getLogger("smithers.scheduler")
 RETRY_UNKNOWN_WORKFLOW_S = 30.0
-MIN_BATCHED_COST_S = 0.005  # decisions cheaper than this are never delayed
-MAX_BATCH_DELAY_S = 0.25
-BATCH_SPACING = 4  # an expensive run is decided again after 4x its last decision's cost
 EPOCH_MARGIN_S = 1.0  # queued attempts dispatched this soon after a new epoch are re-sent too
 MAX_BATCH = 64  # runs decided in one transaction
 MAX_BATCH_S = 0.005  # ... or this much work, whichever comes first
@@ -68,12 +66,7 @@ class Scheduler:
         self.process_id = f"scheduler:{socket.gethostname()}:{os.getpid()}"
         self._forward: dict[str, set[str]] = {}  # revision -> runs woken here but not held
         self._gated: list[str] = []  # runs of a batch at flow gates, decided at its end
-        # Adaptive batching: a run is decided again no sooner than BATCH_SPACING times
-        # its last decision's cost, so a wide fan-out (an expensive decision, many
-        # completions) is decided once per batch of completions while a chain (a cheap
-        # decision) never waits.
-        self._cost: dict[str, tuple[float, float]] = {}  # run -> (ended_at, seconds)
-        self._deferred: dict[str, float] = {}  # run -> when it may be decided
+        self.pacing = Pacing()  # a wide run is decided once per batch of completions
         self._retention_at = 0.0  # when the next retention pass is due (time.time())
         self._traced: dict[str, Any] = {}  # run -> its decision's trace context (tracing on)
         # Runs due before the next sweep, so a short backoff or lease is kept on time
@@ -180,7 +173,7 @@ class Scheduler:
                 cpu = time.thread_time()
                 wake_at = self._decide(tx, run_id, messages)
                 ended = time.perf_counter()
-                self._cost[run_id] = (time.time(), time.thread_time() - cpu)
+                self.pacing.decided(run_id, time.time(), time.thread_time() - cpu)
                 done += 1
                 if wake_at is not None and wake_at <= tx.now:
                     again.append(run_id)
@@ -211,22 +204,6 @@ class Scheduler:
             with tracing.use(self._traced.get(run_id)):  # each publish: its decision's child
                 sent = self.broker.try_send_steps(group, after) and sent
         return sent
-
-    def _due(self, ids: set[str], now: float) -> list[str]:
-        """Of ``ids`` and earlier deferred runs, those that may be decided now."""
-        ready: list[str] = []
-        for run_id in ids | set(self._deferred):
-            ended, cost = self._cost.get(run_id, (0.0, 0.0))
-            wait = min(BATCH_SPACING * cost, MAX_BATCH_DELAY_S) if cost > MIN_BATCHED_COST_S else 0.0
-            not_before = ended + wait
-            if now >= not_before:
-                ready.append(run_id)
-                self._deferred.pop(run_id, None)
-            else:
-                self._deferred[run_id] = not_before
-        if len(self._cost) > 10_000:
-            self._cost = {k: v for k, v in self._cost.items() if now - v[0] < 60}
-        return sorted(ready)
 
     def _decide(self, tx: Tx, run_id: str, messages: list[Message], *, gate: bool = False) -> float | None:
         """Load, decide and apply one run inside ``tx``; returns when to look again.
@@ -364,8 +341,7 @@ class Scheduler:
                 last_announce = time.time()
             ids: set[str] = set()
             timeout = interval
-            deferred = min(self._deferred.values(), default=None)
-            soonest = [t for t in (deferred, self.timers.next_at(), self.ticker.next_at()) if t]
+            soonest = [t for t in (self.pacing.next_at(), self.timers.next_at(), self.ticker.next_at()) if t]
             if soonest:
                 timeout = max(0.001, min(interval, min(soonest) - time.time()))
             try:
@@ -385,7 +361,7 @@ class Scheduler:
                     ids.update(self.fire_schedules())
                 if self.config.retention_days and now >= self._retention_at:
                     self._retention_at = now + self.retain(stop)
-                due = self._due(ids, time.time())
+                due = self.pacing.due(ids, time.time())
                 if due and not stop.is_set():
                     self.process_all_safely(due)
             except SmithersError as exc:

@@ -159,6 +159,7 @@ class Workflow:
         self.order: tuple[str, ...] = ()  # topological order, set by validate()
         self._upstream: dict[str, tuple[str, ...]] = {}  # node -> its ancestors, computed once
         self._executions: int | None = None  # executions(), computed once
+        self._dependents: dict[str, tuple[str, ...]] | None = None  # dependents(), computed once
         self.schedules: list[Schedule] = []  # cron schedules (smithers.shared.schedule)
 
     def add(self, node: Node) -> Node:
@@ -543,7 +544,7 @@ class Workflow:
         from smithers.shared.graph import validate_graph  # noqa: PLC0415 (graph imports this module)
 
         self.nodes, self.order = validate_graph(self.name, self.nodes)
-        self._upstream, self._executions = {}, None
+        self._upstream, self._executions, self._dependents = {}, None, None
         for node in self.nodes.values():
             unknown = [n for n in (node.approval.show if node.approval else ()) if n not in self.nodes]
             if unknown:
@@ -586,4 +587,10 @@ class Workflow:
 
     def dependents(self, node_id: str) -> tuple[str, ...]:
         """Nodes that list ``node_id`` in ``after`` (in topological order)."""
-        return tuple(n for n in self.order if node_id in self.nodes[n].after)
+        if self._dependents is None:  # one pass for every node: a fan-in asks for each of its leaves
+            found: dict[str, list[str]] = {}
+            for n in self.order:
+                for dep in self.nodes[n].after:
+                    found.setdefault(dep, []).append(n)
+            self._dependents = {k: tuple(v) for k, v in found.items()}
+        return self._dependents.get(node_id, ())

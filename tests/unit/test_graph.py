@@ -143,3 +143,18 @@ def test_upstream_outputs_read_the_rest_once_and_only_known_names() -> None:
     assert sorted(outs) == ["a", "b", "c"] and len(outs) == 3
     with pytest.raises(KeyError):
         outs["zz"]
+
+
+def test_dependents_are_the_nodes_that_wait_for_a_node_in_topological_order() -> None:
+    wf = Workflow("fan")
+    wf.task("first")(noop)
+    for leaf in ("b", "a"):
+        wf.task(leaf, after=["first"])(noop)
+    wf.task("gather", after=["a", "b"])(noop)
+    wf.task("last", after=["gather", "first"])(noop)
+    Registry().register(wf)
+
+    assert set(wf.dependents("first")) == {"a", "b", "last"}
+    assert wf.dependents("first") == tuple(n for n in wf.order if n in {"a", "b", "last"})
+    assert wf.dependents("a") == ("gather",) and wf.dependents("b") == ("gather",)
+    assert wf.dependents("last") == ()
