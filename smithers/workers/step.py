@@ -30,11 +30,10 @@ from smithers.shared.redaction import redact, redact_text
 from smithers.shared.registry import Registry
 from smithers.shared.store import Store
 from smithers.shared.store import spend as spend_store
-from smithers.shared.store.advance import Advanced, Decider
+from smithers.shared.store.advance import Decider
 from smithers.shared.store.attempts import (
     CLAIM_AFTER_S,
     CacheWrite,
-    Claim,
     claim,
     complete,
     heartbeat,
@@ -42,8 +41,9 @@ from smithers.shared.store.attempts import (
     revision_of,
     standing,
 )
+from smithers.shared.store.inplace import Claim, InPlace
 from smithers.shared.store.queries import outputs_for
-from smithers.shared.store.tx import Tx
+from smithers.shared.store.state import Message
 from smithers.shared.workflow import Node, NodeKind, Workflow
 from smithers.workers import eventloop, interrupt
 from smithers.workers.interrupt import Interruptible, StepInterrupted
@@ -524,9 +524,9 @@ def _commit(
         )
         if committed:
             entry = env.registry.find(c.workflow)
-            done = env.decider.after(tx, c.run_id, entry.workflow if entry is not None else None)
-            if done is not None:
-                follow = _claim_in_place(env, tx, done, chain)
+            in_place = InPlace(env.worker_id, c.input, lambda m, revision: _takes(env, m, revision, chain))
+            done = env.decider.after(tx, c.run_id, entry.workflow if entry is not None else None, in_place)
+            follow = in_place.claim if done is not None else None
         if tx.dialect.wake_before_commit and c.run_id in tx.woken:
             # The run row stays locked until COMMIT, so a scheduler woken now waits
             # for the commit before it reads the run: its wake-up overlaps the
@@ -547,18 +547,15 @@ def _commit(
     return ("succeeded" if ok else "failed"), follow
 
 
-def _claim_in_place(env: WorkerEnv, tx: Tx, done: Advanced, chain: _Chain) -> Claim | None:
-    """The one step ``done`` made ready, claimed in ``tx`` to run here next, if this
-    worker consumes its queue and the chain's bound allows; else None."""
-    if len(done.messages) != 1:
-        return None
-    m = done.messages[0]
-    consumed = {revision_queue(q, done.revision) for q in env.config.queues if q != SANDBOX_QUEUE}
+def _takes(env: WorkerEnv, m: Message, revision: str, chain: _Chain) -> float | None:
+    """The lease with which this worker takes ``m`` (of ``revision``), the one step its
+    commit's decision sends, to run it next in place (:mod:`smithers.shared.store.inplace`):
+    if it consumes its queue and the chain's bound allows; else None (it is sent)."""
+    consumed = {revision_queue(q, revision) for q in env.config.queues if q != SANDBOX_QUEUE}
     if m.time_limit is not None or m.queue not in consumed:  # a node's own queue too (smithers.shared.flow)
         return None
     entry = env.registry.find(m.workflow)
     node = entry.workflow.nodes.get(m.node_id) if entry is not None else None
     if node is None or node.kind is not NodeKind.TASK or not chain.take():
         return None
-    lease = node.heartbeat_timeout_s or env.config.lease_s
-    return claim(tx, m.attempt_id, env.worker_id, lease, run_id=m.run_id)
+    return node.heartbeat_timeout_s or env.config.lease_s

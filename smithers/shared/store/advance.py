@@ -30,6 +30,7 @@ from smithers.shared.store import children as children_store
 from smithers.shared.store import flow as flow_store
 from smithers.shared.store import signals as signals_store
 from smithers.shared.store import spend as spend_store
+from smithers.shared.store.inplace import InPlace
 from smithers.shared.store.queries import outputs_for
 from smithers.shared.store.state import Message, apply_and_tell, load_run_view
 from smithers.shared.store.tx import Tx
@@ -96,6 +97,7 @@ def advance(
     max_nodes: int | None = None,
     depth: int = 0,
     gate: bool = True,
+    in_place: InPlace | None = None,
 ) -> Advanced:
     """Lock ``run_id``, decide it and apply the decision in ``tx``.
 
@@ -108,7 +110,9 @@ def advance(
     admitted at its gates, or left queued until the time they give; ``gate`` False
     returns such a run undecided (``gated``), for a caller that locks other runs after
     it in ``tx`` (the scheduler's batch): gate locks come after every run lock. A run
-    that ends frees its slot in ``tx``.
+    that ends frees its slot in ``tx``. ``in_place``: the worker whose step commit this
+    follows, which may take the one step a decision of this run sends
+    (:mod:`smithers.shared.store.inplace`).
     """
     messages: list[Message] = []
     trace = None
@@ -137,7 +141,7 @@ def advance(
             decision = decide_loaded(tx, wf, view, config)
             tx.decided(run_id)
             sent, again = apply_and_tell(
-                tx, run_id, decision, row.workflow, row.module_revision, row.priority or 0
+                tx, run_id, decision, row.workflow, row.module_revision, row.priority or 0, in_place
             )
             messages.extend(sent)
             related.extend(_children(tx, run_id, decision))
@@ -228,10 +232,13 @@ class Decider:
         entry = self.registry.find(workflow)
         return entry.workflow if entry is not None and entry.revision == revision else None
 
-    def after(self, tx: Tx, run_id: str, workflow: Workflow | None = None) -> Advanced | None:
+    def after(
+        self, tx: Tx, run_id: str, workflow: Workflow | None = None, in_place: InPlace | None = None
+    ) -> Advanced | None:
         """Decide ``run_id`` in ``tx`` after a change to it; None when writers do not
         decide, or the run's ``workflow`` (when the caller knows it) can have more node
-        executions than the bound: the change itself woke the run for the scheduler."""
+        executions than the bound: the change itself woke the run for the scheduler.
+        ``in_place``: see :func:`advance`."""
         if self.max_nodes <= 0 or (workflow is not None and workflow.executions() > self.max_nodes):
             return None
-        return advance(tx, run_id, self.holds, self.config, max_nodes=self.max_nodes)
+        return advance(tx, run_id, self.holds, self.config, max_nodes=self.max_nodes, in_place=in_place)

@@ -17,8 +17,7 @@ is refused and recorded.
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
@@ -27,6 +26,7 @@ from smithers.shared.keys import SANDBOX_QUEUE
 from smithers.shared.status import AttemptState, NodeStatus
 from smithers.shared.store import schema as s
 from smithers.shared.store.engine import dialect_of
+from smithers.shared.store.inplace import Claim, emit_started, start_columns
 from smithers.shared.store.sandboxes import hold_for_review
 from smithers.shared.store.state import write_output
 from smithers.shared.store.tx import Tx
@@ -62,33 +62,6 @@ _WAKE_BY = (
     )
     .values(wake_at=bindparam("b_at"))
 )
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What a worker needs to run an attempt; ``claim_token`` is None until it is claimed."""
-
-    attempt_id: str
-    claim_token: str | None
-    run_id: str
-    workflow: str
-    module_revision: str
-    node_id: str
-    iteration: int
-    number: int
-    input: dict[str, Any]
-    deadline_at: float | None
-    cache_key: str | None = None
-    started_at: float | None = None
-
-    def starting(self, now: float) -> Claim:
-        """This attempt as started at ``now``, its deadline moved with it, if it is not
-        claimed yet (a lazy claim): it starts when its step function is called, after
-        the reads that come before (a claimed attempt's start is on record already)."""
-        if self.claim_token is not None or self.started_at is None:
-            return self
-        deadline = None if self.deadline_at is None else self.deadline_at + (now - self.started_at)
-        return replace(self, started_at=now, deadline_at=deadline)
 
 
 @dataclass(frozen=True)
@@ -224,24 +197,11 @@ def _load(tx: Tx, attempt_id: str, run_id: str | None = None) -> tuple[Any, bool
 
 def _start(tx: Tx, att: Any, worker: str | None, started_at: float | None, takeover: bool) -> dict[str, Any]:
     """Record that ``worker`` started the attempt (its ``attempt.started`` event); the
-    attempt columns a start sets: a fresh claim token, the start time (``started_at``,
-    else now) and the deadline counted from it."""
-    start = tx.now if started_at is None else started_at
-    tx.emit(
-        att.run_id,
-        "attempt.started",
-        node_id=att.node_id,
-        iteration=att.iteration,
-        attempt_id=att.attempt_id,
-        payload={"number": att.number, "worker": worker, "takeover": takeover, "started_at": start},
-    )
-    return {
-        "claim_token": str(uuid.uuid4()),
-        "worker": worker,
-        "started_at": start,
-        "heartbeat_at": tx.now,
-        "deadline_at": None if att.timeout_s is None else start + att.timeout_s,
-    }
+    attempt columns a start sets (:func:`~smithers.shared.store.inplace.start_columns`)."""
+    values = start_columns(tx, att.timeout_s, worker, started_at)
+    at = values["started_at"]
+    emit_started(tx, att.run_id, att.node_id, att.iteration, att.attempt_id, att.number, worker, at, takeover)
+    return values
 
 
 def _claim_of(att: Any, token: str | None, deadline: float | None, started_at: float) -> Claim:

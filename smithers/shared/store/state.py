@@ -38,6 +38,7 @@ from smithers.shared.status import AttemptState, NodeStatus, RunStatus
 from smithers.shared.store import children
 from smithers.shared.store import schema as s
 from smithers.shared.store.approvals import escalate_approval, expire_approval
+from smithers.shared.store.inplace import InPlace
 from smithers.shared.store.sandboxes import review_decisions
 from smithers.shared.store.signals import consume
 from smithers.shared.store.spend import budget_action
@@ -253,12 +254,22 @@ def apply_decision(
 
 
 def apply_and_tell(
-    tx: Tx, run_id: str, decision: Decision, workflow: str = "", revision: str = "", priority: int = 0
+    tx: Tx,
+    run_id: str,
+    decision: Decision,
+    workflow: str = "",
+    revision: str = "",
+    priority: int = 0,
+    in_place: InPlace | None = None,
 ) -> tuple[list[Message], bool]:
     """:func:`apply_decision`, and whether the run is due again at once (a cache hit
     frees its downstream nodes now; a zero-second timer or retry is due now). The
-    messages carry the run's ``priority``."""
+    messages carry the run's ``priority``. ``in_place``: a worker that may take the
+    step, when the decision sends exactly one (:mod:`smithers.shared.store.inplace`);
+    its message is still returned."""
     messages: list[Message] = []
+    sends = sum(isinstance(a, (Dispatch, Redispatch)) for a in decision.actions)
+    offer = in_place if in_place is not None and in_place.claim is None and sends == 1 else None
     terminal = False
     cache_hit = False
     counted: dict[Key, int] = {}  # attempts so far per node execution, where the decision could not tell
@@ -268,7 +279,7 @@ def apply_and_tell(
         if isinstance(action, Dispatch):
             key = (action.node_id, action.iteration)
             number = action.number if action.number is not None else counted.get(key, 0) + 1
-            message = _dispatch(tx, run_id, action, number, workflow, revision)
+            message = _dispatch(tx, run_id, action, number, workflow, revision, offer)
             if message is None:
                 cache_hit = True
             else:
@@ -305,8 +316,13 @@ def apply_and_tell(
             terminal = action.status.terminal
             _set_run(tx, run_id, action)
     wake_at = tx.now if cache_hit else decision.wake_at  # a hit frees downstream nodes now
+    wake_at = _sooner(wake_at, offer.due if offer is not None else None)  # a claim's lease end, deadline
     tx.set_run(run_id, {"wake_at": None if terminal else wake_at, "updated_at": tx.now})
     return messages, not terminal and wake_at is not None and wake_at <= tx.now
+
+
+def _sooner(a: float | None, b: float | None) -> float | None:
+    return a if b is None else b if a is None else min(a, b)
 
 
 def _apply_link(tx: Tx, run_id: str, action: ConsumeSignal | LaunchChild | CancelChild) -> bool:
@@ -356,9 +372,16 @@ def _time_limit(timeout_s: float | None) -> float | None:
 
 
 def _dispatch(
-    tx: Tx, run_id: str, action: Dispatch, number: int, workflow: str, revision: str
+    tx: Tx,
+    run_id: str,
+    action: Dispatch,
+    number: int,
+    workflow: str,
+    revision: str,
+    in_place: InPlace | None = None,
 ) -> Message | None:
-    """Create attempt ``number`` and queue the node; on a cache hit, finish it from the cache."""
+    """Create attempt ``number`` and queue the node; on a cache hit, finish it from the
+    cache; if ``in_place`` takes it, create it claimed and the node running."""
     attempt_id = str(uuid.uuid4())
     queue = action.queue or queue_for(action.kind)
     hit = None
@@ -367,33 +390,46 @@ def _dispatch(
         if hit is not None and hit.expires_at is not None and hit.expires_at <= tx.now:
             hit = None  # expired: a miss, refreshed when the step commits
     state = AttemptState.CACHED if hit is not None else AttemptState.QUEUED
-    tx.insert(
-        s.attempts,
-        {
-            "attempt_id": attempt_id,
-            "run_id": run_id,
-            "node_id": action.node_id,
-            "iteration": action.iteration,
-            "number": number,
-            "state": state.value,
-            "queue": queue,
-            "dispatched_at": tx.now,
-            "timeout_s": action.timeout_s,
-            "cached": hit is not None,
-            "cache_key": action.cache_key,
-            "revision": revision or None,
-            "claim_token": None,
-            "worker": None,
-            "started_at": None,
-            "finished_at": tx.now if hit is not None else None,
-            "heartbeat_at": None,
-            "lease_expires_at": None,
-            "deadline_at": None,
-            "error": None,
-        },
-    )
+    message = None
+    claimed = None
+    if hit is None:
+        message = Message(
+            attempt_id,
+            revision_queue(queue, revision),
+            _time_limit(action.timeout_s),
+            run_id,
+            action.node_id,
+            action.iteration,
+            number,
+            workflow,
+        )
+        if in_place is not None:
+            claimed = in_place.offer(tx, message, revision, action.cache_key, action.timeout_s)
+    row = {
+        "attempt_id": attempt_id,
+        "run_id": run_id,
+        "node_id": action.node_id,
+        "iteration": action.iteration,
+        "number": number,
+        "state": state.value,
+        "queue": queue,
+        "dispatched_at": tx.now,
+        "timeout_s": action.timeout_s,
+        "cached": hit is not None,
+        "cache_key": action.cache_key,
+        "revision": revision or None,
+        "claim_token": None,
+        "worker": None,
+        "started_at": None,
+        "finished_at": tx.now if hit is not None else None,
+        "heartbeat_at": None,
+        "lease_expires_at": None,
+        "deadline_at": None,
+        "error": None,
+    }
+    tx.insert(s.attempts, row if claimed is None else {**row, **claimed})
     values: dict[str, Any] = {
-        "status": NodeStatus.QUEUED.value,
+        "status": (NodeStatus.QUEUED if claimed is None else NodeStatus.RUNNING).value,
         "current_attempt_id": attempt_id,
         "next_at": None,
     }
@@ -436,16 +472,9 @@ def _dispatch(
         attempt_id=attempt_id,
         payload={"number": number, "reason": action.reason, "queue": queue, "revision": revision or None},
     )
-    return Message(
-        attempt_id,
-        revision_queue(queue, revision),
-        _time_limit(action.timeout_s),
-        run_id,
-        action.node_id,
-        action.iteration,
-        number,
-        workflow,
-    )
+    if claimed is not None and in_place is not None:
+        in_place.started(tx)
+    return message
 
 
 def _end_attempt(tx: Tx, run_id: str, action: EndAttempt) -> None:
