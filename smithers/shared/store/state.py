@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -221,6 +222,13 @@ def _upsert_node(
     values = {**values, "updated_at": tx.now}
     row = {**_NEW_NODE, **key, "kind": kind, "started_at": tx.now, **values}
     tx.upsert(s.nodes, ("run_id", "node_id", "iteration"), row, update=tuple(values))
+
+
+def as_stored(value: Any) -> Any:
+    """``value`` as a read of its JSON column returns it (tuples become lists; None
+    is NULL, read as None): what a writer that holds a value it wrote hands on, instead
+    of reading it back."""
+    return None if value is None else json.loads(json.dumps(value))
 
 
 def write_output(
