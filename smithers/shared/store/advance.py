@@ -102,6 +102,7 @@ def advance(
     gate: bool = True,
     in_place: InPlace | None = None,
     known: Mapping[Key, Any] | None = None,
+    loaded: tuple[RunView, Any] | None = None,
 ) -> Advanced:
     """Lock ``run_id``, decide it and apply the decision in ``tx``.
 
@@ -117,17 +118,20 @@ def advance(
     that ends frees its slot in ``tx``. ``in_place``: the worker whose step commit this
     follows, which may take the one step a decision of this run sends
     (:mod:`smithers.shared.store.inplace`); ``known``: outputs of this run it wrote in
-    ``tx`` (:func:`decide_loaded`).
+    ``tx`` (:func:`decide_loaded`). ``loaded``: the run's view and columns as the caller
+    wrote them in ``tx`` (a launch's new run, :func:`~smithers.shared.store.runs.new_run_view`),
+    for the first round instead of a read.
     """
     messages: list[Message] = []
     trace = None
     status: RunStatus | None = None
     related: list[str] = []  # children launched or asked to cancel, a child's parent
     for _ in range(MAX_ROUNDS):
-        loaded = load_run_view(tx, run_id)
-        if loaded is None:
+        current = loaded if loaded is not None else load_run_view(tx, run_id)
+        loaded = None
+        if current is None:
             return Advanced(True, messages)
-        view, row = loaded
+        view, row = current
         wf = holds(row.workflow, row.module_revision)
         if wf is None or (max_nodes is not None and len(view.nodes) > max_nodes):
             if wf is not None:
@@ -244,13 +248,21 @@ class Decider:
         workflow: Workflow | None = None,
         in_place: InPlace | None = None,
         known: Mapping[Key, Any] | None = None,
+        loaded: tuple[RunView, Any] | None = None,
     ) -> Advanced | None:
         """Decide ``run_id`` in ``tx`` after a change to it; None when writers do not
         decide, or the run's ``workflow`` (when the caller knows it) can have more node
         executions than the bound: the change itself woke the run for the scheduler.
-        ``in_place``, ``known``: see :func:`advance`."""
+        ``in_place``, ``known``, ``loaded``: see :func:`advance`."""
         if self.max_nodes <= 0 or (workflow is not None and workflow.executions() > self.max_nodes):
             return None
         return advance(
-            tx, run_id, self.holds, self.config, max_nodes=self.max_nodes, in_place=in_place, known=known
+            tx,
+            run_id,
+            self.holds,
+            self.config,
+            max_nodes=self.max_nodes,
+            in_place=in_place,
+            known=known,
+            loaded=loaded,
         )
