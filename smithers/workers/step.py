@@ -43,7 +43,7 @@ from smithers.shared.store.attempts import (
 )
 from smithers.shared.store.inplace import Claim, InPlace
 from smithers.shared.store.queries import outputs_for
-from smithers.shared.store.state import Message, as_stored
+from smithers.shared.store.state import Message, as_stored, load_run
 from smithers.shared.workflow import Node, NodeKind, Workflow
 from smithers.workers import eventloop, interrupt
 from smithers.workers.interrupt import Interruptible, StepInterrupted
@@ -540,6 +540,10 @@ def _commit(
     with tracing.child_span("smithers.commit", **_attributes(c)), env.store.write() as tx:
         if meter is not None:  # spent, whether the result is accepted or refused
             spend_store.record(tx, c.attempt_id, meter)
+        entry = env.registry.find(c.workflow)
+        wf = entry.workflow if entry is not None else None
+        # the run read whole, once: the result is checked on it and the decision made from it
+        loaded = load_run(tx, c.run_id) if env.decider.decides(wf) else None
         committed = complete(
             tx,
             c.attempt_id,
@@ -551,13 +555,13 @@ def _commit(
             worker=env.worker_id,
             started_at=c.started_at,
             run_id=c.run_id,
+            loaded=loaded,
         )
         if committed:
-            entry = env.registry.find(c.workflow)
             in_place = InPlace(env.worker_id, c.input, lambda m, revision: _takes(env, m, revision, chain))
-            wf = entry.workflow if entry is not None else None
             known = {} if written is None else {(c.node_id, c.iteration): written[2]}
-            done = env.decider.after(tx, c.run_id, wf, in_place, known)
+            view = None if loaded is None or loaded.stale else (loaded.view, loaded.run)
+            done = env.decider.after(tx, c.run_id, wf, in_place, known, view)
             follow = in_place.claim if done is not None else None
         if tx.dialect.wake_before_commit and c.run_id in tx.woken:
             # The run row stays locked until COMMIT, so a scheduler woken now waits

@@ -28,6 +28,7 @@ from smithers.shared.store.inplace import InPlace
 from smithers.shared.store.postgres import normalise_url
 from smithers.shared.store.queries import attempts_of
 from smithers.shared.store.runs import launch as create_run
+from smithers.shared.store.state import load_run
 from smithers.shared.store.tx import Tx
 
 
@@ -188,10 +189,19 @@ def test_a_chain_step_commit_that_continues_in_place_is_a_bounded_number_of_stat
 
     event.listen(store.engine, "before_cursor_execute", count)
     try:
-        # when its result commits, decides the run and takes the next step in place
+        # when its result commits, decides the run and takes the next step in place, as
+        # a worker's commit does (smithers.workers.step): the run read once, the result
+        # checked on it, the decision made from it as the result left it
         with store.write() as tx:
-            assert complete(tx, attempt_id, c.claim_token, ok=True, output=7, run_id=c.run_id)
-            Decider(reg, DecisionConfig(), 500).after(tx, c.run_id, reg.get("lazy").workflow, in_place)
+            loaded = load_run(tx, c.run_id)
+            assert loaded is not None
+            assert complete(tx, attempt_id, c.claim_token, ok=True, output=7, run_id=c.run_id, loaded=loaded)
+            assert not loaded.stale
+            wf = reg.get("lazy").workflow
+            known = {("quick", 0): 7}
+            Decider(reg, DecisionConfig(), 500).after(
+                tx, c.run_id, wf, in_place, known, (loaded.view, loaded.run)
+            )
     finally:
         event.remove(store.engine, "before_cursor_execute", count)
     # then the next step was written claimed by the worker, in that commit
@@ -200,9 +210,9 @@ def test_a_chain_step_commit_that_continues_in_place_is_a_bounded_number_of_stat
     with store.read() as conn:
         slow = next(a for a in attempts_of(conn, c.run_id) if a.node_id == "slow")
     assert (slow.state, slow.worker, slow.started_at) == (AttemptState.RUNNING, "w1", slow.dispatched_at)
-    # and the whole commit took: the result (attempt read, attempt, node, output), the
-    # decision (run and nodes read, the next attempt inserted claimed, its node), the run
-    # row with its seq and wake time, and one insert of the events; on SQLite the feed
-    # counter, on PostgreSQL the run's lock before each read
-    assert len(statements) <= 11, statements
+    # and the whole commit took: one read of the run, its nodes and their attempts (on
+    # PostgreSQL after the run's lock), the result (attempt, node, output), the decision
+    # (the next attempt inserted claimed, its node), the run row with its seq and wake
+    # time, and one insert of the events (on SQLite after the feed counter)
+    assert len(statements) <= 9, statements
     store.close()

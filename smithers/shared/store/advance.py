@@ -241,6 +241,10 @@ class Decider:
         entry = self.registry.find(workflow)
         return entry.workflow if entry is not None and entry.revision == revision else None
 
+    def decides(self, workflow: Workflow | None) -> bool:
+        """Whether :meth:`after` decides a run of ``workflow`` (known to this process)."""
+        return self.max_nodes > 0 and workflow is not None and workflow.executions() <= self.max_nodes
+
     def after(
         self,
         tx: Tx,

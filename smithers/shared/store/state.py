@@ -104,6 +104,11 @@ _NODE_COLUMNS = (
     _a.c.lease_expires_at,
     _a.c.deadline_at,
     _a.c.error.label("attempt_error"),
+    # what a step's result commit checks and writes of its attempt (load_run)
+    _a.c.claim_token,
+    _a.c.queue,
+    _a.c.timeout_s,
+    _a.c.cache_key,
 )
 
 
@@ -134,7 +139,27 @@ _ATTEMPT_STATES = {s.value: s for s in AttemptState}  # a dict lookup: Enum(valu
 _NODE_STATUSES = {s.value: s for s in NodeStatus}
 
 
+@dataclass
+class Loaded:
+    """A run as :func:`load_run` read it under its lock: the decision's view, the run
+    row, and each node's current attempt row by attempt id (joined with its node's
+    columns). A writer that changes the run in the same transaction keeps ``view`` as
+    it now stands, or sets ``stale`` (then it is read again)."""
+
+    view: RunView
+    run: Any
+    current: dict[str, Any]
+    stale: bool = False
+
+
 def load_run_view(tx: Tx, run_id: str) -> tuple[RunView, Any] | None:
+    """Lock the run and read everything the decision needs (:func:`load_run`): its view
+    and its row; None if it does not exist."""
+    loaded = load_run(tx, run_id)
+    return None if loaded is None else (loaded.view, loaded.run)
+
+
+def load_run(tx: Tx, run_id: str) -> Loaded | None:
     """Lock the run and read everything the decision needs; None if it does not exist.
 
     The lock and the read are one round trip on PostgreSQL; the read is a statement of
@@ -200,7 +225,7 @@ def load_run_view(tx: Tx, run_id: str) -> tuple[RunView, Any] | None:
         reopened=bool(run.reopened),
         budget=Budget.from_json(run.budget),
     )
-    return view, run
+    return Loaded(view, run, {r.attempt_id: r for r in rows if r.attempt_id is not None})
 
 
 _NEW_NODE = {
