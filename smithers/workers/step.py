@@ -315,13 +315,10 @@ def _needed_outputs(
         needed.update(wf.nodes[node.loop].after, wf.nodes[node.loop].body)
     if not needed:
         return {}
-    parent = after is not None and node.loop is None and needed == {after[0]}
-    if (
-        parent
-        and after is not None
-        and output_iteration(wf.nodes, node.id, after[0], c.iteration) == after[1]
-    ):
-        return {(after[0], after[1]): after[2]}
+    if after is not None and node.loop is None and needed == {after[0]}:
+        key = (after[0], output_iteration(wf.nodes, node.id, after[0], c.iteration))
+        if key == after[:2]:
+            return {key: after[2]}
     with env.store.read() as conn:
         return outputs_for(conn, c.run_id, needed)
 
