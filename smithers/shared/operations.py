@@ -142,6 +142,7 @@ def launch(
 
     with tracing.span("smithers.launch", **{tracing.RUN_ID: rid, tracing.WORKFLOW: workflow}):
         traceparent = tracing.traceparent()  # the launch's own: the run's decisions are its children
+        first.traceparent, first.budget = traceparent, None if ceilings is None else ceilings.to_json()
         run, created = runs_store.launch_once(
             store,
             # its graph stays readable after the module is gone; so do its child workflows'
@@ -157,7 +158,7 @@ def launch(
             fresh=run_id is None,
             traceparent=traceparent,
             priority=rank,
-            budget=None if ceilings is None else ceilings.to_json(),
+            budget=first.budget,
             then=first.then,
         )
     if created:
@@ -212,12 +213,17 @@ class _FirstDecision:
         self.wf = wf
         self.done: Advanced | None = None
         self.events = 0
+        self.traceparent: str | None = None  # the run's columns the decision reads (set at launch)
+        self.budget: dict[str, Any] | None = None
 
-    def then(self, tx: Tx, _run: RunRecord, created: bool) -> None:
+    def then(self, tx: Tx, run: RunRecord, created: bool) -> None:
         if created and self.decider is not None:
-            tx.flush()  # the run row and its run.launched event (seq 1, given) first: the decision's follow
-            self.done = self.decider.after(tx, self.run_id, self.wf)
-            self.events = tx.pending_events(self.run_id)  # the decision's, after run.launched
+            # decided from the run as just inserted (nothing to read); its events follow
+            # run.launched (seq 1, given) in the same insert
+            before = tx.pending_events(self.run_id)
+            loaded = runs_store.new_run_view(run, self.traceparent, self.budget)
+            self.done = self.decider.after(tx, self.run_id, self.wf, loaded=loaded)
+            self.events = tx.pending_events(self.run_id) - before  # the decision's
 
     def reread(self, store: Store, run: RunRecord) -> RunRecord:
         """``run`` as committed, if its first decision moved it on (else as launched):

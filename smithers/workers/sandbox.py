@@ -60,7 +60,7 @@ from smithers.shared.patch import apply_patches
 from smithers.shared.redaction import redact, redact_text
 from smithers.shared.sandbox import SandboxSpec
 from smithers.shared.store import sandboxes
-from smithers.shared.store.attempts import Claim
+from smithers.shared.store.inplace import Claim
 from smithers.shared.workflow import Node
 from smithers.workers.runtime import ContainerOutcome, SandboxRuntime, create_runtime
 from smithers.workers.step import WorkerEnv

@@ -30,11 +30,10 @@ from smithers.shared.redaction import redact, redact_text
 from smithers.shared.registry import Registry
 from smithers.shared.store import Store
 from smithers.shared.store import spend as spend_store
-from smithers.shared.store.advance import Advanced, Decider
+from smithers.shared.store.advance import Decider
 from smithers.shared.store.attempts import (
     CLAIM_AFTER_S,
     CacheWrite,
-    Claim,
     claim,
     complete,
     heartbeat,
@@ -42,8 +41,9 @@ from smithers.shared.store.attempts import (
     revision_of,
     standing,
 )
+from smithers.shared.store.inplace import Claim, InPlace
 from smithers.shared.store.queries import outputs_for
-from smithers.shared.store.tx import Tx
+from smithers.shared.store.state import Message, as_stored, load_run
 from smithers.shared.workflow import Node, NodeKind, Workflow
 from smithers.workers import eventloop, interrupt
 from smithers.workers.interrupt import Interruptible, StepInterrupted
@@ -304,6 +304,25 @@ def upstream_outputs(
     return ups, previous
 
 
+def _needed_outputs(
+    env: WorkerEnv, wf: Workflow, node: Node, c: Claim, after: tuple[str, int, Any] | None
+) -> dict[tuple[str, int], Any]:
+    """The outputs :func:`upstream_outputs` picks from: read from the store, or, for a
+    node of one parent (no loop) run in place after it, the parent's output as it was
+    just committed (``after``)."""
+    needed = set(node.after)
+    if node.loop is not None:
+        needed.update(wf.nodes[node.loop].after, wf.nodes[node.loop].body)
+    if not needed:
+        return {}
+    if after is not None and node.loop is None and needed == {after[0]}:
+        key = (after[0], output_iteration(wf.nodes, node.id, after[0], c.iteration))
+        if key == after[:2]:
+            return {key: after[2]}
+    with env.store.read() as conn:
+        return outputs_for(conn, c.run_id, needed)
+
+
 def _readable_outputs(
     env: WorkerEnv, wf: Workflow, node: Node, c: Claim, parents: dict[str, Any]
 ) -> UpstreamOutputs:
@@ -404,29 +423,34 @@ def run_attempt(env: WorkerEnv, attempt_id: str, after: int | None = None, time_
             return "refused"
         first, follow = _run_claimed(env, c, chain)
     while follow is not None:
-        with tracing.span("smithers.step", **{tracing.ATTEMPT_ID: follow.attempt_id}):
-            _, follow = _run_claimed(env, follow, chain)
+        with tracing.span("smithers.step", **{tracing.ATTEMPT_ID: follow.claim.attempt_id}):
+            _, follow = _run_claimed(env, follow.claim, chain, follow.after)
     return first
 
 
-Outcome = tuple[str, Claim | None]  # what happened, and the step to run next in place
+@dataclass(frozen=True)
+class _Follow:
+    """The step to run next in place, and the output its predecessor just committed
+    (node, iteration, value as stored; None if it failed): its parent's, when it has
+    only that one, is not read back from the store."""
+
+    claim: Claim
+    after: tuple[str, int, Any] | None
 
 
-def _run_claimed(env: WorkerEnv, c: Claim, chain: _Chain) -> Outcome:
+Outcome = tuple[str, _Follow | None]  # what happened, and the step to run next in place
+
+
+def _run_claimed(
+    env: WorkerEnv, c: Claim, chain: _Chain, after: tuple[str, int, Any] | None = None
+) -> Outcome:
     tracing.annotate(**_attributes(c))
     try:
         wf = env.registry.get(c.workflow).workflow
         node = wf.nodes[c.node_id]
     except (SmithersError, KeyError) as exc:
         return _commit(env, c, chain, ok=False, error=_error(exc))
-    needed = set(node.after)
-    if node.loop is not None:
-        needed.update(wf.nodes[node.loop].after, wf.nodes[node.loop].body)
-    outputs: dict[tuple[str, int], Any] = {}
-    if needed:
-        with env.store.read() as conn:
-            outputs = outputs_for(conn, c.run_id, needed)
-    parents, previous = upstream_outputs(wf, node, c, outputs)
+    parents, previous = upstream_outputs(wf, node, c, _needed_outputs(env, wf, node, c, after))
     readable = _readable_outputs(env, wf, node, c, parents)
     c = c.starting(time.time())  # a lazy claim's start: now, after the reads above
     failure: dict[str, Any] | None
@@ -507,9 +531,16 @@ def _commit(
     there too and return it to run in place. The other messages go out after commit."""
     follow: Claim | None = None
     done = None
+    # the output as a read of the store returns it: the decision and the step run next
+    # in place are given it instead of reading it back
+    written = (c.node_id, c.iteration, as_stored(output)) if ok else None
     with tracing.child_span("smithers.commit", **_attributes(c)), env.store.write() as tx:
         if meter is not None:  # spent, whether the result is accepted or refused
             spend_store.record(tx, c.attempt_id, meter)
+        entry = env.registry.find(c.workflow)
+        wf = entry.workflow if entry is not None else None
+        # the run read whole, once: the result is checked on it and the decision made from it
+        loaded = load_run(tx, c.run_id) if env.decider.decides(wf) else None
         committed = complete(
             tx,
             c.attempt_id,
@@ -521,12 +552,14 @@ def _commit(
             worker=env.worker_id,
             started_at=c.started_at,
             run_id=c.run_id,
+            loaded=loaded,
         )
         if committed:
-            entry = env.registry.find(c.workflow)
-            done = env.decider.after(tx, c.run_id, entry.workflow if entry is not None else None)
-            if done is not None:
-                follow = _claim_in_place(env, tx, done, chain)
+            in_place = InPlace(env.worker_id, c.input, lambda m, revision: _takes(env, m, revision, chain))
+            known = {} if written is None else {(c.node_id, c.iteration): written[2]}
+            view = None if loaded is None or loaded.stale else (loaded.view, loaded.run)
+            done = env.decider.after(tx, c.run_id, wf, in_place, known, view)
+            follow = in_place.claim if done is not None else None
         if tx.dialect.wake_before_commit and c.run_id in tx.woken:
             # The run row stays locked until COMMIT, so a scheduler woken now waits
             # for the commit before it reads the run: its wake-up overlaps the
@@ -544,21 +577,18 @@ def _commit(
     if not committed:
         log.warning("attempt %s of %s/%s: result refused (fenced out)", c.attempt_id, c.run_id, c.node_id)
         return "fenced", None
-    return ("succeeded" if ok else "failed"), follow
+    return ("succeeded" if ok else "failed"), None if follow is None else _Follow(follow, written)
 
 
-def _claim_in_place(env: WorkerEnv, tx: Tx, done: Advanced, chain: _Chain) -> Claim | None:
-    """The one step ``done`` made ready, claimed in ``tx`` to run here next, if this
-    worker consumes its queue and the chain's bound allows; else None."""
-    if len(done.messages) != 1:
-        return None
-    m = done.messages[0]
-    consumed = {revision_queue(q, done.revision) for q in env.config.queues if q != SANDBOX_QUEUE}
+def _takes(env: WorkerEnv, m: Message, revision: str, chain: _Chain) -> float | None:
+    """The lease with which this worker takes ``m`` (of ``revision``), the one step its
+    commit's decision sends, to run it next in place (:mod:`smithers.shared.store.inplace`):
+    if it consumes its queue and the chain's bound allows; else None (it is sent)."""
+    consumed = {revision_queue(q, revision) for q in env.config.queues if q != SANDBOX_QUEUE}
     if m.time_limit is not None or m.queue not in consumed:  # a node's own queue too (smithers.shared.flow)
         return None
     entry = env.registry.find(m.workflow)
     node = entry.workflow.nodes.get(m.node_id) if entry is not None else None
     if node is None or node.kind is not NodeKind.TASK or not chain.take():
         return None
-    lease = node.heartbeat_timeout_s or env.config.lease_s
-    return claim(tx, m.attempt_id, env.worker_id, lease, run_id=m.run_id)
+    return node.heartbeat_timeout_s or env.config.lease_s

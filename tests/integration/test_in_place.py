@@ -10,9 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import event
+
+from smithers.shared import StepContext, Workflow, operations
+from smithers.shared.actions import DecisionConfig
+from smithers.shared.broker import Broker
+from smithers.shared.config import WorkerConfig
+from smithers.shared.registry import Registry
 from smithers.shared.status import AttemptState, RunStatus
-from smithers.shared.store import AttemptRecord
-from smithers.shared.store.queries import attempts_of
+from smithers.shared.store import AttemptRecord, Store
+from smithers.shared.store.advance import decide_loaded
+from smithers.shared.store.queries import attempts_of, get_run
+from smithers.shared.store.state import apply_decision, load_run_view
+from smithers.workers.step import WorkerEnv, run_attempt
 from tests.integration.conftest import Engine
 
 STEPS = [f"s{k}" for k in range(10)]
@@ -117,3 +127,68 @@ def test_kill_9_in_the_middle_of_an_in_place_chain_commits_every_step_once(
     assert lines.count("start:s4:0") >= 2 and lines.count("end:s4:0") >= 1, lines
     seqs = [e.seq for e in eng.events(run_id)]
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+def pair() -> Registry:
+    wf = Workflow("in-place-pair")
+
+    @wf.task()
+    def first(ctx: StepContext) -> tuple[int, dict[str, tuple[int, ...]]]:
+        return (1, {"b": (2, 3)})
+
+    @wf.task(after=[first])
+    def second(ctx: StepContext) -> dict[str, Any]:
+        got = ctx.outputs["first"]
+        return {"got": got, "kinds": [type(got).__name__, type(got[1]["b"]).__name__]}
+
+    reg = Registry()
+    reg.register(wf, "tests", "rev1")
+    return reg
+
+
+def test_a_step_run_in_place_gets_its_parents_output_as_the_store_holds_it_unread(
+    database_url: str, redis_url: str
+) -> None:
+    # given a two-step run whose first step was sent to a worker that decides (one process:
+    # the store and Redis are real, the step function is called here)
+    reg = pair()
+    store = Store(database_url)
+    store.migrate()
+    env = WorkerEnv(store, Broker(redis_url), reg, WorkerConfig(lease_s=30), "w-test")
+    run, _ = operations.launch(
+        store, None, reg, workflow="in-place-pair", run_input={}, run_id=None, launched_by="t",
+        deployment_version="v", decider=None,
+    )  # fmt: skip
+    with store.write() as tx:
+        loaded = load_run_view(tx, run.run_id)
+        assert loaded is not None
+        decision = decide_loaded(tx, reg.get("in-place-pair").workflow, loaded[0], DecisionConfig())
+        [message] = apply_decision(tx, run.run_id, decision, "in-place-pair", "rev1")
+    outputs_read: list[str] = []
+
+    def watch(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        if "FROM outputs" in sql:
+            outputs_read.append(sql)
+
+    event.listen(store.engine, "before_cursor_execute", watch)
+    try:
+        # when the worker runs it: its commit decides the run and takes the second step
+        assert run_attempt(env, message.attempt_id) == "succeeded"
+    finally:
+        event.remove(store.engine, "before_cursor_execute", watch)
+
+    # then the second step ran in place and saw its parent's output as a read would give
+    # it (lists, not tuples), handed over from the commit: no output was read back
+    with store.read() as conn:
+        found = sorted(attempts_of(conn, run.run_id), key=lambda a: a.dispatched_at)
+        done = get_run(conn, run.run_id)
+    assert [a.node_id for a in in_place_of(found)] == ["second"]
+    assert done is not None and done.status is RunStatus.SUCCEEDED, done
+    assert done.output == {"second": {"got": [1, {"b": [2, 3]}], "kinds": ["list", "list"]}}
+    assert outputs_read == []  # the run's result too was decided from the output in hand
+    env.broker.close()
+    store.close()
+
+
+def in_place_of(found: list[AttemptRecord]) -> list[AttemptRecord]:
+    return [a for a in found if a.started_at == a.dispatched_at]

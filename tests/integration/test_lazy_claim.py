@@ -22,7 +22,8 @@ from smithers.shared.status import AttemptState
 from smithers.shared.store import Store
 from smithers.shared.store import schema as s
 from smithers.shared.store.advance import decide_loaded
-from smithers.shared.store.attempts import CLAIM_AFTER_S, Claim, claim, complete, peek
+from smithers.shared.store.attempts import CLAIM_AFTER_S, claim, complete, peek
+from smithers.shared.store.inplace import Claim
 from smithers.shared.store.queries import attempts_of, events_after
 from smithers.shared.store.state import apply_decision, load_run_view
 from smithers.workers.step import WorkerEnv, run_attempt

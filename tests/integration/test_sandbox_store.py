@@ -20,7 +20,8 @@ from smithers.shared.store import Store
 from smithers.shared.store import sandboxes as sb
 from smithers.shared.store import schema as s
 from smithers.shared.store.advance import decide_loaded
-from smithers.shared.store.attempts import Claim, claim, complete
+from smithers.shared.store.attempts import claim, complete
+from smithers.shared.store.inplace import Claim
 from smithers.shared.store.queries import events_after, get_run, nodes_of, outputs_of
 from smithers.shared.store.runs import launch
 from smithers.shared.store.state import apply_decision, load_run_view

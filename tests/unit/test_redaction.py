@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from smithers.shared import redaction
 from smithers.shared.errors import InvalidInput
 from smithers.shared.operations import check_input, parse_input
 from smithers.shared.redaction import MASK, RedactingFilter, redact, redact_text, register_secret
@@ -63,3 +66,24 @@ def test_input_must_be_a_json_object() -> None:
     with pytest.raises(InvalidInput, match="not valid JSON"):
         parse_input("{nope")
     assert parse_input('{"name": "ada", "tokens": 3}') == {"name": "ada", "tokens": 3}
+
+
+_FRAGMENTS = [  # each pattern's token whole, and pieces of them
+    "Bearer abcdefghijklmnop", "eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dX", "sk-abcdefghijklmnopqrstuvwx",
+    "sk_live_51HqLyjWDarjtT1zdp7dc", "whsec_MfKQ9r8GKYqrTwjUPD8I", "ghp_abcdefghijklmnopqrstuvwxyz",
+    "xoxb-0123456789ab", "AKIAABCDEFGHIJKLMNOP", "postgres://u:p@host",
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----",
+    "https://", "u:", "p@", "eyJ", "sk-", "_live_", "AKIA", " ", "\n", "abcdefghij", "-",
+]  # fmt: skip
+
+
+@given(st.lists(st.sampled_from(_FRAGMENTS), max_size=12).map("".join))
+@settings(max_examples=300, deadline=None)
+def test_the_quick_check_before_the_patterns_never_skips_text_a_pattern_would_mask(text: str) -> None:
+    # given text built from the pieces the token patterns look for
+    # when it is redacted, then it is what every pattern applied in turn gives
+    full = text
+    for pattern in redaction._PATTERNS:
+        full = pattern.sub(MASK, full)
+    full = redaction._URL_PASSWORD.sub(rf"\1{MASK}@", full)
+    assert redact_text(text) == full

@@ -8,7 +8,7 @@ time and recovery drive. The messages it returns go out after the commit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -30,6 +30,7 @@ from smithers.shared.store import children as children_store
 from smithers.shared.store import flow as flow_store
 from smithers.shared.store import signals as signals_store
 from smithers.shared.store import spend as spend_store
+from smithers.shared.store.inplace import InPlace
 from smithers.shared.store.queries import outputs_for
 from smithers.shared.store.state import Message, apply_and_tell, load_run_view
 from smithers.shared.store.tx import Tx
@@ -61,13 +62,16 @@ class Advanced:
     gated: bool = False  # not decided: it must pass its flow gates, with ``gate`` (below)
 
 
-def decide_loaded(tx: Tx, wf: Workflow, view: RunView, config: DecisionConfig) -> Decision:
+def decide_loaded(
+    tx: Tx, wf: Workflow, view: RunView, config: DecisionConfig, known: Mapping[Key, Any] | None = None
+) -> Decision:
     """The decision for ``view``, given the outputs it reads: it is made as a partial
     decision, and each time it names outputs it was not given they are read (one
     query) and it is made again. Most decisions read none (a chain's next step); a
     branch, a cached node's key, a loop's condition or the run's result read theirs
-    once."""
-    outputs: dict[Key, Any] = {}
+    once. ``known``: outputs the caller wrote in ``tx`` and holds as stored (a step's
+    result), which are not read again."""
+    outputs: dict[Key, Any] = dict(known) if known else {}
     if wf.waits_for_signals():
         view = replace(view, signals=signals_store.pending(tx.conn, view.run_id))
     if wf.launches_children():
@@ -96,6 +100,9 @@ def advance(
     max_nodes: int | None = None,
     depth: int = 0,
     gate: bool = True,
+    in_place: InPlace | None = None,
+    known: Mapping[Key, Any] | None = None,
+    loaded: tuple[RunView, Any] | None = None,
 ) -> Advanced:
     """Lock ``run_id``, decide it and apply the decision in ``tx``.
 
@@ -108,17 +115,23 @@ def advance(
     admitted at its gates, or left queued until the time they give; ``gate`` False
     returns such a run undecided (``gated``), for a caller that locks other runs after
     it in ``tx`` (the scheduler's batch): gate locks come after every run lock. A run
-    that ends frees its slot in ``tx``.
+    that ends frees its slot in ``tx``. ``in_place``: the worker whose step commit this
+    follows, which may take the one step a decision of this run sends
+    (:mod:`smithers.shared.store.inplace`); ``known``: outputs of this run it wrote in
+    ``tx`` (:func:`decide_loaded`). ``loaded``: the run's view and columns as the caller
+    wrote them in ``tx`` (a launch's new run, :func:`~smithers.shared.store.runs.new_run_view`),
+    for the first round instead of a read.
     """
     messages: list[Message] = []
     trace = None
     status: RunStatus | None = None
     related: list[str] = []  # children launched or asked to cancel, a child's parent
     for _ in range(MAX_ROUNDS):
-        loaded = load_run_view(tx, run_id)
-        if loaded is None:
+        current = loaded if loaded is not None else load_run_view(tx, run_id)
+        loaded = None
+        if current is None:
             return Advanced(True, messages)
-        view, row = loaded
+        view, row = current
         wf = holds(row.workflow, row.module_revision)
         if wf is None or (max_nodes is not None and len(view.nodes) > max_nodes):
             if wf is not None:
@@ -134,10 +147,10 @@ def advance(
                 return _held_back(tx, run_id, admission.wake_at, messages, row)
         # The launch's trace goes on here: a wake-up over Redis carries no context.
         with tracing.span("smithers.decide", row.traceparent, **{tracing.RUN_ID: run_id}):
-            decision = decide_loaded(tx, wf, view, config)
+            decision = decide_loaded(tx, wf, view, config, known)
             tx.decided(run_id)
             sent, again = apply_and_tell(
-                tx, run_id, decision, row.workflow, row.module_revision, row.priority or 0
+                tx, run_id, decision, row.workflow, row.module_revision, row.priority or 0, in_place
             )
             messages.extend(sent)
             related.extend(_children(tx, run_id, decision))
@@ -228,10 +241,32 @@ class Decider:
         entry = self.registry.find(workflow)
         return entry.workflow if entry is not None and entry.revision == revision else None
 
-    def after(self, tx: Tx, run_id: str, workflow: Workflow | None = None) -> Advanced | None:
+    def decides(self, workflow: Workflow | None) -> bool:
+        """Whether :meth:`after` decides a run of ``workflow`` (known to this process)."""
+        return self.max_nodes > 0 and workflow is not None and workflow.executions() <= self.max_nodes
+
+    def after(
+        self,
+        tx: Tx,
+        run_id: str,
+        workflow: Workflow | None = None,
+        in_place: InPlace | None = None,
+        known: Mapping[Key, Any] | None = None,
+        loaded: tuple[RunView, Any] | None = None,
+    ) -> Advanced | None:
         """Decide ``run_id`` in ``tx`` after a change to it; None when writers do not
         decide, or the run's ``workflow`` (when the caller knows it) can have more node
-        executions than the bound: the change itself woke the run for the scheduler."""
+        executions than the bound: the change itself woke the run for the scheduler.
+        ``in_place``, ``known``, ``loaded``: see :func:`advance`."""
         if self.max_nodes <= 0 or (workflow is not None and workflow.executions() > self.max_nodes):
             return None
-        return advance(tx, run_id, self.holds, self.config, max_nodes=self.max_nodes)
+        return advance(
+            tx,
+            run_id,
+            self.holds,
+            self.config,
+            max_nodes=self.max_nodes,
+            in_place=in_place,
+            known=known,
+            loaded=loaded,
+        )

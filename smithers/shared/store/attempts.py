@@ -17,7 +17,6 @@ is refused and recorded.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,8 +26,9 @@ from smithers.shared.keys import SANDBOX_QUEUE
 from smithers.shared.status import AttemptState, NodeStatus
 from smithers.shared.store import schema as s
 from smithers.shared.store.engine import dialect_of
+from smithers.shared.store.inplace import Claim, emit_started, start_columns
 from smithers.shared.store.sandboxes import hold_for_review
-from smithers.shared.store.state import write_output
+from smithers.shared.store.state import Loaded, as_stored, write_output
 from smithers.shared.store.tx import Tx
 
 CLAIM_AFTER_S = 0.25  # a step still running after this is claimed (lease, deadline)
@@ -62,33 +62,6 @@ _WAKE_BY = (
     )
     .values(wake_at=bindparam("b_at"))
 )
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What a worker needs to run an attempt; ``claim_token`` is None until it is claimed."""
-
-    attempt_id: str
-    claim_token: str | None
-    run_id: str
-    workflow: str
-    module_revision: str
-    node_id: str
-    iteration: int
-    number: int
-    input: dict[str, Any]
-    deadline_at: float | None
-    cache_key: str | None = None
-    started_at: float | None = None
-
-    def starting(self, now: float) -> Claim:
-        """This attempt as started at ``now``, its deadline moved with it, if it is not
-        claimed yet (a lazy claim): it starts when its step function is called, after
-        the reads that come before (a claimed attempt's start is on record already)."""
-        if self.claim_token is not None or self.started_at is None:
-            return self
-        deadline = None if self.deadline_at is None else self.deadline_at + (now - self.started_at)
-        return replace(self, started_at=now, deadline_at=deadline)
 
 
 @dataclass(frozen=True)
@@ -224,24 +197,11 @@ def _load(tx: Tx, attempt_id: str, run_id: str | None = None) -> tuple[Any, bool
 
 def _start(tx: Tx, att: Any, worker: str | None, started_at: float | None, takeover: bool) -> dict[str, Any]:
     """Record that ``worker`` started the attempt (its ``attempt.started`` event); the
-    attempt columns a start sets: a fresh claim token, the start time (``started_at``,
-    else now) and the deadline counted from it."""
-    start = tx.now if started_at is None else started_at
-    tx.emit(
-        att.run_id,
-        "attempt.started",
-        node_id=att.node_id,
-        iteration=att.iteration,
-        attempt_id=att.attempt_id,
-        payload={"number": att.number, "worker": worker, "takeover": takeover, "started_at": start},
-    )
-    return {
-        "claim_token": str(uuid.uuid4()),
-        "worker": worker,
-        "started_at": start,
-        "heartbeat_at": tx.now,
-        "deadline_at": None if att.timeout_s is None else start + att.timeout_s,
-    }
+    attempt columns a start sets (:func:`~smithers.shared.store.inplace.start_columns`)."""
+    values = start_columns(tx, att.timeout_s, worker, started_at)
+    at = values["started_at"]
+    emit_started(tx, att.run_id, att.node_id, att.iteration, att.attempt_id, att.number, worker, at, takeover)
+    return values
 
 
 def _claim_of(att: Any, token: str | None, deadline: float | None, started_at: float) -> Claim:
@@ -280,6 +240,7 @@ def complete(
     worker: str | None = None,
     started_at: float | None = None,
     run_id: str | None = None,
+    loaded: Loaded | None = None,
 ) -> bool:
     """Commit an attempt's result, its output and events in one transaction.
 
@@ -293,12 +254,19 @@ def complete(
     sandbox attempt whose patches need review commits its output but leaves the node
     ``waiting`` (see :func:`smithers.shared.store.sandboxes.hold_for_review`). ``run_id`` is
     the attempt's run when the caller knows it (saves a lookup).
+
+    ``loaded``: the run as :func:`~smithers.shared.store.state.load_run` read it in
+    ``tx`` (locked), for a caller that decides the run next: the attempt is checked on
+    it instead of being read again, and its ``view`` is left as the commit leaves the
+    run (or marked stale).
     """
     a = s.attempts
-    loaded = _load(tx, attempt_id, run_id)
-    if loaded is None:
+    found: tuple[Any, bool] | None = _loaded_attempt(loaded, attempt_id) if loaded is not None else None
+    if found is None:  # not read with the run, or not its node's current attempt: read why
+        found = _load(tx, attempt_id, run_id)
+    if found is None:
         return False
-    att, current = loaded
+    att, current = found
     if token is None:
         owned = current and att.state == AttemptState.QUEUED
     else:
@@ -338,6 +306,8 @@ def complete(
             _write_cache(tx, att.cache_key, cache, att.run_id, att.node_id, output, attempt_id)
         if not held:
             tx.emit(att.run_id, "node.succeeded", node_id=att.node_id, iteration=att.iteration)
+        if loaded is not None:  # a held node's review rows are read again with it
+            loaded.stale = held or _after_result(loaded, att, AttemptState.SUCCEEDED, None, values)
     else:
         # A step its worker stopped at its deadline is timed out, as if the scheduler had.
         timed_out = (error or {}).get("code") == TIMEOUT_CODE
@@ -345,8 +315,63 @@ def complete(
         tx.set(a, {"attempt_id": attempt_id}, {**values, "state": state.value, "error": error})
         payload = {"number": att.number, **(error or {})}
         tx.emit(att.run_id, f"attempt.{state.value}", **where, payload=payload)
+        if loaded is not None:
+            loaded.stale = _after_result(loaded, att, state, error, values)
     tx.wake(att.run_id)
     return True
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """The columns :func:`complete` reads of an attempt (what a row of :data:`_LOAD` gives)."""
+
+    attempt_id: str
+    run_id: str
+    node_id: str
+    iteration: int
+    number: int
+    state: str
+    claim_token: str | None
+    queue: str
+    cache_key: str | None
+    timeout_s: float | None
+    cancel_requested: bool
+
+
+def _loaded_attempt(loaded: Loaded, attempt_id: str) -> tuple[_Attempt, bool] | None:
+    """The attempt as the run was read whole, if it is its node's current attempt."""
+    r = loaded.current.get(attempt_id)
+    if r is None:
+        return None
+    att = _Attempt(
+        r.attempt_id, loaded.view.run_id, r.node_id, r.iteration, r.number, r.state, r.claim_token,
+        r.queue, r.cache_key, r.timeout_s, bool(loaded.run.cancel_requested),
+    )  # fmt: skip
+    return att, True
+
+
+def _after_result(
+    loaded: Loaded, att: Any, state: AttemptState, error: dict[str, Any] | None, values: dict[str, Any]
+) -> bool:
+    """Leave ``loaded.view`` as a read after :func:`complete`'s writes would give it;
+    False (not stale)."""
+    view = loaded.view
+    key = (att.node_id, att.iteration)
+    node = view.nodes[key]
+    assert node.attempt is not None
+    attempt = replace(
+        node.attempt,
+        state=state,
+        error=as_stored(error) if error is not None else node.attempt.error,
+        started_at=values.get("started_at", node.attempt.started_at),
+        deadline_at=values.get("deadline_at", node.attempt.deadline_at),
+    )
+    if state is AttemptState.SUCCEEDED:
+        node = replace(node, status=NodeStatus.SUCCEEDED, error=None, attempt=attempt)
+    else:
+        node = replace(node, attempt=attempt)
+    loaded.view = replace(view, nodes={**view.nodes, key: node})
+    return False
 
 
 def _write_cache(

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from smithers.shared.actions import RunView
+from smithers.shared.budget import Budget
 from smithers.shared.errors import Conflict, InvalidInput, NotFound
 from smithers.shared.status import NodeStatus, RunStatus
 from smithers.shared.store import schema as s
@@ -116,6 +118,34 @@ def launch(
     )
     tx.woken.add(run_id)
     return run_record_from(values), True
+
+
+@dataclass(frozen=True)
+class RunColumns:
+    """The run columns :func:`~smithers.shared.store.advance.advance` reads besides the
+    run's view, for a run held in memory (a launch's new run), as a read would give them."""
+
+    workflow: str
+    module_revision: str
+    traceparent: str | None
+    parent_run_id: str | None
+    parent_node_id: str | None
+    priority: int
+
+
+def new_run_view(
+    run: RunRecord, traceparent: str | None, budget: dict[str, Any] | None
+) -> tuple[RunView, RunColumns]:
+    """What a read of a run :func:`launch` has just created in this transaction gives
+    the decision (:func:`smithers.shared.store.state.load_run_view`): queued, no node
+    yet. Its first decision needs no read of it."""
+    view = RunView(
+        run_id=run.run_id, status=run.status, input=run.input, nodes={}, budget=Budget.from_json(budget)
+    )
+    columns = RunColumns(
+        run.workflow, run.module_revision, traceparent, run.parent_run_id, run.parent_node_id, run.priority
+    )
+    return view, columns
 
 
 def launch_once(

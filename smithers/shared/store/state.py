@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -38,6 +39,7 @@ from smithers.shared.status import AttemptState, NodeStatus, RunStatus
 from smithers.shared.store import children
 from smithers.shared.store import schema as s
 from smithers.shared.store.approvals import escalate_approval, expire_approval
+from smithers.shared.store.inplace import InPlace
 from smithers.shared.store.sandboxes import review_decisions
 from smithers.shared.store.signals import consume
 from smithers.shared.store.spend import budget_action
@@ -102,6 +104,11 @@ _NODE_COLUMNS = (
     _a.c.lease_expires_at,
     _a.c.deadline_at,
     _a.c.error.label("attempt_error"),
+    # what a step's result commit checks and writes of its attempt (load_run)
+    _a.c.claim_token,
+    _a.c.queue,
+    _a.c.timeout_s,
+    _a.c.cache_key,
 )
 
 
@@ -132,7 +139,27 @@ _ATTEMPT_STATES = {s.value: s for s in AttemptState}  # a dict lookup: Enum(valu
 _NODE_STATUSES = {s.value: s for s in NodeStatus}
 
 
+@dataclass
+class Loaded:
+    """A run as :func:`load_run` read it under its lock: the decision's view, the run
+    row, and each node's current attempt row by attempt id (joined with its node's
+    columns). A writer that changes the run in the same transaction keeps ``view`` as
+    it now stands, or sets ``stale`` (then it is read again)."""
+
+    view: RunView
+    run: Any
+    current: dict[str, Any]
+    stale: bool = False
+
+
 def load_run_view(tx: Tx, run_id: str) -> tuple[RunView, Any] | None:
+    """Lock the run and read everything the decision needs (:func:`load_run`): its view
+    and its row; None if it does not exist."""
+    loaded = load_run(tx, run_id)
+    return None if loaded is None else (loaded.view, loaded.run)
+
+
+def load_run(tx: Tx, run_id: str) -> Loaded | None:
     """Lock the run and read everything the decision needs; None if it does not exist.
 
     The lock and the read are one round trip on PostgreSQL; the read is a statement of
@@ -198,7 +225,7 @@ def load_run_view(tx: Tx, run_id: str) -> tuple[RunView, Any] | None:
         reopened=bool(run.reopened),
         budget=Budget.from_json(run.budget),
     )
-    return view, run
+    return Loaded(view, run, {r.attempt_id: r for r in rows if r.attempt_id is not None})
 
 
 _NEW_NODE = {
@@ -220,6 +247,13 @@ def _upsert_node(
     values = {**values, "updated_at": tx.now}
     row = {**_NEW_NODE, **key, "kind": kind, "started_at": tx.now, **values}
     tx.upsert(s.nodes, ("run_id", "node_id", "iteration"), row, update=tuple(values))
+
+
+def as_stored(value: Any) -> Any:
+    """``value`` as a read of its JSON column returns it (tuples become lists; None
+    is NULL, read as None): what a writer that holds a value it wrote hands on, instead
+    of reading it back."""
+    return None if value is None else json.loads(json.dumps(value))
 
 
 def write_output(
@@ -253,12 +287,22 @@ def apply_decision(
 
 
 def apply_and_tell(
-    tx: Tx, run_id: str, decision: Decision, workflow: str = "", revision: str = "", priority: int = 0
+    tx: Tx,
+    run_id: str,
+    decision: Decision,
+    workflow: str = "",
+    revision: str = "",
+    priority: int = 0,
+    in_place: InPlace | None = None,
 ) -> tuple[list[Message], bool]:
     """:func:`apply_decision`, and whether the run is due again at once (a cache hit
     frees its downstream nodes now; a zero-second timer or retry is due now). The
-    messages carry the run's ``priority``."""
+    messages carry the run's ``priority``. ``in_place``: a worker that may take the
+    step, when the decision sends exactly one (:mod:`smithers.shared.store.inplace`);
+    its message is still returned."""
     messages: list[Message] = []
+    sends = sum(isinstance(a, (Dispatch, Redispatch)) for a in decision.actions)
+    offer = in_place if in_place is not None and in_place.claim is None and sends == 1 else None
     terminal = False
     cache_hit = False
     counted: dict[Key, int] = {}  # attempts so far per node execution, where the decision could not tell
@@ -268,7 +312,7 @@ def apply_and_tell(
         if isinstance(action, Dispatch):
             key = (action.node_id, action.iteration)
             number = action.number if action.number is not None else counted.get(key, 0) + 1
-            message = _dispatch(tx, run_id, action, number, workflow, revision)
+            message = _dispatch(tx, run_id, action, number, workflow, revision, offer)
             if message is None:
                 cache_hit = True
             else:
@@ -305,8 +349,13 @@ def apply_and_tell(
             terminal = action.status.terminal
             _set_run(tx, run_id, action)
     wake_at = tx.now if cache_hit else decision.wake_at  # a hit frees downstream nodes now
+    wake_at = _sooner(wake_at, offer.due if offer is not None else None)  # a claim's lease end, deadline
     tx.set_run(run_id, {"wake_at": None if terminal else wake_at, "updated_at": tx.now})
     return messages, not terminal and wake_at is not None and wake_at <= tx.now
+
+
+def _sooner(a: float | None, b: float | None) -> float | None:
+    return a if b is None else b if a is None else min(a, b)
 
 
 def _apply_link(tx: Tx, run_id: str, action: ConsumeSignal | LaunchChild | CancelChild) -> bool:
@@ -356,9 +405,16 @@ def _time_limit(timeout_s: float | None) -> float | None:
 
 
 def _dispatch(
-    tx: Tx, run_id: str, action: Dispatch, number: int, workflow: str, revision: str
+    tx: Tx,
+    run_id: str,
+    action: Dispatch,
+    number: int,
+    workflow: str,
+    revision: str,
+    in_place: InPlace | None = None,
 ) -> Message | None:
-    """Create attempt ``number`` and queue the node; on a cache hit, finish it from the cache."""
+    """Create attempt ``number`` and queue the node; on a cache hit, finish it from the
+    cache; if ``in_place`` takes it, create it claimed and the node running."""
     attempt_id = str(uuid.uuid4())
     queue = action.queue or queue_for(action.kind)
     hit = None
@@ -367,33 +423,46 @@ def _dispatch(
         if hit is not None and hit.expires_at is not None and hit.expires_at <= tx.now:
             hit = None  # expired: a miss, refreshed when the step commits
     state = AttemptState.CACHED if hit is not None else AttemptState.QUEUED
-    tx.insert(
-        s.attempts,
-        {
-            "attempt_id": attempt_id,
-            "run_id": run_id,
-            "node_id": action.node_id,
-            "iteration": action.iteration,
-            "number": number,
-            "state": state.value,
-            "queue": queue,
-            "dispatched_at": tx.now,
-            "timeout_s": action.timeout_s,
-            "cached": hit is not None,
-            "cache_key": action.cache_key,
-            "revision": revision or None,
-            "claim_token": None,
-            "worker": None,
-            "started_at": None,
-            "finished_at": tx.now if hit is not None else None,
-            "heartbeat_at": None,
-            "lease_expires_at": None,
-            "deadline_at": None,
-            "error": None,
-        },
-    )
+    message = None
+    claimed = None
+    if hit is None:
+        message = Message(
+            attempt_id,
+            revision_queue(queue, revision),
+            _time_limit(action.timeout_s),
+            run_id,
+            action.node_id,
+            action.iteration,
+            number,
+            workflow,
+        )
+        if in_place is not None:
+            claimed = in_place.offer(tx, message, revision, action.cache_key, action.timeout_s)
+    row = {
+        "attempt_id": attempt_id,
+        "run_id": run_id,
+        "node_id": action.node_id,
+        "iteration": action.iteration,
+        "number": number,
+        "state": state.value,
+        "queue": queue,
+        "dispatched_at": tx.now,
+        "timeout_s": action.timeout_s,
+        "cached": hit is not None,
+        "cache_key": action.cache_key,
+        "revision": revision or None,
+        "claim_token": None,
+        "worker": None,
+        "started_at": None,
+        "finished_at": tx.now if hit is not None else None,
+        "heartbeat_at": None,
+        "lease_expires_at": None,
+        "deadline_at": None,
+        "error": None,
+    }
+    tx.insert(s.attempts, row if claimed is None else {**row, **claimed})
     values: dict[str, Any] = {
-        "status": NodeStatus.QUEUED.value,
+        "status": (NodeStatus.QUEUED if claimed is None else NodeStatus.RUNNING).value,
         "current_attempt_id": attempt_id,
         "next_at": None,
     }
@@ -436,16 +505,9 @@ def _dispatch(
         attempt_id=attempt_id,
         payload={"number": number, "reason": action.reason, "queue": queue, "revision": revision or None},
     )
-    return Message(
-        attempt_id,
-        revision_queue(queue, revision),
-        _time_limit(action.timeout_s),
-        run_id,
-        action.node_id,
-        action.iteration,
-        number,
-        workflow,
-    )
+    if claimed is not None and in_place is not None:
+        in_place.started(tx)
+    return message
 
 
 def _end_attempt(tx: Tx, run_id: str, action: EndAttempt) -> None:

@@ -175,13 +175,14 @@ class Tx:
         """Queue an event of ``run_id``; it is written with this transaction or not at all.
 
         ``seq``: the event's number, for a run row this transaction inserted with
-        ``next_seq`` already counting it (a launch): nothing then updates the row. Else
-        the number is allocated from the run's ``next_seq`` when the events are written.
+        ``next_seq`` already counting it (a launch): nothing then updates the row unless
+        events without one follow. Else the number is allocated from the run's
+        ``next_seq`` when the events are written (after any given ones).
         """
         if payload:
             check_size(payload, self.limits.event_bytes, f"the payload of a {type} event")
         pending = self._events.setdefault(run_id, [])
-        assert not pending or (seq is None) == (pending[0].seq is None), "given and allocated seq mixed"
+        assert seq is None or not pending or pending[-1].seq is not None, "a given seq after an allocated one"
         pending.append(_Pending(type, node_id, iteration, attempt_id, redact(payload or {}), seq))
 
     def update(self, table: Table, where: dict[str, Any], values: dict[str, Any]) -> int:
@@ -293,20 +294,21 @@ class Tx:
             values.setdefault(run_id, {})["wake_at"] = self.now
         self._wake = set()
         for run_id, v in values.items():
-            if run_id not in self._events or self._events[run_id][0].seq is not None:
+            if run_id not in self._events or self._events[run_id][-1].seq is not None:
                 self.set(s.runs, {"run_id": run_id}, v)
         total = sum(len(v) for v in self._events.values())
         if not total:
             return
         seqs: dict[str, int] = {}
         for run_id, pending in self._events.items():
-            if pending[0].seq is not None:
+            n = sum(ev.seq is None for ev in pending)  # given ones (first) are counted already
+            if not n:
                 continue
             v = values.get(run_id, {})
             params = {f"v_{k}": x for k, x in v.items()}
-            params.update(b_run_id=run_id, b_n=len(pending))
+            params.update(b_run_id=run_id, b_n=n)
             last: int = self.conn.execute(_next_seq_statement(tuple(sorted(v))), params).scalar_one()
-            seqs[run_id] = int(last) - len(pending)
+            seqs[run_id] = int(last) - n
         feed: int | None = None  # PostgreSQL: numbered after commit (smithers.shared.store.feed)
         if self.dialect.numbers_feed_on_write:
             feed = int(self.conn.execute(_NEXT_FEED, {"b_n": total}).scalar_one()) - total
