@@ -8,22 +8,21 @@ subject, recorded on the schedule and in the audit log. A schedule is named
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from apiflask import APIBlueprint
+from flask import Response, jsonify, request
 
 from smithers.gateway.auth import principal, requires
-from smithers.gateway.body import BodySchema, check_query, read_body
-from smithers.gateway.schemas import NUM, STR, Schema, errors, json_body, obj, op, param, ref, request_body
+from smithers.gateway.body import check_query
+from smithers.gateway.models import Empty
+from smithers.gateway.schemas import NUM, STR, Schema, errors, json_body, obj, op, param, ref
 from smithers.gateway.services import services
 from smithers.shared import scheduling
 from smithers.shared.errors import InvalidInput
 from smithers.shared.grants import Scope
 from smithers.shared.workflow import WORKFLOW_NAME
 
-bp = Blueprint("schedules", __name__)
+bp = APIBlueprint("schedules", __name__)
 SCHEDULE_PATH_ID = r"^[a-z][a-z0-9_.-]{0,127}:[a-z0-9][a-z0-9_-]{0,63}$"
-EMPTY = BodySchema(
-    "ScheduleChange", {}, optional_body=True, description="No fields: an empty object or no body."
-)
 
 
 @bp.get("/v1/schedules")
@@ -41,7 +40,6 @@ def index() -> Response:
 
 def _change(schedule_id: str, paused: bool) -> Response:
     check_query(())
-    read_body(EMPTY)
     svc = services()
     view, _changed = scheduling.set_paused(
         svc.store, svc.registry, schedule_id, paused=paused, actor=principal().subject
@@ -51,14 +49,16 @@ def _change(schedule_id: str, paused: bool) -> Response:
 
 @bp.post("/v1/schedules/<schedule_id>/pause")
 @requires(Scope.RUN_WRITE)
-def pause(schedule_id: str) -> Response:
+@bp.input(Empty, arg_name="body")
+def pause(schedule_id: str, body: Empty) -> Response:
     """Pause a schedule: it launches nothing until resumed (a repeat changes nothing)."""
     return _change(schedule_id, True)
 
 
 @bp.post("/v1/schedules/<schedule_id>/resume")
 @requires(Scope.RUN_WRITE)
-def resume(schedule_id: str) -> Response:
+@bp.input(Empty, arg_name="body")
+def resume(schedule_id: str, body: Empty) -> Response:
     """Resume a paused schedule from its next tick (ticks that came while paused are skipped)."""
     return _change(schedule_id, False)
 
@@ -90,7 +90,6 @@ SCHEMAS: dict[str, Schema] = {
         }
     ),
     "ScheduleList": obj({"schedules": {"type": "array", "items": ref("Schedule")}}),
-    EMPTY.name: EMPTY.openapi(),
 }
 
 
@@ -116,7 +115,6 @@ def paths() -> dict[str, Schema]:
                 },
                 operationId=operation_id,
                 description=description,
-                requestBody=request_body(EMPTY),
             ),
         }
 

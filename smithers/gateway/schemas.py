@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from smithers.gateway import approvals, grants, history, runs, sandboxes, signals, workflows
-from smithers.gateway.body import BodySchema
+from smithers.gateway import sandboxes
 from smithers.shared.status import ApprovalStatus, AttemptState, NodeStatus, RunStatus
 from smithers.shared.store.runs import RUN_ID
 from smithers.shared.workflow import NODE_ID
@@ -474,20 +473,6 @@ def component_schemas() -> dict[str, Schema]:
         },
     }
     schemas.update(sandbox_schemas())
-    for body in (
-        runs.LAUNCH,
-        runs.RERUN,
-        runs.MIGRATE,
-        workflows.MIGRATE_ALL,
-        approvals.DECISION,
-        signals.SIGNAL,
-        grants.ISSUE,
-        sandboxes.REVIEW,
-        history.REWIND,
-        history.REPLAY,
-        history.FORK,
-    ):
-        schemas[body.name] = body.openapi()
     return schemas
 
 
@@ -555,13 +540,6 @@ def json_body(schema: Schema, description: str) -> Schema:
 
 def errors(*codes: int) -> dict[str, Schema]:
     return {str(c): json_body(ref("Error"), ERROR_TEXT[c]) for c in codes}
-
-
-def request_body(schema: BodySchema) -> Schema:
-    return {
-        "required": not schema.optional_body,
-        "content": {JSON: {"schema": ref(schema.name)}},
-    }
 
 
 def param(name: str, where: str, schema: Schema, description: str, required: bool = False) -> Schema:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from apiflask import APIBlueprint
+from flask import Response, jsonify
 
 from smithers.gateway.auth import principal, requires
-from smithers.gateway.body import BodySchema, check_query, read_body
+from smithers.gateway.body import check_query
+from smithers.gateway.models import MigrateWorkflowRequest
 from smithers.gateway.services import services
 from smithers.shared import operations
 from smithers.shared.errors import InvalidInput, NotFound
@@ -18,7 +20,7 @@ from smithers.shared.registry import Registered
 from smithers.shared.store import revisions
 from smithers.shared.workflow import WORKFLOW_NAME
 
-bp = Blueprint("workflows", __name__)
+bp = APIBlueprint("workflows", __name__)
 
 
 def workflow_json(entry: Registered) -> dict[str, Any]:
@@ -49,22 +51,6 @@ def index() -> Response:
     check_query(())
     registry = services().registry
     return jsonify({"workflows": [workflow_json(registry.get(name)) for name in registry.names()]})
-
-
-REVISION = {"type": "string", "minLength": 8, "maxLength": 64, "pattern": "^[0-9a-f]{8,64}$"}
-MIGRATE_ALL = BodySchema(
-    "MigrateWorkflowRequest",
-    {
-        "from": {
-            **REVISION,
-            "description": "The revision whose unfinished runs move (hash or 8+ hex prefix).",
-        },
-        "to": {**REVISION, "description": "The revision they move to."},
-        "note": {"type": "string", "maxLength": 1000, "description": "Why (kept in each audit row)."},
-    },
-    required=("from", "to"),
-    description="Migrate every unfinished or failed run of the workflow from one revision to another.",
-)
 
 
 def _workflow_name(name: str) -> str:
@@ -98,18 +84,18 @@ def revisions_of(name: str) -> Response:
 
 @bp.post("/v1/workflows/<name>/migrate")
 @requires(Scope.ADMIN)
-def migrate_all(name: str) -> Response:
+@bp.input(MigrateWorkflowRequest, arg_name="body")
+def migrate_all(name: str, body: MigrateWorkflowRequest) -> Response:
     """Migrate every unfinished or failed run of the workflow from one revision to
     another, each run on its own; ``refused`` lists the runs that could not move and why."""
-    body = read_body(MIGRATE_ALL)
     svc = services()
     result = operations.migrate_all(
         svc.store,
         svc.broker,
         _workflow_name(name),
-        source=body["from"],
-        to=body["to"],
+        source=body.source,
+        to=body.to,
         actor=principal().subject,
-        note=body.get("note"),
+        note=body.note,
     )
     return jsonify(result)
