@@ -9,12 +9,13 @@ from __future__ import annotations
 import time
 
 from apiflask import APIBlueprint
-from flask import Response, jsonify, request
+from flask import request
 
 from smithers.gateway.auth import mint, principal, require_minting, requires
 from smithers.gateway.body import check_query, query_choice
 from smithers.gateway.models import Empty, GrantRequest
 from smithers.gateway.services import services
+from smithers.shared.api import Grant, GrantList, IssuedGrant, RevokedGrant
 from smithers.shared.errors import InvalidInput
 from smithers.shared.grants import GrantKind, Scope, check_subject
 from smithers.shared.store.grants import JTI
@@ -25,7 +26,8 @@ bp = APIBlueprint("grants", __name__, url_prefix="/v1/grants")
 @bp.post("")
 @requires(Scope.ADMIN)
 @bp.input(GrantRequest, arg_name="body")
-def issue(body: GrantRequest) -> tuple[Response, int]:
+@bp.output(IssuedGrant, status_code=201)
+def issue(body: GrantRequest) -> IssuedGrant:
     """Issue a grant and return it with its token."""
     require_minting()  # before the row: a public-key-only gateway writes nothing
     svc = services()
@@ -38,12 +40,13 @@ def issue(body: GrantRequest) -> tuple[Response, int]:
         actor=principal().subject,
         note=body.note,
     )
-    return jsonify({"token": mint(grant), "grant": grant.to_json(time.time())}), 201
+    return IssuedGrant(token=mint(grant), grant=Grant.model_validate(grant.to_json(time.time())))
 
 
 @bp.get("")
 @requires(Scope.ADMIN)
-def index() -> Response:
+@bp.output(GrantList)
+def index() -> GrantList:
     """Grants, newest first; ``state=active`` leaves out revoked and expired ones."""
     check_query(("subject", "state"))
     state = query_choice("state", ("active", "all"), "all")
@@ -54,15 +57,16 @@ def index() -> Response:
         limit=services().config.page_max,
     )
     now = time.time()
-    return jsonify({"grants": [g.to_json(now) for g in found]})
+    return GrantList(grants=tuple(Grant.model_validate(g.to_json(now)) for g in found))
 
 
 @bp.post("/<jti>/revoke")
 @requires(Scope.ADMIN)
 @bp.input(Empty, arg_name="body")
-def revoke(jti: str, body: Empty) -> Response:
+@bp.output(RevokedGrant)
+def revoke(jti: str, body: Empty) -> RevokedGrant:
     """Revoke a grant at once (revoking twice is a no-op)."""
     if not JTI.fullmatch(jti):
         raise InvalidInput(f"jti {jti!r} must match {JTI.pattern}")
     grant = services().control.revoke(jti, actor=principal().subject)
-    return jsonify({"grant": grant.to_json(time.time())})
+    return RevokedGrant(grant=Grant.model_validate(grant.to_json(time.time())))

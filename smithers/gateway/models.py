@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic.json_schema import DEFAULT_REF_TEMPLATE, GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue
-from pydantic_core import CoreSchema, ErrorDetails, PydanticCustomError, core_schema
+from pydantic.json_schema import DEFAULT_REF_TEMPLATE, GenerateJsonSchema, JsonSchemaMode
+from pydantic_core import ErrorDetails, PydanticCustomError
 
+from smithers.shared.api.model import OpenAPI30
 from smithers.shared.errors import InvalidInput
 from smithers.shared.grants import TTL_LIMIT_S
 from smithers.shared.store.runs import RUN_ID
@@ -27,37 +28,6 @@ SCOPES = ("run:read", "run:write", "approval:read", "approval:submit", "admin") 
 GRANT_KINDS = ("person", "automation")  # = GrantKind's values
 SUBJECT = r"^[A-Za-z0-9][A-Za-z0-9_.@:+-]*$"
 REVISION = r"^[0-9a-f]{8,64}$"
-
-
-class OpenAPI30(GenerateJsonSchema):
-    """JSON Schema as OpenAPI 3.0 reads it: ``nullable`` instead of a union with null, ``enum``
-    instead of ``const``, and no generated titles."""
-
-    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
-        """``X | None`` is X with ``nullable: true``."""
-        inner = self.generate_inner(schema["schema"])
-        return {**inner, "nullable": True}
-
-    def literal_schema(self, schema: core_schema.LiteralSchema) -> JsonSchemaValue:
-        """A literal is an ``enum`` of its values, typed."""
-        values = list(schema["expected"])
-        kinds = {type(v) for v in values}
-        out: JsonSchemaValue = {"enum": values}
-        if kinds == {bool}:
-            out["type"] = "boolean"
-        elif kinds == {str}:
-            out["type"] = "string"
-        return out
-
-    def field_title_should_be_set(self, schema: Any) -> bool:
-        """No ``title`` on fields: the field's name says it."""
-        return False
-
-    def generate(self, schema: CoreSchema, mode: JsonSchemaMode = "validation") -> JsonSchemaValue:
-        """The schema without the model's generated title."""
-        out = super().generate(schema, mode)
-        out.pop("title", None)
-        return out
 
 
 class Body(BaseModel):

@@ -732,12 +732,12 @@ def _complete(spec: dict[Any, Any] | str) -> dict[Any, Any] | str:
                            f" operations without a route: {sorted(ops - routes)}")  # fmt: skip
     for path, item in written.items():
         for method, operation in item.items():
-            if method == "parameters":
-                continue
-            body = generated[path][method].get("requestBody")
-            if body is not None:
-                name = body["content"][JSON]["schema"]["$ref"].rsplit("/", 1)[-1]
-                operation["requestBody"] = {"required": not body_model(name).optional_body, **body}
+            if method != "parameters":
+                _merge(f"{method.upper()} {path}", generated[path][method], operation)
+    models = _model_schemas(spec["components"]["schemas"])
+    hand_written = component_schemas()
+    if set(models) & set(hand_written):
+        raise RuntimeError(f"schemas both modelled and written: {sorted(set(models) & set(hand_written))}")
     return {
         "openapi": "3.0.3",
         "info": {"title": "Smithers gateway", "version": VERSION, "description": DESCRIPTION},
@@ -746,9 +746,33 @@ def _complete(spec: dict[Any, Any] | str) -> dict[Any, Any] | str:
         "paths": written,
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
-            "schemas": {**component_schemas(), **schedules.SCHEMAS, **spec["components"]["schemas"]},
+            "schemas": {**hand_written, **models},
         },
     }
+
+
+def _merge(name: str, generated: dict[str, Any], operation: dict[str, Any]) -> None:
+    """The generated request body into the written ``operation``; each response APIFlask
+    generated from a model (``@bp.output``) must be the one written for its status."""
+    body = generated.get("requestBody")
+    if body is not None:
+        model = body["content"][JSON]["schema"]["$ref"].rsplit("/", 1)[-1]
+        operation["requestBody"] = {"required": not body_model(model).optional_body, **body}
+    for status, response in generated["responses"].items():
+        made = response.get("content", {}).get(JSON, {}).get("schema", {}).get("$ref")
+        if made is None:
+            continue
+        written = operation["responses"].get(status, {}).get("content", {}).get(JSON, {}).get("schema")
+        if written != {"$ref": made}:
+            raise RuntimeError(f"{name} {status}: the view returns {made}, the document says {written}")
+
+
+def _model_schemas(generated: dict[str, Any]) -> dict[str, Any]:
+    """APIFlask's component schemas, a nested model (``GrantList.Grant``) under its own name."""
+    out: dict[str, Any] = {}
+    for name, schema in generated.items():
+        out[name.rsplit(".", 1)[-1]] = schema
+    return out
 
 
 @functools.cache

@@ -165,43 +165,6 @@ def component_schemas() -> dict[str, Schema]:
         ),
         optional=("context", "workflow"),
     )  # fmt: skip
-    grant = obj(
-        {
-            "jti": STR,
-            "subject": STR,
-            "scopes": {"type": "array", "items": STR},
-            "kind": STR,
-            "issuer": STR,
-            "issued_at": NUM,
-            "expires_at": NUM,
-            "revoked_at": NUM,
-            "revoked_by": STR,
-            "note": STR,
-            "state": {"type": "string", "enum": ["active", "expired", "revoked"]},
-        },
-        nullable=("revoked_at", "revoked_by", "note"),
-    )
-    workflow = obj(
-        {
-            "name": STR,
-            "version": STR,
-            "description": STR,
-            "module": STR,
-            "revision": STR,
-            "nodes": {
-                "type": "array",
-                "items": obj(
-                    {
-                        "id": STR,
-                        "kind": STR,
-                        "after": {"type": "array", "items": STR},
-                        "loop": {**STR, "description": "The loop whose body this node is in."},
-                    },
-                    nullable=("loop",),
-                ),
-            },
-        }
-    )
     event = obj(
         {
             "run_id": STR,
@@ -358,35 +321,6 @@ def component_schemas() -> dict[str, Schema]:
             {"run_id": STR, "from": STR, "to": STR, "note": STR, "migrated_by": STR, "run": ref("Run")},
             nullable=("note",),
         ),
-        "WorkflowMigration": obj(
-            {
-                "workflow": STR,
-                "from": STR,
-                "migrated": {"type": "array", "items": OBJ},
-                "refused": {"type": "array", "items": OBJ},
-            }
-        ),
-        "RevisionList": obj(
-            {
-                "workflow": STR,
-                "revisions": {
-                    "type": "array",
-                    "items": obj(
-                        {
-                            "revision": STR,
-                            "version": STR,
-                            "module": STR,
-                            "first_seen": NUM,
-                            "live_runs": {**INT, "description": "Its queued, running or waiting runs."},
-                            "holders": {
-                                "type": "array",
-                                "items": obj({"process_id": STR, "role": STR, "last_seen": NUM}),
-                            },
-                        }
-                    ),
-                },
-            }
-        ),
         "TimeTravelResult": obj(
             {
                 "audit_id": INT,
@@ -457,12 +391,6 @@ def component_schemas() -> dict[str, Schema]:
             nullable=("sender", "consumed_node", "consumed_iteration", "consumed_at"),
         ),
         "ApprovalList": obj({"approvals": {"type": "array", "items": ref("Approval")}}),
-        "Workflow": workflow,
-        "WorkflowList": obj({"workflows": {"type": "array", "items": ref("Workflow")}}),
-        "Grant": grant,
-        "GrantList": obj({"grants": {"type": "array", "items": ref("Grant")}}),
-        "IssuedGrant": obj({"token": STR, "grant": ref("Grant")}),
-        "RevokedGrant": obj({"grant": ref("Grant")}),
         "Event": event,
         "Health": obj({"status": STR}),
         "Ready": obj({"status": STR, "checks": {"type": "object", "additionalProperties": STR}}),
