@@ -24,8 +24,6 @@ from smithers.shared.store.signals import SIGNAL_ID
 from smithers.shared.workflow import NODE_ID, WORKFLOW_NAME
 
 MAX_NOTE = 4000  # an approval decision's note
-SCOPES = ("run:read", "run:write", "approval:read", "approval:submit", "admin")  # = Scope's values
-GRANT_KINDS = ("person", "automation")  # = GrantKind's values
 SUBJECT = r"^[A-Za-z0-9][A-Za-z0-9_.@:+-]*$"
 REVISION = r"^[0-9a-f]{8,64}$"
 
@@ -179,6 +177,8 @@ class SignalRequest(Body):
 class GrantRequest(Body):
     """Issue a grant; the response carries its token, shown only once."""
 
+    # the values of Scope and GrantKind, spelled out for the type checker (a unit test
+    # keeps them equal): strict validation takes a string for a Literal, not for an Enum
     subject: str = Field(min_length=1, max_length=128, pattern=SUBJECT)
     scopes: list[Literal["run:read", "run:write", "approval:read", "approval:submit", "admin"]] = Field(
         min_length=1, max_length=5
@@ -297,7 +297,7 @@ def _message(error: ErrorDetails, model: type[Body]) -> str:
         return f"the request body must be a JSON object, not {json_kind(error['input'])}"
     if kind == "extra_forbidden":
         known = ", ".join(model._aliases())
-        return f"unknown field {name!r} (known: {known})"
+        return f"unknown field {name!r} " + (f"(known: {known})" if known else "(this body has no fields)")
     if kind == "missing":
         return f"missing field {name!r}"
     if kind in _KINDS:
