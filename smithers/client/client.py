@@ -369,7 +369,7 @@ class Client:
             body["payload"] = payload
         path = f"/v1/runs/{_seg(run_id)}/signals/{_seg(name)}"
         response = self.request("POST", path, json=body, ok=(200, 201))
-        return Signal.from_json(response.json(), created=response.status_code == 201)
+        return Signal.model_validate({**response.json(), "created": response.status_code == 201})
 
     def approve(self, run_id: str, node_id: str, *, note: str | None = None, payload: Any = None) -> Approval:
         """:meth:`decide_approval` with ``approved=True``."""

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from smithers.shared import api
 from smithers.shared.status import ApprovalStatus, AttemptState, NodeStatus, RunStatus
 
 Json = Mapping[str, Any]
@@ -302,37 +303,11 @@ class Migration:
         )
 
 
-@dataclass(frozen=True)
-class Signal:
+class Signal(api.Signal):
     """A signal sent to a run; ``created`` False: a repeat of its ``signal_id`` (the first
-    delivery came back)."""
+    delivery came back). ``created`` is the client's (the status code's meaning), not the body's."""
 
-    run_id: str
-    name: str
-    signal_id: str
-    payload: Any
-    sender: str | None
-    received_at: float
-    consumed_node: str | None = None
-    consumed_iteration: int | None = None
-    consumed_at: float | None = None
     created: bool = True
-
-    @classmethod
-    def from_json(cls, data: Json, *, created: bool = True) -> Signal:
-        """Build from a ``Signal`` body."""
-        return cls(
-            run_id=str(data["run_id"]),
-            name=str(data["name"]),
-            signal_id=str(data["signal_id"]),
-            payload=data.get("payload"),
-            sender=_str(data.get("sender")),
-            received_at=float(data.get("received_at") or 0.0),
-            consumed_node=_str(data.get("consumed_node")),
-            consumed_iteration=_int(data.get("consumed_iteration")),
-            consumed_at=_float(data.get("consumed_at")),
-            created=created,
-        )
 
 
 @dataclass(frozen=True)

@@ -376,20 +376,6 @@ def component_schemas() -> dict[str, Schema]:
             }
         ),
         "Approval": approval,
-        "Signal": obj(
-            {
-                "run_id": STR,
-                "name": STR,
-                "signal_id": STR,
-                "payload": {"nullable": True, "description": "As stored (redacted)."},
-                "sender": STR,
-                "received_at": NUM,
-                "consumed_node": STR,
-                "consumed_iteration": INT,
-                "consumed_at": NUM,
-            },
-            nullable=("sender", "consumed_node", "consumed_iteration", "consumed_at"),
-        ),
         "ApprovalList": obj({"approvals": {"type": "array", "items": ref("Approval")}}),
         "Event": event,
         "Health": obj({"status": STR}),

@@ -9,13 +9,13 @@ makes it idempotent: the same id and payload again return the first delivery (20
 from __future__ import annotations
 
 from apiflask import APIBlueprint
-from flask import Response, jsonify
 
 from smithers.gateway.auth import principal, requires
 from smithers.gateway.body import check_run_id
 from smithers.gateway.models import SignalRequest
 from smithers.gateway.services import services
 from smithers.shared import operations
+from smithers.shared.api import Signal
 from smithers.shared.errors import InvalidInput
 from smithers.shared.grants import Scope
 from smithers.shared.workflow import SIGNAL_NAME
@@ -26,7 +26,8 @@ bp = APIBlueprint("signals", __name__)
 @bp.post("/v1/runs/<run_id>/signals/<name>")
 @requires(Scope.RUN_WRITE)
 @bp.input(SignalRequest, arg_name="body")
-def send(run_id: str, name: str, body: SignalRequest) -> tuple[Response, int]:
+@bp.output(Signal, status_code=201)
+def send(run_id: str, name: str, body: SignalRequest) -> tuple[Signal, int]:
     """Send the signal ``name`` to a run: 201 first delivery, 200 a repeat."""
     check_run_id(run_id)
     if not SIGNAL_NAME.fullmatch(name):
@@ -43,4 +44,4 @@ def send(run_id: str, name: str, body: SignalRequest) -> tuple[Response, int]:
         sender=principal().subject,
         decider=svc.decider,
     )
-    return jsonify(record.to_json()), 201 if created else 200
+    return Signal.model_validate(record.to_json()), 201 if created else 200
