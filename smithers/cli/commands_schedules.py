@@ -61,14 +61,14 @@ def cmd_schedules(args: argparse.Namespace) -> int:
 
 def remote_schedules(args: argparse.Namespace, api: Client) -> int:
     """:func:`cmd_schedules` through the gateway (the actor: the token's subject)."""
-    from dataclasses import asdict  # noqa: PLC0415
-
     _check(args)
     if args.action == "list":
-        return _print([asdict(s) for s in api.list_schedules(workflow=args.workflow)], args.json)
+        return _print(
+            [s.model_dump(mode="json") for s in api.list_schedules(workflow=args.workflow)], args.json
+        )
     if args.action == "pause":
-        return _print([asdict(api.pause_schedule(args.schedule_id))], args.json, True)
-    return _print([asdict(api.resume_schedule(args.schedule_id))], args.json, True)
+        return _print([api.pause_schedule(args.schedule_id).model_dump(mode="json")], args.json, True)
+    return _print([api.resume_schedule(args.schedule_id).model_dump(mode="json")], args.json, True)
 
 
 def register(add: Add) -> None:

@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import BaseModel
+
 from smithers.cli import exitcodes
 from smithers.cli.commands_schedules import remote_schedules
 from smithers.cli.follow import describe, final_code
@@ -400,7 +402,9 @@ def cmd_metrics(args: argparse.Namespace, api: Client) -> int:
 
 
 def _plain(value: Any) -> Any:
-    """A dataclass result as JSON-ready data (enums are strings already)."""
+    """A result (a dataclass, or a pydantic model of smithers.shared.api) as JSON-ready data."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True)
     return dataclasses.asdict(value)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from smithers.client.client import EXCLUDED, Client, operations
 from smithers.client.errors import ApiError, GatewayUnavailable
-from smithers.client.schedules import Schedule
 from smithers.client.stream import EventStream
 from smithers.client.types import (
     Approval,
@@ -16,16 +15,12 @@ from smithers.client.types import (
     AuditEntry,
     AuditTrail,
     Event,
-    Grant,
-    IssuedGrant,
     Launched,
     LaunchWarning,
     Migration,
     Node,
     Output,
     Ready,
-    Revision,
-    RevisionList,
     Run,
     RunDetail,
     RunPage,
@@ -36,6 +31,13 @@ from smithers.client.types import (
     Signal,
     StreamEnd,
     TimeTravelResult,
+)
+from smithers.shared.api import (
+    Grant,
+    IssuedGrant,
+    Revision,
+    RevisionList,
+    Schedule,
     Workflow,
     WorkflowMigration,
     WorkflowNode,

@@ -22,18 +22,14 @@ from urllib.parse import quote
 import httpx
 
 from smithers.client.errors import GatewayUnavailable, error_from
-from smithers.client.schedules import Schedule
 from smithers.client.stream import EventStream
 from smithers.client.types import (
     Approval,
     ApprovalContext,
     AuditTrail,
-    Grant,
-    IssuedGrant,
     Launched,
     Migration,
     Ready,
-    RevisionList,
     Run,
     RunDetail,
     RunPage,
@@ -41,7 +37,17 @@ from smithers.client.types import (
     Session,
     Signal,
     TimeTravelResult,
+)
+from smithers.shared.api import (
+    Grant,
+    GrantList,
+    IssuedGrant,
+    RevisionList,
+    RevokedGrant,
+    Schedule,
+    ScheduleList,
     Workflow,
+    WorkflowList,
     WorkflowMigration,
 )
 
@@ -363,7 +369,7 @@ class Client:
             body["payload"] = payload
         path = f"/v1/runs/{_seg(run_id)}/signals/{_seg(name)}"
         response = self.request("POST", path, json=body, ok=(200, 201))
-        return Signal.from_json(response.json(), created=response.status_code == 201)
+        return Signal.model_validate({**response.json(), "created": response.status_code == 201})
 
     def approve(self, run_id: str, node_id: str, *, note: str | None = None, payload: Any = None) -> Approval:
         """:meth:`decide_approval` with ``approved=True``."""
@@ -436,29 +442,29 @@ class Client:
     def list_schedules(self, *, workflow: str | None = None) -> list[Schedule]:
         """The declared cron schedules (of ``workflow``) with their state (``run:read``)."""
         body = self._json("GET", "/v1/schedules", params=_query(workflow=workflow))
-        return [Schedule.from_json(s) for s in body["schedules"]]
+        return list(ScheduleList.model_validate(body).schedules)
 
     @operation("pauseSchedule")
     def pause_schedule(self, schedule_id: str) -> Schedule:
         """Pause ``workflow:schedule_id`` (``run:write``)."""
-        return Schedule.from_json(self._json("POST", f"/v1/schedules/{_seg(schedule_id)}/pause"))
+        return Schedule.model_validate(self._json("POST", f"/v1/schedules/{_seg(schedule_id)}/pause"))
 
     @operation("resumeSchedule")
     def resume_schedule(self, schedule_id: str) -> Schedule:
         """Resume ``workflow:schedule_id`` from its next tick (``run:write``)."""
-        return Schedule.from_json(self._json("POST", f"/v1/schedules/{_seg(schedule_id)}/resume"))
+        return Schedule.model_validate(self._json("POST", f"/v1/schedules/{_seg(schedule_id)}/resume"))
 
     # -- workflows --------------------------------------------------------------------------
 
     @operation("listWorkflows")
     def list_workflows(self) -> list[Workflow]:
         """The workflows this deployment registered."""
-        return [Workflow.from_json(w) for w in self._json("GET", "/v1/workflows")["workflows"]]
+        return list(WorkflowList.model_validate(self._json("GET", "/v1/workflows")).workflows)
 
     @operation("listRevisions")
     def list_revisions(self, workflow: str) -> RevisionList:
         """A workflow's stored revisions, oldest first, with their live holders."""
-        return RevisionList.from_json(self._json("GET", f"/v1/workflows/{_seg(workflow)}/revisions"))
+        return RevisionList.model_validate(self._json("GET", f"/v1/workflows/{_seg(workflow)}/revisions"))
 
     @operation("migrateWorkflow")
     def migrate_workflow(
@@ -469,7 +475,7 @@ class Client:
         if note is not None:
             body["note"] = note
         path = f"/v1/workflows/{_seg(workflow)}/migrate"
-        return WorkflowMigration.from_json(self._json("POST", path, json=body))
+        return WorkflowMigration.model_validate(self._json("POST", path, json=body))
 
     # -- grants and the caller ----------------------------------------------------------------
 
@@ -488,18 +494,18 @@ class Client:
         for key, value in (("kind", kind), ("ttl_s", ttl_s), ("note", note)):
             if value is not None:
                 body[key] = value
-        return IssuedGrant.from_json(self._json("POST", "/v1/grants", json=body, ok=(201,)))
+        return IssuedGrant.model_validate(self._json("POST", "/v1/grants", json=body, ok=(201,)))
 
     @operation("listGrants")
     def list_grants(self, *, subject: str | None = None, active_only: bool = True) -> list[Grant]:
         """Grants, newest first (``active_only=False``: revoked and expired too)."""
         params = _query(subject=subject, state="active" if active_only else "all")
-        return [Grant.from_json(g) for g in self._json("GET", "/v1/grants", params=params)["grants"]]
+        return list(GrantList.model_validate(self._json("GET", "/v1/grants", params=params)).grants)
 
     @operation("revokeGrant")
     def revoke_grant(self, jti: str) -> Grant:
         """Revoke a grant at once (twice is a no-op)."""
-        return Grant.from_json(self._json("POST", f"/v1/grants/{_seg(jti)}/revoke")["grant"])
+        return RevokedGrant.model_validate(self._json("POST", f"/v1/grants/{_seg(jti)}/revoke")).grant
 
     @operation("readSession")
     def whoami(self) -> Session:

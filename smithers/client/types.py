@@ -1,9 +1,10 @@
 """The typed results of :class:`smithers.client.Client`: frozen dataclasses, one per
 schema of the gateway's OpenAPI document, each built by ``from_json`` from a response body.
 
-All of the client's types live here, so that a later move of the gateway's schemas to
-pydantic models changes one module. ``from_json`` reads the fields it knows and ignores
-others: a newer gateway that adds a field does not break an older client.
+The families already modelled in pydantic (grants, cron schedules) come from
+:mod:`smithers.shared.api`, the models the gateway serializes with; the others are still
+here. ``from_json`` (and the models' ``model_validate``) reads the fields it knows and
+ignores others: a newer gateway that adds a field does not break an older client.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from smithers.shared import api
 from smithers.shared.status import ApprovalStatus, AttemptState, NodeStatus, RunStatus
 
 Json = Mapping[str, Any]
@@ -301,149 +303,11 @@ class Migration:
         )
 
 
-@dataclass(frozen=True)
-class WorkflowMigration:
-    """The bulk migration of a workflow's runs: those moved and those refused (with why)."""
-
-    workflow: str
-    from_revision: str
-    migrated: tuple[dict[str, Any], ...]
-    refused: tuple[dict[str, Any], ...]
-
-    @classmethod
-    def from_json(cls, data: Json) -> WorkflowMigration:
-        """Build from a ``WorkflowMigration`` body."""
-        return cls(
-            workflow=str(data["workflow"]),
-            from_revision=str(data.get("from", "")),
-            migrated=tuple(dict(m) for m in data.get("migrated") or ()),
-            refused=tuple(dict(r) for r in data.get("refused") or ()),
-        )
-
-
-@dataclass(frozen=True)
-class Holder:
-    """A live process holding a revision."""
-
-    process_id: str
-    role: str
-    last_seen: float
-
-    @classmethod
-    def from_json(cls, data: Json) -> Holder:
-        """Build from one entry of ``holders``."""
-        return cls(str(data["process_id"]), str(data["role"]), float(data["last_seen"]))
-
-
-@dataclass(frozen=True)
-class Revision:
-    """A stored revision of a workflow with its live holders."""
-
-    revision: str
-    version: str
-    module: str
-    first_seen: float
-    live_runs: int
-    holders: tuple[Holder, ...]
-
-    @classmethod
-    def from_json(cls, data: Json) -> Revision:
-        """Build from one entry of ``RevisionList.revisions``."""
-        return cls(
-            revision=str(data["revision"]),
-            version=str(data.get("version", "")),
-            module=str(data.get("module", "")),
-            first_seen=float(data.get("first_seen") or 0.0),
-            live_runs=int(data.get("live_runs") or 0),
-            holders=tuple(Holder.from_json(h) for h in data.get("holders") or ()),
-        )
-
-
-@dataclass(frozen=True)
-class RevisionList:
-    """A workflow's stored revisions, oldest first."""
-
-    workflow: str
-    revisions: tuple[Revision, ...]
-
-    @classmethod
-    def from_json(cls, data: Json) -> RevisionList:
-        """Build from a ``RevisionList`` body."""
-        revisions = tuple(Revision.from_json(r) for r in data.get("revisions") or ())
-        return cls(workflow=str(data["workflow"]), revisions=revisions)
-
-
-@dataclass(frozen=True)
-class WorkflowNode:
-    """A node of a registered workflow's graph."""
-
-    id: str
-    kind: str
-    after: tuple[str, ...]
-    loop: str | None
-
-    @classmethod
-    def from_json(cls, data: Json) -> WorkflowNode:
-        """Build from one entry of ``Workflow.nodes``."""
-        after = tuple(str(a) for a in data.get("after") or ())
-        return cls(id=str(data["id"]), kind=str(data["kind"]), after=after, loop=_str(data.get("loop")))
-
-
-@dataclass(frozen=True)
-class Workflow:
-    """A workflow this deployment registered."""
-
-    name: str
-    version: str
-    description: str
-    module: str
-    revision: str
-    nodes: tuple[WorkflowNode, ...]
-
-    @classmethod
-    def from_json(cls, data: Json) -> Workflow:
-        """Build from a ``Workflow`` body."""
-        return cls(
-            name=str(data["name"]),
-            version=str(data.get("version", "")),
-            description=str(data.get("description") or ""),
-            module=str(data.get("module", "")),
-            revision=str(data.get("revision", "")),
-            nodes=tuple(WorkflowNode.from_json(n) for n in data.get("nodes") or ()),
-        )
-
-
-@dataclass(frozen=True)
-class Signal:
+class Signal(api.Signal):
     """A signal sent to a run; ``created`` False: a repeat of its ``signal_id`` (the first
-    delivery came back)."""
+    delivery came back). ``created`` is the client's (the status code's meaning), not the body's."""
 
-    run_id: str
-    name: str
-    signal_id: str
-    payload: Any
-    sender: str | None
-    received_at: float
-    consumed_node: str | None = None
-    consumed_iteration: int | None = None
-    consumed_at: float | None = None
     created: bool = True
-
-    @classmethod
-    def from_json(cls, data: Json, *, created: bool = True) -> Signal:
-        """Build from a ``Signal`` body."""
-        return cls(
-            run_id=str(data["run_id"]),
-            name=str(data["name"]),
-            signal_id=str(data["signal_id"]),
-            payload=data.get("payload"),
-            sender=_str(data.get("sender")),
-            received_at=float(data.get("received_at") or 0.0),
-            consumed_node=_str(data.get("consumed_node")),
-            consumed_iteration=_int(data.get("consumed_iteration")),
-            consumed_at=_float(data.get("consumed_at")),
-            created=created,
-        )
 
 
 @dataclass(frozen=True)
@@ -618,53 +482,6 @@ class TimeTravelResult:
             new_run_id=_str(data.get("new_run_id")),
             raw=dict(data),
         )
-
-
-@dataclass(frozen=True)
-class Grant:
-    """A bearer grant (never its token)."""
-
-    jti: str
-    subject: str
-    scopes: tuple[str, ...]
-    kind: str
-    issuer: str
-    issued_at: float
-    expires_at: float
-    revoked_at: float | None
-    revoked_by: str | None
-    note: str | None
-    state: str
-
-    @classmethod
-    def from_json(cls, data: Json) -> Grant:
-        """Build from a ``Grant`` body."""
-        return cls(
-            jti=str(data["jti"]),
-            subject=str(data["subject"]),
-            scopes=tuple(str(s) for s in data.get("scopes") or ()),
-            kind=str(data.get("kind", "")),
-            issuer=str(data.get("issuer", "")),
-            issued_at=float(data.get("issued_at") or 0.0),
-            expires_at=float(data.get("expires_at") or 0.0),
-            revoked_at=_float(data.get("revoked_at")),
-            revoked_by=_str(data.get("revoked_by")),
-            note=_str(data.get("note")),
-            state=str(data.get("state", "")),
-        )
-
-
-@dataclass(frozen=True)
-class IssuedGrant:
-    """A grant just issued, with its token (shown this once)."""
-
-    token: str
-    grant: Grant
-
-    @classmethod
-    def from_json(cls, data: Json) -> IssuedGrant:
-        """Build from an ``IssuedGrant`` body."""
-        return cls(token=str(data["token"]), grant=Grant.from_json(data["grant"]))
 
 
 @dataclass(frozen=True)

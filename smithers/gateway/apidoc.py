@@ -64,12 +64,12 @@ def render_markdown(doc: dict[str, Any]) -> str:
                 required = set(schema.get("required", []))
                 out += [
                     f"Body (`{name}`{', optional' if not body['required'] else ''}): "
-                    + schema.get("description", ""),
+                    + _cell(schema.get("description", "")),
                     "",
-                    "| field | type | required | description |",
-                    "|---|---|---|---|",
                 ]
-                for field, spec in schema["properties"].items():
+                if schema.get("properties"):
+                    out += ["| field | type | required | description |", "|---|---|---|---|"]
+                for field, spec in schema.get("properties", {}).items():
                     yes = "yes" if field in required else "no"
                     out.append(
                         f"| `{field}` | {_cell(_type(spec))} | {yes} | {_cell(spec.get('description', ''))} |"

@@ -8,34 +8,22 @@ import os
 import time
 from typing import Any
 
+from apiflask import HTTPError
 from flask import Flask, Response, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
+from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from smithers.gateway import (
-    approvals,
-    approver,
-    control,
-    events,
-    grants,
-    health,
-    history,
-    openapi,
-    runs,
-    sandboxes,
-    schedules,
-    session,
-    signals,
-    ui,
-    workflows,
-)
+from smithers.gateway import openapi
 from smithers.gateway.access import REQUEST_ID_KEY, ROUTE_KEY, AccessLog
 from smithers.gateway.auth import SCOPE_ATTR, configure_auth, source
+from smithers.gateway.body import GatewayRequest
 from smithers.gateway.config import GatewayConfig
 from smithers.gateway.cors import install_cors
 from smithers.gateway.fanout import Fanout
 from smithers.gateway.limits import FailureLimiter, RequestLimits
 from smithers.gateway.metrics import Metrics
+from smithers.gateway.models import invalid_input
 from smithers.gateway.services import EXTENSION, Services, services
 from smithers.gateway.sse import frame
 from smithers.gateway.store import GatewayStore
@@ -84,11 +72,12 @@ def create_app(
     if config is None:
         config = config_from_env()
     tracing.configure("gateway")  # only with OTEL_* set: see smithers.shared.tracing
-    app = Flask("gateway")
+    app = openapi.new_app()
+    app.request_class = GatewayRequest
     app.json = StrictJSONProvider(app)
     app.url_map.merge_slashes = False  # GET /v1//runs is a 404, not a redirect
     # One byte over the limit: werkzeug stops a chunked body there without an error, so
-    # smithers.gateway.body.read_body sees that byte and answers 413 instead of parsing a stub.
+    # smithers.gateway.body.read_json sees that byte and answers 413 instead of parsing a stub.
     app.config.update(MAX_CONTENT_LENGTH=config.max_body_bytes + 1)
     app.json.sort_keys = False
     if store is None:
@@ -118,26 +107,9 @@ def create_app(
         limiter=FailureLimiter(config.auth_failures, config.auth_window_s),
     )
     configure_auth(app, config)
-    blueprints = (
-        runs,
-        events,
-        approvals,
-        workflows,
-        grants,
-        health,
-        openapi,
-        sandboxes,
-        history,
-        session,
-        ui,
-        control,
-        approver,
-        signals,
-        schedules,
-    )
-    for module in blueprints:
-        app.register_blueprint(module.bp)
     app.register_error_handler(Exception, handle_error)
+    # in place of APIFlask's own handler of its HTTPError (raised by @bp.input for a bad body)
+    app.register_error_handler(HTTPError, handle_error)
     app.before_request(_note_route)
     app.before_request(_strict_query)
     install_cors(app, config.cors_origins)
@@ -195,6 +167,8 @@ def handle_error(exc: Exception) -> Response:
     rid = request.environ.get(REQUEST_ID_KEY, "-")
     headers: dict[str, str] = {}
     details: dict[str, Any] | None = None
+    if isinstance(exc, HTTPError) and isinstance(exc.__cause__, ValidationError):
+        exc = invalid_input(exc.__cause__, empty_body=getattr(g, "body_empty", False))  # @bp.input
     if isinstance(exc, RequestEntityTooLarge):
         exc = PayloadTooLarge(f"the request body is over {services().config.max_body_bytes} bytes")
     if isinstance(exc, RateLimited):

@@ -15,11 +15,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from apiflask import APIBlueprint
+from flask import Response, jsonify, request
 from sqlalchemy import Connection
 
 from smithers.gateway.auth import principal, requires
-from smithers.gateway.body import BodySchema, check_query, check_run_id, query_choice, query_int, read_body
+from smithers.gateway.body import check_query, check_run_id, query_choice, query_int
+from smithers.gateway.models import DecisionRequest
 from smithers.gateway.services import services
 from smithers.shared import operations
 from smithers.shared.errors import InvalidInput
@@ -31,31 +33,10 @@ from smithers.shared.store.queries import approvals as approvals_query
 from smithers.shared.store.queries import get_run, outputs_for
 from smithers.shared.workflow import NODE_ID
 
-bp = Blueprint("approvals", __name__)
+bp = APIBlueprint("approvals", __name__)
 
 MAX_NOTE = 4000
 ORDERS = ("oldest", "urgent", "newest")
-DECISION = BodySchema(
-    "DecisionRequest",
-    {
-        "approved": {"type": "boolean", "description": "true approves, false denies."},
-        "note": {"type": "string", "nullable": True, "maxLength": MAX_NOTE},
-        "payload": {
-            "nullable": True,
-            "description": "The decision's payload: it must match the approval's declared"
-            " `spec.schema`, or be one of `spec.options`.",
-        },
-        "iteration": {
-            "type": "integer",
-            "nullable": True,
-            "minimum": 0,
-            "maximum": 1_000_000,
-            "description": "Which iteration (inside a loop); by default the pending one.",
-        },
-    },
-    required=("approved",),
-    description="Approve or deny a pending approval, with a note.",
-)
 
 
 def approval_json(record: ApprovalRecord, context: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -120,24 +101,24 @@ def _run_filter() -> str | None:
 
 @bp.post("/v1/runs/<run_id>/approvals/<node_id>")
 @requires(Scope.APPROVAL_SUBMIT)
-def decide(run_id: str, node_id: str) -> Response:
+@bp.input(DecisionRequest, arg_name="body")
+def decide(run_id: str, node_id: str, body: DecisionRequest) -> Response:
     """Record the caller's decision on a pending approval."""
     check_run_id(run_id)
     if not NODE_ID.fullmatch(node_id):
         raise InvalidInput(f"node id {node_id!r} must match {NODE_ID.pattern}")
-    body = read_body(DECISION)
-    note = body.get("note")
+    note = body.note
     svc = services()
     record = operations.approve(
         svc.store,
         svc.broker,
         run_id,
         node_id,
-        approved=bool(body["approved"]),
+        approved=body.approved,
         note=redact_text(note) if isinstance(note, str) else None,
         actor=principal().subject,
-        iteration=body.get("iteration"),
-        payload=redact(body.get("payload")),  # then checked against the declaration
+        iteration=body.iteration,
+        payload=redact(body.payload),  # then checked against the declaration
         decider=svc.decider,
     )
     return jsonify(approval_json(record))

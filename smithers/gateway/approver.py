@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from apiflask import APIBlueprint
+from flask import Response, jsonify
 from sqlalchemy import Connection
 
 from smithers.gateway.approvals import approval_json
@@ -30,7 +31,7 @@ from smithers.shared.store import ApprovalRecord, RunRecord, revisions
 from smithers.shared.store.queries import approvals as approvals_query
 from smithers.shared.store.queries import events_after, get_run, outputs_for
 
-bp = Blueprint("approver", __name__)
+bp = APIBlueprint("approver", __name__)
 MAX_SEQ = 2**62
 
 

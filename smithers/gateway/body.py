@@ -1,19 +1,16 @@
-"""Request bodies and query strings: size, JSON, known fields, types.
+"""Request bodies and query strings: size, strict JSON, query parameters.
 
-Each body is declared once as a :class:`BodySchema` (a small subset of JSON Schema);
-the views validate with it and the OpenAPI document publishes it, so the two cannot
-drift. Everything is checked before anything is written.
+The fields of a body are a pydantic model's (:mod:`smithers.gateway.models`); this module
+reads the bytes under it. Everything is checked before anything is written.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from flask import request
+from flask import Request, g, request
 
 from smithers.gateway.services import services
 from smithers.shared.errors import InvalidInput, PayloadTooLarge
@@ -21,106 +18,7 @@ from smithers.shared.jsonsafe import check_json, check_text, parse_float
 from smithers.shared.jsonsafe import parse_int as json_int
 from smithers.shared.store.runs import RUN_ID
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "boolean": (bool,),
-    "integer": (int,),
-    "object": (dict,),
-    "array": (list,),
-}
 MAX_DEPTH = 64
-
-
-@dataclass(frozen=True)
-class BodySchema:
-    """An object body: its properties (JSON Schema subset), the required ones, and
-    whether an empty body stands for ``{}``."""
-
-    name: str
-    properties: Mapping[str, Mapping[str, Any]]
-    required: tuple[str, ...] = ()
-    optional_body: bool = False
-    description: str = ""
-    examples: Mapping[str, Any] = field(default_factory=dict)
-
-    def openapi(self) -> dict[str, Any]:
-        """This schema as an OpenAPI 3.0 schema object."""
-        schema: dict[str, Any] = {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {k: dict(v) for k, v in self.properties.items()},
-        }
-        if self.required:
-            schema["required"] = list(self.required)
-        if self.description:
-            schema["description"] = self.description
-        return schema
-
-    def validate(self, value: Any) -> dict[str, Any]:
-        """``value`` if it is an object of known, well-typed fields; else InvalidInput."""
-        if not isinstance(value, dict):
-            raise InvalidInput(f"the request body must be a JSON object, not {_kind(value)}")
-        for key in value:
-            if key not in self.properties:
-                raise InvalidInput(f"unknown field {key!r} (known: {', '.join(self.properties)})")
-        for key in self.required:
-            if key not in value:
-                raise InvalidInput(f"missing field {key!r}")
-        for key, item in value.items():
-            _check_field(key, item, self.properties[key])
-        return value
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    for name, types in _TYPES.items():
-        if isinstance(value, types):
-            return name
-    return "number" if isinstance(value, float) else type(value).__name__
-
-
-def _check_field(name: str, value: Any, spec: Mapping[str, Any]) -> None:  # noqa: C901
-    if value is None:
-        if spec.get("nullable"):
-            return
-        raise InvalidInput(f"field {name!r} must not be null")
-    wanted = str(spec.get("type", ""))
-    types = _TYPES.get(wanted)
-    if types is not None and (
-        not isinstance(value, types) or (wanted == "integer" and isinstance(value, bool))
-    ):
-        raise InvalidInput(f"field {name!r} must be {wanted}, not {_kind(value)}")
-    if isinstance(value, str):
-        if len(value) < int(spec.get("minLength", 0)):
-            raise InvalidInput(f"field {name!r} must not be empty")
-        if "maxLength" in spec and len(value) > int(spec["maxLength"]):
-            raise InvalidInput(f"field {name!r} is longer than {spec['maxLength']} characters")
-        if "pattern" in spec and not re.search(_ecma(str(spec["pattern"])), value):
-            raise InvalidInput(f"field {name!r} must match {spec['pattern']}")
-    if isinstance(value, int) and not isinstance(value, bool):
-        if "minimum" in spec and value < int(spec["minimum"]):
-            raise InvalidInput(f"field {name!r} must be >= {spec['minimum']}")
-        if "maximum" in spec and value > int(spec["maximum"]):
-            raise InvalidInput(f"field {name!r} must be <= {spec['maximum']}")
-    if "enum" in spec and value not in spec["enum"]:
-        raise InvalidInput(f"field {name!r} must be one of {', '.join(map(str, spec['enum']))}")
-    if isinstance(value, list):
-        if len(value) < int(spec.get("minItems", 0)):
-            raise InvalidInput(f"field {name!r} needs at least {spec['minItems']} item(s)")
-        if "maxItems" in spec and len(value) > int(spec["maxItems"]):
-            raise InvalidInput(f"field {name!r} has more than {spec['maxItems']} items")
-        items = spec.get("items")
-        if isinstance(items, Mapping):
-            for i, item in enumerate(value):
-                _check_field(f"{name}[{i}]", item, items)
-
-
-def _ecma(pattern: str) -> str:
-    """JSON Schema's ``$`` ends the text; Python's also matches before a final newline."""
-    return pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith(r"\$") else pattern
 
 
 def check_run_id(run_id: str) -> str:
@@ -143,8 +41,18 @@ def _no_constant(name: str) -> Any:
     raise InvalidInput(f"{name} is not valid JSON")
 
 
-def read_body(schema: BodySchema) -> dict[str, Any]:
-    """The request's JSON body checked against ``schema`` (413 when over the size limit)."""
+class GatewayRequest(Request):
+    """Flask's request whose JSON body is read strictly (:func:`read_json`): APIFlask's
+    ``@bp.input`` validates what this returns against the view's model."""
+
+    def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        """The body as strict JSON; None for an empty body (the model says if that is ``{}``)."""
+        return read_json()
+
+
+def read_json() -> Any:
+    """The request's body as strict JSON (413 when over the size limit), or None when it is
+    empty (``g.body_empty`` is then set, for the message that a body is required)."""
     limit = services().config.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the request body is over {limit} bytes")
@@ -152,10 +60,9 @@ def read_body(schema: BodySchema) -> dict[str, Any]:
     if len(raw) > limit:
         raise PayloadTooLarge(f"the request body is over {limit} bytes")
     if not raw.strip():
-        if schema.optional_body:
-            return {}
-        raise InvalidInput("a JSON object body is required")
-    return schema.validate(parse_json(raw))
+        g.body_empty = True
+        return None
+    return parse_json(raw)
 
 
 def parse_json(raw: bytes) -> Any:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Response, jsonify, request
+from apiflask import APIBlueprint
+from flask import Response, jsonify, request
 
 from smithers.gateway.auth import source
 from smithers.gateway.body import check_query, parse_json
@@ -22,7 +23,7 @@ from smithers.shared.errors import InvalidInput, NotFound, PayloadTooLarge, Rate
 from smithers.shared.store import webhooks as webhooks_store
 from smithers.shared.webhook import Source, parse, verify
 
-bp = Blueprint("control", __name__, url_prefix="/v1/control")
+bp = APIBlueprint("control", __name__, url_prefix="/v1/control")
 SECRETS_SETTING = {
     Source.IDP: "SMITHERS_WEBHOOK_IDP_SECRETS",
     Source.BILLING: "SMITHERS_WEBHOOK_BILLING_SECRETS",

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from flask import Blueprint, Response, request
+from apiflask import APIBlueprint
+from flask import Response, request
 
 from smithers.gateway.auth import requires
 from smithers.gateway.body import check_query, check_run_id, parse_int, query_int
@@ -18,7 +19,7 @@ from smithers.shared.errors import InvalidInput, NotFound
 from smithers.shared.grants import Scope
 from smithers.shared.store.queries import get_run
 
-bp = Blueprint("events", __name__)
+bp = APIBlueprint("events", __name__)
 
 MAX_CURSOR = 2**62
 

@@ -5,12 +5,13 @@ None of them needs a token, and none says more than ok or unavailable.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from apiflask import APIBlueprint
+from flask import Response, jsonify
 
 from smithers.gateway.services import services
 from smithers.shared.errors import MetricsUnavailable, SmithersError
 
-bp = Blueprint("health", __name__)
+bp = APIBlueprint("health", __name__)
 
 
 @bp.get("/healthz")

@@ -10,55 +10,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from apiflask import APIBlueprint
+from flask import Response, jsonify
 
 from smithers.gateway.auth import principal, requires
-from smithers.gateway.body import BodySchema, check_run_id, read_body
+from smithers.gateway.body import check_run_id
+from smithers.gateway.models import ForkRequest, ReplayRequest, RewindRequest
 from smithers.gateway.runs import refuse_secret_values
 from smithers.gateway.services import services
 from smithers.shared import operations
 from smithers.shared.errors import Forbidden, NotFound
 from smithers.shared.grants import Scope
-from smithers.shared.store import runs as runs_store
 from smithers.shared.store.queries import get_run
 from smithers.shared.store.trail import run_trail
-from smithers.shared.workflow import NODE_ID
 
-bp = Blueprint("history", __name__, url_prefix="/v1/runs")
-
-_NODE = {"type": "string", "pattern": NODE_ID.pattern, "description": "Rewind to before this node."}
-_CONFIRM = {"type": "boolean", "enum": [True], "description": "Must be true: time travel changes history."}
-_NEW_ID = {"type": "string", "pattern": runs_store.RUN_ID.pattern, "description": "The new run's id."}
-_ITEM = {
-    "type": "integer",
-    "minimum": 0,
-    "maximum": 1_000_000,
-    "description": "With a map node: reopen only this item (by index), the map and what follows it.",
-}
-REWIND = BodySchema(
-    "RewindRequest",
-    {"node_id": _NODE, "confirm": _CONFIRM, "item": _ITEM},
-    required=("node_id", "confirm"),
-    description="Reopen a node and everything downstream of it; the run resumes from there.",
-)
-REPLAY = BodySchema(
-    "ReplayRequest",
-    {"node_id": _NODE, "confirm": _CONFIRM, "run_id": _NEW_ID},
-    required=("node_id", "confirm"),
-    description="A new run keeping this run's finished work upstream of the node (same input).",
-)
-FORK = BodySchema(
-    "ForkRequest",
-    {
-        "node_id": _NODE,
-        "confirm": _CONFIRM,
-        "run_id": _NEW_ID,
-        "input": {"type": "object", "description": "The new run's input."},
-    },
-    required=("node_id", "confirm", "input"),
-    description="Like replay, with new input for the node and everything after it.",
-)
-BODIES = {"rewind": REWIND, "replay": REPLAY, "fork": FORK}
+bp = APIBlueprint("history", __name__, url_prefix="/v1/runs")
 
 
 @bp.get("/<run_id>/audit")
@@ -73,11 +39,13 @@ def audit(run_id: str) -> Response:
     return jsonify(trail)
 
 
-def _travel(run_id: str, action: str) -> tuple[dict[str, Any], int]:
+def _travel(
+    run_id: str, action: str, body: RewindRequest | ReplayRequest | ForkRequest
+) -> tuple[dict[str, Any], int]:
     check_run_id(run_id)
-    body = read_body(BODIES[action])
-    if "input" in body:
-        refuse_secret_values(body["input"], "input")
+    new_input = body.input if isinstance(body, ForkRequest) else None
+    if new_input is not None:
+        refuse_secret_values(new_input, "input")
     caller = principal()
     svc = services()
     with svc.store.read() as conn:
@@ -92,35 +60,38 @@ def _travel(run_id: str, action: str) -> tuple[dict[str, Any], int]:
         svc.registry,
         action=action,
         run_id=run_id,
-        node_id=str(body["node_id"]),
+        node_id=body.node_id,
         caller=caller.subject,
-        confirm=body["confirm"] is True,
-        new_run_id=body.get("run_id"),
-        new_input=body.get("input"),
-        item=body.get("item"),
+        confirm=body.confirm is True,
+        new_run_id=None if isinstance(body, RewindRequest) else body.run_id,
+        new_input=new_input,
+        item=body.item if isinstance(body, RewindRequest) else None,
     )
     return result, 200 if action == "rewind" else 201
 
 
 @bp.post("/<run_id>/rewind")
 @requires(Scope.RUN_WRITE)
-def rewind(run_id: str) -> tuple[Response, int]:
+@bp.input(RewindRequest, arg_name="body")
+def rewind(run_id: str, body: RewindRequest) -> tuple[Response, int]:
     """Reopen ``node_id`` and everything downstream; the run becomes queued again."""
-    result, status = _travel(run_id, "rewind")
+    result, status = _travel(run_id, "rewind", body)
     return jsonify(result), status
 
 
 @bp.post("/<run_id>/replay")
 @requires(Scope.RUN_WRITE)
-def replay(run_id: str) -> tuple[Response, int]:
+@bp.input(ReplayRequest, arg_name="body")
+def replay(run_id: str, body: ReplayRequest) -> tuple[Response, int]:
     """A new run from this run's state up to ``node_id``, same input, lineage recorded."""
-    result, status = _travel(run_id, "replay")
+    result, status = _travel(run_id, "replay", body)
     return jsonify(result), status
 
 
 @bp.post("/<run_id>/fork")
 @requires(Scope.RUN_WRITE)
-def fork(run_id: str) -> tuple[Response, int]:
+@bp.input(ForkRequest, arg_name="body")
+def fork(run_id: str, body: ForkRequest) -> tuple[Response, int]:
     """A new run from this run's state up to ``node_id``, with new input."""
-    result, status = _travel(run_id, "fork")
+    result, status = _travel(run_id, "fork", body)
     return jsonify(result), status

@@ -10,10 +10,12 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from apiflask import APIBlueprint
+from flask import Response, jsonify, request
 
 from smithers.gateway.auth import principal, requires
-from smithers.gateway.body import BodySchema, check_query, check_run_id, query_choice, query_int, read_body
+from smithers.gateway.body import check_query, check_run_id, query_choice, query_int
+from smithers.gateway.models import Empty, LaunchRequest, MigrateRequest, RerunRequest
 from smithers.gateway.services import services
 from smithers.shared import operations
 from smithers.shared.errors import InvalidInput, NotFound
@@ -32,67 +34,13 @@ from smithers.shared.store.queries import (
     nodes_of,
     outputs_of,
 )
-from smithers.shared.workflow import WORKFLOW_NAME
 
-bp = Blueprint("runs", __name__, url_prefix="/v1/runs")
+bp = APIBlueprint("runs", __name__, url_prefix="/v1/runs")
 
 RUN_ID_PATTERN = runs_store.RUN_ID.pattern
 STATUSES = tuple(s.value for s in RunStatus)
 MAX_TIME = 2**40  # epoch seconds: far beyond any creation time
 RUN_ID_SEARCH = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-LAUNCH = BodySchema(
-    "LaunchRequest",
-    {
-        "workflow": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": WORKFLOW_NAME.pattern},
-        "input": {
-            "type": "object",
-            "description": "The run input: a credential under a credential-like key, or a URL with a"
-            " password, is refused unless the workflow declares the key in `public_inputs`.",
-        },
-        "run_id": {
-            "type": "string",
-            "pattern": RUN_ID_PATTERN,
-            "description": "Choose the run id: launching it again with the same input returns the same run.",
-        },
-        "priority": {
-            "type": "integer",
-            "minimum": 0,
-            "maximum": 9,
-            "description": "0..9, higher first (default 0): the order of its steps' messages on"
-            " the broker and its place in line at a concurrency limit.",
-        },
-        "budget": {
-            "type": "object",
-            "description": "Spending ceilings for this run, overriding the workflow's by name:"
-            " `tokens` (in + out, an integer) and `cost` (a number); null removes that ceiling."
-            " Once the run's spending reaches one, the next step waits for an approval that raises it.",
-        },
-    },
-    required=("workflow",),
-    description="Launch a run of a registered workflow.",
-)
-REVISION_REF = {
-    "type": "string",
-    "minLength": 8,
-    "maxLength": 64,
-    "pattern": "^[0-9a-f]{8,64}$",
-    "description": "A module revision of the run's workflow: the full hash or a prefix (8+ hex digits).",
-}
-NOTE = {"type": "string", "maxLength": 1000, "description": "Why (kept in the audit row)."}
-MIGRATE = BodySchema(
-    "MigrateRequest",
-    {"to": REVISION_REF, "note": NOTE},
-    required=("to",),
-    description="Move the run to another revision of its workflow (every node that already ran"
-    " must be in it with the same kind).",
-)
-RERUN = BodySchema(
-    "RerunRequest",
-    {"run_id": {"type": "string", "pattern": RUN_ID_PATTERN, "description": "Choose the new run's id."}},
-    optional_body=True,
-    description="Optional: the id of the new run (makes the rerun idempotent).",
-)
 
 
 def run_json(run: RunRecord) -> dict[str, Any]:
@@ -140,27 +88,25 @@ def _reread(run_id: str) -> RunRecord:
 
 @bp.post("")
 @requires(Scope.RUN_WRITE)
-def launch() -> tuple[Response, int, dict[str, str]]:
+@bp.input(LaunchRequest, arg_name="body")
+def launch(body: LaunchRequest) -> tuple[Response, int, dict[str, str]]:
     """201 with a new run; 200 with the same run when its id and input are repeated."""
-    body = read_body(LAUNCH)
     svc = services()
-    entry = svc.registry.get(body["workflow"])
-    run_input = operations.check_input(
-        body.get("input", {}), entry.workflow.public_inputs, svc.store.limits.input_bytes
-    )
+    entry = svc.registry.get(body.workflow)
+    run_input = operations.check_input(body.input, entry.workflow.public_inputs, svc.store.limits.input_bytes)
     refuse_secret_values(run_input, "input")
     run, created = operations.launch(
         svc.store,
         svc.broker,
         svc.registry,
-        workflow=body["workflow"],
+        workflow=body.workflow,
         run_input=run_input,
-        run_id=body.get("run_id"),
+        run_id=body.run_id,
         launched_by=principal().subject,
         deployment_version=svc.config.deployment_version,
         decider=svc.decider,
-        priority=body.get("priority"),
-        budget=body.get("budget"),
+        priority=body.priority,
+        budget=body.budget,
     )
     if created:
         # runs.launch reads the row back before its run.launched event is flushed (seq 1)
@@ -271,10 +217,10 @@ def show(run_id: str) -> Response:
 
 @bp.post("/<run_id>/cancel")
 @requires(Scope.RUN_WRITE)
-def cancel(run_id: str) -> Response:
+@bp.input(Empty, arg_name="body")
+def cancel(run_id: str, body: Empty) -> Response:
     """Ask for the run's cancellation (a no-op once it ended)."""
     _run_id(run_id)
-    read_body(_EMPTY)
     svc = services()
     operations.cancel(svc.store, svc.broker, run_id, principal().subject, svc.decider)
     return jsonify(run_json(_reread(run_id)))
@@ -282,10 +228,10 @@ def cancel(run_id: str) -> Response:
 
 @bp.post("/<run_id>/resume")
 @requires(Scope.RUN_WRITE)
-def resume(run_id: str) -> Response:
+@bp.input(Empty, arg_name="body")
+def resume(run_id: str, body: Empty) -> Response:
     """Reopen a failed or cancelled run under the same id."""
     _run_id(run_id)
-    read_body(_EMPTY)
     svc = services()
     operations.resume(svc.store, svc.broker, run_id, principal().subject, svc.decider)
     return jsonify(run_json(_reread(run_id)))
@@ -293,31 +239,31 @@ def resume(run_id: str) -> Response:
 
 @bp.post("/<run_id>/migrate")
 @requires(Scope.ADMIN)
-def migrate(run_id: str) -> Response:
+@bp.input(MigrateRequest, arg_name="body")
+def migrate(run_id: str, body: MigrateRequest) -> Response:
     """Move the run to another revision of its workflow; 409 ``revision_conflict`` lists
     the nodes that already ran and differ there."""
     _run_id(run_id)
-    body = read_body(MIGRATE)
     svc = services()
     result = operations.migrate(
-        svc.store, svc.broker, run_id, to=body["to"], actor=principal().subject, note=body.get("note")
+        svc.store, svc.broker, run_id, to=body.to, actor=principal().subject, note=body.note
     )
     return jsonify({**result, "run": run_json(_reread(run_id))})
 
 
 @bp.post("/<run_id>/rerun")
 @requires(Scope.RUN_WRITE)
-def rerun(run_id: str) -> tuple[Response, int, dict[str, str]]:
+@bp.input(RerunRequest, arg_name="body")
+def rerun(run_id: str, body: RerunRequest) -> tuple[Response, int, dict[str, str]]:
     """A new run of the same workflow with the same input, its parent the old run."""
     _run_id(run_id)
-    body = read_body(RERUN)
     svc = services()
     run, created = operations.rerun(
         svc.store,
         svc.broker,
         svc.registry,
         run_id,
-        rerun_id=check_run_id(body["run_id"]) if "run_id" in body else None,
+        rerun_id=body.run_id,
         launched_by=principal().subject,
         deployment_version=svc.config.deployment_version,
         decider=svc.decider,
@@ -334,6 +280,3 @@ def delete(run_id: str) -> tuple[str, int]:
     _run_id(run_id)
     operations.delete(services().store, run_id, principal().subject)
     return "", 204
-
-
-_EMPTY = BodySchema("Empty", {}, optional_body=True)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from apiflask import APIBlueprint
+from flask import Response, jsonify
 
 from smithers.gateway.auth import principal, requires
-from smithers.gateway.body import BodySchema, check_query, query_choice, read_body
+from smithers.gateway.body import check_query, query_choice
+from smithers.gateway.models import ReviewRequest
 from smithers.gateway.services import services
 from smithers.shared import operations
 from smithers.shared.errors import InvalidInput, NotFound
@@ -23,18 +25,9 @@ from smithers.shared.store import runs as runs_store
 from smithers.shared.store import sandboxes as sandboxes_store
 from smithers.shared.store.queries import get_run
 
-bp = Blueprint("sandboxes", __name__, url_prefix="/v1/runs")
+bp = APIBlueprint("sandboxes", __name__, url_prefix="/v1/runs")
 
 SANDBOX_ID = re.compile(r"^[a-z0-9_-]{1,64}$")
-REVIEW = BodySchema(
-    "ReviewRequest",
-    {
-        "accept": {"type": "boolean", "description": "true applies the patches, false rejects them."},
-        "note": {"type": "string", "nullable": True, "maxLength": sandboxes_store.MAX_NOTE},
-    },
-    required=("accept",),
-    description="Accept or reject the patches a sandbox step proposed, with a note.",
-)
 REVIEW_STATUSES = tuple(s.value for s in sandboxes_store.ReviewStatus)
 
 
@@ -59,20 +52,20 @@ def index(run_id: str) -> Response:
 
 @bp.post("/<run_id>/sandboxes/<sandbox_id>/review")
 @requires(Scope.APPROVAL_SUBMIT)
-def review(run_id: str, sandbox_id: str) -> Response:
+@bp.input(ReviewRequest, arg_name="body")
+def review(run_id: str, sandbox_id: str, body: ReviewRequest) -> Response:
     """Record the caller's decision on a sandbox's pending patches and wake the scheduler."""
     runs_store.check_run_id(run_id)
     if not SANDBOX_ID.fullmatch(sandbox_id):
         raise InvalidInput(f"sandbox id {sandbox_id!r} must match {SANDBOX_ID.pattern}")
-    body = read_body(REVIEW)
-    note = body.get("note")
+    note = body.note
     svc = services()
     record = operations.review(
         svc.store,
         svc.broker,
         run_id,
         sandbox_id,
-        accept=bool(body["accept"]),
+        accept=body.accept,
         note=redact_text(note) if isinstance(note, str) else None,
         actor=principal().subject,
         decider=svc.decider,

@@ -8,27 +8,28 @@ subject, recorded on the schedule and in the audit log. A schedule is named
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from apiflask import APIBlueprint
+from flask import request
 
 from smithers.gateway.auth import principal, requires
-from smithers.gateway.body import BodySchema, check_query, read_body
-from smithers.gateway.schemas import NUM, STR, Schema, errors, json_body, obj, op, param, ref, request_body
+from smithers.gateway.body import check_query
+from smithers.gateway.models import Empty
+from smithers.gateway.schemas import Schema, errors, json_body, op, param, ref
 from smithers.gateway.services import services
 from smithers.shared import scheduling
+from smithers.shared.api import Schedule, ScheduleList
 from smithers.shared.errors import InvalidInput
 from smithers.shared.grants import Scope
 from smithers.shared.workflow import WORKFLOW_NAME
 
-bp = Blueprint("schedules", __name__)
+bp = APIBlueprint("schedules", __name__)
 SCHEDULE_PATH_ID = r"^[a-z][a-z0-9_.-]{0,127}:[a-z0-9][a-z0-9_-]{0,63}$"
-EMPTY = BodySchema(
-    "ScheduleChange", {}, optional_body=True, description="No fields: an empty object or no body."
-)
 
 
 @bp.get("/v1/schedules")
 @requires(Scope.RUN_READ)
-def index() -> Response:
+@bp.output(ScheduleList)
+def index() -> ScheduleList:
     """Every declared schedule (of ``?workflow=`` when given) with its state."""
     check_query(("workflow",))
     workflow = request.args.get("workflow")
@@ -36,62 +37,37 @@ def index() -> Response:
         raise InvalidInput(f"workflow name {workflow!r} must match {WORKFLOW_NAME.pattern}")
     svc = services()
     found = scheduling.list_schedules(svc.store, svc.registry, workflow=workflow)
-    return jsonify({"schedules": [view.to_json() for view in found]})
+    return ScheduleList(schedules=tuple(Schedule.model_validate(view.to_json()) for view in found))
 
 
-def _change(schedule_id: str, paused: bool) -> Response:
+def _change(schedule_id: str, paused: bool) -> Schedule:
     check_query(())
-    read_body(EMPTY)
     svc = services()
     view, _changed = scheduling.set_paused(
         svc.store, svc.registry, schedule_id, paused=paused, actor=principal().subject
     )
-    return jsonify(view.to_json())
+    return Schedule.model_validate(view.to_json())
 
 
 @bp.post("/v1/schedules/<schedule_id>/pause")
 @requires(Scope.RUN_WRITE)
-def pause(schedule_id: str) -> Response:
+@bp.input(Empty, arg_name="body")
+@bp.output(Schedule)
+def pause(schedule_id: str, body: Empty) -> Schedule:
     """Pause a schedule: it launches nothing until resumed (a repeat changes nothing)."""
     return _change(schedule_id, True)
 
 
 @bp.post("/v1/schedules/<schedule_id>/resume")
 @requires(Scope.RUN_WRITE)
-def resume(schedule_id: str) -> Response:
+@bp.input(Empty, arg_name="body")
+@bp.output(Schedule)
+def resume(schedule_id: str, body: Empty) -> Schedule:
     """Resume a paused schedule from its next tick (ticks that came while paused are skipped)."""
     return _change(schedule_id, False)
 
 
 # -- the OpenAPI document's part (smithers.gateway.openapi) -------------------------------
-
-NULL_NUM: Schema = {**NUM, "nullable": True}
-NULL_STR: Schema = {**STR, "nullable": True}
-SCHEMAS: dict[str, Schema] = {
-    "Schedule": obj(
-        {
-            "id": {**STR, "description": "`workflow:schedule_id`: how pause and resume name it."},
-            "workflow": STR,
-            "schedule_id": STR,
-            "cron": {**STR, "description": "Five fields, or six with a leading seconds field."},
-            "tz": {**STR, "description": "The IANA time zone the cron is read in."},
-            "input": {"type": "object", "description": "The input of each run it launches."},
-            "catch_up": {"type": "integer", "description": "Missed ticks fired after downtime, at most."},
-            "policy": {**STR, "description": "`skip` or `catch_up:N`."},
-            "paused": {"type": "boolean"},
-            "paused_by": NULL_STR,
-            "changed_at": NULL_NUM,
-            "next_tick": {**NULL_NUM, "description": "Epoch seconds of the next tick (null while paused)."},
-            "next_tick_local": {**NULL_STR, "description": "The next tick, ISO 8601 in the schedule's zone."},
-            "last_tick": {**NULL_NUM, "description": "The latest tick that launched a run."},
-            "last_run_id": NULL_STR,
-            "fired": {"type": "integer", "description": "Ticks that launched a run."},
-            "skipped": {"type": "integer", "description": "Ticks missed during downtime and skipped."},
-        }
-    ),
-    "ScheduleList": obj({"schedules": {"type": "array", "items": ref("Schedule")}}),
-    EMPTY.name: EMPTY.openapi(),
-}
 
 
 def paths() -> dict[str, Schema]:
@@ -116,7 +92,6 @@ def paths() -> dict[str, Schema]:
                 },
                 operationId=operation_id,
                 description=description,
-                requestBody=request_body(EMPTY),
             ),
         }
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from smithers.gateway import approvals, grants, history, runs, sandboxes, signals, workflows
-from smithers.gateway.body import BodySchema
+from smithers.gateway import sandboxes
 from smithers.shared.status import ApprovalStatus, AttemptState, NodeStatus, RunStatus
 from smithers.shared.store.runs import RUN_ID
 from smithers.shared.workflow import NODE_ID
@@ -166,43 +165,6 @@ def component_schemas() -> dict[str, Schema]:
         ),
         optional=("context", "workflow"),
     )  # fmt: skip
-    grant = obj(
-        {
-            "jti": STR,
-            "subject": STR,
-            "scopes": {"type": "array", "items": STR},
-            "kind": STR,
-            "issuer": STR,
-            "issued_at": NUM,
-            "expires_at": NUM,
-            "revoked_at": NUM,
-            "revoked_by": STR,
-            "note": STR,
-            "state": {"type": "string", "enum": ["active", "expired", "revoked"]},
-        },
-        nullable=("revoked_at", "revoked_by", "note"),
-    )
-    workflow = obj(
-        {
-            "name": STR,
-            "version": STR,
-            "description": STR,
-            "module": STR,
-            "revision": STR,
-            "nodes": {
-                "type": "array",
-                "items": obj(
-                    {
-                        "id": STR,
-                        "kind": STR,
-                        "after": {"type": "array", "items": STR},
-                        "loop": {**STR, "description": "The loop whose body this node is in."},
-                    },
-                    nullable=("loop",),
-                ),
-            },
-        }
-    )
     event = obj(
         {
             "run_id": STR,
@@ -359,35 +321,6 @@ def component_schemas() -> dict[str, Schema]:
             {"run_id": STR, "from": STR, "to": STR, "note": STR, "migrated_by": STR, "run": ref("Run")},
             nullable=("note",),
         ),
-        "WorkflowMigration": obj(
-            {
-                "workflow": STR,
-                "from": STR,
-                "migrated": {"type": "array", "items": OBJ},
-                "refused": {"type": "array", "items": OBJ},
-            }
-        ),
-        "RevisionList": obj(
-            {
-                "workflow": STR,
-                "revisions": {
-                    "type": "array",
-                    "items": obj(
-                        {
-                            "revision": STR,
-                            "version": STR,
-                            "module": STR,
-                            "first_seen": NUM,
-                            "live_runs": {**INT, "description": "Its queued, running or waiting runs."},
-                            "holders": {
-                                "type": "array",
-                                "items": obj({"process_id": STR, "role": STR, "last_seen": NUM}),
-                            },
-                        }
-                    ),
-                },
-            }
-        ),
         "TimeTravelResult": obj(
             {
                 "audit_id": INT,
@@ -443,27 +376,7 @@ def component_schemas() -> dict[str, Schema]:
             }
         ),
         "Approval": approval,
-        "Signal": obj(
-            {
-                "run_id": STR,
-                "name": STR,
-                "signal_id": STR,
-                "payload": {"nullable": True, "description": "As stored (redacted)."},
-                "sender": STR,
-                "received_at": NUM,
-                "consumed_node": STR,
-                "consumed_iteration": INT,
-                "consumed_at": NUM,
-            },
-            nullable=("sender", "consumed_node", "consumed_iteration", "consumed_at"),
-        ),
         "ApprovalList": obj({"approvals": {"type": "array", "items": ref("Approval")}}),
-        "Workflow": workflow,
-        "WorkflowList": obj({"workflows": {"type": "array", "items": ref("Workflow")}}),
-        "Grant": grant,
-        "GrantList": obj({"grants": {"type": "array", "items": ref("Grant")}}),
-        "IssuedGrant": obj({"token": STR, "grant": ref("Grant")}),
-        "RevokedGrant": obj({"grant": ref("Grant")}),
         "Event": event,
         "Health": obj({"status": STR}),
         "Ready": obj({"status": STR, "checks": {"type": "object", "additionalProperties": STR}}),
@@ -474,20 +387,6 @@ def component_schemas() -> dict[str, Schema]:
         },
     }
     schemas.update(sandbox_schemas())
-    for body in (
-        runs.LAUNCH,
-        runs.RERUN,
-        runs.MIGRATE,
-        workflows.MIGRATE_ALL,
-        approvals.DECISION,
-        signals.SIGNAL,
-        grants.ISSUE,
-        sandboxes.REVIEW,
-        history.REWIND,
-        history.REPLAY,
-        history.FORK,
-    ):
-        schemas[body.name] = body.openapi()
     return schemas
 
 
@@ -555,13 +454,6 @@ def json_body(schema: Schema, description: str) -> Schema:
 
 def errors(*codes: int) -> dict[str, Schema]:
     return {str(c): json_body(ref("Error"), ERROR_TEXT[c]) for c in codes}
-
-
-def request_body(schema: BodySchema) -> Schema:
-    return {
-        "required": not schema.optional_body,
-        "content": {JSON: {"schema": ref(schema.name)}},
-    }
 
 
 def param(name: str, where: str, schema: Schema, description: str, required: bool = False) -> Schema:

@@ -21,7 +21,8 @@ from dataclasses import replace
 from typing import Any
 
 import jwt
-from flask import Blueprint, Response, jsonify, request
+from apiflask import APIBlueprint
+from flask import Response, jsonify, request
 
 from smithers.gateway.auth import (
     ALGORITHM,
@@ -36,7 +37,7 @@ from smithers.gateway.body import check_query
 from smithers.gateway.services import services
 from smithers.shared.errors import InvalidInput
 
-bp = Blueprint("session", __name__)
+bp = APIBlueprint("session", __name__)
 
 
 def session_json(who: Principal, expires_at: float | None, csrf: str | None) -> dict[str, Any]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, Response, redirect, send_from_directory
+from apiflask import APIBlueprint
+from flask import Response, redirect, send_from_directory
 
 from smithers.shared.errors import NotFound
 
@@ -21,7 +22,7 @@ CSP = (
 )
 _TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 
-bp = Blueprint("ui", __name__)
+bp = APIBlueprint("ui", __name__)
 
 
 @bp.after_request

@@ -4,67 +4,53 @@ their live holders, and the bulk migration of a workflow's runs between revision
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from apiflask import APIBlueprint
 
 from smithers.gateway.auth import principal, requires
-from smithers.gateway.body import BodySchema, check_query, read_body
+from smithers.gateway.body import check_query
+from smithers.gateway.models import MigrateWorkflowRequest
 from smithers.gateway.services import services
 from smithers.shared import operations
+from smithers.shared.api import RevisionList, Workflow, WorkflowList, WorkflowMigration, WorkflowNode
 from smithers.shared.errors import InvalidInput, NotFound
 from smithers.shared.grants import Scope
 from smithers.shared.registry import Registered
 from smithers.shared.store import revisions
 from smithers.shared.workflow import WORKFLOW_NAME
 
-bp = Blueprint("workflows", __name__)
+bp = APIBlueprint("workflows", __name__)
 
 
-def workflow_json(entry: Registered) -> dict[str, Any]:
+def workflow_model(entry: Registered) -> Workflow:
     """The public shape of a registered workflow and its graph."""
     wf = entry.workflow
-    return {
-        "name": wf.name,
-        "version": wf.version,
-        "description": wf.description,
-        "module": entry.module,
-        "revision": entry.revision,
-        "nodes": [
-            {
-                "id": node_id,
-                "kind": wf.nodes[node_id].kind.value,
-                "after": list(wf.nodes[node_id].after),
-                "loop": wf.nodes[node_id].loop,
-            }
+    return Workflow(
+        name=wf.name,
+        version=wf.version,
+        description=wf.description,
+        module=entry.module,
+        revision=entry.revision,
+        nodes=tuple(
+            WorkflowNode(
+                id=node_id,
+                kind=wf.nodes[node_id].kind.value,
+                after=tuple(wf.nodes[node_id].after),
+                loop=wf.nodes[node_id].loop,
+            )
             for node_id in (wf.order or tuple(wf.nodes))
-        ],
-    }
+        ),
+    )
 
 
 @bp.get("/v1/workflows")
 @requires(Scope.RUN_READ)
-def index() -> Response:
+@bp.output(WorkflowList)
+def index() -> WorkflowList:
     """Every registered workflow, by name."""
     check_query(())
     registry = services().registry
-    return jsonify({"workflows": [workflow_json(registry.get(name)) for name in registry.names()]})
-
-
-REVISION = {"type": "string", "minLength": 8, "maxLength": 64, "pattern": "^[0-9a-f]{8,64}$"}
-MIGRATE_ALL = BodySchema(
-    "MigrateWorkflowRequest",
-    {
-        "from": {
-            **REVISION,
-            "description": "The revision whose unfinished runs move (hash or 8+ hex prefix).",
-        },
-        "to": {**REVISION, "description": "The revision they move to."},
-        "note": {"type": "string", "maxLength": 1000, "description": "Why (kept in each audit row)."},
-    },
-    required=("from", "to"),
-    description="Migrate every unfinished or failed run of the workflow from one revision to another.",
-)
+    return WorkflowList(workflows=tuple(workflow_model(registry.get(name)) for name in registry.names()))
 
 
 def _workflow_name(name: str) -> str:
@@ -75,7 +61,8 @@ def _workflow_name(name: str) -> str:
 
 @bp.get("/v1/workflows/<name>/revisions")
 @requires(Scope.RUN_READ)
-def revisions_of(name: str) -> Response:
+@bp.output(RevisionList)
+def revisions_of(name: str) -> RevisionList:
     """The stored revisions of a workflow (oldest first), each with its live holders."""
     check_query(())
     svc = services()
@@ -93,23 +80,24 @@ def revisions_of(name: str) -> Response:
             if h.workflow == name and h.revision == item["revision"]
         ]
         out.append({**item, "holders": holders})
-    return jsonify({"workflow": name, "revisions": out})
+    return RevisionList.model_validate({"workflow": name, "revisions": out})
 
 
 @bp.post("/v1/workflows/<name>/migrate")
 @requires(Scope.ADMIN)
-def migrate_all(name: str) -> Response:
+@bp.input(MigrateWorkflowRequest, arg_name="body")
+@bp.output(WorkflowMigration)
+def migrate_all(name: str, body: MigrateWorkflowRequest) -> WorkflowMigration:
     """Migrate every unfinished or failed run of the workflow from one revision to
     another, each run on its own; ``refused`` lists the runs that could not move and why."""
-    body = read_body(MIGRATE_ALL)
     svc = services()
     result = operations.migrate_all(
         svc.store,
         svc.broker,
         _workflow_name(name),
-        source=body["from"],
-        to=body["to"],
+        source=body.source,
+        to=body.to,
         actor=principal().subject,
-        note=body.get("note"),
+        note=body.note,
     )
-    return jsonify(result)
+    return WorkflowMigration.model_validate(result)

@@ -44,7 +44,7 @@ def healthz(server: Server, timeout_s: float = 30) -> dict[str, object]:
                 assert response.status == 200
                 body: dict[str, object] = json.loads(response.read())
                 return body
-        except (urllib.error.URLError, ConnectionError):
+        except (urllib.error.URLError, OSError):  # refused, or a read timeout while the worker boots
             assert time.time() < deadline, server.output()
             time.sleep(0.1)
 
