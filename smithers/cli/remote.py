@@ -290,9 +290,9 @@ def cmd_audit(args: argparse.Namespace, api: Client) -> int:
 
     trail = api.audit(args.run_id)
     if args.json:
-        print(json.dumps(trail.raw, indent=2, default=str))
+        print(json.dumps(_plain(trail), indent=2, default=str))
         return exitcodes.OK
-    print_trail(trail.raw)
+    print_trail(_plain(trail))
     return exitcodes.OK
 
 
@@ -307,7 +307,7 @@ def cmd_time_travel(args: argparse.Namespace, api: Client) -> int:
         result = api.replay(args.run_id, args.node_id, new_run_id=args.new_run_id)
     else:
         result = api.fork(args.run_id, args.node_id, parse_input(args.input), new_run_id=args.new_run_id)
-    print(json.dumps(result.raw, sort_keys=True))
+    print(json.dumps(_plain(result), sort_keys=True))
     return exitcodes.OK
 
 

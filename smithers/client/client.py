@@ -26,26 +26,28 @@ from smithers.client.stream import EventStream
 from smithers.client.types import (
     Approval,
     ApprovalContext,
-    AuditTrail,
     Launched,
-    Migration,
     Ready,
-    Run,
-    RunDetail,
-    RunPage,
     Sandbox,
     Session,
     Signal,
-    TimeTravelResult,
 )
 from smithers.shared.api import (
+    AuditTrail,
     Grant,
     GrantList,
     IssuedGrant,
+    LaunchedRun,
+    Migration,
     RevisionList,
     RevokedGrant,
+    Run,
+    RunDetail,
+    RunPage,
+    RunSummary,
     Schedule,
     ScheduleList,
+    TimeTravelResult,
     Workflow,
     WorkflowList,
     WorkflowMigration,
@@ -188,7 +190,8 @@ class Client:
         if budget is not None:
             body["budget"] = dict(budget)
         response = self.request("POST", "/v1/runs", json=body, ok=(200, 201))
-        return Launched.from_json(response.json(), created=response.status_code == 201)
+        launched = LaunchedRun.model_validate(response.json())
+        return Launched(launched, created=response.status_code == 201, warnings=launched.warnings)
 
     @operation("listRuns")
     def list_runs(
@@ -206,7 +209,7 @@ class Client:
         params = _query(
             status=status, workflow=workflow, limit=limit, cursor=cursor, since=since, until=until, q=q
         )
-        return RunPage.from_json(self._json("GET", "/v1/runs", params=params))
+        return RunPage.model_validate(self._json("GET", "/v1/runs", params=params))
 
     def iter_runs(
         self,
@@ -217,7 +220,7 @@ class Client:
         since: int | None = None,
         until: int | None = None,
         q: str | None = None,
-    ) -> Iterator[Run]:
+    ) -> Iterator[RunSummary]:
         """Every matching run summary, newest first, following ``next_cursor`` page by page."""
         cursor: str | None = None
         while True:
@@ -238,7 +241,7 @@ class Client:
     @operation("getRun")
     def get_run(self, run_id: str) -> RunDetail:
         """The run with its nodes, attempts, outputs and revision."""
-        return RunDetail.from_json(self._json("GET", f"/v1/runs/{_seg(run_id)}"))
+        return RunDetail.model_validate(self._json("GET", f"/v1/runs/{_seg(run_id)}"))
 
     @operation("deleteRun")
     def delete_run(self, run_id: str) -> None:
@@ -248,19 +251,19 @@ class Client:
     @operation("cancelRun")
     def cancel_run(self, run_id: str) -> Run:
         """Ask for the run's cancellation (a no-op once it ended)."""
-        return Run.from_json(self._json("POST", f"/v1/runs/{_seg(run_id)}/cancel"))
+        return Run.model_validate(self._json("POST", f"/v1/runs/{_seg(run_id)}/cancel"))
 
     @operation("resumeRun")
     def resume_run(self, run_id: str) -> Run:
         """Reopen a failed or cancelled run under the same id."""
-        return Run.from_json(self._json("POST", f"/v1/runs/{_seg(run_id)}/resume"))
+        return Run.model_validate(self._json("POST", f"/v1/runs/{_seg(run_id)}/resume"))
 
     @operation("rerunRun")
     def rerun_run(self, run_id: str, *, new_run_id: str | None = None) -> Launched:
         """A new run of the same workflow and input, its parent this one."""
         body = {"run_id": new_run_id} if new_run_id is not None else {}
         response = self.request("POST", f"/v1/runs/{_seg(run_id)}/rerun", json=body, ok=(200, 201))
-        return Launched.from_json(response.json(), created=response.status_code == 201)
+        return Launched(Run.model_validate(response.json()), created=response.status_code == 201)
 
     @operation("migrateRun")
     def migrate_run(self, run_id: str, to: str, *, note: str | None = None) -> Migration:
@@ -268,7 +271,7 @@ class Client:
         body: dict[str, Any] = {"to": to}
         if note is not None:
             body["note"] = note
-        return Migration.from_json(self._json("POST", f"/v1/runs/{_seg(run_id)}/migrate", json=body))
+        return Migration.model_validate(self._json("POST", f"/v1/runs/{_seg(run_id)}/migrate", json=body))
 
     # -- events ---------------------------------------------------------------------------
 
@@ -402,12 +405,12 @@ class Client:
     @operation("runAudit")
     def audit(self, run_id: str) -> AuditTrail:
         """The run's whole audit trail in time order (also after it was deleted)."""
-        return AuditTrail.from_json(self._json("GET", f"/v1/runs/{_seg(run_id)}/audit"))
+        return AuditTrail.model_validate(self._json("GET", f"/v1/runs/{_seg(run_id)}/audit"))
 
     def _travel(self, run_id: str, action: str, body: dict[str, Any]) -> TimeTravelResult:
         path = f"/v1/runs/{_seg(run_id)}/{action}"
         response = self.request("POST", path, json={**body, "confirm": True}, ok=(200, 201))
-        return TimeTravelResult.from_json(response.json())
+        return TimeTravelResult.model_validate(response.json())
 
     @operation("rewindRun")
     def rewind(self, run_id: str, node_id: str, *, item: int | None = None) -> TimeTravelResult:

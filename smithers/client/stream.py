@@ -1,6 +1,6 @@
 """Following an event stream: Server-Sent Events that resume where they stopped.
 
-:class:`EventStream` is an iterator of :class:`~smithers.client.types.Event`. When the
+:class:`EventStream` is an iterator of :class:`~smithers.shared.api.Event`. When the
 connection breaks (the gateway restarted, a proxy cut it, the stream reached its time
 limit) it reconnects with ``Last-Event-ID`` set to the last id it yielded, so the events
 come out once each, in order, with no gap: the gateway replays from the store after that
@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 
 from smithers.client.errors import GatewayUnavailable, error_from
-from smithers.client.types import Event, StreamEnd
+from smithers.client.types import StreamEnd
+from smithers.shared.api import Event
 
 FINAL = ("terminal", "deleted")  # a run's stream will not go on after these
 RETRY_STATUSES = (502, 503, 504)
@@ -165,7 +166,7 @@ class EventStream:
             self.retry_s = min(item.retry_ms / 1000.0, 5.0)
         if not item.data:
             return None
-        event = Event.from_json(_json(item))
+        event = Event.model_validate(_json(item))
         key = event.seq if self.by == "seq" else (event.feed_id or 0)
         if key <= self.last:
             return None  # already yielded: no duplicate

@@ -8,10 +8,7 @@ any change (:func:`smithers.shared.operations.time_travel`); one rewind per run 
 
 from __future__ import annotations
 
-from typing import Any
-
 from apiflask import APIBlueprint
-from flask import Response, jsonify
 
 from smithers.gateway.auth import principal, requires
 from smithers.gateway.body import check_run_id
@@ -19,6 +16,7 @@ from smithers.gateway.models import ForkRequest, ReplayRequest, RewindRequest
 from smithers.gateway.runs import refuse_secret_values
 from smithers.gateway.services import services
 from smithers.shared import operations
+from smithers.shared.api import AuditTrail, TimeTravelResult
 from smithers.shared.errors import Forbidden, NotFound
 from smithers.shared.grants import Scope
 from smithers.shared.store.queries import get_run
@@ -29,19 +27,20 @@ bp = APIBlueprint("history", __name__, url_prefix="/v1/runs")
 
 @bp.get("/<run_id>/audit")
 @requires(Scope.RUN_READ)
-def audit(run_id: str) -> Response:
+@bp.output(AuditTrail)
+def audit(run_id: str) -> AuditTrail:
     """The run's whole trail in time order (also after the run was deleted)."""
     check_run_id(run_id)
     with services().store.read() as conn:
         trail = run_trail(conn, run_id)
     if trail["run"] is None and not trail["entries"]:
         raise NotFound(f"run {run_id!r} not found and nothing audited under that id")
-    return jsonify(trail)
+    return AuditTrail.model_validate(trail)
 
 
 def _travel(
     run_id: str, action: str, body: RewindRequest | ReplayRequest | ForkRequest
-) -> tuple[dict[str, Any], int]:
+) -> tuple[TimeTravelResult, int]:
     check_run_id(run_id)
     new_input = body.input if isinstance(body, ForkRequest) else None
     if new_input is not None:
@@ -67,31 +66,31 @@ def _travel(
         new_input=new_input,
         item=body.item if isinstance(body, RewindRequest) else None,
     )
-    return result, 200 if action == "rewind" else 201
+    return TimeTravelResult.model_validate(result), 200 if action == "rewind" else 201
 
 
 @bp.post("/<run_id>/rewind")
 @requires(Scope.RUN_WRITE)
 @bp.input(RewindRequest, arg_name="body")
-def rewind(run_id: str, body: RewindRequest) -> tuple[Response, int]:
+@bp.output(TimeTravelResult)
+def rewind(run_id: str, body: RewindRequest) -> tuple[TimeTravelResult, int]:
     """Reopen ``node_id`` and everything downstream; the run becomes queued again."""
-    result, status = _travel(run_id, "rewind", body)
-    return jsonify(result), status
+    return _travel(run_id, "rewind", body)
 
 
 @bp.post("/<run_id>/replay")
 @requires(Scope.RUN_WRITE)
 @bp.input(ReplayRequest, arg_name="body")
-def replay(run_id: str, body: ReplayRequest) -> tuple[Response, int]:
+@bp.output(TimeTravelResult, status_code=201)
+def replay(run_id: str, body: ReplayRequest) -> tuple[TimeTravelResult, int]:
     """A new run from this run's state up to ``node_id``, same input, lineage recorded."""
-    result, status = _travel(run_id, "replay", body)
-    return jsonify(result), status
+    return _travel(run_id, "replay", body)
 
 
 @bp.post("/<run_id>/fork")
 @requires(Scope.RUN_WRITE)
 @bp.input(ForkRequest, arg_name="body")
-def fork(run_id: str, body: ForkRequest) -> tuple[Response, int]:
+@bp.output(TimeTravelResult, status_code=201)
+def fork(run_id: str, body: ForkRequest) -> tuple[TimeTravelResult, int]:
     """A new run from this run's state up to ``node_id``, with new input."""
-    result, status = _travel(run_id, "fork", body)
-    return jsonify(result), status
+    return _travel(run_id, "fork", body)

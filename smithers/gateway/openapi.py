@@ -58,6 +58,7 @@ from smithers.gateway.schemas import (
     ref,
     webhook_op,
 )
+from smithers.shared.api import Event, Resource
 from smithers.shared.status import ApprovalStatus
 from smithers.shared.store.runs import RUN_ID
 from smithers.shared.workflow import SIGNAL_NAME, WORKFLOW_NAME
@@ -734,7 +735,7 @@ def _complete(spec: dict[Any, Any] | str) -> dict[Any, Any] | str:
         for method, operation in item.items():
             if method != "parameters":
                 _merge(f"{method.upper()} {path}", generated[path][method], operation)
-    models = _model_schemas(spec["components"]["schemas"])
+    models = {**_model_schemas(spec["components"]["schemas"]), **_unrouted_schemas()}
     hand_written = component_schemas()
     if set(models) & set(hand_written):
         raise RuntimeError(f"schemas both modelled and written: {sorted(set(models) & set(hand_written))}")
@@ -772,6 +773,20 @@ def _model_schemas(generated: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, schema in generated.items():
         out[name.rsplit(".", 1)[-1]] = schema
+    return out
+
+
+# Models no view returns through @bp.output: each data: of the event streams.
+UNROUTED: tuple[type[Resource], ...] = (Event,)
+
+
+def _unrouted_schemas() -> dict[str, Any]:
+    """The schemas of :data:`UNROUTED`, with the models they nest, under their own names."""
+    out: dict[str, Any] = {}
+    for model in UNROUTED:
+        schema = model.model_json_schema()
+        out.update(schema.pop("$defs", {}))
+        out[model.__name__] = schema
     return out
 
 

@@ -11,13 +11,14 @@ from dataclasses import replace
 from typing import Any
 
 from apiflask import APIBlueprint
-from flask import Response, jsonify, request
+from flask import request
 
 from smithers.gateway.auth import principal, requires
 from smithers.gateway.body import check_query, check_run_id, query_choice, query_int
 from smithers.gateway.models import Empty, LaunchRequest, MigrateRequest, RerunRequest
 from smithers.gateway.services import services
 from smithers.shared import operations
+from smithers.shared.api import LaunchedRun, Migration, Run, RunDetail, RunPage, RunSummary
 from smithers.shared.errors import InvalidInput, NotFound
 from smithers.shared.grants import Scope
 from smithers.shared.redaction import redact_text
@@ -44,17 +45,22 @@ RUN_ID_SEARCH = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def run_json(run: RunRecord) -> dict[str, Any]:
-    """The public shape of a run (a shallow copy: ``asdict`` deep-copies the input)."""
+    """The public shape of a run as a dict (a shallow copy: ``asdict`` deep-copies the input)."""
     body = dict(vars(run))
     body["status"] = run.status.value
     return body
 
 
 def run_summary(run: RunRecord) -> dict[str, Any]:
-    """A run in a list: without its input and output (``GET /v1/runs/<id>`` has them)."""
+    """A run in a list as a dict: without its input and output (``GET /v1/runs/<id>`` has them)."""
     body = run_json(run)
     del body["input"], body["output"]
     return body
+
+
+def run_model(run: RunRecord) -> Run:
+    """The public shape of a run (read from a shallow copy: ``asdict`` deep-copies the input)."""
+    return Run.model_validate(vars(run))
 
 
 def refuse_secret_values(value: Any, path: str) -> None:
@@ -89,7 +95,8 @@ def _reread(run_id: str) -> RunRecord:
 @bp.post("")
 @requires(Scope.RUN_WRITE)
 @bp.input(LaunchRequest, arg_name="body")
-def launch(body: LaunchRequest) -> tuple[Response, int, dict[str, str]]:
+@bp.output(LaunchedRun, status_code=201)
+def launch(body: LaunchRequest) -> tuple[LaunchedRun, int, dict[str, str]]:
     """201 with a new run; 200 with the same run when its id and input are repeated."""
     svc = services()
     entry = svc.registry.get(body.workflow)
@@ -111,9 +118,8 @@ def launch(body: LaunchRequest) -> tuple[Response, int, dict[str, str]]:
     if created:
         # runs.launch reads the row back before its run.launched event is flushed (seq 1)
         run = replace(run, last_seq=max(run.last_seq, 1))
-    body_out = run_json(run)
-    body_out["warnings"] = _holder_warnings(run.workflow)
-    return jsonify(body_out), 201 if created else 200, {"Location": f"/v1/runs/{run.run_id}"}
+    launched = LaunchedRun.model_validate({**vars(run), "warnings": _holder_warnings(run.workflow)})
+    return launched, 201 if created else 200, {"Location": f"/v1/runs/{run.run_id}"}
 
 
 def _holder_warnings(workflow: str) -> list[dict[str, Any]]:
@@ -142,7 +148,8 @@ def _decode_cursor(text: str) -> tuple[float, str]:
 
 @bp.get("")
 @requires(Scope.RUN_READ)
-def index() -> Response:
+@bp.output(RunPage)
+def index() -> RunPage:
     """Run summaries (no input or output) newest first, filtered by status, workflow,
     creation time and part of the run id; ``next_cursor`` pages on."""
     check_query(("status", "workflow", "limit", "cursor", "since", "until", "q"))
@@ -172,12 +179,15 @@ def index() -> Response:
         )
     page = found[:limit]
     next_cursor = _encode_cursor(page[-1]) if len(found) > limit else None
-    return jsonify({"runs": [run_summary(r) for r in page], "next_cursor": next_cursor, "feed_id": feed_id})
+    return RunPage(
+        runs=tuple(RunSummary.model_validate(vars(r)) for r in page), next_cursor=next_cursor, feed_id=feed_id
+    )
 
 
 @bp.get("/<run_id>")
 @requires(Scope.RUN_READ)
-def show(run_id: str) -> Response:
+@bp.output(RunDetail)
+def show(run_id: str) -> RunDetail:
     """The run with its nodes, attempts and outputs, read in one snapshot."""
     _run_id(run_id)
     with services().store.read() as conn:
@@ -193,9 +203,9 @@ def show(run_id: str) -> Response:
         missing = revisions.missing_roles(
             conn, run.workflow, run.module_revision, time.time(), services().config.holder_ttl_s
         )
-    return jsonify(
+    return RunDetail.model_validate(
         {
-            "run": run_json(run),
+            "run": vars(run),
             "revision": {
                 "revision": run.module_revision,
                 "workflow_version": run.workflow_version,
@@ -203,13 +213,13 @@ def show(run_id: str) -> Response:
                 "missing": missing,
                 "graph": graph,
             },
-            "nodes": [{**n.to_json(), "status": n.status.value} for n in nodes],
-            "attempts": [{**a.to_json(), "state": a.state.value} for a in attempts],
+            "nodes": [vars(n) for n in nodes],
+            "attempts": [vars(a) for a in attempts],
             "outputs": [
                 {"node_id": node, "iteration": it, "value": value}
                 for (node, it), value in sorted(outputs.items())
             ],
-            "children": [c.to_json() for c in children],
+            "children": [vars(c) for c in children],
             "spending": spending,
         }
     )
@@ -218,29 +228,32 @@ def show(run_id: str) -> Response:
 @bp.post("/<run_id>/cancel")
 @requires(Scope.RUN_WRITE)
 @bp.input(Empty, arg_name="body")
-def cancel(run_id: str, body: Empty) -> Response:
+@bp.output(Run)
+def cancel(run_id: str, body: Empty) -> Run:
     """Ask for the run's cancellation (a no-op once it ended)."""
     _run_id(run_id)
     svc = services()
     operations.cancel(svc.store, svc.broker, run_id, principal().subject, svc.decider)
-    return jsonify(run_json(_reread(run_id)))
+    return run_model(_reread(run_id))
 
 
 @bp.post("/<run_id>/resume")
 @requires(Scope.RUN_WRITE)
 @bp.input(Empty, arg_name="body")
-def resume(run_id: str, body: Empty) -> Response:
+@bp.output(Run)
+def resume(run_id: str, body: Empty) -> Run:
     """Reopen a failed or cancelled run under the same id."""
     _run_id(run_id)
     svc = services()
     operations.resume(svc.store, svc.broker, run_id, principal().subject, svc.decider)
-    return jsonify(run_json(_reread(run_id)))
+    return run_model(_reread(run_id))
 
 
 @bp.post("/<run_id>/migrate")
 @requires(Scope.ADMIN)
 @bp.input(MigrateRequest, arg_name="body")
-def migrate(run_id: str, body: MigrateRequest) -> Response:
+@bp.output(Migration)
+def migrate(run_id: str, body: MigrateRequest) -> Migration:
     """Move the run to another revision of its workflow; 409 ``revision_conflict`` lists
     the nodes that already ran and differ there."""
     _run_id(run_id)
@@ -248,13 +261,14 @@ def migrate(run_id: str, body: MigrateRequest) -> Response:
     result = operations.migrate(
         svc.store, svc.broker, run_id, to=body.to, actor=principal().subject, note=body.note
     )
-    return jsonify({**result, "run": run_json(_reread(run_id))})
+    return Migration.model_validate({**result, "run": vars(_reread(run_id))})
 
 
 @bp.post("/<run_id>/rerun")
 @requires(Scope.RUN_WRITE)
 @bp.input(RerunRequest, arg_name="body")
-def rerun(run_id: str, body: RerunRequest) -> tuple[Response, int, dict[str, str]]:
+@bp.output(Run, status_code=201)
+def rerun(run_id: str, body: RerunRequest) -> tuple[Run, int, dict[str, str]]:
     """A new run of the same workflow with the same input, its parent the old run."""
     _run_id(run_id)
     svc = services()
@@ -270,7 +284,7 @@ def rerun(run_id: str, body: RerunRequest) -> tuple[Response, int, dict[str, str
     )
     if created:
         run = replace(run, last_seq=max(run.last_seq, 1))  # as in launch()
-    return jsonify(run_json(run)), 201 if created else 200, {"Location": f"/v1/runs/{run.run_id}"}
+    return run_model(run), 201 if created else 200, {"Location": f"/v1/runs/{run.run_id}"}
 
 
 @bp.delete("/<run_id>")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from smithers.gateway import sandboxes
-from smithers.shared.status import ApprovalStatus, AttemptState, NodeStatus, RunStatus
+from smithers.shared.status import ApprovalStatus
 from smithers.shared.store.runs import RUN_ID
 from smithers.shared.workflow import NODE_ID
 
@@ -38,95 +38,6 @@ ANY: Schema = {"nullable": True, "description": "Any JSON value."}
 def component_schemas() -> dict[str, Schema]:
     inner = obj({"code": STR, "message": STR})
     error: Schema = {"type": "object", "required": ["error"], "properties": {"error": inner}}
-    run = obj(
-        {
-            "run_id": STR,
-            "workflow": STR,
-            "workflow_version": STR,
-            "module_revision": STR,
-            "deployment_version": STR,
-            "input": OBJ,
-            "status": {"type": "string", "enum": [s.value for s in RunStatus]},
-            "cancel_requested": BOOL,
-            "created_at": NUM,
-            "updated_at": NUM,
-            "finished_at": NUM,
-            "output": ANY,
-            "error": OBJ,
-            "launched_by": STR,
-            "parent_run_id": {
-                **STR,
-                "description": "The run this one is a rerun, replay or child of (a child has"
-                " parent_node_id).",
-            },
-            "parent_node_id": {**STR, "description": "A child run: the parent's node that launched it."},
-            "parent_iteration": {**INT, "description": "A child run: that node execution's iteration."},
-            "last_seq": {**INT, "description": "The seq of the run's newest event."},
-            "status_reason": {
-                **STR,
-                "description": "Why a live run cannot move: `revision_unavailable` while no live"
-                " scheduler or worker holds its module revision; null otherwise.",
-            },
-            "priority": {**INT, "description": "0..9, higher first (the launch's `priority`)."},
-        },
-        nullable=(
-            "finished_at",
-            "error",
-            "launched_by",
-            "parent_run_id",
-            "status_reason",
-            "parent_node_id",
-            "parent_iteration",
-        ),
-    )
-    node = obj(
-        {
-            "node_id": STR,
-            "iteration": INT,
-            "kind": STR,
-            "status": {"type": "string", "enum": [s.value for s in NodeStatus]},
-            "failures": INT,
-            "lost": INT,
-            "current_attempt_id": STR,
-            "current_iteration": INT,
-            "next_at": NUM,
-            "started_at": NUM,
-            "finished_at": NUM,
-            "error": OBJ,
-        },
-        nullable=("current_attempt_id", "next_at", "finished_at", "error"),
-    )
-    attempt = obj(
-        {
-            "attempt_id": STR,
-            "run_id": STR,
-            "node_id": STR,
-            "iteration": INT,
-            "number": INT,
-            "state": {"type": "string", "enum": [s.value for s in AttemptState]},
-            "queue": STR,
-            "worker": STR,
-            "dispatched_at": NUM,
-            "started_at": NUM,
-            "finished_at": NUM,
-            "heartbeat_at": NUM,
-            "lease_expires_at": NUM,
-            "deadline_at": NUM,
-            "error": OBJ,
-            "cached": BOOL,
-            "revision": {**STR, "description": "The module revision this attempt runs."},
-        },
-        nullable=(
-            "revision",
-            "worker",
-            "started_at",
-            "finished_at",
-            "heartbeat_at",
-            "lease_expires_at",
-            "deadline_at",
-            "error",
-        ),
-    )
     approval = obj(
         {
             "run_id": STR,
@@ -165,41 +76,8 @@ def component_schemas() -> dict[str, Schema]:
         ),
         optional=("context", "workflow"),
     )  # fmt: skip
-    event = obj(
-        {
-            "run_id": STR,
-            "seq": INT,
-            "feed_id": {
-                **INT,
-                "description": "Place in the all-runs feed; on PostgreSQL null until the event "
-                "is numbered, shortly after its commit (the all-runs stream only sends numbered events).",
-            },
-            "type": STR,
-            "node_id": STR,
-            "iteration": INT,
-            "attempt_id": STR,
-            "payload": OBJ,
-            "created_at": NUM,
-        },
-        nullable=("feed_id", "node_id", "iteration", "attempt_id"),
-    )
     schemas: dict[str, Schema] = {
         "Error": error,
-        "Run": run,
-        "RunSummary": {
-            **run,
-            "description": "A run without its input and output (GET /v1/runs/{run_id} has them).",
-            "properties": {k: v for k, v in run["properties"].items() if k not in ("input", "output")},
-            "required": [k for k in run["required"] if k not in ("input", "output")],
-        },
-        "RunPage": obj(
-            {
-                "runs": {"type": "array", "items": ref("RunSummary")},
-                "next_cursor": STR,
-                "feed_id": {**INT, "description": "Follow `/v1/events` from here to see every change after."},
-            },
-            nullable=("next_cursor",),
-        ),
         "Session": obj(
             {
                 "subject": STR,
@@ -211,134 +89,6 @@ def component_schemas() -> dict[str, Schema]:
             nullable=("expires_at", "csrf_token"),
         ),
         "SignedOut": obj({"signed_out": BOOL}),
-        "Node": node,
-        "Attempt": attempt,
-        "Output": obj({"node_id": STR, "iteration": INT, "value": ANY}),
-        "RunDetail": obj(
-            {
-                "run": ref("Run"),
-                "nodes": {"type": "array", "items": ref("Node")},
-                "attempts": {"type": "array", "items": ref("Attempt")},
-                "outputs": {"type": "array", "items": ref("Output")},
-                "revision": ref("RunRevision"),
-                "spending": ref("RunSpending"),
-                "children": {
-                    "type": "array",
-                    "items": ref("ChildRun"),
-                    "description": "The child runs its child nodes launched (every epoch).",
-                },
-            }
-        ),
-        "ChildRun": obj(
-            {
-                "run_id": STR,
-                "workflow": STR,
-                "status": {"type": "string", "enum": [s.value for s in RunStatus]},
-                "node_id": STR,
-                "iteration": INT,
-                "epoch": {
-                    **INT,
-                    "description": "0 for the node execution's first child; one more each time a"
-                    " rewind or resume ran the node again.",
-                },
-            }
-        ),
-        "RunSpending": obj(
-            {
-                "ceilings": {
-                    **obj({"tokens": {**INT, "nullable": True}, "cost": {**NUM, "nullable": True}}),
-                    "nullable": True,
-                    "description": "The run's spending ceilings (the workflow's, the launch's, or as an"
-                    " approval raised them); null: none.",
-                },
-                "spent": {
-                    **obj(
-                        {
-                            "tokens_in": INT,
-                            "tokens_out": INT,
-                            "tokens": {**INT, "description": "tokens_in + tokens_out"},
-                            "cost": NUM,
-                            "attempts": {**INT, "description": "Attempts that reported spending."},
-                            "cached_attempts": {**INT, "description": "Cache hits: they cost nothing."},
-                        }
-                    ),
-                    "description": "Summed over every attempt that ran: failed ones, retries and ones"
-                    " a rewind discarded included.",
-                },
-                "by_node": {
-                    "type": "array",
-                    "items": obj(
-                        {
-                            "node_id": STR,
-                            "iteration": INT,
-                            "tokens_in": INT,
-                            "tokens_out": INT,
-                            "cost": NUM,
-                            "attempts": INT,
-                        }
-                    ),
-                },
-            }
-        ),
-        "RunRevision": obj(
-            {
-                "revision": STR,
-                "workflow_version": STR,
-                "available": {**BOOL, "description": "A live scheduler and a live worker hold it."},
-                "missing": {"type": "array", "items": {"type": "string", "enum": ["scheduler", "worker"]}},
-                "graph": {
-                    **OBJ,
-                    "nullable": True,
-                    "description": "The revision's graph as stored when first seen (nodes, kinds, edges,"
-                    " branch paths, loop bodies, condition names); null for a run from before revisions"
-                    " were stored.",
-                },
-            }
-        ),
-        "LaunchedRun": {
-            "allOf": [
-                ref("Run"),
-                obj(
-                    {
-                        "warnings": {
-                            "type": "array",
-                            "description": "`revision_unavailable` when no live scheduler or worker holds"
-                            " the workflow's revision: the run stays queued until one starts.",
-                            "items": obj(
-                                {
-                                    "code": STR,
-                                    "message": STR,
-                                    "revision": STR,
-                                    "missing": {"type": "array", "items": STR},
-                                }
-                            ),
-                        }
-                    }
-                ),
-            ]
-        },
-        "Migration": obj(
-            {"run_id": STR, "from": STR, "to": STR, "note": STR, "migrated_by": STR, "run": ref("Run")},
-            nullable=("note",),
-        ),
-        "TimeTravelResult": obj(
-            {
-                "audit_id": INT,
-                "run_id": STR,
-                "action": STR,
-                "revision": {**STR, "description": "The module revision the new attempts run."},
-                "workflow_version": STR,
-            },
-        ),
-        "AuditTrail": obj(
-            {
-                "run": {**OBJ, "nullable": True},
-                "entries": {
-                    "type": "array",
-                    "items": obj({"at": NUM, "source": STR, "type": STR, "detail": ANY}),
-                },
-            }
-        ),
         "ApprovalContext": obj(
             {
                 "run": {"allOf": [ref("RunSummary"), obj({"input": OBJ})]},
@@ -377,7 +127,6 @@ def component_schemas() -> dict[str, Schema]:
         ),
         "Approval": approval,
         "ApprovalList": obj({"approvals": {"type": "array", "items": ref("Approval")}}),
-        "Event": event,
         "Health": obj({"status": STR}),
         "Ready": obj({"status": STR, "checks": {"type": "object", "additionalProperties": STR}}),
         "NotReady": {

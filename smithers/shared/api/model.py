@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
@@ -64,3 +64,19 @@ class Resource(BaseModel):
     ) -> dict[str, Any]:
         """The OpenAPI 3.0 schema, nested models referenced by their own names."""
         return super().model_json_schema(by_alias, REF_TEMPLATE, OpenAPI30, mode, **kwargs)
+
+
+class Sparse(Resource):
+    """A response body whose optional fields (those with a default) are absent, not null,
+    when they were not given: one shape for several variants (a rewind's result and a
+    fork's), each sending only its own fields."""
+
+    @model_serializer(mode="wrap")
+    def _given_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        given = self.model_fields_set
+        for name, info in type(self).model_fields.items():
+            if not info.is_required() and name not in given:
+                out.pop(info.alias or name, None)
+                out.pop(name, None)
+        return out
