@@ -10,7 +10,6 @@ from smithers.client.client import EXCLUDED, Client, operations
 from smithers.client.errors import ApiError, GatewayUnavailable
 from smithers.client.stream import EventStream
 from smithers.client.types import (
-    Approval,
     Attempt,
     AuditEntry,
     AuditTrail,
@@ -25,19 +24,20 @@ from smithers.client.types import (
     RunDetail,
     RunPage,
     RunRevision,
-    Sandbox,
-    SandboxReview,
-    Session,
     Signal,
     StreamEnd,
     TimeTravelResult,
 )
 from smithers.shared.api import (
+    Approval,
     Grant,
     IssuedGrant,
     Revision,
     RevisionList,
+    Sandbox,
+    SandboxReview,
     Schedule,
+    Session,
     Workflow,
     WorkflowMigration,
     WorkflowNode,

@@ -24,7 +24,6 @@ import httpx
 from smithers.client.errors import GatewayUnavailable, error_from
 from smithers.client.stream import EventStream
 from smithers.client.types import (
-    Approval,
     ApprovalContext,
     AuditTrail,
     Launched,
@@ -33,19 +32,23 @@ from smithers.client.types import (
     Run,
     RunDetail,
     RunPage,
-    Sandbox,
-    Session,
     Signal,
     TimeTravelResult,
 )
 from smithers.shared.api import (
+    Approval,
+    ApprovalList,
     Grant,
     GrantList,
+    Health,
     IssuedGrant,
     RevisionList,
     RevokedGrant,
+    Sandbox,
+    SandboxList,
     Schedule,
     ScheduleList,
+    Session,
     Workflow,
     WorkflowList,
     WorkflowMigration,
@@ -325,7 +328,7 @@ class Client:
     ) -> list[Approval]:
         """Approvals (pending by default) with their declared context."""
         params = _query(status=status, run_id=run_id, limit=limit, order=order)
-        return [Approval.from_json(a) for a in self._json("GET", "/v1/approvals", params=params)["approvals"]]
+        return list(ApprovalList.model_validate(self._json("GET", "/v1/approvals", params=params)).approvals)
 
     @operation("approvalContext")
     def approval_context(
@@ -354,7 +357,7 @@ class Client:
             if value is not None:
                 body[key] = value
         path = f"/v1/runs/{_seg(run_id)}/approvals/{_seg(node_id)}"
-        return Approval.from_json(self._json("POST", path, json=body))
+        return Approval.model_validate(self._json("POST", path, json=body))
 
     @operation("sendSignal")
     def send_signal(
@@ -384,7 +387,7 @@ class Client:
         """A run's sandboxes in creation order, with their patches and reviews."""
         params = _query(review_status=review_status)
         body = self._json("GET", f"/v1/runs/{_seg(run_id)}/sandboxes", params=params)
-        return [Sandbox.from_json(s) for s in body["sandboxes"]]
+        return list(SandboxList.model_validate(body).sandboxes)
 
     @operation("reviewSandbox")
     def review_sandbox(
@@ -395,7 +398,7 @@ class Client:
         if note is not None:
             body["note"] = note
         path = f"/v1/runs/{_seg(run_id)}/sandboxes/{_seg(sandbox_id)}/review"
-        return Sandbox.from_json(self._json("POST", path, json=body))
+        return Sandbox.model_validate(self._json("POST", path, json=body))
 
     # -- history ----------------------------------------------------------------------------
 
@@ -510,14 +513,14 @@ class Client:
     @operation("readSession")
     def whoami(self) -> Session:
         """Who the token names: its subject, scopes and expiry."""
-        return Session.from_json(self._json("GET", "/v1/session"))
+        return Session.model_validate(self._json("GET", "/v1/session"))
 
     # -- probes -------------------------------------------------------------------------------
 
     @operation("healthz")
     def health(self) -> bool:
         """True when the gateway process answers."""
-        return bool(self._json("GET", "/healthz").get("status") == "ok")
+        return Health.model_validate(self._json("GET", "/healthz")).status == "ok"
 
     @operation("readyz")
     def ready(self) -> Ready:
