@@ -243,7 +243,7 @@ def cmd_approve(args: argparse.Namespace, api: Client) -> int:
         payload=parse_payload(args.payload),
         iteration=args.iteration,
     )
-    print(f"{record.node_id} of {record.run_id}: {record.status} by {record.decided_by}")
+    print(f"{record.node_id} of {record.run_id}: {record.status.value} by {record.decided_by}")
     return exitcodes.OK
 
 

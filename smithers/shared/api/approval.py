@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 from pydantic.config import JsonDict
 
 from smithers.shared.api.model import Resource
+from smithers.shared.status import ApprovalStatus
 
 SPEC: JsonDict = {
     "description": "What the workflow declared for the approver (null before schema v7).",
@@ -30,7 +31,7 @@ class Approval(Resource):
     run_id: str
     node_id: str
     iteration: int
-    status: Literal["pending", "approved", "denied"]
+    status: ApprovalStatus
     owner: str | None
     fallback_owner: str | None
     escalate_at: float | None
