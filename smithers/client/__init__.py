@@ -10,16 +10,13 @@ from smithers.client.client import EXCLUDED, Client, operations
 from smithers.client.errors import ApiError, GatewayUnavailable
 from smithers.client.stream import EventStream
 from smithers.client.types import (
-    Approval,
     Launched,
     Ready,
-    Sandbox,
-    SandboxReview,
-    Session,
     Signal,
     StreamEnd,
 )
 from smithers.shared.api import (
+    Approval,
     Attempt,
     AuditEntry,
     AuditTrail,
@@ -37,7 +34,10 @@ from smithers.shared.api import (
     RunPage,
     RunRevision,
     RunSummary,
+    Sandbox,
+    SandboxReview,
     Schedule,
+    Session,
     TimeTravelResult,
     Workflow,
     WorkflowMigration,

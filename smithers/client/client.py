@@ -24,18 +24,18 @@ import httpx
 from smithers.client.errors import GatewayUnavailable, error_from
 from smithers.client.stream import EventStream
 from smithers.client.types import (
-    Approval,
     ApprovalContext,
     Launched,
     Ready,
-    Sandbox,
-    Session,
     Signal,
 )
 from smithers.shared.api import (
+    Approval,
+    ApprovalList,
     AuditTrail,
     Grant,
     GrantList,
+    Health,
     IssuedGrant,
     LaunchedRun,
     Migration,
@@ -45,8 +45,11 @@ from smithers.shared.api import (
     RunDetail,
     RunPage,
     RunSummary,
+    Sandbox,
+    SandboxList,
     Schedule,
     ScheduleList,
+    Session,
     TimeTravelResult,
     Workflow,
     WorkflowList,
@@ -328,7 +331,7 @@ class Client:
     ) -> list[Approval]:
         """Approvals (pending by default) with their declared context."""
         params = _query(status=status, run_id=run_id, limit=limit, order=order)
-        return [Approval.from_json(a) for a in self._json("GET", "/v1/approvals", params=params)["approvals"]]
+        return list(ApprovalList.model_validate(self._json("GET", "/v1/approvals", params=params)).approvals)
 
     @operation("approvalContext")
     def approval_context(
@@ -357,7 +360,7 @@ class Client:
             if value is not None:
                 body[key] = value
         path = f"/v1/runs/{_seg(run_id)}/approvals/{_seg(node_id)}"
-        return Approval.from_json(self._json("POST", path, json=body))
+        return Approval.model_validate(self._json("POST", path, json=body))
 
     @operation("sendSignal")
     def send_signal(
@@ -387,7 +390,7 @@ class Client:
         """A run's sandboxes in creation order, with their patches and reviews."""
         params = _query(review_status=review_status)
         body = self._json("GET", f"/v1/runs/{_seg(run_id)}/sandboxes", params=params)
-        return [Sandbox.from_json(s) for s in body["sandboxes"]]
+        return list(SandboxList.model_validate(body).sandboxes)
 
     @operation("reviewSandbox")
     def review_sandbox(
@@ -398,7 +401,7 @@ class Client:
         if note is not None:
             body["note"] = note
         path = f"/v1/runs/{_seg(run_id)}/sandboxes/{_seg(sandbox_id)}/review"
-        return Sandbox.from_json(self._json("POST", path, json=body))
+        return Sandbox.model_validate(self._json("POST", path, json=body))
 
     # -- history ----------------------------------------------------------------------------
 
@@ -513,14 +516,14 @@ class Client:
     @operation("readSession")
     def whoami(self) -> Session:
         """Who the token names: its subject, scopes and expiry."""
-        return Session.from_json(self._json("GET", "/v1/session"))
+        return Session.model_validate(self._json("GET", "/v1/session"))
 
     # -- probes -------------------------------------------------------------------------------
 
     @operation("healthz")
     def health(self) -> bool:
         """True when the gateway process answers."""
-        return bool(self._json("GET", "/healthz").get("status") == "ok")
+        return Health.model_validate(self._json("GET", "/healthz")).status == "ok"
 
     @operation("readyz")
     def ready(self) -> Ready:

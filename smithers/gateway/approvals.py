@@ -16,7 +16,7 @@ import math
 from typing import Any
 
 from apiflask import APIBlueprint
-from flask import Response, jsonify, request
+from flask import request
 from sqlalchemy import Connection
 
 from smithers.gateway.auth import principal, requires
@@ -24,6 +24,7 @@ from smithers.gateway.body import check_query, check_run_id, query_choice, query
 from smithers.gateway.models import DecisionRequest
 from smithers.gateway.services import services
 from smithers.shared import operations
+from smithers.shared.api import Approval, ApprovalList
 from smithers.shared.errors import InvalidInput
 from smithers.shared.grants import Scope
 from smithers.shared.redaction import redact, redact_text
@@ -68,7 +69,8 @@ def _context(conn: Connection, record: ApprovalRecord) -> dict[str, Any]:
 
 @bp.get("/v1/approvals")
 @requires(Scope.APPROVAL_READ)
-def index() -> Response:
+@bp.output(ApprovalList)
+def index() -> ApprovalList:
     """Approvals by status (pending by default), oldest request first or most urgent first."""
     check_query(("status", "run_id", "limit", "order"))
     svc = services()
@@ -86,11 +88,12 @@ def index() -> Response:
         runs = {r: get_run(conn, r) for r in {a.run_id for a in page}}
         body = []
         for a in page:
-            item = approval_json(a, _context(conn, a))
             run = runs.get(a.run_id)
-            item["workflow"] = run.workflow if run is not None else None
-            body.append(item)
-    return jsonify({"approvals": body})
+            workflow = run.workflow if run is not None else None
+            body.append(
+                Approval.model_validate({**approval_json(a, _context(conn, a)), "workflow": workflow})
+            )
+    return ApprovalList(approvals=tuple(body))
 
 
 def _run_filter() -> str | None:
@@ -102,7 +105,8 @@ def _run_filter() -> str | None:
 @bp.post("/v1/runs/<run_id>/approvals/<node_id>")
 @requires(Scope.APPROVAL_SUBMIT)
 @bp.input(DecisionRequest, arg_name="body")
-def decide(run_id: str, node_id: str, body: DecisionRequest) -> Response:
+@bp.output(Approval)
+def decide(run_id: str, node_id: str, body: DecisionRequest) -> Approval:
     """Record the caller's decision on a pending approval."""
     check_run_id(run_id)
     if not NODE_ID.fullmatch(node_id):
@@ -121,4 +125,4 @@ def decide(run_id: str, node_id: str, body: DecisionRequest) -> Response:
         payload=redact(body.payload),  # then checked against the declaration
         decider=svc.decider,
     )
-    return jsonify(approval_json(record))
+    return Approval.model_validate(approval_json(record))

@@ -14,11 +14,12 @@ from __future__ import annotations
 import time
 
 from apiflask import APIBlueprint
-from flask import Response, jsonify, request
+from flask import request
 
 from smithers.gateway.auth import source
 from smithers.gateway.body import check_query, parse_json
 from smithers.gateway.services import services
+from smithers.shared.api import WebhookResult
 from smithers.shared.errors import InvalidInput, NotFound, PayloadTooLarge, RateLimited
 from smithers.shared.store import webhooks as webhooks_store
 from smithers.shared.webhook import Source, parse, verify
@@ -31,18 +32,20 @@ SECRETS_SETTING = {
 
 
 @bp.post("/idp")
-def idp() -> Response:
+@bp.output(WebhookResult)
+def idp() -> WebhookResult:
     """An identity provider's assertion: grant.created, grant.revoked, subject.revoked."""
     return _deliver(Source.IDP)
 
 
 @bp.post("/billing")
-def billing() -> Response:
+@bp.output(WebhookResult)
+def billing() -> WebhookResult:
     """A billing event: subscription.active, subscription.ended; other types are audited only."""
     return _deliver(Source.BILLING)
 
 
-def _deliver(sender: Source) -> Response:
+def _deliver(sender: Source) -> WebhookResult:
     svc = services()
     hooks = svc.config.webhooks
     keys = hooks.secrets(sender)
@@ -65,7 +68,7 @@ def _deliver(sender: Source) -> Response:
         raise InvalidInput("a JSON object body is required")
     event = parse(sender, parse_json(body), hooks.scopes(sender))
     result = webhooks_store.apply(svc.store, svc.config.ttl, delivery, event, hooks.tolerance_s)
-    return jsonify(result)
+    return WebhookResult.model_validate(result)
 
 
 def _body(limit: int) -> bytes:

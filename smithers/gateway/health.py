@@ -9,19 +9,22 @@ from apiflask import APIBlueprint
 from flask import Response, jsonify
 
 from smithers.gateway.services import services
+from smithers.shared.api import Health, Ready
 from smithers.shared.errors import MetricsUnavailable, SmithersError
 
 bp = APIBlueprint("health", __name__)
 
 
 @bp.get("/healthz")
-def healthz() -> Response:
+@bp.output(Health)
+def healthz() -> Health:
     """The process answers."""
-    return jsonify({"status": "ok"})
+    return Health(status="ok")
 
 
 @bp.get("/readyz")
-def readyz() -> tuple[Response, int]:
+@bp.output(Ready)
+def readyz() -> Ready | Response:
     """200 when the store answers a query, the broker a PING and the metrics can be
     written, else 503."""
     svc = services()
@@ -38,10 +41,12 @@ def readyz() -> tuple[Response, int]:
     if svc.metrics.problem() is not None:
         checks["metrics"] = "unavailable"
     if all(v == "ok" for v in checks.values()):
-        return jsonify({"status": "ready", "checks": checks}), 200
+        return Ready(status="ready", checks=checks)
     down = ", ".join(k for k, v in checks.items() if v != "ok")
     body = {"error": {"code": "not_ready", "message": f"not ready: {down}"}, "checks": checks}
-    return jsonify(body), 503
+    response = jsonify(body)  # the error shape (NotReady): a Response, so @bp.output leaves it be
+    response.status_code = 503
+    return response
 
 
 @bp.get("/metrics")

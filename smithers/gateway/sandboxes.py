@@ -8,16 +8,15 @@ sandbox, as an event and in the audit log (:mod:`smithers.shared.store.sandboxes
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from apiflask import APIBlueprint
-from flask import Response, jsonify
 
 from smithers.gateway.auth import principal, requires
 from smithers.gateway.body import check_query, query_choice
 from smithers.gateway.models import ReviewRequest
 from smithers.gateway.services import services
 from smithers.shared import operations
+from smithers.shared.api import Sandbox, SandboxList
 from smithers.shared.errors import InvalidInput, NotFound
 from smithers.shared.grants import Scope
 from smithers.shared.redaction import redact_text
@@ -31,14 +30,15 @@ SANDBOX_ID = re.compile(r"^[a-z0-9_-]{1,64}$")
 REVIEW_STATUSES = tuple(s.value for s in sandboxes_store.ReviewStatus)
 
 
-def sandbox_json(record: sandboxes_store.SandboxRecord) -> dict[str, Any]:
+def sandbox_model(record: sandboxes_store.SandboxRecord) -> Sandbox:
     """The public shape of a sandbox: its record, manifest (with diffs) and reviews."""
-    return record.to_json()
+    return Sandbox.model_validate(record.to_json())
 
 
 @bp.get("/<run_id>/sandboxes")
 @requires(Scope.APPROVAL_READ)
-def index(run_id: str) -> Response:
+@bp.output(SandboxList)
+def index(run_id: str) -> SandboxList:
     """A run's sandboxes in creation order, optionally only those in one review status."""
     runs_store.check_run_id(run_id)
     check_query(("review_status",))
@@ -47,13 +47,14 @@ def index(run_id: str) -> Response:
         if get_run(conn, run_id) is None:
             raise NotFound(f"run {run_id!r} not found")
         found = sandboxes_store.sandboxes_of(conn, run_id, review_status)
-    return jsonify({"sandboxes": [sandbox_json(r) for r in found]})
+    return SandboxList(sandboxes=tuple(sandbox_model(r) for r in found))
 
 
 @bp.post("/<run_id>/sandboxes/<sandbox_id>/review")
 @requires(Scope.APPROVAL_SUBMIT)
 @bp.input(ReviewRequest, arg_name="body")
-def review(run_id: str, sandbox_id: str, body: ReviewRequest) -> Response:
+@bp.output(Sandbox)
+def review(run_id: str, sandbox_id: str, body: ReviewRequest) -> Sandbox:
     """Record the caller's decision on a sandbox's pending patches and wake the scheduler."""
     runs_store.check_run_id(run_id)
     if not SANDBOX_ID.fullmatch(sandbox_id):
@@ -70,4 +71,4 @@ def review(run_id: str, sandbox_id: str, body: ReviewRequest) -> Response:
         actor=principal().subject,
         decider=svc.decider,
     )
-    return jsonify(sandbox_json(record))
+    return sandbox_model(record)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from smithers.gateway import sandboxes
-from smithers.shared.status import ApprovalStatus
 from smithers.shared.store.runs import RUN_ID
 from smithers.shared.workflow import NODE_ID
 
@@ -38,57 +36,8 @@ ANY: Schema = {"nullable": True, "description": "Any JSON value."}
 def component_schemas() -> dict[str, Schema]:
     inner = obj({"code": STR, "message": STR})
     error: Schema = {"type": "object", "required": ["error"], "properties": {"error": inner}}
-    approval = obj(
-        {
-            "run_id": STR,
-            "node_id": STR,
-            "iteration": INT,
-            "status": {"type": "string", "enum": [s.value for s in ApprovalStatus]},
-            "owner": STR,
-            "fallback_owner": STR,
-            "escalate_at": NUM,
-            "requested_at": NUM,
-            "decided_by": STR,
-            "decided_at": NUM,
-            "note": STR,
-            "spec": {
-                **obj(
-                    {
-                        "description": STR,
-                        "show": {"type": "array", "items": STR},
-                        "schema": {**OBJ, "nullable": True},
-                        "options": {"type": "array", "items": STR},
-                        "default": {"type": "string", "enum": ["approve", "deny"], "nullable": True},
-                        "timeout_at": {**NUM, "nullable": True},
-                    }
-                ),
-                "nullable": True,
-                "description": "What the workflow declared for the approver (null before schema v7).",
-            },
-            "payload": ANY,
-            "escalated_at": NUM,
-            "context": {**OBJ, "description": "Outputs of the declared upstream nodes (listings only)."},
-            "workflow": STR,
-        },
-        nullable=(
-            "owner", "fallback_owner", "escalate_at", "decided_by", "decided_at", "note", "escalated_at",
-            "workflow",
-        ),
-        optional=("context", "workflow"),
-    )  # fmt: skip
     schemas: dict[str, Schema] = {
         "Error": error,
-        "Session": obj(
-            {
-                "subject": STR,
-                "scopes": {"type": "array", "items": STR},
-                "expires_at": NUM,
-                "csrf_token": {**STR, "description": "Send as `X-CSRF-Token` on unsafe session requests."},
-                "via": {"type": "string", "enum": ["session", "bearer"]},
-            },
-            nullable=("expires_at", "csrf_token"),
-        ),
-        "SignedOut": obj({"signed_out": BOOL}),
         "ApprovalContext": obj(
             {
                 "run": {"allOf": [ref("RunSummary"), obj({"input": OBJ})]},
@@ -113,73 +62,13 @@ def component_schemas() -> dict[str, Schema]:
                 },
             },
         },
-        "WebhookResult": obj(
-            {
-                "webhook_id": STR,
-                "type": STR,
-                "effect": {
-                    "type": "string",
-                    "enum": ["grant_recorded", "unchanged", "grant_revoked", "subject_revoked", "ignored"],
-                },
-                "grants": {"type": "array", "items": STR, "description": "Grants recorded (or already so)."},
-                "revoked": {"type": "array", "items": STR, "description": "Grants revoked."},
-            }
-        ),
-        "Approval": approval,
-        "ApprovalList": obj({"approvals": {"type": "array", "items": ref("Approval")}}),
-        "Health": obj({"status": STR}),
-        "Ready": obj({"status": STR, "checks": {"type": "object", "additionalProperties": STR}}),
         "NotReady": {
             "type": "object",
             "required": ["error", "checks"],
             "properties": {"error": inner, "checks": {"type": "object"}},
         },
     }
-    schemas.update(sandbox_schemas())
     return schemas
-
-
-def sandbox_schemas() -> dict[str, Schema]:
-    review = obj({"accept": BOOL, "actor": STR, "note": STR, "decided_at": NUM}, nullable=("note",))
-    sandbox = obj(
-        {
-            "sandbox_id": STR,
-            "run_id": STR,
-            "node_id": STR,
-            "iteration": INT,
-            "attempt_id": STR,
-            "runtime": STR,
-            "image": STR,
-            "image_digest": STR,
-            "container_id": STR,
-            "limits": OBJ,
-            "status": {"type": "string", "enum": ["created", "running", "succeeded", "failed", "lost"]},
-            "review_status": {"type": "string", "enum": list(sandboxes.REVIEW_STATUSES)},
-            "bundle_path": STR,
-            "request_bytes": INT,
-            "result_bytes": INT,
-            "manifest": OBJ,
-            "error": OBJ,
-            "created_at": NUM,
-            "finished_at": NUM,
-            "reviews": {"type": "array", "items": ref("SandboxReview")},
-        },
-        nullable=(
-            "image_digest",
-            "container_id",
-            "review_status",
-            "request_bytes",
-            "result_bytes",
-            "manifest",
-            "error",
-            "finished_at",
-        ),
-    )
-    return {
-        "SandboxReview": review,
-        "Sandbox": sandbox,
-        "SandboxList": obj({"sandboxes": {"type": "array", "items": ref("Sandbox")}}),
-    }
 
 
 ERROR_TEXT = {

@@ -18,11 +18,10 @@ import secrets
 import time
 import uuid
 from dataclasses import replace
-from typing import Any
 
 import jwt
 from apiflask import APIBlueprint
-from flask import Response, jsonify, request
+from flask import Response, after_this_request, request
 
 from smithers.gateway.auth import (
     ALGORITHM,
@@ -35,20 +34,21 @@ from smithers.gateway.auth import (
 )
 from smithers.gateway.body import check_query
 from smithers.gateway.services import services
+from smithers.shared.api import Session, SignedOut
 from smithers.shared.errors import InvalidInput
 
 bp = APIBlueprint("session", __name__)
 
 
-def session_json(who: Principal, expires_at: float | None, csrf: str | None) -> dict[str, Any]:
+def session_model(who: Principal, expires_at: float | None, csrf: str | None) -> Session:
     """What the console learns about its caller: subject, scopes, expiry, CSRF token."""
-    return {
-        "subject": who.subject,
-        "scopes": sorted(s.value for s in who.scopes),
-        "expires_at": expires_at,
-        "csrf_token": csrf,
-        "via": "session" if who.session is not None else "bearer",
-    }
+    return Session(
+        subject=who.subject,
+        scopes=tuple(sorted(s.value for s in who.scopes)),
+        expires_at=expires_at,
+        csrf_token=csrf,
+        via="session" if who.session is not None else "bearer",
+    )
 
 
 def _secure() -> bool:
@@ -58,7 +58,8 @@ def _secure() -> bool:
 
 @bp.post("/v1/session")
 @requires(None)
-def create() -> tuple[Response, int]:
+@bp.output(Session, status_code=201)
+def create() -> Session:
     """Exchange the caller's bearer token for a session cookie bound to its grant."""
     check_query(())
     svc = services()
@@ -89,34 +90,41 @@ def create() -> tuple[Response, int]:
         target_id=sid,
         detail={"jti": who.jti, "scopes": claims["scopes"], "expires_at": expires_at},
     )
-    response = jsonify(session_json(replace(who, session=claims), expires_at, csrf))
-    response.set_cookie(
-        SESSION_COOKIE,
-        value,
-        max_age=max(1, int(expires_at - now)),
-        path="/",
-        secure=_secure(),
-        httponly=True,
-        samesite="Strict",
-    )
-    return response, 201
+    secure = _secure()
+
+    @after_this_request
+    def set_cookie(response: Response) -> Response:
+        response.set_cookie(
+            SESSION_COOKIE,
+            value,
+            max_age=max(1, int(expires_at - now)),
+            path="/",
+            secure=secure,
+            httponly=True,
+            samesite="Strict",
+        )
+        return response
+
+    return session_model(replace(who, session=claims), expires_at, csrf)
 
 
 @bp.get("/v1/session")
 @requires(None)
-def show() -> Response:
+@bp.output(Session)
+def show() -> Session:
     """Who the caller is and what it may do; the CSRF token when a session is used."""
     check_query(())
     who = principal()
     if who.session is None:
         grant = services().control.get(who.jti)
-        return jsonify(session_json(who, grant.expires_at if grant else None, None))
-    return jsonify(session_json(who, float(who.session["exp"]), str(who.session["csrf"])))
+        return session_model(who, grant.expires_at if grant else None, None)
+    return session_model(who, float(who.session["exp"]), str(who.session["csrf"]))
 
 
 @bp.delete("/v1/session")
 @requires(None)
-def delete() -> Response:
+@bp.output(SignedOut)
+def delete() -> SignedOut:
     """Sign out: clear the session cookie (a session request needs its CSRF token)."""
     check_query(())
     who = principal()
@@ -128,6 +136,11 @@ def delete() -> Response:
             target_id=str(who.session["sid"]),
             detail={"jti": who.jti},
         )
-    response = jsonify({"signed_out": True})
-    response.delete_cookie(SESSION_COOKIE, path="/", secure=_secure(), httponly=True, samesite="Strict")
-    return response
+    secure = _secure()
+
+    @after_this_request
+    def clear_cookie(response: Response) -> Response:
+        response.delete_cookie(SESSION_COOKIE, path="/", secure=secure, httponly=True, samesite="Strict")
+        return response
+
+    return SignedOut(signed_out=True)

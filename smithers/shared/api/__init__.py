@@ -1,17 +1,22 @@
 """The gateway's response bodies as pydantic models, shared by the gateway (which serializes
 with them and publishes them in its OpenAPI document) and its client (which returns them).
 
-Families converted so far: events (:mod:`.event`), grants (:mod:`.grant`), a run's
-history (:mod:`.history`), runs (:mod:`.run`), cron schedules (:mod:`.schedule`), signals
-(:mod:`.signal`) and workflows with their revisions (:mod:`.workflow`); the others are
-still hand-written schemas in ``smithers.gateway.schemas`` and dataclasses in
-``smithers.client.types``.
+Families: approvals (:mod:`.approval`), signed webhooks' results (:mod:`.control`),
+events (:mod:`.event`), grants (:mod:`.grant`), the probes (:mod:`.health`), a run's
+history (:mod:`.history`), runs (:mod:`.run`), sandboxes and their reviews
+(:mod:`.sandbox`), cron schedules (:mod:`.schedule`), console sessions (:mod:`.session`),
+signals (:mod:`.signal`) and workflows with their revisions (:mod:`.workflow`). The
+approval context and the error bodies are still hand-written schemas in
+``smithers.gateway.schemas``.
 """
 
 from __future__ import annotations
 
+from smithers.shared.api.approval import Approval, ApprovalList
+from smithers.shared.api.control import WebhookResult
 from smithers.shared.api.event import Event
 from smithers.shared.api.grant import Grant, GrantList, IssuedGrant, RevokedGrant
+from smithers.shared.api.health import Health, Ready
 from smithers.shared.api.history import AuditedRun, AuditEntry, AuditTrail, TimeTravelResult
 from smithers.shared.api.model import OpenAPI30, Resource
 from smithers.shared.api.run import (
@@ -32,7 +37,9 @@ from smithers.shared.api.run import (
     RunSummary,
     Spent,
 )
+from smithers.shared.api.sandbox import Sandbox, SandboxList, SandboxReview
 from smithers.shared.api.schedule import Schedule, ScheduleList
+from smithers.shared.api.session import Session, SignedOut
 from smithers.shared.api.signal import Signal
 from smithers.shared.api.workflow import (
     Holder,
@@ -45,6 +52,8 @@ from smithers.shared.api.workflow import (
 )
 
 __all__ = [
+    "Approval",
+    "ApprovalList",
     "Attempt",
     "AuditEntry",
     "AuditTrail",
@@ -54,6 +63,7 @@ __all__ = [
     "Event",
     "Grant",
     "GrantList",
+    "Health",
     "Holder",
     "IssuedGrant",
     "LaunchWarning",
@@ -63,6 +73,7 @@ __all__ = [
     "NodeSpending",
     "OpenAPI30",
     "Output",
+    "Ready",
     "Resource",
     "Revision",
     "RevisionList",
@@ -73,11 +84,17 @@ __all__ = [
     "RunRevision",
     "RunSpending",
     "RunSummary",
+    "Sandbox",
+    "SandboxList",
+    "SandboxReview",
     "Schedule",
     "ScheduleList",
+    "Session",
     "Signal",
+    "SignedOut",
     "Spent",
     "TimeTravelResult",
+    "WebhookResult",
     "Workflow",
     "WorkflowList",
     "WorkflowMigration",

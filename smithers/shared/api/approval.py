@@ -1,0 +1,63 @@
+"""Approvals as the API returns them (``/v1/approvals``, a decision's result)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic.config import JsonDict
+
+from smithers.shared.api.model import Resource
+from smithers.shared.status import ApprovalStatus
+
+SPEC: JsonDict = {
+    "description": "What the workflow declared for the approver (null before schema v7).",
+    "properties": {
+        "description": {"type": "string"},
+        "show": {"type": "array", "items": {"type": "string"}},
+        "schema": {"type": "object", "nullable": True},
+        "options": {"type": "array", "items": {"type": "string"}},
+        "default": {"type": "string", "enum": ["approve", "deny"], "nullable": True},
+        "timeout_at": {"type": "number", "nullable": True},
+    },
+    "required": ["description", "show", "schema", "options", "default", "timeout_at"],
+}
+LISTED = ("context", "workflow")  # sent where they were loaded (listings), else absent
+
+
+class Approval(Resource):
+    """A pending or decided approval; a listing adds `context` and `workflow`."""
+
+    run_id: str
+    node_id: str
+    iteration: int
+    status: ApprovalStatus
+    owner: str | None
+    fallback_owner: str | None
+    escalate_at: float | None
+    requested_at: float
+    decided_by: str | None
+    decided_at: float | None
+    note: str | None
+    spec: dict[str, Any] | None = Field(json_schema_extra=SPEC)
+    payload: Any = Field(json_schema_extra={"nullable": True, "description": "Any JSON value."})
+    escalated_at: float | None
+    context: dict[str, Any] | None = Field(
+        None, description="Outputs of the declared upstream nodes (listings only)."
+    )
+    workflow: str | None = Field(None, description="The run's workflow (listings only).")
+
+    @model_serializer(mode="wrap")
+    def _listed_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """`context` and `workflow` only where they were given (as before the model)."""
+        out: dict[str, Any] = handler(self)
+        for key in LISTED:
+            if key not in self.model_fields_set:
+                out.pop(key, None)
+        return out
+
+
+class ApprovalList(Resource):
+    """Approvals with their context and workflow."""
+
+    approvals: tuple[Approval, ...]
