@@ -23,7 +23,7 @@ the private key mints them. A bearer token whose ``iss`` is a configured outside
 (:mod:`smithers.gateway.issuers`) is verified with that issuer's JWKS instead; its claim
 maps to scopes, and the first request with it records its grant row (kind and issuer
 from the configuration, the lifetime capped by the kind's maximum), which every later
-request reads like any other: a revoked outside token is refused at once.
+request reads like any other (a revocation applies as above).
 """
 
 from __future__ import annotations
