@@ -108,6 +108,43 @@ def tree_cpu_s(pid: int) -> float:
     return total / ticks
 
 
+def pid_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by one process (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_s() -> float:
+    """CPU seconds so far of every ``postgres`` process on this host (other jobs' too)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, tail = stat.read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if head.split("(", 1)[1] == "postgres":
+            fields = tail.split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_process(gateway: int, redis: int) -> dict[str, float]:
+    """CPU seconds so far of gunicorn's master, each worker, Redis, this process (the
+    clients) and the host's ``postgres`` processes."""
+    found = {"master": pid_cpu_s(gateway)}
+    try:
+        with open(f"/proc/{gateway}/task/{gateway}/children") as fh:
+            for n, child in enumerate(sorted(int(c) for c in fh.read().split())):
+                found[f"worker{n + 1}"] = pid_cpu_s(child)
+    except OSError:
+        pass
+    return found | {"redis": pid_cpu_s(redis), "clients": time.process_time(), "postgres": postgres_cpu_s()}
+
+
 class MemorySampler(threading.Thread):
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -392,10 +429,16 @@ def main() -> None:
         sampler.start()
         if not args.skip_launches:
             cpu = tree_cpu_s(gateway.pid)
+            per_process = cpu_by_process(gateway.pid, redis_proc.pid)
             warmup = min(500, args.launches // 5)
             result["launch"] = asyncio.run(launches(port, token, args.launches, args.concurrency, warmup))
             used = tree_cpu_s(gateway.pid) - cpu
             result["launch"]["gateway_cpu_ms_per_launch"] = round(used * 1000 / (args.launches + warmup), 2)
+            after = cpu_by_process(gateway.pid, redis_proc.pid)
+            result["launch"]["cpu_ms_per_launch"] = {
+                k: round((after[k] - per_process.get(k, 0.0)) * 1000 / (args.launches + warmup), 3)
+                for k in after
+            }
             print("launch:", result["launch"], flush=True)
         if not args.skip_streams:
             sampler.peak = 0.0

@@ -94,7 +94,7 @@ def create_app(
         broker=broker,
         registry=registry,
         decider=Decider(registry, config.decision, config.decide_max_nodes),
-        control=ControlPlaneStore(store, config.ttl),
+        control=ControlPlaneStore(store, config.ttl, cache_s=config.grant_cache_s),
         fanout=Fanout(
             store,
             frame,

@@ -3,7 +3,11 @@
 A token is accepted when its signature, issuer and expiry are valid (HS256 with the
 configured key, no leeway), it carries ``sub``, ``scopes``, ``exp`` and ``jti``, and
 its grant row exists, names the same subject, and is neither revoked nor expired. The
-row is read on every request, so a revocation takes effect at once. The scopes a
+row is read again at most ``SMITHERS_GRANT_CACHE`` seconds (1) after a worker last read
+it: a revocation through this worker takes effect at once, one made elsewhere within
+that bound; expiry is judged against the clock on every request. A worker verifies a
+token's signature once and keeps its claims (at most ``VERIFIED_MAX`` tokens): later
+requests with the same token check its expiry and its grant row only. The scopes a
 request may use are those in both the token and the row.
 
 The console may instead send a session cookie (:mod:`smithers.gateway.session`): a short
@@ -19,7 +23,7 @@ the private key mints them. A bearer token whose ``iss`` is a configured outside
 (:mod:`smithers.gateway.issuers`) is verified with that issuer's JWKS instead; its claim
 maps to scopes, and the first request with it records its grant row (kind and issuer
 from the configuration, the lifetime capped by the kind's maximum), which every later
-request reads like any other: a revoked outside token is refused at once.
+request reads like any other (a revocation applies as above).
 """
 
 from __future__ import annotations
@@ -60,6 +64,10 @@ CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OUTSIDE = "smithers.outside"  # app.extensions: the OutsideTokens of the configured issuers
 MINTS = "smithers.mints"  # app.extensions: whether this app holds a key that signs tokens
+# app.extensions: the claims of bearer tokens this app verified, by token (a signature is
+# checked once per worker; expiry and the grant row on every request)
+VERIFIED = "smithers.verified"
+VERIFIED_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -120,7 +128,7 @@ def _refused(_header: dict[str, Any], claims: dict[str, Any]) -> bool:
     if not isinstance(jti, str) or not isinstance(subject, str):
         g.smithers_problem = "token lacks a jti or a subject"
         return True
-    grant = services().control.get(jti)
+    grant = services().control.cached(jti)
     problem = grant_problem(grant, subject, time.time())
     g.smithers_grant = grant
     g.smithers_problem = problem
@@ -207,6 +215,10 @@ def _from_bearer() -> Principal:
         issuer = outside.claimed_issuer(token)
         if issuer is not None:
             return _from_outside(outside, issuer, token)
+    verified: dict[str, dict[str, Any]] = current_app.extensions.setdefault(VERIFIED, {})
+    claims = verified.get(token) if token is not None else None
+    if claims is not None:
+        return _from_verified(claims)
     try:
         verify_jwt_in_request()
     except NoAuthorizationError:
@@ -218,6 +230,25 @@ def _from_bearer() -> Principal:
     except (JWTExtendedException, jwt.PyJWTError):
         raise Unauthorized("invalid token") from None
     claims = get_jwt()
+    principal = _principal(claims)
+    if token is not None:
+        if len(verified) >= VERIFIED_MAX:
+            verified.clear()
+        verified[token] = claims
+    return principal
+
+
+def _from_verified(claims: dict[str, Any]) -> Principal:
+    """A token whose signature and issuer this app verified before (its claims then):
+    checked again for expiry, against the clock, and against its grant row."""
+    if not float(claims["exp"]) > time.time():  # as PyJWT with no leeway
+        raise Unauthorized("token expired")
+    if _refused({}, claims):
+        raise Unauthorized(getattr(g, "smithers_problem", None) or "token revoked")
+    return _principal(claims)
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
     grant: Grant | None = getattr(g, "smithers_grant", None)
     scopes_claim = claims.get("scopes")
     if (
@@ -240,7 +271,7 @@ def _from_outside(outside: OutsideTokens, issuer: OutsideIssuer, token: str) -> 
     control = services().control
     jti = issuer.grant_id(claims, token)
     now = time.time()
-    grant = control.get(jti)
+    grant = control.cached(jti)
     if grant is None:
         grant = _record_outside(issuer, claims, jti, subject, scopes, now, outside.leeway_s)
     g.smithers_grant = grant
@@ -313,7 +344,7 @@ def _from_session(cookie: str) -> Principal:
         raise Unauthorized("session expired") from None
     except jwt.PyJWTError:
         raise Unauthorized("invalid session") from None
-    grant = services().control.get(str(claims["jti"]))
+    grant = services().control.cached(str(claims["jti"]))
     g.smithers_grant = grant
     problem = grant_problem(grant, str(claims["sub"]), time.time())
     if problem is not None or grant is None or not isinstance(claims["scopes"], list):

@@ -219,6 +219,7 @@ class GatewayConfig:
     sse_retry_ms: int = 2000
     cors_origins: tuple[str, ...] = ()  # exact origins; empty: no CORS headers at all
     holder_ttl_s: float = settings.HOLDER_TTL.default  # a launch warns when no live holder has its revision
+    grant_cache_s: float = settings.GRANT_CACHE.default  # a grant row read is reused this long
     auth_failures: int = settings.GATEWAY_AUTH_FAILURES.default
     auth_window_s: float = settings.GATEWAY_AUTH_WINDOW.default
     session_ttl_s: int = settings.SESSION_TTL.default
@@ -261,6 +262,7 @@ class GatewayConfig:
             sse_max_s=settings.SSE_MAX_SECONDS.read(env),
             cors_origins=parse_origins(settings.CORS_ORIGINS.read(env)),
             holder_ttl_s=settings.HOLDER_TTL.read(env),
+            grant_cache_s=settings.GRANT_CACHE.read(env),
             auth_failures=settings.GATEWAY_AUTH_FAILURES.read(env),
             auth_window_s=settings.GATEWAY_AUTH_WINDOW.read(env),
             session_ttl_s=settings.SESSION_TTL.read(env),

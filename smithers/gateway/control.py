@@ -67,7 +67,10 @@ def _deliver(sender: Source) -> WebhookResult:
     if not body.strip():
         raise InvalidInput("a JSON object body is required")
     event = parse(sender, parse_json(body), hooks.scopes(sender))
-    result = webhooks_store.apply(svc.store, svc.config.ttl, delivery, event, hooks.tolerance_s)
+    try:
+        result = webhooks_store.apply(svc.store, svc.config.ttl, delivery, event, hooks.tolerance_s)
+    finally:
+        svc.control.forget()  # a revocation it made applies at once in this worker
     return WebhookResult.model_validate(result)
 
 

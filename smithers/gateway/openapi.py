@@ -74,7 +74,9 @@ DESCRIPTION = """Launch, follow and decide durable workflow runs.
 **Tokens.** Every `/v1` operation but the signed webhooks under `/v1/control` needs
 `Authorization: Bearer <token>`, a JWT from
 `smithers token issue --subject S --scopes a,b --ttl 15m` (or `POST /v1/grants`). Each
-token is a grant row: `smithers token revoke JTI` refuses it at once. Lifetimes are
+token is a grant row: `smithers token revoke JTI` refuses it within a second (a gateway
+worker reuses a grant row it read for `SMITHERS_GRANT_CACHE`, 1 s; a revocation over
+this API applies at once in the worker that made it). Lifetimes are
 bounded: people get 15 minutes by default and 12 hours at most, automation
 (`--kind automation`) 1 day by default and 30 days at most (`SMITHERS_TOKEN_TTL_*`);
 an automation grant carries `admin` or `approval:submit` only where
@@ -582,7 +584,8 @@ def _paths() -> dict[str, Schema]:
                 " `SMITHERS_SESSION_SECURE_COOKIE=true`) naming the same grant and at most its scopes,"
                 " for `SMITHERS_SESSION_TTL` or until the grant expires. Requests with the cookie are"
                 " checked like the token (the grant row, the same scopes); those that change anything"
-                " also need `X-CSRF-Token`. Revoking the grant ends its sessions at once.",
+                " also need `X-CSRF-Token`. Revoking the grant ends its sessions (within"
+                " `SMITHERS_GRANT_CACHE`).",
             ),
             "get": op(
                 "Who is calling",

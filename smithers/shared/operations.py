@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -139,15 +140,17 @@ def launch(
     ceilings = launch_budget(entry.workflow, budget)
     rid = runs_store.check_run_id(run_id) if run_id is not None else new_run_id()
     first = _FirstDecision(decider, broker, rid, entry.workflow)
+    # its graph stays readable after the module is gone; so do its child workflows'
+    # (a child node launches the newest revision of its workflow the store knows):
+    # written once per process and store, the rows are never deleted
+    graphs = revisions.unrecorded(store, [entry, *child_entries(registry, entry.workflow)])
 
     with tracing.span("smithers.launch", **{tracing.RUN_ID: rid, tracing.WORKFLOW: workflow}):
         traceparent = tracing.traceparent()  # the launch's own: the run's decisions are its children
         first.traceparent, first.budget = traceparent, None if ceilings is None else ceilings.to_json()
         run, created = runs_store.launch_once(
             store,
-            # its graph stays readable after the module is gone; so do its child workflows'
-            # (a child node launches the newest revision of its workflow the store knows)
-            first=lambda tx: revisions.record(tx, [entry, *child_entries(registry, entry.workflow)]),
+            first=(lambda tx: revisions.record(tx, graphs)) if graphs else None,
             run_id=rid,
             workflow=workflow,
             workflow_version=entry.workflow.version,
@@ -161,6 +164,7 @@ def launch(
             budget=first.budget,
             then=first.then,
         )
+    revisions.committed(store, graphs)
     if created:
         _follow(broker, first.done, rid, soon=True)
         run = first.reread(store, run)
@@ -524,12 +528,34 @@ def workflow_of(store: Store, registry: Registry, run: RunRecord) -> Workflow:
     return skeleton(graph)
 
 
+HOLDERS_CACHE_S = 1.0  # how long a launch's holder check is reused (docs/api.md)
+_holders_seen: weakref.WeakKeyDictionary[Store, dict[tuple[str, str, float], tuple[float, list[str]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _missing_roles(store: Store, workflow: str, revision: str, ttl_s: float) -> list[str]:
+    """:func:`revisions.missing_roles` now, read at most once per ``HOLDERS_CACHE_S`` per
+    process (holders refresh their rows every few seconds; a launch's warning is advice)."""
+    now = time.monotonic()
+    seen = _holders_seen.setdefault(store, {})
+    key = (workflow, revision, ttl_s)
+    hit = seen.get(key)
+    if hit is not None and now - hit[0] < HOLDERS_CACHE_S:
+        return hit[1]
+    with store.read() as conn:
+        missing = revisions.missing_roles(conn, workflow, revision, time.time(), ttl_s)
+    if len(seen) >= 1024:
+        seen.clear()
+    seen[key] = (now, missing)
+    return missing
+
+
 def holder_warning(store: Store, registry: Registry, workflow: str, ttl_s: float) -> dict[str, Any] | None:
     """A warning when no live scheduler or no live worker holds the revision of
     ``workflow`` this process has loaded (a launch would sit queued), else None."""
     entry = registry.get(workflow)
-    with store.read() as conn:
-        missing = revisions.missing_roles(conn, workflow, entry.revision, time.time(), ttl_s)
+    missing = _missing_roles(store, workflow, entry.revision, ttl_s)
     if not missing:
         return None
     return {

@@ -58,6 +58,17 @@ def positive(name: str, raw: str) -> float:
     return value
 
 
+def non_negative(name: str, raw: str) -> float:
+    """A number of zero or more."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a number, not {raw!r}") from None
+    if not value >= 0:
+        raise InvalidInput(f"{name} must be >= 0")
+    return value
+
+
 def at_least(minimum: float) -> Parse[float]:
     """A number of at least ``minimum`` (itself above zero)."""
 

@@ -20,6 +20,7 @@ from smithers.shared.setting import (
     count,
     duration,
     format_duration,
+    non_negative,
     parse_duration,
     positive,
     section,
@@ -375,6 +376,16 @@ JWT_ALGORITHM = _gateway.add(
         " verifies tokens but cannot mint one). With a key pair, `SMITHERS_JWT_SECRET` (or"
         " `<data dir>/gateway.key`) signs console sessions only; without one sessions are off.",
         choice("HS256", "RS256", "ES256", "EdDSA"),
+    )
+)
+GRANT_CACHE = _gateway.add(
+    Setting(
+        "SMITHERS_GRANT_CACHE",
+        1.0,
+        "Seconds a gateway worker reuses a grant row it read to check a token (0: read it on"
+        " every request). A revocation through this worker applies at once; one made elsewhere"
+        " (`smithers token revoke`, another worker or gateway) within this many seconds.",
+        non_negative,
     )
 )
 JWT_PRIVATE_KEY_FILE = _gateway.add(

@@ -30,6 +30,7 @@ from smithers.shared.errors import InvalidInput
 from smithers.shared.grants import GrantKind, Scope, TtlPolicy
 from smithers.shared.status import RunStatus
 from smithers.shared.store import schema as s
+from smithers.shared.store.grants import ControlPlaneStore
 from tests.integration.gateway.support import ALL_SCOPES, Gateway, jti_of, make_gateway, module_database
 
 pytestmark = pytest.mark.timeout(120)
@@ -364,6 +365,37 @@ def test_revocation_and_expiry_take_effect_at_once(gw: Gateway) -> None:
     time.sleep(3.2)
     refused = gw.client.get("/v1/workflows", headers={"Authorization": f"Bearer {short}"})
     assert refused.status_code == 401 and refused.get_json()["error"]["message"] == "token expired"
+
+
+def test_a_revocation_elsewhere_applies_within_the_grant_cache(gw: Gateway) -> None:
+    # given: a token this worker has checked (its grant row read and kept for cache_s)
+    token = gw.token("run:read")
+    headers = {"Authorization": f"Bearer {token}"}
+    bound = gw.control.cache_s
+    assert bound == 1.0  # SMITHERS_GRANT_CACHE's default
+    read_at = time.monotonic()
+    assert gw.client.get("/v1/workflows", headers=headers).status_code == 200
+    # when: another process revokes it (`smithers token revoke`: its own ControlPlaneStore)
+    ControlPlaneStore(gw.store).revoke(jti_of(token), actor="admin")
+    # then: this worker may accept it until the bound, and refuses it after
+    if time.monotonic() - read_at < bound / 2:
+        assert gw.client.get("/v1/workflows", headers=headers).status_code == 200
+    time.sleep(max(0.0, read_at + bound + 0.05 - time.monotonic()))
+    refused = gw.client.get("/v1/workflows", headers=headers)
+    assert refused.status_code == 401 and refused.get_json()["error"]["message"] == "token revoked"
+
+
+def test_without_a_grant_cache_a_revocation_elsewhere_applies_at_once(gw: Gateway) -> None:
+    control = ControlPlaneStore(gw.store, cache_s=0.0)  # SMITHERS_GRANT_CACHE=0
+    kept = ControlPlaneStore(gw.store, cache_s=60.0)
+    grant = control.issue(subject="alice", scopes="run:read", ttl_s=600, issuer="test", actor="test")
+    assert control.cached(grant.jti) == kept.cached(grant.jti) == grant
+    ControlPlaneStore(gw.store).revoke(grant.jti, actor="admin")
+    now = time.time()
+    assert control.cached(grant.jti).state(now).value == "revoked"  # type: ignore[union-attr]
+    assert kept.cached(grant.jti).state(now).value == "active"  # type: ignore[union-attr]
+    kept.forget()
+    assert kept.cached(grant.jti).state(now).value == "revoked"  # type: ignore[union-attr]
 
 
 def test_launch_and_approval_are_split(gw: Gateway) -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from smithers.shared import operations
-from smithers.shared.errors import InvalidInput
+from smithers.shared.errors import Conflict, InvalidInput
 from smithers.shared.registry import Registry, module_revision
 from smithers.shared.status import RunStatus
 from smithers.shared.store import Store, revisions
@@ -253,6 +253,48 @@ def test_cli_launch_warns_without_holders_and_migrate_is_checked(
     # then: the incompatible run is listed as refused (exit 7)
     assert bulk.returncode == 7 and "0 migrated, 1 refused" in bulk.stdout
     store.close()
+
+
+def test_a_launch_writes_its_revision_once_per_process_and_store(database_url: str, tmp_path: Path) -> None:
+    registry = registry_of(deploy(tmp_path, "v1", REV1))
+    stores = [Store(database_url), Store(database_url)]  # two processes' stores
+    stores[0].migrate()
+    written: list[int] = []
+
+    def watch(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "INSERT INTO revisions" in statement:
+            written.append(1)
+
+    def launch(store: Store, run_id: str, run_input: Any) -> None:
+        operations.launch(
+            store, None, registry, workflow="rev-flow", run_input=run_input, run_id=run_id,
+            launched_by="t", deployment_version="t",
+        )  # fmt: skip
+
+    for store in stores:
+        event.listen(store.engine, "before_cursor_execute", watch)
+    try:
+        # when: one store launches twice; then: the graph's upsert is written once
+        launch(stores[0], "r1", {})
+        launch(stores[0], "r2", {})
+        assert len(written) == 1
+        # when: the other store's launch fails (the id's input differs) and rolls back;
+        # then: it writes the graph again at its next launch, which commits
+        with pytest.raises(Conflict):
+            launch(stores[1], "r1", {"other": 1})
+        launch(stores[1], "r3", {})
+        assert len(written) == 3
+        launch(stores[1], "r4", {})
+        assert len(written) == 3
+    finally:
+        for store in stores:
+            event.remove(store.engine, "before_cursor_execute", watch)
+            store.close()
+    store = Store(database_url)
+    with store.read() as conn:
+        listed = revisions.list_revisions(conn, "rev-flow")
+    store.close()
+    assert [(r["revision"], r["live_runs"]) for r in listed] == [(registry.get("rev-flow").revision, 4)]
 
 
 def test_the_holder_check_marks_and_clears_once_per_change(database_url: str, tmp_path: Path) -> None:

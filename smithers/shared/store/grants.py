@@ -29,6 +29,7 @@ ACTION = re.compile(r"^[a-z][a-z0-9_.:-]{0,63}$")
 JTI = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 ISSUER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,127}$")
 MAX_NOTE = 1000
+CACHE_MAX = 10_000  # grant rows ControlPlaneStore.cached keeps (then it starts again)
 _BY_JTI = select(s.grants).where(s.grants.c.jti == bindparam("jti"))
 
 
@@ -64,9 +65,12 @@ def _note(note: str | None) -> str | None:
 class ControlPlaneStore:
     """Grants and audit events on a :class:`Store`; lifetimes bounded by a TtlPolicy."""
 
-    def __init__(self, store: Store, policy: TtlPolicy | None = None) -> None:
+    def __init__(self, store: Store, policy: TtlPolicy | None = None, *, cache_s: float = 0.0) -> None:
         self.store = store
         self.policy = policy or TtlPolicy()
+        # cached(): grant rows read within cache_s (monotonic time of the read, the grant)
+        self.cache_s = cache_s
+        self._cache: dict[str, tuple[float, Grant]] = {}
 
     # -- grants ---------------------------------------------------------------------
 
@@ -143,24 +147,57 @@ class ControlPlaneStore:
             return self._record(grant, actor)
 
     def _record(self, grant: Grant, actor: str) -> tuple[Grant, bool]:
-        with self.store.write() as tx:
-            return record_grant_in(tx, grant, actor)
+        try:
+            with self.store.write() as tx:
+                return record_grant_in(tx, grant, actor)
+        finally:
+            self.forget()
 
     def revoke(self, jti: str, *, actor: str, reason: str | None = None) -> Grant:
         """Revoke a grant at once; revoking twice keeps the first revocation.
 
         The update and its ``grant.revoked`` audit entry are one transaction.
         """
-        with self.store.write() as tx:
-            return revoke_in(tx, jti, actor=actor, reason=reason)
+        try:
+            with self.store.write() as tx:
+                return revoke_in(tx, jti, actor=actor, reason=reason)
+        finally:
+            self.forget()
 
     def revoke_subject(self, subject: str, *, actor: str, reason: str | None = None) -> list[str]:
         """Revoke every unrevoked grant of ``subject`` (deprovisioned user, lapsed plan).
 
         Returns the revoked ``jti``s; all of them and their audit entries are one transaction.
         """
-        with self.store.write() as tx:
-            return revoke_subject_in(tx, subject, actor=actor, reason=reason)
+        try:
+            with self.store.write() as tx:
+                return revoke_subject_in(tx, subject, actor=actor, reason=reason)
+        finally:
+            self.forget()
+
+    def cached(self, jti: str) -> Grant | None:
+        """:meth:`get`, reusing a row read less than ``cache_s`` ago: what a token check
+        reads on every request. A change through this object (a revocation, an issue)
+        applies at once; one made elsewhere within ``cache_s``. Expiry is judged by the
+        caller against the clock, so a cached grant still expires on time."""
+        if self.cache_s <= 0:
+            return self.get(jti)
+        now = time.monotonic()
+        hit = self._cache.get(jti)
+        if hit is not None and now - hit[0] < self.cache_s:
+            return hit[1]
+        grant = self.get(jti)
+        if grant is None:  # not cached: a grant recorded elsewhere is usable at once
+            self._cache.pop(jti, None)
+            return None
+        if len(self._cache) >= CACHE_MAX:
+            self._cache.clear()
+        self._cache[jti] = (now, grant)
+        return grant
+
+    def forget(self) -> None:
+        """Drop every cached grant row (after a change to grants through this object)."""
+        self._cache.clear()
 
     def get(self, jti: str) -> Grant | None:
         """The grant, or None (read on every request: built once, like the engine's hot paths)."""
