@@ -17,6 +17,7 @@ from smithers.client.types import (
 )
 from smithers.shared.api import (
     Approval,
+    ApprovalContext,
     Attempt,
     AuditEntry,
     AuditTrail,
@@ -48,6 +49,7 @@ __all__ = [
     "EXCLUDED",
     "ApiError",
     "Approval",
+    "ApprovalContext",
     "Attempt",
     "AuditEntry",
     "AuditTrail",

@@ -24,13 +24,13 @@ import httpx
 from smithers.client.errors import GatewayUnavailable, error_from
 from smithers.client.stream import EventStream
 from smithers.client.types import (
-    ApprovalContext,
     Launched,
     Ready,
     Signal,
 )
 from smithers.shared.api import (
     Approval,
+    ApprovalContext,
     ApprovalList,
     AuditTrail,
     Grant,
@@ -339,7 +339,7 @@ class Client:
     ) -> ApprovalContext:
         """The run as its approver sees it (``approval:read`` and a pending approval of it)."""
         params = _query(after_seq=after_seq, limit=limit)
-        return ApprovalContext.from_json(
+        return ApprovalContext.model_validate(
             self._json("GET", f"/v1/runs/{_seg(run_id)}/approval-context", params=params)
         )
 

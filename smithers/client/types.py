@@ -1,9 +1,9 @@
 """The typed results of :class:`smithers.client.Client`: frozen dataclasses, one per
 schema of the gateway's OpenAPI document, each built by ``from_json`` from a response body.
 
-The families modelled in pydantic (every one but the approval context, the readiness probe
-and the stream's end) come from :mod:`smithers.shared.api`, the models the gateway
-serializes with; here are those three, :class:`Launched` (the client's answer to a launch)
+The families modelled in pydantic (every one but the readiness probe and the stream's end)
+come from :mod:`smithers.shared.api`, the models the gateway serializes with; here are
+those two, :class:`Launched` (the client's answer to a launch)
 and :class:`Signal` (with the client's ``created``). ``from_json`` (and the models'
 ``model_validate``) reads the fields it knows and
 ignores others: a newer gateway that adds a field does not break an older client.
@@ -16,25 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from smithers.shared import api
-from smithers.shared.api import Event, Output, Run
 
 Json = Mapping[str, Any]
-
-
-def _float(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
-def _int(value: Any) -> int | None:
-    return None if value is None else int(value)
-
-
-def _str(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _dict(value: Any) -> dict[str, Any] | None:
-    return None if value is None else dict(value)
 
 
 @dataclass(frozen=True)
@@ -79,27 +62,3 @@ class StreamEnd:
     def from_json(cls, data: Json) -> StreamEnd:
         """Build from the ``data`` of an ``event: end`` frame."""
         return cls(reason=str(data.get("reason", "")), last_id=int(data.get("last_id") or 0))
-
-
-@dataclass(frozen=True)
-class ApprovalContext:
-    """What an approver sees of a run (``ApprovalContext``): its summary and input, the
-    pending approvals the token holds, the outputs they show, and a page of events."""
-
-    run: Run
-    approvals: tuple[api.Approval, ...]
-    outputs: tuple[Output, ...]
-    events: tuple[Event, ...]
-    next_after_seq: int | None
-
-    @classmethod
-    def from_json(cls, data: Json) -> ApprovalContext:
-        """Build from an ``ApprovalContext`` body."""
-        return cls(
-            # the context's run is a summary with its input (no output)
-            run=Run.model_validate({"output": None, **data["run"]}),
-            approvals=tuple(api.Approval.model_validate(a) for a in data.get("approvals") or ()),
-            outputs=tuple(Output.model_validate(o) for o in data.get("outputs") or ()),
-            events=tuple(Event.model_validate(e) for e in data.get("events") or ()),
-            next_after_seq=_int(data.get("next_after_seq")),
-        )

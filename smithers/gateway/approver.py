@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 from apiflask import APIBlueprint
-from flask import Response, jsonify
 from sqlalchemy import Connection
 
 from smithers.gateway.approvals import approval_json
@@ -25,6 +24,7 @@ from smithers.gateway.auth import principal, requires
 from smithers.gateway.body import check_query, check_run_id, query_int
 from smithers.gateway.runs import run_summary
 from smithers.gateway.services import services
+from smithers.shared.api import ApprovalContext
 from smithers.shared.errors import Forbidden, NotFound
 from smithers.shared.grants import Scope
 from smithers.shared.store import ApprovalRecord, RunRecord, revisions
@@ -42,7 +42,8 @@ def holds(approval: ApprovalRecord, subject: str) -> bool:
 
 @bp.get("/v1/runs/<run_id>/approval-context")
 @requires(Scope.APPROVAL_READ)
-def context(run_id: str) -> Response:
+@bp.output(ApprovalContext)
+def context(run_id: str) -> ApprovalContext:
     """The run as its approver sees it; ``after_seq`` and ``limit`` page its events."""
     check_run_id(run_id)
     check_query(("after_seq", "limit"))
@@ -71,7 +72,7 @@ def context(run_id: str) -> Response:
     page = events[:limit]
     summary = run_summary(run)
     summary["input"] = run.input
-    return jsonify(
+    return ApprovalContext.model_validate(
         {
             "run": summary,
             "approvals": shown,

@@ -38,16 +38,6 @@ def component_schemas() -> dict[str, Schema]:
     error: Schema = {"type": "object", "required": ["error"], "properties": {"error": inner}}
     schemas: dict[str, Schema] = {
         "Error": error,
-        "ApprovalContext": obj(
-            {
-                "run": {"allOf": [ref("RunSummary"), obj({"input": OBJ})]},
-                "approvals": {"type": "array", "items": ref("Approval")},
-                "outputs": {"type": "array", "items": ref("Output")},
-                "events": {"type": "array", "items": ref("Event")},
-                "next_after_seq": {**INT, "description": "`after_seq` of the next page of events."},
-            },
-            nullable=("next_after_seq",),
-        ),
         "WebhookEvent": {
             "type": "object",
             "required": ["type"],

@@ -6,13 +6,13 @@ events (:mod:`.event`), grants (:mod:`.grant`), the probes (:mod:`.health`), a r
 history (:mod:`.history`), runs (:mod:`.run`), sandboxes and their reviews
 (:mod:`.sandbox`), cron schedules (:mod:`.schedule`), console sessions (:mod:`.session`),
 signals (:mod:`.signal`) and workflows with their revisions (:mod:`.workflow`). The
-approval context and the error bodies are still hand-written schemas in
-``smithers.gateway.schemas``.
+error bodies, the 503 of the readiness probe and the webhook request are still
+hand-written schemas in ``smithers.gateway.schemas``.
 """
 
 from __future__ import annotations
 
-from smithers.shared.api.approval import Approval, ApprovalList
+from smithers.shared.api.approval import Approval, ApprovalContext, ApprovalList, ApprovedRun
 from smithers.shared.api.control import WebhookResult
 from smithers.shared.api.event import Event
 from smithers.shared.api.grant import Grant, GrantList, IssuedGrant, RevokedGrant
@@ -53,7 +53,9 @@ from smithers.shared.api.workflow import (
 
 __all__ = [
     "Approval",
+    "ApprovalContext",
     "ApprovalList",
+    "ApprovedRun",
     "Attempt",
     "AuditEntry",
     "AuditTrail",

@@ -1,4 +1,5 @@
-"""Approvals as the API returns them (``/v1/approvals``, a decision's result)."""
+"""Approvals as the API returns them (``/v1/approvals``, a decision's result, and what an
+approver sees of the run they decide: ``/v1/runs/{run_id}/approval-context``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from typing import Any
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 from pydantic.config import JsonDict
 
+from smithers.shared.api.event import Event
 from smithers.shared.api.model import Resource
+from smithers.shared.api.run import Output, RunSummary
 from smithers.shared.status import ApprovalStatus
 
 SPEC: JsonDict = {
@@ -61,3 +64,20 @@ class ApprovalList(Resource):
     """Approvals with their context and workflow."""
 
     approvals: tuple[Approval, ...]
+
+
+class ApprovedRun(RunSummary):
+    """The run an approver decides on: its summary and its input (not its output)."""
+
+    input: dict[str, Any]
+
+
+class ApprovalContext(Resource):
+    """What an approver sees of a run: its summary and input, the pending approvals the
+    token holds, the outputs they show, and a page of the run's events."""
+
+    run: ApprovedRun
+    approvals: tuple[Approval, ...]
+    outputs: tuple[Output, ...]
+    events: tuple[Event, ...]
+    next_after_seq: int | None = Field(description="`after_seq` of the next page of events.")
