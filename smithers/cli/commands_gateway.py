@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 from smithers.cli import exitcodes
 from smithers.cli.context import deployment_of, store_of
-from smithers.cli.entry import gevent_patched
 from smithers.shared.errors import InvalidInput
 from smithers.shared.grants import GrantKind
+from smithers.shared.patching import gevent_patched
 from smithers.shared.settings import parse_duration
 from smithers.shared.store.grants import ControlPlaneStore
 

@@ -22,13 +22,13 @@ from smithers.cli.context import (
     stop_on_signals,
     store_of,
 )
-from smithers.cli.entry import gevent_patched
 from smithers.cli.follow import follow
 from smithers.shared import operations, settings
 from smithers.shared.config import Deployment, SchedulerConfig, WorkerConfig, resolve_deployment
 from smithers.shared.datadir import find_data_dir
 from smithers.shared.errors import InvalidInput
 from smithers.shared.logs import setup_logging
+from smithers.shared.patching import gevent_patched
 from smithers.shared.registry import Registry
 from smithers.shared.store import Store
 from smithers.shared.workflow import QUEUE_NAME

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 from smithers.shared.settings import GATEWAY_WORKER_CLASS
 
-__all__ = ["gevent_patched", "main", "option", "wants_gevent"]
+__all__ = ["main", "option", "wants_gevent"]
 
 
 def option(argv: Sequence[str], flag: str) -> str | None:
@@ -45,21 +45,12 @@ def wants_gevent(argv: Sequence[str], env: Mapping[str, str]) -> bool:
     return False
 
 
-def gevent_patched() -> bool:
-    """True once gevent patched the standard library in this process."""
-    if "gevent.monkey" not in sys.modules:
-        return False
-    from gevent import monkey  # type: ignore[import-untyped]  # noqa: PLC0415
-
-    return bool(monkey.is_module_patched("socket"))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``smithers`` console script and ``python -m smithers``. Only a
     process's own command line (``argv`` None) patches: a caller passing ``argv`` keeps
     its standard library as it is."""
     if argv is None and wants_gevent(sys.argv[1:], os.environ):
-        from gevent import monkey  # noqa: PLC0415
+        from gevent import monkey  # type: ignore[import-untyped]  # noqa: PLC0415
 
         monkey.patch_all()
     from smithers.cli.main import main as run  # noqa: PLC0415

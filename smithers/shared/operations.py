@@ -32,6 +32,7 @@ from smithers.shared.store import signals as signals_store
 from smithers.shared.store.advance import Advanced, Decider
 from smithers.shared.store.queries import get_run
 from smithers.shared.store.tx import Tx
+from smithers.shared.ttlcache import TtlCache
 from smithers.shared.workflow import Workflow
 
 
@@ -529,7 +530,7 @@ def workflow_of(store: Store, registry: Registry, run: RunRecord) -> Workflow:
 
 
 HOLDERS_CACHE_S = 1.0  # how long a launch's holder check is reused (docs/api.md)
-_holders_seen: weakref.WeakKeyDictionary[Store, dict[tuple[str, str, float], tuple[float, list[str]]]] = (
+_holders_seen: weakref.WeakKeyDictionary[Store, TtlCache[tuple[str, str, float], list[str]]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -537,17 +538,13 @@ _holders_seen: weakref.WeakKeyDictionary[Store, dict[tuple[str, str, float], tup
 def _missing_roles(store: Store, workflow: str, revision: str, ttl_s: float) -> list[str]:
     """:func:`revisions.missing_roles` now, read at most once per ``HOLDERS_CACHE_S`` per
     process (holders refresh their rows every few seconds; a launch's warning is advice)."""
-    now = time.monotonic()
-    seen = _holders_seen.setdefault(store, {})
+    seen = _holders_seen.setdefault(store, TtlCache(HOLDERS_CACHE_S, 1024))
     key = (workflow, revision, ttl_s)
-    hit = seen.get(key)
-    if hit is not None and now - hit[0] < HOLDERS_CACHE_S:
-        return hit[1]
-    with store.read() as conn:
-        missing = revisions.missing_roles(conn, workflow, revision, time.time(), ttl_s)
-    if len(seen) >= 1024:
-        seen.clear()
-    seen[key] = (now, missing)
+    missing = seen.fresh(key)
+    if missing is None:
+        with store.read() as conn:
+            missing = revisions.missing_roles(conn, workflow, revision, time.time(), ttl_s)
+        seen.put(key, missing)
     return missing
 
 

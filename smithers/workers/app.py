@@ -25,6 +25,7 @@ from smithers.shared.config import WorkerConfig, resolve_deployment
 from smithers.shared.errors import BrokerUnavailable, InvalidInput
 from smithers.shared.keys import AFTER_HEADER, QUEUES, STEP_TASK, revision_queue
 from smithers.shared.logs import json_wanted, route_celery_logs, setup_logging
+from smithers.shared.patching import gevent_patched
 from smithers.shared.registry import Registry, load_registry
 from smithers.shared.store import Store
 from smithers.shared.workflow import QUEUE_NAME
@@ -138,14 +139,6 @@ def _queues(value: str | Sequence[str] | None) -> set[str]:
     return {q.strip() for q in items if q.strip()}
 
 
-def _gevent_patched() -> bool:
-    try:
-        from gevent import monkey  # type: ignore[import-untyped]  # noqa: PLC0415
-    except ImportError:
-        return False
-    return bool(monkey.is_module_patched("socket"))
-
-
 def build_env(
     database_url: str,
     redis_url: str,
@@ -171,7 +164,7 @@ def _open_store(database_url: str, concurrency: int) -> Store:
     or greenlets; a prefork child runs one): each thread keeps a write and a read
     connection, and the heartbeat thread one more."""
     store = Store(database_url, max_connections=2 * concurrency + 4)
-    if _gevent_patched():
+    if gevent_patched():
         # a greenlet per task: connections from the pool, not one per (green) thread
         store.pooled_writes = store.pooled_reads = True
     return store
@@ -193,7 +186,7 @@ def start_worker(
     ``threads``, or ``gevent`` once gevent patched the standard library, before
     anything imported it: ``smithers worker --pool gevent`` patches first thing), with
     more of Celery's worker ``options`` (``--autoscale=10,2``, ...); blocks."""
-    if pool not in POOLS or (pool == "gevent" and not _gevent_patched()):
+    if pool not in POOLS or (pool == "gevent" and not gevent_patched()):
         raise InvalidInput(
             f"pool {pool!r}: start_worker runs prefork, threads, or gevent in a process gevent patched"
         )

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from smithers.shared.errors import SmithersError
+from smithers.shared.patching import gevent_patched
 from smithers.shared.store.state import HARD_LIMIT_GRACE_S
 from smithers.workers.interrupt import Interruptible, StepInterrupted
 
@@ -79,15 +80,6 @@ class _Loop:
 
 
 _LOOP = _Loop()
-
-
-def gevent_patched() -> bool:
-    """True under gevent's patching of the standard library (``--pool gevent``)."""
-    try:
-        from gevent import monkey  # type: ignore[import-untyped]  # noqa: PLC0415 (optional)
-    except ImportError:
-        return False
-    return bool(monkey.is_module_patched("socket"))
 
 
 def is_async(fn: Callable[..., Any] | None) -> bool:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import Field
 from pydantic.config import JsonDict
 
 from smithers.shared.api.event import Event
-from smithers.shared.api.model import Resource
+from smithers.shared.api.model import Resource, Sparse
 from smithers.shared.api.run import Output, RunSummary
 from smithers.shared.status import ApprovalStatus
 
@@ -25,10 +25,9 @@ SPEC: JsonDict = {
     },
     "required": ["description", "show", "schema", "options", "default", "timeout_at"],
 }
-LISTED = ("context", "workflow")  # sent where they were loaded (listings), else absent
 
 
-class Approval(Resource):
+class Approval(Sparse):  # context and workflow: sent only where given (a listing)
     """A pending or decided approval; a listing adds `context` and `workflow`."""
 
     run_id: str
@@ -49,15 +48,6 @@ class Approval(Resource):
         None, description="Outputs of the declared upstream nodes (listings only)."
     )
     workflow: str | None = Field(None, description="The run's workflow (listings only).")
-
-    @model_serializer(mode="wrap")
-    def _listed_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """`context` and `workflow` only where they were given (as before the model)."""
-        out: dict[str, Any] = handler(self)
-        for key in LISTED:
-            if key not in self.model_fields_set:
-                out.pop(key, None)
-        return out
 
 
 class ApprovalList(Resource):

@@ -307,7 +307,8 @@ def complete(
         if not held:
             tx.emit(att.run_id, "node.succeeded", node_id=att.node_id, iteration=att.iteration)
         if loaded is not None:  # a held node's review rows are read again with it
-            loaded.stale = held or _after_result(loaded, att, AttemptState.SUCCEEDED, None, values)
+            _after_result(loaded, att, AttemptState.SUCCEEDED, None, values)
+            loaded.stale = held
     else:
         # A step its worker stopped at its deadline is timed out, as if the scheduler had.
         timed_out = (error or {}).get("code") == TIMEOUT_CODE
@@ -316,7 +317,7 @@ def complete(
         payload = {"number": att.number, **(error or {})}
         tx.emit(att.run_id, f"attempt.{state.value}", **where, payload=payload)
         if loaded is not None:
-            loaded.stale = _after_result(loaded, att, state, error, values)
+            _after_result(loaded, att, state, error, values)
     tx.wake(att.run_id)
     return True
 
@@ -352,9 +353,8 @@ def _loaded_attempt(loaded: Loaded, attempt_id: str) -> tuple[_Attempt, bool] | 
 
 def _after_result(
     loaded: Loaded, att: Any, state: AttemptState, error: dict[str, Any] | None, values: dict[str, Any]
-) -> bool:
-    """Leave ``loaded.view`` as a read after :func:`complete`'s writes would give it;
-    False (not stale)."""
+) -> None:
+    """Leave ``loaded.view`` as a read after :func:`complete`'s writes would give it."""
     view = loaded.view
     key = (att.node_id, att.iteration)
     node = view.nodes[key]
@@ -371,7 +371,6 @@ def _after_result(
     else:
         node = replace(node, attempt=attempt)
     loaded.view = replace(view, nodes={**view.nodes, key: node})
-    return False
 
 
 def _write_cache(

@@ -24,6 +24,7 @@ from smithers.shared.store import schema as s
 from smithers.shared.store.audit import AuditRecord, audit_entries
 from smithers.shared.store.store import Store
 from smithers.shared.store.tx import Tx
+from smithers.shared.ttlcache import TtlCache
 
 ACTION = re.compile(r"^[a-z][a-z0-9_.:-]{0,63}$")
 JTI = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -68,9 +69,9 @@ class ControlPlaneStore:
     def __init__(self, store: Store, policy: TtlPolicy | None = None, *, cache_s: float = 0.0) -> None:
         self.store = store
         self.policy = policy or TtlPolicy()
-        # cached(): grant rows read within cache_s (monotonic time of the read, the grant)
+        # cached(): grant rows read within cache_s
         self.cache_s = cache_s
-        self._cache: dict[str, tuple[float, Grant]] = {}
+        self._cache: TtlCache[str, Grant] = TtlCache(cache_s, CACHE_MAX)
 
     # -- grants ---------------------------------------------------------------------
 
@@ -182,17 +183,14 @@ class ControlPlaneStore:
         caller against the clock, so a cached grant still expires on time."""
         if self.cache_s <= 0:
             return self.get(jti)
-        now = time.monotonic()
-        hit = self._cache.get(jti)
-        if hit is not None and now - hit[0] < self.cache_s:
-            return hit[1]
+        hit = self._cache.fresh(jti)
+        if hit is not None:
+            return hit
         grant = self.get(jti)
         if grant is None:  # not cached: a grant recorded elsewhere is usable at once
-            self._cache.pop(jti, None)
+            self._cache.drop(jti)
             return None
-        if len(self._cache) >= CACHE_MAX:
-            self._cache.clear()
-        self._cache[jti] = (now, grant)
+        self._cache.put(jti, grant)
         return grant
 
     def forget(self) -> None:
