@@ -95,11 +95,16 @@ def cleanup(eng: Engine, client: DockerClient, worker: str) -> list[str]:
 def engine(
     docker_client: DockerClient, redis_server: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Engine, str]]:
-    """Scheduler, a step worker and a sandbox worker (bundle bound 1 MiB), for the module."""
+    """Scheduler, a step worker and a sandbox worker (bundle bound 1 MiB), for the module.
+
+    Its Redis database is its own: the tests below that start an engine of their own
+    use the private server's database 0 (``redis_url``) while this one still runs, and
+    workers of two engines on one queue take each other's messages (a message for an
+    attempt of the other store is dropped, so a retry could reach the wrong worker)."""
     workdir = tmp_path_factory.mktemp("sandbox-engine")
     eng = make_engine(
         f"sqlite:///{workdir / 'smithers.db'}",
-        redis_server,
+        f"{redis_server.rsplit('/', 1)[0]}/1",
         workdir,
         SMITHERS_SANDBOX_MAX_BUNDLE_BYTES=str(1 << 20),
     )
