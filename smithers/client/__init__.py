@@ -6,9 +6,11 @@ of it); the remote ``smithers`` command line (``SMITHERS_GATEWAY_URL``) is built
 
 from __future__ import annotations
 
-from smithers.client.client import EXCLUDED, Client, operations
+from smithers.client.api import operations
+from smithers.client.async_client import AsyncClient
+from smithers.client.client import EXCLUDED, Client
 from smithers.client.errors import ApiError, GatewayUnavailable
-from smithers.client.stream import EventStream
+from smithers.client.stream import AsyncEventStream, EventStream
 from smithers.client.types import (
     Launched,
     Ready,
@@ -50,6 +52,8 @@ __all__ = [
     "ApiError",
     "Approval",
     "ApprovalContext",
+    "AsyncClient",
+    "AsyncEventStream",
     "Attempt",
     "AuditEntry",
     "AuditTrail",
