@@ -1,4 +1,5 @@
-"""``smithers.client``: a typed client of the gateway's REST API and event streams.
+"""``smithers.client``: typed clients of the gateway's REST API and event streams,
+:class:`Client` (``httpx.Client``) and :class:`AsyncClient` (``httpx.AsyncClient``, asyncio).
 
 It talks HTTP only (an import contract keeps the store, the broker and the processes out
 of it); the remote ``smithers`` command line (``SMITHERS_GATEWAY_URL``) is built on it.

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from smithers.client import EXCLUDED, Approval, AsyncClient, Client, Event, RunDetail, operations
 from smithers.gateway.openapi import document
 from smithers.shared.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized

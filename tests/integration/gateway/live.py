@@ -17,7 +17,6 @@ from sqlalchemy import update
 
 from smithers.shared.store import Store
 from smithers.shared.store import schema as s
-
 from tests.conftest import free_port
 from tests.integration.gateway.support import KEY, ROOT, WORKFLOWS
 
