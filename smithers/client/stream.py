@@ -148,7 +148,7 @@ class Following:
         return False
 
     def error(self, response: httpx.Response) -> Exception:
-        """The refusal ``response`` (read) is, to raise."""
+        """The error a refusal ``response`` (its body read) stands for."""
         return error_from(response.status_code, response.content, response.headers.get("Retry-After"))
 
     def feed(self, line: str) -> Event | None:
@@ -168,14 +168,6 @@ class Following:
             self.closing = True  # timeout / shutdown: reconnect from self.last
             return None
         return self._take(item)
-
-    def timed_out(self) -> bool:
-        """After a read timeout: True when it was the deadline (stop), else reconnect."""
-        return self.done()
-
-    def broken(self) -> RuntimeError:
-        """The connection closed without its end frame: reconnect."""
-        return _Retry("the stream closed without its end frame")
 
     def pause(self, exc: Exception) -> float:
         """The seconds to wait before reconnecting after ``exc``; raises
@@ -243,10 +235,10 @@ class EventStream(Following):
                     elif self.closing:
                         return
         except httpx.ReadTimeout:
-            if self.timed_out():
-                return
+            if self.done():
+                return  # the deadline passed while it waited
             raise
-        raise self.broken()
+        raise _Retry("the stream closed without its end frame")
 
 
 class AsyncEventStream(Following):
@@ -280,10 +272,10 @@ class AsyncEventStream(Following):
                     elif self.closing:
                         return
         except httpx.ReadTimeout:
-            if self.timed_out():
-                return
+            if self.done():
+                return  # the deadline passed while it waited
             raise
-        raise self.broken()
+        raise _Retry("the stream closed without its end frame")
 
 
 class _Retry(RuntimeError):  # a control signal inside this module, never raised out of it
