@@ -37,6 +37,9 @@ class Endpoint(Generic[P, T]):
         self.__doc__ = build.__doc__
         self.signature = _result_signature(build)
 
+    def __repr__(self) -> str:  # what help(Client) shows for the method
+        return f"<method {self.build.__name__}{self.signature}>"
+
     @overload
     def __get__(self, obj: None, owner: type[Any]) -> Endpoint[P, T]: ...
     @overload
