@@ -1,4 +1,5 @@
-"""``smithers.client``: a typed client of the gateway's REST API and event streams.
+"""``smithers.client``: typed clients of the gateway's REST API and event streams,
+:class:`Client` (``httpx.Client``) and :class:`AsyncClient` (``httpx.AsyncClient``, asyncio).
 
 It talks HTTP only (an import contract keeps the store, the broker and the processes out
 of it); the remote ``smithers`` command line (``SMITHERS_GATEWAY_URL``) is built on it.
@@ -6,9 +7,11 @@ of it); the remote ``smithers`` command line (``SMITHERS_GATEWAY_URL``) is built
 
 from __future__ import annotations
 
-from smithers.client.client import EXCLUDED, Client, operations
+from smithers.client.api import operations
+from smithers.client.async_client import AsyncClient
+from smithers.client.client import EXCLUDED, Client
 from smithers.client.errors import ApiError, GatewayUnavailable
-from smithers.client.stream import EventStream
+from smithers.client.stream import AsyncEventStream, EventStream
 from smithers.client.types import (
     Launched,
     Ready,
@@ -50,6 +53,8 @@ __all__ = [
     "ApiError",
     "Approval",
     "ApprovalContext",
+    "AsyncClient",
+    "AsyncEventStream",
     "Attempt",
     "AuditEntry",
     "AuditTrail",

@@ -4,29 +4,32 @@ gateway with no gap and no duplicate, and its coverage of the OpenAPI document."
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
 
-from smithers.client import EXCLUDED, Approval, Client, Event, RunDetail, operations
+from smithers.client import EXCLUDED, Approval, AsyncClient, Client, Event, RunDetail, operations
 from smithers.gateway.openapi import document
 from smithers.shared.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from smithers.shared.status import ApprovalStatus, NodeStatus, RunStatus
 from smithers.shared.store import Store
-from smithers.shared.store import schema as s
 from smithers.shared.store.queries import get_run
 from tests.integration.conftest import Engine
-from tests.integration.gateway.live import LiveGateway, base_env, issue
+from tests.integration.gateway.live import LiveGateway, base_env, issue, write_events
 
 pytestmark = pytest.mark.timeout(240)
 METHODS = ("get", "post", "put", "patch", "delete")
 
 
-def test_every_operation_of_the_document_has_a_client_method_or_a_reason() -> None:
+@pytest.mark.parametrize("client", [Client, AsyncClient])
+def test_every_operation_of_the_document_has_a_client_method_or_a_reason(
+    client: type[Client] | type[AsyncClient],
+) -> None:
     # given the gateway's OpenAPI document and the client's operations
     ops = {
         op["operationId"]: (method, path)
@@ -34,14 +37,47 @@ def test_every_operation_of_the_document_has_a_client_method_or_a_reason() -> No
         for method, op in item.items()
         if method in METHODS
     }
-    covered = operations()
+    covered = operations(client)
     # then every operation has a method, or is excluded with a reason; nothing else
     missing = set(ops) - set(covered) - set(EXCLUDED)
-    assert not missing, f"operations without a client method: {sorted(missing)}"
+    assert not missing, f"operations without a {client.__name__} method: {sorted(missing)}"
     assert not set(covered) - set(ops), "client methods for operations the document lacks"
     assert not set(covered) & set(EXCLUDED)
     assert all(len(reason) > 20 for reason in EXCLUDED.values())
     assert set(EXCLUDED) <= set(ops), "an exclusion for an operation that is gone"
+
+
+def _public(api: object) -> dict[str, inspect.Signature]:
+    return {
+        name: inspect.signature(getattr(api, name))
+        for name in dir(api)
+        if not name.startswith("_") and callable(getattr(api, name))
+    }
+
+
+def test_the_async_client_has_every_method_of_the_sync_one_as_a_coroutine() -> None:
+    # given both clients
+    sync, aio = Client("http://127.0.0.1:9"), AsyncClient("http://127.0.0.1:9")
+    plumbing = {"close", "aclose", "bind"}
+    # then they have the same methods with the same parameters and results
+    sync_methods, async_methods = _public(sync), _public(aio)
+    assert set(sync_methods) - plumbing == set(async_methods) - plumbing
+    for name in set(operations(Client).values()) | {"approve", "deny", "iter_runs", "request", "send"}:
+        sync_sig, async_sig = sync_methods[name], async_methods[name]
+        assert sync_sig.parameters.keys() == async_sig.parameters.keys(), name
+        method = getattr(aio, name)
+        if name.startswith("follow_"):  # a stream: async for
+            assert async_sig.return_annotation == "AsyncEventStream", name
+        elif name == "iter_runs":  # pages: async for
+            assert (
+                inspect.isasyncgenfunction(method)
+                and async_sig.return_annotation == "AsyncIterator[RunSummary]"
+            )
+        else:  # a request: await, with the same typed result
+            assert inspect.iscoroutinefunction(method), name
+            assert sync_sig.return_annotation == async_sig.return_annotation, name
+    sync.close()
+    asyncio.run(aio.aclose())
 
 
 @pytest.fixture
@@ -195,33 +231,6 @@ def test_refusals_are_the_errors_of_their_family(live: LiveGateway) -> None:
             list(anonymous.follow_run("same"))
 
 
-def _writer(
-    store: Store, run_id: str, finish: threading.Event, stop: threading.Event, written: list[int]
-) -> threading.Thread:
-    """Append events to the run until ``finish``, then end it (run.succeeded), as a worker
-    would; ``written[0]`` is the last seq written."""
-
-    def write() -> None:
-        for i in range(5000):
-            if stop.is_set():
-                return
-            if finish.is_set():
-                break
-            with store.write() as tx:
-                tx.emit(run_id, "node.progress", payload={"i": i})
-            written[0] = i + 2  # run.launched is seq 1
-            time.sleep(0.015)
-        with store.write() as tx:
-            tx.conn.execute(
-                update(s.runs).where(s.runs.c.run_id == run_id).values(status="succeeded", finished_at=tx.now)
-            )
-            tx.emit(run_id, "run.succeeded")
-
-    thread = threading.Thread(target=write, daemon=True)
-    thread.start()
-    return thread
-
-
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_following_survives_kill_9_of_the_gateway_with_no_gap_and_no_duplicate(
     kind: str, tmp_path: Path, redis_url: str, request: pytest.FixtureRequest
@@ -238,7 +247,7 @@ def test_following_survives_kill_9_of_the_gateway_with_no_gap_and_no_duplicate(
         run_id = api.launch_run("t-chain", run_id="long-1").run.run_id
         written = [1]
         finish = threading.Event()
-        writer = _writer(store, run_id, finish, stop, written)
+        writer = write_events(store, run_id, finish, stop, written)
         stream = api.follow_run(run_id, timeout_s=120, reconnect_for_s=60)
 
         # when the gateway is killed -9 mid-stream, once early and once after the client

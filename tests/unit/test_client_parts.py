@@ -3,6 +3,7 @@ profile files (0600 whatever the umask), and the remote target of an environment
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from smithers.cli import profiles
 from smithers.client.errors import ApiError, GatewayUnavailable, error_from
-from smithers.client.stream import frames
+from smithers.client.stream import Following, frames
 from smithers.shared.errors import (
     BrokerUnavailable,
     Forbidden,
@@ -42,6 +43,44 @@ def test_sse_lines_become_frames_and_comments() -> None:
     assert out[2] is None  # the keep-alive
     assert out[3] is not None and out[3].event == "end"
     assert len(out) == 4
+
+
+def _event_lines(seq: int) -> list[str]:
+    data = {
+        "run_id": "r",
+        "seq": seq,
+        "feed_id": seq,
+        "type": "node.progress",
+        "node_id": None,
+        "iteration": None,
+        "attempt_id": None,
+        "payload": {},
+        "created_at": 0.0,
+    }
+    return [f"id: {seq}", f"data: {json.dumps(data)}", ""]
+
+
+def test_following_drops_a_duplicate_and_reconnects_from_the_last_seq_on_a_gap() -> None:
+    # given a follower of a run that already saw seq 1
+    follow = Following("/v1/runs/r/events", after=1)
+    headers, _ = follow.request()
+    assert headers["Last-Event-ID"] == "1" and follow.connects == 1
+    # when the connection sends 1 again, then 2, then skips to 4
+    got = [follow.feed(line) for line in [*_event_lines(1), *_event_lines(2)]]
+    # then 1 is dropped, 2 comes out, and 4 makes it reconnect from 2
+    assert [e.seq for e in got if e is not None] == [2] and follow.last == 2
+    with pytest.raises(RuntimeError, match="seq 4 after 2"):
+        for line in _event_lines(4):
+            follow.feed(line)
+    assert follow.request()[0]["Last-Event-ID"] == "2"
+    # and a final end frame ends it; a timeout end only closes this connection
+    for line in ["event: end", 'data: {"reason": "timeout", "last_id": 2}', ""]:
+        follow.feed(line)
+    assert follow.closing and follow.end is None
+    follow.request()
+    for line in ["event: end", 'data: {"reason": "terminal", "last_id": 2}', ""]:
+        follow.feed(line)
+    assert follow.closing and follow.end is not None and follow.end.reason == "terminal"
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+from sqlalchemy import update
+
+from smithers.shared.store import Store
+from smithers.shared.store import schema as s
 from tests.conftest import free_port
 from tests.integration.gateway.support import KEY, ROOT, WORKFLOWS
 
@@ -120,3 +125,30 @@ class LiveGateway:
 
     def output(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("gateway-*.log")))
+
+
+def write_events(
+    store: Store, run_id: str, finish: threading.Event, stop: threading.Event, written: list[int]
+) -> threading.Thread:
+    """Append events to the run until ``finish``, then end it (run.succeeded), as a worker
+    would; ``written[0]`` is the last seq written."""
+
+    def write() -> None:
+        for i in range(5000):
+            if stop.is_set():
+                return
+            if finish.is_set():
+                break
+            with store.write() as tx:
+                tx.emit(run_id, "node.progress", payload={"i": i})
+            written[0] = i + 2  # run.launched is seq 1
+            time.sleep(0.015)
+        with store.write() as tx:
+            tx.conn.execute(
+                update(s.runs).where(s.runs.c.run_id == run_id).values(status="succeeded", finished_at=tx.now)
+            )
+            tx.emit(run_id, "run.succeeded")
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    return thread
