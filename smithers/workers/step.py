@@ -368,7 +368,13 @@ def _start(env: WorkerEnv, attempt_id: str, after: int | None) -> Claim | None:
     with env.store.read() as conn:
         c = peek(conn, attempt_id, time.time(), after)
         owner = (c.workflow, c.module_revision) if c is not None else revision_of(conn, attempt_id)
-    if owner is not None and not holds(env.registry, *owner):
+    if owner is None:
+        # Nothing to claim. Its run was deleted, or the message is another store's: two
+        # deployments whose workers share a broker database take each other's messages.
+        log.warning("attempt %s is not in this store (its run deleted, or a message of another "
+                    "deployment sharing this broker database?): dropped", attempt_id)  # fmt: skip
+        return None
+    if not holds(env.registry, *owner):
         # Another revision's step (a message from before a deploy or a migration): this
         # code must not run it. Left queued, it is re-sent to its revision's queue.
         log.warning("attempt %s: revision %s of %r is not held here; left for its holders", attempt_id,

@@ -81,3 +81,23 @@ def test_a_worker_that_died_without_leaving_drops_the_broker_epoch(database_url:
     finally:
         broker.close()
         store.close()
+
+
+def test_a_message_for_an_attempt_this_store_lacks_is_dropped_with_a_warning(
+    engine_factory: Any, database_url: str
+) -> None:
+    # given a worker, and a step message for an attempt its store does not have (a
+    # deleted run's, or another deployment's on the same broker database)
+    eng: Engine = engine_factory(database_url)
+    eng.scheduler()
+    eng.worker()
+    eng.broker.send_step("att-of-another-store", "steps")
+
+    # then the worker says why it dropped it
+    log = eng.logs / "worker.log"
+    deadline = time.time() + 30
+    while "att-of-another-store is not in this store" not in (log.read_text() if log.exists() else ""):
+        assert time.time() < deadline, f"no warning in {log}"
+        time.sleep(0.1)
+    # and goes on consuming: a run launched after it finishes
+    assert eng.wait(eng.launch("t-long-chain", decide=True), timeout=60).status is RunStatus.SUCCEEDED
