@@ -34,7 +34,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import select  # noqa: E402
+from sqlalchemy import select, text  # noqa: E402
 
 from smithers.shared import operations  # noqa: E402
 from smithers.shared.broker import Broker  # noqa: E402
@@ -46,6 +46,8 @@ from smithers.shared.store import schema as s  # noqa: E402
 from smithers.shared.store.advance import Decider  # noqa: E402
 from smithers.shared.store.queries import get_run, outputs_for  # noqa: E402
 
+# the backends of this database (pooled: they live as long as the engine's processes)
+BACKENDS = text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
 TERMINAL = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
 
 
@@ -199,9 +201,17 @@ class Engine:
 
     def cpu(self) -> dict[str, float]:
         """:func:`cpu_now` with ``redis`` the CPU of this engine's Redis server alone (on a
-        shared host other ``redis-server`` processes come and go)."""
+        shared host other ``redis-server`` processes come and go) and, on PostgreSQL,
+        ``postgres_db`` that of the server's backends connected to this engine's database
+        (``postgres`` counts every server process on the host, other databases' too;
+        the server's shared background processes are in neither)."""
         server = int(self.broker.redis.info("server")["process_id"])  # type: ignore[index]
-        return cpu_now(self.procs) | {"redis": pid_cpu(server)}
+        found = cpu_now(self.procs) | {"redis": pid_cpu(server)}
+        if self.store.url.startswith("postgresql"):
+            with self.store.read() as conn:
+                pids = conn.execute(BACKENDS).scalars().all()
+            found["postgres_db"] = sum(pid_cpu(int(pid)) for pid in pids)
+        return found
 
     def close(self) -> None:
         for p in self.procs.values():

@@ -10,8 +10,9 @@ up, then for each width runs ``b-wide<width>`` (a first step,
 ``--min-steps`` steps have completed, and prints the wall time, steps/s and the CPU
 per completed step of each process: the scheduler, the worker (its Celery parent and
 prefork children), the launcher (this process: its launches and its polls of the
-store), Redis and, on PostgreSQL, every ``postgres`` process. The sum of those is
-``total``. A run wider than ``SMITHERS_DECIDE_MAX_NODES`` (500 by default) is decided
+store), Redis and, on PostgreSQL, the server's backends connected to the bench's
+database. The sum of those is ``total``; ``postgres_host`` (every ``postgres`` process on
+the host, other databases' and the shared background processes too) is printed apart. A run wider than ``SMITHERS_DECIDE_MAX_NODES`` (500 by default) is decided
 by the scheduler in batches, a narrower one by its writers, so only the total
 compares the widths. The yardstick is the first width, measured in the same run; the
 last line is machine-readable: ``cpu_ms_<width>=`` the total CPU per step, and
@@ -47,9 +48,11 @@ def one_width(engine: Engine, width: int, min_steps: int, postgres: bool) -> dic
     wall = time.time() - t0
     after = engine.cpu()
     steps = runs * steps_per_run
-    names = {**PROCESSES, **({"postgres": "postgres"} if postgres else {})}
+    names = {**PROCESSES, **({"postgres_db": "postgres"} if postgres else {})}
     per_step = {label: (after[key] - before[key]) * 1000 / steps for key, label in names.items()}
     per_step["total"] = sum(per_step.values())
+    if postgres:  # every server process on the host, other databases' work too: not in the total
+        per_step["postgres_host"] = (after["postgres"] - before["postgres"]) * 1000 / steps
     print(
         f"width {width}: {runs} run(s), {steps} steps in {wall:.2f}s ({steps / wall:.0f} steps/s); "
         "cpu per step: " + ", ".join(f"{k} {v:.3f} ms" for k, v in per_step.items()),

@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 from functools import cached_property
@@ -67,6 +68,7 @@ class Scheduler:
         self._forward: dict[str, set[str]] = {}  # revision -> runs woken here but not held
         self._gated: list[str] = []  # runs of a batch at flow gates, decided at its end
         self.pacing = Pacing()  # a wide run is decided once per batch of completions
+        self._in_flight = 0  # what the last decision left in flight (for the pacing)
         self._retention_at = 0.0  # when the next retention pass is due (time.time())
         self._traced: dict[str, Any] = {}  # run -> its decision's trace context (tracing on)
         # Runs due before the next sweep, so a short backoff or lease is kept on time
@@ -173,7 +175,7 @@ class Scheduler:
                 cpu = time.thread_time()
                 wake_at = self._decide(tx, run_id, messages)
                 ended = time.perf_counter()
-                self.pacing.decided(run_id, time.time(), time.thread_time() - cpu)
+                self.pacing.decided(run_id, time.time(), time.thread_time() - cpu, self._in_flight)
                 done += 1
                 if wake_at is not None and wake_at <= tx.now:
                     again.append(run_id)
@@ -208,6 +210,7 @@ class Scheduler:
     def _decide(self, tx: Tx, run_id: str, messages: list[Message], *, gate: bool = False) -> float | None:
         """Load, decide and apply one run inside ``tx``; returns when to look again.
         A run at flow gates is put aside (``_gated``) unless ``gate``."""
+        self._in_flight = 0
         done = advance(tx, run_id, self._holds, self.decision_config, gate=gate)
         if done.gated:
             self._gated.append(run_id)
@@ -221,6 +224,7 @@ class Scheduler:
             return None
         messages.extend(done.messages)
         self._traced[run_id] = done.trace
+        self._in_flight = done.in_flight
         return done.wake_at
 
     def _holds(self, workflow: str, revision: str) -> Workflow | None:
@@ -339,7 +343,7 @@ class Scheduler:
                 except SmithersError as exc:
                     log.warning("could not announce held revisions: %s", exc.message)
                 last_announce = time.time()
-            ids: set[str] = set()
+            ids: Counter[str] = Counter()  # run -> its wake-ups (a wide run's: its completions)
             timeout = interval
             soonest = [t for t in (self.pacing.next_at(), self.timers.next_at(), self.ticker.next_at()) if t]
             if soonest:

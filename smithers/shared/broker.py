@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -148,8 +149,9 @@ class Broker:
         except redis.RedisError as exc:
             log.warning("wake-up not handed on (%s); the holder's sweep will find the run", exc)
 
-    def wait(self, timeout_s: float, batch: int = 500, revisions: Iterable[str] = ()) -> set[str]:
-        """Every run id queued so far (up to ``batch`` a list), blocking up to ``timeout_s`` for one.
+    def wait(self, timeout_s: float, batch: int = 500, revisions: Iterable[str] = ()) -> Counter[str]:
+        """Every run id queued so far (up to ``batch`` a list) with how many times it was,
+        blocking up to ``timeout_s`` for one.
 
         The lists are the plain wake-up list and, for each of ``revisions``, that
         revision's own (:func:`smithers.shared.keys.wake_key`). A non-blocking
@@ -160,14 +162,14 @@ class Broker:
         """
         keys = [WAKE_KEY, *sorted({wake_key(r) for r in revisions})]
         popped: Any = self._waiter.call(*[("LPOP", key, batch) for key in keys])
-        found = {v.decode() for values in popped if values for v in values}
+        found = Counter(v.decode() for values in popped if values for v in values)
         if found:
             return found
         timeout = min(max(timeout_s, 0.01), MAX_BLOCK_S)
         first: Any = self._waiter.call(("BLPOP", *keys, f"{timeout:.3f}"))[0]
         if first is None:
-            return set()
-        return {first[1].decode()}
+            return Counter()
+        return Counter([first[1].decode()])
 
     def send_step(
         self, attempt_id: str, queue: str, time_limit: float | None = None, label: str = ""

@@ -21,7 +21,7 @@ from smithers.shared.keys import WAKE_KEY
 from smithers.shared.registry import Registry
 from smithers.shared.store import Store
 from smithers.shared.store import schema as s
-from smithers.shared.store.advance import decide_loaded
+from smithers.shared.store.advance import advance, decide_loaded
 from smithers.shared.store.attempts import claim, complete, heartbeat
 from smithers.shared.store.feed import number_now
 from smithers.shared.store.migrate import MIGRATIONS
@@ -585,4 +585,38 @@ def test_a_first_release_file_gets_the_cache_columns_it_lacked(database_url: str
         assert conn.execute(select(func.count()).select_from(s.cache_entries)).scalar_one() == 0
     assert [tuple(k) for k in keys] == [("first-gen", None)]
     assert store.migrate() == max(MIGRATIONS)  # idempotent
+    store.close()
+
+
+def test_a_decision_says_how_many_node_executions_it_left_in_flight(database_url: str) -> None:
+    # given a fan-out of three leaves after a first step, and its launch
+    wf = Workflow("fan3")
+
+    @wf.task()
+    def first(ctx: object) -> int:
+        return 1
+
+    for leaf in ("x", "y", "z"):
+        wf.task(leaf, after=[first])(lambda ctx: 2)
+    reg = Registry()
+    reg.register(wf, "tests", "rev1")
+    store = Store(database_url)
+    store.migrate()
+    operations.launch(
+        store, None, reg, workflow="fan3", run_input={}, run_id="f", launched_by="t", deployment_version="v"
+    )
+
+    def decide() -> int:
+        with store.write() as tx:
+            return advance(tx, "f", lambda _w, _r: wf, DecisionConfig()).in_flight
+
+    # when it is decided: the first step is in flight (just dispatched)
+    assert decide() == 1
+    assert decide() == 1  # decided again: still queued, not sent twice
+    # when the first step succeeded: the three leaves are
+    with store.read() as conn:
+        attempt_id = conn.execute(select(s.attempts.c.attempt_id)).scalar_one()
+    with store.write() as tx:
+        assert complete(tx, attempt_id, None, ok=True, output=1, worker="w")
+    assert decide() == 3
     store.close()

@@ -5,6 +5,7 @@ uses a SQLite file for the transaction a batch runs in)."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -44,6 +45,45 @@ def test_the_wait_is_capped() -> None:
 
     assert pacing.due({"huge"}, NOW + MAX_BATCH_DELAY_S - 0.01) == []
     assert pacing.due(set(), NOW + MAX_BATCH_DELAY_S) == ["huge"]
+
+
+def test_a_wide_run_in_flight_waits_for_a_batch_of_completions_not_only_for_time() -> None:
+    # given a decision of 20 ms that left 1,000 node executions in flight: it is worth
+    # 40 completions (0.5 ms of decision per completion)
+    pacing = Pacing()
+    pacing.decided("wide", NOW, 0.02, in_flight=1000)
+
+    # when 10 have reported after its spacing (80 ms) has passed: it waits on
+    assert pacing.due(Counter({"wide": 10}), NOW + 0.1) == []
+    assert pacing.next_at() == NOW + MAX_BATCH_DELAY_S
+    # then once 40 have: it is due
+    assert pacing.due(Counter({"wide": 30}), NOW + 0.2) == ["wide"]
+
+
+def test_completions_reported_early_still_wait_for_the_spacing() -> None:
+    pacing = Pacing()
+    pacing.decided("wide", NOW, 0.02, in_flight=1000)
+
+    assert pacing.due(Counter({"wide": 50}), NOW + 0.01) == []
+    assert pacing.next_at() == NOW + 0.08
+    assert pacing.due(set(), NOW + 0.08) == ["wide"]
+
+
+def test_a_run_with_few_left_in_flight_waits_for_half_of_them() -> None:
+    # the end of a fan-out: 3 in flight, so 2 completions make it due, not 40
+    pacing = Pacing()
+    pacing.decided("wide", NOW, 0.02, in_flight=3)
+
+    assert pacing.due(Counter({"wide": 1}), NOW + 0.1) == []
+    assert pacing.due(Counter({"wide": 1}), NOW + 0.11) == ["wide"]
+
+
+def test_a_run_whose_completions_do_not_come_is_decided_at_the_cap() -> None:
+    pacing = Pacing()
+    pacing.decided("wide", NOW, 0.02, in_flight=1000)
+
+    assert pacing.due(Counter({"wide": 1}), NOW + 1.0) == []
+    assert pacing.due(set(), NOW + MAX_BATCH_DELAY_S) == ["wide"]
 
 
 def test_a_run_whose_decision_became_cheap_is_no_longer_delayed() -> None:

@@ -25,7 +25,7 @@ from smithers.shared.actions import (
 )
 from smithers.shared.decision import decide
 from smithers.shared.registry import Registry
-from smithers.shared.status import RunStatus
+from smithers.shared.status import NodeStatus, RunStatus
 from smithers.shared.store import children as children_store
 from smithers.shared.store import flow as flow_store
 from smithers.shared.store import signals as signals_store
@@ -60,6 +60,7 @@ class Advanced:
     near: bool = False  # due again within NEAR_WAKE_S: send a wake-up after commit
     status: RunStatus | None = None  # the run's status once decided, if the decision set it
     gated: bool = False  # not decided: it must pass its flow gates, with ``gate`` (below)
+    in_flight: int = 0  # node executions queued or running once decided (the scheduler's pacing)
 
 
 def decide_loaded(
@@ -169,7 +170,14 @@ def advance(
     near = decision.wake_at is not None and decision.wake_at < tx.now + NEAR_WAKE_S
     if near:
         tx.woken.add(run_id)  # a wake-up only: the run's wake time stays the decision's
-    return Advanced(True, messages, decision.wake_at, row.workflow, row.module_revision, trace, near, status)
+    in_flight = len(sent) + sum(1 for n in view.nodes.values() if n.status in IN_FLIGHT)
+    return Advanced(
+        True, messages, decision.wake_at, row.workflow, row.module_revision, trace, near, status,
+        in_flight=in_flight,
+    )  # fmt: skip
+
+
+IN_FLIGHT = frozenset({NodeStatus.QUEUED, NodeStatus.RUNNING})
 
 
 MAX_DEPTH = 8  # parent <-> child hops one transaction decides (nesting deeper: the scheduler)
