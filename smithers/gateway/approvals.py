@@ -19,6 +19,7 @@ from apiflask import APIBlueprint
 from flask import request
 from sqlalchemy import Connection
 
+from smithers.gateway.apidoc import AUTH, NODE_ID_PARAM, PAGE, RUN_ID_PARAM, errors, param, reads
 from smithers.gateway.auth import principal, requires
 from smithers.gateway.body import check_query, check_run_id, query_choice, query_int
 from smithers.gateway.models import DecisionRequest
@@ -32,6 +33,7 @@ from smithers.shared.status import ApprovalStatus
 from smithers.shared.store import ApprovalRecord
 from smithers.shared.store.queries import approvals as approvals_query
 from smithers.shared.store.queries import get_run, outputs_for
+from smithers.shared.store.runs import RUN_ID
 from smithers.shared.workflow import NODE_ID
 
 bp = APIBlueprint("approvals", __name__)
@@ -69,7 +71,25 @@ def _context(conn: Connection, record: ApprovalRecord) -> dict[str, Any]:
 
 @bp.get("/v1/approvals")
 @requires(Scope.APPROVAL_READ)
-@bp.output(ApprovalList)
+@bp.output(ApprovalList, description="Approvals, oldest request first.")
+@bp.doc(summary="List approvals", operation_id="listApprovals", responses=errors(*AUTH, 503))
+@reads(
+    param(
+        "status",
+        "query",
+        {"type": "string", "enum": [s.value for s in ApprovalStatus]},
+        "Default pending (of runs that have not ended).",
+    ),
+    param("run_id", "query", {"type": "string", "pattern": RUN_ID.pattern}, "Only this run's."),
+    param("limit", "query", PAGE, "At most this many."),
+    param(
+        "order",
+        "query",
+        {"type": "string", "enum": list(ORDERS)},
+        "`oldest` request first (default), most `urgent` first (the earliest escalation"
+        " or timeout), or `newest` decision first.",
+    ),
+)
 def index() -> ApprovalList:
     """Approvals by status (pending by default), oldest request first or most urgent first."""
     check_query(("status", "run_id", "limit", "order"))
@@ -105,7 +125,17 @@ def _run_filter() -> str | None:
 @bp.post("/v1/runs/<run_id>/approvals/<node_id>")
 @requires(Scope.APPROVAL_SUBMIT)
 @bp.input(DecisionRequest, arg_name="body")
-@bp.output(Approval)
+@bp.output(Approval, description="The decision was recorded.")
+@bp.doc(
+    summary="Approve or deny a pending approval",
+    operation_id="decideApproval",
+    description="The decider is the token's subject. Where the approval names an owner, only the"
+    " owner decides, or the fallback owner once the escalation time has passed (else 403)."
+    " A `payload` must match what the approval declares (`spec.schema`, a JSON Schema subset,"
+    " or one of `spec.options`); approving such an approval needs one (else 400).",
+    responses=errors(*AUTH, 404, 409, 413, 503),
+)
+@reads(RUN_ID_PARAM, NODE_ID_PARAM)
 def decide(run_id: str, node_id: str, body: DecisionRequest) -> Approval:
     """Record the caller's decision on a pending approval."""
     check_run_id(run_id)

@@ -19,6 +19,7 @@ from typing import Any
 from apiflask import APIBlueprint
 from sqlalchemy import Connection
 
+from smithers.gateway.apidoc import AUTH, CURSOR, PAGE, RUN_ID_PARAM, errors, param, reads
 from smithers.gateway.approvals import approval_json
 from smithers.gateway.auth import principal, requires
 from smithers.gateway.body import check_query, check_run_id, query_int
@@ -42,7 +43,24 @@ def holds(approval: ApprovalRecord, subject: str) -> bool:
 
 @bp.get("/v1/runs/<run_id>/approval-context")
 @requires(Scope.APPROVAL_READ)
-@bp.output(ApprovalContext)
+@bp.output(ApprovalContext, description="The run as its approver sees it.")
+@bp.doc(
+    summary="Read what an approver decides on",
+    operation_id="approvalContext",
+    description="For a token that holds a pending approval of the run (the approval names"
+    " no owner, or names the token's subject as its owner or fallback owner): the run's"
+    " summary and input, those pending approvals with their declaration, the outputs of"
+    " the nodes each shows (or, declaring none, comes after), and the run's events in seq"
+    " order, paged by `after_seq` (`next_after_seq` is the next page's). No `run:read`"
+    " needed; any other run, existing or not, is 403. With `run:read` as well: every"
+    " pending approval of any run (404 for a run that does not exist).",
+    responses=errors(*AUTH, 404, 503),
+)
+@reads(
+    RUN_ID_PARAM,
+    param("after_seq", "query", CURSOR, "Events after this seq (default 0)."),
+    param("limit", "query", PAGE, "At most this many events (default 200)."),
+)
 def context(run_id: str) -> ApprovalContext:
     """The run as its approver sees it; ``after_seq`` and ``limit`` page its events."""
     check_run_id(run_id)

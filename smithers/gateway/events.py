@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from apiflask import APIBlueprint
 from flask import Response, request
 
+from smithers.gateway.apidoc import AUTH, CURSOR, LAST_EVENT_ID, RUN_ID_PARAM, SSE, errors, param, reads
 from smithers.gateway.auth import requires
 from smithers.gateway.body import check_query, check_run_id, parse_int, query_int
 from smithers.gateway.services import services
@@ -44,6 +45,15 @@ def _sse(body: Iterable[bytes]) -> Response:
 
 @bp.get("/v1/runs/<run_id>/events")
 @requires(Scope.RUN_READ)
+@bp.doc(
+    summary="Follow a run's events (Server-Sent Events)",
+    operation_id="runEvents",
+    description="`id:` is the run's seq. Resume with `Last-Event-ID` or `after_seq`: no gap, no"
+    " duplicate. The stream ends with an `end` event once the run is terminal and every event"
+    " was sent; comment lines keep it alive while idle.",
+    responses={200: SSE, **errors(*AUTH, 404, 503)},
+)
+@reads(RUN_ID_PARAM, param("after_seq", "query", CURSOR, "Start after this seq (default 0)."), LAST_EVENT_ID)
 def run_events(run_id: str) -> Response:
     """A run's events from ``seq > cursor``; ends once the run is terminal and sent."""
     check_run_id(run_id)
@@ -61,6 +71,15 @@ def run_events(run_id: str) -> Response:
 
 @bp.get("/v1/events")
 @requires(Scope.RUN_READ)
+@bp.doc(
+    summary="Follow every run's events in commit order (Server-Sent Events)",
+    operation_id="allEvents",
+    description="`id:` is the event's feed id, allocated in commit order (on PostgreSQL"
+    " shortly after the commit; until then the event's `feed_id` is `null` where it is"
+    " shown and this stream has not sent it). Resume with `Last-Event-ID` or `after_feed_id`.",
+    responses={200: SSE, **errors(*AUTH, 503)},
+)
+@reads(param("after_feed_id", "query", CURSOR, "Start after this feed id (default 0)."), LAST_EVENT_ID)
 def all_events() -> Response:
     """Every run's events in commit order from ``feed_id > cursor``."""
     check_query(("after_feed_id",))

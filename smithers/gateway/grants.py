@@ -11,6 +11,7 @@ import time
 from apiflask import APIBlueprint
 from flask import request
 
+from smithers.gateway.apidoc import AUTH, errors, param, reads
 from smithers.gateway.auth import mint, principal, require_minting, requires
 from smithers.gateway.body import check_query, query_choice
 from smithers.gateway.models import Empty, GrantRequest
@@ -26,7 +27,8 @@ bp = APIBlueprint("grants", __name__, url_prefix="/v1/grants")
 @bp.post("")
 @requires(Scope.ADMIN)
 @bp.input(GrantRequest, arg_name="body")
-@bp.output(IssuedGrant, status_code=201)
+@bp.output(IssuedGrant, status_code=201, description="The grant and its token (shown only once).")
+@bp.doc(summary="Issue a grant", operation_id="issueGrant", responses=errors(*AUTH, 409, 413, 503))
 def issue(body: GrantRequest) -> IssuedGrant:
     """Issue a grant and return it with its token."""
     require_minting()  # before the row: a public-key-only gateway writes nothing
@@ -45,7 +47,17 @@ def issue(body: GrantRequest) -> IssuedGrant:
 
 @bp.get("")
 @requires(Scope.ADMIN)
-@bp.output(GrantList)
+@bp.output(GrantList, description="Grants, newest first.")
+@bp.doc(summary="List grants", operation_id="listGrants", responses=errors(*AUTH, 503))
+@reads(
+    param(
+        "subject",
+        "query",
+        {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.@:+-]{0,127}$"},
+        "Only this subject's.",
+    ),
+    param("state", "query", {"type": "string", "enum": ["active", "all"]}, "Default all."),
+)
 def index() -> GrantList:
     """Grants, newest first; ``state=active`` leaves out revoked and expired ones."""
     check_query(("subject", "state"))
@@ -63,7 +75,9 @@ def index() -> GrantList:
 @bp.post("/<jti>/revoke")
 @requires(Scope.ADMIN)
 @bp.input(Empty, arg_name="body")
-@bp.output(RevokedGrant)
+@bp.output(RevokedGrant, description="Revoked (again is a no-op).")
+@bp.doc(summary="Revoke a grant", operation_id="revokeGrant", responses=errors(*AUTH, 404, 413, 503))
+@reads(param("jti", "path", {"type": "string", "pattern": JTI.pattern}, "The grant."))
 def revoke(jti: str, body: Empty) -> RevokedGrant:
     """Revoke a grant at once (revoking twice is a no-op)."""
     if not JTI.fullmatch(jti):

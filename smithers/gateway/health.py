@@ -8,22 +8,29 @@ from __future__ import annotations
 from apiflask import APIBlueprint
 from flask import Response, jsonify
 
+from smithers.gateway.apidoc import Responses, reply, text
 from smithers.gateway.services import services
-from smithers.shared.api import Health, Ready
+from smithers.shared.api import Health, NotReady, Ready
 from smithers.shared.errors import MetricsUnavailable, SmithersError
 
 bp = APIBlueprint("health", __name__)
 
 
 @bp.get("/healthz")
-@bp.output(Health)
+@bp.output(Health, description="The process answers.")
+@bp.doc(summary="Liveness", operation_id="healthz")
 def healthz() -> Health:
     """The process answers."""
     return Health(status="ok")
 
 
 @bp.get("/readyz")
-@bp.output(Ready)
+@bp.output(Ready, description="Ready.")
+@bp.doc(
+    summary="Readiness: the store and the broker answer",
+    operation_id="readyz",
+    responses=Responses({503: reply(NotReady, "Not ready.")}),
+)
 def readyz() -> Ready | Response:
     """200 when the store answers a query, the broker a PING and the metrics can be
     written, else 503."""
@@ -50,6 +57,11 @@ def readyz() -> Ready | Response:
 
 
 @bp.get("/metrics")
+@bp.doc(
+    summary="Prometheus metrics",
+    operation_id="metrics",
+    responses=Responses({200: text(("text/plain",), "Prometheus text format.")}),
+)
 def metrics() -> Response:
     """Prometheus text exposition; 503 when the metrics path is broken."""
     problem = services().metrics.problem()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from apiflask import APIBlueprint
 
+from smithers.gateway.apidoc import AUTH, RUN_ID_PARAM, errors, reads
 from smithers.gateway.auth import principal, requires
 from smithers.gateway.body import check_run_id
 from smithers.gateway.models import ForkRequest, ReplayRequest, RewindRequest
@@ -27,7 +28,15 @@ bp = APIBlueprint("history", __name__, url_prefix="/v1/runs")
 
 @bp.get("/<run_id>/audit")
 @requires(Scope.RUN_READ)
-@bp.output(AuditTrail)
+@bp.output(AuditTrail, description="Events, audit-log and time-travel rows.")
+@bp.doc(
+    summary="A run's whole audit trail in time order",
+    operation_id="runAudit",
+    description="Launch, every event, approval and review decisions with actor and note, time"
+    " travel, deletion. Rows that outlive a deleted run are still listed.",
+    responses=errors(*AUTH, 404, 503),
+)
+@reads(RUN_ID_PARAM)
 def audit(run_id: str) -> AuditTrail:
     """The run's whole trail in time order (also after the run was deleted)."""
     check_run_id(run_id)
@@ -72,7 +81,15 @@ def _travel(
 @bp.post("/<run_id>/rewind")
 @requires(Scope.RUN_WRITE)
 @bp.input(RewindRequest, arg_name="body")
-@bp.output(TimeTravelResult)
+@bp.output(TimeTravelResult, description="Done; audited before and after.")
+@bp.doc(
+    summary="Rewind a run to before a node",
+    operation_id="rewindRun",
+    description="Needs `run:write` and the run's launcher, or `admin` as well; `confirm: true`"
+    " is required. 409 while another time-travel call on the run is in progress.",
+    responses=errors(*AUTH, 404, 409, 413, 503),
+)
+@reads(RUN_ID_PARAM)
 def rewind(run_id: str, body: RewindRequest) -> tuple[TimeTravelResult, int]:
     """Reopen ``node_id`` and everything downstream; the run becomes queued again."""
     return _travel(run_id, "rewind", body)
@@ -81,7 +98,15 @@ def rewind(run_id: str, body: RewindRequest) -> tuple[TimeTravelResult, int]:
 @bp.post("/<run_id>/replay")
 @requires(Scope.RUN_WRITE)
 @bp.input(ReplayRequest, arg_name="body")
-@bp.output(TimeTravelResult, status_code=201)
+@bp.output(TimeTravelResult, status_code=201, description="Done; audited before and after.")
+@bp.doc(
+    summary="Replay a run from a node into a new run",
+    operation_id="replayRun",
+    description="Needs `run:write` and the run's launcher, or `admin` as well; `confirm: true`"
+    " is required. 409 while another time-travel call on the run is in progress.",
+    responses=errors(*AUTH, 404, 409, 413, 503),
+)
+@reads(RUN_ID_PARAM)
 def replay(run_id: str, body: ReplayRequest) -> tuple[TimeTravelResult, int]:
     """A new run from this run's state up to ``node_id``, same input, lineage recorded."""
     return _travel(run_id, "replay", body)
@@ -90,7 +115,15 @@ def replay(run_id: str, body: ReplayRequest) -> tuple[TimeTravelResult, int]:
 @bp.post("/<run_id>/fork")
 @requires(Scope.RUN_WRITE)
 @bp.input(ForkRequest, arg_name="body")
-@bp.output(TimeTravelResult, status_code=201)
+@bp.output(TimeTravelResult, status_code=201, description="Done; audited before and after.")
+@bp.doc(
+    summary="Fork a run at a node with new input",
+    operation_id="forkRun",
+    description="Needs `run:write` and the run's launcher, or `admin` as well; `confirm: true`"
+    " is required. 409 while another time-travel call on the run is in progress.",
+    responses=errors(*AUTH, 404, 409, 413, 503),
+)
+@reads(RUN_ID_PARAM)
 def fork(run_id: str, body: ForkRequest) -> tuple[TimeTravelResult, int]:
     """A new run from this run's state up to ``node_id``, with new input."""
     return _travel(run_id, "fork", body)

@@ -21,6 +21,7 @@ from smithers.shared.grants import TTL_LIMIT_S
 from smithers.shared.store.runs import RUN_ID
 from smithers.shared.store.sandboxes import MAX_NOTE as MAX_REVIEW_NOTE
 from smithers.shared.store.signals import SIGNAL_ID
+from smithers.shared.webhook import EVENT_TYPE
 from smithers.shared.workflow import NODE_ID, WORKFLOW_NAME
 
 MAX_NOTE = 4000  # an approval decision's note
@@ -234,6 +235,21 @@ class ForkRequest(Body):
     confirm: Literal[True] = Field(description=_CONFIRM_DOC)
     run_id: str | None = Field(None, pattern=RUN_ID.pattern, description="The new run's id.")
     input: dict[str, Any] = Field(description="The new run's input.")
+
+
+class WebhookEvent(Body):
+    """A Standard Webhooks payload; fields not named here are ignored and never stored."""
+
+    # Only published: the webhook reads its body after the signature check, with
+    # smithers.shared.webhook.parse (whose 400s name the field), never with this model.
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+    type: str = Field(pattern=EVENT_TYPE.pattern)
+    timestamp: str | None = Field(None, description="When the sender made it (informative).")
+    data: dict[str, Any] | None = Field(
+        None,
+        description="What the type needs: `grant_id`, `subject`, `scopes`, `expires_at`"
+        " (epoch seconds), `kind`, `issued_at`, `note`, `reason`.",
+    )
 
 
 BODIES: tuple[type[Body], ...] = (

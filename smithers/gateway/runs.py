@@ -13,6 +13,7 @@ from typing import Any
 from apiflask import APIBlueprint
 from flask import request
 
+from smithers.gateway.apidoc import AUTH, PAGE, RUN_ID_PARAM, errors, param, reads, reply
 from smithers.gateway.auth import principal, requires
 from smithers.gateway.body import check_query, check_run_id, query_choice, query_int
 from smithers.gateway.models import Empty, LaunchRequest, MigrateRequest, RerunRequest
@@ -95,7 +96,19 @@ def _reread(run_id: str) -> RunRecord:
 @bp.post("")
 @requires(Scope.RUN_WRITE)
 @bp.input(LaunchRequest, arg_name="body")
-@bp.output(LaunchedRun, status_code=201)
+@bp.output(LaunchedRun, status_code=201, description="The run was created.")
+@bp.doc(
+    summary="Launch a run",
+    operation_id="launchRun",
+    description="Launch a run of a registered workflow. The same `run_id` with the same input"
+    " returns the same run (200); with another input it is a 409. Nothing is written for a"
+    " refused request. `warnings` holds a `revision_unavailable` entry when no live"
+    " scheduler or worker holds the workflow's revision (the run is created and waits).",
+    responses={
+        200: reply(LaunchedRun, "A run with this id and the same input already exists."),
+        **errors(*AUTH, 404, 409, 413, 503),
+    },
+)
 def launch(body: LaunchRequest) -> tuple[LaunchedRun, int, dict[str, str]]:
     """201 with a new run; 200 with the same run when its id and input are repeated."""
     svc = services()
@@ -148,7 +161,29 @@ def _decode_cursor(text: str) -> tuple[float, str]:
 
 @bp.get("")
 @requires(Scope.RUN_READ)
-@bp.output(RunPage)
+@bp.output(RunPage, description="Run summaries (no input or output), newest first.")
+@bp.doc(
+    summary="List runs",
+    operation_id="listRuns",
+    description="Summaries of runs without their input and output, so a page stays"
+    " small: `GET /v1/runs/{run_id}` returns a run with its input, output and node"
+    " outputs.",
+    responses=errors(*AUTH, 503),
+)
+@reads(
+    param("status", "query", {"type": "string", "enum": list(STATUSES)}, "Only runs in this status."),
+    param("workflow", "query", {"type": "string"}, "Only runs of this workflow."),
+    param("limit", "query", PAGE, "Page size (default 50)."),
+    param("cursor", "query", {"type": "string"}, "`next_cursor` of the previous page."),
+    param("since", "query", {"type": "integer", "minimum": 0}, "Created at or after (epoch s)."),
+    param("until", "query", {"type": "integer", "minimum": 0}, "Created before (epoch s)."),
+    param(
+        "q",
+        "query",
+        {"type": "string", "pattern": RUN_ID_SEARCH.pattern},
+        "Only runs whose id contains this.",
+    ),
+)
 def index() -> RunPage:
     """Run summaries (no input or output) newest first, filtered by status, workflow,
     creation time and part of the run id; ``next_cursor`` pages on."""
@@ -186,7 +221,13 @@ def index() -> RunPage:
 
 @bp.get("/<run_id>")
 @requires(Scope.RUN_READ)
-@bp.output(RunDetail)
+@bp.output(RunDetail, description="The run.")
+@bp.doc(
+    summary="Read a run with its nodes, attempts and outputs",
+    operation_id="getRun",
+    responses=errors(*AUTH, 404, 503),
+)
+@reads(RUN_ID_PARAM)
 def show(run_id: str) -> RunDetail:
     """The run with its nodes, attempts and outputs, read in one snapshot."""
     _run_id(run_id)
@@ -228,7 +269,9 @@ def show(run_id: str) -> RunDetail:
 @bp.post("/<run_id>/cancel")
 @requires(Scope.RUN_WRITE)
 @bp.input(Empty, arg_name="body")
-@bp.output(Run)
+@bp.output(Run, description="Cancellation requested (a no-op once the run ended).")
+@bp.doc(summary="Cancel a run", operation_id="cancelRun", responses=errors(*AUTH, 404, 413, 503))
+@reads(RUN_ID_PARAM)
 def cancel(run_id: str, body: Empty) -> Run:
     """Ask for the run's cancellation (a no-op once it ended)."""
     _run_id(run_id)
@@ -240,7 +283,13 @@ def cancel(run_id: str, body: Empty) -> Run:
 @bp.post("/<run_id>/resume")
 @requires(Scope.RUN_WRITE)
 @bp.input(Empty, arg_name="body")
-@bp.output(Run)
+@bp.output(Run, description="The run is queued again.")
+@bp.doc(
+    summary="Resume a failed or cancelled run under the same id",
+    operation_id="resumeRun",
+    responses=errors(*AUTH, 404, 409, 413, 503),
+)
+@reads(RUN_ID_PARAM)
 def resume(run_id: str, body: Empty) -> Run:
     """Reopen a failed or cancelled run under the same id."""
     _run_id(run_id)
@@ -252,7 +301,17 @@ def resume(run_id: str, body: Empty) -> Run:
 @bp.post("/<run_id>/migrate")
 @requires(Scope.ADMIN)
 @bp.input(MigrateRequest, arg_name="body")
-@bp.output(Migration)
+@bp.output(Migration, description="Migrated; audited (actor, from, to, note).")
+@bp.doc(
+    summary="Move a run to another revision of its workflow",
+    operation_id="migrateRun",
+    description="Allowed when every node that already ran is in the target revision with the"
+    " same kind; otherwise 409 `revision_conflict` with `error.details.conflicts` listing the"
+    " nodes. The target must be a revision the store has seen (a process held it or a run"
+    " launched with it). Also 409 for a succeeded or cancelled run, or one already on it.",
+    responses=errors(*AUTH, 404, 409, 413, 503),
+)
+@reads(RUN_ID_PARAM)
 def migrate(run_id: str, body: MigrateRequest) -> Migration:
     """Move the run to another revision of its workflow; 409 ``revision_conflict`` lists
     the nodes that already ran and differ there."""
@@ -267,7 +326,16 @@ def migrate(run_id: str, body: MigrateRequest) -> Migration:
 @bp.post("/<run_id>/rerun")
 @requires(Scope.RUN_WRITE)
 @bp.input(RerunRequest, arg_name="body")
-@bp.output(Run, status_code=201)
+@bp.output(Run, status_code=201, description="The new run; its parent_run_id is the old run.")
+@bp.doc(
+    summary="Launch a new run of the same workflow with the same input",
+    operation_id="rerunRun",
+    responses={
+        200: reply(Run, "This rerun (by its chosen run_id) already exists."),
+        **errors(*AUTH, 404, 409, 413, 503),
+    },
+)
+@reads(RUN_ID_PARAM)
 def rerun(run_id: str, body: RerunRequest) -> tuple[Run, int, dict[str, str]]:
     """A new run of the same workflow with the same input, its parent the old run."""
     _run_id(run_id)
@@ -289,6 +357,15 @@ def rerun(run_id: str, body: RerunRequest) -> tuple[Run, int, dict[str, str]]:
 
 @bp.delete("/<run_id>")
 @requires(Scope.ADMIN)
+@bp.doc(
+    summary="Delete a run and every dependent row",
+    operation_id="deleteRun",
+    responses={
+        204: {"description": "Deleted; the audit entry of the deletion stays."},
+        **errors(*AUTH, 404, 503),
+    },
+)
+@reads(RUN_ID_PARAM)
 def delete(run_id: str) -> tuple[str, int]:
     """Delete the run and its dependent rows; the audit entry of the deletion stays."""
     _run_id(run_id)

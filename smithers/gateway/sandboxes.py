@@ -11,6 +11,7 @@ import re
 
 from apiflask import APIBlueprint
 
+from smithers.gateway.apidoc import AUTH, RUN_ID_PARAM, errors, param, reads
 from smithers.gateway.auth import principal, requires
 from smithers.gateway.body import check_query, query_choice
 from smithers.gateway.models import ReviewRequest
@@ -37,7 +38,24 @@ def sandbox_model(record: sandboxes_store.SandboxRecord) -> Sandbox:
 
 @bp.get("/<run_id>/sandboxes")
 @requires(Scope.APPROVAL_READ)
-@bp.output(SandboxList)
+@bp.output(SandboxList, description="Sandboxes, in creation order.")
+@bp.doc(
+    summary="List a run's sandboxes with their patches and reviews",
+    operation_id="listSandboxes",
+    description="One sandbox per attempt of a sandbox step: runtime, image and digest,"
+    " container, limits, status, bundle path and sizes, the checked manifest (each patch"
+    " with its diff) and every review decision.",
+    responses=errors(*AUTH, 404, 503),
+)
+@reads(
+    RUN_ID_PARAM,
+    param(
+        "review_status",
+        "query",
+        {"type": "string", "enum": list(REVIEW_STATUSES)},
+        "Only sandboxes in this review status (`pending`: waiting for a reviewer).",
+    ),
+)
 def index(run_id: str) -> SandboxList:
     """A run's sandboxes in creation order, optionally only those in one review status."""
     runs_store.check_run_id(run_id)
@@ -53,7 +71,20 @@ def index(run_id: str) -> SandboxList:
 @bp.post("/<run_id>/sandboxes/<sandbox_id>/review")
 @requires(Scope.APPROVAL_SUBMIT)
 @bp.input(ReviewRequest, arg_name="body")
-@bp.output(Sandbox)
+@bp.output(Sandbox, description="The decision was recorded.")
+@bp.doc(
+    summary="Accept or reject a sandbox's patches",
+    operation_id="reviewSandbox",
+    description="The reviewer is the token's subject. Accepted patches, already applied to the"
+    " step's workspace by its worker, are handed to downstream nodes; a rejection fails the"
+    ' step, or skips it when it was declared with `on_reject="skip"`. 409 when the sandbox'
+    " has nothing pending (no patches, already decided, or superseded).",
+    responses=errors(*AUTH, 404, 409, 413, 503),
+)
+@reads(
+    RUN_ID_PARAM,
+    param("sandbox_id", "path", {"type": "string", "pattern": SANDBOX_ID.pattern}, "The sandbox."),
+)
 def review(run_id: str, sandbox_id: str, body: ReviewRequest) -> Sandbox:
     """Record the caller's decision on a sandbox's pending patches and wake the scheduler."""
     runs_store.check_run_id(run_id)

@@ -11,10 +11,10 @@ from __future__ import annotations
 from apiflask import APIBlueprint
 from flask import request
 
+from smithers.gateway.apidoc import AUTH, errors, param, reads
 from smithers.gateway.auth import principal, requires
 from smithers.gateway.body import check_query
 from smithers.gateway.models import Empty
-from smithers.gateway.schemas import Schema, errors, json_body, op, param, ref
 from smithers.gateway.services import services
 from smithers.shared import scheduling
 from smithers.shared.api import Schedule, ScheduleList
@@ -24,11 +24,27 @@ from smithers.shared.workflow import WORKFLOW_NAME
 
 bp = APIBlueprint("schedules", __name__)
 SCHEDULE_PATH_ID = r"^[a-z][a-z0-9_.-]{0,127}:[a-z0-9][a-z0-9_-]{0,63}$"
+SCHEDULE_PARAM = param(
+    "schedule_id",
+    "path",
+    {"type": "string", "pattern": SCHEDULE_PATH_ID},
+    "The schedule, `workflow:schedule_id` (as listed).",
+)
 
 
 @bp.get("/v1/schedules")
 @requires(Scope.RUN_READ)
-@bp.output(ScheduleList)
+@bp.output(ScheduleList, description="Declared schedules with their state.")
+@bp.doc(
+    summary="List cron schedules",
+    operation_id="listSchedules",
+    description="The schedules the deployment's workflows declare (`wf.schedule(...)`), each"
+    " with whether it is paused, its next tick and the latest run a tick launched.",
+    responses=errors(*AUTH, 503),
+)
+@reads(
+    param("workflow", "query", {"type": "string", "pattern": WORKFLOW_NAME.pattern}, "Only this workflow's.")
+)
 def index() -> ScheduleList:
     """Every declared schedule (of ``?workflow=`` when given) with its state."""
     check_query(("workflow",))
@@ -52,7 +68,15 @@ def _change(schedule_id: str, paused: bool) -> Schedule:
 @bp.post("/v1/schedules/<schedule_id>/pause")
 @requires(Scope.RUN_WRITE)
 @bp.input(Empty, arg_name="body")
-@bp.output(Schedule)
+@bp.output(Schedule, description="The schedule as it now is.")
+@bp.doc(
+    summary="Pause a cron schedule",
+    operation_id="pauseSchedule",
+    description="Until resumed it launches no run. The pauser is the token's subject (kept, audited);"
+    " pausing a paused schedule changes nothing. 404: no declared schedule of that name.",
+    responses=errors(*AUTH, 404, 413, 503),
+)
+@reads(SCHEDULE_PARAM)
 def pause(schedule_id: str, body: Empty) -> Schedule:
     """Pause a schedule: it launches nothing until resumed (a repeat changes nothing)."""
     return _change(schedule_id, True)
@@ -61,72 +85,15 @@ def pause(schedule_id: str, body: Empty) -> Schedule:
 @bp.post("/v1/schedules/<schedule_id>/resume")
 @requires(Scope.RUN_WRITE)
 @bp.input(Empty, arg_name="body")
-@bp.output(Schedule)
+@bp.output(Schedule, description="The schedule as it now is.")
+@bp.doc(
+    summary="Resume a cron schedule",
+    operation_id="resumeSchedule",
+    description="It fires again from its next tick; ticks that came while it was paused are skipped."
+    " Audited with the token's subject. 404: no declared schedule of that name.",
+    responses=errors(*AUTH, 404, 413, 503),
+)
+@reads(SCHEDULE_PARAM)
 def resume(schedule_id: str, body: Empty) -> Schedule:
     """Resume a paused schedule from its next tick (ticks that came while paused are skipped)."""
     return _change(schedule_id, False)
-
-
-# -- the OpenAPI document's part (smithers.gateway.openapi) -------------------------------
-
-
-def paths() -> dict[str, Schema]:
-    """The paths of this blueprint, with their scopes."""
-    auth = (400, 401, 403, 429)
-    schedule = param(
-        "schedule_id",
-        "path",
-        {"type": "string", "pattern": SCHEDULE_PATH_ID},
-        "The schedule, `workflow:schedule_id` (as listed).",
-    )
-
-    def change(summary: str, operation_id: str, description: str) -> Schema:
-        return {
-            "parameters": [schedule],
-            "post": op(
-                summary,
-                "run:write",
-                {
-                    "200": json_body(ref("Schedule"), "The schedule as it now is."),
-                    **errors(*auth, 404, 413, 503),
-                },
-                operationId=operation_id,
-                description=description,
-            ),
-        }
-
-    return {
-        "/v1/schedules": {
-            "get": op(
-                "List cron schedules",
-                "run:read",
-                {
-                    "200": json_body(ref("ScheduleList"), "Declared schedules with their state."),
-                    **errors(*auth, 503),
-                },
-                operationId="listSchedules",
-                description="The schedules the deployment's workflows declare (`wf.schedule(...)`), each"
-                " with whether it is paused, its next tick and the latest run a tick launched.",
-                parameters=[
-                    param(
-                        "workflow",
-                        "query",
-                        {"type": "string", "pattern": WORKFLOW_NAME.pattern},
-                        "Only this workflow's.",
-                    )
-                ],
-            )
-        },
-        "/v1/schedules/{schedule_id}/pause": change(
-            "Pause a cron schedule",
-            "pauseSchedule",
-            "Until resumed it launches no run. The pauser is the token's subject (kept, audited);"
-            " pausing a paused schedule changes nothing. 404: no declared schedule of that name.",
-        ),
-        "/v1/schedules/{schedule_id}/resume": change(
-            "Resume a cron schedule",
-            "resumeSchedule",
-            "It fires again from its next tick; ticks that came while it was paused are skipped."
-            " Audited with the token's subject. 404: no declared schedule of that name.",
-        ),
-    }

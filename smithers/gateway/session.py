@@ -23,6 +23,7 @@ import jwt
 from apiflask import APIBlueprint
 from flask import Response, after_this_request, request
 
+from smithers.gateway.apidoc import errors
 from smithers.gateway.auth import (
     ALGORITHM,
     SESSION_AUDIENCE,
@@ -58,7 +59,19 @@ def _secure() -> bool:
 
 @bp.post("/v1/session")
 @requires(None)
-@bp.output(Session, status_code=201)
+@bp.output(Session, status_code=201, description="The session cookie was set; keep `csrf_token`.")
+@bp.doc(
+    summary="Start a console session",
+    operation_id="createSession",
+    description="Exchange the bearer token in `Authorization` for `smithers_session`, an"
+    " HttpOnly, SameSite=Strict cookie (Secure over https or with"
+    " `SMITHERS_SESSION_SECURE_COOKIE=true`) naming the same grant and at most its scopes,"
+    " for `SMITHERS_SESSION_TTL` or until the grant expires. Requests with the cookie are"
+    " checked like the token (the grant row, the same scopes); those that change anything"
+    " also need `X-CSRF-Token`. Revoking the grant ends its sessions (within"
+    " `SMITHERS_GRANT_CACHE`).",
+    responses=errors(400, 401, 403, 409, 503),
+)
 def create() -> Session:
     """Exchange the caller's bearer token for a session cookie bound to its grant."""
     check_query(())
@@ -110,7 +123,8 @@ def create() -> Session:
 
 @bp.get("/v1/session")
 @requires(None)
-@bp.output(Session)
+@bp.output(Session, description="Subject, scopes, expiry; the session's CSRF token.")
+@bp.doc(summary="Who is calling", operation_id="readSession", responses=errors(400, 401, 503))
 def show() -> Session:
     """Who the caller is and what it may do; the CSRF token when a session is used."""
     check_query(())
@@ -123,7 +137,13 @@ def show() -> Session:
 
 @bp.delete("/v1/session")
 @requires(None)
-@bp.output(SignedOut)
+@bp.output(SignedOut, description="The session cookie was cleared.")
+@bp.doc(
+    summary="Sign out",
+    operation_id="endSession",
+    description="With the session cookie, `X-CSRF-Token` is needed (else 403).",
+    responses=errors(400, 401, 403, 503),
+)
 def delete() -> SignedOut:
     """Sign out: clear the session cookie (a session request needs its CSRF token)."""
     check_query(())

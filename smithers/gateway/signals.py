@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from apiflask import APIBlueprint
 
+from smithers.gateway.apidoc import AUTH, RUN_ID_PARAM, errors, param, reads, reply
 from smithers.gateway.auth import principal, requires
 from smithers.gateway.body import check_run_id
 from smithers.gateway.models import SignalRequest
@@ -26,7 +27,29 @@ bp = APIBlueprint("signals", __name__)
 @bp.post("/v1/runs/<run_id>/signals/<name>")
 @requires(Scope.RUN_WRITE)
 @bp.input(SignalRequest, arg_name="body")
-@bp.output(Signal, status_code=201)
+@bp.output(Signal, status_code=201, description="The signal was kept (and taken, if a node waited for it).")
+@bp.doc(
+    summary="Send a signal to a run",
+    operation_id="sendSignal",
+    description="Kept for the run's signal node waiting for `name`, or for the first one the run"
+    " reaches later (in arrival order). The sender is the token's subject (stored, audited)."
+    " The `payload` is checked against the node's declared schema (400 naming the field)."
+    " 404: no such run, or no node of its workflow waits for `name`; 409: the `signal_id`"
+    " was sent with another payload, or the run has ended.",
+    responses={
+        200: reply(Signal, "The same `signal_id` and payload again: the first delivery."),
+        **errors(*AUTH, 404, 409, 413, 503),
+    },
+)
+@reads(
+    RUN_ID_PARAM,
+    param(
+        "name",
+        "path",
+        {"type": "string", "pattern": SIGNAL_NAME.pattern},
+        "The signal's name, as a signal node of the run's workflow declares it.",
+    ),
+)
 def send(run_id: str, name: str, body: SignalRequest) -> tuple[Signal, int]:
     """Send the signal ``name`` to a run: 201 first delivery, 200 a repeat."""
     check_run_id(run_id)

@@ -13,6 +13,7 @@ from pathlib import Path
 from apiflask import APIBlueprint
 from flask import Response, redirect, send_from_directory
 
+from smithers.gateway.apidoc import Responses, errors, param, reads, text
 from smithers.shared.errors import NotFound
 
 CONSOLE_DIR = Path(__file__).resolve().parent / "console"
@@ -35,18 +36,36 @@ def _headers(response: Response) -> Response:
 
 
 @bp.get("/ui")
+@bp.doc(
+    summary="The console (redirect)",
+    operation_id="consoleRedirect",
+    responses=Responses({308: {"description": "To `/ui/`."}}),
+)
 def root() -> Response:
     """``/ui`` -> ``/ui/``."""
     return redirect("/ui/", code=308)  # type: ignore[return-value]
 
 
 @bp.get("/ui/")
+@bp.doc(
+    summary="The console",
+    operation_id="console",
+    description="A browser UI on this API (docs/console.md); static files under a strict"
+    " Content-Security-Policy. It needs no credential; every call it makes does.",
+    responses=Responses({200: text(("text/html",), "The console's page.")}),
+)
 def index() -> Response:
     """The console's single page (it needs no credential; every API call it makes does)."""
     return asset("index.html")
 
 
 @bp.get("/ui/<path:name>")
+@bp.doc(
+    summary="A console file",
+    operation_id="consoleFile",
+    responses={200: text(("text/javascript", "text/css"), "The file."), **errors(404)},
+)
+@reads(param("name", "path", {"type": "string"}, "A console file (`app.js`, `app.css`, ...)."))
 def asset(name: str) -> Response:
     """One of the console's files; anything else is 404."""
     path = (CONSOLE_DIR / name).resolve()

@@ -7,6 +7,7 @@ import time
 
 from apiflask import APIBlueprint
 
+from smithers.gateway.apidoc import AUTH, errors, param, reads
 from smithers.gateway.auth import principal, requires
 from smithers.gateway.body import check_query
 from smithers.gateway.models import MigrateWorkflowRequest
@@ -45,7 +46,8 @@ def workflow_model(entry: Registered) -> Workflow:
 
 @bp.get("/v1/workflows")
 @requires(Scope.RUN_READ)
-@bp.output(WorkflowList)
+@bp.output(WorkflowList, description="Workflows by name.")
+@bp.doc(summary="List registered workflows", operation_id="listWorkflows", responses=errors(*AUTH))
 def index() -> WorkflowList:
     """Every registered workflow, by name."""
     check_query(())
@@ -61,7 +63,13 @@ def _workflow_name(name: str) -> str:
 
 @bp.get("/v1/workflows/<name>/revisions")
 @requires(Scope.RUN_READ)
-@bp.output(RevisionList)
+@bp.output(RevisionList, description="Oldest first.")
+@bp.doc(
+    summary="List a workflow's stored revisions with their live holders",
+    operation_id="listRevisions",
+    responses=errors(*AUTH, 404, 503),
+)
+@reads(param("name", "path", {"type": "string", "pattern": WORKFLOW_NAME.pattern}, "The workflow's name."))
 def revisions_of(name: str) -> RevisionList:
     """The stored revisions of a workflow (oldest first), each with its live holders."""
     check_query(())
@@ -86,7 +94,13 @@ def revisions_of(name: str) -> RevisionList:
 @bp.post("/v1/workflows/<name>/migrate")
 @requires(Scope.ADMIN)
 @bp.input(MigrateWorkflowRequest, arg_name="body")
-@bp.output(WorkflowMigration)
+@bp.output(WorkflowMigration, description="Each run moved on its own; `refused` says why not.")
+@bp.doc(
+    summary="Migrate every unfinished or failed run of a workflow from one revision to another",
+    operation_id="migrateWorkflow",
+    responses=errors(*AUTH, 404, 413, 503),
+)
+@reads(param("name", "path", {"type": "string", "pattern": WORKFLOW_NAME.pattern}, "The workflow's name."))
 def migrate_all(name: str, body: MigrateWorkflowRequest) -> WorkflowMigration:
     """Migrate every unfinished or failed run of the workflow from one revision to
     another, each run on its own; ``refused`` lists the runs that could not move and why."""

@@ -2,18 +2,18 @@
 with them and publishes them in its OpenAPI document) and its client (which returns them).
 
 Families: approvals (:mod:`.approval`), signed webhooks' results (:mod:`.control`),
-events (:mod:`.event`), grants (:mod:`.grant`), the probes (:mod:`.health`), a run's
-history (:mod:`.history`), runs (:mod:`.run`), sandboxes and their reviews
-(:mod:`.sandbox`), cron schedules (:mod:`.schedule`), console sessions (:mod:`.session`),
-signals (:mod:`.signal`) and workflows with their revisions (:mod:`.workflow`). The
-error bodies, the 503 of the readiness probe and the webhook request are still
-hand-written schemas in ``smithers.gateway.schemas``.
+error bodies (:mod:`.error`), events (:mod:`.event`), grants (:mod:`.grant`), the probes
+(:mod:`.health`), a run's history (:mod:`.history`), runs (:mod:`.run`), sandboxes and
+their reviews (:mod:`.sandbox`), cron schedules (:mod:`.schedule`), console sessions
+(:mod:`.session`), signals (:mod:`.signal`) and workflows with their revisions
+(:mod:`.workflow`).
 """
 
 from __future__ import annotations
 
 from smithers.shared.api.approval import Approval, ApprovalContext, ApprovalList, ApprovedRun
 from smithers.shared.api.control import WebhookResult
+from smithers.shared.api.error import Error, ErrorDetail, NotReady
 from smithers.shared.api.event import Event
 from smithers.shared.api.grant import Grant, GrantList, IssuedGrant, RevokedGrant
 from smithers.shared.api.health import Health, Ready
@@ -62,6 +62,8 @@ __all__ = [
     "AuditedRun",
     "Ceilings",
     "ChildRun",
+    "Error",
+    "ErrorDetail",
     "Event",
     "Grant",
     "GrantList",
@@ -73,6 +75,7 @@ __all__ = [
     "Migration",
     "Node",
     "NodeSpending",
+    "NotReady",
     "OpenAPI30",
     "Output",
     "Ready",
