@@ -195,7 +195,7 @@ def start_worker(
     ``threads``, or ``gevent`` once gevent patched the standard library, before
     anything imported it: ``smithers worker --pool gevent`` patches first thing), with
     more of Celery's worker ``options`` (``--autoscale=10,2``, ...); blocks, and returns
-    the exit code the worker stopped with.
+    0 after a shutdown a signal asked for, else the exit code Celery stopped with.
 
     A worker that was consuming and stops on Celery's "Unrecoverable error" without
     being asked to (no shutdown signal) is started again in this process, up to
@@ -245,7 +245,9 @@ def start_worker(
         exits.clear()
         app.start(argv)  # returns None whatever the exit code (click 8): see _stopped
         code = exits[-1] if exits else 0
-        if code == 0 or asked.is_set() or not ready.is_set():
+        if asked.is_set():
+            return 0  # a shutdown a signal asked for (Celery gives Ctrl-C exit 1)
+        if code == 0 or not ready.is_set():
             return code
         if not restarts.take(time.monotonic()):
             log.error(
