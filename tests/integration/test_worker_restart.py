@@ -2,7 +2,7 @@
 with SIGKILL while a step runs and started again, empty, on the same port, several
 times; after each restart the same worker process takes the next run's step.
 
-Celery 5.7.0 / kombu 5.7.0 sometimes stop such a worker with "Unrecoverable error:
+Celery 5.7.0 / kombu 5.7.0 stop such a worker (here on nearly every restart) with "Unrecoverable error:
 AttributeError ... 'hostname'" (see smithers.workers.app.RESTARTS_PER_MINUTE); the
 worker starts Celery again in its process, so the process stays up and consumes.
 """
