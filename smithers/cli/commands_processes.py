@@ -100,8 +100,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         os.execve(sys.executable, argv, celery_env)  # noqa: S606
     config = replace(config, queues=queues, concurrency=concurrency)
     env = build_env(dep.database_url, dep.redis_url, registry_of(dep), config, args.name, dep.broker_url)
-    start_worker(env, args.log_level, args.pool, pool_options)
-    return exitcodes.OK
+    return start_worker(env, args.log_level, args.pool, pool_options)
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -12,11 +12,20 @@ import logging
 import os
 import socket
 import sys
+import threading
+import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from celery import Celery
-from celery.signals import celeryd_after_setup, celeryd_init, worker_ready, worker_shutdown
+from celery.signals import (
+    celeryd_after_setup,
+    celeryd_init,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 from kombu import Queue
 
 from smithers.shared import settings, tracing
@@ -181,11 +190,18 @@ def _sandbox_runner(env: WorkerEnv) -> Any:
 
 def start_worker(
     env: WorkerEnv, loglevel: str = "INFO", pool: str = "prefork", options: Sequence[str] = ()
-) -> None:
+) -> int:
     """Run a Celery worker consuming ``env.config.queues`` on ``pool`` (``prefork``,
     ``threads``, or ``gevent`` once gevent patched the standard library, before
     anything imported it: ``smithers worker --pool gevent`` patches first thing), with
-    more of Celery's worker ``options`` (``--autoscale=10,2``, ...); blocks."""
+    more of Celery's worker ``options`` (``--autoscale=10,2``, ...); blocks, and returns
+    0 after a shutdown a signal asked for, else the exit code Celery stopped with.
+
+    A worker that was consuming and stops on Celery's "Unrecoverable error" without
+    being asked to (no shutdown signal) is started again in this process, up to
+    :data:`RESTARTS_PER_MINUTE` times a minute: Celery 5.7 / kombu 5.7 can fail so
+    while closing the connection a Redis restart broke (see :data:`RESTARTS_PER_MINUTE`).
+    """
     if pool not in POOLS or (pool == "gevent" and not gevent_patched()):
         raise InvalidInput(
             f"pool {pool!r}: start_worker runs prefork, threads, or gevent in a process gevent patched"
@@ -204,4 +220,79 @@ def start_worker(
         f"--pool={pool}",
         *options,
     ]
-    app.worker_main(argv)
+    asked = threading.Event()  # a shutdown signal (TERM, INT, QUIT) reached Celery
+    ready = threading.Event()  # this run of the worker got as far as consuming
+
+    @worker_shutting_down.connect(weak=False)
+    def _asked(**_: Any) -> None:
+        asked.set()
+
+    @worker_ready.connect(weak=False)
+    def _ready(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is app:
+            ready.set()
+
+    exits: list[int] = []  # the exit code each WorkController stopped with
+
+    @worker_shutdown.connect(weak=False)
+    def _stopped(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is app:
+            exits.append(int(getattr(sender, "exitcode", None) or 0))
+
+    restarts = RestartBudget(RESTARTS_PER_MINUTE, 60.0)
+    while True:
+        ready.clear()
+        exits.clear()
+        app.start(argv)  # returns None whatever the exit code (click 8): see _stopped
+        code = exits[-1] if exits else 0
+        if asked.is_set():
+            return 0  # a shutdown a signal asked for (Celery gives Ctrl-C exit 1)
+        if code == 0 or not ready.is_set():
+            return code
+        if not restarts.take(time.monotonic()):
+            log.error(
+                "celery worker stopped on an unrecoverable error (exit %d), %d times within a"
+                " minute: exiting; a supervisor restarts it",
+                code,
+                RESTARTS_PER_MINUTE + 1,
+            )
+            return code
+        log.warning(
+            "celery worker stopped on an unrecoverable error (exit %d) without being asked to;"
+            " starting it again in this process",
+            code,
+        )
+
+
+# Celery 5.7.0 with kombu 5.7.0 (the newest releases as of this writing) on Redis: when
+# the connection breaks while the consumer has a BRPOP pending and a message delivered
+# but not acknowledged (acks_late: a step running with a pool slot free),
+# Consumer.on_connection_error_after_connected calls Connection.collect(), whose close
+# of the default channel fails on the dead socket in the pending BRPOP's read, before
+# the channel counts as closed; collect() then clears the transport's client. The
+# Connection.close() that follows closes the channel again, now restoring the
+# unacknowledged message, and kombu's Redis channel builds a connection pool from the
+# cleared client: AttributeError "'NoneType' object has no attribute 'hostname'" (the
+# shape of kombu issue #582), an "Unrecoverable error" on which Celery stops, with exit
+# code 0 through Celery.worker_main. No setting avoids it (remote control, gossip and
+# mingle are not involved); tests/integration/test_worker_restart.py meets it on
+# nearly every restart of Redis.
+RESTARTS_PER_MINUTE = 5
+
+
+class RestartBudget:
+    """At most ``limit`` restarts within any ``window_s`` seconds."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._times: deque[float] = deque()
+
+    def take(self, now: float) -> bool:
+        """Count a restart at ``now`` if the budget allows one; False when it is spent."""
+        while self._times and now - self._times[0] >= self.window_s:
+            self._times.popleft()
+        if len(self._times) >= self.limit:
+            return False
+        self._times.append(now)
+        return True
