@@ -262,6 +262,10 @@ def start_worker(
             " starting it again in this process",
             code,
         )
+        # Its delivered, unacknowledged messages may not have been given back (the error
+        # is in that restore): Redis would return them after the visibility timeout. A new
+        # epoch has a scheduler send their attempts again now ("Lost messages").
+        env.broker.forget_epoch()
 
 
 # Celery 5.7.0 with kombu 5.7.0 (the newest releases as of this writing) on Redis: when
