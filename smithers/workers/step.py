@@ -550,7 +550,8 @@ def _commit(
             spend_store.record(tx, c.attempt_id, meter)
         entry = env.registry.find(c.workflow)
         wf = entry.workflow if entry is not None else None
-        # the run read whole, once: the result is checked on it and the decision made from it
+        # the run read once (whole, or what moved since the chain's last commit: smithers.shared.store.kept):
+        # the result is checked on it and the decision made from it
         loaded = reload(tx, c.run_id, kept) if env.decider.decides(wf) else None
         committed = complete(
             tx,

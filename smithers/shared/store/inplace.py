@@ -106,13 +106,16 @@ class InPlace:
     due: float | None = None  # when the run is looked at again: the lease's end, or the deadline if sooner
     # the node executions the decisions of this commit wrote (None: one it cannot name)
     touched: set[Key] | None = field(default_factory=set)
+    actions: list[Any] = field(default_factory=list)  # every action of those decisions
+    row: dict[str, Any] | None = None  # the taken attempt's row as inserted
 
     def note(self, actions: Iterable[Any]) -> None:
         """Record the node executions a decision's ``actions`` write (see :attr:`touched`;
         the run row's own changes are read again anyway: :mod:`smithers.shared.store.kept`)."""
         for action in actions:
+            self.actions.append(action)
             if self.touched is None:
-                return
+                continue
             if isinstance(action, SetRun):
                 continue
             node_id, iteration = getattr(action, "node_id", None), getattr(action, "iteration", None)

@@ -13,16 +13,25 @@ and under the same lock, as before.
 
 A step's commit then fetches and maps a few rows instead of every node of the run: the
 cost of the read no longer grows with the chain.
+
+Where the decision did nothing but dispatch the step taken in place, and nothing else of
+the run is live, the worker knows the run as its commit left it (the result, as
+:func:`~smithers.shared.store.attempts.complete` leaves the view, and the attempt row it
+inserted): the next commit reads the run row alone, locking it (one statement, one round
+trip on PostgreSQL where the partial read is two). The lease of that attempt is not read
+again: its worker's own heartbeat may extend it without an event, but the commit that
+reads the view ends that attempt before its decision looks at it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
-from smithers.shared.actions import Key, NodeView
-from smithers.shared.status import AttemptState
+from smithers.shared.actions import AttemptView, Dispatch, Key, NodeView
+from smithers.shared.status import AttemptState, NodeStatus
 from smithers.shared.store.inplace import InPlace
-from smithers.shared.store.state import Loaded, load_run, read_run
+from smithers.shared.store.state import Loaded, load_run, read_run, run_view
 from smithers.shared.store.tx import Tx
 
 _LIVE_ATTEMPTS = frozenset({AttemptState.QUEUED, AttemptState.RUNNING})
@@ -37,6 +46,22 @@ class Kept:
     loaded: Loaded
     seq: int
     touched: frozenset[Key]
+    whole: bool = False  # ``loaded`` is the run as the commit left it: only its row is read again
+
+
+@dataclass(frozen=True)
+class _Current:
+    """What a commit checks of an attempt the worker inserted (a row of the whole read)."""
+
+    attempt_id: str
+    node_id: str
+    iteration: int
+    number: int
+    state: str
+    claim_token: str | None
+    queue: str
+    cache_key: str | None
+    timeout_s: float | None
 
 
 def _live(node: NodeView) -> bool:
@@ -49,6 +74,14 @@ def reload(tx: Tx, run_id: str, kept: Kept | None) -> Loaded | None:
     the run is gone. Without ``kept``: :func:`load_run`."""
     if kept is None:
         return load_run(tx, run_id)
+    if kept.whole:
+        run = tx.lock_run(run_id)
+        if run is None:
+            return None
+        if run.next_seq != kept.seq:
+            return read_run(tx, run_id)
+        nodes, current = dict(kept.loaded.view.nodes), dict(kept.loaded.current)
+        return Loaded(run_view(run_id, run, nodes), run, current)
     view = kept.loaded.view
     names = {k[0] for k in kept.touched}
     names.update(k[0] for k, node in view.nodes.items() if _live(node))
@@ -76,4 +109,54 @@ def keep(tx: Tx, run_id: str, loaded: Loaded | None, in_place: InPlace, done: Ke
         return None
     if tx.decided_runs - {run_id}:
         return None
-    return Kept(loaded, tx.seq_written[run_id], frozenset({*in_place.touched, done}))
+    seq, touched = tx.seq_written[run_id], frozenset({*in_place.touched, done})
+    left = _as_left(loaded, in_place, done)
+    return Kept(loaded, seq, touched) if left is None else Kept(left, seq, touched, whole=True)
+
+
+def _as_left(loaded: Loaded, in_place: InPlace, done: Key) -> Loaded | None:
+    """The run as the commit left it, if its decision did nothing but dispatch the step
+    ``in_place`` took and nothing else of the run is live (see the module docstring)."""
+    claim, row, actions = in_place.claim, in_place.row, in_place.actions
+    if claim is None or row is None or len(actions) != 1 or not isinstance(actions[0], Dispatch):
+        return None
+    action: Dispatch = actions[0]
+    key = (claim.node_id, claim.iteration)
+    view = loaded.view
+    if any(_live(node) for k, node in view.nodes.items() if k != key):
+        return None
+    base = view.nodes.get(key)
+    if base is not None and base.decision is not None:  # a budget approval's: read with the node
+        return None
+    attempt = AttemptView(
+        attempt_id=row["attempt_id"],
+        state=AttemptState(row["state"]),
+        number=row["number"],
+        dispatched_at=row["dispatched_at"],
+        started_at=row["started_at"],
+        lease_expires_at=row["lease_expires_at"],
+        deadline_at=row["deadline_at"],
+        error=None,
+    )
+    failures = action.failures if action.failures is not None else base.failures if base else 0
+    lost = action.lost if action.lost is not None else base.lost if base else 0
+    node = NodeView(
+        node_id=key[0],
+        iteration=key[1],
+        status=NodeStatus.RUNNING,
+        failures=failures,
+        lost=lost,
+        attempt=attempt,
+        next_at=None,
+        current_iteration=base.current_iteration if base else 0,
+        decision=None,
+        error=base.error if base else None,
+    )
+    current: dict[str, Any] = {
+        a: r for a, r in loaded.current.items() if (r.node_id, r.iteration) not in (key, done)
+    }
+    current[row["attempt_id"]] = _Current(
+        row["attempt_id"], key[0], key[1], row["number"], row["state"], row["claim_token"],
+        row["queue"], row["cache_key"], row["timeout_s"],
+    )  # fmt: skip
+    return Loaded(replace(view, nodes={**view.nodes, key: node}), loaded.run, current)

@@ -234,16 +234,21 @@ def read_run(tx: Tx, run_id: str, node_ids: Collection[str] | None = None) -> Lo
             decision=dict(decision) if decision is not None else None,
             error=r.error,
         )
-    view = RunView(
+    view = run_view(run_id, run, views)
+    return Loaded(view, run, {r.attempt_id: r for r in rows if r.attempt_id is not None})
+
+
+def run_view(run_id: str, run: Any, nodes: dict[Key, NodeView]) -> RunView:
+    """The decision's view of a run from its row (:data:`_RUN_COLUMNS`) and its nodes."""
+    return RunView(
         run_id=run_id,
         status=RunStatus(run.status),
         input=run.input,
-        nodes=views,
+        nodes=nodes,
         cancel_requested=bool(run.cancel_requested),
         reopened=bool(run.reopened),
         budget=Budget.from_json(run.budget),
     )
-    return Loaded(view, run, {r.attempt_id: r for r in rows if r.attempt_id is not None})
 
 
 _NEW_NODE = {
@@ -478,7 +483,9 @@ def _dispatch(
         "deadline_at": None,
         "error": None,
     }
-    tx.insert(s.attempts, row if claimed is None else {**row, **claimed})
+    if claimed is not None and in_place is not None:
+        row = in_place.row = {**row, **claimed}
+    tx.insert(s.attempts, row)
     values: dict[str, Any] = {
         "status": (NodeStatus.QUEUED if claimed is None else NodeStatus.RUNNING).value,
         "current_attempt_id": attempt_id,
