@@ -42,8 +42,9 @@ from smithers.shared.store.attempts import (
     standing,
 )
 from smithers.shared.store.inplace import Claim, InPlace
+from smithers.shared.store.kept import Kept, keep, reload
 from smithers.shared.store.queries import outputs_for
-from smithers.shared.store.state import Message, as_stored, load_run
+from smithers.shared.store.state import Message, as_stored
 from smithers.shared.workflow import Node, NodeKind, Workflow
 from smithers.workers import eventloop, interrupt
 from smithers.workers.interrupt import Interruptible, StepInterrupted
@@ -430,7 +431,7 @@ def run_attempt(env: WorkerEnv, attempt_id: str, after: int | None = None, time_
         first, follow = _run_claimed(env, c, chain)
     while follow is not None:
         with tracing.span("smithers.step", **{tracing.ATTEMPT_ID: follow.claim.attempt_id}):
-            _, follow = _run_claimed(env, follow.claim, chain, follow.after)
+            _, follow = _run_claimed(env, follow.claim, chain, follow.after, follow.kept)
     return first
 
 
@@ -438,24 +439,30 @@ def run_attempt(env: WorkerEnv, attempt_id: str, after: int | None = None, time_
 class _Follow:
     """The step to run next in place, and the output its predecessor just committed
     (node, iteration, value as stored; None if it failed): its parent's, when it has
-    only that one, is not read back from the store."""
+    only that one, is not read back from the store. ``kept``: the run as that commit
+    left it, which the next commit reads again only in part (:mod:`smithers.shared.store.kept`)."""
 
     claim: Claim
     after: tuple[str, int, Any] | None
+    kept: Kept | None = None
 
 
 Outcome = tuple[str, _Follow | None]  # what happened, and the step to run next in place
 
 
 def _run_claimed(
-    env: WorkerEnv, c: Claim, chain: _Chain, after: tuple[str, int, Any] | None = None
+    env: WorkerEnv,
+    c: Claim,
+    chain: _Chain,
+    after: tuple[str, int, Any] | None = None,
+    kept: Kept | None = None,
 ) -> Outcome:
     tracing.annotate(**_attributes(c))
     try:
         wf = env.registry.get(c.workflow).workflow
         node = wf.nodes[c.node_id]
     except (SmithersError, KeyError) as exc:
-        return _commit(env, c, chain, ok=False, error=_error(exc))
+        return _commit(env, c, chain, ok=False, error=_error(exc), kept=kept)
     parents, previous = upstream_outputs(wf, node, c, _needed_outputs(env, wf, node, c, after))
     readable = _readable_outputs(env, wf, node, c, parents)
     c = c.starting(time.time())  # a lazy claim's start: now, after the reads above
@@ -499,15 +506,16 @@ def _run_claimed(
             failure = None
     c = hb.claim  # the beater may have claimed it meanwhile
     if failure is not None:
-        return _commit(env, c, chain, ok=False, error=failure, meter=meter)
+        return _commit(env, c, chain, ok=False, error=failure, meter=meter, kept=kept)
     cache = None
     if node.cache is not None:
         cache = CacheWrite(node.cache.scope, node.cache.version, node.cache.ttl_ms, wf.name)
     try:
-        return _commit(env, c, chain, ok=True, output=redact(result, keys=False), cache=cache, meter=meter)
+        output = redact(result, keys=False)
+        return _commit(env, c, chain, ok=True, output=output, cache=cache, meter=meter, kept=kept)
     except OutputTooLarge as exc:  # refused before anything was written: the step fails
         log.warning("attempt %s of %s/%s: %s", c.attempt_id, c.run_id, c.node_id, exc.message)
-        return _commit(env, c, chain, ok=False, error=_error(exc), meter=meter)
+        return _commit(env, c, chain, ok=False, error=_error(exc), meter=meter, kept=kept)
 
 
 def _attributes(c: Claim) -> dict[str, Any]:
@@ -530,13 +538,16 @@ def _commit(
     error: dict[str, Any] | None = None,
     cache: CacheWrite | None = None,
     meter: SpendMeter | None = None,
+    kept: Kept | None = None,
 ) -> Outcome:
     """Commit the result fenced by the attempt and, in the same transaction under the
     run's lock, decide what follows (:func:`~smithers.shared.store.advance.advance`);
     when that makes exactly one step ready on a queue this worker consumes, claim it
-    there too and return it to run in place. The other messages go out after commit."""
+    there too and return it to run in place. The other messages go out after commit.
+    ``kept``: the run as this worker's previous commit in the chain left it."""
     follow: Claim | None = None
     done = None
+    in_place: InPlace | None = None
     # the output as a read of the store returns it: the decision and the step run next
     # in place are given it instead of reading it back
     written = (c.node_id, c.iteration, as_stored(output)) if ok else None
@@ -545,8 +556,9 @@ def _commit(
             spend_store.record(tx, c.attempt_id, meter)
         entry = env.registry.find(c.workflow)
         wf = entry.workflow if entry is not None else None
-        # the run read whole, once: the result is checked on it and the decision made from it
-        loaded = load_run(tx, c.run_id) if env.decider.decides(wf) else None
+        # the run read once (whole, or what moved since the chain's last commit: smithers.shared.store.kept):
+        # the result is checked on it and the decision made from it
+        loaded = reload(tx, c.run_id, kept) if env.decider.decides(wf) else None
         committed = complete(
             tx,
             c.attempt_id,
@@ -583,7 +595,11 @@ def _commit(
     if not committed:
         log.warning("attempt %s of %s/%s: result refused (fenced out)", c.attempt_id, c.run_id, c.node_id)
         return "fenced", None
-    return ("succeeded" if ok else "failed"), None if follow is None else _Follow(follow, written)
+    if follow is None or in_place is None:
+        return ("succeeded" if ok else "failed"), None
+    return ("succeeded" if ok else "failed"), _Follow(
+        follow, written, keep(tx, c.run_id, loaded, in_place, (c.node_id, c.iteration))
+    )
 
 
 def _takes(env: WorkerEnv, m: Message, revision: str, chain: _Chain) -> float | None:

@@ -150,6 +150,8 @@ def advance(
         with tracing.span("smithers.decide", row.traceparent, **{tracing.RUN_ID: run_id}):
             decision = decide_loaded(tx, wf, view, config, known)
             tx.decided(run_id)
+            if in_place is not None:  # what it writes: read again by a worker's next commit
+                in_place.note(decision.actions)
             sent, again = apply_and_tell(
                 tx, run_id, decision, row.workflow, row.module_revision, row.priority or 0, in_place
             )

@@ -15,10 +15,11 @@ transaction (no other worker can hold it), and its result commits only under its
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from smithers.shared.actions import Key, SetRun
 from smithers.shared.status import AttemptState
 from smithers.shared.store.tx import Tx
 
@@ -103,6 +104,25 @@ class InPlace:
     takes: Callable[[Message, str], float | None]
     claim: Claim | None = None
     due: float | None = None  # when the run is looked at again: the lease's end, or the deadline if sooner
+    # the node executions the decisions of this commit wrote (None: one it cannot name)
+    touched: set[Key] | None = field(default_factory=set)
+    actions: list[Any] = field(default_factory=list)  # every action of those decisions
+    row: dict[str, Any] | None = None  # the taken attempt's row as inserted
+
+    def note(self, actions: Iterable[Any]) -> None:
+        """Record the node executions a decision's ``actions`` write (see :attr:`touched`;
+        the run row's own changes are read again anyway: :mod:`smithers.shared.store.kept`)."""
+        for action in actions:
+            self.actions.append(action)
+            if self.touched is None:
+                continue
+            if isinstance(action, SetRun):
+                continue
+            node_id, iteration = getattr(action, "node_id", None), getattr(action, "iteration", None)
+            if node_id is None or iteration is None:  # an attempt's end: named by its id alone
+                self.touched = None
+            else:
+                self.touched.add((node_id, iteration))
 
     def offer(
         self, tx: Tx, message: Message, revision: str, cache_key: str | None, timeout_s: float | None

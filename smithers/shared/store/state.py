@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -84,6 +84,7 @@ _RUN_COLUMNS = (
     _r.c.parent_node_id,
     _r.c.priority,  # its flow gates' line and its step messages' priority (smithers.shared.flow)
     _r.c.budget,  # the run's ceilings (smithers.shared.budget)
+    _r.c.next_seq,  # its version: every change of the run appends an event (smithers.shared.store.kept)
 )
 _NODE_COLUMNS = (
     _n.c.node_id,
@@ -126,6 +127,13 @@ _RUN_AND_NODES = union_all(
     .select_from(_n.outerjoin(_a, _a.c.attempt_id == _n.c.current_attempt_id))
     .where(_n.c.run_id == bindparam("b_run_id")),
 )
+# The same, with only the node rows of the nodes named (smithers.shared.store.kept).
+_RUN_AND_SOME_NODES = union_all(
+    select(*_RUN_COLUMNS, *_nulls(_NODE_COLUMNS)).where(_r.c.run_id == bindparam("b_run_id")),
+    select(*_nulls(_RUN_COLUMNS), *_NODE_COLUMNS)
+    .select_from(_n.outerjoin(_a, _a.c.attempt_id == _n.c.current_attempt_id))
+    .where(_n.c.run_id == bindparam("b_run_id"), _n.c.node_id.in_(bindparam("b_nodes", expanding=True))),
+)
 _APPROVALS = select(s.approvals).where(s.approvals.c.run_id == bindparam("b_run_id"))
 _CACHE_LOOKUP = select(s.cache_entries).where(s.cache_entries.c.key == bindparam("b_key"))
 _COUNT_RUN_ATTEMPTS = (
@@ -166,9 +174,19 @@ def load_run(tx: Tx, run_id: str) -> Loaded | None:
     its own, so its snapshot is taken once the lock is granted: a commit that held the
     run (a worker's result) is seen whole."""
     tx.hold_run(run_id)
+    return read_run(tx, run_id)
+
+
+def read_run(tx: Tx, run_id: str, node_ids: Collection[str] | None = None) -> Loaded | None:
+    """:func:`load_run` for a caller that holds the run's lock already; with
+    ``node_ids``, the view holds only those nodes' executions (every iteration)."""
+    if node_ids is None:
+        found = tx.execute(_RUN_AND_NODES, {"b_run_id": run_id})
+    else:
+        found = tx.execute(_RUN_AND_SOME_NODES, {"b_run_id": run_id, "b_nodes": sorted(node_ids)})
     run = None
     rows = []
-    for r in tx.execute(_RUN_AND_NODES, {"b_run_id": run_id}):
+    for r in found:
         if r.node_id is None:
             run = r
         else:
@@ -216,16 +234,21 @@ def load_run(tx: Tx, run_id: str) -> Loaded | None:
             decision=dict(decision) if decision is not None else None,
             error=r.error,
         )
-    view = RunView(
+    view = run_view(run_id, run, views)
+    return Loaded(view, run, {r.attempt_id: r for r in rows if r.attempt_id is not None})
+
+
+def run_view(run_id: str, run: Any, nodes: dict[Key, NodeView]) -> RunView:
+    """The decision's view of a run from its row (:data:`_RUN_COLUMNS`) and its nodes."""
+    return RunView(
         run_id=run_id,
         status=RunStatus(run.status),
         input=run.input,
-        nodes=views,
+        nodes=nodes,
         cancel_requested=bool(run.cancel_requested),
         reopened=bool(run.reopened),
         budget=Budget.from_json(run.budget),
     )
-    return Loaded(view, run, {r.attempt_id: r for r in rows if r.attempt_id is not None})
 
 
 _NEW_NODE = {
@@ -460,7 +483,9 @@ def _dispatch(
         "deadline_at": None,
         "error": None,
     }
-    tx.insert(s.attempts, row if claimed is None else {**row, **claimed})
+    if claimed is not None and in_place is not None:
+        row = in_place.row = {**row, **claimed}
+    tx.insert(s.attempts, row)
     values: dict[str, Any] = {
         "status": (NodeStatus.QUEUED if claimed is None else NodeStatus.RUNNING).value,
         "current_attempt_id": attempt_id,

@@ -111,6 +111,9 @@ class Tx:
     _before_commit: list[Callable[[], None]] = field(default_factory=list)
     _publish_key: int | None = None
     limits: SizeLimits = field(default_factory=SizeLimits)
+    # each run's next_seq as this transaction's events left it (its version: kept.py)
+    seq_written: dict[str, int] = field(default_factory=dict)
+    decided_runs: set[str] = field(default_factory=set)  # the runs :meth:`decided` named
 
     def publish_lock(self) -> None:
         """PostgreSQL: take an advisory lock (on a random key) held until this
@@ -253,6 +256,7 @@ class Tx:
         wake-up noted earlier in it (by the change the decision follows) is withdrawn."""
         self._wake.discard(run_id)
         self.woken.discard(run_id)
+        self.decided_runs.add(run_id)
 
     def audit(
         self,
@@ -309,6 +313,7 @@ class Tx:
             params.update(b_run_id=run_id, b_n=n)
             last: int = self.conn.execute(_next_seq_statement(tuple(sorted(v))), params).scalar_one()
             seqs[run_id] = int(last) - n
+            self.seq_written[run_id] = int(last)
         feed: int | None = None  # PostgreSQL: numbered after commit (smithers.shared.store.feed)
         if self.dialect.numbers_feed_on_write:
             feed = int(self.conn.execute(_NEXT_FEED, {"b_n": total}).scalar_one()) - total
