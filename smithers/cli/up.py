@@ -25,10 +25,8 @@ from smithers.shared import settings
 from smithers.shared.config import DB_FILE, Deployment
 from smithers.shared.datadir import Record, write_record
 from smithers.shared.errors import InvalidInput, SmithersError
+from smithers.shared.restarts import MAX_RESTARTS, RestartBudget
 from smithers.shared.store import Store
-
-MAX_RESTARTS = 5
-RESTART_WINDOW_S = 60.0
 
 
 class Service(Protocol):
@@ -50,7 +48,7 @@ class Child:
     name: str
     argv: list[str]
     proc: subprocess.Popen[bytes] | None = None
-    restarts: list[float] = field(default_factory=list)
+    restarts: RestartBudget = field(default_factory=RestartBudget)
 
 
 class Supervisor:
@@ -77,7 +75,7 @@ class Supervisor:
         self.children = children
         self.services = list(services)  # the embedded broker and store, started already
         self.on_failure = on_failure
-        self._service_restarts: dict[str, list[float]] = {}
+        self._service_restarts: dict[str, RestartBudget] = {}
         self._logs = {c.name: log_file(log_dir, c.name, env) for c in children}
         self._stop = threading.Event()
         self._started = threading.Event()
@@ -119,22 +117,18 @@ class Supervisor:
             if child.proc is None or child.proc.poll() is None:
                 continue
             forget(child.proc)
-            child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW_S]
-            if len(child.restarts) >= MAX_RESTARTS:
+            if not child.restarts.take(now):
                 log = self.log_dir / f"{child.name}.log"
                 return f"{child.name} exited {MAX_RESTARTS} times in a minute (see {log})"
             print(f"smithers up: {child.name} exited ({child.proc.returncode}); restarting", file=sys.stderr)
-            child.restarts.append(now)
             self._spawn(child)
         return None
 
     def _restart_service(self, service: Service, now: float) -> str | None:
         code = service.proc.returncode if service.proc is not None else None
-        times = [t for t in self._service_restarts.get(service.name, []) if now - t < RESTART_WINDOW_S]
-        if len(times) >= MAX_RESTARTS:
+        if not self._service_restarts.setdefault(service.name, RestartBudget()).take(now):
             return f"{service.name} exited {MAX_RESTARTS} times in a minute (see {service.log.path})"
         print(f"smithers up: {service.name} exited ({code}); restarting it", file=sys.stderr, flush=True)
-        self._service_restarts[service.name] = [*times, now]
         try:
             service.restart()
         except SmithersError as exc:

@@ -68,7 +68,6 @@ class Scheduler:
         self._forward: dict[str, set[str]] = {}  # revision -> runs woken here but not held
         self._gated: list[str] = []  # runs of a batch at flow gates, decided at its end
         self.pacing = Pacing()  # a wide run is decided once per batch of completions
-        self._in_flight = 0  # what the last decision left in flight (for the pacing)
         self._retention_at = 0.0  # when the next retention pass is due (time.time())
         self._traced: dict[str, Any] = {}  # run -> its decision's trace context (tracing on)
         # Runs due before the next sweep, so a short backoff or lease is kept on time
@@ -173,9 +172,9 @@ class Scheduler:
                 # A decision's cost is the CPU it took here: waiting for the run's row
                 # lock (a worker's commit that woke it early) does not make it expensive.
                 cpu = time.thread_time()
-                wake_at = self._decide(tx, run_id, messages)
+                wake_at, in_flight = self._decide(tx, run_id, messages)
                 ended = time.perf_counter()
-                self.pacing.decided(run_id, time.time(), time.thread_time() - cpu, self._in_flight)
+                self.pacing.decided(run_id, time.time(), time.thread_time() - cpu, in_flight)
                 done += 1
                 if wake_at is not None and wake_at <= tx.now:
                     again.append(run_id)
@@ -186,7 +185,7 @@ class Scheduler:
             # gate's (smithers.shared.store.flow, lock order); their rows are held already.
             gated, self._gated = self._gated, []
             for run_id in sorted(gated):
-                wake_at = self._decide(tx, run_id, messages, gate=True)
+                wake_at, _ = self._decide(tx, run_id, messages, gate=True)
                 if wake_at is not None and wake_at <= tx.now:
                     again.append(run_id)
                 self.timers.decided(run_id, wake_at, tx.now)
@@ -207,25 +206,26 @@ class Scheduler:
                 sent = self.broker.try_send_steps(group, after) and sent
         return sent
 
-    def _decide(self, tx: Tx, run_id: str, messages: list[Message], *, gate: bool = False) -> float | None:
-        """Load, decide and apply one run inside ``tx``; returns when to look again.
-        A run at flow gates is put aside (``_gated``) unless ``gate``."""
-        self._in_flight = 0
+    def _decide(
+        self, tx: Tx, run_id: str, messages: list[Message], *, gate: bool = False
+    ) -> tuple[float | None, int]:
+        """Load, decide and apply one run inside ``tx``; returns when to look again and
+        what the decision left in flight (for the pacing). A run at flow gates is put
+        aside (``_gated``) unless ``gate``."""
         done = advance(tx, run_id, self._holds, self.decision_config, gate=gate)
         if done.gated:
             self._gated.append(run_id)
-            return None
+            return None, 0
         if not done.decided:
             # Another revision's run (or a workflow this process lacks): never decided
             # with this code. Its holders get the wake-up; if none is live, the holder
             # check marks the run revision_unavailable.
             log.debug("run %s: revision %s of %r not held here", run_id, done.revision[:12], done.workflow)
             self._forward.setdefault(done.revision, set()).add(run_id)
-            return None
+            return None, 0
         messages.extend(done.messages)
         self._traced[run_id] = done.trace
-        self._in_flight = done.in_flight
-        return done.wake_at
+        return done.wake_at, done.in_flight
 
     def _holds(self, workflow: str, revision: str) -> Workflow | None:
         if (workflow, revision) not in self.held:

@@ -21,7 +21,7 @@ minute and, past 10,000 entries, rebuilt the map on every wake-up.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 MIN_BATCHED_COST_S = 0.005  # decisions cheaper than this are never delayed
@@ -66,19 +66,18 @@ class Pacing:
         earliest = ended_at + min(BATCH_SPACING * cost_s, MAX_BATCH_DELAY_S)
         self._paced[run_id] = _Paced(earliest, ended_at + MAX_BATCH_DELAY_S, wanted)
 
-    def due(self, woken: Mapping[str, int] | Iterable[str], now: float) -> list[str]:
-        """Of the runs ``woken`` (with how many wake-ups each, or once each) and those
-        deferred earlier, those that may be decided at ``now``, sorted; the others are
-        deferred (:meth:`next_at`)."""
-        counts = woken if isinstance(woken, Mapping) else dict.fromkeys(woken, 1)
+    def due(self, woken: Mapping[str, int], now: float) -> list[str]:
+        """Of the runs ``woken`` (with how many wake-ups each) and those deferred earlier,
+        those that may be decided at ``now``, sorted; the others are deferred
+        (:meth:`next_at`)."""
         ready: list[str] = []
-        for run_id in counts.keys() | self._deferred.keys():
+        for run_id in woken.keys() | self._deferred.keys():
             paced = self._paced.get(run_id)
             if paced is None:
                 ready.append(run_id)
                 self._deferred.pop(run_id, None)
                 continue
-            paced.seen += counts.get(run_id, 0)
+            paced.seen += woken.get(run_id, 0)
             at = paced.at()
             if now >= at:
                 ready.append(run_id)

@@ -14,7 +14,6 @@ import socket
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,6 +35,7 @@ from smithers.shared.keys import AFTER_HEADER, QUEUES, STEP_TASK, revision_queue
 from smithers.shared.logs import json_wanted, route_celery_logs, setup_logging
 from smithers.shared.patching import gevent_patched
 from smithers.shared.registry import Registry, load_registry
+from smithers.shared.restarts import RESTART_WINDOW_S, RestartBudget
 from smithers.shared.store import Store
 from smithers.shared.workflow import QUEUE_NAME
 from smithers.workers.holders import HOLDERS as _HOLDERS
@@ -239,7 +239,7 @@ def start_worker(
         if getattr(sender, "app", None) is app:
             exits.append(int(getattr(sender, "exitcode", None) or 0))
 
-    restarts = RestartBudget(RESTARTS_PER_MINUTE, 60.0)
+    restarts = RestartBudget(RESTARTS_PER_MINUTE, RESTART_WINDOW_S)
     while True:
         ready.clear()
         exits.clear()
@@ -282,21 +282,3 @@ def start_worker(
 # mingle are not involved); tests/integration/test_worker_restart.py meets it on
 # nearly every restart of Redis.
 RESTARTS_PER_MINUTE = 5
-
-
-class RestartBudget:
-    """At most ``limit`` restarts within any ``window_s`` seconds."""
-
-    def __init__(self, limit: int, window_s: float) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self._times: deque[float] = deque()
-
-    def take(self, now: float) -> bool:
-        """Count a restart at ``now`` if the budget allows one; False when it is spent."""
-        while self._times and now - self._times[0] >= self.window_s:
-            self._times.popleft()
-        if len(self._times) >= self.limit:
-            return False
-        self._times.append(now)
-        return True

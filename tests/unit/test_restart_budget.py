@@ -1,8 +1,10 @@
-"""The worker's budget of in-process Celery restarts (smithers.workers.app.RestartBudget)."""
+"""The budget of restarts (smithers.shared.restarts.RestartBudget): the worker's in-process
+Celery restarts and `smithers up`'s children."""
 
 from __future__ import annotations
 
-from smithers.workers.app import RESTARTS_PER_MINUTE, RestartBudget
+from smithers.shared.restarts import RestartBudget
+from smithers.workers.app import RESTARTS_PER_MINUTE
 
 
 def test_allows_the_limit_within_the_window_then_refuses() -> None:

@@ -23,7 +23,7 @@ def test_a_cheap_decision_never_delays_its_run() -> None:
     pacing = Pacing()
     pacing.decided("chain", NOW, 0.001)
 
-    assert pacing.due({"chain"}, NOW) == ["chain"]
+    assert pacing.due(Counter({"chain"}), NOW) == ["chain"]
     assert pacing.next_at() is None
 
 
@@ -31,11 +31,11 @@ def test_an_expensive_run_waits_four_times_its_cost_then_is_due_once() -> None:
     pacing = Pacing()
     pacing.decided("wide", NOW, 0.02)
 
-    assert pacing.due({"wide", "other"}, NOW + 0.05) == ["other"]
+    assert pacing.due(Counter({"wide", "other"}), NOW + 0.05) == ["other"]
     assert pacing.next_at() == NOW + 0.08
 
-    assert pacing.due(set(), NOW + 0.08) == ["wide"]
-    assert pacing.due(set(), NOW + 0.09) == []
+    assert pacing.due(Counter(), NOW + 0.08) == ["wide"]
+    assert pacing.due(Counter(), NOW + 0.09) == []
     assert pacing.next_at() is None
 
 
@@ -43,8 +43,8 @@ def test_the_wait_is_capped() -> None:
     pacing = Pacing()
     pacing.decided("huge", NOW, 10.0)
 
-    assert pacing.due({"huge"}, NOW + MAX_BATCH_DELAY_S - 0.01) == []
-    assert pacing.due(set(), NOW + MAX_BATCH_DELAY_S) == ["huge"]
+    assert pacing.due(Counter({"huge"}), NOW + MAX_BATCH_DELAY_S - 0.01) == []
+    assert pacing.due(Counter(), NOW + MAX_BATCH_DELAY_S) == ["huge"]
 
 
 def test_a_wide_run_in_flight_waits_for_a_batch_of_completions_not_only_for_time() -> None:
@@ -66,7 +66,7 @@ def test_completions_reported_early_still_wait_for_the_spacing() -> None:
 
     assert pacing.due(Counter({"wide": 50}), NOW + 0.01) == []
     assert pacing.next_at() == NOW + 0.08
-    assert pacing.due(set(), NOW + 0.08) == ["wide"]
+    assert pacing.due(Counter(), NOW + 0.08) == ["wide"]
 
 
 def test_a_run_with_few_left_in_flight_waits_for_half_of_them() -> None:
@@ -83,7 +83,7 @@ def test_a_run_whose_completions_do_not_come_is_decided_at_the_cap() -> None:
     pacing.decided("wide", NOW, 0.02, in_flight=1000)
 
     assert pacing.due(Counter({"wide": 1}), NOW + 1.0) == []
-    assert pacing.due(set(), NOW + MAX_BATCH_DELAY_S) == ["wide"]
+    assert pacing.due(Counter(), NOW + MAX_BATCH_DELAY_S) == ["wide"]
 
 
 def test_a_run_whose_decision_became_cheap_is_no_longer_delayed() -> None:
@@ -91,7 +91,7 @@ def test_a_run_whose_decision_became_cheap_is_no_longer_delayed() -> None:
     pacing.decided("r", NOW, 0.05)
     pacing.decided("r", NOW + 0.01, 0.001)
 
-    assert pacing.due({"r"}, NOW + 0.02) == ["r"]
+    assert pacing.due(Counter({"r"}), NOW + 0.02) == ["r"]
 
 
 def test_many_decided_runs_leave_only_the_ones_that_can_still_wait() -> None:
@@ -104,7 +104,7 @@ def test_many_decided_runs_leave_only_the_ones_that_can_still_wait() -> None:
     assert len(pacing) == 100
 
     # when a wake-up comes after their waits are over
-    pacing.due({"new"}, NOW + 2.0)
+    pacing.due(Counter({"new"}), NOW + 2.0)
 
     # then nothing is held for them
     assert len(pacing) == 0
@@ -118,11 +118,12 @@ def test_a_decision_that_waited_for_a_lock_is_not_counted_as_expensive(tmp_path:
     broker: Any = SimpleNamespace(send_steps=lambda *a: None)
     sched = Scheduler(store, broker, Registry(), SchedulerConfig())
 
-    def waits_for_a_lock(tx: Any, run_id: str, messages: list[Any]) -> None:
+    def waits_for_a_lock(tx: Any, run_id: str, messages: list[Any]) -> tuple[None, int]:
         time.sleep(0.05)
+        return None, 0
 
     sched._decide = waits_for_a_lock  # type: ignore[method-assign]
     sched.process("r1")
     assert len(sched.pacing) == 0
-    assert sched.pacing.due({"r1"}, time.time()) == ["r1"]
+    assert sched.pacing.due(Counter({"r1"}), time.time()) == ["r1"]
     store.close()

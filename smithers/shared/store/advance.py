@@ -45,6 +45,9 @@ MAX_ROUNDS = 20  # decisions in a row for a run due again at once (cache hits, 0
 NEAR_WAKE_S = 2.0
 
 
+IN_FLIGHT = frozenset({NodeStatus.QUEUED, NodeStatus.RUNNING})
+
+
 @dataclass
 class Advanced:
     """What :func:`advance` did: ``decided`` False means the run was left for another
@@ -60,7 +63,16 @@ class Advanced:
     near: bool = False  # due again within NEAR_WAKE_S: send a wake-up after commit
     status: RunStatus | None = None  # the run's status once decided, if the decision set it
     gated: bool = False  # not decided: it must pass its flow gates, with ``gate`` (below)
-    in_flight: int = 0  # node executions queued or running once decided (the scheduler's pacing)
+    view: RunView | None = None  # the run as the decision saw it
+    dispatched: int = 0  # attempts its last round sent
+
+    @property
+    def in_flight(self) -> int:
+        """Node executions queued or running once decided: the scheduler paces a wide run
+        by them (counted only when asked: a writer's decision has no use for it)."""
+        if self.view is None:
+            return 0
+        return self.dispatched + sum(1 for n in self.view.nodes.values() if n.status in IN_FLIGHT)
 
 
 def decide_loaded(
@@ -172,14 +184,10 @@ def advance(
     near = decision.wake_at is not None and decision.wake_at < tx.now + NEAR_WAKE_S
     if near:
         tx.woken.add(run_id)  # a wake-up only: the run's wake time stays the decision's
-    in_flight = len(sent) + sum(1 for n in view.nodes.values() if n.status in IN_FLIGHT)
     return Advanced(
         True, messages, decision.wake_at, row.workflow, row.module_revision, trace, near, status,
-        in_flight=in_flight,
+        view=view, dispatched=len(sent),
     )  # fmt: skip
-
-
-IN_FLIGHT = frozenset({NodeStatus.QUEUED, NodeStatus.RUNNING})
 
 
 MAX_DEPTH = 8  # parent <-> child hops one transaction decides (nesting deeper: the scheduler)
